@@ -1,0 +1,106 @@
+"""Records of a training run and of each teleport, as plain data a user can load into pandas."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass
+class TeleportRecord:
+    """What one teleport did.
+
+    ``loss_before/after`` and ``grad_norm_sq_before/after`` are floats, or lists with
+    one value per problem copy for batched runs. ``stopped`` is ``None`` when every
+    requested step was taken, else the reason the teleport stopped early (a rejected
+    step, a failed line search, a satisfied KKT test). ``trace`` holds per-step
+    diagnostics (level-set teleport: objective, constraint gap, KKT residual, step size).
+    """
+
+    method: str
+    epoch: int | None = None
+    steps_taken: int = 0
+    cost_s: float = 0.0
+    loss_before: Any = None
+    loss_after: Any = None
+    grad_norm_sq_before: Any = None
+    grad_norm_sq_after: Any = None
+    stopped: str | None = None
+    trace: dict[str, list] = field(default_factory=dict)
+
+    @property
+    def loss_change(self):
+        """``loss_after − loss_before`` (per copy for batched runs)."""
+        if isinstance(self.loss_before, list):
+            return [a - b for a, b in zip(self.loss_after, self.loss_before)]
+        return self.loss_after - self.loss_before
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class History:
+    """Per-epoch record of one run: the loss and ‖∇L‖² at the point each step starts from.
+
+    ``time_s[k]`` is the wall-clock time from the start of the run until ``loss[k]``
+    was known, teleport costs included. For a batched run (several seeds as one
+    computation) ``loss`` and ``grad_norm_sq`` hold one list per epoch with a value
+    per copy; :meth:`split` turns it into one history per copy.
+    """
+
+    method: str
+    loss: list = field(default_factory=list)
+    grad_norm_sq: list = field(default_factory=list)
+    time_s: list[float] = field(default_factory=list)
+    step_size: list = field(default_factory=list)
+    teleports: list[TeleportRecord] = field(default_factory=list)
+
+    @property
+    def teleport_epochs(self) -> list[int]:
+        return [t.epoch for t in self.teleports]
+
+    @property
+    def teleport_cost_s(self) -> float:
+        return float(sum(t.cost_s for t in self.teleports))
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["teleport_epochs"] = self.teleport_epochs
+        return d
+
+    def split(self) -> list["History"]:
+        """One history per problem copy of a batched run (a one-element list otherwise)."""
+        if not self.loss or not isinstance(self.loss[0], list):
+            return [self]
+        n = len(self.loss[0])
+
+        def pick(value, i):
+            return value[i] if isinstance(value, list) else value
+
+        out = []
+        for i in range(n):
+            teleports = [
+                TeleportRecord(
+                    method=t.method, epoch=t.epoch, steps_taken=t.steps_taken, cost_s=t.cost_s,
+                    loss_before=pick(t.loss_before, i), loss_after=pick(t.loss_after, i),
+                    grad_norm_sq_before=pick(t.grad_norm_sq_before, i),
+                    grad_norm_sq_after=pick(t.grad_norm_sq_after, i),
+                    stopped=t.stopped, trace=t.trace,
+                )
+                for t in self.teleports
+            ]
+            out.append(History(
+                method=self.method,
+                loss=[row[i] for row in self.loss],
+                grad_norm_sq=[row[i] for row in self.grad_norm_sq],
+                time_s=list(self.time_s),
+                step_size=[pick(s, i) for s in self.step_size],
+                teleports=teleports,
+            ))
+        return out
+
+
+def to_list(t) -> Any:
+    """A tensor as a float (scalar) or a list of floats (batched)."""
+    t = t.detach().cpu()
+    return t.item() if t.dim() == 0 else t.tolist()

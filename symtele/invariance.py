@@ -1,0 +1,23 @@
+"""When does an exact-symmetry teleport count as loss-preserving?
+
+A group action leaves the loss unchanged in exact arithmetic; in floating point the
+teleported loss differs by rounding only. A step is accepted when
+``|L(g·w) − L(w)| ≤ rtol · max(|L(w)|, tiny)``, with ``rtol`` a small multiple of
+the dtype's precision unless the caller chooses one.
+"""
+from __future__ import annotations
+
+import torch
+
+DEFAULT_RTOL = {torch.float64: 1e-9, torch.float32: 1e-4, torch.float16: 1e-2, torch.bfloat16: 5e-2}
+
+
+def default_rtol(dtype: torch.dtype) -> float:
+    return DEFAULT_RTOL.get(dtype, 1e-4)
+
+
+def preserved(before: torch.Tensor, after: torch.Tensor, rtol: float) -> torch.Tensor:
+    """Boolean per problem copy: ``after`` is finite and within ``rtol`` of ``before``."""
+    tiny = torch.finfo(before.dtype).tiny
+    scale = before.abs().clamp_min(tiny)
+    return torch.isfinite(after) & ((after - before).abs() <= rtol * scale)

@@ -1,0 +1,144 @@
+"""The seed's regression task: a bias-free ReLU (or LeakyReLU) MLP fitted to random data.
+
+With weights ``W_1 … W_n`` and activation σ,
+
+    L(W) = ½ ‖Y − W_n σ(W_{n−1} ⋯ σ(W_1 X))‖²_F .
+
+``dims = [m, d_0, d_1, …, d_n]`` means ``X`` is ``d_0 × m`` (``m`` samples as columns),
+``W_k`` is ``d_k × d_{k−1}`` and ``Y`` is ``d_n × m``. The seed draws, after
+``torch.manual_seed(s)``, ``torch.rand`` for ``W_1, …, W_n, X, Y`` in that order
+(float32), with seeds ``s = n² · 12345`` for ``n = 0 … 4``.
+
+Several seeds can be stacked along a leading dimension and trained as one batched
+computation; the gradient is computed by hand-written backpropagation (one forward
+and one backward pass of matrix products, no autograd bookkeeping).
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+from . import checks
+from .layout import weight_chain
+from .objective import Objective
+
+SEED_DIMS = (4, 5, 6, 7, 8)
+SEEDS = tuple(n * n * 12345 for n in range(5))
+
+
+def _check_dims(dims) -> tuple[int, ...]:
+    dims = tuple(dims)
+    if len(dims) < 3 or any(isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in dims):
+        raise ValueError(f"Invalid dims: {dims!r} (need [samples, input, ..., output], all positive integers)")
+    return dims
+
+
+class MLPRegression(Objective):
+    """``L(W) = ½‖Y − W_n σ(… σ(W_1 X))‖²_F`` for a list of weight matrices.
+
+    ``X``: ``(..., d_0, m)``, ``Y``: ``(..., d_n, m)``; leading dimensions index
+    independent copies (seeds). ``negative_slope = 0`` is ReLU, otherwise LeakyReLU.
+    """
+
+    def __init__(self, X: torch.Tensor, Y: torch.Tensor, n_layers: int, negative_slope: float = 0.0):
+        checks.finite_tensor("X", X)
+        checks.finite_tensor("Y", Y)
+        self.X, self.Y = X, Y
+        self.n_layers = checks.count("n_layers", n_layers, minimum=1)
+        self.negative_slope = checks.non_negative("negative_slope", negative_slope)
+        self.chains = weight_chain(self.n_layers)
+
+    def check_params(self, params: Sequence[torch.Tensor]) -> None:
+        """Raise ``ValueError`` naming the first weight whose shape does not fit ``X``, ``Y`` and its neighbours."""
+        if len(params) != self.n_layers:
+            raise ValueError(f"Invalid weights: expected {self.n_layers} matrices, got {len(params)}")
+        rows = self.X.shape[-2]
+        for k, w in enumerate(params):
+            if w.shape[-1] != rows or w.shape[:-2] != self.X.shape[:-2]:
+                raise ValueError(
+                    f"Invalid weights[{k}]: shape {tuple(w.shape)} does not take an input of "
+                    f"{rows} rows (batch {tuple(self.X.shape[:-2])})")
+            rows = w.shape[-2]
+        if rows != self.Y.shape[-2]:
+            raise ValueError(f"Invalid weights[{self.n_layers - 1}]: {rows} outputs but Y has {self.Y.shape[-2]} rows")
+
+    def act(self, z):
+        if self.negative_slope == 0.0:
+            return torch.relu(z)
+        return torch.nn.functional.leaky_relu(z, self.negative_slope)
+
+    def act_inverse(self, h):
+        """σ⁻¹ for LeakyReLU (slope > 0)."""
+        return torch.where(h > 0, h, h / self.negative_slope)
+
+    def hidden(self, params, upto: int) -> torch.Tensor:
+        """The input of layer ``upto`` (``X`` for layer 0)."""
+        h = self.X
+        for w in params[:upto]:
+            h = self.act(w @ h)
+        return h
+
+    def forward(self, params) -> torch.Tensor:
+        h = self.hidden(params, len(params) - 1)
+        return params[-1] @ h
+
+    def loss(self, params) -> torch.Tensor:
+        r = self.forward(params) - self.Y
+        return 0.5 * r.square().sum((-2, -1))
+
+    def loss_and_grad(self, params):
+        """One forward and one backward pass by hand: ``G_k = δ_k h_kᵀ``, ``δ_{k−1} = (W_kᵀ δ_k) ⊙ σ'(z_{k−1})``."""
+        hs, zs = [self.X], []
+        for w in params[:-1]:
+            z = w @ hs[-1]
+            zs.append(z)
+            hs.append(self.act(z))
+        delta = params[-1] @ hs[-1] - self.Y
+        loss = 0.5 * delta.square().sum((-2, -1))
+        grads = [None] * len(params)
+        for k in range(len(params) - 1, -1, -1):
+            grads[k] = delta @ hs[k].mT
+            if k > 0:
+                back = params[k].mT @ delta
+                z = zs[k - 1]
+                if self.negative_slope == 0.0:
+                    delta = back * (z > 0)
+                else:
+                    delta = torch.where(z > 0, back, back * self.negative_slope)
+        return loss, grads
+
+
+def seed_task(seeds: Sequence[int] | int = SEEDS, dims: Sequence[int] = SEED_DIMS, *,
+              negative_slope: float = 0.0, dtype=torch.float32, device="cpu"):
+    """The seed's task for one seed (an int) or several stacked on a leading dimension.
+
+    Returns ``(objective, weights)``. Draws exactly as the seed does, on the CPU in
+    float32, then converts to ``dtype`` and moves to ``device``.
+    """
+    dims = _check_dims(dims)
+    single = isinstance(seeds, int)
+    seed_list = [seeds] if single else list(seeds)
+    if not seed_list:
+        raise ValueError("Invalid seeds: empty")
+    for s in seed_list:
+        checks.count("seed", s)
+    m, sizes = dims[0], dims[1:]
+    per_seed = []
+    for s in seed_list:
+        torch.manual_seed(s)
+        ws = [torch.rand(sizes[k + 1], sizes[k]) for k in range(len(sizes) - 1)]
+        X = torch.rand(sizes[0], m)
+        Y = torch.rand(sizes[-1], m)
+        per_seed.append((ws, X, Y))
+    to = dict(dtype=dtype, device=device)
+    if single:
+        ws, X, Y = per_seed[0]
+        weights = [w.to(**to) for w in ws]
+        X, Y = X.to(**to), Y.to(**to)
+    else:
+        weights = [torch.stack([p[0][k] for p in per_seed]).to(**to) for k in range(len(sizes) - 1)]
+        X = torch.stack([p[1] for p in per_seed]).to(**to)
+        Y = torch.stack([p[2] for p in per_seed]).to(**to)
+    objective = MLPRegression(X, Y, n_layers=len(weights), negative_slope=negative_slope)
+    return objective, weights

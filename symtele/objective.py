@@ -1,0 +1,45 @@
+"""The interface every optimisation problem in ``symtele`` implements.
+
+An *objective* is a differentiable loss ``L(params)`` of a list of tensors.
+Leading dimensions shared by all parameters (``batch_shape``) index independent
+copies of the problem, for example five random seeds trained as one batched
+computation: ``loss`` then returns one value per copy, and the gradient of the
+summed loss is the list of per-copy gradients.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+
+class Objective:
+    """Base class: subclasses implement :meth:`loss` and may override :meth:`loss_and_grad`."""
+
+    def loss(self, params: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Loss of each copy: a scalar, or one value per leading batch index."""
+        raise NotImplementedError
+
+    def loss_and_grad(self, params: Sequence[torch.Tensor]):
+        """``(loss, grads)``: the loss per copy and ``∇L`` for every parameter.
+
+        The default uses autograd; subclasses with a cheaper closed form override it.
+        """
+        with torch.enable_grad():
+            leaves = [p.detach().requires_grad_(True) for p in params]
+            loss = self.loss(leaves)
+            grads = torch.autograd.grad(loss.sum(), leaves)
+        return loss.detach(), [g.detach() for g in grads]
+
+    def initial_params(self) -> list[torch.Tensor]:
+        """The problem's own starting point (fresh tensors)."""
+        raise NotImplementedError
+
+
+def grad_norm_sq(grads: Sequence[torch.Tensor], batch_ndim: int = 0) -> torch.Tensor:
+    """‖∇L‖² per problem copy: the sum of squares over every non-batch dimension."""
+    total = None
+    for g in grads:
+        s = g.square().flatten(batch_ndim).sum(-1) if g.dim() > batch_ndim else g.square()
+        total = s if total is None else total + s
+    return total

@@ -1,0 +1,89 @@
+"""Optimisers as a small functional core (one ``step`` per epoch) with their state.
+
+* ``gd``:      ``w ← w − η ∇L``
+* ``gd-ls``:   ``w ← w − η ∇L`` with ``η = max{η₀ 2⁻ʲ : L(w − η∇L) ≤ L(w) − η/2 ‖∇L‖²}``
+  (Armijo backtracking from ``η₀ = lr``, at most ``max_halvings`` halvings, per problem copy)
+* ``adagrad``: ``G ← G + (∇L)²``, ``w ← w − η ∇L / (√G + 10⁻¹⁰)`` (the seed's AdaGrad)
+* ``sgd``, ``momentum``, ``rmsprop``, ``adam``, ``adagrad-torch``: the ``torch.optim``
+  optimiser of that name (``momentum`` is SGD with momentum 0.9), fed the full gradient.
+
+State at a teleport: ``state="keep"`` (default) leaves the optimiser's state (AdaGrad's
+``G``, momentum buffers, Adam's moments) as it is, which is what the seed does;
+``state="reset"`` clears it so the run continues as if it started at the teleported point.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from . import checks
+
+TORCH_OPTIMIZERS = {
+    "sgd": lambda ps, lr: torch.optim.SGD(ps, lr=lr),
+    "momentum": lambda ps, lr: torch.optim.SGD(ps, lr=lr, momentum=0.9),
+    "rmsprop": lambda ps, lr: torch.optim.RMSprop(ps, lr=lr),
+    "adam": lambda ps, lr: torch.optim.Adam(ps, lr=lr),
+    "adagrad-torch": lambda ps, lr: torch.optim.Adagrad(ps, lr=lr),
+}
+OPTIMIZERS = ("gd", "gd-ls", "adagrad", *TORCH_OPTIMIZERS)
+
+
+def _expand(t, like):
+    return t.reshape(t.shape + (1,) * (like.dim() - t.dim()))
+
+
+class Optimizer:
+    """A stateful optimiser over a list of tensors; ``step`` returns the new parameters."""
+
+    def __init__(self, name: str, lr: float, *, max_halvings: int = 50, eps: float = 1e-10):
+        self.name = checks.choice("optimizer", name, OPTIMIZERS)
+        self.lr = checks.positive("lr", lr)
+        self.max_halvings = checks.count("max_halvings", max_halvings)
+        self.eps = checks.positive("eps", eps)
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget all state (accumulators, momentum, moments)."""
+        self.sum_sq = None
+        self.torch_opt = None
+        self.leaves = None
+
+    def step(self, params, grads, loss, loss_fn: Callable | None = None):
+        """One update from ``params`` with gradient ``grads``; returns ``(params, step_size)``."""
+        if self.name == "gd":
+            return [p - self.lr * g for p, g in zip(params, grads)], self.lr
+        if self.name == "gd-ls":
+            return self._armijo(params, grads, loss, loss_fn)
+        if self.name == "adagrad":
+            if self.sum_sq is None:
+                self.sum_sq = [torch.zeros_like(g) for g in grads]
+            self.sum_sq = [s + g * g for s, g in zip(self.sum_sq, grads)]
+            return [p - self.lr * g / (s.sqrt() + self.eps)
+                    for p, g, s in zip(params, grads, self.sum_sq)], self.lr
+        return self._torch_step(params, grads), self.lr
+
+    def _armijo(self, params, grads, loss, loss_fn):
+        gsq = sum(g.square().reshape(*loss.shape, -1).sum(-1) for g in grads)
+        eta = torch.full_like(loss, self.lr)
+        done = torch.zeros_like(loss, dtype=torch.bool)
+        for _ in range(self.max_halvings + 1):
+            trial = [p - _expand(eta, p) * g for p, g in zip(params, grads)]
+            ok = loss_fn(trial) <= loss - eta / 2 * gsq
+            done = done | ok
+            if bool(done.all()):
+                break
+            eta = torch.where(done, eta, eta / 2)
+        trial = [p - _expand(eta, p) * g for p, g in zip(params, grads)]
+        return trial, (eta.item() if eta.dim() == 0 else eta.tolist())
+
+    def _torch_step(self, params, grads):
+        if self.torch_opt is None:
+            self.leaves = [p.detach().clone().requires_grad_(True) for p in params]
+            self.torch_opt = TORCH_OPTIMIZERS[self.name](self.leaves, self.lr)
+        with torch.no_grad():
+            for leaf, p, g in zip(self.leaves, params, grads):
+                leaf.copy_(p)
+                leaf.grad = g.clone()
+        self.torch_opt.step()
+        return [leaf.detach().clone() for leaf in self.leaves]

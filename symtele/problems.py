@@ -1,0 +1,98 @@
+"""Two-dimensional test problems with a hidden rotational (SO(2)) symmetry.
+
+Each problem is ``f(x, y) = u(x, y)² + v(x, y)²`` for an invertible change of
+variables ``(x, y) ↦ (u, v)``. Rotating ``(u, v)`` by any angle θ leaves ``f``
+unchanged, so ``g_θ · w = φ⁻¹(R_θ φ(w))`` is a loss-preserving action on the
+parameters ``w = (x, y)``:
+
+* quadratic  ``x² + 9y²``:                      ``u = x``,                ``v = 3y``
+* Booth      ``(x + 2y − 7)² + (2x + y − 5)²``: ``u = x + 2y − 7``,       ``v = 2x + y − 5``
+* Rosenbrock ``100(x² − y)² + (x − 1)²``:       ``u = 10(x² − y)``,       ``v = x − 1``
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from . import checks
+from .objective import Objective
+
+
+@dataclass(frozen=True)
+class Problem2D(Objective):
+    """``f(w) = ‖φ(w)‖²`` with ``φ`` invertible; params are ``[w]`` with ``w`` of shape ``(..., 2)``."""
+
+    name: str
+    to_uv: Callable[[torch.Tensor], torch.Tensor]
+    from_uv: Callable[[torch.Tensor], torch.Tensor]
+    start: tuple[float, float]
+    minimum: tuple[float, float]
+
+    def loss(self, params) -> torch.Tensor:
+        (w,) = params
+        return self.to_uv(w).square().sum(-1)
+
+    def initial_params(self, dtype=torch.float64, device="cpu") -> list[torch.Tensor]:
+        return [torch.tensor(self.start, dtype=dtype, device=device)]
+
+    def rotate(self, w: torch.Tensor, angle: torch.Tensor) -> torch.Tensor:
+        """``g_θ · w``: rotate ``φ(w)`` by ``angle`` (radians) and map back."""
+        uv = self.to_uv(w)
+        c, s = torch.cos(angle), torch.sin(angle)
+        u, v = uv[..., 0], uv[..., 1]
+        return self.from_uv(torch.stack((c * u - s * v, s * u + c * v), dim=-1))
+
+    def grid(self, x_range, y_range, n: int = 200):
+        """``(X, Y, F)`` arrays on an ``n × n`` grid, for contour plots of the level sets."""
+        xs = torch.linspace(*x_range, n, dtype=torch.float64)
+        ys = torch.linspace(*y_range, n, dtype=torch.float64)
+        gx, gy = torch.meshgrid(xs, ys, indexing="xy")
+        f = self.loss([torch.stack((gx, gy), dim=-1)])
+        return gx.numpy(), gy.numpy(), f.numpy()
+
+    def __hash__(self):
+        return hash(self.name)
+
+
+def _quadratic_uv(w):
+    return torch.stack((w[..., 0], 3 * w[..., 1]), dim=-1)
+
+
+def _quadratic_xy(uv):
+    return torch.stack((uv[..., 0], uv[..., 1] / 3), dim=-1)
+
+
+def _booth_uv(w):
+    x, y = w[..., 0], w[..., 1]
+    return torch.stack((x + 2 * y - 7, 2 * x + y - 5), dim=-1)
+
+
+def _booth_xy(uv):
+    # Solve [[1, 2], [2, 1]] (x, y) = (u + 7, v + 5); the determinant is −3.
+    a, b = uv[..., 0] + 7, uv[..., 1] + 5
+    return torch.stack(((2 * b - a) / 3, (2 * a - b) / 3), dim=-1)
+
+
+def _rosenbrock_uv(w):
+    x, y = w[..., 0], w[..., 1]
+    return torch.stack((10 * (x * x - y), x - 1), dim=-1)
+
+
+def _rosenbrock_xy(uv):
+    x = uv[..., 1] + 1
+    return torch.stack((x, x * x - uv[..., 0] / 10), dim=-1)
+
+
+QUADRATIC = Problem2D("quadratic", _quadratic_uv, _quadratic_xy, start=(8.0, -2.0), minimum=(0.0, 0.0))
+BOOTH = Problem2D("booth", _booth_uv, _booth_xy, start=(5.0, -2.0), minimum=(1.0, 3.0))
+ROSENBROCK = Problem2D("rosenbrock", _rosenbrock_uv, _rosenbrock_xy, start=(-1.2, 1.0), minimum=(1.0, 1.0))
+
+PROBLEMS = {p.name: p for p in (QUADRATIC, BOOTH, ROSENBROCK)}
+
+
+def get_problem(name: str) -> Problem2D:
+    """Look a 2-D problem up by name: ``quadratic``, ``booth`` or ``rosenbrock``."""
+    checks.choice("problem", name, PROBLEMS)
+    return PROBLEMS[name]

@@ -1,0 +1,66 @@
+"""The straightforward positive-scale teleport, by double backpropagation.
+
+This is the definition the closed form of :mod:`symtele.posscale` must agree with,
+written the way the original course-project code computes it: dense ``diag(d)``
+matrices multiplied into the weights, ``‖∇L(g·w)‖²`` built with ``create_graph=True``
+and differentiated again with respect to every ``d`` at ``d = 1``, the ascent step
+clipped to ``±clamp/lr``. It costs a forward, a backward and a double-backward pass
+plus ``O(width³)`` dense products per step; it is kept for tests and benchmarks.
+"""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import torch
+
+from .layout import Chain
+
+
+def _scaled(params, chains, ds):
+    out = list(params)
+    for chain, dc in zip(chains, ds):
+        for k, layer in enumerate(chain):
+            w = out[layer.weight]
+            if k < len(chain) - 1:
+                w = torch.diag_embed(1.0 / dc[k]) @ w
+                if layer.bias is not None:
+                    out[layer.bias] = (torch.diag_embed(1.0 / dc[k]) @ out[layer.bias].unsqueeze(-1)).squeeze(-1)
+            if k > 0:
+                w = w @ torch.diag_embed(dc[k - 1])
+            out[layer.weight] = w
+    return out
+
+
+def positive_scale_teleport_reference(
+    params: Sequence[torch.Tensor],
+    chains: Sequence[Chain],
+    loss_fn: Callable[[list[torch.Tensor]], torch.Tensor],
+    *,
+    lr: float = 1e-4,
+    steps: int = 10,
+    clamp: float | None = 0.1,
+) -> list[torch.Tensor]:
+    """Teleported parameters after ``steps`` rounds of double-backprop ascent (no safety checks)."""
+    params = [p.detach() for p in params]
+    for _ in range(steps):
+        with torch.enable_grad():
+            ds = [[torch.ones_like(params[l.weight][..., :, 0], requires_grad=True) for l in chain[:-1]]
+                  for chain in chains]
+            moved = _scaled(params, chains, ds)
+            loss = loss_fn(moved).sum()
+            grads = torch.autograd.grad(loss, moved, create_graph=True)
+            objective = sum(g.square().sum() for g in grads)
+            flat = [d for dc in ds for d in dc]
+            slopes = torch.autograd.grad(objective, flat)
+        it = iter(slopes)
+        new_ds = []
+        for dc in ds:
+            row = []
+            for _ in dc:
+                s = next(it)
+                if clamp is not None:
+                    s = s.clamp(-clamp / lr, clamp / lr)
+                row.append(1.0 + lr * s)
+            new_ds.append(row)
+        params = [p.detach() for p in _scaled(params, chains, new_ds)]
+    return params

@@ -1,0 +1,93 @@
+"""Training with a teleport schedule (writeup Algorithm 1).
+
+For each epoch ``k = 0 … epochs−1``: compute ``L(w)`` and ``∇L(w)``; if ``k`` is in the
+schedule, teleport (the new point's gradient comes from the teleport); record the loss,
+``‖∇L‖²`` and the wall-clock time at the point the step starts from; take one optimiser step.
+"""
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+import torch
+
+from . import checks
+from .history import History
+from .objective import grad_norm_sq
+from .optimizers import Optimizer
+from .schedule import Schedule
+from .teleports import Teleport
+
+
+def _sync(device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def method_name(optimizer: str, teleport: Teleport | None, schedule: Schedule | None, epochs: int) -> str:
+    """``gd``, ``adagrad+posscale``, ``gd-ls+levelset``, …: the names used in the results files."""
+    if teleport is None or schedule is None or not schedule.epochs_in(epochs):
+        return optimizer
+    return f"{optimizer}+{teleport.name}"
+
+
+def train(objective, params, *, optimizer: str = "gd", lr: float, epochs: int,
+          teleport: Teleport | None = None, schedule: Schedule | int | list | None = None,
+          state: str = "keep", max_halvings: int = 50, progress: bool = False,
+          should_stop: Callable[[], bool] | None = None) -> History:
+    """Run ``epochs`` optimiser steps from ``params``, teleporting as ``schedule`` says.
+
+    ``schedule`` may be a :class:`Schedule`, an epoch or a list of epochs. ``state``
+    (``keep`` or ``reset``) says what happens to the optimiser's state at a teleport.
+    ``should_stop`` is polled every epoch; returning True ends the run early.
+    Every argument is checked before any compute.
+    """
+    epochs = checks.count("epochs", epochs, minimum=1)
+    opt = Optimizer(optimizer, lr, max_halvings=max_halvings)
+    checks.choice("state", state, ("keep", "reset"))
+    if teleport is not None and not isinstance(teleport, Teleport):
+        raise TypeError(f"Invalid teleport: {teleport!r} (expected a symtele Teleport, e.g. PositiveScale())")
+    if schedule is None:
+        if teleport is not None:
+            raise ValueError("Invalid schedule: None (a teleport needs a schedule, e.g. Schedule.at(5))")
+        schedule = Schedule.never()
+    elif not isinstance(schedule, Schedule):
+        schedule = Schedule.at(schedule)
+    teleport_epochs = set(schedule.epochs_in(epochs))
+    params = [p.detach() for p in checks.finite_tensors("params", params)]
+    if hasattr(objective, "check_params"):
+        objective.check_params(params)
+    if teleport is not None and teleport_epochs:
+        teleport.check(objective, params)
+
+    history = History(method=method_name(optimizer, teleport, schedule, epochs))
+    device = params[0].device
+    losses, norms, times, steps = [], [], [], []
+    iterator = range(epochs)
+    if progress:
+        from tqdm.auto import tqdm
+        iterator = tqdm(iterator, desc=history.method, leave=False)
+    _sync(device)
+    start = time.perf_counter()
+    for epoch in iterator:
+        loss, grads = objective.loss_and_grad(params)
+        if epoch in teleport_epochs:
+            params, grads, loss, record = teleport(objective, params, grads, loss)
+            record.epoch = epoch
+            history.teleports.append(record)
+            if state == "reset":
+                opt.reset()
+        losses.append(loss.detach())
+        norms.append(grad_norm_sq(grads, loss.dim()))
+        _sync(device)
+        times.append(time.perf_counter() - start)
+        params, step = opt.step(params, grads, loss, objective.loss)
+        steps.append(step)
+        if should_stop is not None and should_stop():
+            break
+    history.loss = torch.stack(losses).cpu().tolist()
+    history.grad_norm_sq = torch.stack(norms).cpu().tolist()
+    history.time_s = times
+    history.step_size = steps
+    history.final_params = [p.detach() for p in params]
+    return history
