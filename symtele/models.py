@@ -1,0 +1,94 @@
+"""Ready-made problems beyond the seed task: the writeup's Softplus MLP and an MLP on digits.
+
+Both return a :class:`~symtele.modules.ModuleObjective` and its initial parameters,
+drawn from a seeded generator, on the requested ``device`` (CPU by default).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from . import checks
+from .modules import ModuleObjective
+
+
+def softplus_mlp(seed: int = 0, *, n_samples: int = 128, n_features: int = 10, hidden: int = 50,
+                 dtype=torch.float64, device="cpu"):
+    """The writeup's 2-layer Softplus network with 50 hidden units on a synthetic regression.
+
+    Data: ``x ~ N(0, I)`` in ``R^{n_features}``; the target is a fixed random
+    two-layer tanh "teacher" plus Gaussian noise of standard deviation 0.1, so the
+    best achievable mean squared error is about 0.01. Loss: mean squared error.
+    """
+    seed = checks.count("seed", seed)
+    for name, v in (("n_samples", n_samples), ("n_features", n_features), ("hidden", hidden)):
+        checks.count(name, v, minimum=1)
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(n_samples, n_features, generator=gen, dtype=torch.float64)
+    teacher_in = torch.randn(n_features, 8, generator=gen, dtype=torch.float64) / n_features ** 0.5
+    teacher_out = torch.randn(8, 1, generator=gen, dtype=torch.float64)
+    y = torch.tanh(x @ teacher_in) @ teacher_out + 0.1 * torch.randn(n_samples, 1, generator=gen, dtype=torch.float64)
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Linear(n_features, hidden), nn.Softplus(), nn.Linear(hidden, 1)).to(dtype=dtype, device=device)
+    objective = ModuleObjective(model, nn.functional.mse_loss, x.to(dtype=dtype, device=device),
+                                y.to(dtype=dtype, device=device))
+    return objective, objective.initial_params()
+
+
+@dataclass
+class DigitsData:
+    """scikit-learn's bundled 8×8 digits, standardised, split into train and held-out parts."""
+
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+
+
+def digits_data(seed: int = 0, *, test_fraction: float = 0.25, dtype=torch.float32, device="cpu") -> DigitsData:
+    """The digits, shuffled with ``seed`` and split; features scaled by the training statistics."""
+    from sklearn.datasets import load_digits
+
+    seed = checks.count("seed", seed)
+    if not 0 < test_fraction < 1:
+        raise ValueError(f"Invalid test_fraction: {test_fraction!r} (must be in (0, 1))")
+    x, y = load_digits(return_X_y=True)
+    x = torch.tensor(x, dtype=torch.float64)
+    y = torch.tensor(y, dtype=torch.long)
+    order = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))
+    n_test = int(round(test_fraction * len(y)))
+    test, train = order[:n_test], order[n_test:]
+    mean, std = x[train].mean(0), x[train].std(0).clamp_min(1e-6)
+    x = (x - mean) / std
+    to = dict(dtype=dtype, device=device)
+    return DigitsData(x[train].to(**to), y[train].to(device), x[test].to(**to), y[test].to(device))
+
+
+def digits_mlp(seed: int = 0, *, hidden=(64, 64), negative_slope: float = 0.0, data_seed: int = 0,
+               dtype=torch.float32, device="cpu"):
+    """A ReLU (or LeakyReLU) MLP classifying the digits with cross-entropy, full batch.
+
+    Returns ``(objective, params, data)``; ``accuracy(objective, params, x, y)`` scores
+    any split. The network is an ``nn.Sequential`` of ``Linear`` and activation layers,
+    so the positive-scale teleport applies (biases included).
+    """
+    seed = checks.count("seed", seed)
+    data = digits_data(data_seed, dtype=dtype, device=device)
+    widths = [data.x_train.shape[1], *[checks.count("hidden width", h, minimum=1) for h in hidden], 10]
+    torch.manual_seed(seed)
+    layers: list[nn.Module] = []
+    for i in range(len(widths) - 1):
+        layers.append(nn.Linear(widths[i], widths[i + 1]))
+        if i < len(widths) - 2:
+            layers.append(nn.ReLU() if negative_slope == 0 else nn.LeakyReLU(negative_slope))
+    model = nn.Sequential(*layers).to(dtype=dtype, device=device)
+    objective = ModuleObjective(model, nn.functional.cross_entropy, data.x_train, data.y_train)
+    return objective, objective.initial_params(), data
+
+
+def accuracy(objective: ModuleObjective, params, inputs: torch.Tensor, labels: torch.Tensor) -> float:
+    """Fraction of ``inputs`` whose arg-max output equals ``labels``."""
+    with torch.no_grad():
+        return (objective.output(params, inputs).argmax(-1) == labels).double().mean().item()

@@ -1,0 +1,84 @@
+"""Objectives built from a ``torch.nn.Module`` and a loss function.
+
+``ModuleObjective(model, loss_fn, inputs, targets)`` is ``L(θ) = loss_fn(model_θ(inputs), targets)``
+as a function of the list ``θ = list(model.parameters())``, evaluated with
+``torch.func.functional_call`` so the module itself is never mutated during a run.
+For an ``nn.Sequential`` of ``Linear`` and ReLU/LeakyReLU layers it also knows its
+positively scalable layer chains, so the positive-scale teleport applies.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import nn
+
+from . import checks
+from .layout import sequential_chains
+from .objective import Objective
+
+
+class ModuleObjective(Objective):
+    """``L(θ) = loss_fn(model_θ(inputs), targets)`` over the module's parameters."""
+
+    def __init__(self, model: nn.Module, loss_fn: Callable, inputs: torch.Tensor, targets: torch.Tensor):
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"Invalid model: expected a torch.nn.Module, got {type(model).__name__}")
+        if not callable(loss_fn):
+            raise TypeError(f"Invalid loss_fn: {loss_fn!r} is not callable")
+        checks.finite_tensor("inputs", inputs)
+        if targets.is_floating_point():
+            checks.finite_tensor("targets", targets)
+        self.model, self.loss_fn = model, loss_fn
+        self.inputs, self.targets = inputs, targets
+        self.names = [name for name, _ in model.named_parameters()]
+
+    @property
+    def chains(self):
+        """Positively scalable chains; raises ``TypeError`` naming an unsupported layer."""
+        return sequential_chains(self.model)
+
+    def initial_params(self) -> list[torch.Tensor]:
+        return [p.detach().clone() for p in self.model.parameters()]
+
+    def check_params(self, params) -> None:
+        own = list(self.model.parameters())
+        if len(params) != len(own):
+            raise ValueError(f"Invalid params: {len(params)} tensors for a model with {len(own)} parameters")
+        for name, p, q in zip(self.names, params, own):
+            if p.shape != q.shape:
+                raise ValueError(f"Invalid params for {name}: shape {tuple(p.shape)}, the model has {tuple(q.shape)}")
+
+    def output(self, params, inputs=None) -> torch.Tensor:
+        inputs = self.inputs if inputs is None else inputs
+        return torch.func.functional_call(self.model, dict(zip(self.names, params)), (inputs,))
+
+    def loss(self, params) -> torch.Tensor:
+        return self.loss_fn(self.output(params), self.targets)
+
+    def write_back(self, params) -> None:
+        """Copy ``params`` into the module's parameters in place."""
+        with torch.no_grad():
+            for p, new in zip(self.model.parameters(), params):
+                p.copy_(new)
+
+
+def teleport_sequential(model: nn.Sequential, loss_fn: Callable, inputs: torch.Tensor, targets: torch.Tensor,
+                        *, lr: float = 1e-4, steps: int = 10, clamp: float | None = 0.1,
+                        loss_rtol: float | None = None):
+    """Positive-scale teleport of an ``nn.Sequential``, written back into the module.
+
+    One forward and backward pass gives ``∇L``; the ``steps`` ascent steps on
+    ``‖∇L‖²`` then cost only vector arithmetic (:func:`symtele.posscale.positive_scale_teleport`).
+    Returns the :class:`~symtele.history.TeleportRecord`.
+    """
+    from .posscale import positive_scale_teleport
+
+    objective = ModuleObjective(model, loss_fn, inputs, targets)
+    chains = objective.chains  # validates the layers before any compute
+    params = objective.initial_params()
+    loss, grads = objective.loss_and_grad(params)
+    new_params, _, _, record = positive_scale_teleport(params, grads, chains, objective.loss, lr=lr, steps=steps,
+                                                       clamp=clamp, loss_before=loss, loss_rtol=loss_rtol)
+    objective.write_back(new_params)
+    return record
