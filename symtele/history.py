@@ -46,6 +46,10 @@ class History:
     was known, teleport costs included. For a batched run (several seeds as one
     computation) ``loss`` and ``grad_norm_sq`` hold one list per epoch with a value
     per copy; :meth:`split` turns it into one history per copy.
+
+    ``path`` (filled only by ``train(..., keep_path=True)``) lists every point the run
+    visited as ``(epoch, params)`` pairs, in order: the start of each epoch, a second
+    entry for the same epoch after a teleport, and the final point as epoch ``epochs``.
     """
 
     method: str
@@ -54,6 +58,7 @@ class History:
     time_s: list[float] = field(default_factory=list)
     step_size: list = field(default_factory=list)
     teleports: list[TeleportRecord] = field(default_factory=list)
+    path: list = field(default_factory=list)
 
     @property
     def teleport_epochs(self) -> list[int]:
@@ -96,6 +101,7 @@ class History:
                 time_s=list(self.time_s),
                 step_size=[pick(s, i) for s in self.step_size],
                 teleports=teleports,
+                path=[(epoch, [p[i] for p in params]) for epoch, params in self.path],
             ))
         return out
 

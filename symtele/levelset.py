@@ -24,8 +24,8 @@ to 1552.006, against 3600, the level set's maximum, reached here.)
 
 The iteration stops early when the KKT residual ``‖P_t q_t‖`` (``P_t`` projects onto the
 orthogonal complement of ``∇L(x_t)``) is at most ``eps`` and ``r_t ≤ delta``. An
-infeasible last iterate is pulled back onto the level set by Newton steps along
-``−∇L``. The returned point is the iterate with the largest gradient norm among those
+accepted step that leaves the sub-level set by more than ``delta`` is pulled back onto
+the level set by Newton steps along ``−∇L``, ``x ← x − r ∇L/‖∇L‖²``. The returned point is the iterate with the largest gradient norm among those
 with ``L ≤ L(w_k) + delta``, so the loss never rises by more than ``delta``.
 """
 from __future__ import annotations
@@ -150,17 +150,17 @@ def level_set_teleport(loss_fn: Callable[[torch.Tensor], torch.Tensor], w: torch
         rho_t = min(2 * r, rho_max)
         x = x_new.detach()
         record.steps_taken += 1
+        if bool(new_loss - level > delta):
+            # Pull the iterate back into the sub-level set along −∇L before going on.
+            x = _restore(loss_fn, x, level, delta, restore_steps)
+            if x is None:
+                record.stopped = "could not return to the sub-level set"
+                break
         loss, g, q = _loss_grad_hvp(loss_fn, x)
         new_gsq = g.square().sum()
         if bool(loss - level <= delta) and bool(new_gsq > best_gsq):
             best, best_gsq = x, new_gsq
 
-    if not bool(loss - level <= delta):
-        x = _restore(loss_fn, x, level, delta, restore_steps)
-        if x is not None:
-            x_loss, x_g, _ = _loss_grad(loss_fn, x)
-            if bool(x_loss.detach() - level <= delta) and bool(x_g.detach().square().sum() > best_gsq):
-                best = x
     final_loss, final_g, _ = _loss_grad(loss_fn, best)
     record.loss_after = final_loss.item()
     record.grad_norm_sq_after = final_g.square().sum().item()

@@ -46,12 +46,17 @@ def positive_scale_teleport_reference(
         with torch.enable_grad():
             ds = [[torch.ones_like(params[l.weight][..., :, 0], requires_grad=True) for l in chain[:-1]]
                   for chain in chains]
-            moved = _scaled(params, chains, ds)
+            leaves = [p.detach().requires_grad_(True) for p in params]  # unscaled ones too
+            moved = _scaled(leaves, chains, ds)
             loss = loss_fn(moved).sum()
             grads = torch.autograd.grad(loss, moved, create_graph=True)
             objective = sum(g.square().sum() for g in grads)
             flat = [d for dc in ds for d in dc]
-            slopes = torch.autograd.grad(objective, flat)
+            if objective.requires_grad:
+                slopes = torch.autograd.grad(objective, flat, allow_unused=True)
+            else:  # the gradient does not depend on the scales at all
+                slopes = [None] * len(flat)
+            slopes = [torch.zeros_like(d) if s is None else s for d, s in zip(flat, slopes)]
         it = iter(slopes)
         new_ds = []
         for dc in ds:

@@ -33,13 +33,14 @@ def method_name(optimizer: str, teleport: Teleport | None, schedule: Schedule | 
 
 def train(objective, params, *, optimizer: str = "gd", lr: float, epochs: int,
           teleport: Teleport | None = None, schedule: Schedule | int | list | None = None,
-          state: str = "keep", max_halvings: int = 50, progress: bool = False,
+          state: str = "keep", max_halvings: int = 50, progress: bool = False, keep_path: bool = False,
           should_stop: Callable[[], bool] | None = None) -> History:
     """Run ``epochs`` optimiser steps from ``params``, teleporting as ``schedule`` says.
 
     ``schedule`` may be a :class:`Schedule`, an epoch or a list of epochs. ``state``
     (``keep`` or ``reset``) says what happens to the optimiser's state at a teleport.
     ``should_stop`` is polled every epoch; returning True ends the run early.
+    ``keep_path`` stores every visited point in ``history.path`` (for trajectory plots).
     Every argument is checked before any compute.
     """
     epochs = checks.count("epochs", epochs, minimum=1)
@@ -71,8 +72,12 @@ def train(objective, params, *, optimizer: str = "gd", lr: float, epochs: int,
     start = time.perf_counter()
     for epoch in iterator:
         loss, grads = objective.loss_and_grad(params)
+        if keep_path:
+            history.path.append((epoch, [p.detach().cpu().clone() for p in params]))
         if epoch in teleport_epochs:
             params, grads, loss, record = teleport(objective, params, grads, loss)
+            if keep_path:
+                history.path.append((epoch, [p.detach().cpu().clone() for p in params]))
             record.epoch = epoch
             history.teleports.append(record)
             if state == "reset":
@@ -90,4 +95,6 @@ def train(objective, params, *, optimizer: str = "gd", lr: float, epochs: int,
     history.time_s = times
     history.step_size = steps
     history.final_params = [p.detach() for p in params]
+    if keep_path:
+        history.path.append((len(losses), [p.detach().cpu().clone() for p in params]))
     return history

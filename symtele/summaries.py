@@ -1,0 +1,70 @@
+"""Reductions of result records to the numbers the report quotes.
+
+Records are those of :mod:`symtele.results` (one per run and seed). Over seeds, a
+curve is summarised by its mean and its population standard deviation (``ddof = 0``,
+as in REFERENCE §2); "epochs to reach a loss" is the first epoch at which the mean
+curve is at or below it.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+
+def by_method(records, problem: str | None = None) -> dict[str, list[dict]]:
+    """Records grouped by ``method`` in order of first appearance (only ``problem`` if given)."""
+    groups: dict[str, list[dict]] = {}
+    for r in records:
+        if problem is None or r["problem"] == problem:
+            groups.setdefault(r["method"], []).append(r)
+    return groups
+
+
+def _as_float(values) -> np.ndarray:
+    return np.array([math.nan if v is None or isinstance(v, str) else v for v in values], dtype=float)
+
+
+def curve_stats(records, key: str = "loss") -> tuple[np.ndarray, np.ndarray]:
+    """Mean and standard deviation (``ddof = 0``) over records of the per-epoch list ``key``."""
+    if not records:
+        raise ValueError("Invalid records: empty")
+    curves = np.stack([_as_float(r[key]) for r in records])
+    return curves.mean(0), curves.std(0)
+
+
+def epochs_to_reach(curve, target: float) -> int | None:
+    """First epoch ``k`` with ``curve[k] ≤ target`` (``None`` if it never gets there)."""
+    hits = np.flatnonzero(_as_float(curve) <= target)
+    return int(hits[0]) if hits.size else None
+
+
+def final_losses(records) -> list[float]:
+    """The last recorded loss of every record, in order."""
+    return [float(_as_float(r["loss"])[-1]) for r in records]
+
+
+def reach_table(records, target: float, problem: str | None = None) -> list[dict]:
+    """Per method: final mean ± std loss, and the epoch and wall-clock time at which the mean curve reaches ``target``.
+
+    ``time_s`` is the mean over seeds of the run's clock at that epoch (teleport cost included).
+    """
+    rows = []
+    for method, group in by_method(records, problem).items():
+        mean, std = curve_stats(group, "loss")
+        epoch = epochs_to_reach(mean, target)
+        clock, _ = curve_stats(group, "time_s")
+        rows.append({"method": method, "final_mean": float(mean[-1]), "final_std": float(std[-1]),
+                     "epochs_to_target": epoch,
+                     "time_to_target_s": None if epoch is None else float(clock[epoch])})
+    return rows
+
+
+def teleport_cost(records) -> dict[str, float]:
+    """Per method, the mean over seeds of the total teleport time and of the whole run's time (seconds)."""
+    out = {}
+    for method, group in by_method(records).items():
+        cost = np.mean([sum(t["cost_s"] for t in r["teleports"]) for r in group])
+        total = np.mean([r["time_s"][-1] for r in group])
+        out[method] = {"teleport_s": float(cost), "run_s": float(total)}
+    return out

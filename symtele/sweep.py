@@ -1,0 +1,197 @@
+"""Sweeps over teleport schedules: when to teleport × how hard × which symmetry group, over seeds.
+
+A :class:`Grid` lists teleport epochs, teleport learning rates per group (``posscale`` on
+the seed's ReLU task, ``gln`` on its LeakyReLU(0.1) variant) and optimisers (``gd``,
+``adagrad``). A *grid point* is one (optimiser, group, teleport epoch, teleport lr);
+its seeds train as one batched computation, teleporting once, before the step of
+the teleport epoch. Each (optimiser, group) also runs the no-teleport baseline on the
+same task and seeds.
+
+Every record (results schema of :mod:`symtele.results`, one per seed) carries its grid
+coordinates (``optimizer``, ``lr``, ``group``, ``teleport_epoch``, ``teleport_lr``,
+``teleport_steps``; ``None`` for the baseline), ``final_loss`` and ``to_baseline``:
+the baseline's final loss for that seed and the first epoch, and wall-clock seconds
+from the start of the run (teleport cost included), at which the run's loss is at or
+below it (``None`` if it never gets there). The seconds are those of the batched run.
+
+Points run through joblib: on all local cores by default (threads: see :data:`PREFER`),
+or on a Dask cluster under ``joblib.parallel_config(backend="dask")`` with a
+``distributed.Client``. The task data are drawn once, in the calling process, and each
+point is a pure function of its arguments, so the records are the same whatever the
+backend and whatever order the points finish in; only the timings differ.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from numbers import Integral, Real
+from statistics import fmean
+
+from joblib import Parallel, delayed
+
+from . import checks
+from .mlp import SEEDS, seed_task
+from .results import batched_records, write_results
+from .teleports import make_teleport
+from .train import train
+
+#: the task each group acts on: (problem name, LeakyReLU negative slope; 0 is ReLU)
+GROUPS = {"posscale": ("relu_mlp", 0.0), "gln": ("leaky_relu_mlp", 0.1)}
+#: the seed's step sizes for each optimiser
+DEFAULT_LRS = {"gd": 1e-4, "adagrad": 1e-1}
+#: teleport ascent steps per group (the seed's positive scale; Zhao et al.'s GL(n))
+DEFAULT_STEPS = {"posscale": 10, "gln": 8}
+#: joblib's backend hint when no backend is configured: a 300-epoch run of the seed task is
+#: ~0.2 s of small torch operations, and threads skip the worker start-up (a torch import
+#: per process) that makes processes slower for sweeps of this size (measured: see README)
+PREFER = "threads"
+
+
+def _distinct(name: str, values, check) -> tuple:
+    if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
+        raise TypeError(f"Invalid {name}: {values!r} (expected a sequence)")
+    values = tuple(check(name, v) for v in values)
+    if not values:
+        raise ValueError(f"Invalid {name}: empty")
+    if len(set(values)) != len(values):
+        raise ValueError(f"Invalid {name}: {values!r} (values repeat)")
+    return values
+
+
+def _mapping(name: str, value, keys) -> dict:
+    if not isinstance(value, dict):
+        raise TypeError(f"Invalid {name}: {value!r} (expected a dict)")
+    for key in value:
+        checks.choice(f"{name} key", key, keys)
+    return value
+
+
+@dataclass(frozen=True)
+class Grid:
+    """The sweep's grid, validated on construction (``ValueError``/``TypeError`` naming the field).
+
+    ``teleport_lrs`` maps each group to sweep (``posscale``, ``gln``) to its teleport
+    learning rates, e.g. ``{"posscale": [1e-5, 1e-4, 1e-3]}``. ``lrs`` overrides the
+    optimisers' step sizes (:data:`DEFAULT_LRS`), ``teleport_steps`` the ascent steps
+    per group (:data:`DEFAULT_STEPS`).
+    """
+
+    teleport_epochs: tuple
+    teleport_lrs: dict
+    optimizers: tuple = ("gd",)
+    seeds: tuple = SEEDS
+    epochs: int = 300
+    lrs: dict = field(default_factory=dict)
+    teleport_steps: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        epochs = checks.count("epochs", self.epochs, minimum=1)
+        teleport_epochs = _distinct("teleport_epochs", self.teleport_epochs, checks.count)
+        for e in teleport_epochs:
+            if e >= epochs:
+                raise ValueError(f"Invalid teleport_epochs: {e} (the run has epochs 0..{epochs - 1})")
+        teleport_lrs = {g: _distinct(f"teleport_lrs[{g!r}]", lrs, checks.positive)
+                        for g, lrs in _mapping("teleport_lrs", self.teleport_lrs, GROUPS).items()}
+        if not teleport_lrs:
+            raise ValueError("Invalid teleport_lrs: {} (name at least one group)")
+        optimizers = _distinct("optimizers", self.optimizers, lambda n, v: checks.choice(n, v, DEFAULT_LRS))
+        seeds = _distinct("seeds", self.seeds, checks.count)
+        lrs = {**DEFAULT_LRS, **{k: checks.positive(f"lrs[{k!r}]", v)
+                                 for k, v in _mapping("lrs", self.lrs, DEFAULT_LRS).items()}}
+        steps = {**DEFAULT_STEPS, **{k: checks.count(f"teleport_steps[{k!r}]", v)
+                                     for k, v in _mapping("teleport_steps", self.teleport_steps, GROUPS).items()}}
+        for name, value in (("epochs", epochs), ("teleport_epochs", teleport_epochs), ("teleport_lrs", teleport_lrs),
+                            ("optimizers", optimizers), ("seeds", seeds),
+                            ("lrs", {k: lrs[k] for k in optimizers}),
+                            ("teleport_steps", {g: steps[g] for g in teleport_lrs})):
+            object.__setattr__(self, name, value)
+
+    @property
+    def groups(self) -> tuple:
+        return tuple(self.teleport_lrs)
+
+    def points(self) -> list[tuple]:
+        """``(optimizer, group, teleport_epoch, teleport_lr)`` of every run, baselines (``None, None``) first."""
+        out = []
+        for optimizer in self.optimizers:
+            for group in self.groups:
+                out.append((optimizer, group, None, None))
+                out += [(optimizer, group, e, lr) for e in self.teleport_epochs for lr in self.teleport_lrs[group]]
+        return out
+
+    def to_dict(self) -> dict:
+        """The grid as JSON-ready parameters."""
+        return {"epochs": self.epochs, "teleport_epochs": list(self.teleport_epochs),
+                "teleport_lrs": {g: list(v) for g, v in self.teleport_lrs.items()},
+                "optimizers": list(self.optimizers), "seeds": list(self.seeds),
+                "lrs": dict(self.lrs), "teleport_steps": dict(self.teleport_steps)}
+
+
+def run_point(objective, weights, grid: Grid, point: tuple) -> list[dict]:
+    """Train one grid point (all seeds batched); its records, without ``to_baseline``."""
+    optimizer, group, teleport_epoch, teleport_lr = point
+    steps = grid.teleport_steps[group]
+    teleport = None if teleport_epoch is None else make_teleport(group, lr=teleport_lr, steps=steps)
+    history = train(objective, weights, optimizer=optimizer, lr=grid.lrs[optimizer], epochs=grid.epochs,
+                    teleport=teleport, schedule=teleport_epoch)
+    records = batched_records(GROUPS[group][0], list(grid.seeds), history, optimizer=optimizer,
+                              lr=grid.lrs[optimizer], group=group, teleport_epoch=teleport_epoch,
+                              teleport_lr=teleport_lr, teleport_steps=None if teleport is None else steps)
+    for r in records:
+        r["final_loss"] = r["loss"][-1]
+    return records
+
+
+def time_to_loss(record: dict, target: float) -> dict:
+    """The first epoch, and the run's seconds until then, at which ``loss ≤ target`` (``None`` if never)."""
+    for epoch, loss in enumerate(record["loss"]):
+        if loss is not None and loss <= target:
+            return {"loss": target, "epochs": epoch, "time_s": record["time_s"][epoch]}
+    return {"loss": target, "epochs": None, "time_s": None}
+
+
+def sweep(grid: Grid, *, n_jobs: int = -1, path=None, name: str = "sweep") -> list[dict]:
+    """Run every point of ``grid`` through joblib; one record per (point, seed), in grid order.
+
+    ``n_jobs`` is joblib's (``-1``: all cores; ignored by the Dask backend). With
+    ``path``, also writes the results file ``{"name", "parameters", "records"}`` there.
+    """
+    if not isinstance(grid, Grid):
+        raise TypeError(f"Invalid grid: {grid!r} (expected a symtele.sweep.Grid)")
+    if isinstance(n_jobs, bool) or not isinstance(n_jobs, Integral) or n_jobs == 0:
+        raise ValueError(f"Invalid n_jobs: {n_jobs!r} (a non-zero integer; -1 means all cores)")
+    tasks = {g: seed_task(list(grid.seeds), negative_slope=GROUPS[g][1]) for g in grid.groups}
+    runs = Parallel(n_jobs=n_jobs, prefer=PREFER)(
+        delayed(run_point)(*tasks[point[1]], grid, point) for point in grid.points())
+    records = [r for run in runs for r in run]
+    baseline = {(r["optimizer"], r["group"], r["seed"]): r["final_loss"]
+                for r in records if r["teleport_epoch"] is None}
+    for r in records:
+        r["to_baseline"] = time_to_loss(r, baseline[r["optimizer"], r["group"], r["seed"]])
+    if path is not None:
+        write_results(path, name, grid.to_dict(), records)
+    return records
+
+
+def _mean(values):
+    if any(v is None or (isinstance(v, Real) and math.isnan(v)) for v in values):
+        return None
+    return fmean(values)
+
+
+def summarize(records: list[dict]) -> list[dict]:
+    """One row per grid point: means over its seeds (``None`` where a seed never reached the baseline)."""
+    points: dict[tuple, list[dict]] = {}
+    for r in records:
+        points.setdefault((r["optimizer"], r["group"], r["teleport_epoch"], r["teleport_lr"]), []).append(r)
+    rows = []
+    for (optimizer, group, epoch, lr), rs in points.items():
+        rows.append({
+            "optimizer": optimizer, "group": group, "method": rs[0]["method"], "teleport_epoch": epoch,
+            "teleport_lr": lr, "seeds": len(rs), "final_loss": _mean([r["final_loss"] for r in rs]),
+            "baseline_loss": _mean([r["to_baseline"]["loss"] for r in rs]),
+            "reached": sum(r["to_baseline"]["epochs"] is not None for r in rs),
+            "epochs_to_baseline": _mean([r["to_baseline"]["epochs"] for r in rs]),
+            "seconds_to_baseline": _mean([r["to_baseline"]["time_s"] for r in rs]),
+        })
+    return rows

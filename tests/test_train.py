@@ -1,0 +1,88 @@
+"""The training loop: histories, schedules, optimisers and their state at a teleport."""
+import pytest
+import torch
+
+import symtele as st
+
+
+def test_history_records_loss_gradient_time_and_teleports():
+    objective, weights = st.seed_task(st.SEEDS)
+    history = st.train(objective, weights, lr=1e-4, epochs=20, teleport=st.PositiveScale(),
+                       schedule=st.Schedule.every_k(8, start=2))
+    assert history.method == "gd+posscale"
+    assert len(history.loss) == len(history.grad_norm_sq) == len(history.time_s) == 20
+    assert all(len(row) == 5 for row in history.loss)
+    assert history.time_s == sorted(history.time_s)
+    assert history.teleport_epochs == [2, 10, 18]
+    for record in history.teleports:
+        assert record.cost_s > 0
+        assert record.loss_after == pytest.approx(record.loss_before, rel=1e-4)
+        assert all(a > b for a, b in zip(record.grad_norm_sq_after, record.grad_norm_sq_before))
+        assert [row for row in history.grad_norm_sq[record.epoch]] == pytest.approx(record.grad_norm_sq_after)
+    per_seed = history.split()
+    assert len(per_seed) == 5 and per_seed[3].loss == [row[3] for row in history.loss]
+    assert per_seed[3].teleports[0].loss_before == history.teleports[0].loss_before[3]
+
+
+def test_never_schedule_means_plain_training():
+    objective, weights = st.seed_task(0)
+    a = st.train(objective, weights, lr=1e-4, epochs=10)
+    b = st.train(objective, weights, lr=1e-4, epochs=10, teleport=st.PositiveScale(), schedule=st.Schedule.never())
+    assert a.loss == b.loss and b.method == "gd" and b.teleports == []
+
+
+@pytest.mark.parametrize("optimizer,lr", [("sgd", 0.5), ("momentum", 0.05), ("rmsprop", 1e-3),
+                                          ("adam", 1e-2), ("adagrad-torch", 0.1), ("adagrad", 0.1)])
+def test_optimizers_decrease_the_digits_loss(optimizer, lr):
+    objective, params, data = st.digits_mlp(0, hidden=(16,))
+    history = st.train(objective, params, optimizer=optimizer, lr=lr, epochs=30,
+                       teleport=st.PositiveScale(lr=1e-2), schedule=5)
+    assert history.method == f"{optimizer}+posscale"
+    assert history.loss[-1] < 0.8 * history.loss[0]
+    assert 0.1 < st.accuracy(objective, history.final_params, data.x_test, data.y_test) <= 1.0
+
+
+def test_state_reset_changes_the_run_for_stateful_optimizers():
+    objective, params, _ = st.digits_mlp(0, hidden=(16,))
+    options = dict(optimizer="adam", lr=1e-2, epochs=15, teleport=st.PositiveScale(lr=1e-2), schedule=5)
+    kept = st.train(objective, params, state="keep", **options)
+    reset = st.train(objective, params, state="reset", **options)
+    assert kept.loss[:6] == reset.loss[:6]
+    assert kept.loss[6:] != reset.loss[6:]
+
+
+def test_armijo_line_search_satisfies_its_condition():
+    history = st.train(st.ROSENBROCK, st.ROSENBROCK.initial_params(), optimizer="gd-ls", lr=1.0, epochs=50)
+    for k in range(49):
+        eta, loss, gsq = history.step_size[k], history.loss[k], history.grad_norm_sq[k]
+        assert history.loss[k + 1] <= loss - eta / 2 * gsq + 1e-12
+        assert 0 < eta <= 1.0
+
+
+def test_batched_line_search_picks_a_step_per_copy():
+    w = torch.tensor([[-1.2, 1.0], [0.5, 0.5]], dtype=torch.float64)
+    history = st.train(st.ROSENBROCK, [w], optimizer="gd-ls", lr=1.0, epochs=5)
+    assert len(history.step_size[0]) == 2
+
+
+def test_should_stop_ends_the_run_early():
+    ticks = []
+    history = st.train(st.QUADRATIC, st.QUADRATIC.initial_params(), lr=0.01, epochs=100,
+                       should_stop=lambda: ticks.append(1) or len(ticks) >= 7)
+    assert len(history.loss) == 7
+
+
+def test_runs_are_deterministic():
+    objective, weights = st.seed_task(st.SEEDS)
+    a = st.train(objective, weights, optimizer="adagrad", lr=0.1, epochs=30, teleport=st.PositiveScale(lr=1e-5), schedule=5)
+    b = st.train(objective, weights, optimizer="adagrad", lr=0.1, epochs=30, teleport=st.PositiveScale(lr=1e-5), schedule=5)
+    assert a.loss == b.loss and a.grad_norm_sq == b.grad_norm_sq
+
+
+def test_gln_teleport_records_how_much_the_loss_changed():
+    objective, weights = st.seed_task(st.SEEDS, negative_slope=0.1)
+    history = st.train(objective, weights, lr=1e-4, epochs=10, teleport=st.GLn(), schedule=5)
+    (record,) = history.teleports
+    assert history.method == "gd+gln" and record.steps_taken == 8
+    assert len(record.loss_change) == 5
+    assert history.loss[5] == pytest.approx(record.loss_after)
