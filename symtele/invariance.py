@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-DEFAULT_RTOL = {torch.float64: 1e-9, torch.float32: 1e-4, torch.float16: 1e-2, torch.bfloat16: 5e-2}
+DEFAULT_RTOL = {torch.float64: 1e-10, torch.float32: 1e-5, torch.float16: 1e-2, torch.bfloat16: 5e-2}
 
 
 def default_rtol(dtype: torch.dtype) -> float:

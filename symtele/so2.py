@@ -43,13 +43,14 @@ def so2_teleport(problem: Problem2D, w: torch.Tensor, *, lr: float = 1e-3, steps
     checks.finite_tensor("w", w)
     if w.shape[-1] != 2:
         raise ValueError(f"Invalid w: last dimension must be 2 (x, y), got shape {tuple(w.shape)}")
-    rtol = default_rtol(w.dtype) if loss_rtol is None else checks.positive("loss_rtol", loss_rtol)
+    rtol = default_rtol(torch.float64) if loss_rtol is None else checks.positive("loss_rtol", loss_rtol)
 
     start = time.perf_counter()
-    w = w.detach()
+    dtype = w.dtype
+    w = w.detach().to(torch.float64)  # 2-D: work in double precision, hand back the caller's dtype
     batch = w.shape[:-1]
     if angle is None:
-        theta = torch.rand(batch, generator=generator, dtype=w.dtype) * torch.pi
+        theta = torch.rand(batch, generator=generator, dtype=torch.float64) * torch.pi
         theta = theta.to(w.device)
     else:
         theta = torch.as_tensor(angle, dtype=w.dtype, device=w.device).expand(batch).clone()
@@ -68,8 +69,10 @@ def so2_teleport(problem: Problem2D, w: torch.Tensor, *, lr: float = 1e-3, steps
         point = problem.rotate(w, candidate)
         return bool((torch.isfinite(point).all(-1) & preserved(loss0, problem.loss([point]), rtol)).all())
 
+    angles = [theta]
     if not acceptable(theta):
         theta = torch.zeros_like(theta)  # the identity is always in the group
+        angles = [theta]
         record.stopped = "initial angle rejected: loss not preserved"
     else:
         for _ in range(steps):
@@ -82,9 +85,22 @@ def so2_teleport(problem: Problem2D, w: torch.Tensor, *, lr: float = 1e-3, steps
                 record.stopped = "step rejected: non-finite or loss not preserved"
                 break
             theta = candidate.detach()
+            angles.append(theta)
             record.steps_taken += 1
 
-    teleported = problem.rotate(w, theta).detach()
+    # Rounding the point to the caller's dtype must keep the loss too; else walk back the angles.
+    start_loss = problem.loss([w.to(dtype)])
+    record.loss_before = to_list(start_loss)
+    tolerance = default_rtol(dtype) if loss_rtol is None else rtol
+    for theta in reversed(angles):
+        teleported = problem.rotate(w, theta).detach().to(dtype)
+        if bool(preserved(start_loss, problem.loss([teleported]), tolerance).all()):
+            break
+        record.stopped = "rounding to the caller's dtype broke the loss: walked back to an earlier angle"
+        record.steps_taken -= 1
+    else:
+        teleported, theta = w.to(dtype), torch.zeros_like(theta)
+        record.steps_taken = 0
     with torch.enable_grad():
         leaf = teleported.clone().requires_grad_(True)
         loss1 = problem.loss([leaf])
