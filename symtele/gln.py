@@ -75,8 +75,11 @@ def gln_teleport(objective: MLPRegression, weights: Sequence[torch.Tensor], *, l
             grads = torch.autograd.grad(loss, moved, create_graph=True)
             objective_value = sum(g.square().sum() for g in grads)
             slopes = torch.autograd.grad(objective_value, ts)
-        candidate = _act_pairs(objective, weights, [lr * s for s in slopes], pairs)
-        if not all(bool(torch.isfinite(w).all()) for w in candidate):
+        try:
+            candidate = _act_pairs(objective, weights, [lr * s for s in slopes], pairs)
+        except torch.linalg.LinAlgError:  # a pseudo-inverse of non-finite activations
+            candidate = None
+        if candidate is None or not all(bool(torch.isfinite(w).all()) for w in candidate):
             record.stopped = "step rejected: non-finite weights"
             break
         weights = [w.detach() for w in candidate]
