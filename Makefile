@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed-$(TORCH_VERSION)
 
 .PHONY: help env test test-fast clean distclean
 help: ## list the targets
-	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
 env: $(STAMP) ## create .venv from pyproject.toml (torch 2.13.0 unless TORCH_VERSION=... is given)
 
@@ -36,7 +36,102 @@ distclean: clean ## also remove the virtual environment
 	rm -rf $(VENV)
 
 # ---- report (issue: make report) --------------------------------------------
+# `make report` checks the parameters, runs the notebooks whose inputs changed (the notebook, the
+# symtele sources, its parameter stamp) in parallel, then writes the HTML report and prints it to PDF.
+QUICK ?= 0
+ifeq ($(QUICK),1)
+BUILD ?= build/quick
+else
+BUILD ?= build
+endif
+NOTEBOOK_DIR ?= notebooks
+PARAMS ?=
+PARAMS_FILE ?=
+JOBS ?= 2
+CHROMIUM ?= $(firstword $(foreach b,chromium chromium-browser google-chrome,$(shell command -v $(b) 2>/dev/null)))
+KATEX := $(VENV)/node/node_modules/katex
+KERNEL := $(VENV)/share/jupyter/kernels/symtele/kernel.json
+STEMS := $(sort $(basename $(notdir $(wildcard $(NOTEBOOK_DIR)/[0-9][0-9]_*.ipynb))))
+CLAIMS := $(filter %_claims,$(STEMS))
+EXECUTED := $(STEMS:%=$(BUILD)/notebooks/%.ipynb)
+SYMTELE_SOURCES := $(wildcard symtele/*.py)
+REPORT_SOURCES := $(wildcard report/*.py report/*.md report/*.css report/*.html report/*.j2 report/*.js)
+
+.PHONY: report report-files report-no-pdf
+report: export PARAMS := $(PARAMS)
+report: export PARAMS_FILE := $(PARAMS_FILE)
+report: $(STAMP) $(KERNEL) $(KATEX)/package.json ## run the notebooks, write build/report/report.html + .pdf (QUICK=1 into build/quick, PARAMS=...)
+	@start=$$(date +%s.%N); \
+	$(PY) -m report.parameters --notebooks $(NOTEBOOK_DIR) --build $(BUILD) --quick "$(QUICK)" \
+	  --params "$$PARAMS" --params-file "$$PARAMS_FILE" $(STEMS) \
+	&& REPORT_START=$$start $(MAKE) --no-print-directory -j$(JOBS) report-files; \
+	status=$$?; \
+	elapsed=$$(awk "BEGIN { printf \"%.1f\", $$(date +%s.%N) - $$start }"); \
+	if [ $$status = 0 ]; then echo "make report: $(BUILD)/report/report.html ready; build time $$elapsed s"; \
+	else echo "make report: FAILED after $$elapsed s; the previous report was left as it was" >&2; fi; \
+	exit $$status
+
+report-files: $(BUILD)/report/report.html $(if $(CHROMIUM),$(BUILD)/report/report.pdf,report-no-pdf)
+
+$(BUILD)/notebooks/%.ipynb: $(NOTEBOOK_DIR)/%.ipynb $(BUILD)/params/%.json $(SYMTELE_SOURCES)
+	@$(PY) -m report.execute $< --build $(BUILD) --params $(BUILD)/params/$*.json
+
+# the claims notebook reads the results of all the others
+$(CLAIMS:%=$(BUILD)/notebooks/%.ipynb): $(filter-out $(CLAIMS:%=$(BUILD)/notebooks/%.ipynb),$(EXECUTED))
+
+$(BUILD)/report/report.html: $(EXECUTED) $(REPORT_SOURCES)
+	@$(PY) -m report.assemble --build $(BUILD) $(if $(wildcard $(KATEX)/package.json),--katex $(KATEX)) $(STEMS)
+
+$(BUILD)/report/report.pdf: $(BUILD)/report/report.html
+	@tmp=$(@D)/.report.pdf.tmp; profile=$$(mktemp -d); \
+	if "$(CHROMIUM)" --headless --no-sandbox --disable-gpu --disable-background-networking \
+	    --disable-component-update --no-first-run --user-data-dir=$$profile --no-pdf-header-footer \
+	    --print-to-pdf=$$tmp "file://$(abspath $<)" >$$profile/log 2>&1 \
+	   && [ -s $$tmp ]; then mv -f $$tmp $@; rm -rf $$profile; echo "make report: wrote $@" >&2; \
+	else echo "make report: printing the PDF with $(CHROMIUM) failed:" >&2; tail -5 $$profile/log >&2; \
+	  rm -rf $$tmp $$profile; exit 1; fi
+
+report-no-pdf: $(BUILD)/report/report.html
+	@echo "make report: report.pdf NOT written: no Chromium on PATH (looked for chromium, chromium-browser," \
+	  "google-chrome). Install one (apt-get install chromium) or pass CHROMIUM=/path/to/chrome." >&2
+
+$(KERNEL): $(STAMP)
+	$(PY) -m ipykernel install --sys-prefix --name symtele --display-name "Python (symtele)" >/dev/null
+
+# KaTeX typesets the report's math; without npm the math is written as MathML instead.
+$(KATEX)/package.json:
+	@command -v npm >/dev/null && npm install --silent --no-audit --no-fund --fetch-retries=1 \
+	  --prefix $(VENV)/node katex@0.16 || echo "make report: KaTeX not installed (no npm?); math will be MathML" >&2
+
 
 # ---- benchmarks (issue: performance) ----------------------------------------
+# Teleport cost in gradient evaluations, time to target, batched seeds, report build time:
+# build/bench/*.json, read by notebooks/05_performance.ipynb. BENCH_DEVICE=cuda on a GPU
+# (files named *-cuda.json; copy them to benchmarks/results/ to show them in the report).
+BENCH_DEVICE ?= cpu
+BENCH_OPTIONS ?=
+
+.PHONY: bench bench-teleports bench-report
+bench: bench-teleports bench-report ## measure teleport cost, time to target, batched seeds and report build time -> build/bench/*.json
+
+bench-teleports: $(STAMP) ## teleport cost, time to target, batched seeds only (BENCH_DEVICE=cuda, BENCH_OPTIONS=--full)
+	$(PY) benchmarks/run.py --device $(BENCH_DEVICE) --out build/bench $(BENCH_OPTIONS)
+
+bench-report: $(STAMP) ## time `make report` cold, warm and no-op in a temporary copy -> build/bench/report_build.json
+	$(PY) benchmarks/report_build.py --out build/bench/report_build.json
 
 # ---- exploration: JupyterLab, browser tests, sweeps --------------------------
+LAB_PORT ?= 8888
+ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root)
+
+.PHONY: lab e2e explorer-redraw
+lab: $(STAMP) $(KERNEL) ## start JupyterLab on notebooks/ with this .venv as kernel; open explorer.ipynb
+	$(VENV)/bin/jupyter lab --ServerApp.root_dir=notebooks --ServerApp.ip=127.0.0.1 \
+	  --ServerApp.port=$(LAB_PORT) $(ROOT_FLAG)
+
+e2e: $(STAMP) ## drive the explorer in JupyterLab with headless Chromium (screenshots: build/e2e/)
+	$(PY) -m pytest -q -m e2e tests/e2e
+
+explorer-redraw: $(STAMP) ## time the explorer's redraw on the seed task, 5 seeds -> build/bench/explorer_redraw.json
+	$(PY) benchmarks/explorer_redraw.py
+

@@ -141,6 +141,7 @@ def _teleport_calls(method, dims, steps, dtype, dev, seed):
     """``(teleport, gradient)``: zero-argument calls for ``method`` on the network ``dims``."""
     slope = GLN_SETTINGS["negative_slope"] if method == "gln" else 0.0
     objective, weights = seed_task(seed, dims, negative_slope=slope, dtype=dtype, device=dev)
+    weights = [w / w.shape[-1] for w in weights]  # fan-in scaling: see teleport_cost
 
     def grad():
         return objective.loss_and_grad(weights)
@@ -167,6 +168,12 @@ def _teleport_calls(method, dims, steps, dtype, dev, seed):
     return call, grad
 
 
+def _steps_taken(result):
+    """Steps the teleport took, from its record (``None`` for the reference, which returns no record)."""
+    record = result[-1] if isinstance(result, tuple) else None
+    return getattr(record, "steps_taken", None)
+
+
 def teleport_cost(dims: Sequence[int] = SEED_DIMS, methods: Sequence[str] = METHODS, *, steps: int | None = None,
                   reps: int = 5, warmup: int = 1, min_time: float = 0.01, dtype=torch.float32,
                   device="cpu", seed: int = 0, max_reps: dict[str, int] | None = None) -> list[dict]:
@@ -174,10 +181,14 @@ def teleport_cost(dims: Sequence[int] = SEED_DIMS, methods: Sequence[str] = METH
 
     ``steps``: teleport steps (default: 10 for ``posscale``/``posscale-ref``, 8 for
     ``gln``, 1 for ``levelset-step``). The network is ``seed_task(seed, dims)`` (ReLU;
-    LeakyReLU(0.1) for ``gln``, whose gradient is then timed on that network). Each
-    method and its gradient are timed interleaved in the same rounds. Returns one
-    record per method: ``method, dims, steps, device, dtype, grad_evals, teleport_s,
-    grad_s`` (medians) and ``reps``.
+    LeakyReLU(0.1) for ``gln``, whose gradient is then timed on that network) with each
+    ``W_k`` divided by its fan-in ``d_{k−1}``, which keeps the activations of order one
+    at any width (the seed's unscaled ``torch.rand`` draw overflows float32 at width 1024
+    and depth 4); the work done per call does not depend on it. Each method and its
+    gradient are timed interleaved in the same rounds. Returns one record per method:
+    ``method, dims, n_params, steps, device, dtype, grad_evals, teleport_s, grad_s``
+    (medians), ``reps``, and ``steps_taken``/``stopped`` of the last call (``None``
+    for ``posscale-ref``, which has no safety checks).
     """
     dims = _check_dims(dims)
     methods = [checks.choice("method", m, METHODS) for m in methods]
@@ -194,11 +205,11 @@ def teleport_cost(dims: Sequence[int] = SEED_DIMS, methods: Sequence[str] = METH
         checks.choice("max_reps key", name, methods)
 
     default_steps = {"posscale": 10, "posscale-ref": 10, "gln": GLN_SETTINGS["steps"], "levelset-step": 1}
-    fns, method_steps = {}, {}
+    fns, method_steps, last = {}, {}, {}
     for m in methods:
         method_steps[m] = default_steps[m] if steps is None else steps
         call, grad = _teleport_calls(m, dims, method_steps[m], dtype, dev, seed)
-        fns[m] = call
+        fns[m] = lambda call=call, m=m: last.__setitem__(m, call())
         fns[f"grad:{m}"] = grad
     caps = {m: c for m, c in max_reps.items()}
     caps.update({f"grad:{m}": c for m, c in max_reps.items()})
@@ -212,24 +223,30 @@ def teleport_cost(dims: Sequence[int] = SEED_DIMS, methods: Sequence[str] = METH
             "steps": method_steps[m], "device": str(dev), "dtype": str(dtype).replace("torch.", ""),
             "grad_evals": statistics.median(a / b for a, b in zip(t, g)),
             "teleport_s": statistics.median(t), "grad_s": statistics.median(g), "reps": len(t),
+            "steps_taken": _steps_taken(last[m]), "stopped": getattr(last[m][-1], "stopped", None),
         })
     return records
 
 
-def _runs(dims, dtype, dev, seeds, epochs):
-    """The training runs timed by :func:`time_to_target`, by method name, with their task."""
-    relu = seed_task(seeds, dims, dtype=dtype, device=dev)
-    leaky = seed_task(seeds, dims, negative_slope=GLN_SETTINGS["negative_slope"], dtype=dtype, device=dev)
+TASKS = ("relu", "leaky_relu")
+
+
+def _runs(dims, dtype, dev, seeds, epochs, tasks):
+    """The training runs timed by :func:`time_to_target`, by ``(task, method)``."""
     at = Schedule.at(TELEPORT_EPOCH)
-    gln = GLn(lr=GLN_SETTINGS["lr"], steps=GLN_SETTINGS["steps"])
     runs = {}
-    for opt, s in SEED_SETTINGS.items():
-        runs[("relu", opt)] = (relu, dict(optimizer=opt, lr=s["lr"]))
-        runs[("relu", f"{opt}+posscale")] = (relu, dict(optimizer=opt, lr=s["lr"], schedule=at,
-                                                        teleport=PositiveScale(lr=s["posscale_lr"])))
-    for opt, s in SEED_SETTINGS.items():
-        runs[("leaky_relu", opt)] = (leaky, dict(optimizer=opt, lr=s["lr"]))
-        runs[("leaky_relu", f"{opt}+gln")] = (leaky, dict(optimizer=opt, lr=s["lr"], schedule=at, teleport=gln))
+    if "relu" in tasks:
+        relu = seed_task(seeds, dims, dtype=dtype, device=dev)
+        for opt, s in SEED_SETTINGS.items():
+            runs[("relu", opt)] = (relu, dict(optimizer=opt, lr=s["lr"]))
+            runs[("relu", f"{opt}+posscale")] = (relu, dict(optimizer=opt, lr=s["lr"], schedule=at,
+                                                            teleport=PositiveScale(lr=s["posscale_lr"])))
+    if "leaky_relu" in tasks:
+        leaky = seed_task(seeds, dims, negative_slope=GLN_SETTINGS["negative_slope"], dtype=dtype, device=dev)
+        gln = GLn(lr=GLN_SETTINGS["lr"], steps=GLN_SETTINGS["steps"])
+        for opt, s in SEED_SETTINGS.items():
+            runs[("leaky_relu", opt)] = (leaky, dict(optimizer=opt, lr=s["lr"]))
+            runs[("leaky_relu", f"{opt}+gln")] = (leaky, dict(optimizer=opt, lr=s["lr"], schedule=at, teleport=gln))
     return {key: (lambda task=task, kw=kw: train(task[0], task[1], epochs=epochs, **kw))
             for key, (task, kw) in runs.items()}
 
@@ -246,17 +263,19 @@ def _first_reach(curve, times, target):
 
 
 def time_to_target(seeds: Sequence[int] = SEEDS, dims: Sequence[int] = SEED_DIMS, *, epochs: int = 300,
-                   reps: int = 5, warmup: int = 1, dtype=torch.float32, device="cpu") -> dict:
+                   reps: int = 5, warmup: int = 1, tasks: Sequence[str] = TASKS, dtype=torch.float32,
+                   device="cpu") -> dict:
     """Seconds until the seeds' mean loss first reaches GD's final mean loss, teleport included.
 
     Runs ``gd``, ``gd+posscale``, ``adagrad``, ``adagrad+posscale`` on the seed's ReLU
     task and ``gd``, ``gd+gln``, ``adagrad``, ``adagrad+gln`` on its LeakyReLU(0.1)
     version (REFERENCE §2–3 settings, teleport at epoch 5), all seeds as one batched
-    computation, interleaved. On each task the target is the final mean loss of its GD
+    computation, interleaved (``tasks`` picks either task). On each task the target is the final mean loss of its GD
     run. ``time_s[k]`` of the run (wall clock from its start until ``loss[k]`` is
     known) at the first epoch ``k`` with ``mean loss ≤ target`` is the time to target.
 
-    Returns ``{"seconds": {name: median s}, "speedup": {name: t(opt) / t(opt+teleport)},
+    Returns ``{"seconds": {name: median s}, "speedup": {name: median of t(opt) / t(opt+teleport)
+    within a round},
     "epochs": {name: k}, "target": {task: loss}, ...}``; names on the LeakyReLU task
     carry ``@leaky_relu`` (``gd@leaky_relu``), teleport runs are named by the teleport.
     A run that never reaches its target has ``None`` seconds.
@@ -270,10 +289,15 @@ def time_to_target(seeds: Sequence[int] = SEEDS, dims: Sequence[int] = SEED_DIMS
     epochs = checks.count("epochs", epochs, minimum=1)
     reps = checks.count("reps", reps, minimum=1)
     warmup = checks.count("warmup", warmup, minimum=1)
+    tasks = list(tasks)
+    if not tasks:
+        raise ValueError("Invalid tasks: empty")
+    for task in tasks:
+        checks.choice("task", task, TASKS)
     dtype = check_dtype(dtype)
     dev = check_device(device)
 
-    runs = _runs(dims, dtype, dev, seeds, epochs)
+    runs = _runs(dims, dtype, dev, seeds, epochs, tasks)
     for run in runs.values():
         for _ in range(warmup):
             run()
@@ -285,23 +309,24 @@ def time_to_target(seeds: Sequence[int] = SEEDS, dims: Sequence[int] = SEED_DIMS
     def name(task, method):
         return method if task == "relu" or "+" in method else f"{method}@{task}"
 
-    targets = {task: _mean_curve(histories[(task, "gd")][0])[-1] for task in ("relu", "leaky_relu")}
-    seconds, epochs_to, final = {}, {}, {}
+    targets = {task: _mean_curve(histories[(task, "gd")][0])[-1] for task in tasks}
+    seconds, epochs_to, final, per_round = {}, {}, {}, {}
     for (task, method), hs in histories.items():
         curve = _mean_curve(hs[0])
         k, _ = _first_reach(curve, hs[0].time_s, targets[task])
-        times = [_first_reach(_mean_curve(h), h.time_s, targets[task])[1] for h in hs]
-        seconds[name(task, method)] = None if k is None else statistics.median(times)
+        per_round[(task, method)] = [_first_reach(_mean_curve(h), h.time_s, targets[task])[1] for h in hs]
+        seconds[name(task, method)] = None if k is None else statistics.median(per_round[(task, method)])
         epochs_to[name(task, method)] = k
         final[name(task, method)] = curve[-1]
-    speedup = {}
-    for (task, method) in histories:
+    speedup = {}  # the median over rounds of the ratio within a round (the two runs ran side by side)
+    for (task, method), fast in per_round.items():
         if "+" in method:
-            base, fast = seconds[name(task, method.split("+")[0])], seconds[method]
-            speedup[method] = None if base is None or fast is None else base / fast
+            base = per_round[(task, method.split("+")[0])]
+            ok = seconds[name(task, method)] is not None and seconds[name(task, method.split("+")[0])] is not None
+            speedup[method] = statistics.median(b / f for b, f in zip(base, fast)) if ok else None
     return {"seconds": seconds, "speedup": speedup, "epochs": epochs_to, "final_mean_loss": final,
-            "target": targets, "seeds": seeds, "dims": list(dims), "reps": reps, "device": str(dev),
-            "dtype": str(dtype).replace("torch.", "")}
+            "target": targets, "seeds": seeds, "dims": list(dims), "epochs_run": epochs, "reps": reps,
+            "device": str(dev), "dtype": str(dtype).replace("torch.", "")}
 
 
 def batched_vs_loop(seeds: Sequence[int] = SEEDS, dims: Sequence[int] = SEED_DIMS, *, epochs: int = 300,

@@ -126,13 +126,14 @@ def gln_baseline(seeds: Sequence[int] = SEEDS, *, dims: Sequence[int] = SEED_DIM
 def level_set(problem: str = "booth", *, start: Sequence[float] | None = None, epochs: int = 10,
               teleport_epochs: Sequence[int] | int = (1,), optimizers: Sequence[str] = ("gd-ls", "gd"),
               lrs: dict | None = None, rho: float = 1.0, teleport_steps: int = 100, line_search_steps: int = 50,
-              device="cpu") -> list[dict]:
+              teleport_only: bool = False, device="cpu") -> list[dict]:
     """GD without and with level-set teleports on a 2-D problem, for each optimiser in ``optimizers``.
 
     ``gd-ls`` takes the Armijo step ``η = max{lr·2⁻ʲ : L(w − η∇L) ≤ L(w) − η/2 ‖∇L‖²}``, ``gd``
     the fixed step ``lr`` (``lrs[optimizer]``; default 1 for ``gd-ls`` and 0.05 for ``gd``).
     The teleport maximises ``½‖∇L‖²`` over ``{L ≤ L(w_k)}`` with at most ``teleport_steps``
-    sequential steps and ``line_search_steps`` halvings of ρ each. Records carry ``path``.
+    sequential steps and ``line_search_steps`` halvings of ρ each. ``teleport_only`` skips the
+    runs without teleport. Records carry ``path`` and the per-epoch ``step_size``.
     """
     prob = get_problem(problem)
     start = prob.start if start is None else tuple(float(v) for v in start)
@@ -147,7 +148,7 @@ def level_set(problem: str = "booth", *, start: Sequence[float] | None = None, e
     teleport = LevelSet(rho=rho, steps=teleport_steps, line_search_steps=line_search_steps)
     records = []
     for optimizer in optimizers:
-        for tp in (None, teleport):
+        for tp in ((teleport,) if teleport_only else (None, teleport)):
             w = [torch.tensor(start, dtype=torch.float64, device=device)]
             history = train(prob, w, optimizer=optimizer, lr=lrs[optimizer], epochs=epochs, teleport=tp,
                             schedule=Schedule.at(tele) if tp else None, keep_path=True)

@@ -4,6 +4,9 @@
 * :func:`curves`           — a per-epoch quantity (loss, ‖∇L‖²) against epoch or wall-clock time,
                              one line per method, the mean over seeds with a ±1 std band.
 * :func:`loss_vs_grad`     — loss against ‖∇L‖² along each run (mean over seeds), log–log.
+* :func:`final_bars`       — a per-run scalar (test accuracy) per method, mean ± std over seeds.
+
+Each takes an optional ``ax``; :func:`panels` makes a row of them for a multi-part figure.
 
 Methods keep one colour across every figure (:func:`method_color`).
 """
@@ -12,6 +15,7 @@ from __future__ import annotations
 import matplotlib
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.ticker import NullLocator
 
 from .problems import get_problem
 from .summaries import by_method, curve_stats
@@ -30,6 +34,30 @@ def method_color(method: str) -> str:
     return f"C{_COLOR_INDEX.get(base, 6) + (1 if teleport else 0)}"
 
 
+def panels(n: int, *, width: float = 4.4, height: float = 3.5):
+    """A row of ``n`` axes for the sub-figures (a), (b), … of one report figure: ``(fig, axes)``."""
+    fig, axes = plt.subplots(1, n, figsize=(width * n, height), layout="constrained", squeeze=False)
+    return fig, list(axes[0])
+
+
+#: beyond this magnitude a run counts as diverged and is not drawn (log axes cannot place ticks there)
+DIVERGED = 1e100
+
+
+def _finite(values) -> np.ndarray:
+    """``values`` with non-finite and diverged entries turned into NaN, which matplotlib leaves out."""
+    values = np.asarray(values, dtype=float)
+    with np.errstate(invalid="ignore"):
+        return np.where(np.abs(values) < DIVERGED, values, np.nan)
+
+
+def _log_axis(axis, values) -> None:
+    """Log scale; minor ticks (a third of the drawing time) only when the data span under two decades."""
+    values = values[np.isfinite(values) & (values > 0)]
+    if values.size and values.max() / values.min() > 100:
+        axis.set_minor_locator(NullLocator())
+
+
 def _axes(ax, figsize=(5.0, 3.6)):
     if ax is not None:
         return ax.figure, ax
@@ -37,27 +65,34 @@ def _axes(ax, figsize=(5.0, 3.6)):
     return fig, ax
 
 
-def level_sets(problem: str, records, *, x_range=(-10.0, 10.0), y_range=(-10.0, 10.0), levels: int = 20,
+def level_sets(problem: str, records, *, x_range=None, y_range=None, levels: int = 20,
                log_levels: bool = False, labels: dict | None = None, title: str | None = None,
                colorbar: bool = False, ax=None):
     """Contours of ``problem`` with the ``path`` of each record (from ``convex_so2``/``level_set``).
 
     Consecutive path entries with the same epoch are a teleport: drawn as a dashed arrow
     from the point before to the point after. The minimum is marked as "target".
-    ``labels`` maps a method to its legend text (default: the method name).
+    ``labels`` maps a method to its legend text (default: the method name). A range left
+    ``None`` spans every drawn point and the minimum, with a 10 % margin.
     """
     prob = get_problem(problem)
     fig, ax = _axes(ax, figsize=(4.6, 4.2))
-    gx, gy, values = prob.grid(x_range, y_range, n=300)
+    points = np.concatenate([_finite(r["path"]) for r in records] + [np.array([prob.minimum], dtype=float)])
+    points = points[np.isfinite(points).all(1)]
+    low, high = points.min(0), points.max(0)
+    pad = 0.1 * np.maximum(high - low, 1e-3)
+    x_range = (low[0] - pad[0], high[0] + pad[0]) if x_range is None else x_range
+    y_range = (low[1] - pad[1], high[1] + pad[1]) if y_range is None else y_range
+    gx, gy, values = prob.grid(x_range, y_range, n=200)
     if log_levels:
         lv = np.geomspace(max(values.min(), 1e-3), values.max(), levels)
         cs = ax.contourf(gx, gy, values, levels=lv, norm=matplotlib.colors.LogNorm(), cmap="viridis", alpha=0.75)
     else:
         cs = ax.contourf(gx, gy, values, levels=levels, cmap="viridis", alpha=0.75)
     if colorbar:
-        fig.colorbar(cs, ax=ax)
+        fig.colorbar(cs, ax=ax, ticks=matplotlib.ticker.LogLocator() if log_levels else None)
     for r in records:
-        path = np.asarray(r["path"], dtype=float)
+        path = _finite(r["path"])
         epochs = r["path_epochs"]
         color = method_color(r["method"])
         label = (labels or {}).get(r["method"], r["method"])
@@ -98,14 +133,15 @@ def curves(records, *, key: str = "loss", x: str = "epoch", labels: dict | None 
     if x not in ("epoch", "time_s"):
         raise ValueError(f"Invalid x: {x!r} (choose 'epoch' or 'time_s')")
     fig, ax = _axes(ax)
-    teleport_epochs = set()
+    teleport_epochs, drawn = set(), []
     for method, group in by_method(records).items():
-        mean, std = curve_stats(group, key)
+        mean, std = (_finite(v) for v in curve_stats(group, key))
         xs = np.arange(len(mean)) if x == "epoch" else curve_stats(group, "time_s")[0]
         color = method_color(method)
         ax.plot(xs, mean, color=color, lw=1.6, label=(labels or {}).get(method, method))
+        drawn.append(mean)
         if len(group) > 1:
-            low = np.maximum(mean - std, mean * 1e-3) if logy else mean - std
+            low = np.maximum(mean - std, mean / 5) if logy else mean - std
             ax.fill_between(xs, low, mean + std, color=color, alpha=0.2, lw=0)
         teleport_epochs.update(e for r in group for e in r["teleport_epochs"])
     if mark_teleports and x == "epoch":
@@ -113,6 +149,7 @@ def curves(records, *, key: str = "loss", x: str = "epoch", labels: dict | None 
             ax.axvline(e, color="0.5", ls=":", lw=1)
     if logy:
         ax.set_yscale("log")
+        _log_axis(ax.yaxis, np.concatenate(drawn))
     ax.set_xlabel(LABELS[x])
     ax.set_ylabel(LABELS[key])
     if title:
@@ -124,13 +161,17 @@ def curves(records, *, key: str = "loss", x: str = "epoch", labels: dict | None 
 def loss_vs_grad(records, *, labels: dict | None = None, title: str | None = None, ax=None):
     """Loss against ‖∇L‖² along each method's run (means over seeds), on log–log axes."""
     fig, ax = _axes(ax)
+    losses, grads = [], []
     for method, group in by_method(records).items():
-        loss, _ = curve_stats(group, "loss")
-        grad, _ = curve_stats(group, "grad_norm_sq")
+        loss, grad = _finite(curve_stats(group, "loss")[0]), _finite(curve_stats(group, "grad_norm_sq")[0])
+        losses.append(loss)
+        grads.append(grad)
         ax.plot(grad, loss, ".-", ms=3, lw=1.2, color=method_color(method),
                 label=(labels or {}).get(method, method))
     ax.set_xscale("log")
     ax.set_yscale("log")
+    _log_axis(ax.xaxis, np.concatenate(grads))
+    _log_axis(ax.yaxis, np.concatenate(losses))
     ax.set_xlabel(LABELS["grad_norm_sq"])
     ax.set_ylabel(LABELS["loss"])
     if title:

@@ -21,7 +21,9 @@ and the derivative of ``‖∇L‖²`` in ``d_k[a]`` at ``d = 1`` is
 which is what double backpropagation through ``‖∇L(g·w)‖²`` computes, at the cost of
 two matrix–vector products per layer instead of a forward–backward–backward pass.
 A ``k``-step teleport therefore costs one gradient (given), ``O(k · #params)``
-arithmetic and one forward pass to confirm the loss is unchanged.
+arithmetic and one forward pass to confirm the loss is unchanged. On small networks
+the cost is the number of operations, not their size, so the arithmetic runs in NumPy
+and the input checks are single reductions (a sum is finite only if every entry is).
 """
 from __future__ import annotations
 
@@ -32,95 +34,157 @@ import numpy as np
 import torch
 
 from . import checks
-from .history import TeleportRecord, to_list
+from .history import TeleportRecord
 from .invariance import default_rtol, preserved
 from .layout import Chain, check_shapes
-from .objective import grad_norm_sq
 
 
-#: below this many gradient entries on the CPU, the scale arithmetic runs in NumPy, whose
-#: per-operation overhead is a fraction of torch's (the arithmetic and dtype are the same)
+#: below this many gradient entries on the CPU, every step but the loss runs in NumPy on views
+#: of the tensors (no copies), whose per-operation overhead is a fraction of torch's; the
+#: elementwise operations and the dtype are the same, and so are the results
 NUMPY_BELOW = 1 << 16
 
 
-class _ChainState:
-    """Squared gradients of one chain and the cumulative scales ``c_k`` of its hidden layers.
+def _per_copy_sum(a, batch_ndim: int):
+    """``Σ a`` over every non-batch dimension: one value per problem copy (torch or NumPy)."""
+    return a.reshape(*a.shape[:batch_ndim], -1).sum(-1)
 
-    Works on torch tensors or NumPy arrays alike (``xp`` is the array module).
+
+def _all_finite_or_raise(name: str, tensors, arrays, xp) -> None:
+    """Raise like :func:`checks.finite_tensor` if an entry is nan or ±inf.
+
+    One reduction per tensor: a sum is finite only if every entry is, so the exact,
+    entrywise check runs only when a sum is not (an overflowing sum passes it).
+    """
+    for i, a in enumerate(arrays):
+        if not bool(xp.isfinite(a.sum())):
+            checks.finite_tensor(f"{name}[{i}]", tensors[i])
+
+
+class _ChainState:
+    """Squared gradients of one chain and the cumulative scales of all its hidden units.
+
+    ``scale`` holds ``c_0, …, c_{n−2}`` side by side (``segments[k]`` is the slice of
+    hidden layer ``k``), so each ascent step is a few operations on one vector whatever
+    the depth. Works on torch tensors or NumPy arrays alike (``xp`` is the array module);
+    ``sq`` holds the squared gradient of every parameter.
     """
 
-    def __init__(self, chain: Chain, grads, xp):
+    def __init__(self, chain: Chain, sq, xp):
         self.chain, self.xp = chain, xp
-        host = (lambda t: t.cpu().numpy()) if xp is np else (lambda t: t)
-        sq_w = [host(grads[l.weight].square()) for l in chain]
-        n = len(chain)
+        sq_w = [sq[l.weight] for l in chain]
         # Row sums of layer 0 (unscaled inputs) and column sums of the last layer (unscaled
         # outputs) never change; a bias adds its squared gradient to its unit's row.
-        self.row_extra = [None if l.bias is None else host(grads[l.bias].square()) for l in chain]
+        self.row_extra = [None if l.bias is None else sq[l.bias] for l in chain]
         self.first_rows = sq_w[0].sum(-1)
         if self.row_extra[0] is not None:
             self.first_rows = self.first_rows + self.row_extra[0]
         self.last_cols = sq_w[-1].sum(-2)
         self.sq_w = sq_w
-        ones = (lambda a: np.ones_like(a)) if xp is np else torch.ones_like
-        self.scale = [ones(self.first_rows if k == 0 else sq_w[k][..., :, 0]) for k in range(n - 1)]
+        self.segments, start = [], 0
+        for w in sq_w[:-1]:
+            self.segments.append(slice(start, start + w.shape[-2]))
+            start += w.shape[-2]
+        shape = (*self.first_rows.shape[:-1], start)
+        self.scale = np.ones(shape, dtype=sq_w[0].dtype) if xp is np else \
+            torch.ones(shape, dtype=sq_w[0].dtype, device=sq_w[0].device)
 
-    def slopes(self) -> list:
-        """``∂‖∇L(g·w)‖²/∂d_k`` at ``d = 1`` for every hidden layer ``k`` of the chain."""
+    def half_slopes(self):
+        """``½ ∂‖∇L(g·w)‖²/∂d`` at ``d = 1`` for every hidden unit: ``s · row − col / s``, ``s = c²``."""
         n = len(self.chain)
-        sq = [c * c for c in self.scale]  # s_k
-        out = []
-        for k in range(n - 1):
-            if k == 0:
-                row = self.first_rows
-            else:
-                row = (self.sq_w[k] @ (1.0 / sq[k - 1])[..., None])[..., 0]
-                if self.row_extra[k] is not None:
-                    row = row + self.row_extra[k]
-            if k + 1 == n - 1:
-                col = self.last_cols
-            else:
-                col = (sq[k + 1][..., None, :] @ self.sq_w[k + 1])[..., 0, :]
-            out.append(2.0 * (sq[k] * row - col / sq[k]))
-        return out
+        s = self.scale * self.scale
+        parts = [s[..., seg] for seg in self.segments]
+        rows, cols = [self.first_rows], []
+        for k in range(1, n - 1):
+            row = (self.sq_w[k] @ (1.0 / parts[k - 1])[..., None])[..., 0]
+            rows.append(row if self.row_extra[k] is None else row + self.row_extra[k])
+        for k in range(n - 2):
+            cols.append((parts[k + 1][..., None, :] @ self.sq_w[k + 1])[..., 0, :])
+        cols.append(self.last_cols)
+        cat = np.concatenate if self.xp is np else torch.cat
+        row = rows[0] if len(rows) == 1 else cat(rows, -1)
+        col = cols[0] if len(cols) == 1 else cat(cols, -1)
+        return s * row - col / s
+
+    def layer_scales(self, scale) -> list:
+        """``scale`` split into the hidden layers' ``c_k``."""
+        return [scale[..., seg] for seg in self.segments]
 
 
 def _ascend(states, steps, lr, bound, xp, trail, factors):
-    """``steps`` rounds of ``d = 1 + lr · clip(slope)``, ``c ← c · d``; appends to ``trail`` and ``factors``."""
+    """``steps`` rounds of ``d = 1 + lr · clip(2 · half_slope, ±bound)``, ``c ← c · d``.
+
+    Written as ``d = 1 + 2lr · clip(half_slope, ±bound/2)``: scaling by two is exact in
+    binary floating point, so the factors are bit for bit those of the first form.
+    Appends the scales after each step to ``trail`` and the factors to ``factors``.
+    """
+    half = None if bound is None else bound / 2
+    if half is None:
+        def clip(a):
+            return a
+    elif xp is np:  # np.clip's Python wrapper costs more than the two ufuncs
+        def clip(a):
+            return np.minimum(np.maximum(a, -half), half)
+    else:
+        def clip(a):
+            return a.clamp(-half, half)
+    lr2 = 2.0 * lr
     for _ in range(steps):
-        i = 0
-        for st in states:
-            new = []
-            for c, slope in zip(st.scale, st.slopes()):
-                if bound is not None:
-                    slope = xp.clip(slope, -bound, bound)
-                d = 1.0 + lr * slope
-                factors[i].append(d)
-                new.append(c * d)
-                i += 1
-            st.scale = new
-        trail.append([list(st.scale) for st in states])
+        for i, st in enumerate(states):
+            d = 1.0 + lr2 * clip(st.half_slopes())
+            factors[i].append(d)
+            st.scale = st.scale * d
+        trail.append([st.scale for st in states])
 
 
-def _pick(trail, taken, chain_index, k):
-    """Per copy, the scale of hidden layer ``k`` after ``taken`` steps."""
-    stacked = torch.stack([torch.as_tensor(t[chain_index][k]) for t in trail]).to(taken.device)
+def _good_steps(trail, factors, steps, batch, xp, info, device, clamp):
+    """Per copy, how many leading steps kept every factor finite and positive and every scale representable.
+
+    When ``clamp < 1`` and ``(1 ± clamp)^steps`` stay well inside the representable
+    range, every factor lies in ``[1 − clamp, 1 + clamp]`` unless it is nan, and a nan
+    factor makes every later cumulative scale nan: then checking the final scales is
+    the same test, at a fraction of the operations.
+    """
+    zeros = np.zeros if xp is np else (lambda shape, dtype: torch.zeros(shape, dtype=dtype, device=device))
+    if not steps or not factors:
+        return zeros(batch, dtype=np.int64 if xp is np else torch.long)
+    tiny, huge = info.tiny ** 0.25, info.max ** 0.25
+    if clamp is not None and clamp < 1 and (1 - clamp) ** steps > 2 * tiny and (1 + clamp) ** steps < huge / 2:
+        if all(bool(xp.isfinite(c).all()) for c in trail[-1]):
+            return zeros(batch, dtype=np.int64 if xp is np else torch.long) + steps
+    ok = None
+    for i, ds in enumerate(factors):
+        d = xp.stack(ds)
+        c = xp.stack([t[i] for t in trail[1:]])
+        good = (xp.isfinite(d) & (d > 0) & (c > tiny) & (c < huge)).all(-1)
+        ok = good if ok is None else ok & good
+    taken = ok.cumprod(0).sum(0)
+    return np.asarray(taken) if xp is np else taken.long()
+
+
+def _pick(trail, taken, i, xp):
+    """Per copy, the scales of chain ``i`` after ``taken`` steps."""
+    stacked = xp.stack([t[i] for t in trail])
+    if xp is np:
+        index = np.broadcast_to(taken[None, ..., None], (1, *stacked.shape[1:]))
+        return np.take_along_axis(stacked, index, 0)[0]
     index = taken.reshape(1, *taken.shape, 1).expand(1, *stacked.shape[1:])
-    return stacked.gather(0, index).squeeze(0)
+    return stacked.gather(0, index)[0]
 
 
-def _apply_scales(params, grads, chains, scales):
-    """``(params, grads)`` after the cumulative scales ``scales[chain][k]`` are applied."""
+def _apply_scales(params, grads, states, scales):
+    """``(params, grads)`` after each chain's cumulative scales ``scales[i]`` are applied (torch or NumPy)."""
     params, grads = list(params), list(grads)
-    for chain, cs in zip(chains, scales):
+    for st, scale in zip(states, scales):
+        chain, cs = st.chain, st.layer_scales(scale)
         for k, layer in enumerate(chain):
             left = cs[k] if k < len(chain) - 1 else None
             right = cs[k - 1] if k > 0 else None
             w, g = params[layer.weight], grads[layer.weight]
             if left is not None:
-                w, g = w / left.unsqueeze(-1), g * left.unsqueeze(-1)
+                w, g = w / left[..., None], g * left[..., None]
             if right is not None:
-                w, g = w * right.unsqueeze(-2), g / right.unsqueeze(-2)
+                w, g = w * right[..., None, :], g / right[..., None, :]
             params[layer.weight], grads[layer.weight] = w, g
             if layer.bias is not None and left is not None:
                 params[layer.bias] = params[layer.bias] / left
@@ -151,13 +215,15 @@ def positive_scale_teleport(
     Returns ``(params, grads, loss, record)`` at the teleported point; the gradient
     is the equivariantly transformed one, no new gradient is computed. A step that
     would make a scale non-positive or non-finite is rejected for that copy, and a
-    final point whose loss is not preserved within ``loss_rtol`` is walked back to
-    the last step that is.
+    final point whose loss is not preserved within ``loss_rtol`` (or that is not
+    finite) is walked back to the last step that is.
     """
     lr = checks.positive("lr", lr)
     steps = checks.count("steps", steps)
     if clamp is not None:
         clamp = checks.positive("clamp", clamp)
+    if loss_rtol is not None:
+        loss_rtol = checks.positive("loss_rtol", loss_rtol)
     params = [p.detach() for p in params]
     grads = [g.detach() for g in grads]
     if len(params) != len(grads):
@@ -165,73 +231,78 @@ def positive_scale_teleport(
     for i, (p, g) in enumerate(zip(params, grads)):
         if p.shape != g.shape:
             raise ValueError(f"Invalid grads[{i}]: shape {tuple(g.shape)} differs from params[{i}] {tuple(p.shape)}")
-    checks.finite_tensors("params", params)
-    checks.finite_tensors("grads", grads)
-
-    start = time.perf_counter()
-    if loss_before is None:
-        loss_before = loss_fn(params)
-    loss_before = loss_before.detach()
-    batch_ndim = loss_before.dim()
-    check_shapes(params, chains, batch_ndim)
-    rtol = default_rtol(params[0].dtype) if loss_rtol is None else checks.positive("loss_rtol", loss_rtol)
-    record = TeleportRecord(method="posscale", loss_before=to_list(loss_before),
-                            grad_norm_sq_before=to_list(grad_norm_sq(grads, batch_ndim)))
-
+        if not (p.is_floating_point() and g.is_floating_point()):
+            raise TypeError(f"Invalid params[{i}]/grads[{i}]: dtypes {p.dtype}, {g.dtype} (expected floating point)")
+    if not params:
+        raise ValueError("Invalid params: empty sequence")
     small = params[0].device.type == "cpu" and sum(g.numel() for g in grads) < NUMPY_BELOW
     xp = np if small else torch
-    states = [_ChainState(chain, grads, xp) for chain in chains]
-    bound = None if clamp is None else clamp / lr
-    trail = [[list(st.scale) for st in states]]  # trail[j]: the scales after j steps
-    factors = [[] for st in states for _ in st.scale]  # per hidden layer, the factor d of each step
-    with np.errstate(all="ignore"):  # overflow is detected below and the step rejected
+    host = [p.numpy() for p in params] if small else params
+    host_grads = [g.numpy() for g in grads] if small else grads
+
+    with np.errstate(all="ignore"):  # overflow and nan are detected and handled below
+        _all_finite_or_raise("params", params, host, xp)
+        batch_ndim = params[chains[0][0].weight].dim() - 2 if chains and chains[0] else 0
+        sq = [g * g for g in host_grads]
+        norm_before = None
+        for s in sq:
+            part = _per_copy_sum(s, batch_ndim)
+            norm_before = part if norm_before is None else norm_before + part
+        if not bool(xp.isfinite(norm_before).all()):
+            checks.finite_tensors("grads", grads)  # raises unless the squares merely overflowed
+
+        start = time.perf_counter()
+        if loss_before is None:
+            loss_before = loss_fn(params)
+        loss_before = loss_before.detach()
+        batch = loss_before.shape
+        check_shapes(params, chains, loss_before.dim())
+        rtol = default_rtol(params[0].dtype) if loss_rtol is None else loss_rtol
+        record = TeleportRecord(method="posscale", loss_before=loss_before.tolist(),
+                                grad_norm_sq_before=norm_before.tolist())
+
+        states = [_ChainState(chain, sq, xp) for chain in chains if len(chain) > 1]
+        bound = None if clamp is None else clamp / lr
+        trail = [[st.scale for st in states]]  # trail[j][i]: the scales of chain i after j steps
+        factors = [[] for _ in states]  # per chain, the factors d of each step
         _ascend(states, steps, lr, bound, xp, trail, factors)
 
-    # Validate all steps at once: a step is good for a copy when every factor is finite and
-    # positive and every cumulative scale stays representable; keep each copy's good prefix.
-    info = np.finfo if small else torch.finfo
-    tiny, huge = info(grads[0].dtype if not small else states[0].first_rows.dtype).tiny ** 0.25, \
-        info(grads[0].dtype if not small else states[0].first_rows.dtype).max ** 0.25
-    batch = loss_before.shape
-    taken = torch.zeros(batch, dtype=torch.long, device=loss_before.device)
-    if steps:
-        ok = None
-        scales_by_layer = [[c for chain_scales in t for c in chain_scales] for t in trail[1:]]
-        for i, ds in enumerate(factors):
-            d = xp.stack(ds)
-            c = xp.stack([layer_scales[i] for layer_scales in scales_by_layer])
-            good = (xp.isfinite(d) & (d > 0) & (c > tiny) & (c < huge)).all(-1)
-            ok = good if ok is None else ok & good
-        if ok is not None:
-            taken = torch.as_tensor(ok.cumprod(0).sum(0), device=loss_before.device).long()
-    if small:
-        def as_torch(cs):
-            return [[torch.from_numpy(np.asarray(c)) for c in chain_scales] for chain_scales in cs]
-        for st, cs in zip(states, as_torch(trail[-1])):
-            st.scale = cs
-    if bool((taken < steps).any()):
-        record.stopped = "step rejected: a scale left (0, ∞) or overflowed"
-        for st_index, st in enumerate(states):
-            st.scale = [_pick(trail, taken, st_index, k) for k in range(len(st.scale))]
+        # Validate all steps at once and keep each copy's good prefix of steps.
+        info = (np.finfo if small else torch.finfo)(sq[0].dtype)
+        taken = _good_steps(trail, factors, steps, batch, xp, info, loss_before.device, clamp)
+        if bool((taken < steps).any()):
+            record.stopped = "step rejected: a scale left (0, ∞) or overflowed"
+            for i, st in enumerate(states):
+                st.scale = _pick(trail, taken, i, xp)
 
-    scales = [st.scale for st in states]
-    back = int(taken.max())
-    while True:
-        new_params, new_grads = _apply_scales(params, grads, chains, scales)
-        loss_after = loss_fn(new_params).detach()
-        good = preserved(loss_before, loss_after, rtol)
-        for p in new_params:
-            good &= torch.isfinite(p).reshape(*loss_before.shape, -1).all(-1)
-        if back == 0 or bool(good.all()):
-            break
-        # Walk the failing copies back one step; step 0 (all scales 1) is the identity.
-        back -= 1
-        record.stopped = "loss not preserved: walked back to the last step that preserved it"
-        taken = torch.where(good, taken, taken.clamp(max=back))
-        scales = [[_pick(trail, taken, i, k) for k in range(len(cs))] for i, cs in enumerate(scales)]
+        scales = [st.scale for st in states]
+        back = int(taken.max())
+        while True:
+            new_host, new_host_grads = _apply_scales(host, host_grads, states, scales)
+            new_params = [torch.from_numpy(a) for a in new_host] if small else new_host
+            loss_after = loss_fn(new_params).detach()
+            good = preserved(loss_before, loss_after, rtol)
+            good = good.numpy() if small else good
+            for a in new_host:
+                finite = xp.isfinite(_per_copy_sum(a, batch_ndim))
+                if not bool(finite.all()):
+                    finite = xp.isfinite(a).reshape(*a.shape[:batch_ndim], -1).all(-1)
+                good = good & finite
+            if back == 0 or bool(good.all()):
+                break
+            # Walk the failing copies back one step; step 0 (all scales 1) is the identity.
+            back -= 1
+            record.stopped = "loss not preserved: walked back to the last step that preserved it"
+            taken = xp.where(good, taken, taken.clip(max=back))
+            scales = [_pick(trail, taken, i, xp) for i in range(len(states))]
 
+        norm_after = None
+        for g in new_host_grads:
+            part = _per_copy_sum(g * g, batch_ndim)
+            norm_after = part if norm_after is None else norm_after + part
+    new_grads = [torch.from_numpy(a) for a in new_host_grads] if small else new_host_grads
     record.steps_taken = int(taken.min())
-    record.loss_after = to_list(loss_after)
-    record.grad_norm_sq_after = to_list(grad_norm_sq(new_grads, batch_ndim))
+    record.loss_after = loss_after.tolist()
+    record.grad_norm_sq_after = norm_after.tolist()
     record.cost_s = time.perf_counter() - start
     return new_params, new_grads, loss_after, record

@@ -30,7 +30,8 @@ def curve_stats(records, key: str = "loss") -> tuple[np.ndarray, np.ndarray]:
     if not records:
         raise ValueError("Invalid records: empty")
     curves = np.stack([_as_float(r[key]) for r in records])
-    return curves.mean(0), curves.std(0)
+    with np.errstate(invalid="ignore", over="ignore"):  # a diverged run (inf) gives NaN, not a warning
+        return curves.mean(0), curves.std(0)
 
 
 def epochs_to_reach(curve, target: float) -> int | None:

@@ -14,8 +14,8 @@ the baseline's final loss for that seed and the first epoch, and wall-clock seco
 from the start of the run (teleport cost included), at which the run's loss is at or
 below it (``None`` if it never gets there). The seconds are those of the batched run.
 
-Points run through joblib: on all local cores by default (threads: see :data:`PREFER`),
-or on a Dask cluster under ``joblib.parallel_config(backend="dask")`` with a
+Points run through joblib: locally by default (``n_jobs=-1``, threads: see :data:`PREFER`;
+``joblib.parallel_config(backend="loky")`` for processes), or on a Dask cluster under ``joblib.parallel_config(backend="dask")`` with a
 ``distributed.Client``. The task data are drawn once, in the calling process, and each
 point is a pure function of its arguments, so the records are the same whatever the
 backend and whatever order the points finish in; only the timings differ.
@@ -36,14 +36,14 @@ from .teleports import make_teleport
 from .train import train
 
 #: the task each group acts on: (problem name, LeakyReLU negative slope; 0 is ReLU)
-GROUPS = {"posscale": ("relu_mlp", 0.0), "gln": ("leaky_relu_mlp", 0.1)}
+GROUPS = {"posscale": ("relu-mlp", 0.0), "gln": ("leaky-relu-mlp", 0.1)}
 #: the seed's step sizes for each optimiser
 DEFAULT_LRS = {"gd": 1e-4, "adagrad": 1e-1}
 #: teleport ascent steps per group (the seed's positive scale; Zhao et al.'s GL(n))
 DEFAULT_STEPS = {"posscale": 10, "gln": 8}
-#: joblib's backend hint when no backend is configured: a 300-epoch run of the seed task is
-#: ~0.2 s of small torch operations, and threads skip the worker start-up (a torch import
-#: per process) that makes processes slower for sweeps of this size (measured: see README)
+#: joblib's backend hint when no backend is configured. A 300-epoch point is a fraction of a
+#: second of small torch operations; threads ran the notebook's sweep as fast as one worker,
+#: while a process pool first pays a torch import per worker and ran it over 3× slower (README)
 PREFER = "threads"
 
 
@@ -143,7 +143,12 @@ def run_point(objective, weights, grid: Grid, point: tuple) -> list[dict]:
 
 
 def time_to_loss(record: dict, target: float) -> dict:
-    """The first epoch, and the run's seconds until then, at which ``loss ≤ target`` (``None`` if never)."""
+    """The first epoch, and the run's seconds until then, at which ``loss ≤ target`` (``None`` if never).
+
+    A missing or NaN ``target`` (a diverged baseline) is never reached.
+    """
+    if target is None or math.isnan(target):
+        return {"loss": target, "epochs": None, "time_s": None}
     for epoch, loss in enumerate(record["loss"]):
         if loss is not None and loss <= target:
             return {"loss": target, "epochs": epoch, "time_s": record["time_s"][epoch]}
@@ -158,8 +163,10 @@ def sweep(grid: Grid, *, n_jobs: int = -1, path=None, name: str = "sweep") -> li
     """
     if not isinstance(grid, Grid):
         raise TypeError(f"Invalid grid: {grid!r} (expected a symtele.sweep.Grid)")
-    if isinstance(n_jobs, bool) or not isinstance(n_jobs, Integral) or n_jobs == 0:
-        raise ValueError(f"Invalid n_jobs: {n_jobs!r} (a non-zero integer; -1 means all cores)")
+    if isinstance(n_jobs, bool) or not isinstance(n_jobs, Integral):
+        raise TypeError(f"Invalid n_jobs: {n_jobs!r} (expected an integer; -1 means all cores)")
+    if n_jobs == 0:
+        raise ValueError("Invalid n_jobs: 0 (use a positive count, or -1 for all cores)")
     tasks = {g: seed_task(list(grid.seeds), negative_slope=GROUPS[g][1]) for g in grid.groups}
     runs = Parallel(n_jobs=n_jobs, prefer=PREFER)(
         delayed(run_point)(*tasks[point[1]], grid, point) for point in grid.points())
@@ -180,18 +187,26 @@ def _mean(values):
 
 
 def summarize(records: list[dict]) -> list[dict]:
-    """One row per grid point: means over its seeds (``None`` where a seed never reached the baseline)."""
+    """One row per grid point, measured on the mean loss curve over its seeds (the seed's way).
+
+    ``final_loss``: the mean final loss; ``baseline_loss``: the no-teleport run's mean final
+    loss; ``epochs_to_baseline``/``seconds_to_baseline``: when the mean curve first reaches it
+    (``None`` if never, or if a seed diverged); ``reached``: how many seeds reach their own
+    baseline's final loss (the records' ``to_baseline``).
+    """
     points: dict[tuple, list[dict]] = {}
     for r in records:
         points.setdefault((r["optimizer"], r["group"], r["teleport_epoch"], r["teleport_lr"]), []).append(r)
+    baseline = {(o, g): _mean([r["final_loss"] for r in rs]) for (o, g, e, _), rs in points.items() if e is None}
     rows = []
     for (optimizer, group, epoch, lr), rs in points.items():
+        curve = [_mean(losses) for losses in zip(*(r["loss"] for r in rs))]
+        target = baseline[optimizer, group]
+        reach = time_to_loss({"loss": curve, "time_s": rs[0]["time_s"]}, target)
         rows.append({
             "optimizer": optimizer, "group": group, "method": rs[0]["method"], "teleport_epoch": epoch,
-            "teleport_lr": lr, "seeds": len(rs), "final_loss": _mean([r["final_loss"] for r in rs]),
-            "baseline_loss": _mean([r["to_baseline"]["loss"] for r in rs]),
+            "teleport_lr": lr, "seeds": len(rs), "final_loss": curve[-1], "baseline_loss": target,
+            "epochs_to_baseline": reach["epochs"], "seconds_to_baseline": reach["time_s"],
             "reached": sum(r["to_baseline"]["epochs"] is not None for r in rs),
-            "epochs_to_baseline": _mean([r["to_baseline"]["epochs"] for r in rs]),
-            "seconds_to_baseline": _mean([r["to_baseline"]["time_s"] for r in rs]),
         })
     return rows

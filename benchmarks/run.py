@@ -1,0 +1,129 @@
+"""Run the performance benchmarks and write their JSON files (what ``make bench`` calls).
+
+    python benchmarks/run.py [--device cpu|cuda] [--out build/bench] [--only cost,target,batched] [--full]
+
+Writes, under ``--out`` (files carry ``-cuda`` in their name on a GPU, so CPU and GPU
+results can sit side by side, e.g. committed under ``benchmarks/results/``):
+
+* ``teleport_cost.json``: one record per (method, dims), see :func:`symtele.bench.teleport_cost`;
+  the cost table (the three networks of ``COST_DIMS``) and a width sweep at depth 3,
+  dims ``[256, 784, w, w, 10]`` (records with ``"sweep": true``).
+* ``time_to_target.json``: :func:`symtele.bench.time_to_target` on the seed task.
+* ``batched_seeds.json``: :func:`symtele.bench.batched_vs_loop`.
+
+Without ``--full``, the slowest measurements are cut: on the largest network ``gln`` and
+``posscale-ref`` are not run (their records say so, with ``grad_evals: null``) and
+``levelset-step`` takes 2 rounds; in the sweep ``posscale-ref`` stops at width 512.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from symtele import bench
+
+SWEEP_WIDTHS = (64, 128, 256, 512, 1024, 2048)
+SWEEP_REF_MAX = 512  # widest sweep network timed with posscale-ref unless --full
+PARTS = ("cost", "target", "batched")
+
+
+def sweep_dims(width: int) -> tuple[int, ...]:
+    return (256, 784, width, width, 10)
+
+
+def write_json(path: Path, value) -> Path:
+    """Write ``value`` atomically (a temporary file renamed into place)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(value, indent=1))
+    os.replace(tmp, path)
+    return path
+
+
+def not_measured(method, dims, device, why):
+    return {"method": method, "dims": list(dims), "steps": None, "device": device, "dtype": "float32",
+            "grad_evals": None, "teleport_s": None, "grad_s": None, "reps": 0, "note": why}
+
+
+def cost_records(device: str, full: bool, log) -> list[dict]:
+    """The cost table and the width sweep."""
+    records = []
+    big = bench.COST_DIMS[-1]
+    for dims in bench.COST_DIMS:
+        methods, caps = list(bench.METHODS), {}
+        if dims == big and not full:
+            methods = ["posscale", "levelset-step"]
+            caps = {"levelset-step": 2}
+        log(f"teleport cost {list(dims)}: {', '.join(methods)}")
+        for r in bench.teleport_cost(dims, methods, device=device, max_reps=caps):
+            r["sweep"] = tuple(dims) == sweep_dims(512)
+            records.append(r)
+        if dims == big and not full:
+            for m in ("posscale-ref", "gln"):
+                records.append(not_measured(m, dims, device, "not run without --full (minutes per call on a CPU)"))
+    for width in SWEEP_WIDTHS:
+        if width == 512:
+            continue  # measured in the table
+        methods = ["posscale"] + (["posscale-ref"] if full or width <= SWEEP_REF_MAX else [])
+        log(f"teleport cost sweep width {width}: {', '.join(methods)}")
+        caps = {"posscale-ref": 2} if width > SWEEP_REF_MAX and "posscale-ref" in methods else {}
+        for r in bench.teleport_cost(sweep_dims(width), methods, device=device, max_reps=caps):
+            r["sweep"] = True
+            records.append(r)
+    return records
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    parser.add_argument("--out", default="build/bench", help="output folder (default build/bench)")
+    parser.add_argument("--only", default=",".join(PARTS), help=f"comma-separated subset of {','.join(PARTS)}")
+    parser.add_argument("--full", action="store_true", help="also the slow measurements (hours on a CPU)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch CPU threads (default 1: a shared machine then slows every measurement alike)")
+    args = parser.parse_args(argv)
+
+    parts = [p for p in args.only.split(",") if p]
+    for p in parts:
+        if p not in PARTS:
+            parser.error(f"invalid --only part: {p!r} (choose from {', '.join(PARTS)})")
+    if args.threads < 1:
+        parser.error(f"invalid --threads: {args.threads} (must be >= 1)")
+    torch.set_num_threads(args.threads)
+    try:
+        device = str(bench.check_device(args.device))
+    except ValueError as err:
+        print(f"benchmarks skipped: {err}", file=sys.stderr)
+        return 0
+    suffix = "" if device == "cpu" else f"-{torch.device(device).type}"
+    out = Path(args.out)
+    machine = bench.machine()
+
+    def log(msg):
+        print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+    if "cost" in parts:
+        records = cost_records(device, args.full, log)
+        for r in records:
+            r["machine"] = machine
+        log(f"wrote {write_json(out / f'teleport_cost{suffix}.json', records)}")
+    if "target" in parts:
+        log("time to target (seed task, 5 seeds batched)")
+        result = bench.time_to_target(reps=9, device=device)
+        result["machine"] = machine
+        log(f"wrote {write_json(out / f'time_to_target{suffix}.json', result)}")
+    if "batched" in parts:
+        log("batched seeds against a loop over seeds")
+        records = bench.batched_vs_loop(device=device)
+        log(f"wrote {write_json(out / f'batched_seeds{suffix}.json', {'records': records, 'machine': machine})}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

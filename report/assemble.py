@@ -1,0 +1,236 @@
+"""Write ``report.html`` and the appendices from the executed notebooks and the front/back matter.
+
+The report is one self-contained HTML file: ``front.md`` (title, abstract, theory, algorithms),
+``experiments.md`` and the numbered notebooks as its subsections, the claims notebook
+(``*_claims``) as a section of its own, ``back.md`` (conclusion, references), and links to the
+appendices. From the notebooks it keeps the Markdown cells and the figure, HTML and Markdown
+outputs (code and printed streams are hidden); figures are embedded as data URIs, numbered, with
+the caption of their ``symtele_figure`` metadata. ``appendix/<stem>.html`` is each executed
+notebook with its code. Every file is written to a temporary name and renamed into place.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import html
+import json
+import os
+import re
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from string import Template
+
+import nbformat
+
+from .mathtext import Typesetter
+
+HERE = Path(__file__).parent
+FIGURE_KEY = "symtele_figure"  # the metadata symtele.figures.show_figure attaches
+UNNUMBERED = {"Abstract", "Contents", "References", "Appendices"}
+HEADING = re.compile(r"<h([1-6])>(.*?)</h\1>", re.DOTALL)
+
+
+class Outline:
+    """Numbers the h2/h3 headings of the report in order and collects the contents list."""
+
+    def __init__(self):
+        self.section, self.subsection, self.entries = 0, 0, []
+
+    def headings(self, fragment: str, shift: int = 0) -> str:
+        """The fragment with headings moved ``shift`` levels down, numbered and given ids."""
+        def number(match: re.Match) -> str:
+            level, text = min(int(match.group(1)) + shift, 6), match.group(2).strip()
+            plain = re.sub(r"<[^>]+>", "", text)
+            label = ""
+            if level == 2 and plain not in UNNUMBERED:
+                self.section, self.subsection = self.section + 1, 0
+                label = f"{self.section}"
+            elif level == 3 and self.section:
+                self.subsection += 1
+                label = f"{self.section}.{self.subsection}"
+            anchor = f"sec-{label}" if label else re.sub(r"[^a-z0-9]+", "-", plain.lower()).strip("-")
+            if level == 2:
+                self.entries.append((anchor, label, text))
+            number_html = f'<span class="section-number">{label}</span>' if label else ""
+            return f'<h{level} id="{anchor}">{number_html}{text}</h{level}>'
+
+        return HEADING.sub(number, fragment)
+
+    def toc(self) -> str:
+        items = "".join(f'<li><a href="#{a}">{f"{n} " if n else ""}{t}</a></li>' for a, n, t in self.entries)
+        return f'<ol class="toc-list" style="list-style:none">{items}</ol>'
+
+
+class Figures:
+    """Numbers the figures across the whole report."""
+
+    def __init__(self):
+        self.count = 0
+
+    def figure(self, mime: str, data: str, caption_html: str) -> str:
+        self.count += 1
+        return (f'<figure id="figure-{self.count}"><img src="data:{mime};base64,{data}" '
+                f'alt="Figure {self.count}"><figcaption><span class="figure-label">Figure {self.count}.'
+                f'</span> {caption_html}</figcaption></figure>')
+
+
+def image_data(value) -> str:
+    return "".join(value).replace("\n", "") if isinstance(value, list) else value.replace("\n", "")
+
+
+def output_html(output, where: str, figures: Figures, math: Typesetter) -> str:
+    """One cell output as shown in the report: figures, HTML, Markdown and images; nothing else."""
+    if output.output_type not in ("display_data", "execute_result"):
+        return ""
+    data, meta = output.get("data", {}), output.get("metadata", {})
+    figure = meta.get(FIGURE_KEY) or meta.get("image/png", {}).get(FIGURE_KEY)
+    if figure and "image/png" in data:
+        caption = math.markdown(figure.get("caption", ""), where)
+        caption = re.sub(r"^\s*<p>(.*)</p>\s*$", r"\1", caption, flags=re.DOTALL)
+        return figures.figure("image/png", image_data(data["image/png"]), caption)
+    if "text/html" in data:
+        return f'<div class="output">{"".join(data["text/html"])}</div>'
+    if "text/markdown" in data:
+        return f'<div class="output">{math.markdown("".join(data["text/markdown"]), where)}</div>'
+    for mime in ("image/png", "image/jpeg"):
+        if mime in data:
+            return f'<div class="output"><img src="data:{mime};base64,{image_data(data[mime])}" alt=""></div>'
+    if "image/svg+xml" in data:
+        return f'<div class="output">{"".join(data["image/svg+xml"])}</div>'
+    return ""
+
+
+def notebook_section(nb, stem: str, shift: int, outline: Outline, figures: Figures, math: Typesetter) -> str:
+    """A notebook as a report section: Markdown cells and shown outputs, in order."""
+    parts = []
+    for index, cell in enumerate(nb.cells):
+        where = f"{stem} cell {index}"
+        if cell.cell_type == "markdown":
+            parts.append(outline.headings(math.markdown(cell.source, where), shift))
+        elif cell.cell_type == "code":
+            parts += [output_html(out, where, figures, math) for out in cell.get("outputs", [])]
+    return f'<section class="notebook" id="nb-{stem}">\n' + "\n".join(p for p in parts if p) + "\n</section>"
+
+
+def notebook_title(nb, stem: str) -> str:
+    for cell in nb.cells:
+        match = re.search(r"^#\s+(.+)$", cell.source, re.MULTILINE) if cell.cell_type == "markdown" else None
+        if match:
+            return match.group(1).strip()
+    return stem
+
+
+def appendix_notebook(nb, math: Typesetter, stem: str):
+    """A copy of the executed notebook whose Markdown (cells and outputs) is pre-rendered HTML."""
+    nb = copy.deepcopy(nb)
+    back = nbformat.v4.new_markdown_cell('<p><a href="../report.html">&larr; back to the report</a></p>')
+    for index, cell in enumerate(nb.cells):
+        if cell.cell_type == "markdown":
+            rendered = math.markdown(cell.source, f"{stem} cell {index}")
+            # one HTML block (no blank line inside), which Markdown passes through untouched
+            cell.source = "<div>" + re.sub(r"\n\s*\n", "\n", rendered) + "</div>"
+        for output in cell.get("outputs", []):
+            if "text/markdown" in output.get("data", {}):
+                text = "".join(output.data["text/markdown"])
+                output.data["text/html"] = math.markdown(text, f"{stem} cell {index}")
+                del output.data["text/markdown"]
+    nb.cells.insert(0, back)
+    return nb
+
+
+def appendix_exporter():
+    """nbconvert's HTML exporter with the appendix template (made once: compiling it is slow)."""
+    from nbconvert import HTMLExporter
+
+    return HTMLExporter(template_name="lab", template_file="appendix.html.j2", extra_template_paths=[str(HERE)])
+
+
+def fill_math(nb, fill) -> None:
+    """Replace the formula tokens in an appendix notebook (cells and HTML outputs) in place."""
+    for cell in nb.cells:
+        if cell.cell_type == "markdown":
+            cell.source = fill(cell.source)
+        for output in cell.get("outputs", []):
+            if "text/html" in output.get("data", {}):
+                output.data["text/html"] = fill("".join(output.data["text/html"]))
+
+
+def build_info(build: Path, stems: list[str], notebooks: dict, engine: str) -> str:
+    """When and how fast the report was built, with which parameters."""
+    now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    parts = [f"Built {now}"]
+    start = os.environ.get("REPORT_START")
+    if start:
+        parts[0] += f" in {time.time() - float(start):.1f} s"
+    durations = [nb.metadata.get("papermill", {}).get("duration") for nb in notebooks.values()]
+    if all(d is not None for d in durations) and durations:
+        parts.append(f"notebooks executed in {sum(durations):.1f} s of kernel time")
+    overrides, quick = [], False
+    for stem in stems:
+        params = json.loads((build / "params" / f"{stem}.json").read_text())
+        quick = quick or params.pop("quick", False)
+        params.pop("build_dir", None)
+        overrides += [f"{stem}.{k}={json.dumps(v)}" for k, v in params.items()]
+    parts.append("QUICK smoke build (small sizes)" if quick else "full sizes")
+    parts.append("parameters: " + (", ".join(overrides) if overrides else "the notebooks' defaults"))
+    parts.append(f"math: {engine}")
+    return html.escape(" · ".join(parts))
+
+
+def write_atomically(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def assemble(build: Path, stems: list[str], katex_dir: Path | None) -> Path:
+    """Write ``<build>/report/report.html`` and ``<build>/report/appendix/<stem>.html``."""
+    math, outline, figures = Typesetter(katex_dir), Outline(), Figures()
+    notebooks = {s: nbformat.read(build / "notebooks" / f"{s}.ipynb", as_version=4) for s in stems}
+    claims = [s for s in stems if s.endswith("_claims")]
+
+    front = outline.headings(math.markdown((HERE / "front.md").read_text(), "report/front.md"))
+    heading, _, front = front.partition("</h1>")
+    parts = [front, outline.headings(math.markdown((HERE / "experiments.md").read_text(), "report/experiments.md"))]
+    parts += [notebook_section(notebooks[s], s, 2, outline, figures, math) for s in stems if s not in claims]
+    parts += [notebook_section(notebooks[s], s, 1, outline, figures, math) for s in claims]
+    parts.append(outline.headings(math.markdown((HERE / "back.md").read_text(), "report/back.md")))
+    links = "".join(f'<li><a href="appendix/{s}.html">{html.escape(notebook_title(notebooks[s], s))}</a>'
+                    f" (<code>{s}.ipynb</code>, executed, with its code)</li>" for s in stems)
+    parts.append(outline.headings("<h2>Appendices</h2>") + f"<ol type=\"A\">{links}</ol>")
+    appendices = {s: appendix_notebook(nb, math, s) for s, nb in notebooks.items()}
+
+    math.typeset()
+    css = math.stylesheet()
+    exporter = appendix_exporter()
+    for stem, nb in appendices.items():
+        fill_math(nb, math.fill)
+        body, _ = exporter.from_notebook_node(nb, resources={"math_css": css})
+        write_atomically(build / "report" / "appendix" / f"{stem}.html", body)
+
+    page = Template((HERE / "page.html").read_text()).substitute(
+        title=html.escape(re.sub(r"<[^>]+>", "", heading)).strip(), math_css=css,
+        style=(HERE / "style.css").read_text(), heading=math.fill(heading + "</h1>"),
+        build_info=build_info(build, stems, notebooks, math.engine), toc=outline.toc(),
+        body=math.fill("\n".join(parts)))
+    target = build / "report" / "report.html"
+    write_atomically(target, page)
+    return target
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("stems", nargs="*", help="the numbered notebooks, in report order")
+    parser.add_argument("--build", type=Path, default=Path("build"))
+    parser.add_argument("--katex", type=Path, default=None, help="the katex npm package (else MathML)")
+    args = parser.parse_args(argv)
+    target = assemble(args.build, args.stems, args.katex)
+    print(f"make report: wrote {target} and {len(args.stems)} appendices", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

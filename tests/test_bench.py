@@ -1,0 +1,164 @@
+"""The measurement functions of symtele.bench and the benchmark scripts: well-formed output, clear errors.
+
+No assertion here depends on how fast anything ran.
+"""
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from symtele import bench
+
+ROOT = Path(__file__).resolve().parent.parent
+COST_KEYS = {"method", "dims", "n_params", "steps", "device", "dtype", "grad_evals", "teleport_s", "grad_s",
+             "reps", "steps_taken", "stopped"}
+
+
+def _script(name):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_interleaved_times_gives_one_time_per_round_and_caps_slow_functions():
+    calls = {"a": 0, "b": 0}
+
+    def a():
+        calls["a"] += 1
+
+    def b():
+        calls["b"] += 1
+
+    times = bench.interleaved_times({"a": a, "b": b}, reps=4, warmup=2, min_time=0.0, max_reps={"b": 2})
+    assert len(times["a"]) == 4 and len(times["b"]) == 2
+    assert all(t >= 0 for t in times["a"] + times["b"])
+    assert calls == {"a": 2 + 4, "b": 2 + 2}
+
+
+@pytest.mark.parametrize("kwargs, error", [
+    (dict(fns={}), ValueError),
+    (dict(fns={"a": 3}), TypeError),
+    (dict(fns={"a": lambda: None}, reps=0), ValueError),
+    (dict(fns={"a": lambda: None}, min_time=-1.0), ValueError),
+    (dict(fns={"a": lambda: None}, max_reps={"b": 1}), ValueError),
+    (dict(fns={"a": lambda: None}, device="tpu"), ValueError),
+])
+def test_interleaved_times_rejects_bad_input(kwargs, error):
+    with pytest.raises(error, match="Invalid"):
+        bench.interleaved_times(**kwargs)
+
+
+def test_teleport_cost_records_are_well_formed_and_json_ready():
+    records = bench.teleport_cost((4, 5, 6, 7, 8), reps=1, min_time=0.0)
+    assert [r["method"] for r in records] == list(bench.METHODS)
+    for r in records:
+        assert COST_KEYS <= set(r)
+        assert r["dims"] == [4, 5, 6, 7, 8] and r["n_params"] == 5 * 6 + 6 * 7 + 7 * 8
+        assert r["grad_evals"] > 0 and r["teleport_s"] > 0 and r["grad_s"] > 0
+        assert r["device"] == "cpu" and r["dtype"] == "float32" and r["reps"] == 1
+    steps = {r["method"]: r["steps"] for r in records}
+    assert steps == {"posscale": 10, "posscale-ref": 10, "gln": 8, "levelset-step": 1}
+    assert records[0]["steps_taken"] == 10 and records[1]["steps_taken"] is None
+    assert json.loads(json.dumps(records)) == records
+
+
+def test_teleport_cost_takes_steps_dtype_and_caps():
+    (r,) = bench.teleport_cost((3, 4, 5, 2), ["posscale"], steps=3, reps=3, min_time=0.0, dtype="float64",
+                               max_reps={"posscale": 1})
+    assert r["steps"] == 3 and r["dtype"] == "float64" and r["reps"] == 1
+
+
+@pytest.mark.parametrize("kwargs", [
+    dict(dims=(4, 5)),
+    dict(dims=(4, 0, 6)),
+    dict(methods=["posscale", "adam"]),
+    dict(methods=[]),
+    dict(steps=0),
+    dict(reps=0),
+    dict(dtype=torch.int64),
+    dict(device="nonsense"),
+    dict(max_reps={"gln": 1}, methods=["posscale"]),
+])
+def test_teleport_cost_rejects_bad_input(kwargs):
+    with pytest.raises((ValueError, TypeError), match="Invalid"):
+        bench.teleport_cost(**{"dims": (4, 5, 6, 7, 8), **kwargs})
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_cuda_without_a_gpu_is_a_clear_error():
+    with pytest.raises(ValueError, match="Invalid device: 'cuda'"):
+        bench.teleport_cost((4, 5, 6, 7, 8), device="cuda")
+
+
+def test_time_to_target_reports_seconds_epochs_and_speedups():
+    result = bench.time_to_target(epochs=30, reps=1, tasks=["relu"])
+    names = {"gd", "gd+posscale", "adagrad", "adagrad+posscale"}
+    assert set(result["seconds"]) == names and set(result["epochs"]) == names
+    assert set(result["speedup"]) == {"gd+posscale", "adagrad+posscale"}
+    assert result["target"]["relu"] == result["final_mean_loss"]["gd"]
+    assert result["epochs"]["gd"] is not None and result["seconds"]["gd"] > 0
+    assert result["epochs"]["gd+posscale"] <= result["epochs"]["gd"]
+    assert json.loads(json.dumps(result)) == result
+
+
+@pytest.mark.parametrize("kwargs", [dict(seeds=[]), dict(epochs=0), dict(tasks=["tanh"]), dict(tasks=[]),
+                                    dict(dims=[4, 5])])
+def test_time_to_target_rejects_bad_input(kwargs):
+    with pytest.raises((ValueError, TypeError), match="Invalid"):
+        bench.time_to_target(**kwargs)
+
+
+def test_batched_vs_loop_compares_losses():
+    records = bench.batched_vs_loop(seeds=[0, 12345], epochs=8, reps=1)
+    assert [r["method"] for r in records] == ["gd", "gd+posscale", "adagrad", "adagrad+posscale"]
+    for r in records:
+        assert r["max_abs_diff"] >= 0 and r["identical"] == (r["max_abs_diff"] == 0.0)
+        assert r["batched_s"] > 0 and r["loop_s"] > 0
+
+
+def test_bench_script_rejects_bad_options_and_skips_missing_cuda(tmp_path, capsys):
+    run = _script("run")
+    with pytest.raises(SystemExit):
+        run.main(["--only", "everything"])
+    with pytest.raises(SystemExit):
+        run.main(["--threads", "0"])
+    if not torch.cuda.is_available():
+        assert run.main(["--device", "cuda", "--out", str(tmp_path)]) == 0
+        assert "skipped" in capsys.readouterr().err
+        assert not list(tmp_path.iterdir())
+
+
+def test_bench_script_writes_batched_seeds_json(tmp_path, monkeypatch):
+    run = _script("run")
+    measure = bench.batched_vs_loop
+    monkeypatch.setattr(run.bench, "batched_vs_loop",
+                        lambda device: measure(seeds=[0], epochs=6, reps=1, device=device))
+    assert run.main(["--only", "batched", "--out", str(tmp_path)]) == 0
+    written = json.loads((tmp_path / "batched_seeds.json").read_text())
+    assert len(written["records"]) == 4 and "torch" in written["machine"]
+
+
+def test_report_build_copies_the_working_tree_only():
+    files = _script("report_build").tree_files(ROOT)
+    assert "Makefile" in files and "symtele/bench.py" in files
+    assert not any(f.startswith(("build/", ".venv/")) for f in files)
+
+
+@pytest.mark.parametrize("full", [False, True])
+def test_bench_script_plans_valid_cost_calls(monkeypatch, full):
+    run = _script("run")
+    calls = []
+
+    def fake(dims, methods, device, max_reps):
+        assert set(max_reps) <= set(methods)
+        calls.append((tuple(dims), list(methods)))
+        return [{"method": m, "dims": list(dims), "grad_evals": 1.0} for m in methods]
+
+    monkeypatch.setattr(run.bench, "teleport_cost", fake)
+    records = run.cost_records("cpu", full, log=lambda msg: None)
+    assert {tuple(r["dims"]) for r in records if r.get("sweep")} == {run.sweep_dims(w) for w in run.SWEEP_WIDTHS}
+    skipped = [r for r in records if r["grad_evals"] is None]
+    assert (len(skipped) == 0) == full

@@ -1,0 +1,187 @@
+"""The report's experiment, summary, plot and claim functions, called the way the notebooks call them."""
+import matplotlib
+import numpy as np
+import pandas as pd
+import pytest
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from symtele import experiments, plots, published  # noqa: E402
+from symtele.claims import CLAIMS, check_claims  # noqa: E402
+from symtele.results import load_results, write_results  # noqa: E402
+from symtele.summaries import by_method, curve_stats, epochs_to_reach, reach_table, teleport_cost  # noqa: E402
+
+SCHEMA = {"problem", "method", "seed", "loss", "grad_norm_sq", "time_s", "teleport_epochs", "teleports"}
+
+
+def well_formed(records, epochs):
+    for r in records:
+        assert SCHEMA <= set(r)
+        assert len(r["loss"]) == len(r["grad_norm_sq"]) == len(r["time_s"]) == epochs
+        assert all(isinstance(v, float) for v in r["loss"])
+        assert r["time_s"] == sorted(r["time_s"])
+        assert [t["epoch"] for t in r["teleports"]] == r["teleport_epochs"]
+        assert ("+" in r["method"]) == bool(r["teleports"])
+
+
+@pytest.fixture(scope="module")
+def quadratic():
+    return experiments.convex_so2()
+
+
+@pytest.fixture(scope="module")
+def seed_task_records():
+    return experiments.relu_posscale()
+
+
+def test_convex_so2_reproduces_reference(quadratic):
+    gd, tele = quadratic
+    well_formed(quadratic, 10)
+    assert (gd["method"], tele["method"]) == ("gd", "gd+so2")
+    assert gd["loss"] == pytest.approx(published.QUADRATIC_GD, rel=1e-4)
+    assert tele["loss"] == pytest.approx(published.QUADRATIC_SO2, rel=1e-4)
+    assert tele["teleport_epochs"] == [4]
+
+
+def test_convex_so2_path_marks_the_jump(quadratic):
+    gd, tele = quadratic
+    assert gd["path"][0] == [8.0, -2.0] and len(gd["path"]) == 11  # ten epochs and the final point
+    assert tele["path_epochs"] == [0, 1, 2, 3, 4, 4, 5, 6, 7, 8, 9, 10]
+    before, after = tele["path"][4], tele["path"][5]
+    assert before == gd["path"][4]
+    assert abs(after[0]) < 1e-3 < abs(before[0])  # all of the loss moved into v = 3y
+
+
+def test_relu_posscale_matches_reference_per_seed(seed_task_records):
+    well_formed(seed_task_records, 300)
+    groups = by_method(seed_task_records)
+    assert list(groups) == ["gd", "gd+posscale", "adagrad", "adagrad+posscale"]
+    for method, reference in published.RELU_FINAL.items():
+        finals = [r["loss"][-1] for r in groups[method]]
+        assert finals == pytest.approx(reference, abs=5e-5)
+        mean, std = published.RELU_FINAL_MEAN_STD[method]
+        assert (np.mean(finals), np.std(finals)) == pytest.approx((mean, std), abs=5e-5)
+
+
+def test_epochs_to_gd_final_loss_match_reference(seed_task_records):
+    groups = by_method(seed_task_records)
+    target = curve_stats(groups["gd"])[0][-1]
+    rows = {r["method"]: r for r in reach_table(seed_task_records, target)}
+    assert {m: rows[m]["epochs_to_target"] for m in rows} == published.RELU_EPOCHS_TO_GD_FINAL
+    assert rows["gd+posscale"]["time_to_target_s"] < rows["gd"]["time_to_target_s"]
+
+
+def test_gln_baseline_moves_the_loss_and_posscale_does_not():
+    records = experiments.gln_baseline(seeds=[0, 12345], epochs=12)
+    well_formed(records, 12)
+    groups = by_method(records)
+    assert list(groups) == ["gd", "gd+gln", "gd+posscale"]
+    for r in groups["gd+gln"]:
+        (t,) = r["teleports"]
+        assert abs(t["loss_after"] - t["loss_before"]) > 1e-3 * t["loss_before"]
+    for r in groups["gd+posscale"]:
+        (t,) = r["teleports"]
+        assert t["loss_after"] == pytest.approx(t["loss_before"], rel=1e-4)
+        assert t["grad_norm_sq_after"] > t["grad_norm_sq_before"]
+
+
+def test_level_set_keeps_the_loss_and_steepens():
+    records = experiments.level_set("booth", epochs=6, teleport_epochs=[1])
+    well_formed(records, 6)
+    assert [r["method"] for r in records] == ["gd-ls", "gd-ls+levelset", "gd", "gd+levelset"]
+    for r in records[1::2]:
+        (t,) = r["teleports"]
+        assert t["loss_after"] <= t["loss_before"] + 1e-8
+        assert t["grad_norm_sq_after"] > t["grad_norm_sq_before"]
+        assert r["path_epochs"].count(1) == 2
+    only = experiments.level_set("rosenbrock", start=(-0.2, 0.0), epochs=4, teleport_epochs=[0, 2],
+                                 optimizers=("gd",), lrs={"gd": 1e-3}, teleport_only=True)
+    assert [r["method"] for r in only] == ["gd+levelset"] and only[0]["teleport_epochs"] == [0, 2]
+
+
+def test_level_set_mlp_small():
+    records = experiments.level_set_mlp(epochs=8, teleport_epochs=[2], n_samples=16, hidden=6, teleport_steps=5)
+    well_formed(records, 8)
+    assert [r["problem"] for r in records] == ["softplus-mlp"] * 2
+
+
+def test_beyond_optimizers_small():
+    records = experiments.beyond_optimizers(seeds=[0], optimizers=("sgd", "adam"), epochs=7, hidden=(8,),
+                                            teleport_epochs=[2])
+    well_formed(records, 7)
+    assert [r["method"] for r in records] == ["sgd", "sgd+posscale", "adam", "adam+posscale"]
+    for r in records:
+        assert 0.0 <= r["test_accuracy"] <= 1.0 and 0.0 <= r["train_accuracy"] <= 1.0
+    # the runs without and with the teleport share the epochs before it; the teleport keeps the loss
+    assert records[0]["loss"][:2] == records[1]["loss"][:2]
+    assert records[1]["loss"][2] == pytest.approx(records[0]["loss"][2], rel=1e-5)
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda: experiments.convex_so2("himmelblau"), "problem"),
+    (lambda: experiments.convex_so2(start=(1.0, 2.0, 3.0)), "start"),
+    (lambda: experiments.convex_so2(teleport_epoch=10), "teleport_epoch"),
+    (lambda: experiments.relu_posscale(gd_lr=-1.0), "gd_lr"),
+    (lambda: experiments.level_set(optimizers=("adam",)), "optimizer"),
+    (lambda: experiments.level_set(lrs={"gd": 0.0}), "lrs"),
+    (lambda: experiments.level_set_mlp(teleport_epochs=[300]), "teleport_epochs"),
+    (lambda: experiments.beyond_optimizers(seeds=[]), "seeds"),
+    (lambda: experiments.beyond_optimizers(optimizers=("lbfgs",)), "optimizer"),
+])
+def test_bad_arguments_are_named(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
+
+
+def test_summaries_on_hand_made_records():
+    records = [{"method": "gd", "problem": "p", "loss": [4.0, 2.0, 1.0], "time_s": [0.0, 1.0, 2.0],
+                "grad_norm_sq": [1.0, 1.0, 1.0], "teleports": []},
+               {"method": "gd", "problem": "p", "loss": [6.0, 4.0, 1.0], "time_s": [0.0, 3.0, 4.0],
+                "grad_norm_sq": [1.0, 1.0, 1.0], "teleports": [{"cost_s": 0.5}]}]
+    mean, std = curve_stats(records)
+    assert mean.tolist() == [5.0, 3.0, 1.0] and std.tolist() == [1.0, 1.0, 0.0]
+    assert epochs_to_reach(mean, 3.0) == 1 and epochs_to_reach(mean, 0.5) is None
+    (row,) = reach_table(records, 3.0)
+    assert (row["epochs_to_target"], row["time_to_target_s"]) == (1, 2.0)
+    assert teleport_cost(records)["gd"] == {"teleport_s": 0.25, "run_s": 3.0}
+    with pytest.raises(ValueError, match="records"):
+        curve_stats([])
+
+
+def test_plots_return_figures(quadratic, seed_task_records):
+    fig = plots.level_sets("quadratic", quadratic)
+    assert isinstance(fig, matplotlib.figure.Figure)
+    labels = fig.axes[0].get_legend_handles_labels()[1]
+    assert {"gd", "gd+so2", "teleport", "target"} <= set(labels)
+    fig = plots.curves(seed_task_records, x="time_s", mark_teleports=True)
+    assert len(fig.axes[0].get_lines()) == 4
+    fig, axes = plots.panels(2)
+    plots.curves(seed_task_records, key="grad_norm_sq", ax=axes[0])
+    plots.loss_vs_grad(seed_task_records, ax=axes[1])
+    assert len(fig.axes) == 2 and axes[1].get_xscale() == "log"
+    records = experiments.beyond_optimizers(seeds=[0, 1], optimizers=("sgd",), epochs=2, hidden=(4,),
+                                            teleport_epochs=[1])
+    assert len(plots.final_bars(records).axes[0].patches) == 2
+    with pytest.raises(ValueError, match="key"):
+        plots.curves(seed_task_records, key="accuracy")
+    plt.close("all")
+
+
+def test_claims_from_results_files(tmp_path, quadratic, seed_task_records):
+    write_results(tmp_path / "01.json", "01_convex_so2", {}, quadratic + experiments.convex_so2(
+        "booth", lr=0.05) + experiments.convex_so2("rosenbrock", start=(-0.2, 0.0), lr=1e-3, epochs=50))
+    write_results(tmp_path / "02.json", "02_relu_posscale", {},
+                  seed_task_records + experiments.gln_baseline(seeds=[0], epochs=300))
+    results = {"01_convex_so2": load_results(tmp_path / "01.json"),
+               "02_relu_posscale": load_results(tmp_path / "02.json"), "03_level_set": None}
+    assert len(pd.DataFrame(results["02_relu_posscale"]["records"])) == 23
+    rows = {row["claim"]: row for row in check_claims(results)}
+    assert len(rows) == len(CLAIMS)
+    holds = [row["holds"] for row in rows.values()]
+    assert holds[:9] == ["yes"] * 9  # REFERENCE §1 and §2, through the results files
+    for claim, source, needs, _ in CLAIMS:
+        if any(stem not in ("01_convex_so2", "02_relu_posscale") for stem in needs):
+            assert rows[claim]["holds"] == "not measured"
+    with pytest.raises(TypeError, match="results"):
+        check_claims([])

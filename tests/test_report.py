@@ -1,0 +1,221 @@
+"""`make report` end to end: the QUICK build of the real notebooks, parameter checks, and failures.
+
+Every build goes to a temporary BUILD directory, so the user's build/ is never touched. The
+parameter and failure tests use two tiny notebooks written here, so they do not depend on the
+experiments' run time.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from symtele.results import strip_timing
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted(p.stem for p in (ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+RUN_FIELDS = {"problem", "method", "seed", "loss", "grad_norm_sq", "time_s", "teleport_epochs", "teleports"}
+FIGURE_KEY = "symtele_figure"
+
+
+def make_report(build: Path, *args: str) -> subprocess.CompletedProcess:
+    """``make report BUILD=build args...`` in the repository, isolated from any outer make."""
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
+    return subprocess.run(["make", "--no-print-directory", "report", f"BUILD={build}", *args],
+                          cwd=ROOT, env=env, capture_output=True, text=True)
+
+
+def figure_outputs(nb) -> list[dict]:
+    return [out.metadata[FIGURE_KEY] for cell in nb.cells for out in cell.get("outputs", [])
+            if FIGURE_KEY in out.get("metadata", {})]
+
+
+# ---- the QUICK build of the real notebooks --------------------------------------------------
+
+@pytest.fixture(scope="module")
+def quick_build(tmp_path_factory):
+    if not NOTEBOOKS:
+        pytest.skip("no numbered notebooks yet")
+    build = tmp_path_factory.mktemp("quick")
+    done = make_report(build, "QUICK=1")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return build, done
+
+
+def test_quick_build_executes_every_notebook_without_errors(quick_build):
+    build, _ = quick_build
+    for stem in NOTEBOOKS:
+        nb = nbformat.read(build / "notebooks" / f"{stem}.ipynb", as_version=4)
+        errors = [out for cell in nb.cells for out in cell.get("outputs", []) if out.output_type == "error"]
+        assert not errors, f"{stem}: {errors[0]['ename']}: {errors[0]['evalue']}"
+        injected = json.loads((build / "params" / f"{stem}.json").read_text())
+        assert injected["quick"] is True
+
+
+def test_quick_build_results_follow_the_schema(quick_build):
+    build, _ = quick_build
+    for stem in NOTEBOOKS:
+        results = json.loads((build / "results" / f"{stem}.json").read_text())
+        assert set(results) == {"name", "parameters", "records"}, stem
+        assert isinstance(results["records"], list) and results["records"], stem
+        runs = [r for r in results["records"] if "method" in r]
+        for record in runs:
+            assert RUN_FIELDS <= set(record), f"{stem}: missing {RUN_FIELDS - set(record)}"
+            assert len(record["loss"]) == len(record["grad_norm_sq"]) == len(record["time_s"]), stem
+
+
+def test_quick_build_figures_exist_as_png_and_pdf_and_are_in_the_report(quick_build):
+    build, _ = quick_build
+    page = (build / "report" / "report.html").read_text()
+    total = 0
+    for stem in NOTEBOOKS:
+        nb = nbformat.read(build / "notebooks" / f"{stem}.ipynb", as_version=4)
+        for figure in figure_outputs(nb):
+            total += 1
+            for suffix in (".png", ".pdf"):
+                assert (build / "figures" / stem / f"{figure['name']}{suffix}").stat().st_size > 0
+            assert f"Figure {total}.</span>" in page
+        assert (build / "report" / "appendix" / f"{stem}.html").exists()
+        assert f'href="appendix/{stem}.html"' in page
+    assert page.count('<img src="data:image/png;base64,') >= total
+    assert f"Figure {total + 1}." not in page
+
+
+def test_quick_report_is_self_contained_and_has_the_claims_table(quick_build):
+    build, _ = quick_build
+    page = (build / "report" / "report.html").read_text()
+    assert not re.search(r"""<(script|link|img)[^>]+(src|href)=["']https?:""", page)
+    assert "QUICK smoke build" in page and re.search(r"Built .* in [0-9.]+ s", page)
+    assert 'class="katex"' in page or "<math" in page  # the math was typeset, not left as TeX
+    claims = [s for s in NOTEBOOKS if s.endswith("_claims")]
+    for stem in claims:
+        section = page.split(f'id="nb-{stem}"', 1)[1]
+        assert "<table" in section.split("</section>", 1)[0]
+
+
+@pytest.mark.skipif(not any(shutil.which(b) for b in ("chromium", "chromium-browser", "google-chrome")),
+                    reason="no Chromium to print the PDF")
+def test_quick_build_prints_the_pdf(quick_build):
+    build, _ = quick_build
+    assert (build / "report" / "report.pdf").read_bytes()[:5] == b"%PDF-"
+
+
+def test_same_parameters_give_the_same_results(quick_build, tmp_path):
+    build, _ = quick_build
+    again = tmp_path / "again"
+    done = make_report(again, "QUICK=1")
+    assert done.returncode == 0, done.stderr[-3000:]
+    for stem in NOTEBOOKS:
+        first, second = (json.loads((b / "results" / f"{stem}.json").read_text()) for b in (build, again))
+        assert strip_timing(first) == strip_timing(second), stem
+
+
+# ---- tiny notebooks: parameters, incremental rebuilds, failures -------------------------------
+
+def write_notebook(path: Path, parameters: str, code: str, title: str) -> None:
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.cells = [nbformat.v4.new_markdown_cell(f"# {title}\n\nThe loss is $f(x) = x^2$."),
+                nbformat.v4.new_code_cell(parameters, metadata={"tags": ["parameters"]}),
+                nbformat.v4.new_code_cell(code)]
+    nbformat.write(nb, path)
+
+
+# a 1x1 PNG: the tiny notebooks avoid importing torch and matplotlib, to keep the kernels fast
+PNG = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8/5+hHgAHggJ/PchI7wAAAABJRU5ErkJggg=="
+TINY = f'''import base64, json
+from pathlib import Path
+from IPython.display import Image, display
+losses = [(1 - lr) ** (2 * k) for k in range(steps)]
+out = Path(build_dir)
+(out / "results").mkdir(parents=True, exist_ok=True)
+(out / "results" / "01_tiny.json").write_text(json.dumps({{"name": "01_tiny", "parameters": {{"steps": steps, "lr": lr}}, "records": [{{"loss": losses}}]}}))
+(out / "figures" / "01_tiny").mkdir(parents=True, exist_ok=True)
+(out / "figures" / "01_tiny" / "loss.png").write_bytes(base64.b64decode("{PNG}"))
+display(Image(data=base64.b64decode("{PNG}")), metadata={{"symtele_figure": {{"name": "loss", "caption": "Loss, $x^2$."}}}})'''
+CLAIMS = '''import json
+from pathlib import Path
+from IPython.display import HTML, display
+final = json.loads((Path(build_dir) / "results" / "01_tiny.json").read_text())["records"][0]["loss"][-1]
+(Path(build_dir) / "results" / "02_claims.json").write_text(json.dumps({"name": "02_claims", "parameters": {}, "records": [{"final": final}]}))
+display(HTML(f"<table><tr><td>final loss</td><td>{final:.3g}</td></tr></table>"))'''
+TINY_PARAMS = 'build_dir = "../build"  # output folder\nquick = False  # smoke build\nsteps = 4  # steps\nlr = 0.1  # step size'
+
+
+def tiny_report(build: Path, notebooks: Path, *args: str) -> subprocess.CompletedProcess:
+    """``make report`` of the tiny notebooks; they do not use symtele, so its sources are no input."""
+    return make_report(build, f"NOTEBOOK_DIR={notebooks}", "SYMTELE_SOURCES=", *args)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """Two tiny notebooks (the second reads the first's results) and a successful build of them."""
+    root = tmp_path_factory.mktemp("tiny")
+    notebooks, build = root / "notebooks", root / "build"
+    notebooks.mkdir()
+    write_notebook(notebooks / "01_tiny.ipynb", TINY_PARAMS, TINY, "Tiny")
+    write_notebook(notebooks / "02_claims.ipynb", 'build_dir = "../build"  # output\nquick = False  # smoke', CLAIMS, "Claims")
+    done = tiny_report(build, notebooks)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return notebooks, build
+
+
+@pytest.mark.parametrize("params, named", [
+    ("01_tiny.stepz=3", "stepz"),              # unknown name
+    ("01_tiny.steps=abc", "01_tiny.steps"),    # ill-typed: int expected
+    ("steps=2.5", "steps"),                    # ill-typed, unqualified name
+    ("03_nothing.steps=1", "03_nothing"),      # unknown notebook
+    ("01_tiny.build_dir=/tmp", "BUILD"),       # set by the build, not by PARAMS
+])
+def test_bad_parameters_are_refused_before_anything_runs(tiny, tmp_path, params, named):
+    notebooks, _ = tiny
+    done = tiny_report(tmp_path / "build", notebooks, f"PARAMS={params}")
+    assert done.returncode != 0
+    assert "refused" in done.stderr and named in done.stderr
+    assert not (tmp_path / "build" / "notebooks").exists()
+
+
+def test_bad_quick_value_is_refused(tiny, tmp_path):
+    notebooks, _ = tiny
+    done = tiny_report(tmp_path / "build", notebooks, "QUICK=yes")
+    assert done.returncode != 0 and "QUICK" in done.stderr
+
+
+def test_rebuild_reruns_only_what_changed(tiny):
+    notebooks, build = tiny
+    noop = tiny_report(build, notebooks)
+    assert noop.returncode == 0 and "make report: running" not in noop.stderr
+    changed = tiny_report(build, notebooks, "PARAMS=01_tiny.steps=6")
+    assert changed.returncode == 0, changed.stderr[-3000:]
+    ran = re.findall(r"make report: running (\S+)", changed.stderr)
+    assert ran == ["01_tiny", "02_claims"]  # the claims notebook depends on the others
+    results = json.loads((build / "results" / "01_tiny.json").read_text())
+    assert results["parameters"]["steps"] == 6 and len(results["records"][0]["loss"]) == 6
+    assert "01_tiny.steps=6" in (build / "report" / "report.html").read_text()
+
+
+def test_failing_notebook_keeps_the_previous_report_and_names_the_cell(tiny):
+    notebooks, build = tiny
+    kept = {p: p.read_bytes() for p in [build / "report" / "report.html", build / "results" / "01_tiny.json",
+                                          build / "figures" / "01_tiny" / "loss.png"]}
+    good = (notebooks / "01_tiny.ipynb").read_text()
+    write_notebook(notebooks / "01_tiny.ipynb", TINY_PARAMS,
+                   TINY.replace("losses = [", 'raise ValueError(f"diverged at lr={lr}")\nlosses = ['), "Tiny")
+    try:
+        done = tiny_report(build, notebooks)
+    finally:
+        (notebooks / "01_tiny.ipynb").write_text(good)
+    assert done.returncode != 0
+    assert "notebook 01_tiny FAILED" in done.stderr and "cell 2" in done.stderr
+    assert "ValueError: diverged at lr=0.1" in done.stderr
+    assert (build / "failed" / "01_tiny.ipynb").exists()
+    for path, content in kept.items():
+        assert path.read_bytes() == content, path
