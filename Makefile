@@ -50,12 +50,15 @@ PARAMS_FILE ?=
 JOBS ?= 2
 CHROMIUM ?= $(firstword $(foreach b,chromium chromium-browser google-chrome,$(shell command -v $(b) 2>/dev/null)))
 KATEX := $(VENV)/node/node_modules/katex
+KATEX_OPTION = $(if $(wildcard $(KATEX)/package.json),--katex $(KATEX))
 KERNEL := $(VENV)/share/jupyter/kernels/symtele/kernel.json
 STEMS := $(sort $(basename $(notdir $(wildcard $(NOTEBOOK_DIR)/[0-9][0-9]_*.ipynb))))
 CLAIMS := $(filter %_claims,$(STEMS))
 EXECUTED := $(STEMS:%=$(BUILD)/notebooks/%.ipynb)
+APPENDICES := $(STEMS:%=$(BUILD)/report/appendix/%.html)
 SYMTELE_SOURCES := $(wildcard symtele/*.py)
 REPORT_SOURCES := $(wildcard report/*.py report/*.md report/*.css report/*.html report/*.j2 report/*.js)
+APPENDIX_SOURCES := $(wildcard report/appendix.* report/assemble.py report/mathtext.py report/katex_render.js)
 
 .PHONY: report report-files report-no-pdf
 report: export PARAMS := $(PARAMS)
@@ -79,8 +82,11 @@ $(BUILD)/notebooks/%.ipynb: $(NOTEBOOK_DIR)/%.ipynb $(BUILD)/params/%.json $(SYM
 # the claims notebook reads the results of all the others
 $(CLAIMS:%=$(BUILD)/notebooks/%.ipynb): $(filter-out $(CLAIMS:%=$(BUILD)/notebooks/%.ipynb),$(EXECUTED))
 
-$(BUILD)/report/report.html: $(EXECUTED) $(REPORT_SOURCES)
-	@$(PY) -m report.assemble --build $(BUILD) $(if $(wildcard $(KATEX)/package.json),--katex $(KATEX)) $(STEMS)
+$(BUILD)/report/appendix/%.html: $(BUILD)/notebooks/%.ipynb $(APPENDIX_SOURCES)
+	@$(PY) -m report.appendix $* --build $(BUILD) $(KATEX_OPTION)
+
+$(BUILD)/report/report.html: $(EXECUTED) $(APPENDICES) $(REPORT_SOURCES)
+	@$(PY) -m report.assemble --build $(BUILD) $(KATEX_OPTION) $(STEMS)
 
 $(BUILD)/report/report.pdf: $(BUILD)/report/report.html
 	@tmp=$(@D)/.report.pdf.tmp; profile=$$(mktemp -d); \

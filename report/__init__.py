@@ -2,6 +2,13 @@
 
 ``parameters`` checks the user's parameters against each notebook's ``parameters`` cell and writes
 one stamp file per notebook; ``execute`` runs one notebook with papermill, keeping the previous
-results when it fails; ``assemble`` writes ``report.html`` and the appendices from the executed
-notebooks and the ``*.md`` front and back matter in this folder.
+results when it fails; ``appendix`` exports one executed notebook, with its code, as an appendix;
+``assemble`` writes ``report.html`` from the executed notebooks and the ``*.md`` front and back
+matter in this folder; ``mathtext`` turns Markdown with LaTeX math into HTML that renders offline.
 """
+import sys
+
+# jsonschema (under nbformat, papermill and nbconvert) imports the optional `rfc3987_syntax` for an
+# "iri" format check that notebooks never need; that import alone takes about 3 s, in every process
+# of the build. Marking it absent makes jsonschema skip that one check.
+sys.modules.setdefault("rfc3987_syntax", None)

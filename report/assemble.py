@@ -3,15 +3,14 @@
 The report is one self-contained HTML file: ``front.md`` (title, abstract, theory, algorithms),
 ``experiments.md`` and the numbered notebooks as its subsections, the claims notebook
 (``*_claims``) as a section of its own, ``back.md`` (conclusion, references), and links to the
-appendices. From the notebooks it keeps the Markdown cells and the figure, HTML and Markdown
-outputs (code and printed streams are hidden); figures are embedded as data URIs, numbered, with
-the caption of their ``symtele_figure`` metadata. ``appendix/<stem>.html`` is each executed
-notebook with its code. Every file is written to a temporary name and renamed into place.
+appendices (``report/appendix.py``). From the notebooks it keeps the Markdown cells and the
+figure, HTML and Markdown outputs (code and printed streams are hidden); figures are embedded as
+data URIs, numbered, with the caption of their ``symtele_figure`` metadata. The file is written to
+a temporary name and renamed into place.
 """
 from __future__ import annotations
 
 import argparse
-import copy
 import html
 import json
 import os
@@ -122,41 +121,6 @@ def notebook_title(nb, stem: str) -> str:
     return stem
 
 
-def appendix_notebook(nb, math: Typesetter, stem: str):
-    """A copy of the executed notebook whose Markdown (cells and outputs) is pre-rendered HTML."""
-    nb = copy.deepcopy(nb)
-    back = nbformat.v4.new_markdown_cell('<p><a href="../report.html">&larr; back to the report</a></p>')
-    for index, cell in enumerate(nb.cells):
-        if cell.cell_type == "markdown":
-            rendered = math.markdown(cell.source, f"{stem} cell {index}")
-            # one HTML block (no blank line inside), which Markdown passes through untouched
-            cell.source = "<div>" + re.sub(r"\n\s*\n", "\n", rendered) + "</div>"
-        for output in cell.get("outputs", []):
-            if "text/markdown" in output.get("data", {}):
-                text = "".join(output.data["text/markdown"])
-                output.data["text/html"] = math.markdown(text, f"{stem} cell {index}")
-                del output.data["text/markdown"]
-    nb.cells.insert(0, back)
-    return nb
-
-
-def appendix_exporter():
-    """nbconvert's HTML exporter with the appendix template (made once: compiling it is slow)."""
-    from nbconvert import HTMLExporter
-
-    return HTMLExporter(template_name="lab", template_file="appendix.html.j2", extra_template_paths=[str(HERE)])
-
-
-def fill_math(nb, fill) -> None:
-    """Replace the formula tokens in an appendix notebook (cells and HTML outputs) in place."""
-    for cell in nb.cells:
-        if cell.cell_type == "markdown":
-            cell.source = fill(cell.source)
-        for output in cell.get("outputs", []):
-            if "text/html" in output.get("data", {}):
-                output.data["text/html"] = fill("".join(output.data["text/html"]))
-
-
 def build_info(build: Path, stems: list[str], notebooks: dict, engine: str) -> str:
     """When and how fast the report was built, with which parameters."""
     now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
@@ -187,7 +151,7 @@ def write_atomically(path: Path, text: str) -> None:
 
 
 def assemble(build: Path, stems: list[str], katex_dir: Path | None) -> Path:
-    """Write ``<build>/report/report.html`` and ``<build>/report/appendix/<stem>.html``."""
+    """Write ``<build>/report/report.html``."""
     math, outline, figures = Typesetter(katex_dir), Outline(), Figures()
     notebooks = {s: nbformat.read(build / "notebooks" / f"{s}.ipynb", as_version=4) for s in stems}
     claims = [s for s in stems if s.endswith("_claims")]
@@ -201,18 +165,10 @@ def assemble(build: Path, stems: list[str], katex_dir: Path | None) -> Path:
     links = "".join(f'<li><a href="appendix/{s}.html">{html.escape(notebook_title(notebooks[s], s))}</a>'
                     f" (<code>{s}.ipynb</code>, executed, with its code)</li>" for s in stems)
     parts.append(outline.headings("<h2>Appendices</h2>") + f"<ol type=\"A\">{links}</ol>")
-    appendices = {s: appendix_notebook(nb, math, s) for s, nb in notebooks.items()}
 
     math.typeset()
-    css = math.stylesheet()
-    exporter = appendix_exporter()
-    for stem, nb in appendices.items():
-        fill_math(nb, math.fill)
-        body, _ = exporter.from_notebook_node(nb, resources={"math_css": css})
-        write_atomically(build / "report" / "appendix" / f"{stem}.html", body)
-
     page = Template((HERE / "page.html").read_text()).substitute(
-        title=html.escape(re.sub(r"<[^>]+>", "", heading)).strip(), math_css=css,
+        title=html.escape(re.sub(r"<[^>]+>", "", heading)).strip(), math_css=math.stylesheet(),
         style=(HERE / "style.css").read_text(), heading=math.fill(heading + "</h1>"),
         build_info=build_info(build, stems, notebooks, math.engine), toc=outline.toc(),
         body=math.fill("\n".join(parts)))
@@ -228,7 +184,7 @@ def main(argv=None) -> int:
     parser.add_argument("--katex", type=Path, default=None, help="the katex npm package (else MathML)")
     args = parser.parse_args(argv)
     target = assemble(args.build, args.stems, args.katex)
-    print(f"make report: wrote {target} and {len(args.stems)} appendices", file=sys.stderr)
+    print(f"make report: wrote {target}", file=sys.stderr)
     return 0
 
 

@@ -79,9 +79,9 @@ def describe_failure(stem: str, notebook: Path, error, kept: Path) -> str:
         where = f"cell {index}" if index is not None else "a cell"
         lines.append(f"  in {where} (In [{error.exec_count}]) of {notebook}:")
         lines += [f"    | {line}" for line in error.source.splitlines()[:12]]
-        marked = [line for line in strip_ansi("\n".join(error.traceback)).splitlines() if "---->" in line]
+        marked = [line for line in strip_ansi("\n".join(error.traceback)).splitlines() if re.match(r"-+> ", line)]
         if marked:
-            lines.append(f"  failing line: {marked[-1].strip()}")
+            lines.append(f"  failing line: {marked[0].strip()}")
         lines.append(f"  {error.ename}: {error.evalue}")
     else:
         lines.append(f"  {type(error).__name__}: {error}")

@@ -12,9 +12,10 @@ called ``number`` times in a row per round and its time divided by ``number``.
 
   ``t_grad`` being one forward and backward pass (``loss_and_grad``) of the same
   network on the same batch, timed in the same round.
+* :func:`scaling_exponent` — the slope of ``log cost`` against ``log #params`` over a sweep.
 * :func:`time_to_target` — wall-clock seconds until the mean loss over the seeds first
-  reaches a target (by default GD's final mean loss), teleport costs included, and the
-  speed-up ``t(optimizer) / t(optimizer+teleport)``.
+  reaches GD's final mean loss, teleport costs included, and the speed-up
+  ``t(optimizer) / t(optimizer+teleport)`` (median over rounds of the ratio within a round).
 * :func:`batched_vs_loop` — one batched run of several seeds against a loop of
   single-seed runs: time and the largest difference of the recorded losses.
 
@@ -231,6 +232,22 @@ def teleport_cost(dims: Sequence[int] = SEED_DIMS, methods: Sequence[str] = METH
 TASKS = ("relu", "leaky_relu")
 
 
+def scaling_exponent(records, method: str, key: str = "teleport_s") -> float | None:
+    """Least-squares slope of ``log(key)`` against ``log(n_params)`` over ``method``'s records.
+
+    ``key`` is ``teleport_s``, ``grad_s`` or ``grad_evals``; a slope of 1 means the cost grows in
+    proportion to the parameter count. ``None`` with fewer than two measured sizes.
+    """
+    checks.choice("key", key, ("teleport_s", "grad_s", "grad_evals"))
+    points = {r["n_params"]: r[key] for r in records if r["method"] == method and r.get(key)}
+    if len(points) < 2:
+        return None
+    xs = [math.log(n) for n in points]
+    ys = [math.log(v) for v in points.values()]
+    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+    return sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
+
+
 def _runs(dims, dtype, dev, seeds, epochs, tasks):
     """The training runs timed by :func:`time_to_target`, by ``(task, method)``."""
     at = Schedule.at(TELEPORT_EPOCH)
@@ -335,8 +352,8 @@ def batched_vs_loop(seeds: Sequence[int] = SEEDS, dims: Sequence[int] = SEED_DIM
 
     For ``gd``, ``gd+posscale``, ``adagrad``, ``adagrad+posscale`` (seed settings):
     median wall-clock seconds of the batched run and of the per-seed loop (interleaved),
-    their ratio, and ``max_abs_diff``, the largest difference between the losses the
-    two record for any seed and epoch (0.0 when identical).
+    their ratio, and ``max_abs_diff``/``max_rel_diff``, the largest absolute and relative
+    difference between the losses the two record for any seed and epoch (0.0 when identical).
     """
     seeds = list(seeds)
     if not seeds:
@@ -368,11 +385,13 @@ def batched_vs_loop(seeds: Sequence[int] = SEEDS, dims: Sequence[int] = SEED_DIM
             times = interleaved_times({"batched": batched, "loop": loop}, reps=reps, warmup=warmup,
                                       min_time=0.0, device=dev)
             together = out["batched"].loss
-            diff = max(abs(together[k][i] - h.loss[k]) for i, h in enumerate(out["loop"])
-                       for k in range(epochs))
+            pairs = [(together[k][i], h.loss[k]) for i, h in enumerate(out["loop"]) for k in range(epochs)]
+            diff = max(abs(a - b) for a, b in pairs)
+            rel = max(abs(a - b) / max(abs(b), 1e-300) for a, b in pairs)
             t_b, t_l = statistics.median(times["batched"]), statistics.median(times["loop"])
             records.append({"method": out["batched"].method, "seeds": seeds, "dims": list(dims), "epochs": epochs,
-                            "batched_s": t_b, "loop_s": t_l, "speedup": t_l / t_b, "max_abs_diff": diff,
+                            "batched_s": t_b, "loop_s": t_l, "speedup": t_l / t_b,
+                            "max_abs_diff": diff, "max_rel_diff": rel,
                             "identical": diff == 0.0, "reps": reps, "device": str(dev),
                             "dtype": str(dtype).replace("torch.", "")})
     return records

@@ -1,7 +1,8 @@
 """Figures and tables of the benchmark records (:mod:`symtele.bench`), as pure functions of them.
 
 * :func:`cost_table` — grad evaluations per teleport, one row per network, one column per (device, method).
-* :func:`scaling`    — seconds per teleport (and per gradient) against the number of parameters, log–log.
+* :func:`scaling`    — seconds per teleport (and per gradient), or gradient evaluations, against the
+                       number of parameters, log–log.
 * :func:`target_bars` — seconds to reach the target loss per method, with the speed-ups written on the bars.
 """
 from __future__ import annotations
@@ -15,7 +16,8 @@ METHOD_LABELS = {"posscale": "closed form", "posscale-ref": "double backprop (re
 _MARKERS = {"cpu": "o", "cuda": "s"}
 
 
-def _device_type(record) -> str:
+def device_type(record) -> str:
+    """``cpu`` or ``cuda`` (the device without its index)."""
     return str(record["device"]).split(":")[0]
 
 
@@ -23,7 +25,7 @@ def cost_table(records):
     """A ``pandas.DataFrame`` of ``grad_evals``: rows ``dims``, columns ``(device, method)``; NaN where not run."""
     import pandas as pd
 
-    rows = [{"dims": str(r["dims"]), "parameters": r.get("n_params"), "device": _device_type(r),
+    rows = [{"dims": str(r["dims"]), "parameters": r.get("n_params"), "device": device_type(r),
              "method": r["method"], "grad_evals": r["grad_evals"]} for r in records]
     frame = pd.DataFrame(rows)
     order = list(dict.fromkeys(frame["dims"]))
@@ -35,19 +37,28 @@ def cost_table(records):
     return table.reindex(index=order, columns=pd.MultiIndex.from_tuples(columns, names=["device", "method"]))
 
 
-def scaling(records, *, methods=("posscale", "posscale-ref"), ax=None, title: str | None = None):
-    """``teleport_s`` of each method and ``grad_s`` against ``n_params``, log–log; one marker per device."""
+def scaling(records, *, methods=("posscale", "posscale-ref"), y: str = "seconds", ax=None,
+            title: str | None = None):
+    """Cost against ``n_params``, log–log, one line per (method, device).
+
+    ``y="seconds"``: ``teleport_s`` of each method and ``grad_s`` (one gradient, dashed);
+    ``y="grad_evals"``: the teleports' cost in gradient evaluations.
+    """
+    if y not in ("seconds", "grad_evals"):
+        raise ValueError(f"Invalid y: {y!r} (use 'seconds' or 'grad_evals')")
     if ax is None:
         _, ax = plt.subplots(figsize=(5.0, 3.6))
     series = {}
     for r in records:
         if r.get("grad_evals") is None:
             continue
-        dev = _device_type(r)
+        dev = device_type(r)
         if r["method"] in methods:
-            series.setdefault((r["method"], dev), {})[r["n_params"]] = r["teleport_s"]
-        series.setdefault(("grad", dev), {}).setdefault(r["n_params"], r["grad_s"])
-    colors = {m: method_color("gd+posscale") if m == "posscale" else f"C{3 + i}" for i, m in enumerate(methods)}
+            value = r["teleport_s"] if y == "seconds" else r["grad_evals"]
+            series.setdefault((r["method"], dev), {})[r["n_params"]] = value
+        if y == "seconds":
+            series.setdefault(("grad", dev), {}).setdefault(r["n_params"], r["grad_s"])
+    colors = {m: f"C{i}" for i, m in enumerate(methods)}
     colors["grad"] = "0.4"
     for (method, dev), points in sorted(series.items()):
         xs = sorted(points)
@@ -56,7 +67,7 @@ def scaling(records, *, methods=("posscale", "posscale-ref"), ax=None, title: st
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("Parameters")
-    ax.set_ylabel("Seconds per call")
+    ax.set_ylabel("Seconds per call" if y == "seconds" else "Gradient evaluations per teleport")
     ax.grid(True, which="major", alpha=0.3)
     ax.legend(fontsize=8)
     if title:

@@ -90,7 +90,7 @@ class _ChainState:
             torch.ones(shape, dtype=sq_w[0].dtype, device=sq_w[0].device)
 
     def half_slopes(self):
-        """``½ ∂‖∇L(g·w)‖²/∂d`` at ``d = 1`` for every hidden unit: ``s · row − col / s``, ``s = c²``."""
+        """``½ ∂‖∇L(g·w)‖²/∂d`` at ``d = 1``, every hidden unit: ``s · row − col / s``, ``s = c²``."""
         n = len(self.chain)
         s = self.scale * self.scale
         parts = [s[..., seg] for seg in self.segments]

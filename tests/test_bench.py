@@ -162,3 +162,44 @@ def test_bench_script_plans_valid_cost_calls(monkeypatch, full):
     assert {tuple(r["dims"]) for r in records if r.get("sweep")} == {run.sweep_dims(w) for w in run.SWEEP_WIDTHS}
     skipped = [r for r in records if r["grad_evals"] is None]
     assert (len(skipped) == 0) == full
+
+
+def _fake_cost(method, width, seconds, grad_evals, device="cpu"):
+    n_params = 784 * width + width * width + 10 * width
+    return {"method": method, "dims": [256, 784, width, width, 10], "n_params": n_params,
+            "device": device, "teleport_s": seconds, "grad_s": seconds / grad_evals, "grad_evals": grad_evals,
+            "sweep": True}
+
+
+def test_scaling_exponent_recovers_a_power_law():
+    records = [_fake_cost("posscale", w, 1e-9 * (784 * w + w * w + 10 * w) ** 1.5, 2.0) for w in (64, 128, 256)]
+    assert bench.scaling_exponent(records, "posscale") == pytest.approx(1.5)
+    assert bench.scaling_exponent(records, "posscale", "grad_evals") == pytest.approx(0.0, abs=1e-12)
+    assert bench.scaling_exponent(records[:1], "posscale") is None
+    with pytest.raises(ValueError, match="Invalid key"):
+        bench.scaling_exponent(records, "posscale", "seconds")
+
+
+def test_bench_plots_draw_from_records():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from symtele import bench_plots
+
+    records = [_fake_cost(m, w, 0.01 * w, e, d) for m, e in (("posscale", 1.0), ("posscale-ref", 50.0))
+               for w in (64, 128) for d in ("cpu", "cuda:0")]
+    records.append({**_fake_cost("gln", 64, 1.0, 1.0), "grad_evals": None, "teleport_s": None, "grad_s": None})
+    table = bench_plots.cost_table(records)
+    assert list(table.columns.get_level_values("device").unique()) == ["cpu", "cuda"]
+    assert table.loc[str([256, 784, 64, 64, 10]), ("cpu", "posscale-ref")] == 50.0
+    for y in ("seconds", "grad_evals"):
+        fig = bench_plots.scaling(records, y=y)
+        assert len(fig.axes[0].lines) == (6 if y == "seconds" else 4)
+        plt.close(fig)
+    with pytest.raises(ValueError, match="Invalid y"):
+        bench_plots.scaling(records, y="joules")
+    result = {"seconds": {"gd": 0.2, "gd+posscale": 0.04, "gd+gln": None},
+              "speedup": {"gd+posscale": 5.0, "gd+gln": None}}
+    fig = bench_plots.target_bars(result)
+    assert len(fig.axes[0].patches) == 2
+    plt.close(fig)
