@@ -47,7 +47,7 @@ endif
 NOTEBOOK_DIR ?= notebooks
 PARAMS ?=
 PARAMS_FILE ?=
-JOBS ?= 3
+JOBS ?= 4
 CHROMIUM ?= $(firstword $(foreach b,chromium chromium-browser google-chrome,$(shell command -v $(b) 2>/dev/null)))
 KATEX := $(VENV)/node/node_modules/katex
 KATEX_OPTION = $(if $(wildcard $(KATEX)/package.json),--katex $(KATEX))

@@ -17,8 +17,10 @@ def save_figure(fig, directory, name: str, dpi: int = 150) -> Path:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     png = directory / f"{name}.png"
-    fig.savefig(png, dpi=dpi, bbox_inches="tight", metadata={"Software": None})
-    fig.savefig(directory / f"{name}.pdf", bbox_inches="tight", metadata={"CreationDate": None})
+    # One layout pass for both files: the tight bounding box, padded as savefig would pad it.
+    box = fig.get_tightbbox(fig.canvas.get_renderer()).padded(0.1)
+    fig.savefig(png, dpi=dpi, bbox_inches=box, metadata={"Software": None})
+    fig.savefig(directory / f"{name}.pdf", bbox_inches=box, metadata={"CreationDate": None})
     return png
 
 

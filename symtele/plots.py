@@ -83,7 +83,7 @@ def level_sets(problem: str, records, *, x_range=None, y_range=None, levels: int
     pad = 0.1 * np.maximum(high - low, 1e-3)
     x_range = (low[0] - pad[0], high[0] + pad[0]) if x_range is None else x_range
     y_range = (low[1] - pad[1], high[1] + pad[1]) if y_range is None else y_range
-    gx, gy, values = prob.grid(x_range, y_range, n=200)
+    gx, gy, values = prob.grid(x_range, y_range, n=140)
     if log_levels:
         lv = np.geomspace(max(values.min(), 1e-3), values.max(), levels)
         cs = ax.contourf(gx, gy, values, levels=lv, norm=matplotlib.colors.LogNorm(), cmap="viridis", alpha=0.75)

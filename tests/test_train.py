@@ -86,3 +86,13 @@ def test_gln_teleport_records_how_much_the_loss_changed():
     assert history.method == "gd+gln" and record.steps_taken == 8
     assert len(record.loss_change) == 5
     assert history.loss[5] == pytest.approx(record.loss_after)
+
+
+def test_digits_are_scikit_learns():
+    from sklearn.datasets import load_digits
+
+    from symtele.models import _digits_arrays
+
+    x, y = _digits_arrays()
+    expected_x, expected_y = load_digits(return_X_y=True)
+    assert (x == expected_x).all() and (y == expected_y).all()
