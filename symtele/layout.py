@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
 from torch import nn
 
 
@@ -77,11 +76,3 @@ def check_shapes(params, chains, batch_ndim: int = 0) -> None:
                     raise ValueError(
                         f"Invalid params[{layer.weight}]: shape {tuple(w.shape)} does not follow "
                         f"params[{chain[k - 1].weight}] of shape {tuple(prev.shape)}")
-
-
-def as_tensor_list(name: str, params) -> list[torch.Tensor]:
-    params = list(params)
-    for i, p in enumerate(params):
-        if not isinstance(p, torch.Tensor):
-            raise TypeError(f"Invalid {name}[{i}]: expected a torch.Tensor, got {type(p).__name__}")
-    return params

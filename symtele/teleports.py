@@ -19,8 +19,6 @@ from .so2 import so2_teleport
 
 class Teleport:
     name = "teleport"
-    #: True when the group action leaves the loss exactly unchanged
-    exact = False
 
     def check(self, objective, params) -> None:
         """Raise ``TypeError``/``ValueError`` if this teleport cannot act on ``objective``."""
@@ -36,7 +34,7 @@ class Teleport:
 class SO2(Teleport):
     """Rotation of ``φ(w)`` for a 2-D problem; θ₀ ~ U[0, π) from a generator seeded with ``seed``."""
 
-    name, exact = "so2", True
+    name = "so2"
 
     def __init__(self, lr: float = 1e-3, steps: int = 10, seed: int = 0):
         self.lr = checks.positive("lr", lr)
@@ -57,7 +55,7 @@ class SO2(Teleport):
 class PositiveScale(Teleport):
     """Positive per-unit rescaling of every pair of adjacent layers, in closed form."""
 
-    name, exact = "posscale", True
+    name = "posscale"
 
     def __init__(self, lr: float = 1e-4, steps: int = 10, clamp: float | None = 0.1, loss_rtol: float | None = None):
         self.lr = checks.positive("lr", lr)

@@ -1,5 +1,4 @@
 """Positive-scale teleport: invariance, ascent, and agreement with double backpropagation."""
-import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as hs
