@@ -55,7 +55,9 @@ KERNEL := $(VENV)/share/jupyter/kernels/symtele/kernel.json
 STEMS := $(sort $(basename $(notdir $(wildcard $(NOTEBOOK_DIR)/[0-9][0-9]_*.ipynb))))
 CLAIMS := $(filter %_claims,$(STEMS))
 EXECUTED := $(STEMS:%=$(BUILD)/notebooks/%.ipynb)
-APPENDICES := $(STEMS:%=$(BUILD)/report/appendix/%.html)
+# every appendix but the claims one, exported in one process while the claims notebook runs
+OTHERS := $(filter-out $(CLAIMS),$(STEMS))
+APPENDICES := $(OTHERS:%=$(BUILD)/report/appendix/%.html)
 SYMTELE_SOURCES := $(wildcard symtele/*.py)
 REPORT_SOURCES := $(wildcard report/*.py report/*.md report/*.css report/*.html report/*.j2 report/*.js)
 APPENDIX_SOURCES := $(wildcard report/appendix.* report/assemble.py report/mathtext.py report/katex_render.js)
@@ -82,8 +84,10 @@ $(BUILD)/notebooks/%.ipynb: $(NOTEBOOK_DIR)/%.ipynb $(BUILD)/params/%.json $(SYM
 # the claims notebook reads the results of all the others
 $(CLAIMS:%=$(BUILD)/notebooks/%.ipynb): $(filter-out $(CLAIMS:%=$(BUILD)/notebooks/%.ipynb),$(EXECUTED))
 
-$(BUILD)/report/appendix/%.html: $(BUILD)/notebooks/%.ipynb $(APPENDIX_SOURCES)
-	@$(PY) -m report.appendix $* --build $(BUILD) $(KATEX_OPTION)
+$(APPENDICES) &: $(OTHERS:%=$(BUILD)/notebooks/%.ipynb) $(APPENDIX_SOURCES)
+	@$(PY) -m report.appendix $(OTHERS) --build $(BUILD) $(KATEX_OPTION)
+
+# report.assemble also exports the appendices still stale (the claims notebook's)
 
 $(BUILD)/report/report.html: $(EXECUTED) $(APPENDICES) $(REPORT_SOURCES)
 	@$(PY) -m report.assemble --build $(BUILD) $(KATEX_OPTION) $(STEMS)

@@ -1,9 +1,13 @@
-"""Write one appendix: ``<build>/report/appendix/<stem>.html``, an executed notebook with its code.
+"""Write the appendices: ``<build>/report/appendix/<stem>.html``, executed notebooks with their code.
 
 JupyterLab's look (nbconvert's ``lab`` template, via ``appendix.html.j2``), with no script or
 stylesheet from the network: the Markdown (cells and ``text/markdown`` outputs) is rendered here,
 its math typeset like the report's (``mathtext.py``), and passed to nbconvert as ready HTML.
-One appendix per ``make`` target, so each is exported as soon as its notebook has run.
+
+Only stale appendices are written: those missing, or older than their executed notebook or than
+any of the files that shape them (``SOURCES``). All of them are exported in one process, with one
+exporter and one batch of math, because the first export in a process costs several times the
+next ones (templates, lexers and KaTeX load once).
 """
 from __future__ import annotations
 
@@ -15,7 +19,24 @@ from pathlib import Path
 import nbformat
 
 from .assemble import HERE, write_atomically
-from .mathtext import Typesetter
+from .mathtext import KATEX_SCRIPT, Typesetter
+
+SOURCES = [Path(__file__), HERE / "appendix.html.j2", HERE / "assemble.py", HERE / "mathtext.py", KATEX_SCRIPT]
+
+
+def appendix_path(build: Path, stem: str) -> Path:
+    return build / "report" / "appendix" / f"{stem}.html"
+
+
+def stale(build: Path, stems: list[str]) -> list[str]:
+    """The stems whose appendix is missing or older than its notebook or than ``SOURCES``."""
+    newest_source = max(p.stat().st_mtime for p in SOURCES if p.exists())
+    out = []
+    for stem in stems:
+        target, notebook = appendix_path(build, stem), build / "notebooks" / f"{stem}.ipynb"
+        if not target.exists() or target.stat().st_mtime < max(notebook.stat().st_mtime, newest_source):
+            out.append(stem)
+    return out
 
 
 def prerender(nb, math: Typesetter, stem: str) -> None:
@@ -44,28 +65,37 @@ def fill(nb, math: Typesetter) -> None:
                 output.data["text/html"] = math.fill("".join(output.data["text/html"]))
 
 
-def export(build: Path, stem: str, katex_dir: Path | None) -> Path:
+def export(build: Path, stems: list[str], katex_dir: Path | None) -> list[Path]:
+    """Export these executed notebooks as appendices; returns the files written."""
+    if not stems:
+        return []
     from nbconvert import HTMLExporter
 
-    nb = nbformat.read(build / "notebooks" / f"{stem}.ipynb", as_version=4)
     math = Typesetter(katex_dir)
-    prerender(nb, math, stem)
+    notebooks = {}
+    for stem in stems:
+        notebooks[stem] = nbformat.read(build / "notebooks" / f"{stem}.ipynb", as_version=4)
+        prerender(notebooks[stem], math, stem)
     math.typeset()
-    fill(nb, math)
     exporter = HTMLExporter(template_name="lab", template_file="appendix.html.j2", extra_template_paths=[str(HERE)])
-    body, _ = exporter.from_notebook_node(nb, resources={"math_css": math.stylesheet()})
-    target = build / "report" / "appendix" / f"{stem}.html"
-    write_atomically(target, body)
-    return target
+    css = math.stylesheet()
+    written = []
+    for stem, nb in notebooks.items():
+        fill(nb, math)
+        body, _ = exporter.from_notebook_node(nb, resources={"math_css": css})
+        write_atomically(appendix_path(build, stem), body)
+        written.append(appendix_path(build, stem))
+    return written
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("stem", help="the executed notebook, without .ipynb")
+    parser.add_argument("stems", nargs="+", help="the executed notebooks, without .ipynb")
     parser.add_argument("--build", type=Path, default=Path("build"))
     parser.add_argument("--katex", type=Path, default=None, help="the katex npm package (else MathML)")
+    parser.add_argument("--all", action="store_true", help="export every one, stale or not")
     args = parser.parse_args(argv)
-    export(args.build, args.stem, args.katex)
+    export(args.build, args.stems if args.all else stale(args.build, args.stems), args.katex)
     return 0
 
 

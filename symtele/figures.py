@@ -13,14 +13,20 @@ FIGURE_KEY = "symtele_figure"
 
 
 def save_figure(fig, directory, name: str, dpi: int = 150) -> Path:
-    """Write ``name.png`` and ``name.pdf`` under ``directory``; returns the PNG's path."""
+    """Write ``name.png`` and ``name.pdf`` under ``directory``; returns the PNG's path.
+
+    The figure's layout engine (constrained layout in ``symtele.plots``) runs once, here, and
+    is then switched off, so the two files share one layout instead of each redoing it.
+    """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
+    engine = fig.get_layout_engine()
+    if engine is not None:
+        engine.execute(fig)
+        fig.set_layout_engine(None)
     png = directory / f"{name}.png"
-    # One layout pass for both files: the tight bounding box, padded as savefig would pad it.
-    box = fig.get_tightbbox(fig.canvas.get_renderer()).padded(0.1)
-    fig.savefig(png, dpi=dpi, bbox_inches=box, metadata={"Software": None})
-    fig.savefig(directory / f"{name}.pdf", bbox_inches=box, metadata={"CreationDate": None})
+    fig.savefig(png, dpi=dpi, metadata={"Software": None})
+    fig.savefig(directory / f"{name}.pdf", metadata={"CreationDate": None})
     return png
 
 
