@@ -55,9 +55,11 @@ KERNEL := $(VENV)/share/jupyter/kernels/symtele/kernel.json
 STEMS := $(sort $(basename $(notdir $(wildcard $(NOTEBOOK_DIR)/[0-9][0-9]_*.ipynb))))
 CLAIMS := $(filter %_claims,$(STEMS))
 EXECUTED := $(STEMS:%=$(BUILD)/notebooks/%.ipynb)
-# every appendix but the claims one, exported in one process while the claims notebook runs
+# the appendices: all but the claims one in one process while the claims notebook runs, and the
+# claims one while the PDF prints
 OTHERS := $(filter-out $(CLAIMS),$(STEMS))
 APPENDICES := $(OTHERS:%=$(BUILD)/report/appendix/%.html)
+CLAIMS_APPENDIX := $(CLAIMS:%=$(BUILD)/report/appendix/%.html)
 SYMTELE_SOURCES := $(wildcard symtele/*.py)
 REPORT_SOURCES := $(wildcard report/*.py report/*.md report/*.css report/*.html report/*.j2 report/*.js)
 APPENDIX_SOURCES := $(wildcard report/appendix.* report/assemble.py report/mathtext.py report/katex_render.js)
@@ -76,7 +78,7 @@ report: $(STAMP) $(KERNEL) $(KATEX)/package.json ## run the notebooks, write bui
 	else echo "make report: FAILED after $$elapsed s; the previous report was left as it was" >&2; fi; \
 	exit $$status
 
-report-files: $(BUILD)/report/report.html $(if $(CHROMIUM),$(BUILD)/report/report.pdf,report-no-pdf)
+report-files: $(BUILD)/report/report.html $(APPENDICES) $(CLAIMS_APPENDIX) $(if $(CHROMIUM),$(BUILD)/report/report.pdf,report-no-pdf)
 
 $(BUILD)/notebooks/%.ipynb: $(NOTEBOOK_DIR)/%.ipynb $(BUILD)/params/%.json $(SYMTELE_SOURCES)
 	@$(PY) -m report.execute $< --build $(BUILD) --params $(BUILD)/params/$*.json
@@ -87,9 +89,10 @@ $(CLAIMS:%=$(BUILD)/notebooks/%.ipynb): $(filter-out $(CLAIMS:%=$(BUILD)/noteboo
 $(APPENDICES) &: $(OTHERS:%=$(BUILD)/notebooks/%.ipynb) $(APPENDIX_SOURCES)
 	@$(PY) -m report.appendix $(OTHERS) --build $(BUILD) $(KATEX_OPTION)
 
-# report.assemble also exports the appendices still stale (the claims notebook's)
+$(CLAIMS_APPENDIX): $(BUILD)/report/appendix/%.html: $(BUILD)/notebooks/%.ipynb $(APPENDIX_SOURCES)
+	@$(PY) -m report.appendix $* --build $(BUILD) $(KATEX_OPTION)
 
-$(BUILD)/report/report.html: $(EXECUTED) $(APPENDICES) $(REPORT_SOURCES)
+$(BUILD)/report/report.html: $(EXECUTED) $(REPORT_SOURCES)
 	@$(PY) -m report.assemble --build $(BUILD) $(KATEX_OPTION) $(STEMS)
 
 $(BUILD)/report/report.pdf: $(BUILD)/report/report.html

@@ -1,4 +1,4 @@
-"""Write ``report.html`` (and any stale appendix) from the executed notebooks and the front/back matter.
+"""Write ``report.html`` from the executed notebooks and the front/back matter.
 
 The report is one self-contained HTML file: ``front.md`` (title, abstract, theory, algorithms),
 ``experiments.md`` and the numbered notebooks as its subsections, the claims notebook
@@ -183,9 +183,6 @@ def main(argv=None) -> int:
     parser.add_argument("--build", type=Path, default=Path("build"))
     parser.add_argument("--katex", type=Path, default=None, help="the katex npm package (else MathML)")
     args = parser.parse_args(argv)
-    from .appendix import export, stale
-
-    export(args.build, stale(args.build, args.stems), args.katex)  # those make has not written already
     target = assemble(args.build, args.stems, args.katex)
     print(f"make report: wrote {target}", file=sys.stderr)
     return 0

@@ -39,7 +39,7 @@ from .mlp import SEED_DIMS, SEEDS, _check_dims, seed_task
 from .reference import positive_scale_teleport_reference
 from .schedule import Schedule
 from .teleports import GLn, PositiveScale, flatten, unflatten
-from .train import train
+from .training import train
 
 #: the teleports :func:`teleport_cost` can time
 METHODS = ("posscale", "posscale-ref", "gln", "levelset-step")

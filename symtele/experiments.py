@@ -26,7 +26,7 @@ from .problems import get_problem
 from .results import batched_records, run_record
 from .schedule import Schedule
 from .teleports import GLn, LevelSet, PositiveScale, SO2
-from .train import train
+from .training import train
 
 #: the optimisers of :func:`beyond_optimizers` and the step size each uses by default
 DIGITS_LRS = {"sgd": 0.1, "momentum": 0.02, "rmsprop": 1e-3, "adam": 1e-3, "adagrad-torch": 0.05}

@@ -34,7 +34,7 @@ from .problems import PROBLEMS as PROBLEMS_2D
 from .problems import Problem2D
 from .schedule import Schedule
 from .teleports import GLn, LevelSet, PositiveScale, SO2
-from .train import train
+from .training import train
 
 PROBLEMS = {"quadratic": "quadratic x² + 9y²", "booth": "Booth", "rosenbrock": "Rosenbrock",
             "seed-relu": "seed ReLU task", "seed-leaky": "seed task, LeakyReLU(0.1)", "digits": "digits MLP"}

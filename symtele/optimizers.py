@@ -65,6 +65,14 @@ class Optimizer:
 
     def _armijo(self, params, grads, loss, loss_fn):
         gsq = sum(g.square().reshape(*loss.shape, -1).sum(-1) for g in grads)
+        if loss.dim() == 0:  # one problem: the same arithmetic with η a Python float (halving is exact)
+            eta = self.lr
+            for _ in range(self.max_halvings + 1):
+                trial = [p - eta * g for p, g in zip(params, grads)]
+                if bool(loss_fn(trial) <= loss - (eta / 2) * gsq):
+                    return trial, eta
+                eta /= 2
+            return [p - eta * g for p, g in zip(params, grads)], eta
         eta = torch.full_like(loss, self.lr)
         done = torch.zeros_like(loss, dtype=torch.bool)
         for _ in range(self.max_halvings + 1):

@@ -33,7 +33,7 @@ from . import checks
 from .mlp import SEEDS, seed_task
 from .results import batched_records, write_results
 from .teleports import make_teleport
-from .train import train
+from .training import train
 
 #: the task each group acts on: (problem name, LeakyReLU negative slope; 0 is ReLU)
 GROUPS = {"posscale": ("relu-mlp", 0.0), "gln": ("leaky-relu-mlp", 0.1)}
