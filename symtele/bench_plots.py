@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import matplotlib.pyplot as plt
 
-from .plots import method_color
+from .plots import log_axis, method_color
 
 METHOD_LABELS = {"posscale": "closed form", "posscale-ref": "double backprop (reference)",
                  "gln": "GL(n)", "levelset-step": "level set, one step", "grad": "one gradient"}
@@ -66,6 +66,8 @@ def scaling(records, *, methods=("posscale", "posscale-ref"), y: str = "seconds"
                 linestyle="-" if method != "grad" else "--", label=f"{METHOD_LABELS.get(method, method)} ({dev})")
     ax.set_xscale("log")
     ax.set_yscale("log")
+    log_axis(ax.xaxis)
+    log_axis(ax.yaxis)
     ax.set_xlabel("Parameters")
     ax.set_ylabel("Seconds per call" if y == "seconds" else "Gradient evaluations per teleport")
     ax.grid(True, which="major", alpha=0.3)

@@ -12,15 +12,17 @@ Methods keep one colour across every figure (:func:`method_color`).
 """
 from __future__ import annotations
 
+import re
+
 import matplotlib
 import matplotlib.pyplot as plt
 import numpy as np
-from matplotlib.ticker import NullLocator
+from matplotlib.ticker import LogFormatterSciNotation, NullLocator
 
 from .problems import get_problem
 from .summaries import by_method, curve_stats
 
-LABELS = {"loss": "Loss", "grad_norm_sq": r"$\|\nabla L\|^2$", "time_s": "Time (s)", "epoch": "Epoch"}
+LABELS = {"loss": "Loss", "grad_norm_sq": "‖∇L‖²", "time_s": "Time (s)", "epoch": "Epoch"}
 #: tab10 index of each optimiser; its teleporting variant takes the next colour (GL(n): C4)
 _COLOR_INDEX = {"gd": 0, "gd-ls": 0, "sgd": 0, "adagrad": 2, "momentum": 2, "rmsprop": 4, "adam": 6,
                 "adagrad-torch": 8}
@@ -51,8 +53,33 @@ def _finite(values) -> np.ndarray:
         return np.where(np.abs(values) < DIVERGED, values, np.nan)
 
 
-def _log_axis(axis, values) -> None:
-    """Log scale; minor ticks (a third of the drawing time) only when the data span under two decades."""
+_SUPERSCRIPT = str.maketrans("0123456789-", "⁰¹²³⁴⁵⁶⁷⁸⁹⁻")
+_MATH_LABEL = re.compile(r"^\$\\mathdefault\{(?:(-?[\d.]+)\\times)?(-?\d+)(?:\^\{(-?\d+)\})?\}\$$")
+
+
+class UnicodeLogFormatter(LogFormatterSciNotation):
+    """matplotlib's log-axis tick labels (``10⁻²``, ``2×10⁻¹``) written in Unicode, not mathtext.
+
+    The same ticks get labels as with matplotlib's own formatter; only the typesetting differs.
+    Laying out mathtext labels is the largest part of drawing a small figure.
+    """
+
+    def __call__(self, x, pos=None):
+        label = super().__call__(x, pos)
+        match = _MATH_LABEL.match(label)
+        if match is None:
+            return label
+        coefficient, base, exponent = match.groups()
+        text = base + (exponent.translate(_SUPERSCRIPT) if exponent is not None else "")
+        return (f"{coefficient}×{text}" if coefficient else text).replace("-", "−")
+
+
+def log_axis(axis, values=None) -> None:
+    """Unicode tick labels on a log axis; minor ticks only when ``values`` span under two decades."""
+    axis.set_major_formatter(UnicodeLogFormatter())
+    axis.set_minor_formatter(UnicodeLogFormatter(labelOnlyBase=False))
+    if values is None:
+        return
     values = values[np.isfinite(values) & (values > 0)]
     if values.size and values.max() / values.min() > 100:
         axis.set_minor_locator(NullLocator())
@@ -90,7 +117,9 @@ def level_sets(problem: str, records, *, x_range=None, y_range=None, levels: int
     else:
         cs = ax.contourf(gx, gy, values, levels=levels, cmap="viridis", alpha=0.75)
     if colorbar:
-        fig.colorbar(cs, ax=ax, ticks=matplotlib.ticker.LogLocator() if log_levels else None)
+        bar = fig.colorbar(cs, ax=ax, ticks=matplotlib.ticker.LogLocator() if log_levels else None)
+        if log_levels:
+            bar.ax.yaxis.set_major_formatter(UnicodeLogFormatter())
     for r in records:
         path = _finite(r["path"])
         epochs = r["path_epochs"]
@@ -149,7 +178,7 @@ def curves(records, *, key: str = "loss", x: str = "epoch", labels: dict | None 
             ax.axvline(e, color="0.5", ls=":", lw=1)
     if logy:
         ax.set_yscale("log")
-        _log_axis(ax.yaxis, np.concatenate(drawn))
+        log_axis(ax.yaxis, np.concatenate(drawn))
     ax.set_xlabel(LABELS[x])
     ax.set_ylabel(LABELS[key])
     if title:
@@ -170,8 +199,8 @@ def loss_vs_grad(records, *, labels: dict | None = None, title: str | None = Non
                 label=(labels or {}).get(method, method))
     ax.set_xscale("log")
     ax.set_yscale("log")
-    _log_axis(ax.xaxis, np.concatenate(grads))
-    _log_axis(ax.yaxis, np.concatenate(losses))
+    log_axis(ax.xaxis, np.concatenate(grads))
+    log_axis(ax.yaxis, np.concatenate(losses))
     ax.set_xlabel(LABELS["grad_norm_sq"])
     ax.set_ylabel(LABELS["loss"])
     if title:
