@@ -58,11 +58,14 @@ EXECUTED := $(STEMS:%=$(BUILD)/notebooks/%.ipynb)
 # the appendices: all but the claims one in one process while the claims notebook runs, and the
 # claims one while the PDF prints
 OTHERS := $(filter-out $(CLAIMS),$(STEMS))
-APPENDICES := $(OTHERS:%=$(BUILD)/report/appendix/%.html)
+# (a stamp stands for the first group: report.appendix rewrites only the stale ones among them)
+APPENDICES := $(BUILD)/report/appendix/.exported
 CLAIMS_APPENDIX := $(CLAIMS:%=$(BUILD)/report/appendix/%.html)
-SYMTELE_SOURCES := $(wildcard symtele/*.py)
-REPORT_SOURCES := $(wildcard report/*.py report/*.md report/*.css report/*.html report/*.j2 report/*.js)
-APPENDIX_SOURCES := $(wildcard report/appendix.* report/assemble.py report/mathtext.py report/katex_render.js)
+# the explorer's modules are not used by the report's notebooks
+SYMTELE_SOURCES := $(filter-out symtele/explorer%.py,$(wildcard symtele/*.py))
+REPORT_SOURCES := $(wildcard report/__init__.py report/assemble.py report/mathtext.py report/katex_render.js \
+  report/*.md report/*.css report/page.html)
+APPENDIX_SOURCES := $(wildcard report/__init__.py report/appendix.* report/mathtext.py report/katex_render.js)
 
 .PHONY: report report-files report-no-pdf
 report: export PARAMS := $(PARAMS)
@@ -83,11 +86,14 @@ report-files: $(BUILD)/report/report.html $(APPENDICES) $(CLAIMS_APPENDIX) $(if 
 $(BUILD)/notebooks/%.ipynb: $(NOTEBOOK_DIR)/%.ipynb $(BUILD)/params/%.json $(SYMTELE_SOURCES)
 	@$(PY) -m report.execute $< --build $(BUILD) --params $(BUILD)/params/$*.json
 
+# the performance notebook shows `make bench`'s measurements when there are any
+$(BUILD)/notebooks/05_performance.ipynb: $(wildcard $(BUILD)/bench/*.json benchmarks/results/*.json)
+
 # the claims notebook reads the results of all the others
 $(CLAIMS:%=$(BUILD)/notebooks/%.ipynb): $(filter-out $(CLAIMS:%=$(BUILD)/notebooks/%.ipynb),$(EXECUTED))
 
-$(APPENDICES) &: $(OTHERS:%=$(BUILD)/notebooks/%.ipynb) $(APPENDIX_SOURCES)
-	@$(PY) -m report.appendix $(OTHERS) --build $(BUILD) $(KATEX_OPTION)
+$(APPENDICES): $(OTHERS:%=$(BUILD)/notebooks/%.ipynb) $(APPENDIX_SOURCES)
+	@$(PY) -m report.appendix $(OTHERS) --build $(BUILD) $(KATEX_OPTION) && touch $@
 
 $(CLAIMS_APPENDIX): $(BUILD)/report/appendix/%.html: $(BUILD)/notebooks/%.ipynb $(APPENDIX_SOURCES)
 	@$(PY) -m report.appendix $* --build $(BUILD) $(KATEX_OPTION)

@@ -18,10 +18,11 @@ from pathlib import Path
 
 import nbformat
 
-from .assemble import HERE, write_atomically
+from . import write_atomically
 from .mathtext import KATEX_SCRIPT, Typesetter
 
-SOURCES = [Path(__file__), HERE / "appendix.html.j2", HERE / "assemble.py", HERE / "mathtext.py", KATEX_SCRIPT]
+HERE = Path(__file__).parent
+SOURCES = [Path(__file__), HERE / "appendix.html.j2", HERE / "__init__.py", HERE / "mathtext.py", KATEX_SCRIPT]
 
 
 def appendix_path(build: Path, stem: str) -> Path:
@@ -65,10 +66,10 @@ def fill(nb, math: Typesetter) -> None:
                 output.data["text/html"] = math.fill("".join(output.data["text/html"]))
 
 
-def export(build: Path, stems: list[str], katex_dir: Path | None) -> list[Path]:
-    """Export these executed notebooks as appendices; returns the files written."""
+def export(build: Path, stems: list[str], katex_dir: Path | None) -> None:
+    """Export these executed notebooks as appendices."""
     if not stems:
-        return []
+        return
     from nbconvert import HTMLExporter
 
     math = Typesetter(katex_dir)
@@ -79,13 +80,10 @@ def export(build: Path, stems: list[str], katex_dir: Path | None) -> list[Path]:
     math.typeset()
     exporter = HTMLExporter(template_name="lab", template_file="appendix.html.j2", extra_template_paths=[str(HERE)])
     css = math.stylesheet()
-    written = []
     for stem, nb in notebooks.items():
         fill(nb, math)
         body, _ = exporter.from_notebook_node(nb, resources={"math_css": css})
         write_atomically(appendix_path(build, stem), body)
-        written.append(appendix_path(build, stem))
-    return written
 
 
 def main(argv=None) -> int:
@@ -93,9 +91,8 @@ def main(argv=None) -> int:
     parser.add_argument("stems", nargs="+", help="the executed notebooks, without .ipynb")
     parser.add_argument("--build", type=Path, default=Path("build"))
     parser.add_argument("--katex", type=Path, default=None, help="the katex npm package (else MathML)")
-    parser.add_argument("--all", action="store_true", help="export every one, stale or not")
     args = parser.parse_args(argv)
-    export(args.build, args.stems if args.all else stale(args.build, args.stems), args.katex)
+    export(args.build, stale(args.build, args.stems), args.katex)
     return 0
 
 

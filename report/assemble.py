@@ -23,6 +23,7 @@ from string import Template
 
 import nbformat
 
+from . import write_atomically
 from .mathtext import Typesetter
 
 HERE = Path(__file__).parent
@@ -141,13 +142,6 @@ def build_info(build: Path, stems: list[str], notebooks: dict, engine: str) -> s
     parts.append("parameters: " + (", ".join(overrides) if overrides else "the notebooks' defaults"))
     parts.append(f"math: {engine}")
     return html.escape(" · ".join(parts))
-
-
-def write_atomically(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def assemble(build: Path, stems: list[str], katex_dir: Path | None) -> Path:

@@ -23,6 +23,8 @@ from pathlib import Path
 
 import yaml
 
+from . import write_atomically
+
 RESERVED = {"build_dir": "BUILD=<dir>", "quick": "QUICK=1"}
 TYPES = {"bool": bool, "int": int, "float": float, "str": str, "list": list, "tuple": list, "dict": dict}
 
@@ -176,10 +178,7 @@ def write_if_changed(path: Path, content) -> bool:
     text = json.dumps(content, indent=1, sort_keys=True) + "\n"
     if path.exists() and path.read_text() == text:
         return False
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    write_atomically(path, text)
     return True
 
 

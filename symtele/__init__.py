@@ -62,10 +62,4 @@ def __dir__():
 
 __version__ = "0.1.0"
 
-__all__ = [  # noqa: F822 (defined lazily by __getattr__)
-    "BOOTH", "GLn", "History", "LevelSet", "MLPRegression", "ModuleObjective", "Objective", "PROBLEMS",
-    "PositiveScale", "Problem2D", "QUADRATIC", "ROSENBROCK", "SEEDS", "SEED_DIMS", "SO2", "Schedule",
-    "Teleport", "TeleportRecord", "accuracy", "digits_data", "digits_mlp", "get_problem", "gln_teleport",
-    "grad_norm_sq", "level_set_teleport", "make_teleport", "method_name", "positive_scale_teleport",
-    "seed_task", "so2_teleport", "softplus_mlp", "teleport_sequential", "train",
-]
+__all__ = sorted(_MODULE_OF)

@@ -198,6 +198,8 @@ def teleport_cost(dims: Sequence[int] = SEED_DIMS, methods: Sequence[str] = METH
     if steps is not None:
         steps = checks.count("steps", steps, minimum=1)
     reps = checks.count("reps", reps, minimum=1)
+    warmup = checks.count("warmup", warmup, minimum=1)
+    min_time = checks.non_negative("min_time", min_time)
     seed = checks.count("seed", seed)
     dtype = check_dtype(dtype)
     dev = check_device(device)
@@ -360,6 +362,7 @@ def batched_vs_loop(seeds: Sequence[int] = SEEDS, dims: Sequence[int] = SEED_DIM
     The loop trains each seed as a batch of one.
     """
     seeds, dims, epochs, reps = _check_run(seeds, dims, epochs, reps)
+    warmup = checks.count("warmup", warmup, minimum=1)
     dtype = check_dtype(dtype)
     dev = check_device(device)
 

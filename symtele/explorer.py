@@ -82,8 +82,9 @@ class Settings:
 def suggest(problem: str, optimizer: str, group: str) -> dict:
     """Suggested values of the numeric controls for a problem, optimiser and group.
 
-    Learning rates that train steadily; the level set's ρ and 100 steps; positive scaling
-    with a smaller rate under adaptive optimisers (the seed's 1e-5 with AdaGrad).
+    Learning rates that train steadily; the level set's ρ and 100 steps; positive scaling at
+    1e-2 on the digits, else at the seed's 1e-4 with gd, gd-ls and sgd and at its AdaGrad rate,
+    1e-5, with every other optimiser (momentum included).
     """
     checks.choice("problem", problem, PROBLEMS)
     checks.choice("optimizer", optimizer, OPTIMIZERS)

@@ -60,12 +60,18 @@ def sequential_chains(model: nn.Module) -> list[Chain]:
 
 
 def check_shapes(params, chains, batch_ndim: int = 0) -> None:
-    """Raise ``ValueError`` unless consecutive layers of each chain have matching widths."""
+    """Raise ``ValueError`` unless consecutive layers of each chain have matching widths and every
+    weight has the same ``batch_ndim`` leading (batch) dimensions."""
+    batch = None
     for chain in chains:
         for k, layer in enumerate(chain):
             w = params[layer.weight]
             if w.dim() != batch_ndim + 2:
                 raise ValueError(f"Invalid params[{layer.weight}]: expected a matrix, got shape {tuple(w.shape)}")
+            batch = w.shape[:batch_ndim] if batch is None else batch
+            if w.shape[:batch_ndim] != batch:
+                raise ValueError(f"Invalid params[{layer.weight}]: batch shape {tuple(w.shape[:batch_ndim])} "
+                                 f"differs from the first weight's {tuple(batch)}")
             if layer.bias is not None and params[layer.bias].shape[-1] != w.shape[-2]:
                 raise ValueError(
                     f"Invalid params[{layer.bias}]: bias of length {params[layer.bias].shape[-1]} "

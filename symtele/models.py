@@ -6,6 +6,7 @@ drawn from a seeded generator, on the requested ``device`` (CPU by default).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import torch
@@ -48,8 +49,10 @@ class DigitsData:
     y_test: torch.Tensor
 
 
+@lru_cache(maxsize=1)
 def _digits_arrays():
-    """The 1797 digits as ``(features, labels)`` NumPy arrays, from the file scikit-learn ships.
+    """The 1797 digits as ``(features, labels)`` NumPy arrays, from the file scikit-learn ships
+    (read once per process; callers copy them into tensors).
 
     Reading ``sklearn/datasets/data/digits.csv.gz`` directly (64 pixel columns, then the label)
     spares the import of scikit-learn, about 4 s here; ``load_digits`` is the fallback.
@@ -95,8 +98,9 @@ def digits_mlp(seed: int = 0, *, hidden=(64, 64), negative_slope: float = 0.0, d
     so the positive-scale teleport applies (biases included).
     """
     seed = checks.count("seed", seed)
+    hidden = [checks.count("hidden width", h, minimum=1) for h in hidden]
     data = digits_data(data_seed, dtype=dtype, device=device)
-    widths = [data.x_train.shape[1], *[checks.count("hidden width", h, minimum=1) for h in hidden], 10]
+    widths = [data.x_train.shape[1], *hidden, 10]
     torch.manual_seed(seed)
     layers: list[nn.Module] = []
     for i in range(len(widths) - 1):

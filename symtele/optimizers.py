@@ -83,7 +83,7 @@ class Optimizer:
                 break
             eta = torch.where(done, eta, eta / 2)
         trial = [p - _expand(eta, p) * g for p, g in zip(params, grads)]
-        return trial, (eta.item() if eta.dim() == 0 else eta.tolist())
+        return trial, eta.tolist()
 
     def _torch_step(self, params, grads):
         if self.torch_opt is None:

@@ -243,6 +243,7 @@ def positive_scale_teleport(
     with np.errstate(all="ignore"):  # overflow and nan are detected and handled below
         _all_finite_or_raise("params", params, host, xp)
         batch_ndim = params[chains[0][0].weight].dim() - 2 if chains and chains[0] else 0
+        check_shapes(params, chains, batch_ndim)
         sq = [g * g for g in host_grads]
         norm_before = None
         for s in sq:
@@ -256,7 +257,9 @@ def positive_scale_teleport(
             loss_before = loss_fn(params)
         loss_before = loss_before.detach()
         batch = loss_before.shape
-        check_shapes(params, chains, loss_before.dim())
+        if loss_before.dim() != batch_ndim:
+            raise ValueError(f"Invalid loss_before: shape {tuple(batch)} (expected {batch_ndim} batch dimensions, "
+                             "one loss per copy)")
         rtol = default_rtol(params[0].dtype) if loss_rtol is None else loss_rtol
         record = TeleportRecord(method="posscale", loss_before=loss_before.tolist(),
                                 grad_norm_sq_before=norm_before.tolist())

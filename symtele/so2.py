@@ -61,9 +61,10 @@ def so2_teleport(problem: Problem2D, w: torch.Tensor, *, lr: float = 1e-3, steps
         loss0 = problem.loss([leaf])
         (g0,) = torch.autograd.grad(loss0.sum(), leaf)
     loss0 = loss0.detach()
-    record = TeleportRecord(method="so2", loss_before=to_list(loss0),
-                            grad_norm_sq_before=to_list(g0.square().sum(-1)))
     w = w.detach()
+    start_loss = problem.loss([w.to(dtype)])  # the loss at the caller's point, in the caller's dtype
+    record = TeleportRecord(method="so2", loss_before=to_list(start_loss),
+                            grad_norm_sq_before=to_list(g0.square().sum(-1)))
 
     def acceptable(candidate):
         point = problem.rotate(w, candidate)
@@ -89,8 +90,6 @@ def so2_teleport(problem: Problem2D, w: torch.Tensor, *, lr: float = 1e-3, steps
             record.steps_taken += 1
 
     # Rounding the point to the caller's dtype must keep the loss too; else walk back the angles.
-    start_loss = problem.loss([w.to(dtype)])
-    record.loss_before = to_list(start_loss)
     tolerance = default_rtol(dtype) if loss_rtol is None else rtol
     for theta in reversed(angles):
         teleported = problem.rotate(w, theta).detach().to(dtype)

@@ -44,3 +44,6 @@ def test_batched_points_teleport_independently():
     new, record = st.so2_teleport(st.QUADRATIC, w, angle=0.5)
     assert new.shape == w.shape and len(record.loss_before) == 3
     assert record.loss_after == pytest.approx(record.loss_before, rel=1e-12)
+    for i in range(3):
+        alone, _ = st.so2_teleport(st.QUADRATIC, w[i], angle=0.5)
+        assert torch.allclose(new[i], alone, rtol=1e-12, atol=1e-12)

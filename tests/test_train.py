@@ -38,8 +38,8 @@ def test_optimizers_decrease_the_digits_loss(optimizer, lr):
     history = st.train(objective, params, optimizer=optimizer, lr=lr, epochs=30,
                        teleport=st.PositiveScale(lr=1e-2), schedule=5)
     assert history.method == f"{optimizer}+posscale"
-    assert history.loss[-1] < 0.8 * history.loss[0]
-    assert 0.1 < st.accuracy(objective, history.final_params, data.x_test, data.y_test) <= 1.0
+    assert history.loss[-1] < 0.6 * history.loss[0]
+    assert 0.6 < st.accuracy(objective, history.final_params, data.x_test, data.y_test) <= 1.0
 
 
 def test_state_reset_changes_the_run_for_stateful_optimizers():
@@ -59,10 +59,22 @@ def test_armijo_line_search_satisfies_its_condition():
         assert 0 < eta <= 1.0
 
 
+def test_single_problem_line_search_matches_a_batch_of_one():
+    start = torch.tensor([-1.2, 1.0], dtype=torch.float64)
+    single = st.train(st.ROSENBROCK, [start.clone()], optimizer="gd-ls", lr=1.0, epochs=30)
+    batch = st.train(st.ROSENBROCK, [start.clone()[None]], optimizer="gd-ls", lr=1.0, epochs=30)
+    assert single.step_size == [steps[0] for steps in batch.step_size]
+    assert single.loss == [row[0] for row in batch.loss]
+
+
 def test_batched_line_search_picks_a_step_per_copy():
     w = torch.tensor([[-1.2, 1.0], [0.5, 0.5]], dtype=torch.float64)
     history = st.train(st.ROSENBROCK, [w], optimizer="gd-ls", lr=1.0, epochs=5)
-    assert len(history.step_size[0]) == 2
+    for i in range(2):
+        alone = st.train(st.ROSENBROCK, [w[i].clone()], optimizer="gd-ls", lr=1.0, epochs=5)
+        assert [steps[i] for steps in history.step_size] == alone.step_size
+        assert [row[i] for row in history.loss] == alone.loss
+    assert history.step_size[0][0] != history.step_size[0][1]
 
 
 def test_should_stop_ends_the_run_early():
@@ -84,7 +96,8 @@ def test_gln_teleport_records_how_much_the_loss_changed():
     history = st.train(objective, weights, lr=1e-4, epochs=10, teleport=st.GLn(), schedule=5)
     (record,) = history.teleports
     assert history.method == "gd+gln" and record.steps_taken == 8
-    assert len(record.loss_change) == 5
+    assert record.loss_change == pytest.approx([a - b for a, b in zip(record.loss_after, record.loss_before)])
+    assert max(abs(c) for c in record.loss_change) > 1e-3  # GL(n) on this task does not keep the loss
     assert history.loss[5] == pytest.approx(record.loss_after)
 
 
