@@ -40,6 +40,14 @@ def epochs_to_reach(curve, target: float) -> int | None:
     return int(hits[0]) if hits.size else None
 
 
+def below_and_above(plain, tele, key: str = "loss") -> tuple[float, float]:
+    """Fractions of epochs, from ``tele``'s first teleport on, where its ``key`` is strictly below and
+    strictly above ``plain``'s (two single runs of the same length)."""
+    start = tele["teleport_epochs"][0]
+    a, b = _as_float(plain[key][start:]), _as_float(tele[key][start:])
+    return float(np.mean(b < a)), float(np.mean(b > a))
+
+
 def final_losses(records) -> list[float]:
     """The last recorded loss of every record, in order."""
     return [float(_as_float(r["loss"])[-1]) for r in records]

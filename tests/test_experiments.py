@@ -10,7 +10,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 from symtele import experiments, plots, published  # noqa: E402
 from symtele.claims import CLAIMS, check_claims  # noqa: E402
 from symtele.results import load_results, write_results  # noqa: E402
-from symtele.summaries import by_method, curve_stats, epochs_to_reach, reach_table, teleport_cost  # noqa: E402
+from symtele.summaries import (below_and_above, by_method, curve_stats, epochs_to_reach, reach_table,  # noqa: E402
+                               teleport_cost)
 
 SCHEMA = {"problem", "method", "seed", "loss", "grad_norm_sq", "time_s", "teleport_epochs", "teleports"}
 
@@ -147,6 +148,9 @@ def test_summaries_on_hand_made_records():
     assert teleport_cost(records)["gd"] == {"teleport_s": 0.25, "run_s": 3.0}
     with pytest.raises(ValueError, match="records"):
         curve_stats([])
+    plain = {"loss": [5.0, 4.0, 3.0, 2.0, 1.0]}
+    tele = {"loss": [5.0, 4.0, 1.0, 2.0, 3.0], "teleport_epochs": [1]}  # counted from epoch 1: = < = >
+    assert below_and_above(plain, tele) == (0.25, 0.25)
 
 
 def test_plots_return_figures(quadratic, seed_task_records):
