@@ -9,7 +9,7 @@ TORCH_VERSION ?= 2.13.0
 EXTRAS ?= all
 STAMP := $(VENV)/.installed-$(TORCH_VERSION)
 
-.PHONY: help env test test-fast clean distclean
+.PHONY: help env lint format test test-fast clean distclean
 help: ## list the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
@@ -23,7 +23,15 @@ $(STAMP): pyproject.toml
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 
-test: $(STAMP) ## run the whole test suite (package, notebooks, browser end-to-end)
+lint: $(STAMP) ## check the code with ruff: lint rules and formatting (line length 120); part of `make test`
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(STAMP) ## fix what ruff can and reformat the code
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+test: $(STAMP) lint ## run ruff, then the whole test suite (package, notebooks, browser end-to-end)
 	$(PY) -m pytest -q
 
 test-fast: $(STAMP) ## run the package tests only (no notebooks, no browser)
@@ -61,8 +69,8 @@ OTHERS := $(filter-out $(CLAIMS),$(STEMS))
 # (a stamp stands for the first group: report.appendix rewrites only the stale ones among them)
 APPENDICES := $(BUILD)/report/appendix/.exported
 CLAIMS_APPENDIX := $(CLAIMS:%=$(BUILD)/report/appendix/%.html)
-# the explorer's modules are not used by the report's notebooks
-SYMTELE_SOURCES := $(filter-out symtele/explorer%.py,$(wildcard symtele/*.py))
+# what the report's notebooks import: the library, its teleports, the study and the plots (not the explorer)
+SYMTELE_SOURCES := $(wildcard symtele/*.py symtele/teleports/*.py symtele/study/*.py symtele/plots/*.py)
 REPORT_SOURCES := $(wildcard report/__init__.py report/assemble.py report/mathtext.py report/katex_render.js \
   report/*.md report/*.css report/page.html)
 APPENDIX_SOURCES := $(wildcard report/__init__.py report/appendix.* report/mathtext.py report/katex_render.js)

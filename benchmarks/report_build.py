@@ -14,10 +14,10 @@ so ``make`` sees the environment as up to date) and a symbolic link to this chec
 Writes ``{"cold_s", "warm_s", "noop_s", "returncode", ...}``; a build that fails is
 recorded with its return code and the tail of its output.
 """
+
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import subprocess
@@ -26,13 +26,19 @@ import tempfile
 import time
 from pathlib import Path
 
+from symtele.study.results import write_json
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def tree_files(root: Path) -> list[str]:
     """Tracked and untracked-but-not-ignored files of the working tree (paths relative to ``root``)."""
-    out = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
-                         cwd=root, check=True, capture_output=True).stdout.decode()
+    out = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+        cwd=root,
+        check=True,
+        capture_output=True,
+    ).stdout.decode()
     return sorted({p for p in out.split("\0") if p and (root / p).is_file()})
 
 
@@ -47,8 +53,9 @@ def copy_tree(root: Path, dest: Path) -> None:
 def timed_make(dest: Path, target: str, timeout: float) -> dict:
     start = time.perf_counter()
     try:
-        proc = subprocess.run(["make", "--no-print-directory", target], cwd=dest, capture_output=True,
-                              text=True, timeout=timeout)
+        proc = subprocess.run(
+            ["make", "--no-print-directory", target], cwd=dest, capture_output=True, text=True, timeout=timeout
+        )
         code, output = proc.returncode, proc.stdout + proc.stderr
     except subprocess.TimeoutExpired as err:
         code, output = "timeout", f"{err}"
@@ -82,17 +89,21 @@ def main(argv=None) -> int:
         runs["noop"] = timed_make(dest, args.target, args.timeout)
 
     result = {f"{k}_s": v["seconds"] for k, v in runs.items()}
-    result.update({"target": args.target, "touched_for_warm": args.touch,
-                   "returncode": {k: v["returncode"] for k, v in runs.items()},
-                   "output_tail": {k: v["tail"] for k, v in runs.items() if v["returncode"] != 0},
-                   "cpus": os.cpu_count()})
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp_out = out.with_suffix(".json.tmp")
-    tmp_out.write_text(json.dumps(result, indent=1))
-    os.replace(tmp_out, out)
-    print(f"[report build] cold {result['cold_s']:.1f} s, warm {result['warm_s']:.1f} s, "
-          f"no-op {result['noop_s']:.1f} s -> {out}", file=sys.stderr)
+    result.update(
+        {
+            "target": args.target,
+            "touched_for_warm": args.touch,
+            "returncode": {k: v["returncode"] for k, v in runs.items()},
+            "output_tail": {k: v["tail"] for k, v in runs.items() if v["returncode"] != 0},
+            "cpus": os.cpu_count(),
+        }
+    )
+    out = write_json(args.out, result)
+    print(
+        f"[report build] cold {result['cold_s']:.1f} s, warm {result['warm_s']:.1f} s, "
+        f"no-op {result['noop_s']:.1f} s -> {out}",
+        file=sys.stderr,
+    )
     failed = [k for k, v in runs.items() if v["returncode"] != 0]
     if failed:
         print(f"[report build] FAILED: {', '.join(failed)} (see output_tail in {out})", file=sys.stderr)

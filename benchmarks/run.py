@@ -5,50 +5,49 @@
 Writes, under ``--out`` (files carry ``-cuda`` in their name on a GPU, so CPU and GPU
 results can sit side by side, e.g. committed under ``benchmarks/results/``):
 
-* ``teleport_cost.json``: one record per (method, dims), see :func:`symtele.bench.teleport_cost`;
+* ``teleport_cost.json``: one record per (method, dims), see :func:`symtele.study.bench.teleport_cost`;
   the cost table (the three networks of ``COST_DIMS``) and a width sweep at depth 3,
   dims ``[256, 784, w, w, 10]`` (records with ``"sweep": true``).
-* ``time_to_target.json``: :func:`symtele.bench.time_to_target` on the seed task.
-* ``batched_seeds.json``: :func:`symtele.bench.batched_vs_loop`.
+* ``time_to_target.json``: :func:`symtele.study.bench.time_to_target` on the course project's regression.
+* ``batched_seeds.json``: :func:`symtele.study.bench.batched_vs_loop`.
 
 Without ``--full``, the slowest measurements are cut: on the largest network ``gln`` and
 ``posscale-ref`` are not run (their records say so, with ``grad_evals: null``) and
 ``levelset-step`` takes 2 rounds; in the sweep ``posscale-ref`` stops at width 512.
 """
+
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
 import time
 from pathlib import Path
 
 import torch
 
-from symtele import bench
+from symtele import checks
+from symtele.study import bench
+from symtele.study.bench import sweep_dims
+from symtele.study.results import write_json
 
 SWEEP_WIDTHS = (64, 128, 256, 512, 1024, 2048)
 SWEEP_REF_MAX = 512  # widest sweep network timed with posscale-ref unless --full
 PARTS = ("cost", "target", "batched")
 
 
-def sweep_dims(width: int) -> tuple[int, ...]:
-    return (256, 784, width, width, 10)
-
-
-def write_json(path: Path, value) -> Path:
-    """Write ``value`` atomically (a temporary file renamed into place)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(value, indent=1))
-    os.replace(tmp, path)
-    return path
-
-
 def not_measured(method, dims, device, why):
-    return {"method": method, "dims": list(dims), "steps": None, "device": device, "dtype": "float32",
-            "grad_evals": None, "teleport_s": None, "grad_s": None, "reps": 0, "note": why}
+    return {
+        "method": method,
+        "dims": list(dims),
+        "steps": None,
+        "device": device,
+        "dtype": "float32",
+        "grad_evals": None,
+        "teleport_s": None,
+        "grad_s": None,
+        "reps": 0,
+        "note": why,
+    }
 
 
 def cost_records(device: str, full: bool, log) -> list[dict]:
@@ -85,8 +84,12 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default="build/bench", help="output folder (default build/bench)")
     parser.add_argument("--only", default=",".join(PARTS), help=f"comma-separated subset of {','.join(PARTS)}")
     parser.add_argument("--full", action="store_true", help="also the slow measurements (hours on a CPU)")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch CPU threads (default 1: a shared machine then slows every measurement alike)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch CPU threads (default 1: a shared machine then slows every measurement alike)",
+    )
     args = parser.parse_args(argv)
 
     parts = [p for p in args.only.split(",") if p]
@@ -97,7 +100,7 @@ def main(argv=None) -> int:
         parser.error(f"invalid --threads: {args.threads} (must be >= 1)")
     torch.set_num_threads(args.threads)
     try:
-        device = str(bench.check_device(args.device))
+        device = str(checks.device("--device", args.device))
     except ValueError as err:
         print(f"benchmarks skipped: {err}", file=sys.stderr)
         return 0
@@ -114,7 +117,7 @@ def main(argv=None) -> int:
             r["machine"] = machine
         log(f"wrote {write_json(out / f'teleport_cost{suffix}.json', records)}")
     if "target" in parts:
-        log("time to target (seed task, 5 seeds batched)")
+        log("time to target (the course project's regression, 5 seeds batched)")
         result = bench.time_to_target(reps=9, device=device)
         result["machine"] = machine
         log(f"wrote {write_json(out / f'time_to_target{suffix}.json', result)}")

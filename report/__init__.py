@@ -6,19 +6,10 @@ results when it fails; ``appendix`` exports the executed notebooks, with their c
 ``assemble`` writes ``report.html`` from the executed notebooks and the ``*.md`` front and back
 matter in this folder; ``mathtext`` turns Markdown with LaTeX math into HTML that renders offline.
 """
-import os
+
 import sys
-from pathlib import Path
 
 # jsonschema (under nbformat, papermill and nbconvert) imports the optional `rfc3987_syntax` for an
 # "iri" format check that notebooks never need; that import alone takes about 3 s, in every process
 # of the build. Marking it absent makes jsonschema skip that one check.
 sys.modules.setdefault("rfc3987_syntax", None)
-
-
-def write_atomically(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file renamed into place (never half-written)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)

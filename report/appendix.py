@@ -9,6 +9,7 @@ any of the files that shape them (``SOURCES``). All of them are exported in one 
 exporter and one batch of math, because the first export in a process costs several times the
 next ones (templates, lexers and KaTeX load once).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -18,7 +19,8 @@ from pathlib import Path
 
 import nbformat
 
-from . import write_atomically
+from symtele.study.results import write_text
+
 from .mathtext import KATEX_SCRIPT, Typesetter
 
 HERE = Path(__file__).parent
@@ -83,7 +85,7 @@ def export(build: Path, stems: list[str], katex_dir: Path | None) -> None:
     for stem, nb in notebooks.items():
         fill(nb, math)
         body, _ = exporter.from_notebook_node(nb, resources={"math_css": css})
-        write_atomically(appendix_path(build, stem), body)
+        write_text(appendix_path(build, stem), body)
 
 
 def main(argv=None) -> int:

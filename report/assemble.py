@@ -8,6 +8,7 @@ figure, HTML and Markdown outputs (code and printed streams are hidden); figures
 data URIs, numbered, with the caption of their ``symtele_figure`` metadata. The file is written to
 a temporary name and renamed into place.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,11 +24,13 @@ from string import Template
 
 import nbformat
 
-from . import write_atomically
+from symtele.plots.figures import FIGURE_KEY  # the metadata show_figure attaches
+from symtele.study.results import write_text
+
 from .mathtext import Typesetter
 
 HERE = Path(__file__).parent
-FIGURE_KEY = "symtele_figure"  # the metadata symtele.figures.show_figure attaches
+
 UNNUMBERED = {"Abstract", "Contents", "References", "Appendices"}
 HEADING = re.compile(r"<h([1-6])>(.*?)</h\1>", re.DOTALL)
 
@@ -40,6 +43,7 @@ class Outline:
 
     def headings(self, fragment: str, shift: int = 0) -> str:
         """The fragment with headings moved ``shift`` levels down, numbered and given ids."""
+
         def number(match: re.Match) -> str:
             level, text = min(int(match.group(1)) + shift, 6), match.group(2).strip()
             plain = re.sub(r"<[^>]+>", "", text)
@@ -71,9 +75,11 @@ class Figures:
 
     def figure(self, mime: str, data: str, caption_html: str) -> str:
         self.count += 1
-        return (f'<figure id="figure-{self.count}"><img src="data:{mime};base64,{data}" '
-                f'alt="Figure {self.count}"><figcaption><span class="figure-label">Figure {self.count}.'
-                f'</span> {caption_html}</figcaption></figure>')
+        return (
+            f'<figure id="figure-{self.count}"><img src="data:{mime};base64,{data}" '
+            f'alt="Figure {self.count}"><figcaption><span class="figure-label">Figure {self.count}.'
+            f"</span> {caption_html}</figcaption></figure>"
+        )
 
 
 def image_data(value) -> str:
@@ -156,18 +162,25 @@ def assemble(build: Path, stems: list[str], katex_dir: Path | None) -> Path:
     parts += [notebook_section(notebooks[s], s, 2, outline, figures, math) for s in stems if s not in claims]
     parts += [notebook_section(notebooks[s], s, 1, outline, figures, math) for s in claims]
     parts.append(outline.headings(math.markdown((HERE / "back.md").read_text(), "report/back.md")))
-    links = "".join(f'<li><a href="appendix/{s}.html">{html.escape(notebook_title(notebooks[s], s))}</a>'
-                    f" (<code>{s}.ipynb</code>, executed, with its code)</li>" for s in stems)
-    parts.append(outline.headings("<h2>Appendices</h2>") + f"<ol type=\"A\">{links}</ol>")
+    links = "".join(
+        f'<li><a href="appendix/{s}.html">{html.escape(notebook_title(notebooks[s], s))}</a>'
+        f" (<code>{s}.ipynb</code>, executed, with its code)</li>"
+        for s in stems
+    )
+    parts.append(outline.headings("<h2>Appendices</h2>") + f'<ol type="A">{links}</ol>')
 
     math.typeset()
     page = Template((HERE / "page.html").read_text()).substitute(
-        title=html.escape(re.sub(r"<[^>]+>", "", heading)).strip(), math_css=math.stylesheet(),
-        style=(HERE / "style.css").read_text(), heading=math.fill(heading + "</h1>"),
-        build_info=build_info(build, stems, notebooks, math.engine), toc=outline.toc(),
-        body=math.fill("\n".join(parts)))
+        title=html.escape(re.sub(r"<[^>]+>", "", heading)).strip(),
+        math_css=math.stylesheet(),
+        style=(HERE / "style.css").read_text(),
+        heading=math.fill(heading + "</h1>"),
+        build_info=build_info(build, stems, notebooks, math.engine),
+        toc=outline.toc(),
+        body=math.fill("\n".join(parts)),
+    )
     target = build / "report" / "report.html"
-    write_atomically(target, page)
+    write_text(target, page)
     return target
 
 

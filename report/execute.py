@@ -6,6 +6,7 @@ file. On success that file becomes ``<build>/notebooks/<stem>.ipynb``. On failur
 figures (``figures/<stem>/``) are put back, the failing cell and its error are printed, and the
 exit status is 1, so ``make`` stops before the report is rebuilt.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -104,8 +105,14 @@ def execute(notebook: Path, build: Path, params_file: Path) -> int:
     start = time.perf_counter()
     try:
         papermill.execute_notebook(
-            str(notebook), str(running), parameters=parameters, kernel_name=KERNEL,
-            cwd=str(notebook.parent), progress_bar=True, log_output=False)
+            str(notebook),
+            str(running),
+            parameters=parameters,
+            kernel_name=KERNEL,
+            cwd=str(notebook.parent),
+            progress_bar=True,
+            log_output=False,
+        )
     except (Exception, KeyboardInterrupt) as error:
         restore(build, stem)
         failed.parent.mkdir(parents=True, exist_ok=True)

@@ -10,6 +10,7 @@ of the whole report is typeset in one batch, and the results are put back into t
 
 A formula neither can read is shown as code, with a warning naming where it is.
 """
+
 from __future__ import annotations
 
 import base64
@@ -45,6 +46,7 @@ class Typesetter:
 
     def protect(self, text: str, where: str) -> str:
         """The text with each formula replaced by a token that Markdown leaves alone."""
+
         def keep(match: re.Match) -> str:
             display = match.group(1) is not None
             self.formulas.append((match.group(1) if display else match.group(2), display, where))
@@ -80,14 +82,15 @@ class Typesetter:
 
         def inline_font(match: re.Match) -> str:
             font = (dist / "fonts" / f"{match.group(1)}.woff2").read_bytes()
-            return f"src:url(data:font/woff2;base64,{base64.b64encode(font).decode()}) format(\"woff2\")"
+            return f'src:url(data:font/woff2;base64,{base64.b64encode(font).decode()}) format("woff2")'
 
         return re.sub(r"src:url\(fonts/([\w-]+)\.woff2\)[^;}]*", inline_font, css)
 
     def _katex(self) -> list:
         request = json.dumps([[latex.strip(), display] for latex, display, _ in self.formulas])
-        done = subprocess.run(["node", str(KATEX_SCRIPT), str(self.katex_dir)], input=request,
-                              capture_output=True, text=True, check=True)
+        done = subprocess.run(
+            ["node", str(KATEX_SCRIPT), str(self.katex_dir)], input=request, capture_output=True, text=True, check=True
+        )
         return json.loads(done.stdout)
 
     @staticmethod

@@ -2,14 +2,17 @@
 
 Parameters come from ``PARAMS`` (``"stem.name=value other=value"``; a name without a stem applies
 to every notebook that has it) and from ``PARAMS_FILE`` (YAML, ``{stem: {name: value}}``). Each name
-must exist in the notebook's ``parameters`` cell and each
-value must have the type of its default; otherwise the build stops here, naming the parameter,
-before any notebook runs. ``build_dir`` and ``quick`` are set by the build (``BUILD``, ``QUICK``).
+must exist in the notebook's ``parameters`` cell (whose defaults are mostly read from
+``symtele.study.settings``) and each value must have the type of its default; otherwise the build
+stops here, naming the parameter, before any notebook runs. ``build_dir`` and ``quick`` are set
+by the build (``BUILD``, ``QUICK``).
 
 ``<build>/params/<stem>.json`` holds the parameters papermill injects into the notebook. It is
 rewritten only when they change, so ``make`` reruns a notebook only when its parameters changed.
-The defaults read from the notebooks are cached in ``<build>/params/defaults.json`` by content hash.
+The defaults read from the notebooks are cached in ``<build>/params/defaults.json`` by the content
+hash of the notebook and of the settings.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,7 +26,7 @@ from pathlib import Path
 
 import yaml
 
-from . import write_atomically
+from symtele.study.results import write_text
 
 RESERVED = {"build_dir": "BUILD=<dir>", "quick": "QUICK=1"}
 TYPES = {"bool": bool, "int": int, "float": float, "str": str, "list": list, "tuple": list, "dict": dict}
@@ -33,22 +36,19 @@ class ParameterError(ValueError):
     """A parameter the build refuses; the message names it."""
 
 
-def default_type(source: str) -> str:
-    """The type name of a default given as Python source, or ``"any"`` when it is not a literal (or None)."""
-    try:
-        value = ast.literal_eval(source)
-    except (ValueError, SyntaxError):
-        return "any"
+def type_name(value) -> str:
+    """The type name of a default value, or ``"any"`` for a type the checks do not know (or None)."""
     name = type(value).__name__
     return name if name in TYPES else "any"
 
 
 def inspect_defaults(path: Path) -> dict:
-    """``{name: {"default": source, "type": type name}}`` from the notebook's ``parameters`` cell.
+    """``{name: {"default": repr, "type": type name}}`` from the notebook's ``parameters`` cell.
 
-    The cell is parsed with ``ast``: every top-level ``name = value`` (or ``name: type = value``)
-    is a parameter. (``papermill.inspect_notebook`` silently skips a line whose comment holds an
-    ``=``, so it cannot be trusted to list them all.)
+    Every top-level ``name = value`` (or ``name: type = value``) of the cell is a parameter; the
+    cell is run to learn the values, since a default may be read from the writeup's settings
+    (``lr = CONVEX.lr``). (``papermill.inspect_notebook`` silently skips a line whose comment
+    holds an ``=``, so it cannot be trusted to list them all.)
     """
     import nbformat
 
@@ -60,22 +60,41 @@ def inspect_defaults(path: Path) -> dict:
         tree = ast.parse(source)
     except SyntaxError as error:
         raise ParameterError(f"notebook {path.stem}: cannot parse its parameters cell ({error})") from None
-    found = {}
+    names = []
     for node in tree.body:
-        target = node.targets[0] if isinstance(node, ast.Assign) and len(node.targets) == 1 else getattr(node, "target", None)
+        target = (
+            node.targets[0]
+            if isinstance(node, ast.Assign) and len(node.targets) == 1
+            else getattr(node, "target", None)
+        )
         if isinstance(node, (ast.Assign, ast.AnnAssign)) and isinstance(target, ast.Name) and node.value is not None:
-            default = ast.get_source_segment(source, node.value)
-            found[target.id] = {"default": default, "type": default_type(default)}
-    return found
+            names.append(target.id)
+    namespace: dict = {}
+    try:
+        exec(compile(tree, f"{path.stem} parameters", "exec"), namespace)
+    except Exception as error:
+        raise ParameterError(
+            f"notebook {path.stem}: its parameters cell fails ({type(error).__name__}: {error})"
+        ) from None
+    return {name: {"default": repr(namespace[name]), "type": type_name(namespace[name])} for name in names}
+
+
+def _settings_digest() -> str:
+    """A digest of the writeup's settings, which the parameters cells read their defaults from."""
+    import importlib.util
+
+    origin = importlib.util.find_spec("symtele.study.settings").origin
+    return hashlib.sha256(Path(origin).read_bytes()).hexdigest()
 
 
 def load_defaults(notebook_dir: Path, stems: list[str], cache: Path) -> dict:
-    """The defaults of every notebook, re-inspecting only the notebooks whose content changed."""
+    """The defaults of every notebook, re-inspecting only the notebooks (or settings) that changed."""
     cached = json.loads(cache.read_text()) if cache.exists() else {}
     result, changed = {}, False
+    settings = _settings_digest()
     for stem in stems:
         path = notebook_dir / f"{stem}.ipynb"
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        digest = hashlib.sha256(path.read_bytes() + settings.encode()).hexdigest()
         entry = cached.get(stem)
         if entry is None or entry["sha256"] != digest:
             entry, changed = {"sha256": digest, "parameters": inspect_defaults(path)}, True
@@ -94,14 +113,17 @@ def coerce(label: str, value, spec: dict, text: str | None = None):
     if kind == "str" and text is not None and not isinstance(value, str):
         value = text  # a string parameter takes the text as written
     expected = TYPES.get(kind)
-    ok = (expected is None
-          or (kind == "float" and isinstance(value, (int, float)) and not isinstance(value, bool))
-          or (kind == "int" and isinstance(value, int) and not isinstance(value, bool))
-          or (kind not in ("int", "float") and isinstance(value, expected)))
+    ok = (
+        expected is None
+        or (kind == "float" and isinstance(value, (int, float)) and not isinstance(value, bool))
+        or (kind == "int" and isinstance(value, int) and not isinstance(value, bool))
+        or (kind not in ("int", "float") and isinstance(value, expected))
+    )
     if not ok:
         raise ParameterError(
             f"parameter {label}: expected {kind} (the default is {spec['default']}), "
-            f"got {type(value).__name__} {text if text is not None else value!r}")
+            f"got {type(value).__name__} {text if text is not None else value!r}"
+        )
     return float(value) if kind == "float" else value
 
 
@@ -118,7 +140,9 @@ def targets(label: str, stem: str | None, name: str, defaults: dict) -> list[str
         raise ParameterError(f"parameter {label}: '{name}' is set by the build; use {RESERVED[name]}")
     if stem is not None:
         if stem not in defaults:
-            raise ParameterError(f"parameter {label}: no notebook '{stem}' (notebooks: {', '.join(defaults) or 'none'})")
+            raise ParameterError(
+                f"parameter {label}: no notebook '{stem}' (notebooks: {', '.join(defaults) or 'none'})"
+            )
         if name not in defaults[stem]:
             known = ", ".join(n for n in defaults[stem] if n not in RESERVED)
             raise ParameterError(f"parameter {label}: notebook {stem} has no parameter '{name}' (it has: {known})")
@@ -178,12 +202,13 @@ def write_if_changed(path: Path, content) -> bool:
     text = json.dumps(content, indent=1, sort_keys=True) + "\n"
     if path.exists() and path.read_text() == text:
         return False
-    write_atomically(path, text)
+    write_text(path, text)
     return True
 
 
-def resolve(notebook_dir: Path, build: Path, stems: list[str], quick: str, params: str = "",
-            params_file: str = "") -> dict:
+def resolve(
+    notebook_dir: Path, build: Path, stems: list[str], quick: str, params: str = "", params_file: str = ""
+) -> dict:
     """Check every parameter, then write the stamps; returns ``{stem: parameters}``."""
     quick_flag = parse_quick(quick)
     defaults = load_defaults(notebook_dir, stems, build / "params" / "defaults.json")

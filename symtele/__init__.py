@@ -1,65 +1,73 @@
 """symtele: symmetry and level-set teleportation for faster optimisation.
 
-Teleports (move the parameters to a point of equal or lower loss with a steeper gradient):
-    so2_teleport, positive_scale_teleport, teleport_sequential, gln_teleport, level_set_teleport
-    and, for the training loop, the objects SO2, PositiveScale, GLn, LevelSet.
-Training:  train(objective, params, optimizer=..., lr=..., epochs=..., teleport=..., schedule=...)
-Problems:  QUADRATIC, BOOTH, ROSENBROCK (2-D), seed_task (the seed's ReLU regression),
-           softplus_mlp, digits_mlp, ModuleObjective (any module and loss).
+The package is split by role:
+
+* ``symtele`` (this folder): the library core. Objectives and problems (:mod:`~symtele.problems`,
+  :mod:`~symtele.regression`, :mod:`~symtele.tasks`, :mod:`~symtele.module_objective`), optimisers,
+  schedules, the training loop and its history, argument checks.
+* :mod:`symtele.teleports`: one module per teleport group (SO(2), positive scale, GL(n), level set)
+  and what finds the positively scalable layers of a network.
+* :mod:`symtele.study`: the report's side: the writeup's settings and published numbers, the
+  experiments, results files, summaries, claims, sweeps and benchmarks.
+* :mod:`symtele.plots`: every figure function. :mod:`symtele.explorer`: the interactive panel.
+
+The core and ``teleports`` never import from ``study``, ``plots`` or ``explorer``. The names below are
+imported on first use, so ``symtele.study.claims`` loads without torch:
+
+    train(objective, params, optimizer=..., lr=..., epochs=..., teleport=..., schedule=...)
+    so2_teleport, positive_scale_teleport, teleport_sequential, gln_teleport, level_set_teleport,
+    and for the training loop the objects SO2, PositiveScale, GLn, LevelSet.
 """
+
 from typing import TYPE_CHECKING
 
-# Each public name and the module that defines it. They are imported on first use (PEP 562), so
-# that `symtele.results`, `symtele.summaries` and `symtele.claims`, which need no torch, load
-# without it; `from symtele import train` and `symtele.train` work as usual.
+from .lazy import exports
+
 _EXPORTS = {
-    "gln": ["gln_teleport"],
     "history": ["History", "TeleportRecord"],
-    "levelset": ["level_set_teleport"],
-    "mlp": ["SEED_DIMS", "SEEDS", "MLPRegression", "seed_task"],
-    "models": ["accuracy", "digits_data", "digits_mlp", "softplus_mlp"],
-    "modules": ["ModuleObjective", "teleport_sequential"],
+    "module_objective": ["ModuleObjective"],
     "objective": ["Objective", "grad_norm_sq"],
-    "posscale": ["positive_scale_teleport"],
-    "problems": ["BOOTH", "PROBLEMS", "QUADRATIC", "ROSENBROCK", "Problem2D", "get_problem"],
+    "problems": ["BOOTH", "PROBLEMS_2D", "QUADRATIC", "ROSENBROCK", "Problem2D", "get_problem"],
+    "regression": ["MLPRegression", "regression_task"],
     "schedule": ["Schedule"],
-    "so2": ["so2_teleport"],
-    "teleports": ["GLn", "LevelSet", "PositiveScale", "SO2", "Teleport", "make_teleport"],
+    "tasks": ["accuracy", "digits_data", "digits_mlp", "softplus_mlp"],
+    "teleports": [
+        "GLn", "LevelSet", "PositiveScale", "SO2", "Teleport", "gln_teleport", "level_set_teleport",
+        "make_teleport", "positive_scale_teleport", "so2_teleport", "teleport_sequential",
+    ],
     "training": ["method_name", "train"],
+}  # fmt: skip
+#: names of earlier versions, still answered with a DeprecationWarning
+_RENAMED = {
+    "seed_task": "symtele.study.experiments:course_regression_task",
+    "SEEDS": "symtele.study.settings:SEEDS",
+    "SEED_DIMS": "symtele.study.settings:REGRESSION.dims",
+    "PROBLEMS": "symtele.problems:PROBLEMS_2D",
 }
-_MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
+
+__getattr__, __dir__, __all__ = exports(__name__, _EXPORTS, _RENAMED)
 
 if TYPE_CHECKING:  # for type checkers and editors: the same names, imported eagerly
-    from .gln import gln_teleport
     from .history import History, TeleportRecord
-    from .levelset import level_set_teleport
-    from .mlp import SEED_DIMS, SEEDS, MLPRegression, seed_task
-    from .models import accuracy, digits_data, digits_mlp, softplus_mlp
-    from .modules import ModuleObjective, teleport_sequential
+    from .module_objective import ModuleObjective
     from .objective import Objective, grad_norm_sq
-    from .posscale import positive_scale_teleport
-    from .problems import BOOTH, PROBLEMS, QUADRATIC, ROSENBROCK, Problem2D, get_problem
+    from .problems import BOOTH, PROBLEMS_2D, QUADRATIC, ROSENBROCK, Problem2D, get_problem
+    from .regression import MLPRegression, regression_task
     from .schedule import Schedule
-    from .so2 import so2_teleport
-    from .teleports import GLn, LevelSet, PositiveScale, SO2, Teleport, make_teleport
+    from .tasks import accuracy, digits_data, digits_mlp, softplus_mlp
+    from .teleports import (
+        SO2,
+        GLn,
+        LevelSet,
+        PositiveScale,
+        Teleport,
+        gln_teleport,
+        level_set_teleport,
+        make_teleport,
+        positive_scale_teleport,
+        so2_teleport,
+        teleport_sequential,
+    )  # fmt: skip
     from .training import method_name, train
 
-
-def __getattr__(name: str):
-    module = _MODULE_OF.get(name)
-    if module is None:
-        raise AttributeError(f"module 'symtele' has no attribute {name!r}")
-    from importlib import import_module
-
-    value = getattr(import_module(f".{module}", __name__), name)
-    globals()[name] = value  # later lookups skip this function
-    return value
-
-
-def __dir__():
-    return sorted(set(globals()) | set(_MODULE_OF))
-
-
 __version__ = "0.1.0"
-
-__all__ = sorted(_MODULE_OF)

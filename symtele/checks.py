@@ -4,6 +4,7 @@ Every public entry point validates its arguments here before any compute, and
 raises a ``ValueError`` or ``TypeError`` whose message names the argument and
 the offending value (the style of ``torch.optim``: "Invalid learning rate: -1").
 """
+
 from __future__ import annotations
 
 import math
@@ -66,3 +67,29 @@ def choice(name: str, value, options) -> str:
     if value not in options:
         raise ValueError(f"Invalid {name}: {value!r} (choose one of {sorted(options)})")
     return value
+
+
+def device(name: str, value) -> torch.device:
+    """``value`` as a ``torch.device``; raises ``ValueError`` for an unknown device or CUDA on a machine without it."""
+    try:
+        dev = torch.device(value)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f"Invalid {name}: {value!r} ({err})") from None
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"Invalid {name}: {value!r} (use 'cpu' or 'cuda')")
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"Invalid {name}: {value!r} (CUDA is not available on this machine)")
+    return dev
+
+
+#: the floating-point types a measurement may ask for, by name
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+def dtype(name: str, value) -> torch.dtype:
+    """``value`` given as ``torch.float32``/``float64`` or their names."""
+    if isinstance(value, str) and value in DTYPES:
+        return DTYPES[value]
+    if value in DTYPES.values():
+        return value
+    raise ValueError(f"Invalid {name}: {value!r} (use float32 or float64)")

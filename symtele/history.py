@@ -1,4 +1,5 @@
 """Records of a training run and of each teleport, as plain data a user can load into pandas."""
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
@@ -73,7 +74,7 @@ class History:
         d["teleport_epochs"] = self.teleport_epochs
         return d
 
-    def split(self) -> list["History"]:
+    def split(self) -> list[History]:
         """One history per problem copy of a batched run (a one-element list otherwise)."""
         if not self.loss or not isinstance(self.loss[0], list):
             return [self]
@@ -86,23 +87,30 @@ class History:
         for i in range(n):
             teleports = [
                 TeleportRecord(
-                    method=t.method, epoch=t.epoch, steps_taken=t.steps_taken, cost_s=t.cost_s,
-                    loss_before=pick(t.loss_before, i), loss_after=pick(t.loss_after, i),
+                    method=t.method,
+                    epoch=t.epoch,
+                    steps_taken=t.steps_taken,
+                    cost_s=t.cost_s,
+                    loss_before=pick(t.loss_before, i),
+                    loss_after=pick(t.loss_after, i),
                     grad_norm_sq_before=pick(t.grad_norm_sq_before, i),
                     grad_norm_sq_after=pick(t.grad_norm_sq_after, i),
-                    stopped=t.stopped, trace=t.trace,
+                    stopped=t.stopped,
+                    trace=t.trace,
                 )
                 for t in self.teleports
             ]
-            out.append(History(
-                method=self.method,
-                loss=[row[i] for row in self.loss],
-                grad_norm_sq=[row[i] for row in self.grad_norm_sq],
-                time_s=list(self.time_s),
-                step_size=[pick(s, i) for s in self.step_size],
-                teleports=teleports,
-                path=[(epoch, [p[i] for p in params]) for epoch, params in self.path],
-            ))
+            out.append(
+                History(
+                    method=self.method,
+                    loss=[row[i] for row in self.loss],
+                    grad_norm_sq=[row[i] for row in self.grad_norm_sq],
+                    time_s=list(self.time_s),
+                    step_size=[pick(s, i) for s in self.step_size],
+                    teleports=teleports,
+                    path=[(epoch, [p[i] for p in params]) for epoch, params in self.path],
+                )
+            )
         return out
 
 

@@ -6,9 +6,10 @@ copies of the problem, for example five random seeds trained as one batched
 computation: ``loss`` then returns one value per copy, and the gradient of the
 summed loss is the list of per-copy gradients.
 """
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 
@@ -30,10 +31,6 @@ class Objective:
             loss = self.loss(leaves)
             grads = torch.autograd.grad(loss.sum(), leaves)
         return loss.detach(), [g.detach() for g in grads]
-
-    def initial_params(self) -> list[torch.Tensor]:
-        """The problem's own starting point (fresh tensors)."""
-        raise NotImplementedError
 
 
 def grad_norm_sq(grads: Sequence[torch.Tensor], batch_ndim: int = 0) -> torch.Tensor:

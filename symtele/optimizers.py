@@ -3,17 +3,18 @@
 * ``gd``:      ``w ← w − η ∇L``
 * ``gd-ls``:   ``w ← w − η ∇L`` with ``η = max{η₀ 2⁻ʲ : L(w − η∇L) ≤ L(w) − η/2 ‖∇L‖²}``
   (Armijo backtracking from ``η₀ = lr``, at most ``max_halvings`` halvings, per problem copy)
-* ``adagrad``: ``G ← G + (∇L)²``, ``w ← w − η ∇L / (√G + 10⁻¹⁰)`` (the seed's AdaGrad)
+* ``adagrad``: ``G ← G + (∇L)²``, ``w ← w − η ∇L / (√G + 10⁻¹⁰)`` (the course project's AdaGrad)
 * ``sgd``, ``momentum``, ``rmsprop``, ``adam``, ``adagrad-torch``: the ``torch.optim``
   optimiser of that name (``momentum`` is SGD with momentum 0.9), fed the full gradient.
 
 State at a teleport: ``state="keep"`` (default) leaves the optimiser's state (AdaGrad's
-``G``, momentum buffers, Adam's moments) as it is, which is what the seed does;
+``G``, momentum buffers, Adam's moments) as it is, which is what the course project does;
 ``state="reset"`` clears it so the run continues as if it started at the teleported point.
 """
+
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
@@ -59,8 +60,7 @@ class Optimizer:
             if self.sum_sq is None:
                 self.sum_sq = [torch.zeros_like(g) for g in grads]
             self.sum_sq = [s + g * g for s, g in zip(self.sum_sq, grads)]
-            return [p - self.lr * g / (s.sqrt() + self.eps)
-                    for p, g, s in zip(params, grads, self.sum_sq)], self.lr
+            return [p - self.lr * g / (s.sqrt() + self.eps) for p, g, s in zip(params, grads, self.sum_sq)], self.lr
         return self._torch_step(params, grads), self.lr
 
     def _armijo(self, params, grads, loss, loss_fn):

@@ -9,10 +9,11 @@ parameters ``w = (x, y)``:
 * Booth      ``(x + 2y − 7)² + (2x + y − 5)²``: ``u = x + 2y − 7``,       ``v = 2x + y − 5``
 * Rosenbrock ``100(x² − y)² + (x − 1)²``:       ``u = 10(x² − y)``,       ``v = x − 1``
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 
@@ -22,20 +23,20 @@ from .objective import Objective
 
 @dataclass(frozen=True)
 class Problem2D(Objective):
-    """``f(w) = ‖φ(w)‖²`` with ``φ`` invertible; params are ``[w]`` with ``w`` of shape ``(..., 2)``."""
+    """``f(w) = ‖φ(w)‖²`` with ``φ`` invertible; params are ``[w]`` with ``w`` of shape ``(..., 2)``.
+
+    ``minimum`` is the point where ``φ(w) = 0``. A problem has no starting point of its own: the
+    experiments choose theirs (:mod:`symtele.study.settings`).
+    """
 
     name: str
     to_uv: Callable[[torch.Tensor], torch.Tensor]
     from_uv: Callable[[torch.Tensor], torch.Tensor]
-    start: tuple[float, float]
     minimum: tuple[float, float]
 
     def loss(self, params) -> torch.Tensor:
         (w,) = params
         return self.to_uv(w).square().sum(-1)
-
-    def initial_params(self, dtype=torch.float64, device="cpu") -> list[torch.Tensor]:
-        return [torch.tensor(self.start, dtype=dtype, device=device)]
 
     def rotate(self, w: torch.Tensor, angle: torch.Tensor) -> torch.Tensor:
         """``g_θ · w``: rotate ``φ(w)`` by ``angle`` (radians) and map back."""
@@ -85,14 +86,15 @@ def _rosenbrock_xy(uv):
     return torch.stack((x, x * x - uv[..., 0] / 10), dim=-1)
 
 
-QUADRATIC = Problem2D("quadratic", _quadratic_uv, _quadratic_xy, start=(8.0, -2.0), minimum=(0.0, 0.0))
-BOOTH = Problem2D("booth", _booth_uv, _booth_xy, start=(5.0, -2.0), minimum=(1.0, 3.0))
-ROSENBROCK = Problem2D("rosenbrock", _rosenbrock_uv, _rosenbrock_xy, start=(-1.2, 1.0), minimum=(1.0, 1.0))
+QUADRATIC = Problem2D("quadratic", _quadratic_uv, _quadratic_xy, minimum=(0.0, 0.0))
+BOOTH = Problem2D("booth", _booth_uv, _booth_xy, minimum=(1.0, 3.0))
+ROSENBROCK = Problem2D("rosenbrock", _rosenbrock_uv, _rosenbrock_xy, minimum=(1.0, 1.0))
 
-PROBLEMS = {p.name: p for p in (QUADRATIC, BOOTH, ROSENBROCK)}
+#: the 2-D problems by name
+PROBLEMS_2D = {p.name: p for p in (QUADRATIC, BOOTH, ROSENBROCK)}
 
 
 def get_problem(name: str) -> Problem2D:
     """Look a 2-D problem up by name: ``quadratic``, ``booth`` or ``rosenbrock``."""
-    checks.choice("problem", name, PROBLEMS)
-    return PROBLEMS[name]
+    checks.choice("problem", name, PROBLEMS_2D)
+    return PROBLEMS_2D[name]

@@ -1,4 +1,5 @@
 """When to teleport during a run of ``epochs`` steps."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -19,18 +20,18 @@ class Schedule:
     start: int = 0
 
     @classmethod
-    def at(cls, epochs) -> "Schedule":
+    def at(cls, epochs) -> Schedule:
         if isinstance(epochs, Integral) and not isinstance(epochs, bool):
             epochs = [epochs]
         epochs = tuple(sorted({checks.count("schedule epoch", e) for e in epochs}))
         return cls(epochs=epochs)
 
     @classmethod
-    def every_k(cls, k: int, start: int = 0) -> "Schedule":
+    def every_k(cls, k: int, start: int = 0) -> Schedule:
         return cls(every=checks.count("every", k, minimum=1), start=checks.count("start", start))
 
     @classmethod
-    def never(cls) -> "Schedule":
+    def never(cls) -> Schedule:
         return cls()
 
     def epochs_in(self, n_epochs: int) -> list[int]:

@@ -4,10 +4,10 @@ For each epoch ``k = 0 … epochs−1``: compute ``L(w)`` and ``∇L(w)``; if ``
 schedule, teleport (the new point's gradient comes from the teleport); record the loss,
 ``‖∇L‖²`` and the wall-clock time at the point the step starts from; take one optimiser step.
 """
+
 from __future__ import annotations
 
-import time
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
@@ -16,12 +16,8 @@ from .history import History
 from .objective import grad_norm_sq
 from .optimizers import Optimizer
 from .schedule import Schedule
-from .teleports import Teleport
-
-
-def _sync(device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+from .teleports.base import Teleport
+from .timing import clock
 
 
 def method_name(optimizer: str, teleport: Teleport | None, schedule: Schedule | None, epochs: int) -> str:
@@ -31,10 +27,38 @@ def method_name(optimizer: str, teleport: Teleport | None, schedule: Schedule | 
     return f"{optimizer}+{teleport.name}"
 
 
-def train(objective, params, *, optimizer: str = "gd", lr: float, epochs: int,
-          teleport: Teleport | None = None, schedule: Schedule | int | list | None = None,
-          state: str = "keep", max_halvings: int = 50, progress: bool = False, keep_path: bool = False,
-          should_stop: Callable[[], bool] | None = None) -> History:
+def _checked_schedule(teleport, schedule, epochs: int) -> Schedule:
+    """``schedule`` as a :class:`Schedule` whose epochs lie in the run; raises on a mismatch with ``teleport``."""
+    if teleport is not None and not isinstance(teleport, Teleport):
+        raise TypeError(f"Invalid teleport: {teleport!r} (expected a symtele Teleport, e.g. PositiveScale())")
+    if schedule is None:
+        if teleport is not None:
+            raise ValueError("Invalid schedule: None (a teleport needs a schedule, e.g. Schedule.at(5))")
+        return Schedule.never()
+    schedule = schedule if isinstance(schedule, Schedule) else Schedule.at(schedule)
+    schedule.epochs_in(epochs)  # raises if a listed epoch lies outside the run
+    return schedule
+
+
+def _snapshot(params) -> list[torch.Tensor]:
+    return [p.detach().cpu().clone() for p in params]
+
+
+def train(
+    objective,
+    params,
+    *,
+    optimizer: str = "gd",
+    lr: float,
+    epochs: int,
+    teleport: Teleport | None = None,
+    schedule: Schedule | int | list | None = None,
+    state: str = "keep",
+    max_halvings: int = 50,
+    progress: bool = False,
+    keep_path: bool = False,
+    should_stop: Callable[[], bool] | None = None,
+) -> History:
     """Run ``epochs`` optimiser steps from ``params``, teleporting as ``schedule`` says.
 
     ``schedule`` may be a :class:`Schedule`, an epoch or a list of epochs. ``state``
@@ -46,14 +70,7 @@ def train(objective, params, *, optimizer: str = "gd", lr: float, epochs: int,
     epochs = checks.count("epochs", epochs, minimum=1)
     opt = Optimizer(optimizer, lr, max_halvings=max_halvings)
     checks.choice("state", state, ("keep", "reset"))
-    if teleport is not None and not isinstance(teleport, Teleport):
-        raise TypeError(f"Invalid teleport: {teleport!r} (expected a symtele Teleport, e.g. PositiveScale())")
-    if schedule is None:
-        if teleport is not None:
-            raise ValueError("Invalid schedule: None (a teleport needs a schedule, e.g. Schedule.at(5))")
-        schedule = Schedule.never()
-    elif not isinstance(schedule, Schedule):
-        schedule = Schedule.at(schedule)
+    schedule = _checked_schedule(teleport, schedule, epochs)
     teleport_epochs = set(schedule.epochs_in(epochs))
     params = [p.detach() for p in checks.finite_tensors("params", params)]
     if hasattr(objective, "check_params"):
@@ -67,25 +84,24 @@ def train(objective, params, *, optimizer: str = "gd", lr: float, epochs: int,
     iterator = range(epochs)
     if progress:
         from tqdm.auto import tqdm
+
         iterator = tqdm(iterator, desc=history.method, leave=False)
-    _sync(device)
-    start = time.perf_counter()
+    start = clock(device)
     for epoch in iterator:
         loss, grads = objective.loss_and_grad(params)
         if keep_path:
-            history.path.append((epoch, [p.detach().cpu().clone() for p in params]))
+            history.path.append((epoch, _snapshot(params)))
         if epoch in teleport_epochs:
             params, grads, loss, record = teleport(objective, params, grads, loss)
             if keep_path:
-                history.path.append((epoch, [p.detach().cpu().clone() for p in params]))
+                history.path.append((epoch, _snapshot(params)))
             record.epoch = epoch
             history.teleports.append(record)
             if state == "reset":
                 opt.reset()
         losses.append(loss.detach())
         norms.append(grad_norm_sq(grads, loss.dim()))
-        _sync(device)
-        times.append(time.perf_counter() - start)
+        times.append(clock(device) - start)
         params, step = opt.step(params, grads, loss, objective.loss)
         steps.append(step)
         if should_stop is not None and should_stop():
@@ -96,5 +112,5 @@ def train(objective, params, *, optimizer: str = "gd", lr: float, epochs: int,
     history.step_size = steps
     history.final_params = [p.detach() for p in params]
     if keep_path:
-        history.path.append((len(losses), [p.detach().cpu().clone() for p in params]))
+        history.path.append((len(losses), _snapshot(params)))
     return history

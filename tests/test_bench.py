@@ -2,6 +2,7 @@
 
 No assertion here depends on how fast anything ran.
 """
+
 import importlib.util
 import json
 from pathlib import Path
@@ -9,11 +10,23 @@ from pathlib import Path
 import pytest
 import torch
 
-from symtele import bench
+from symtele.study import bench
 
 ROOT = Path(__file__).resolve().parent.parent
-COST_KEYS = {"method", "dims", "n_params", "steps", "device", "dtype", "grad_evals", "teleport_s", "grad_s",
-             "reps", "steps_taken", "stopped"}
+COST_KEYS = {
+    "method",
+    "dims",
+    "n_params",
+    "steps",
+    "device",
+    "dtype",
+    "grad_evals",
+    "teleport_s",
+    "grad_s",
+    "reps",
+    "steps_taken",
+    "stopped",
+}
 
 
 def _script(name):
@@ -38,14 +51,17 @@ def test_interleaved_times_gives_one_time_per_round_and_caps_slow_functions():
     assert calls == {"a": 2 + 4, "b": 2 + 2}
 
 
-@pytest.mark.parametrize("kwargs, error", [
-    (dict(fns={}), ValueError),
-    (dict(fns={"a": 3}), TypeError),
-    (dict(fns={"a": lambda: None}, reps=0), ValueError),
-    (dict(fns={"a": lambda: None}, min_time=-1.0), ValueError),
-    (dict(fns={"a": lambda: None}, max_reps={"b": 1}), ValueError),
-    (dict(fns={"a": lambda: None}, device="tpu"), ValueError),
-])
+@pytest.mark.parametrize(
+    "kwargs, error",
+    [
+        (dict(fns={}), ValueError),
+        (dict(fns={"a": 3}), TypeError),
+        (dict(fns={"a": lambda: None}, reps=0), ValueError),
+        (dict(fns={"a": lambda: None}, min_time=-1.0), ValueError),
+        (dict(fns={"a": lambda: None}, max_reps={"b": 1}), ValueError),
+        (dict(fns={"a": lambda: None}, device="tpu"), ValueError),
+    ],
+)
 def test_interleaved_times_rejects_bad_input(kwargs, error):
     with pytest.raises(error, match="Invalid"):
         bench.interleaved_times(**kwargs)
@@ -66,22 +82,26 @@ def test_teleport_cost_records_are_well_formed_and_json_ready():
 
 
 def test_teleport_cost_takes_steps_dtype_and_caps():
-    (r,) = bench.teleport_cost((3, 4, 5, 2), ["posscale"], steps=3, reps=3, min_time=0.0, dtype="float64",
-                               max_reps={"posscale": 1})
+    (r,) = bench.teleport_cost(
+        (3, 4, 5, 2), ["posscale"], steps=3, reps=3, min_time=0.0, dtype="float64", max_reps={"posscale": 1}
+    )
     assert r["steps"] == 3 and r["dtype"] == "float64" and r["reps"] == 1
 
 
-@pytest.mark.parametrize("kwargs", [
-    dict(dims=(4, 5)),
-    dict(dims=(4, 0, 6)),
-    dict(methods=["posscale", "adam"]),
-    dict(methods=[]),
-    dict(steps=0),
-    dict(reps=0),
-    dict(dtype=torch.int64),
-    dict(device="nonsense"),
-    dict(max_reps={"gln": 1}, methods=["posscale"]),
-])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(dims=(4, 5)),
+        dict(dims=(4, 0, 6)),
+        dict(methods=["posscale", "adam"]),
+        dict(methods=[]),
+        dict(steps=0),
+        dict(reps=0),
+        dict(dtype=torch.int64),
+        dict(device="nonsense"),
+        dict(max_reps={"gln": 1}, methods=["posscale"]),
+    ],
+)
 def test_teleport_cost_rejects_bad_input(kwargs):
     with pytest.raises((ValueError, TypeError), match="Invalid"):
         bench.teleport_cost(**{"dims": (4, 5, 6, 7, 8), **kwargs})
@@ -104,8 +124,9 @@ def test_time_to_target_reports_seconds_epochs_and_speedups():
     assert json.loads(json.dumps(result)) == result
 
 
-@pytest.mark.parametrize("kwargs", [dict(seeds=[]), dict(epochs=0), dict(tasks=["tanh"]), dict(tasks=[]),
-                                    dict(dims=[4, 5])])
+@pytest.mark.parametrize(
+    "kwargs", [dict(seeds=[]), dict(epochs=0), dict(tasks=["tanh"]), dict(tasks=[]), dict(dims=[4, 5])]
+)
 def test_time_to_target_rejects_bad_input(kwargs):
     with pytest.raises((ValueError, TypeError), match="Invalid"):
         bench.time_to_target(**kwargs)
@@ -134,8 +155,9 @@ def test_bench_script_rejects_bad_options_and_skips_missing_cuda(tmp_path, capsy
 def test_bench_script_writes_batched_seeds_json(tmp_path, monkeypatch):
     run = _script("run")
     measure = bench.batched_vs_loop
-    monkeypatch.setattr(run.bench, "batched_vs_loop",
-                        lambda device: measure(seeds=[0], epochs=6, reps=1, device=device))
+    monkeypatch.setattr(
+        run.bench, "batched_vs_loop", lambda device: measure(seeds=[0], epochs=6, reps=1, device=device)
+    )
     assert run.main(["--only", "batched", "--out", str(tmp_path)]) == 0
     written = json.loads((tmp_path / "batched_seeds.json").read_text())
     assert len(written["records"]) == 4 and "torch" in written["machine"]
@@ -143,7 +165,7 @@ def test_bench_script_writes_batched_seeds_json(tmp_path, monkeypatch):
 
 def test_report_build_copies_the_working_tree_only():
     files = _script("report_build").tree_files(ROOT)
-    assert "Makefile" in files and "symtele/bench.py" in files
+    assert "Makefile" in files and "symtele/study/bench.py" in files
     assert not any(f.startswith(("build/", ".venv/")) for f in files)
 
 
@@ -166,9 +188,16 @@ def test_bench_script_plans_valid_cost_calls(monkeypatch, full):
 
 def _fake_cost(method, width, seconds, grad_evals, device="cpu"):
     n_params = 784 * width + width * width + 10 * width
-    return {"method": method, "dims": [256, 784, width, width, 10], "n_params": n_params,
-            "device": device, "teleport_s": seconds, "grad_s": seconds / grad_evals, "grad_evals": grad_evals,
-            "sweep": True}
+    return {
+        "method": method,
+        "dims": [256, 784, width, width, 10],
+        "n_params": n_params,
+        "device": device,
+        "teleport_s": seconds,
+        "grad_s": seconds / grad_evals,
+        "grad_evals": grad_evals,
+        "sweep": True,
+    }
 
 
 def test_scaling_exponent_recovers_a_power_law():
@@ -182,12 +211,18 @@ def test_scaling_exponent_recovers_a_power_law():
 
 def test_bench_plots_draw_from_records():
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from symtele import bench_plots
 
-    records = [_fake_cost(m, w, 0.01 * w, e, d) for m, e in (("posscale", 1.0), ("posscale-ref", 50.0))
-               for w in (64, 128) for d in ("cpu", "cuda:0")]
+    from symtele.plots import benchmarks as bench_plots
+
+    records = [
+        _fake_cost(m, w, 0.01 * w, e, d)
+        for m, e in (("posscale", 1.0), ("posscale-ref", 50.0))
+        for w in (64, 128)
+        for d in ("cpu", "cuda:0")
+    ]
     records.append({**_fake_cost("gln", 64, 1.0, 1.0), "grad_evals": None, "teleport_s": None, "grad_s": None})
     table = bench_plots.cost_table(records)
     assert list(table.columns.get_level_values("device").unique()) == ["cpu", "cuda"]
@@ -198,8 +233,10 @@ def test_bench_plots_draw_from_records():
         plt.close(fig)
     with pytest.raises(ValueError, match="Invalid y"):
         bench_plots.scaling(records, y="joules")
-    result = {"seconds": {"gd": 0.2, "gd+posscale": 0.04, "gd+gln": None},
-              "speedup": {"gd+posscale": 5.0, "gd+gln": None}}
+    result = {
+        "seconds": {"gd": 0.2, "gd+posscale": 0.04, "gd+gln": None},
+        "speedup": {"gd+posscale": 5.0, "gd+gln": None},
+    }
     fig = bench_plots.target_bars(result)
     assert len(fig.axes[0].patches) == 2
     plt.close(fig)

@@ -1,4 +1,5 @@
 """The report's experiment, summary, plot and claim functions, called the way the notebooks call them."""
+
 import matplotlib
 import numpy as np
 import pandas as pd
@@ -7,11 +8,19 @@ import pytest
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from symtele import experiments, plots, published  # noqa: E402
-from symtele.claims import CLAIMS, check_claims  # noqa: E402
-from symtele.results import load_results, write_results  # noqa: E402
-from symtele.summaries import (below_and_above, by_method, curve_stats, epochs_to_reach, reach_table,  # noqa: E402
-                               teleport_cost)
+from symtele import plots
+from symtele.study import experiments, published  # noqa: E402
+from symtele.study.claims import CLAIMS, check_claims  # noqa: E402
+from symtele.study.results import load_results, write_results  # noqa: E402
+from symtele.study.settings import REGRESSION  # noqa: E402
+from symtele.study.summaries import (
+    below_and_above,
+    by_method,
+    curve_stats,
+    epochs_to_reach,
+    reach_table,  # noqa: E402
+    time_in_teleports,
+)
 
 SCHEMA = {"problem", "method", "seed", "loss", "grad_norm_sq", "time_s", "teleport_epochs", "teleports"}
 
@@ -32,7 +41,7 @@ def quadratic():
 
 
 @pytest.fixture(scope="module")
-def seed_task_records():
+def regression_records():
     return experiments.relu_posscale()
 
 
@@ -54,9 +63,9 @@ def test_convex_so2_path_marks_the_jump(quadratic):
     assert abs(after[0]) < 1e-3 < abs(before[0])  # all of the loss moved into v = 3y
 
 
-def test_relu_posscale_matches_reference_per_seed(seed_task_records):
-    well_formed(seed_task_records, 300)
-    groups = by_method(seed_task_records)
+def test_relu_posscale_matches_reference_per_seed(regression_records):
+    well_formed(regression_records, REGRESSION.epochs)
+    groups = by_method(regression_records)
     assert list(groups) == ["gd", "gd+posscale", "adagrad", "adagrad+posscale"]
     for method, reference in published.RELU_FINAL.items():
         finals = [r["loss"][-1] for r in groups[method]]
@@ -65,10 +74,10 @@ def test_relu_posscale_matches_reference_per_seed(seed_task_records):
         assert (np.mean(finals), np.std(finals)) == pytest.approx((mean, std), abs=5e-5)
 
 
-def test_epochs_to_gd_final_loss_match_reference(seed_task_records):
-    groups = by_method(seed_task_records)
+def test_epochs_to_gd_final_loss_match_reference(regression_records):
+    groups = by_method(regression_records)
     target = curve_stats(groups["gd"])[0][-1]
-    rows = {r["method"]: r for r in reach_table(seed_task_records, target)}
+    rows = {r["method"]: r for r in reach_table(regression_records, target)}
     assert {m: rows[m]["epochs_to_target"] for m in rows} == published.RELU_EPOCHS_TO_GD_FINAL
     assert all(rows[m]["time_to_target_s"] is not None for m in rows)
 
@@ -96,8 +105,15 @@ def test_level_set_keeps_the_loss_and_steepens():
         assert t["loss_after"] <= t["loss_before"] + 1e-8
         assert t["grad_norm_sq_after"] > t["grad_norm_sq_before"]
         assert r["path_epochs"].count(1) == 2
-    only = experiments.level_set("rosenbrock", start=(-0.2, 0.0), epochs=4, teleport_epochs=[0, 2],
-                                 optimizers=("gd",), lrs={"gd": 1e-3}, teleport_only=True)
+    only = experiments.level_set(
+        "rosenbrock",
+        start=(-0.2, 0.0),
+        epochs=4,
+        teleport_epochs=[0, 2],
+        optimizers=("gd",),
+        lrs={"gd": 1e-3},
+        teleport_only=True,
+    )
     assert [r["method"] for r in only] == ["gd+levelset"] and only[0]["teleport_epochs"] == [0, 2]
 
 
@@ -108,8 +124,9 @@ def test_level_set_mlp_small():
 
 
 def test_beyond_optimizers_small():
-    records = experiments.beyond_optimizers(seeds=[0], optimizers=("sgd", "adam"), epochs=7, hidden=(8,),
-                                            teleport_epochs=[2])
+    records = experiments.beyond_optimizers(
+        seeds=[0], optimizers=("sgd", "adam"), epochs=7, hidden=(8,), teleport_epochs=[2]
+    )
     well_formed(records, 7)
     assert [r["method"] for r in records] == ["sgd", "sgd+posscale", "adam", "adam+posscale"]
     for r in records:
@@ -119,33 +136,50 @@ def test_beyond_optimizers_small():
     assert records[1]["loss"][2] == pytest.approx(records[0]["loss"][2], rel=1e-5)
 
 
-@pytest.mark.parametrize("call, match", [
-    (lambda: experiments.convex_so2("himmelblau"), "problem"),
-    (lambda: experiments.convex_so2(start=(1.0, 2.0, 3.0)), "start"),
-    (lambda: experiments.convex_so2(teleport_epoch=10), "teleport_epoch"),
-    (lambda: experiments.relu_posscale(gd_lr=-1.0), "gd_lr"),
-    (lambda: experiments.level_set(optimizers=("adam",)), "optimizer"),
-    (lambda: experiments.level_set(lrs={"gd": 0.0}), "lrs"),
-    (lambda: experiments.level_set_mlp(teleport_epochs=[300]), "teleport_epochs"),
-    (lambda: experiments.beyond_optimizers(seeds=[]), "seeds"),
-    (lambda: experiments.beyond_optimizers(optimizers=("lbfgs",)), "optimizer"),
-])
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (lambda: experiments.convex_so2("himmelblau"), "problem"),
+        (lambda: experiments.convex_so2(start=(1.0, 2.0, 3.0)), "start"),
+        (lambda: experiments.convex_so2(teleport_epoch=10), "teleport_epoch"),
+        (lambda: experiments.relu_posscale(gd_lr=-1.0), "gd_lr"),
+        (lambda: experiments.level_set(optimizers=("adam",)), "optimizer"),
+        (lambda: experiments.level_set(lrs={"gd": 0.0}), "lrs"),
+        (lambda: experiments.level_set_mlp(teleport_epochs=[300]), "teleport_epochs"),
+        (lambda: experiments.beyond_optimizers(seeds=[]), "seeds"),
+        (lambda: experiments.beyond_optimizers(optimizers=("lbfgs",)), "optimizer"),
+    ],
+)
 def test_bad_arguments_are_named(call, match):
     with pytest.raises(ValueError, match=match):
         call()
 
 
 def test_summaries_on_hand_made_records():
-    records = [{"method": "gd", "problem": "p", "loss": [4.0, 2.0, 1.0], "time_s": [0.0, 1.0, 2.0],
-                "grad_norm_sq": [1.0, 1.0, 1.0], "teleports": []},
-               {"method": "gd", "problem": "p", "loss": [6.0, 4.0, 1.0], "time_s": [0.0, 3.0, 4.0],
-                "grad_norm_sq": [1.0, 1.0, 1.0], "teleports": [{"cost_s": 0.5}]}]
+    records = [
+        {
+            "method": "gd",
+            "problem": "p",
+            "loss": [4.0, 2.0, 1.0],
+            "time_s": [0.0, 1.0, 2.0],
+            "grad_norm_sq": [1.0, 1.0, 1.0],
+            "teleports": [],
+        },
+        {
+            "method": "gd",
+            "problem": "p",
+            "loss": [6.0, 4.0, 1.0],
+            "time_s": [0.0, 3.0, 4.0],
+            "grad_norm_sq": [1.0, 1.0, 1.0],
+            "teleports": [{"cost_s": 0.5}],
+        },
+    ]
     mean, std = curve_stats(records)
     assert mean.tolist() == [5.0, 3.0, 1.0] and std.tolist() == [1.0, 1.0, 0.0]
     assert epochs_to_reach(mean, 3.0) == 1 and epochs_to_reach(mean, 0.5) is None
     (row,) = reach_table(records, 3.0)
     assert (row["epochs_to_target"], row["time_to_target_s"]) == (1, 2.0)
-    assert teleport_cost(records)["gd"] == {"teleport_s": 0.25, "run_s": 3.0}
+    assert time_in_teleports(records)["gd"] == {"teleport_s": 0.25, "run_s": 3.0}
     with pytest.raises(ValueError, match="records"):
         curve_stats([])
     plain = {"loss": [5.0, 4.0, 3.0, 2.0, 1.0]}
@@ -153,38 +187,52 @@ def test_summaries_on_hand_made_records():
     assert below_and_above(plain, tele) == (0.25, 0.25)
 
 
-def test_plots_return_figures(quadratic, seed_task_records):
+def test_plots_return_figures(quadratic, regression_records):
     fig = plots.level_sets("quadratic", quadratic)
     assert isinstance(fig, matplotlib.figure.Figure)
     labels = fig.axes[0].get_legend_handles_labels()[1]
     assert {"gd", "gd+so2", "teleport", "target"} <= set(labels)
-    fig = plots.curves(seed_task_records, x="time_s", mark_teleports=True)
+    fig = plots.curves(regression_records, x="time_s", mark_teleports=True)
     assert len(fig.axes[0].get_lines()) == 4
     fig, axes = plots.panels(2)
-    plots.curves(seed_task_records, key="grad_norm_sq", ax=axes[0])
-    plots.loss_vs_grad(seed_task_records, ax=axes[1])
+    plots.curves(regression_records, key="grad_norm_sq", ax=axes[0])
+    plots.loss_vs_grad(regression_records, ax=axes[1])
     assert len(fig.axes) == 2 and axes[1].get_xscale() == "log"
-    records = experiments.beyond_optimizers(seeds=[0, 1], optimizers=("sgd",), epochs=2, hidden=(4,),
-                                            teleport_epochs=[1])
+    records = experiments.beyond_optimizers(
+        seeds=[0, 1], optimizers=("sgd",), epochs=2, hidden=(4,), teleport_epochs=[1]
+    )
     assert len(plots.final_bars(records).axes[0].patches) == 2
     with pytest.raises(ValueError, match="key"):
-        plots.curves(seed_task_records, key="accuracy")
+        plots.curves(regression_records, key="accuracy")
     plt.close("all")
 
 
-def test_claims_from_results_files(tmp_path, quadratic, seed_task_records):
-    write_results(tmp_path / "01.json", "01_convex_so2", {}, quadratic + experiments.convex_so2(
-        "booth", lr=0.05) + experiments.convex_so2("rosenbrock", start=(-0.2, 0.0), lr=1e-3, epochs=50))
-    write_results(tmp_path / "02.json", "02_relu_posscale", {},
-                  seed_task_records + experiments.gln_baseline(seeds=[0], epochs=300))
-    results = {"01_convex_so2": load_results(tmp_path / "01.json"),
-               "02_relu_posscale": load_results(tmp_path / "02.json"), "03_level_set": None}
+def test_claims_from_results_files(tmp_path, quadratic, regression_records):
+    write_results(
+        tmp_path / "01.json",
+        "01_convex_so2",
+        {},
+        quadratic
+        + experiments.convex_so2("booth", lr=0.05)
+        + experiments.convex_so2("rosenbrock", start=(-0.2, 0.0), lr=1e-3, epochs=50),
+    )
+    write_results(
+        tmp_path / "02.json",
+        "02_relu_posscale",
+        {},
+        regression_records + experiments.gln_baseline(seeds=[0], epochs=300),
+    )
+    results = {
+        "01_convex_so2": load_results(tmp_path / "01.json"),
+        "02_relu_posscale": load_results(tmp_path / "02.json"),
+        "03_level_set": None,
+    }
     assert len(pd.DataFrame(results["02_relu_posscale"]["records"])) == 23
     rows = {row["claim"]: row for row in check_claims(results)}
     assert len(rows) == len(CLAIMS)
     holds = [row["holds"] for row in rows.values()]
     assert holds[:9] == ["yes"] * 9  # REFERENCE §1 and §2, through the results files
-    for claim, source, needs, _ in CLAIMS:
+    for claim, _source, needs, _ in CLAIMS:
         if any(stem not in ("01_convex_so2", "02_relu_posscale") for stem in needs):
             assert rows[claim]["holds"] == "not measured"
     with pytest.raises(TypeError, match="results"):

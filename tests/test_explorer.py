@@ -3,14 +3,16 @@
 Changing a control starts a run, the figure data and the summary follow, invalid
 combinations get a message, and a newer change supersedes a running one.
 """
+
 import threading
 import time
 
 import numpy as np
 import pytest
 
-import symtele.explorer as explorer
-from symtele.explorer import Explorer, Settings, check, run
+import symtele.explorer.panel as panel
+import symtele.explorer.runs as runs
+from symtele.explorer import Controls, Explorer, check, run
 
 pytest.importorskip("ipywidgets")
 
@@ -26,7 +28,7 @@ def teleported_loss(e: Explorer) -> np.ndarray:
     return np.asarray(e.plot.lines["loss", "teleported"].get_ydata()).copy()
 
 
-def test_default_panel_reproduces_the_seed_result():
+def test_default_panel_reproduces_the_course_project_result():
     e = Explorer()
     e.wait()
     assert e.log == [(1, "done")]
@@ -71,19 +73,22 @@ def test_group_none_hides_the_teleported_curve():
     assert e.controls["teleport_lr"].disabled
 
 
-@pytest.mark.parametrize("values, words", [
-    (dict(group="so2"), "SO(2) acts on the 2-D problems only"),
-    (dict(group="gln"), "GL(n) needs a LeakyReLU network"),
-    (dict(group="levelset"), "Invalid seeds: 5"),
-    (dict(at="300"), "Invalid schedule epoch: 300 (the run has epochs 0..299)"),
-    (dict(at="five"), "Invalid teleport epochs: 'five'"),
-    (dict(lr=-1.0), "Invalid lr: -1.0"),
-    (dict(epochs=0), "Invalid epochs: 0"),
-    (dict(problem="quadratic", group="posscale"), "positive scale acts on ReLU networks"),
-    (dict(schedule="every", start=400), "Invalid schedule start: 400"),
-])
+@pytest.mark.parametrize(
+    "values, words",
+    [
+        (dict(group="so2"), "SO(2) acts on the 2-D problems only"),
+        (dict(group="gln"), "GL(n) needs a LeakyReLU network"),
+        (dict(group="levelset"), "Invalid seeds: 5"),
+        (dict(at="300"), "Invalid schedule epoch: 300 (the run has epochs 0..299)"),
+        (dict(at="five"), "Invalid teleport epochs: 'five'"),
+        (dict(lr=-1.0), "Invalid lr: -1.0"),
+        (dict(epochs=0), "Invalid epochs: 0"),
+        (dict(problem="quadratic", group="posscale"), "positive scale acts on ReLU networks"),
+        (dict(schedule="every", start=400), "Invalid schedule start: 400"),
+    ],
+)
 def test_invalid_combinations_give_a_message(values, words):
-    message = check(Settings(**{**vars(Settings()), **values}))
+    message = check(Controls(**{**vars(Controls()), **values}))
     assert message is not None and words in message
 
 
@@ -125,7 +130,7 @@ def test_level_set_on_one_copy_and_digits_run():
 def test_run_stops_when_asked_and_reports_progress():
     seen = []
     polls = iter(range(1000))
-    result = run(Settings(epochs=50_000), should_stop=lambda: next(polls) >= 10, progress=seen.append)
+    result = run(Controls(epochs=50_000), should_stop=lambda: next(polls) >= 10, progress=seen.append)
     assert result is None
     assert len(seen) == 11 and seen[-1] == pytest.approx(11 / 100_000)
 
@@ -140,10 +145,11 @@ def test_a_newer_change_supersedes_a_running_one(monkeypatch):
         def poll():
             epochs_done[name] += 1
             return should_stop()
+
         return real_train(*args, should_stop=poll, **kwargs)
 
-    real_train = explorer.train
-    monkeypatch.setattr(explorer, "train", counting_train)
+    real_train = runs.train
+    monkeypatch.setattr(runs, "train", counting_train)
     e = Explorer(epochs=100_000)
     deadline = time.monotonic() + 120  # a guard against hanging, not a timing assertion
     while not epochs_done and time.monotonic() < deadline:  # wait until the first run is under way
@@ -159,7 +165,7 @@ def test_a_failing_run_shows_a_message_not_a_traceback(monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("out of memory")
 
-    monkeypatch.setattr(explorer, "run", broken)
+    monkeypatch.setattr(panel, "run", broken)
     e = Explorer(epochs=10)
     e.wait()
     assert e.log == [(1, "failed")]

@@ -1,16 +1,20 @@
 """Level-set teleport: stays in the sub-level set and steepens the gradient."""
+
 import pytest
 import torch
 
 import symtele as st
 
 
-@pytest.mark.parametrize("problem,start", [
-    (st.QUADRATIC, (8.0, -2.0)),
-    (st.BOOTH, (5.0, -2.0)),
-    (st.ROSENBROCK, (-1.2, 1.0)),
-    (st.ROSENBROCK, (0.5, -0.5)),
-])
+@pytest.mark.parametrize(
+    "problem,start",
+    [
+        (st.QUADRATIC, (8.0, -2.0)),
+        (st.BOOTH, (5.0, -2.0)),
+        (st.ROSENBROCK, (-1.2, 1.0)),
+        (st.ROSENBROCK, (0.5, -0.5)),
+    ],
+)
 def test_level_set_teleport_keeps_the_level_and_raises_the_gradient(problem, start):
     w = torch.tensor(start, dtype=torch.float64)
     delta = 1e-8
@@ -19,7 +23,9 @@ def test_level_set_teleport_keeps_the_level_and_raises_the_gradient(problem, sta
     assert record.grad_norm_sq_after > 1.2 * record.grad_norm_sq_before
     assert torch.isfinite(new).all()
     trace = record.trace
-    assert len(trace["objective"]) == len(trace["constraint_gap"]) == len(trace["kkt_residual"]) == len(trace["step_size"])
+    assert (
+        len(trace["objective"]) == len(trace["constraint_gap"]) == len(trace["kkt_residual"]) == len(trace["step_size"])
+    )
     assert trace["step_size"][0] > 0
 
 
@@ -33,8 +39,9 @@ def test_quadratic_reaches_the_steepest_point_of_its_level_set():
 
 def test_level_set_on_a_module_through_training():
     objective, params = st.softplus_mlp(0, n_samples=32)
-    history = st.train(objective, params, optimizer="gd", lr=0.1, epochs=8,
-                       teleport=st.LevelSet(steps=10), schedule=[3])
+    history = st.train(
+        objective, params, optimizer="gd", lr=0.1, epochs=8, teleport=st.LevelSet(steps=10), schedule=[3]
+    )
     (record,) = history.teleports
     assert history.method == "gd+levelset"
     assert record.loss_after <= record.loss_before + 1e-8

@@ -1,7 +1,10 @@
-"""The package surface: lazy imports and figure helpers."""
+"""The package surface: the split by role, lazy imports, renamed names, figure helpers."""
+
+import ast
 import subprocess
 import sys
 from importlib import import_module
+from pathlib import Path
 
 import matplotlib
 import pytest
@@ -9,27 +12,94 @@ import pytest
 matplotlib.use("agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-import symtele  # noqa: E402
-from symtele.figures import save_figure  # noqa: E402
-from symtele.plots import UnicodeLogFormatter, log_axis, panels  # noqa: E402
+from symtele.plots.figures import save_figure  # noqa: E402
+from symtele.plots.style import UnicodeLogFormatter, log_axis, panels  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+#: the library side: the core modules and the teleport groups
+LIBRARY = sorted([*ROOT.glob("symtele/*.py"), *ROOT.glob("symtele/teleports/*.py")])
+#: what the library must never import
+REPORT_SIDE = ("symtele.study", "symtele.plots", "symtele.explorer", "report")
+#: the public names of earlier versions, answered with a DeprecationWarning
+RENAMED = ["seed_task", "SEEDS", "SEED_DIMS", "PROBLEMS"]
 
 
-def test_results_and_claims_load_without_torch():
-    code = "import sys, symtele.claims, symtele.results, symtele.summaries; print('torch' in sys.modules)"
+def _imported_modules(path: Path, root: Path = ROOT) -> set[str]:
+    """Every module a source file imports, anywhere in it, with relative imports resolved."""
+    package = ".".join(path.relative_to(root).with_suffix("").parts[:-1])
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parent = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+                base = f"{parent}.{base}" if base else parent
+            found.add(base)
+            found.update(f"{base}.{alias.name}" for alias in node.names)
+    return found
+
+
+@pytest.mark.parametrize("path", LIBRARY, ids=lambda p: str(p.relative_to(ROOT)))
+def test_the_library_never_imports_the_report_side(path):
+    bad = sorted(m for m in _imported_modules(path) if m.startswith(REPORT_SIDE))
+    assert not bad, f"{path.relative_to(ROOT)} imports {bad}"
+
+
+def test_the_import_check_sees_a_report_side_import(tmp_path):
+    (tmp_path / "symtele" / "teleports").mkdir(parents=True)
+    source = tmp_path / "symtele" / "teleports" / "new_group.py"
+    source.write_text("def f():\n    from ..study import settings\n")
+    assert "symtele.study" in _imported_modules(source, tmp_path)
+
+
+def test_the_library_loads_without_the_report_side():
+    code = ("import sys, symtele as st, symtele.teleports.positive_scale, symtele.teleports.so2, "
+            "symtele.teleports.gln, symtele.teleports.level_set, symtele.training; st.train; "
+            "print(sorted(m for m in sys.modules if m.startswith(('symtele.study', 'symtele.plots', "
+            "'symtele.explorer'))))")  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_results_claims_and_settings_load_without_torch():
+    code = ("import sys, symtele.study.claims, symtele.study.results, symtele.study.summaries, "
+            "symtele.study.settings, symtele.plots.figures; print('torch' in sys.modules)")  # fmt: skip
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
 
 
 def test_public_names_resolve_to_their_objects():
-    import symtele.experiments  # imports the training module as a submodule  # noqa: F401
+    import symtele
     from symtele.training import train
 
     assert symtele.train is train and callable(symtele.train)
     assert set(symtele.__all__) <= set(dir(symtele))
-    for name in symtele.__all__:
-        assert getattr(symtele, name) is getattr(import_module(f"symtele.{symtele._MODULE_OF[name]}"), name)
+    for module, names in symtele._EXPORTS.items():
+        for name in names:
+            assert getattr(symtele, name) is getattr(import_module(f"symtele.{module}"), name)
     with pytest.raises(AttributeError, match="no_such_name"):
         symtele.no_such_name  # noqa: B018
+
+
+@pytest.mark.parametrize("name", RENAMED)
+def test_renamed_names_still_answer_with_a_warning(name):
+    import symtele
+
+    with pytest.warns(DeprecationWarning, match=name):
+        value = getattr(symtele, name)
+    assert value is not None
+
+
+def test_the_old_course_task_name_gives_the_same_task():
+    import symtele
+    from symtele.study.experiments import course_regression_task
+
+    with pytest.warns(DeprecationWarning):
+        old = symtele.seed_task(0)
+    new = course_regression_task(0)
+    assert all(bool((a == b).all()) for a, b in zip(old[1], new[1]))
 
 
 @pytest.mark.parametrize("value, label", [(1e-3, "10⁻³"), (1.0, "10⁰"), (100.0, "10²"), (1e-11, "10⁻¹¹")])

@@ -1,18 +1,21 @@
 """Positive-scale teleport: invariance, ascent, and agreement with double backpropagation."""
+
 import torch
 from hypothesis import assume, given, settings
 from hypothesis import strategies as hs
 from torch import nn
 
 import symtele as st
-from symtele.posscale import positive_scale_teleport
-from symtele.reference import positive_scale_teleport_reference
+from symtele.study.experiments import course_regression_task
+from symtele.study.settings import SEEDS
+from symtele.teleports.positive_scale import positive_scale_teleport
+from symtele.teleports.positive_scale_reference import positive_scale_teleport_reference
 
 LOSSES = {
     "mse": nn.functional.mse_loss,
     "l1": nn.functional.l1_loss,
     "smooth_l1": nn.functional.smooth_l1_loss,
-    "sum_cubed": lambda out, target: ((out - target) ** 2).sum() + 0.1 * (out ** 3).mean(),
+    "sum_cubed": lambda out, target: ((out - target) ** 2).sum() + 0.1 * (out**3).mean(),
     "cross_entropy": None,  # needs class targets; built below
 }
 
@@ -48,8 +51,12 @@ def networks(draw, dtype=torch.float64):
 def _teleport(objective, **options):
     params = objective.initial_params()
     loss, grads = objective.loss_and_grad(params)
-    return params, loss, grads, positive_scale_teleport(params, grads, objective.chains, objective.loss,
-                                                        loss_before=loss, **options)
+    return (
+        params,
+        loss,
+        grads,
+        positive_scale_teleport(params, grads, objective.chains, objective.loss, loss_before=loss, **options),
+    )
 
 
 @given(networks(torch.float64))
@@ -78,21 +85,24 @@ def test_loss_invariant_float32(objective):
 def test_closed_form_equals_double_backprop(objective, lr, clamp):
     params = objective.initial_params()
     loss, grads = objective.loss_and_grad(params)
-    closed, _, _, record = positive_scale_teleport(params, grads, objective.chains, objective.loss,
-                                                   lr=lr, steps=10, clamp=clamp, loss_before=loss)
+    closed, _, _, record = positive_scale_teleport(
+        params, grads, objective.chains, objective.loss, lr=lr, steps=10, clamp=clamp, loss_before=loss
+    )
     # an unclipped step may leave the group, and the reference has no such guard
     assume(record.steps_taken == 10)
-    reference = positive_scale_teleport_reference(params, objective.chains, objective.loss,
-                                                  lr=lr, steps=10, clamp=clamp)
+    reference = positive_scale_teleport_reference(
+        params, objective.chains, objective.loss, lr=lr, steps=10, clamp=clamp
+    )
     for a, b in zip(closed, reference):
         assert (a - b).abs().max().item() <= 1e-10 * max(b.abs().max().item(), 1e-300)
 
 
-def test_seed_task_closed_form_equals_reference_and_raises_gradient():
-    objective, weights = st.seed_task(st.SEEDS, dtype=torch.float64)
+def test_regression_closed_form_equals_reference_and_raises_gradient():
+    objective, weights = course_regression_task(SEEDS, dtype=torch.float64)
     loss, grads = objective.loss_and_grad(weights)
-    closed, _, new_loss, record = positive_scale_teleport(weights, grads, objective.chains, objective.loss,
-                                                          loss_before=loss)
+    closed, _, new_loss, record = positive_scale_teleport(
+        weights, grads, objective.chains, objective.loss, loss_before=loss
+    )
     reference = positive_scale_teleport_reference(weights, objective.chains, objective.loss)
     for a, b in zip(closed, reference):
         assert torch.allclose(a, b, rtol=1e-12, atol=0)
@@ -114,25 +124,27 @@ def test_teleport_sequential_writes_back_and_keeps_outputs():
 
 
 def test_unclipped_step_leaving_the_group_is_rejected():
-    objective, weights = st.seed_task(st.SEEDS)
+    objective, weights = course_regression_task(SEEDS)
     loss, grads = objective.loss_and_grad(weights)
-    new, _, new_loss, record = positive_scale_teleport(weights, grads, objective.chains, objective.loss,
-                                                       lr=1.0, steps=10, clamp=None, loss_before=loss)
+    new, _, new_loss, record = positive_scale_teleport(
+        weights, grads, objective.chains, objective.loss, lr=1.0, steps=10, clamp=None, loss_before=loss
+    )
     assert record.stopped is not None and "rejected" in record.stopped
     assert all(torch.isfinite(p).all() for p in new)
     assert torch.allclose(new_loss, loss, rtol=1e-5)
 
 
 def test_a_step_that_breaks_the_loss_is_walked_back():
-    objective, weights = st.seed_task(0, dtype=torch.float64)
+    objective, weights = course_regression_task(0, dtype=torch.float64)
     loss, grads = objective.loss_and_grad(weights)
 
     def not_invariant(ws):  # weight decay is not invariant under rescaling
         return objective.loss(ws) + 1e-3 * sum(w.square().sum() for w in ws)
 
     loss = not_invariant(weights)
-    new, _, new_loss, record = positive_scale_teleport(weights, grads, objective.chains, not_invariant,
-                                                       loss_before=loss)
+    new, _, new_loss, record = positive_scale_teleport(
+        weights, grads, objective.chains, not_invariant, loss_before=loss
+    )
     assert record.stopped is not None and "walked back" in record.stopped
     assert record.steps_taken == 0
     assert new_loss.item() == loss.item()

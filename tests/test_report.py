@@ -4,6 +4,7 @@ Every build goes to a temporary BUILD directory, so the user's build/ is never t
 parameter and failure tests use two tiny notebooks written here, so they do not depend on the
 experiments' run time.
 """
+
 from __future__ import annotations
 
 import json
@@ -16,29 +17,39 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from symtele.results import strip_timing
+from symtele.plots.figures import FIGURE_KEY
+from symtele.study.results import strip_timing
 
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted(p.stem for p in (ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 RUN_FIELDS = {"problem", "method", "seed", "loss", "grad_norm_sq", "time_s", "teleport_epochs", "teleports"}
-FIGURE_KEY = "symtele_figure"
 
 
 def make_report(build: Path, *args: str) -> subprocess.CompletedProcess:
     """``make report BUILD=build args...`` in the repository, isolated from any outer make."""
     env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
-    return subprocess.run(["make", "--no-print-directory", "report", f"BUILD={build}", *args],
-                          cwd=ROOT, env=env, capture_output=True, text=True)
+    return subprocess.run(
+        ["make", "--no-print-directory", "report", f"BUILD={build}", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
 
 
 def figure_outputs(nb) -> list[dict]:
-    return [out.metadata[FIGURE_KEY] for cell in nb.cells for out in cell.get("outputs", [])
-            if FIGURE_KEY in out.get("metadata", {})]
+    return [
+        out.metadata[FIGURE_KEY]
+        for cell in nb.cells
+        for out in cell.get("outputs", [])
+        if FIGURE_KEY in out.get("metadata", {})
+    ]
 
 
 # ---- the QUICK build of the real notebooks --------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def quick_build(tmp_path_factory):
@@ -101,8 +112,10 @@ def test_quick_report_is_self_contained_and_has_the_claims_table(quick_build):
         assert "<table" in section.split("</section>", 1)[0]
 
 
-@pytest.mark.skipif(not any(shutil.which(b) for b in ("chromium", "chromium-browser", "google-chrome")),
-                    reason="no Chromium to print the PDF")
+@pytest.mark.skipif(
+    not any(shutil.which(b) for b in ("chromium", "chromium-browser", "google-chrome")),
+    reason="no Chromium to print the PDF",
+)
 def test_quick_build_prints_the_pdf(quick_build):
     build, _ = quick_build
     assert (build / "report" / "report.pdf").read_bytes()[:5] == b"%PDF-"
@@ -120,34 +133,42 @@ def test_same_parameters_give_the_same_results(quick_build, tmp_path):
 
 # ---- tiny notebooks: parameters, incremental rebuilds, failures -------------------------------
 
+
 def write_notebook(path: Path, parameters: str, code: str, title: str) -> None:
     nb = nbformat.v4.new_notebook()
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nb.cells = [nbformat.v4.new_markdown_cell(f"# {title}\n\nThe loss is $f(x) = x^2$."),
-                nbformat.v4.new_code_cell(parameters, metadata={"tags": ["parameters"]}),
-                nbformat.v4.new_code_cell(code)]
+    nb.cells = [
+        nbformat.v4.new_markdown_cell(f"# {title}\n\nThe loss is $f(x) = x^2$."),
+        nbformat.v4.new_code_cell(parameters, metadata={"tags": ["parameters"]}),
+        nbformat.v4.new_code_cell(code),
+    ]
     nbformat.write(nb, path)
 
 
 # a 1x1 PNG: the tiny notebooks avoid importing torch and matplotlib, to keep the kernels fast
 PNG = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8/5+hHgAHggJ/PchI7wAAAABJRU5ErkJggg=="
-TINY = f'''import base64, json
+TINY = f"""import base64, json
 from pathlib import Path
 from IPython.display import Image, display
 losses = [(1 - lr) ** (2 * k) for k in range(steps)]
 out = Path(build_dir)
 (out / "results").mkdir(parents=True, exist_ok=True)
-(out / "results" / "01_tiny.json").write_text(json.dumps({{"name": "01_tiny", "parameters": {{"steps": steps, "lr": lr}}, "records": [{{"loss": losses}}]}}))
+record = {{"name": "01_tiny", "parameters": {{"steps": steps, "lr": lr}}, "records": [{{"loss": losses}}]}}
+(out / "results" / "01_tiny.json").write_text(json.dumps(record))
 (out / "figures" / "01_tiny").mkdir(parents=True, exist_ok=True)
 (out / "figures" / "01_tiny" / "loss.png").write_bytes(base64.b64decode("{PNG}"))
-display(Image(data=base64.b64decode("{PNG}")), metadata={{"symtele_figure": {{"name": "loss", "caption": "Loss, $x^2$."}}}})'''
-CLAIMS = '''import json
+caption = {{"{FIGURE_KEY}": {{"name": "loss", "caption": "Loss, $x^2$."}}}}
+display(Image(data=base64.b64decode("{PNG}")), metadata=caption)"""
+CLAIMS = """import json
 from pathlib import Path
 from IPython.display import HTML, display
 final = json.loads((Path(build_dir) / "results" / "01_tiny.json").read_text())["records"][0]["loss"][-1]
-(Path(build_dir) / "results" / "02_claims.json").write_text(json.dumps({"name": "02_claims", "parameters": {}, "records": [{"final": final}]}))
-display(HTML(f"<table><tr><td>final loss</td><td>{final:.3g}</td></tr></table>"))'''
-TINY_PARAMS = 'build_dir = "../build"  # output folder\nquick = False  # smoke build\nsteps = 4  # steps\nlr = 0.1  # step size'
+record = {"name": "02_claims", "parameters": {}, "records": [{"final": final}]}
+(Path(build_dir) / "results" / "02_claims.json").write_text(json.dumps(record))
+display(HTML(f"<table><tr><td>final loss</td><td>{final:.3g}</td></tr></table>"))"""
+TINY_PARAMS = (
+    'build_dir = "../build"  # output folder\nquick = False  # smoke build\nsteps = 4  # steps\nlr = 0.1  # step size'
+)
 
 
 def tiny_report(build: Path, notebooks: Path, *args: str) -> subprocess.CompletedProcess:
@@ -162,19 +183,24 @@ def tiny(tmp_path_factory):
     notebooks, build = root / "notebooks", root / "build"
     notebooks.mkdir()
     write_notebook(notebooks / "01_tiny.ipynb", TINY_PARAMS, TINY, "Tiny")
-    write_notebook(notebooks / "02_claims.ipynb", 'build_dir = "../build"  # output\nquick = False  # smoke', CLAIMS, "Claims")
+    write_notebook(
+        notebooks / "02_claims.ipynb", 'build_dir = "../build"  # output\nquick = False  # smoke', CLAIMS, "Claims"
+    )
     done = tiny_report(build, notebooks)
     assert done.returncode == 0, done.stderr[-3000:]
     return notebooks, build
 
 
-@pytest.mark.parametrize("params, named", [
-    ("01_tiny.stepz=3", "stepz"),              # unknown name
-    ("01_tiny.steps=abc", "01_tiny.steps"),    # ill-typed: int expected
-    ("steps=2.5", "steps"),                    # ill-typed, unqualified name
-    ("03_nothing.steps=1", "03_nothing"),      # unknown notebook
-    ("01_tiny.build_dir=/tmp", "BUILD"),       # set by the build, not by PARAMS
-])
+@pytest.mark.parametrize(
+    "params, named",
+    [
+        ("01_tiny.stepz=3", "stepz"),  # unknown name
+        ("01_tiny.steps=abc", "01_tiny.steps"),  # ill-typed: int expected
+        ("steps=2.5", "steps"),  # ill-typed, unqualified name
+        ("03_nothing.steps=1", "03_nothing"),  # unknown notebook
+        ("01_tiny.build_dir=/tmp", "BUILD"),  # set by the build, not by PARAMS
+    ],
+)
 def test_bad_parameters_are_refused_before_anything_runs(tiny, tmp_path, params, named):
     notebooks, _ = tiny
     done = tiny_report(tmp_path / "build", notebooks, f"PARAMS={params}")
@@ -204,11 +230,21 @@ def test_rebuild_reruns_only_what_changed(tiny):
 
 def test_failing_notebook_keeps_the_previous_report_and_names_the_cell(tiny):
     notebooks, build = tiny
-    kept = {p: p.read_bytes() for p in [build / "report" / "report.html", build / "results" / "01_tiny.json",
-                                          build / "figures" / "01_tiny" / "loss.png"]}
+    kept = {
+        p: p.read_bytes()
+        for p in [
+            build / "report" / "report.html",
+            build / "results" / "01_tiny.json",
+            build / "figures" / "01_tiny" / "loss.png",
+        ]
+    }
     good = (notebooks / "01_tiny.ipynb").read_text()
-    write_notebook(notebooks / "01_tiny.ipynb", TINY_PARAMS,
-                   TINY.replace("losses = [", 'raise ValueError(f"diverged at lr={lr}")\nlosses = ['), "Tiny")
+    write_notebook(
+        notebooks / "01_tiny.ipynb",
+        TINY_PARAMS,
+        TINY.replace("losses = [", 'raise ValueError(f"diverged at lr={lr}")\nlosses = ['),
+        "Tiny",
+    )
     try:
         done = tiny_report(build, notebooks)
     finally:

@@ -1,5 +1,6 @@
 """Bad input is refused with an error naming the argument, before any compute;
 teleports never hand back non-finite parameters."""
+
 import math
 
 import pytest
@@ -7,32 +8,41 @@ import torch
 from torch import nn
 
 import symtele as st
+from symtele.study.experiments import course_regression_task
+from symtele.study.settings import QUADRATIC_START
 
 
 @pytest.fixture
-def seed():
-    return st.seed_task(0)
+def regression():
+    return course_regression_task(0)
 
 
 @pytest.mark.parametrize("lr", [0, -1e-3, float("nan"), float("inf")])
-def test_train_rejects_bad_learning_rates(seed, lr):
-    objective, weights = seed
+def test_train_rejects_bad_learning_rates(regression, lr):
+    objective, weights = regression
     with pytest.raises(ValueError, match=r"Invalid lr: .*"):
         st.train(objective, weights, lr=lr, epochs=3)
 
 
-def test_train_rejects_non_numeric_learning_rate(seed):
-    objective, weights = seed
+def test_train_rejects_non_numeric_learning_rate(regression):
+    objective, weights = regression
     with pytest.raises(TypeError, match=r"Invalid lr: '0.1'"):
         st.train(objective, weights, lr="0.1", epochs=3)
 
 
-@pytest.mark.parametrize("teleport_cls,kwargs,name", [
-    (st.PositiveScale, {"lr": 0}, "lr"), (st.PositiveScale, {"lr": -1}, "lr"),
-    (st.PositiveScale, {"clamp": 0}, "clamp"), (st.PositiveScale, {"steps": -1}, "steps"),
-    (st.SO2, {"lr": -1e-3}, "lr"), (st.GLn, {"lr": 0.0}, "lr"),
-    (st.LevelSet, {"rho": 0}, "rho"), (st.LevelSet, {"line_search_steps": 0}, "line_search_steps"),
-])
+@pytest.mark.parametrize(
+    "teleport_cls,kwargs,name",
+    [
+        (st.PositiveScale, {"lr": 0}, "lr"),
+        (st.PositiveScale, {"lr": -1}, "lr"),
+        (st.PositiveScale, {"clamp": 0}, "clamp"),
+        (st.PositiveScale, {"steps": -1}, "steps"),
+        (st.SO2, {"lr": -1e-3}, "lr"),
+        (st.GLn, {"lr": 0.0}, "lr"),
+        (st.LevelSet, {"rho": 0}, "rho"),
+        (st.LevelSet, {"line_search_steps": 0}, "line_search_steps"),
+    ],
+)
 def test_teleports_reject_bad_settings(teleport_cls, kwargs, name):
     value = next(iter(kwargs.values()))
     with pytest.raises(ValueError, match=rf"Invalid {name}: {value}"):
@@ -40,8 +50,8 @@ def test_teleports_reject_bad_settings(teleport_cls, kwargs, name):
 
 
 @pytest.mark.parametrize("epoch", [10, 11, 500])
-def test_schedule_epochs_outside_the_run(seed, epoch):
-    objective, weights = seed
+def test_schedule_epochs_outside_the_run(regression, epoch):
+    objective, weights = regression
     with pytest.raises(ValueError, match=rf"Invalid schedule epoch: {epoch}"):
         st.train(objective, weights, lr=1e-4, epochs=10, teleport=st.PositiveScale(), schedule=[2, epoch])
 
@@ -51,8 +61,8 @@ def test_schedule_negative_epoch():
         st.Schedule.at([-1])
 
 
-def test_teleport_without_schedule_is_refused(seed):
-    objective, weights = seed
+def test_teleport_without_schedule_is_refused(regression):
+    objective, weights = regression
     with pytest.raises(ValueError, match=r"Invalid schedule: None"):
         st.train(objective, weights, lr=1e-4, epochs=10, teleport=st.PositiveScale())
 
@@ -60,11 +70,11 @@ def test_teleport_without_schedule_is_refused(seed):
 @pytest.mark.parametrize("dims", [[4, 5], [4, 0, 6], [4, 5.5, 6], "456"])
 def test_bad_dims(dims):
     with pytest.raises(ValueError, match=r"Invalid dims"):
-        st.seed_task(0, dims=dims)
+        course_regression_task(0, dims=dims)
 
 
-def test_weights_that_do_not_match_the_dims(seed):
-    objective, weights = seed
+def test_weights_that_do_not_match_the_dims(regression):
+    objective, weights = regression
     wrong = [weights[0], weights[1].T.contiguous(), weights[2]]
     with pytest.raises(ValueError, match=r"Invalid weights\[1\]: shape \(6, 7\)"):
         st.train(objective, wrong, lr=1e-4, epochs=3)
@@ -77,25 +87,24 @@ def test_unsupported_layer_is_named():
         st.teleport_sequential(model, nn.functional.mse_loss, x, y)
     objective = st.ModuleObjective(model, nn.functional.mse_loss, x, y)
     with pytest.raises(TypeError, match=r"layer 1 \(Tanh\)"):
-        st.train(objective, objective.initial_params(), lr=0.1, epochs=3,
-                 teleport=st.PositiveScale(), schedule=1)
+        st.train(objective, objective.initial_params(), lr=0.1, epochs=3, teleport=st.PositiveScale(), schedule=1)
 
 
-def test_so2_on_an_mlp_is_refused(seed):
-    objective, weights = seed
+def test_so2_on_an_mlp_is_refused(regression):
+    objective, weights = regression
     with pytest.raises(TypeError, match=r"Invalid teleport: SO\(2\)"):
         st.train(objective, weights, lr=1e-4, epochs=3, teleport=st.SO2(), schedule=1)
 
 
-def test_gln_needs_leaky_relu(seed):
-    objective, weights = seed
+def test_gln_needs_leaky_relu(regression):
+    objective, weights = regression
     with pytest.raises(ValueError, match=r"negative_slope"):
         st.train(objective, weights, lr=1e-4, epochs=3, teleport=st.GLn(), schedule=1)
 
 
 @pytest.mark.parametrize("bad", [float("nan"), float("inf")])
-def test_non_finite_parameters_are_refused(seed, bad):
-    objective, weights = seed
+def test_non_finite_parameters_are_refused(regression, bad):
+    objective, weights = regression
     broken = [w.clone() for w in weights]
     broken[2][0, 0] = bad
     with pytest.raises(ValueError, match=r"Invalid params\[2\]: contains 1 non-finite"):
@@ -112,15 +121,15 @@ def test_non_finite_data_is_refused():
 
 def test_unknown_names():
     with pytest.raises(ValueError, match=r"Invalid optimizer: 'sgdd'"):
-        st.train(st.QUADRATIC, st.QUADRATIC.initial_params(), optimizer="sgdd", lr=0.1, epochs=2)
+        st.train(st.QUADRATIC, [torch.tensor(QUADRATIC_START, dtype=torch.float64)], optimizer="sgdd", lr=0.1, epochs=2)
     with pytest.raises(ValueError, match=r"Invalid problem: 'himmelblau'"):
         st.get_problem("himmelblau")
     with pytest.raises(ValueError, match=r"Invalid state: 'clear'"):
-        st.train(st.QUADRATIC, st.QUADRATIC.initial_params(), lr=0.1, epochs=2, state="clear")
+        st.train(st.QUADRATIC, [torch.tensor(QUADRATIC_START, dtype=torch.float64)], lr=0.1, epochs=2, state="clear")
 
 
-def test_errors_come_before_any_compute(seed, monkeypatch):
-    objective, weights = seed
+def test_errors_come_before_any_compute(regression, monkeypatch):
+    objective, weights = regression
     calls = []
     monkeypatch.setattr(objective, "loss_and_grad", lambda p: calls.append(1))
     with pytest.raises(ValueError):
@@ -137,7 +146,7 @@ def test_so2_step_that_overflows_is_rejected():
 
 
 def test_gln_step_that_overflows_is_rejected():
-    objective, weights = st.seed_task(0, negative_slope=0.1)
+    objective, weights = course_regression_task(0, negative_slope=0.1)
     new, grads, loss, record = st.gln_teleport(objective, weights, lr=1e30, steps=3)
     assert all(torch.isfinite(w).all() for w in new)
     assert record.stopped is not None and "non-finite" in record.stopped

@@ -1,4 +1,5 @@
 """SO(2) teleport on the 2-D problems: loss invariance (property tests) and the rotation itself."""
+
 import math
 
 import pytest
@@ -11,8 +12,13 @@ import symtele as st
 coordinates = hs.floats(-3.0, 3.0, allow_nan=False)
 
 
-@given(hs.sampled_from(sorted(st.PROBLEMS)), coordinates, coordinates,
-       hs.floats(0.0, 2 * math.pi), hs.sampled_from([1e-5, 1e-4, 1e-3]))
+@given(
+    hs.sampled_from(sorted(st.PROBLEMS_2D)),
+    coordinates,
+    coordinates,
+    hs.floats(0.0, 2 * math.pi),
+    hs.sampled_from([1e-5, 1e-4, 1e-3]),
+)
 def test_so2_keeps_the_loss_float64(name, x, y, angle, lr):
     problem = st.get_problem(name)
     w = torch.tensor((x, y), dtype=torch.float64)
@@ -22,7 +28,7 @@ def test_so2_keeps_the_loss_float64(name, x, y, angle, lr):
     assert torch.isfinite(new).all()
 
 
-@given(hs.sampled_from(sorted(st.PROBLEMS)), coordinates, coordinates, hs.floats(0.0, 2 * math.pi))
+@given(hs.sampled_from(sorted(st.PROBLEMS_2D)), coordinates, coordinates, hs.floats(0.0, 2 * math.pi))
 def test_so2_keeps_the_loss_float32(name, x, y, angle):
     problem = st.get_problem(name)
     w = torch.tensor((x, y), dtype=torch.float32)

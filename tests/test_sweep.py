@@ -1,13 +1,15 @@
 """Schedule sweeps: the grid, the records, time to the baseline's loss, backends and the results file."""
+
 import joblib
 import matplotlib
 import pandas as pd
 import pytest
 
 import symtele as st
-from symtele.heatmaps import sweep_heatmaps
-from symtele.results import load_results, strip_timing
-from symtele.sweep import Grid, summarize, sweep, time_to_loss
+from symtele.plots import sweep_heatmaps
+from symtele.study.experiments import course_regression_task
+from symtele.study.results import load_results, strip_timing
+from symtele.study.sweep import Grid, summarize, sweep, time_to_loss
 
 matplotlib.use("Agg")
 
@@ -16,8 +18,13 @@ EPOCHS = 40
 
 
 def small_grid(**changes):
-    options = dict(teleport_epochs=[0, 5], teleport_lrs={"posscale": [1e-4, 1e-3], "gln": [1e-8]},
-                   optimizers=["gd", "adagrad"], seeds=SEEDS, epochs=EPOCHS)
+    options = dict(
+        teleport_epochs=[0, 5],
+        teleport_lrs={"posscale": [1e-4, 1e-3], "gln": [1e-8]},
+        optimizers=["gd", "adagrad"],
+        seeds=SEEDS,
+        epochs=EPOCHS,
+    )
     options.update(changes)
     return Grid(**options)
 
@@ -48,11 +55,21 @@ def test_one_record_per_point_and_seed_in_grid_order(records):
 
 
 def test_a_point_is_the_same_run_as_train(records):
-    objective, weights = st.seed_task(SEEDS)
-    history = st.train(objective, weights, optimizer="adagrad", lr=1e-1, epochs=EPOCHS,
-                       teleport=st.PositiveScale(lr=1e-3, steps=10), schedule=5)
-    mine = [r for r in records if (r["optimizer"], r["group"], r["teleport_epoch"], r["teleport_lr"])
-            == ("adagrad", "posscale", 5, 1e-3)]
+    objective, weights = course_regression_task(SEEDS)
+    history = st.train(
+        objective,
+        weights,
+        optimizer="adagrad",
+        lr=1e-1,
+        epochs=EPOCHS,
+        teleport=st.PositiveScale(lr=1e-3, steps=10),
+        schedule=5,
+    )
+    mine = [
+        r
+        for r in records
+        if (r["optimizer"], r["group"], r["teleport_epoch"], r["teleport_lr"]) == ("adagrad", "posscale", 5, 1e-3)
+    ]
     assert [r["loss"] for r in mine] == [h.loss for h in history.split()]
 
 
@@ -86,8 +103,12 @@ def test_summary_uses_the_mean_curve(records):
     rows = summarize(records)
     assert len(rows) == len(small_grid().points())
     for row in rows:
-        rs = [r for r in records if (r["optimizer"], r["group"], r["teleport_epoch"], r["teleport_lr"])
-              == (row["optimizer"], row["group"], row["teleport_epoch"], row["teleport_lr"])]
+        rs = [
+            r
+            for r in records
+            if (r["optimizer"], r["group"], r["teleport_epoch"], r["teleport_lr"])
+            == (row["optimizer"], row["group"], row["teleport_epoch"], row["teleport_lr"])
+        ]
         curve = [sum(col) / len(col) for col in zip(*(r["loss"] for r in rs))]
         assert row["final_loss"] == pytest.approx(curve[-1], rel=1e-12)
         if row["teleport_epoch"] is None:
@@ -104,8 +125,12 @@ def test_parallel_threads_give_the_same_records(records):
 @pytest.mark.slow
 def test_a_dask_cluster_on_loopback_gives_the_same_records(records):
     distributed = pytest.importorskip("distributed")
-    with distributed.LocalCluster(host="127.0.0.1", n_workers=2, threads_per_worker=1, processes=True,
-                                  dashboard_address=None) as cluster, distributed.Client(cluster) as client:
+    with (
+        distributed.LocalCluster(
+            host="127.0.0.1", n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as cluster,
+        distributed.Client(cluster) as client,
+    ):
         assert all(address.startswith("tcp://127.0.0.1:") for address in client.scheduler_info()["workers"])
         with distributed.get_task_stream(client) as stream, joblib.parallel_config(backend="dask"):
             remote = sweep(small_grid())
@@ -140,38 +165,44 @@ def test_heatmaps_have_one_panel_per_group(records):
         sweep_heatmaps(rows, "final_loss", optimizer="adam")
 
 
-@pytest.mark.parametrize("changes,error,message", [
-    (dict(teleport_epochs=[]), ValueError, "Invalid teleport_epochs: empty"),
-    (dict(teleport_epochs=[5, 5]), ValueError, r"Invalid teleport_epochs: \(5, 5\)"),
-    (dict(teleport_epochs=[EPOCHS]), ValueError, f"Invalid teleport_epochs: {EPOCHS}"),
-    (dict(teleport_epochs=[-1]), ValueError, "Invalid teleport_epochs: -1"),
-    (dict(teleport_epochs=[2.5]), TypeError, "Invalid teleport_epochs: 2.5"),
-    (dict(teleport_epochs=5), TypeError, "Invalid teleport_epochs: 5"),
-    (dict(teleport_lrs=[1e-4]), TypeError, r"Invalid teleport_lrs: \[0.0001\]"),
-    (dict(teleport_lrs={}), ValueError, "Invalid teleport_lrs"),
-    (dict(teleport_lrs={"so3": [1e-4]}), ValueError, "Invalid teleport_lrs key: 'so3'"),
-    (dict(teleport_lrs={"posscale": [0.0]}), ValueError, r"Invalid teleport_lrs\['posscale'\]: 0.0"),
-    (dict(teleport_lrs={"gln": [float("inf")]}), ValueError, r"Invalid teleport_lrs\['gln'\]: inf"),
-    (dict(optimizers=["adam"]), ValueError, "Invalid optimizers: 'adam'"),
-    (dict(seeds=[]), ValueError, "Invalid seeds: empty"),
-    (dict(seeds=[-3]), ValueError, "Invalid seeds: -3"),
-    (dict(epochs=0), ValueError, "Invalid epochs: 0"),
-    (dict(lrs={"gd": -1.0}), ValueError, r"Invalid lrs\['gd'\]: -1.0"),
-    (dict(teleport_steps={"posscale": 1.5}), TypeError, r"Invalid teleport_steps\['posscale'\]: 1.5"),
-])
+@pytest.mark.parametrize(
+    "changes,error,message",
+    [
+        (dict(teleport_epochs=[]), ValueError, "Invalid teleport_epochs: empty"),
+        (dict(teleport_epochs=[5, 5]), ValueError, r"Invalid teleport_epochs: \(5, 5\)"),
+        (dict(teleport_epochs=[EPOCHS]), ValueError, f"Invalid teleport_epochs: {EPOCHS}"),
+        (dict(teleport_epochs=[-1]), ValueError, "Invalid teleport_epochs: -1"),
+        (dict(teleport_epochs=[2.5]), TypeError, "Invalid teleport_epochs: 2.5"),
+        (dict(teleport_epochs=5), TypeError, "Invalid teleport_epochs: 5"),
+        (dict(teleport_lrs=[1e-4]), TypeError, r"Invalid teleport_lrs: \[0.0001\]"),
+        (dict(teleport_lrs={}), ValueError, "Invalid teleport_lrs"),
+        (dict(teleport_lrs={"so3": [1e-4]}), ValueError, "Invalid teleport_lrs key: 'so3'"),
+        (dict(teleport_lrs={"posscale": [0.0]}), ValueError, r"Invalid teleport_lrs\['posscale'\]: 0.0"),
+        (dict(teleport_lrs={"gln": [float("inf")]}), ValueError, r"Invalid teleport_lrs\['gln'\]: inf"),
+        (dict(optimizers=["adam"]), ValueError, "Invalid optimizers: 'adam'"),
+        (dict(seeds=[]), ValueError, "Invalid seeds: empty"),
+        (dict(seeds=[-3]), ValueError, "Invalid seeds: -3"),
+        (dict(epochs=0), ValueError, "Invalid epochs: 0"),
+        (dict(lrs={"gd": -1.0}), ValueError, r"Invalid lrs\['gd'\]: -1.0"),
+        (dict(teleport_steps={"posscale": 1.5}), TypeError, r"Invalid teleport_steps\['posscale'\]: 1.5"),
+    ],
+)
 def test_bad_grid_input_names_the_argument(changes, error, message):
     with pytest.raises(error, match=message):
         small_grid(**changes)
 
 
-@pytest.mark.parametrize("grid,n_jobs,error,message", [
-    ({"teleport_epochs": [5]}, -1, TypeError, "Invalid grid"),
-    (None, 0, ValueError, "Invalid n_jobs: 0"),
-    (None, 1.5, TypeError, "Invalid n_jobs: 1.5"),
-])
+@pytest.mark.parametrize(
+    "grid,n_jobs,error,message",
+    [
+        ({"teleport_epochs": [5]}, -1, TypeError, "Invalid grid"),
+        (None, 0, ValueError, "Invalid n_jobs: 0"),
+        (None, 1.5, TypeError, "Invalid n_jobs: 1.5"),
+    ],
+)
 def test_bad_sweep_input_is_refused_before_any_run(grid, n_jobs, error, message, monkeypatch):
     ran = []
-    monkeypatch.setattr("symtele.sweep.train", lambda *a, **k: ran.append(1))
+    monkeypatch.setattr("symtele.study.sweep.train", lambda *a, **k: ran.append(1))
     with pytest.raises(error, match=message):
         sweep(small_grid() if grid is None else grid, n_jobs=n_jobs)
     assert not ran

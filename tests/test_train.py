@@ -1,14 +1,18 @@
 """The training loop: histories, schedules, optimisers and their state at a teleport."""
+
 import pytest
 import torch
 
 import symtele as st
+from symtele.study.experiments import course_regression_task
+from symtele.study.settings import QUADRATIC_START, ROSENBROCK_TEXTBOOK_START, SEEDS
 
 
 def test_history_records_loss_gradient_time_and_teleports():
-    objective, weights = st.seed_task(st.SEEDS)
-    history = st.train(objective, weights, lr=1e-4, epochs=20, teleport=st.PositiveScale(),
-                       schedule=st.Schedule.every_k(8, start=2))
+    objective, weights = course_regression_task(SEEDS)
+    history = st.train(
+        objective, weights, lr=1e-4, epochs=20, teleport=st.PositiveScale(), schedule=st.Schedule.every_k(8, start=2)
+    )
     assert history.method == "gd+posscale"
     assert len(history.loss) == len(history.grad_norm_sq) == len(history.time_s) == 20
     assert all(len(row) == 5 for row in history.loss)
@@ -25,18 +29,21 @@ def test_history_records_loss_gradient_time_and_teleports():
 
 
 def test_never_schedule_means_plain_training():
-    objective, weights = st.seed_task(0)
+    objective, weights = course_regression_task(0)
     a = st.train(objective, weights, lr=1e-4, epochs=10)
     b = st.train(objective, weights, lr=1e-4, epochs=10, teleport=st.PositiveScale(), schedule=st.Schedule.never())
     assert a.loss == b.loss and b.method == "gd" and b.teleports == []
 
 
-@pytest.mark.parametrize("optimizer,lr", [("sgd", 0.5), ("momentum", 0.05), ("rmsprop", 1e-3),
-                                          ("adam", 1e-2), ("adagrad-torch", 0.1), ("adagrad", 0.1)])
+@pytest.mark.parametrize(
+    "optimizer,lr",
+    [("sgd", 0.5), ("momentum", 0.05), ("rmsprop", 1e-3), ("adam", 1e-2), ("adagrad-torch", 0.1), ("adagrad", 0.1)],
+)
 def test_optimizers_decrease_the_digits_loss(optimizer, lr):
     objective, params, data = st.digits_mlp(0, hidden=(16,))
-    history = st.train(objective, params, optimizer=optimizer, lr=lr, epochs=30,
-                       teleport=st.PositiveScale(lr=1e-2), schedule=5)
+    history = st.train(
+        objective, params, optimizer=optimizer, lr=lr, epochs=30, teleport=st.PositiveScale(lr=1e-2), schedule=5
+    )
     assert history.method == f"{optimizer}+posscale"
     assert history.loss[-1] < 0.6 * history.loss[0]
     assert 0.6 < st.accuracy(objective, history.final_params, data.x_test, data.y_test) <= 1.0
@@ -52,7 +59,13 @@ def test_state_reset_changes_the_run_for_stateful_optimizers():
 
 
 def test_armijo_line_search_satisfies_its_condition():
-    history = st.train(st.ROSENBROCK, st.ROSENBROCK.initial_params(), optimizer="gd-ls", lr=1.0, epochs=50)
+    history = st.train(
+        st.ROSENBROCK,
+        [torch.tensor(ROSENBROCK_TEXTBOOK_START, dtype=torch.float64)],
+        optimizer="gd-ls",
+        lr=1.0,
+        epochs=50,
+    )
     for k in range(49):
         eta, loss, gsq = history.step_size[k], history.loss[k], history.grad_norm_sq[k]
         assert history.loss[k + 1] <= loss - eta / 2 * gsq + 1e-12
@@ -79,20 +92,29 @@ def test_batched_line_search_picks_a_step_per_copy():
 
 def test_should_stop_ends_the_run_early():
     ticks = []
-    history = st.train(st.QUADRATIC, st.QUADRATIC.initial_params(), lr=0.01, epochs=100,
-                       should_stop=lambda: ticks.append(1) or len(ticks) >= 7)
+    history = st.train(
+        st.QUADRATIC,
+        [torch.tensor(QUADRATIC_START, dtype=torch.float64)],
+        lr=0.01,
+        epochs=100,
+        should_stop=lambda: ticks.append(1) or len(ticks) >= 7,
+    )
     assert len(history.loss) == 7
 
 
 def test_runs_are_deterministic():
-    objective, weights = st.seed_task(st.SEEDS)
-    a = st.train(objective, weights, optimizer="adagrad", lr=0.1, epochs=30, teleport=st.PositiveScale(lr=1e-5), schedule=5)
-    b = st.train(objective, weights, optimizer="adagrad", lr=0.1, epochs=30, teleport=st.PositiveScale(lr=1e-5), schedule=5)
+    objective, weights = course_regression_task(SEEDS)
+    a = st.train(
+        objective, weights, optimizer="adagrad", lr=0.1, epochs=30, teleport=st.PositiveScale(lr=1e-5), schedule=5
+    )
+    b = st.train(
+        objective, weights, optimizer="adagrad", lr=0.1, epochs=30, teleport=st.PositiveScale(lr=1e-5), schedule=5
+    )
     assert a.loss == b.loss and a.grad_norm_sq == b.grad_norm_sq
 
 
 def test_gln_teleport_records_how_much_the_loss_changed():
-    objective, weights = st.seed_task(st.SEEDS, negative_slope=0.1)
+    objective, weights = course_regression_task(SEEDS, negative_slope=0.1)
     history = st.train(objective, weights, lr=1e-4, epochs=10, teleport=st.GLn(), schedule=5)
     (record,) = history.teleports
     assert history.method == "gd+gln" and record.steps_taken == 8
@@ -104,7 +126,7 @@ def test_gln_teleport_records_how_much_the_loss_changed():
 def test_digits_are_scikit_learns():
     from sklearn.datasets import load_digits
 
-    from symtele.models import _digits_arrays
+    from symtele.tasks import _digits_arrays
 
     x, y = _digits_arrays()
     expected_x, expected_y = load_digits(return_X_y=True)

@@ -6,6 +6,7 @@ summary change, that an invalid group is answered in the panel, and that no erro
 appears. Screenshots go to ``build/e2e/``, with the seconds from the epoch change to the new
 summary (``redraw_in_browser.json``, measured, not asserted). JupyterLab is shut down whatever happens.
 """
+
 import json
 import os
 import secrets
@@ -24,8 +25,14 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[2]
 OUT = ROOT / "build" / "e2e"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+]
 STDERR_OUTPUT = '[data-mime-type="application/vnd.jupyter.stderr"]'
 
 
@@ -44,8 +51,10 @@ def chromium_or_skip() -> str:
         subprocess.run(["apt-get", "install", "-y", "chromium"], capture_output=True, timeout=600)
         path = find_chromium()
     if path is None:
-        pytest.skip("no Chromium: none on PATH (chromium, chromium-browser, google-chrome) and "
-                    "`apt-get install -y chromium` was not possible or failed")
+        pytest.skip(
+            "no Chromium: none on PATH (chromium, chromium-browser, google-chrome) and "
+            "`apt-get install -y chromium` was not possible or failed"
+        )
     return path
 
 
@@ -59,17 +68,28 @@ def lab_home(work: Path) -> dict:
     """A throwaway Jupyter environment: the venv's kernel as ``symtele``, no news pop-ups."""
     kernel = work / "jupyter-data" / "kernels" / "symtele"
     kernel.mkdir(parents=True)
-    (kernel / "kernel.json").write_text(json.dumps({
-        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-        "display_name": "Python (symtele)", "language": "python"}))
+    (kernel / "kernel.json").write_text(
+        json.dumps(
+            {
+                "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+                "display_name": "Python (symtele)",
+                "language": "python",
+            }
+        )
+    )
     settings = work / "lab-settings" / "@jupyterlab" / "apputils-extension"
     settings.mkdir(parents=True)
     (settings / "notification.jupyterlab-settings").write_text(
-        json.dumps({"fetchNews": "false", "checkForUpdates": False}))
-    return {**os.environ, "JUPYTER_PATH": str(work / "jupyter-data"),
-            "JUPYTER_CONFIG_DIR": str(work / "jupyter-config"), "JUPYTER_RUNTIME_DIR": str(work / "runtime"),
-            "JUPYTERLAB_SETTINGS_DIR": str(work / "lab-settings"),
-            "JUPYTERLAB_WORKSPACES_DIR": str(work / "lab-workspaces")}
+        json.dumps({"fetchNews": "false", "checkForUpdates": False})
+    )
+    return {
+        **os.environ,
+        "JUPYTER_PATH": str(work / "jupyter-data"),
+        "JUPYTER_CONFIG_DIR": str(work / "jupyter-config"),
+        "JUPYTER_RUNTIME_DIR": str(work / "runtime"),
+        "JUPYTERLAB_SETTINGS_DIR": str(work / "lab-settings"),
+        "JUPYTERLAB_WORKSPACES_DIR": str(work / "lab-workspaces"),
+    }
 
 
 def wait_for_server(process, url: str, log: Path, timeout: float = 120) -> None:
@@ -103,7 +123,10 @@ def summary_changes(page, old: str, words: str, timeout: float = 120_000) -> str
         """([old, words]) => {
             const s = document.querySelector('.symtele-summary');
             return s && s.innerText !== old && s.innerText.includes(words);
-        }""", arg=[old, words], timeout=timeout)
+        }""",
+        arg=[old, words],
+        timeout=timeout,
+    )
     return page.inner_text(".symtele-summary")
 
 
@@ -123,11 +146,24 @@ def test_explorer_in_jupyterlab():
     log = OUT / "jupyterlab.log"
     with open(log, "w") as log_file:
         process = subprocess.Popen(
-            [sys.executable, "-m", "jupyterlab", "--no-browser", "--ServerApp.ip=127.0.0.1",
-             f"--ServerApp.port={port}", "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}",
-             f"--ServerApp.root_dir={work / 'notebooks'}", "--LabApp.expose_app_in_browser=True",
-             *(["--allow-root"] if os.geteuid() == 0 else [])],
-            env=lab_home(work), stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
+            [
+                sys.executable,
+                "-m",
+                "jupyterlab",
+                "--no-browser",
+                "--ServerApp.ip=127.0.0.1",
+                f"--ServerApp.port={port}",
+                "--ServerApp.port_retries=0",
+                f"--IdentityProvider.token={token}",
+                f"--ServerApp.root_dir={work / 'notebooks'}",
+                "--LabApp.expose_app_in_browser=True",
+                *(["--allow-root"] if os.geteuid() == 0 else []),
+            ],
+            env=lab_home(work),
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     try:
         base = f"http://127.0.0.1:{port}"
         wait_for_server(process, f"{base}/api/status?token={token}", log)
@@ -137,10 +173,12 @@ def test_explorer_in_jupyterlab():
                 page = browser.new_page(viewport={"width": 1280, "height": 1400})
                 page.goto(f"{base}/lab/tree/explorer.ipynb?token={token}", timeout=120_000)
                 page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=120_000)
-                page.wait_for_function("window.jupyterapp && window.jupyterapp.shell.currentWidget"
-                                       " && window.jupyterapp.shell.currentWidget.sessionContext"
-                                       " && window.jupyterapp.shell.currentWidget.sessionContext.session",
-                                       timeout=120_000)
+                page.wait_for_function(
+                    "window.jupyterapp && window.jupyterapp.shell.currentWidget"
+                    " && window.jupyterapp.shell.currentWidget.sessionContext"
+                    " && window.jupyterapp.shell.currentWidget.sessionContext.session",
+                    timeout=120_000,
+                )
                 page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
                 summary = summary_changes(page, "", "final loss")
                 figure = page.get_attribute(".symtele-figure", "src")

@@ -7,15 +7,20 @@ One JSON object ``{"name", "parameters", "records"}``; each record is one run:
 per-epoch ``loss``, ``grad_norm_sq`` and ``time_s`` lists, ``teleport_epochs``, the
 ``teleports`` (cost and effect of each) and any extra fields a notebook adds.
 ``pandas.DataFrame(load_results(path)["records"])`` gives one row per run.
+
+Every file of the build is written through :func:`write_text` (or :func:`write_json`): to a
+temporary file in the same folder, renamed into place, so that a reader never sees half a file.
 """
+
 from __future__ import annotations
 
 import json
 import math
 import os
+import uuid
 from pathlib import Path
 
-from .history import History
+from ..history import History
 
 TIMING_FIELDS = ("time_s", "cost_s", "wall_s")
 
@@ -51,15 +56,28 @@ def _clean(value):
     return value
 
 
-def write_results(path, name: str, parameters: dict, records: list[dict]) -> Path:
-    """Write the results file atomically (a temporary file renamed into place)."""
+def write_text(path, text: str) -> Path:
+    """Write ``text`` to ``path`` atomically: a temporary file of a name of its own, renamed into place."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with open(tmp, "w") as f:
-        json.dump(_clean({"name": name, "parameters": parameters, "records": records}), f, indent=1)
-    os.replace(tmp, path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return path
+
+
+def write_json(path, value) -> Path:
+    """Write ``value`` as JSON atomically; non-finite floats become ``null``, ``"inf"`` or ``"-inf"``."""
+    return write_text(path, json.dumps(_clean(value), indent=1))
+
+
+def write_results(path, name: str, parameters: dict, records: list[dict]) -> Path:
+    """Write the results file ``{"name", "parameters", "records"}`` atomically."""
+    return write_json(path, {"name": name, "parameters": parameters, "records": records})
 
 
 def load_results(path) -> dict:

@@ -25,19 +25,23 @@ arithmetic and one forward pass to confirm the loss is unchanged. On small netwo
 the cost is the number of operations, not their size, so the arithmetic runs in NumPy
 and the input checks are single reductions (a sum is finite only if every entry is).
 """
+
 from __future__ import annotations
 
 import time
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
+from torch import nn
 
-from . import checks
-from .history import TeleportRecord
+from .. import checks
+from ..history import TeleportRecord
+from ..module_objective import ModuleObjective
+from .base import Teleport
+from .chains import Chain, check_shapes
 from .invariance import default_rtol, preserved
-from .layout import Chain, check_shapes
-
 
 #: below this many gradient entries on the CPU, every step but the loss runs in NumPy on views
 #: of the tensors (no copies), whose per-operation overhead is a fraction of torch's; the
@@ -72,10 +76,10 @@ class _ChainState:
 
     def __init__(self, chain: Chain, sq, xp):
         self.chain, self.xp = chain, xp
-        sq_w = [sq[l.weight] for l in chain]
+        sq_w = [sq[layer.weight] for layer in chain]
         # Row sums of layer 0 (unscaled inputs) and column sums of the last layer (unscaled
         # outputs) never change; a bias adds its squared gradient to its unit's row.
-        self.row_extra = [None if l.bias is None else sq[l.bias] for l in chain]
+        self.row_extra = [None if layer.bias is None else sq[layer.bias] for layer in chain]
         self.first_rows = sq_w[0].sum(-1)
         if self.row_extra[0] is not None:
             self.first_rows = self.first_rows + self.row_extra[0]
@@ -86,8 +90,11 @@ class _ChainState:
             self.segments.append(slice(start, start + w.shape[-2]))
             start += w.shape[-2]
         shape = (*self.first_rows.shape[:-1], start)
-        self.scale = np.ones(shape, dtype=sq_w[0].dtype) if xp is np else \
-            torch.ones(shape, dtype=sq_w[0].dtype, device=sq_w[0].device)
+        self.scale = (
+            np.ones(shape, dtype=sq_w[0].dtype)
+            if xp is np
+            else torch.ones(shape, dtype=sq_w[0].dtype, device=sq_w[0].device)
+        )
 
     def half_slopes(self):
         """``½ ∂‖∇L(g·w)‖²/∂d`` at ``d = 1``, every hidden unit: ``s · row − col / s``, ``s = c²``."""
@@ -120,14 +127,18 @@ def _ascend(states, steps, lr, bound, xp, trail, factors):
     """
     half = None if bound is None else bound / 2
     if half is None:
+
         def clip(a):
             return a
     elif xp is np:  # np.clip's Python wrapper costs more than the two ufuncs
+
         def clip(a):
             return np.minimum(np.maximum(a, -half), half)
     else:
+
         def clip(a):
             return a.clamp(-half, half)
+
     lr2 = 2.0 * lr
     for _ in range(steps):
         for i, st in enumerate(states):
@@ -148,7 +159,7 @@ def _good_steps(trail, factors, steps, batch, xp, info, device, clamp):
     zeros = np.zeros if xp is np else (lambda shape, dtype: torch.zeros(shape, dtype=dtype, device=device))
     if not steps or not factors:
         return zeros(batch, dtype=np.int64 if xp is np else torch.long)
-    tiny, huge = info.tiny ** 0.25, info.max ** 0.25
+    tiny, huge = info.tiny**0.25, info.max**0.25
     if clamp is not None and clamp < 1 and (1 - clamp) ** steps > 2 * tiny and (1 + clamp) ** steps < huge / 2:
         if all(bool(xp.isfinite(c).all()) for c in trail[-1]):
             return zeros(batch, dtype=np.int64 if xp is np else torch.long) + steps
@@ -192,6 +203,94 @@ def _apply_scales(params, grads, states, scales):
     return params, grads
 
 
+def _checked_pairs(params, grads) -> tuple[list, list]:
+    """Detached ``params`` and ``grads``, pairwise of one shape and floating point; raises naming any that is not."""
+    params = [p.detach() for p in params]
+    grads = [g.detach() for g in grads]
+    if len(params) != len(grads):
+        raise ValueError(f"Invalid grads: {len(grads)} tensors for {len(params)} params")
+    for i, (p, g) in enumerate(zip(params, grads)):
+        if p.shape != g.shape:
+            raise ValueError(f"Invalid grads[{i}]: shape {tuple(g.shape)} differs from params[{i}] {tuple(p.shape)}")
+        if not (p.is_floating_point() and g.is_floating_point()):
+            raise TypeError(f"Invalid params[{i}]/grads[{i}]: dtypes {p.dtype}, {g.dtype} (expected floating point)")
+    if not params:
+        raise ValueError("Invalid params: empty sequence")
+    return params, grads
+
+
+@dataclass
+class _Arrays:
+    """The parameters and gradients as the arithmetic sees them: NumPy views (no copies) of small CPU
+    tensors, else the tensors themselves; ``xp`` is the array module."""
+
+    xp: object
+    params: list
+    grads: list
+    batch_ndim: int = 0
+
+    @classmethod
+    def of(cls, params, grads) -> _Arrays:
+        if params[0].device.type == "cpu" and sum(g.numel() for g in grads) < NUMPY_BELOW:
+            return cls(np, [p.numpy() for p in params], [g.numpy() for g in grads])
+        return cls(torch, params, grads)
+
+    def tensors(self, arrays) -> list[torch.Tensor]:
+        return [torch.from_numpy(a) for a in arrays] if self.xp is np else arrays
+
+    def norm_per_copy(self, squares):
+        """``Σ`` of every array's entries over its non-batch dimensions, summed over the arrays."""
+        total = None
+        for s in squares:
+            part = _per_copy_sum(s, self.batch_ndim)
+            total = part if total is None else total + part
+        return total
+
+    def finite_per_copy(self, arrays):
+        """Per copy, whether every entry of every array is finite (one reduction per array when all are)."""
+        good = True
+        for a in arrays:
+            finite = self.xp.isfinite(_per_copy_sum(a, self.batch_ndim))
+            if not bool(finite.all()):
+                finite = self.xp.isfinite(a).reshape(*a.shape[: self.batch_ndim], -1).all(-1)
+            good = good & finite
+        return good
+
+
+def _checked_loss(loss_fn, params, loss_before, batch_ndim: int) -> torch.Tensor:
+    """``L`` at the start, computed unless given; one value per copy."""
+    loss_before = (loss_fn(params) if loss_before is None else loss_before).detach()
+    if loss_before.dim() != batch_ndim:
+        raise ValueError(
+            f"Invalid loss_before: shape {tuple(loss_before.shape)} (expected {batch_ndim} batch "
+            "dimensions, one loss per copy)"
+        )
+    return loss_before
+
+
+def _walk_back(arrays, states, trail, taken, loss_fn, loss_before, rtol, record):
+    """Apply each copy's scales after ``taken`` steps; a copy whose loss is not preserved within ``rtol``
+    (or whose point is not finite) goes back one step at a time, down to step 0, the identity.
+
+    Returns ``(params, grads, loss, taken)`` at the accepted points.
+    """
+    xp = arrays.xp
+    scales = [st.scale for st in states]
+    back = int(taken.max())
+    while True:
+        new, new_grads = _apply_scales(arrays.params, arrays.grads, states, scales)
+        new_params = arrays.tensors(new)
+        loss_after = loss_fn(new_params).detach()
+        good = preserved(loss_before, loss_after, rtol)
+        good = (good.numpy() if xp is np else good) & arrays.finite_per_copy(new)
+        if back == 0 or bool(good.all()):
+            return new_params, new_grads, loss_after, taken
+        back -= 1
+        record.stopped = "loss not preserved: walked back to the last step that preserved it"
+        taken = xp.where(good, taken, taken.clip(max=back))
+        scales = [_pick(trail, taken, i, xp) for i in range(len(states))]
+
+
 def positive_scale_teleport(
     params: Sequence[torch.Tensor],
     grads: Sequence[torch.Tensor],
@@ -209,7 +308,7 @@ def positive_scale_teleport(
     ``params``/``grads``: the parameters and ``∇L`` at them (leading batch dimensions
     allowed; they index independent copies, and ``loss_fn`` returns one loss per copy).
     ``chains`` says which parameters are linear layers joined by positively homogeneous
-    activations (:mod:`symtele.layout`). ``clamp`` bounds every scale to
+    activations (:mod:`symtele.teleports.chains`). ``clamp`` bounds every scale to
     ``[1 − clamp, 1 + clamp]`` per step (``None``: no clipping).
 
     Returns ``(params, grads, loss, record)`` at the teleported point; the gradient
@@ -220,92 +319,110 @@ def positive_scale_teleport(
     """
     lr = checks.positive("lr", lr)
     steps = checks.count("steps", steps)
-    if clamp is not None:
-        clamp = checks.positive("clamp", clamp)
-    if loss_rtol is not None:
-        loss_rtol = checks.positive("loss_rtol", loss_rtol)
-    params = [p.detach() for p in params]
-    grads = [g.detach() for g in grads]
-    if len(params) != len(grads):
-        raise ValueError(f"Invalid grads: {len(grads)} tensors for {len(params)} params")
-    for i, (p, g) in enumerate(zip(params, grads)):
-        if p.shape != g.shape:
-            raise ValueError(f"Invalid grads[{i}]: shape {tuple(g.shape)} differs from params[{i}] {tuple(p.shape)}")
-        if not (p.is_floating_point() and g.is_floating_point()):
-            raise TypeError(f"Invalid params[{i}]/grads[{i}]: dtypes {p.dtype}, {g.dtype} (expected floating point)")
-    if not params:
-        raise ValueError("Invalid params: empty sequence")
-    small = params[0].device.type == "cpu" and sum(g.numel() for g in grads) < NUMPY_BELOW
-    xp = np if small else torch
-    host = [p.numpy() for p in params] if small else params
-    host_grads = [g.numpy() for g in grads] if small else grads
+    clamp = None if clamp is None else checks.positive("clamp", clamp)
+    loss_rtol = None if loss_rtol is None else checks.positive("loss_rtol", loss_rtol)
+    params, grads = _checked_pairs(params, grads)
+    arrays = _Arrays.of(params, grads)
+    xp = arrays.xp
 
     with np.errstate(all="ignore"):  # overflow and nan are detected and handled below
-        _all_finite_or_raise("params", params, host, xp)
-        batch_ndim = params[chains[0][0].weight].dim() - 2 if chains and chains[0] else 0
-        check_shapes(params, chains, batch_ndim)
-        sq = [g * g for g in host_grads]
-        norm_before = None
-        for s in sq:
-            part = _per_copy_sum(s, batch_ndim)
-            norm_before = part if norm_before is None else norm_before + part
+        _all_finite_or_raise("params", params, arrays.params, xp)
+        arrays.batch_ndim = params[chains[0][0].weight].dim() - 2 if chains and chains[0] else 0
+        check_shapes(params, chains, arrays.batch_ndim)
+        sq = [g * g for g in arrays.grads]
+        norm_before = arrays.norm_per_copy(sq)
         if not bool(xp.isfinite(norm_before).all()):
             checks.finite_tensors("grads", grads)  # raises unless the squares merely overflowed
 
         start = time.perf_counter()
-        if loss_before is None:
-            loss_before = loss_fn(params)
-        loss_before = loss_before.detach()
-        batch = loss_before.shape
-        if loss_before.dim() != batch_ndim:
-            raise ValueError(f"Invalid loss_before: shape {tuple(batch)} (expected {batch_ndim} batch dimensions, "
-                             "one loss per copy)")
+        loss_before = _checked_loss(loss_fn, params, loss_before, arrays.batch_ndim)
         rtol = default_rtol(params[0].dtype) if loss_rtol is None else loss_rtol
-        record = TeleportRecord(method="posscale", loss_before=loss_before.tolist(),
-                                grad_norm_sq_before=norm_before.tolist())
+        record = TeleportRecord(
+            method="posscale", loss_before=loss_before.tolist(), grad_norm_sq_before=norm_before.tolist()
+        )
 
+        # Ascend: every step on all chains at once, keeping the scales after each step.
         states = [_ChainState(chain, sq, xp) for chain in chains if len(chain) > 1]
-        bound = None if clamp is None else clamp / lr
         trail = [[st.scale for st in states]]  # trail[j][i]: the scales of chain i after j steps
         factors = [[] for _ in states]  # per chain, the factors d of each step
-        _ascend(states, steps, lr, bound, xp, trail, factors)
+        _ascend(states, steps, lr, None if clamp is None else clamp / lr, xp, trail, factors)
 
-        # Validate all steps at once and keep each copy's good prefix of steps.
-        info = (np.finfo if small else torch.finfo)(sq[0].dtype)
-        taken = _good_steps(trail, factors, steps, batch, xp, info, loss_before.device, clamp)
+        # Verify all steps at once and keep each copy's good prefix of steps, then walk back if needed.
+        info = (np.finfo if xp is np else torch.finfo)(sq[0].dtype)
+        taken = _good_steps(trail, factors, steps, loss_before.shape, xp, info, loss_before.device, clamp)
         if bool((taken < steps).any()):
             record.stopped = "step rejected: a scale left (0, ∞) or overflowed"
             for i, st in enumerate(states):
                 st.scale = _pick(trail, taken, i, xp)
+        new_params, new_grads, loss_after, taken = _walk_back(
+            arrays, states, trail, taken, loss_fn, loss_before, rtol, record
+        )
+        norm_after = arrays.norm_per_copy([g * g for g in new_grads])
 
-        scales = [st.scale for st in states]
-        back = int(taken.max())
-        while True:
-            new_host, new_host_grads = _apply_scales(host, host_grads, states, scales)
-            new_params = [torch.from_numpy(a) for a in new_host] if small else new_host
-            loss_after = loss_fn(new_params).detach()
-            good = preserved(loss_before, loss_after, rtol)
-            good = good.numpy() if small else good
-            for a in new_host:
-                finite = xp.isfinite(_per_copy_sum(a, batch_ndim))
-                if not bool(finite.all()):
-                    finite = xp.isfinite(a).reshape(*a.shape[:batch_ndim], -1).all(-1)
-                good = good & finite
-            if back == 0 or bool(good.all()):
-                break
-            # Walk the failing copies back one step; step 0 (all scales 1) is the identity.
-            back -= 1
-            record.stopped = "loss not preserved: walked back to the last step that preserved it"
-            taken = xp.where(good, taken, taken.clip(max=back))
-            scales = [_pick(trail, taken, i, xp) for i in range(len(states))]
-
-        norm_after = None
-        for g in new_host_grads:
-            part = _per_copy_sum(g * g, batch_ndim)
-            norm_after = part if norm_after is None else norm_after + part
-    new_grads = [torch.from_numpy(a) for a in new_host_grads] if small else new_host_grads
     record.steps_taken = int(taken.min())
     record.loss_after = loss_after.tolist()
     record.grad_norm_sq_after = norm_after.tolist()
     record.cost_s = time.perf_counter() - start
-    return new_params, new_grads, loss_after, record
+    return new_params, arrays.tensors(new_grads), loss_after, record
+
+
+class PositiveScale(Teleport):
+    """Positive per-unit rescaling of every pair of adjacent layers, in closed form."""
+
+    name = "posscale"
+
+    def __init__(self, lr: float = 1e-4, steps: int = 10, clamp: float | None = 0.1, loss_rtol: float | None = None):
+        self.lr = checks.positive("lr", lr)
+        self.steps = checks.count("steps", steps)
+        self.clamp = None if clamp is None else checks.positive("clamp", clamp)
+        self.loss_rtol = None if loss_rtol is None else checks.positive("loss_rtol", loss_rtol)
+
+    def check(self, objective, params):
+        chains = getattr(objective, "chains", None)
+        if chains is None:
+            raise TypeError(
+                f"Invalid teleport: positive scaling needs a ReLU/LeakyReLU network, not {type(objective).__name__}"
+            )
+        if not any(len(chain) > 1 for chain in chains):
+            raise ValueError("Invalid teleport: positive scaling needs at least 2 layers")
+
+    def __call__(self, objective, params, grads, loss):
+        return positive_scale_teleport(
+            params,
+            grads,
+            objective.chains,
+            objective.loss,
+            lr=self.lr,
+            steps=self.steps,
+            clamp=self.clamp,
+            loss_before=loss,
+            loss_rtol=self.loss_rtol,
+        )
+
+
+def teleport_sequential(
+    model: nn.Sequential,
+    loss_fn: Callable,
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    *,
+    lr: float = 1e-4,
+    steps: int = 10,
+    clamp: float | None = 0.1,
+    loss_rtol: float | None = None,
+):
+    """Positive-scale teleport of an ``nn.Sequential``, written back into the module.
+
+    One forward and backward pass gives ``∇L``; the ``steps`` ascent steps on ``‖∇L‖²`` then
+    cost only vector arithmetic (:func:`positive_scale_teleport`). Returns the
+    :class:`~symtele.history.TeleportRecord`.
+    """
+    objective = ModuleObjective(model, loss_fn, inputs, targets)
+    chains = objective.chains  # validates the layers before any compute
+    params = objective.initial_params()
+    loss, grads = objective.loss_and_grad(params)
+    new_params, _, _, record = positive_scale_teleport(
+        params, grads, chains, objective.loss, lr=lr, steps=steps, clamp=clamp, loss_before=loss, loss_rtol=loss_rtol
+    )
+    objective.write_back(new_params)
+    return record

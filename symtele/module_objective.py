@@ -6,16 +6,17 @@ as a function of the list ``θ = list(model.parameters())``, evaluated with
 For an ``nn.Sequential`` of ``Linear`` and ReLU/LeakyReLU layers it also knows its
 positively scalable layer chains, so the positive-scale teleport applies.
 """
+
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn
 
 from . import checks
-from .layout import sequential_chains
 from .objective import Objective
+from .teleports.chains import sequential_chains
 
 
 class ModuleObjective(Objective):
@@ -61,24 +62,3 @@ class ModuleObjective(Objective):
         with torch.no_grad():
             for p, new in zip(self.model.parameters(), params):
                 p.copy_(new)
-
-
-def teleport_sequential(model: nn.Sequential, loss_fn: Callable, inputs: torch.Tensor, targets: torch.Tensor,
-                        *, lr: float = 1e-4, steps: int = 10, clamp: float | None = 0.1,
-                        loss_rtol: float | None = None):
-    """Positive-scale teleport of an ``nn.Sequential``, written back into the module.
-
-    One forward and backward pass gives ``∇L``; the ``steps`` ascent steps on
-    ``‖∇L‖²`` then cost only vector arithmetic (:func:`symtele.posscale.positive_scale_teleport`).
-    Returns the :class:`~symtele.history.TeleportRecord`.
-    """
-    from .posscale import positive_scale_teleport
-
-    objective = ModuleObjective(model, loss_fn, inputs, targets)
-    chains = objective.chains  # validates the layers before any compute
-    params = objective.initial_params()
-    loss, grads = objective.loss_and_grad(params)
-    new_params, _, _, record = positive_scale_teleport(params, grads, chains, objective.loss, lr=lr, steps=steps,
-                                                       clamp=clamp, loss_before=loss, loss_rtol=loss_rtol)
-    objective.write_back(new_params)
-    return record

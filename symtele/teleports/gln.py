@@ -13,17 +13,19 @@ Each of ``steps`` rounds starts at ``T = 0`` for every pair, takes the gradient 
 ``T = lr · ∂‖∇L‖²/∂T`` and applies the action pair by pair, first layer first.
 The loss may change; the record says by how much.
 """
+
 from __future__ import annotations
 
 import time
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 
-from . import checks
-from .history import TeleportRecord, to_list
-from .mlp import MLPRegression
-from .objective import grad_norm_sq
+from .. import checks
+from ..history import TeleportRecord, to_list
+from ..objective import grad_norm_sq
+from ..regression import MLPRegression
+from .base import Teleport
 
 
 def _act_pairs(objective: MLPRegression, weights, ts, pairs):
@@ -38,8 +40,14 @@ def _act_pairs(objective: MLPRegression, weights, ts, pairs):
     return out
 
 
-def gln_teleport(objective: MLPRegression, weights: Sequence[torch.Tensor], *, lr: float = 1e-7,
-                 steps: int = 8, pairs: Sequence[int] | None = None):
+def gln_teleport(
+    objective: MLPRegression,
+    weights: Sequence[torch.Tensor],
+    *,
+    lr: float = 1e-7,
+    steps: int = 8,
+    pairs: Sequence[int] | None = None,
+):
     """Teleport ``weights`` by gradient ascent on ``‖∇L‖²`` over GL(k) for each pair of layers.
 
     ``pairs``: indices ``m`` of the pairs ``(W_m, W_{m+1})`` to act on (default: all).
@@ -51,7 +59,8 @@ def gln_teleport(objective: MLPRegression, weights: Sequence[torch.Tensor], *, l
     if objective.negative_slope <= 0:
         raise ValueError(
             f"Invalid objective: GL(n) teleport needs an invertible activation (LeakyReLU with "
-            f"negative_slope > 0), got negative_slope={objective.negative_slope}")
+            f"negative_slope > 0), got negative_slope={objective.negative_slope}"
+        )
     lr = checks.positive("lr", lr)
     steps = checks.count("steps", steps)
     weights = [w.detach() for w in checks.finite_tensors("weights", weights)]
@@ -64,12 +73,20 @@ def gln_teleport(objective: MLPRegression, weights: Sequence[torch.Tensor], *, l
     start = time.perf_counter()
     loss0, grads0 = objective.loss_and_grad(weights)
     batch_ndim = loss0.dim()
-    record = TeleportRecord(method="gln", loss_before=to_list(loss0),
-                            grad_norm_sq_before=to_list(grad_norm_sq(grads0, batch_ndim)))
+    record = TeleportRecord(
+        method="gln", loss_before=to_list(loss0), grad_norm_sq_before=to_list(grad_norm_sq(grads0, batch_ndim))
+    )
     for _ in range(steps):
         with torch.enable_grad():
-            ts = [torch.zeros(weights[m].shape[:-2] + (weights[m].shape[-2],) * 2, dtype=weights[m].dtype,
-                              device=weights[m].device, requires_grad=True) for m in pairs]
+            ts = [
+                torch.zeros(
+                    weights[m].shape[:-2] + (weights[m].shape[-2],) * 2,
+                    dtype=weights[m].dtype,
+                    device=weights[m].device,
+                    requires_grad=True,
+                )
+                for m in pairs
+            ]
             moved = _act_pairs(objective, weights, ts, pairs)
             loss = objective.loss(moved).sum()
             grads = torch.autograd.grad(loss, moved, create_graph=True)
@@ -89,3 +106,25 @@ def gln_teleport(objective: MLPRegression, weights: Sequence[torch.Tensor], *, l
     record.grad_norm_sq_after = to_list(grad_norm_sq(grads, batch_ndim))
     record.cost_s = time.perf_counter() - start
     return weights, grads, loss, record
+
+
+class GLn(Teleport):
+    """The GL(n) teleport of Zhao et al. (2022) on LeakyReLU MLPs (approximately loss-preserving)."""
+
+    name = "gln"
+
+    def __init__(self, lr: float = 1e-7, steps: int = 8, pairs=None):
+        self.lr = checks.positive("lr", lr)
+        self.steps = checks.count("steps", steps)
+        self.pairs = None if pairs is None else [int(p) for p in pairs]
+
+    def check(self, objective, params):
+        if not isinstance(objective, MLPRegression):
+            raise TypeError(f"Invalid teleport: GL(n) acts on MLPRegression only, not on {type(objective).__name__}")
+        if objective.negative_slope <= 0:
+            raise ValueError(
+                f"Invalid teleport: GL(n) needs LeakyReLU (negative_slope > 0), got {objective.negative_slope}"
+            )
+
+    def __call__(self, objective, params, grads, loss):
+        return gln_teleport(objective, params, lr=self.lr, steps=self.steps, pairs=self.pairs)

@@ -25,18 +25,21 @@ to 1552.006, against 3600, the level set's maximum, reached here.)
 The iteration stops early when the KKT residual ``‖P_t q_t‖`` (``P_t`` projects onto the
 orthogonal complement of ``∇L(x_t)``) is at most ``eps`` and ``r_t ≤ delta``. An
 accepted step that leaves the sub-level set by more than ``delta`` is pulled back onto
-the level set by Newton steps along ``−∇L``, ``x ← x − r ∇L/‖∇L‖²``. The returned point is the iterate with the largest gradient norm among those
-with ``L ≤ L(w_k) + delta``, so the loss never rises by more than ``delta``.
+the level set by Newton steps along ``−∇L``, ``x ← x − r ∇L/‖∇L‖²``. The returned point is the
+iterate with the largest gradient norm among those with ``L ≤ L(w_k) + delta``, so the loss
+never rises by more than ``delta``.
 """
+
 from __future__ import annotations
 
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
-from . import checks
-from .history import TeleportRecord
+from .. import checks
+from ..history import TeleportRecord
+from .base import Teleport
 
 
 def _loss_grad(loss_fn, x, create_graph=False):
@@ -71,10 +74,60 @@ def _restore(loss_fn, x, level, delta, steps):
     return None
 
 
-def level_set_teleport(loss_fn: Callable[[torch.Tensor], torch.Tensor], w: torch.Tensor, *,
-                       rho: float = 1.0, steps: int = 100, line_search_steps: int = 50,
-                       eps: float = 1e-6, delta: float = 1e-8, penalty: float = 3.0,
-                       restore_steps: int = 50):
+def _merit(loss, grad_sq, level, gamma):
+    """``φ_γ = −½‖∇L‖² + γ (L − L(w_k))₊``."""
+    return -0.5 * grad_sq + gamma * torch.clamp(loss - level, min=0)
+
+
+def _line_search(loss_fn, x, loss, g, q, level, gamma, rho, halvings):
+    """One sequential step from ``x``: halve ρ from ``rho`` until the merit decreases enough.
+
+    Returns ``(ρ, x_new, L(x_new))`` for the accepted step, or ``None`` when ``halvings`` trials fail.
+    """
+    gsq, gap = g.square().sum(), loss - level
+    phi = _merit(loss, gsq, level, gamma)
+
+    def candidate(r):
+        v = -torch.clamp(r * (q @ g) / gsq + gap, min=0) * g
+        return x + (r * q + v) / gsq, v
+
+    r = rho
+    x_new, v = candidate(r)
+    for _ in range(halvings):
+        if bool(torch.isfinite(x_new).all()):
+            new_loss, new_g, _ = _loss_grad(loss_fn, x_new)
+            new_loss, new_g = new_loss.detach(), new_g.detach()
+            if bool(torch.isfinite(new_loss)) and bool(torch.isfinite(new_g).all()):
+                phi_new = _merit(new_loss, new_g.square().sum(), level, gamma)
+                slope = -((q @ v) + r * q.square().sum()) / gsq - gamma * torch.clamp(gap, min=0)
+                if bool(phi_new < phi + 0.5 * torch.clamp(slope, max=0)):
+                    return r, x_new, new_loss
+        r = r / 2
+        x_new, v = candidate(r)
+    return None
+
+
+def _stop_reason(gsq, kkt, gap, eps, delta) -> str | None:
+    """Why the iteration ends at this point, or ``None`` to go on."""
+    if not bool(gsq > 0):
+        return "zero gradient"
+    if kkt <= eps and gap <= delta:
+        return "KKT conditions met"
+    return None
+
+
+def level_set_teleport(
+    loss_fn: Callable[[torch.Tensor], torch.Tensor],
+    w: torch.Tensor,
+    *,
+    rho: float = 1.0,
+    steps: int = 100,
+    line_search_steps: int = 50,
+    eps: float = 1e-6,
+    delta: float = 1e-8,
+    penalty: float = 3.0,
+    restore_steps: int = 50,
+):
     """Teleport the parameter vector ``w`` towards the steepest point of its sub-level set.
 
     ``loss_fn`` maps a 1-D tensor to a scalar and must be twice differentiable by autograd.
@@ -101,65 +154,33 @@ def level_set_teleport(loss_fn: Callable[[torch.Tensor], torch.Tensor], w: torch
     trace = {"objective": [], "constraint_gap": [], "kkt_residual": [], "step_size": []}
     best, best_gsq = x, g.square().sum()
     gamma = penalty * best_gsq / level.abs().clamp_min(torch.finfo(level.dtype).tiny)
-    rho_t, rho_max = rho, rho * 2.0 ** 20
+    rho_t, rho_max = rho, rho * 2.0**20
 
-    def merit(loss_value, grad_sq, gamma):
-        return -0.5 * grad_sq + gamma * torch.clamp(loss_value - level, min=0)
-
-    for t in range(steps):
-        gsq = g.square().sum()
-        gap = loss - level
+    for _ in range(steps):
+        gsq, gap = g.square().sum(), loss - level
         kkt = (q - (q @ g) / gsq * g).norm()
         trace["objective"].append(0.5 * gsq.item())
         trace["constraint_gap"].append(gap.item())
         trace["kkt_residual"].append(kkt.item())
-        if not bool(gsq > 0):
-            record.stopped = "zero gradient"
+        record.stopped = _stop_reason(gsq, kkt, gap, eps, delta)
+        step = None if record.stopped else _line_search(loss_fn, x, loss, g, q, level, gamma, rho_t, line_search_steps)
+        if step is None:
+            record.stopped = record.stopped or "line search failed"
             trace["step_size"].append(0.0)
             break
-        if kkt <= eps and gap <= delta:
-            record.stopped = "KKT conditions met"
-            trace["step_size"].append(0.0)
-            break
-
-        def candidate(r):
-            v = -torch.clamp(r * (q @ g) / gsq + gap, min=0) * g
-            return x + (r * q + v) / gsq, v
-
-        r = rho_t
-        x_new, v = candidate(r)
-        phi = merit(loss, gsq, gamma)
-        accepted = False
-        for _ in range(line_search_steps):
-            if bool(torch.isfinite(x_new).all()):
-                new_loss, new_g, _ = _loss_grad(loss_fn, x_new)
-                new_loss, new_g = new_loss.detach(), new_g.detach()
-                if bool(torch.isfinite(new_loss)) and bool(torch.isfinite(new_g).all()):
-                    phi_new = merit(new_loss, new_g.square().sum(), gamma)
-                    slope = -((q @ v) + r * q.square().sum()) / gsq - gamma * torch.clamp(gap, min=0)
-                    accepted = bool(phi_new < phi + 0.5 * torch.clamp(slope, max=0))
-                    if accepted:
-                        break
-            r = r / 2
-            x_new, v = candidate(r)
-        if not accepted:
-            record.stopped = "line search failed"
-            trace["step_size"].append(0.0)
-            break
+        r, x, new_loss = step
         trace["step_size"].append(r)
         rho_t = min(2 * r, rho_max)
-        x = x_new.detach()
+        x = x.detach()
         record.steps_taken += 1
-        if bool(new_loss - level > delta):
-            # Pull the iterate back into the sub-level set along −∇L before going on.
+        if bool(new_loss - level > delta):  # pull the iterate back into the sub-level set along −∇L
             x = _restore(loss_fn, x, level, delta, restore_steps)
             if x is None:
                 record.stopped = "could not return to the sub-level set"
                 break
         loss, g, q = _loss_grad_hvp(loss_fn, x)
-        new_gsq = g.square().sum()
-        if bool(loss - level <= delta) and bool(new_gsq > best_gsq):
-            best, best_gsq = x, new_gsq
+        if bool(loss - level <= delta) and bool(g.square().sum() > best_gsq):
+            best, best_gsq = x, g.square().sum()
 
     final_loss, final_g, _ = _loss_grad(loss_fn, best)
     record.loss_after = final_loss.item()
@@ -167,3 +188,62 @@ def level_set_teleport(loss_fn: Callable[[torch.Tensor], torch.Tensor], w: torch
     record.trace = trace
     record.cost_s = time.perf_counter() - start
     return best.detach(), record
+
+
+def flatten(params) -> torch.Tensor:
+    """The parameters as one vector."""
+    return torch.cat([p.reshape(-1) for p in params])
+
+
+def unflatten(vector: torch.Tensor, like) -> list[torch.Tensor]:
+    """``vector`` cut into views shaped like ``like``."""
+    out, i = [], 0
+    for p in like:
+        out.append(vector[i : i + p.numel()].view_as(p))
+        i += p.numel()
+    return out
+
+
+class LevelSet(Teleport):
+    """Level-set teleport on the flattened parameters (any twice-differentiable objective)."""
+
+    name = "levelset"
+
+    def __init__(
+        self,
+        rho: float = 1.0,
+        steps: int = 100,
+        line_search_steps: int = 50,
+        eps: float = 1e-6,
+        delta: float = 1e-8,
+        penalty: float = 3.0,
+    ):
+        self.rho = checks.positive("rho", rho)
+        self.steps = checks.count("steps", steps)
+        self.line_search_steps = checks.count("line_search_steps", line_search_steps, minimum=1)
+        self.eps = checks.non_negative("eps", eps)
+        self.delta = checks.non_negative("delta", delta)
+        self.penalty = checks.positive("penalty", penalty)
+
+    def check(self, objective, params):
+        loss = objective.loss(params)
+        if loss.dim() != 0:
+            raise ValueError(
+                f"Invalid objective: level-set teleport takes one problem copy, got batch {tuple(loss.shape)}"
+            )
+
+    def __call__(self, objective, params, grads, loss):
+        like = [p.detach() for p in params]
+        w, record = level_set_teleport(
+            lambda v: objective.loss(unflatten(v, like)),
+            flatten(like),
+            rho=self.rho,
+            steps=self.steps,
+            line_search_steps=self.line_search_steps,
+            eps=self.eps,
+            delta=self.delta,
+            penalty=self.penalty,
+        )
+        params = [p.clone() for p in unflatten(w, like)]
+        loss, grads = objective.loss_and_grad(params)
+        return params, grads, loss, record

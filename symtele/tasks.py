@@ -1,8 +1,9 @@
-"""Ready-made problems beyond the seed task: the writeup's Softplus MLP and an MLP on digits.
+"""Tasks besides the course project's regression: the writeup's Softplus MLP and an MLP on digits.
 
-Both return a :class:`~symtele.modules.ModuleObjective` and its initial parameters,
+Both return a :class:`~symtele.module_objective.ModuleObjective` and its initial parameters,
 drawn from a seeded generator, on the requested ``device`` (CPU by default).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -13,11 +14,12 @@ import torch
 from torch import nn
 
 from . import checks
-from .modules import ModuleObjective
+from .module_objective import ModuleObjective
 
 
-def softplus_mlp(seed: int = 0, *, n_samples: int = 128, n_features: int = 10, hidden: int = 50,
-                 dtype=torch.float64, device="cpu"):
+def softplus_mlp(
+    seed: int = 0, *, n_samples: int = 128, n_features: int = 10, hidden: int = 50, dtype=torch.float64, device="cpu"
+):
     """The writeup's 2-layer Softplus network with 50 hidden units on a synthetic regression.
 
     Data: ``x ~ N(0, I)`` in ``R^{n_features}``; the target is a fixed random
@@ -29,13 +31,16 @@ def softplus_mlp(seed: int = 0, *, n_samples: int = 128, n_features: int = 10, h
         checks.count(name, v, minimum=1)
     gen = torch.Generator().manual_seed(seed)
     x = torch.randn(n_samples, n_features, generator=gen, dtype=torch.float64)
-    teacher_in = torch.randn(n_features, 8, generator=gen, dtype=torch.float64) / n_features ** 0.5
+    teacher_in = torch.randn(n_features, 8, generator=gen, dtype=torch.float64) / n_features**0.5
     teacher_out = torch.randn(8, 1, generator=gen, dtype=torch.float64)
     y = torch.tanh(x @ teacher_in) @ teacher_out + 0.1 * torch.randn(n_samples, 1, generator=gen, dtype=torch.float64)
     torch.manual_seed(seed)
-    model = nn.Sequential(nn.Linear(n_features, hidden), nn.Softplus(), nn.Linear(hidden, 1)).to(dtype=dtype, device=device)
-    objective = ModuleObjective(model, nn.functional.mse_loss, x.to(dtype=dtype, device=device),
-                                y.to(dtype=dtype, device=device))
+    model = nn.Sequential(nn.Linear(n_features, hidden), nn.Softplus(), nn.Linear(hidden, 1)).to(
+        dtype=dtype, device=device
+    )
+    objective = ModuleObjective(
+        model, nn.functional.mse_loss, x.to(dtype=dtype, device=device), y.to(dtype=dtype, device=device)
+    )
     return objective, objective.initial_params()
 
 
@@ -89,8 +94,15 @@ def digits_data(seed: int = 0, *, test_fraction: float = 0.25, dtype=torch.float
     return DigitsData(x[train].to(**to), y[train].to(device), x[test].to(**to), y[test].to(device))
 
 
-def digits_mlp(seed: int = 0, *, hidden=(64, 64), negative_slope: float = 0.0, data_seed: int = 0,
-               dtype=torch.float32, device="cpu"):
+def digits_mlp(
+    seed: int = 0,
+    *,
+    hidden=(64, 64),
+    negative_slope: float = 0.0,
+    data_seed: int = 0,
+    dtype=torch.float32,
+    device="cpu",
+):
     """A ReLU (or LeakyReLU) MLP classifying the digits with cross-entropy, full batch.
 
     Returns ``(objective, params, data)``; ``accuracy(objective, params, x, y)`` scores

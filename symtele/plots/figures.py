@@ -5,6 +5,7 @@
 ``{"symtele_figure": {"name": ..., "caption": ...}}``; the report builder numbers
 every output carrying that metadata and prints its caption beneath it.
 """
+
 from __future__ import annotations
 
 from pathlib import Path

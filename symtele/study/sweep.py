@@ -1,13 +1,13 @@
 """Sweeps over teleport schedules: when to teleport × how hard × which symmetry group, over seeds.
 
 A :class:`Grid` lists teleport epochs, teleport learning rates per group (``posscale`` on
-the seed's ReLU task, ``gln`` on its LeakyReLU(0.1) variant) and optimisers (``gd``,
+the course project's ReLU regression, ``gln`` on its LeakyReLU(0.1) variant) and optimisers (``gd``,
 ``adagrad``). A *grid point* is one (optimiser, group, teleport epoch, teleport lr);
 its seeds train as one batched computation, teleporting once, before the step of
 the teleport epoch. Each (optimiser, group) also runs the no-teleport baseline on the
 same task and seeds.
 
-Every record (results schema of :mod:`symtele.results`, one per seed) carries its grid
+Every record (results schema of :mod:`symtele.study.results`, one per seed) carries its grid
 coordinates (``optimizer``, ``lr``, ``group``, ``teleport_epoch``, ``teleport_lr``,
 ``teleport_steps``; ``None`` for the baseline), ``final_loss`` and ``to_baseline``:
 the baseline's final loss for that seed and the first epoch, and wall-clock seconds
@@ -15,11 +15,12 @@ from the start of the run (teleport cost included), at which the run's loss is a
 below it (``None`` if it never gets there). The seconds are those of the batched run.
 
 Points run through joblib: locally by default (``n_jobs=-1``, threads: see :data:`PREFER`;
-``joblib.parallel_config(backend="loky")`` for processes), or on a Dask cluster under ``joblib.parallel_config(backend="dask")`` with a
-``distributed.Client``. The task data are drawn once, in the calling process, and each
-point is a pure function of its arguments, so the records are the same whatever the
-backend and whatever order the points finish in; only the timings differ.
+``joblib.parallel_config(backend="loky")`` for processes), or on a Dask cluster under
+``joblib.parallel_config(backend="dask")`` with a ``distributed.Client``. The task data are drawn
+once, in the calling process, and each point is a pure function of its arguments, so the records
+are the same whatever the backend and whatever order the points finish in; only the timings differ.
 """
+
 from __future__ import annotations
 
 import math
@@ -29,18 +30,16 @@ from statistics import fmean
 
 from joblib import Parallel, delayed
 
-from . import checks
-from .mlp import SEEDS, seed_task
+from .. import checks
+from ..teleports import make_teleport
+from ..training import train
+from .experiments import course_regression_task
 from .results import batched_records, write_results
-from .teleports import make_teleport
-from .training import train
+from .settings import GLN, SWEEP
+from .summaries import epochs_to_reach
 
-#: the task each group acts on: (problem name, LeakyReLU negative slope; 0 is ReLU)
-GROUPS = {"posscale": ("relu-mlp", 0.0), "gln": ("leaky-relu-mlp", 0.1)}
-#: the seed's step sizes for each optimiser
-DEFAULT_LRS = {"gd": 1e-4, "adagrad": 1e-1}
-#: teleport ascent steps per group (the seed's positive scale; Zhao et al.'s GL(n))
-DEFAULT_STEPS = {"posscale": 10, "gln": 8}
+#: the task each group acts on: (problem name in the records, LeakyReLU negative slope; 0 is ReLU)
+GROUP_TASKS = {"posscale": ("relu-mlp", 0.0), "gln": ("leaky-relu-mlp", GLN.negative_slope)}
 #: joblib's backend hint when no backend is configured. A 300-epoch point is a fraction of a
 #: second of small torch operations; threads ran the notebook's sweep as fast as one worker,
 #: while a process pool first pays a torch import per worker and ran it over 3× slower (README)
@@ -72,15 +71,15 @@ class Grid:
 
     ``teleport_lrs`` maps each group to sweep (``posscale``, ``gln``) to its teleport
     learning rates, e.g. ``{"posscale": [1e-5, 1e-4, 1e-3]}``. ``lrs`` overrides the
-    optimisers' step sizes (:data:`DEFAULT_LRS`), ``teleport_steps`` the ascent steps
-    per group (:data:`DEFAULT_STEPS`).
+    optimisers' step sizes, ``teleport_steps`` the ascent steps per group (by default the
+    writeup's, ``SWEEP.lrs`` and ``SWEEP.teleport_steps`` of :mod:`symtele.study.settings`).
     """
 
     teleport_epochs: tuple
     teleport_lrs: dict
-    optimizers: tuple = ("gd",)
-    seeds: tuple = SEEDS
-    epochs: int = 300
+    optimizers: tuple = SWEEP.optimizers
+    seeds: tuple = SWEEP.seeds
+    epochs: int = SWEEP.epochs
     lrs: dict = field(default_factory=dict)
     teleport_steps: dict = field(default_factory=dict)
 
@@ -90,20 +89,34 @@ class Grid:
         for e in teleport_epochs:
             if e >= epochs:
                 raise ValueError(f"Invalid teleport_epochs: {e} (the run has epochs 0..{epochs - 1})")
-        teleport_lrs = {g: _distinct(f"teleport_lrs[{g!r}]", lrs, checks.positive)
-                        for g, lrs in _mapping("teleport_lrs", self.teleport_lrs, GROUPS).items()}
+        teleport_lrs = {
+            g: _distinct(f"teleport_lrs[{g!r}]", lrs, checks.positive)
+            for g, lrs in _mapping("teleport_lrs", self.teleport_lrs, GROUP_TASKS).items()
+        }
         if not teleport_lrs:
             raise ValueError("Invalid teleport_lrs: {} (name at least one group)")
-        optimizers = _distinct("optimizers", self.optimizers, lambda n, v: checks.choice(n, v, DEFAULT_LRS))
+        optimizers = _distinct("optimizers", self.optimizers, lambda n, v: checks.choice(n, v, SWEEP.lrs))
         seeds = _distinct("seeds", self.seeds, checks.count)
-        lrs = {**DEFAULT_LRS, **{k: checks.positive(f"lrs[{k!r}]", v)
-                                 for k, v in _mapping("lrs", self.lrs, DEFAULT_LRS).items()}}
-        steps = {**DEFAULT_STEPS, **{k: checks.count(f"teleport_steps[{k!r}]", v)
-                                     for k, v in _mapping("teleport_steps", self.teleport_steps, GROUPS).items()}}
-        for name, value in (("epochs", epochs), ("teleport_epochs", teleport_epochs), ("teleport_lrs", teleport_lrs),
-                            ("optimizers", optimizers), ("seeds", seeds),
-                            ("lrs", {k: lrs[k] for k in optimizers}),
-                            ("teleport_steps", {g: steps[g] for g in teleport_lrs})):
+        lrs = {
+            **SWEEP.lrs,
+            **{k: checks.positive(f"lrs[{k!r}]", v) for k, v in _mapping("lrs", self.lrs, SWEEP.lrs).items()},
+        }
+        steps = {
+            **SWEEP.teleport_steps,
+            **{
+                k: checks.count(f"teleport_steps[{k!r}]", v)
+                for k, v in _mapping("teleport_steps", self.teleport_steps, GROUP_TASKS).items()
+            },
+        }
+        for name, value in (
+            ("epochs", epochs),
+            ("teleport_epochs", teleport_epochs),
+            ("teleport_lrs", teleport_lrs),
+            ("optimizers", optimizers),
+            ("seeds", seeds),
+            ("lrs", {k: lrs[k] for k in optimizers}),
+            ("teleport_steps", {g: steps[g] for g in teleport_lrs}),
+        ):
             object.__setattr__(self, name, value)
 
     @property
@@ -121,10 +134,15 @@ class Grid:
 
     def to_dict(self) -> dict:
         """The grid as JSON-ready parameters."""
-        return {"epochs": self.epochs, "teleport_epochs": list(self.teleport_epochs),
-                "teleport_lrs": {g: list(v) for g, v in self.teleport_lrs.items()},
-                "optimizers": list(self.optimizers), "seeds": list(self.seeds),
-                "lrs": dict(self.lrs), "teleport_steps": dict(self.teleport_steps)}
+        return {
+            "epochs": self.epochs,
+            "teleport_epochs": list(self.teleport_epochs),
+            "teleport_lrs": {g: list(v) for g, v in self.teleport_lrs.items()},
+            "optimizers": list(self.optimizers),
+            "seeds": list(self.seeds),
+            "lrs": dict(self.lrs),
+            "teleport_steps": dict(self.teleport_steps),
+        }
 
 
 def run_point(objective, weights, grid: Grid, point: tuple) -> list[dict]:
@@ -132,11 +150,26 @@ def run_point(objective, weights, grid: Grid, point: tuple) -> list[dict]:
     optimizer, group, teleport_epoch, teleport_lr = point
     steps = grid.teleport_steps[group]
     teleport = None if teleport_epoch is None else make_teleport(group, lr=teleport_lr, steps=steps)
-    history = train(objective, weights, optimizer=optimizer, lr=grid.lrs[optimizer], epochs=grid.epochs,
-                    teleport=teleport, schedule=teleport_epoch)
-    records = batched_records(GROUPS[group][0], list(grid.seeds), history, optimizer=optimizer,
-                              lr=grid.lrs[optimizer], group=group, teleport_epoch=teleport_epoch,
-                              teleport_lr=teleport_lr, teleport_steps=None if teleport is None else steps)
+    history = train(
+        objective,
+        weights,
+        optimizer=optimizer,
+        lr=grid.lrs[optimizer],
+        epochs=grid.epochs,
+        teleport=teleport,
+        schedule=teleport_epoch,
+    )
+    records = batched_records(
+        GROUP_TASKS[group][0],
+        list(grid.seeds),
+        history,
+        optimizer=optimizer,
+        lr=grid.lrs[optimizer],
+        group=group,
+        teleport_epoch=teleport_epoch,
+        teleport_lr=teleport_lr,
+        teleport_steps=None if teleport is None else steps,
+    )
     for r in records:
         r["final_loss"] = r["loss"][-1]
     return records
@@ -147,12 +180,8 @@ def time_to_loss(record: dict, target: float) -> dict:
 
     A missing or NaN ``target`` (a diverged baseline) is never reached.
     """
-    if target is None or math.isnan(target):
-        return {"loss": target, "epochs": None, "time_s": None}
-    for epoch, loss in enumerate(record["loss"]):
-        if loss is not None and loss <= target:
-            return {"loss": target, "epochs": epoch, "time_s": record["time_s"][epoch]}
-    return {"loss": target, "epochs": None, "time_s": None}
+    epoch = epochs_to_reach(record["loss"], target)
+    return {"loss": target, "epochs": epoch, "time_s": None if epoch is None else record["time_s"][epoch]}
 
 
 def sweep(grid: Grid, *, n_jobs: int = -1, path=None, name: str = "sweep") -> list[dict]:
@@ -162,17 +191,19 @@ def sweep(grid: Grid, *, n_jobs: int = -1, path=None, name: str = "sweep") -> li
     ``path``, also writes the results file ``{"name", "parameters", "records"}`` there.
     """
     if not isinstance(grid, Grid):
-        raise TypeError(f"Invalid grid: {grid!r} (expected a symtele.sweep.Grid)")
+        raise TypeError(f"Invalid grid: {grid!r} (expected a symtele.study.sweep.Grid)")
     if isinstance(n_jobs, bool) or not isinstance(n_jobs, Integral):
         raise TypeError(f"Invalid n_jobs: {n_jobs!r} (expected an integer; -1 means all cores)")
     if n_jobs == 0:
         raise ValueError("Invalid n_jobs: 0 (use a positive count, or -1 for all cores)")
-    tasks = {g: seed_task(list(grid.seeds), negative_slope=GROUPS[g][1]) for g in grid.groups}
+    tasks = {g: course_regression_task(list(grid.seeds), negative_slope=GROUP_TASKS[g][1]) for g in grid.groups}
     runs = Parallel(n_jobs=n_jobs, prefer=PREFER)(
-        delayed(run_point)(*tasks[point[1]], grid, point) for point in grid.points())
+        delayed(run_point)(*tasks[point[1]], grid, point) for point in grid.points()
+    )
     records = [r for run in runs for r in run]
-    baseline = {(r["optimizer"], r["group"], r["seed"]): r["final_loss"]
-                for r in records if r["teleport_epoch"] is None}
+    baseline = {
+        (r["optimizer"], r["group"], r["seed"]): r["final_loss"] for r in records if r["teleport_epoch"] is None
+    }
     for r in records:
         r["to_baseline"] = time_to_loss(r, baseline[r["optimizer"], r["group"], r["seed"]])
     if path is not None:
@@ -187,7 +218,7 @@ def _mean(values):
 
 
 def summarize(records: list[dict]) -> list[dict]:
-    """One row per grid point, measured on the mean loss curve over its seeds (the seed's way).
+    """One row per grid point, measured on the mean loss curve over its seeds (the course project's way).
 
     ``final_loss``: the mean final loss; ``baseline_loss``: the no-teleport run's mean final
     loss; ``epochs_to_baseline``/``seconds_to_baseline``: when the mean curve first reaches it
@@ -203,10 +234,19 @@ def summarize(records: list[dict]) -> list[dict]:
         curve = [_mean(losses) for losses in zip(*(r["loss"] for r in rs))]
         target = baseline[optimizer, group]
         reach = time_to_loss({"loss": curve, "time_s": rs[0]["time_s"]}, target)
-        rows.append({
-            "optimizer": optimizer, "group": group, "method": rs[0]["method"], "teleport_epoch": epoch,
-            "teleport_lr": lr, "seeds": len(rs), "final_loss": curve[-1], "baseline_loss": target,
-            "epochs_to_baseline": reach["epochs"], "seconds_to_baseline": reach["time_s"],
-            "reached": sum(r["to_baseline"]["epochs"] is not None for r in rs),
-        })
+        rows.append(
+            {
+                "optimizer": optimizer,
+                "group": group,
+                "method": rs[0]["method"],
+                "teleport_epoch": epoch,
+                "teleport_lr": lr,
+                "seeds": len(rs),
+                "final_loss": curve[-1],
+                "baseline_loss": target,
+                "epochs_to_baseline": reach["epochs"],
+                "seconds_to_baseline": reach["time_s"],
+                "reached": sum(r["to_baseline"]["epochs"] is not None for r in rs),
+            }
+        )
     return rows

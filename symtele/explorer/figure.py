@@ -1,12 +1,13 @@
 """The explorer's figure: four panels whose artists are made once and updated for each result.
 
 Loss per epoch, loss against wall-clock time, ‖∇L‖² per epoch, and the trajectory on the
-level sets for the 2-D problems. Used by :class:`symtele.explorer.Explorer`.
+level sets for the 2-D problems. It shows a :class:`symtele.explorer.runs.Result` and imports
+nothing else of the explorer. Used by :class:`symtele.explorer.panel.Explorer`.
 """
+
 from __future__ import annotations
 
 import io
-from typing import TYPE_CHECKING
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -14,10 +15,7 @@ from matplotlib.collections import LineCollection
 from matplotlib.ticker import FuncFormatter, NullLocator
 from PIL import Image as PILImage
 
-from .problems import PROBLEMS as PROBLEMS_2D
-
-if TYPE_CHECKING:
-    from .explorer import Result
+from ..problems import PROBLEMS_2D
 
 
 def _log_limits(arrays) -> tuple[float, float]:
@@ -50,16 +48,18 @@ class Plot:
         for which, color in self.WHICH.items():
             for panel, ax in self.panels.items():
                 (self.lines[panel, which],) = ax.plot([], [], color=color)
-                self.bands[panel, which] = ax.fill_between([0, 1], [1, 1], [1, 1], color=color, alpha=0.2,
-                                                           linewidth=0)
+                self.bands[panel, which] = ax.fill_between([0, 1], [1, 1], [1, 1], color=color, alpha=0.2, linewidth=0)
             (self.lines["time", which],) = ax_time.plot([], [], color=color)
         self.marks = {}
         for panel, ax in self.panels.items():
-            self.marks[panel] = LineCollection([], colors="C1", linestyles=":", linewidths=0.8,
-                                               transform=ax.get_xaxis_transform())
+            self.marks[panel] = LineCollection(
+                [], colors="C1", linestyles=":", linewidths=0.8, transform=ax.get_xaxis_transform()
+            )
             ax.add_collection(self.marks[panel], autolim=False)
-        self.targets = [ax.axhline(1.0, color="0.5", linestyle="--", linewidth=0.8, label="no-teleport final loss")
-                        for ax in (ax_loss, ax_time)]
+        self.targets = [
+            ax.axhline(1.0, color="0.5", linestyle="--", linewidth=0.8, label="no-teleport final loss")
+            for ax in (ax_loss, ax_time)
+        ]
         ax_loss.set(title="loss per epoch", xlabel="epoch", ylabel="loss", yscale="log")
         ax_time.set(title="loss against wall-clock time", xlabel="seconds", ylabel="loss", yscale="log")
         ax_grad.set(title="‖∇L‖² per epoch", xlabel="epoch", ylabel="‖∇L‖²", yscale="log")
@@ -67,7 +67,7 @@ class Plot:
             ax.yaxis.set_minor_locator(NullLocator())
             ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
 
-    def show(self, result: Result) -> None:
+    def show(self, result) -> None:
         """Put ``result`` into the figure's artists."""
         shown = {"baseline": result.baseline, "teleported": result.teleported}
         for which, c in shown.items():
@@ -100,14 +100,21 @@ class Plot:
         self.panels["loss"].legend(handles=handles + self.targets[:1], fontsize=7, loc="upper right")
         self._trajectory(result)
 
-    def _trajectory(self, result: Result) -> None:
+    def _trajectory(self, result) -> None:
         ax = self.ax_path
         ax.cla()
         problem = PROBLEMS_2D.get(result.settings.problem)
         if problem is None:
             ax.set_axis_off()
-            ax.text(0.5, 0.5, "the trajectory is drawn for the 2-D problems", ha="center", va="center",
-                    transform=ax.transAxes, color="0.4")
+            ax.text(
+                0.5,
+                0.5,
+                "the trajectory is drawn for the 2-D problems",
+                ha="center",
+                va="center",
+                transform=ax.transAxes,
+                color="0.4",
+            )
             return
         ax.set_axis_on()
         runs = [c for c in (result.baseline, result.teleported) if c is not None]
@@ -117,12 +124,20 @@ class Plot:
         pad = 0.15 * np.maximum(high - low, 1e-3)
         gx, gy, f = problem.grid((low[0] - pad[0], high[0] + pad[0]), (low[1] - pad[1], high[1] + pad[1]), n=100)
         top = max(float(f.max()), 1e-6)
-        ax.contour(gx, gy, f, levels=np.geomspace(max(float(f.min()), top * 1e-6), top, 15),
-                   colors="0.75", linewidths=0.6)
+        ax.contour(
+            gx, gy, f, levels=np.geomspace(max(float(f.min()), top * 1e-6), top, 15), colors="0.75", linewidths=0.6
+        )
         for c, color in zip(runs, self.WHICH.values()):
             for k in range(c.path.shape[1]):
-                ax.plot(c.path[:, k, 0], c.path[:, k, 1], ".-", color=color, markersize=3, linewidth=0.8,
-                        label=c.label if k == 0 else None)
+                ax.plot(
+                    c.path[:, k, 0],
+                    c.path[:, k, 1],
+                    ".-",
+                    color=color,
+                    markersize=3,
+                    linewidth=0.8,
+                    label=c.label if k == 0 else None,
+                )
         ax.plot(*problem.minimum, "k*", markersize=9, label="minimum")
         ax.set(title="trajectory on the level sets", xlabel="x", ylabel="y")
         ax.legend(fontsize=7)
@@ -133,5 +148,6 @@ class Plot:
         canvas.draw()
         buffer = io.BytesIO()
         PILImage.frombuffer("RGBA", canvas.get_width_height(), canvas.buffer_rgba()).save(
-            buffer, "png", compress_level=1)
+            buffer, "png", compress_level=1
+        )
         return buffer.getvalue()

@@ -1,18 +1,24 @@
-"""Figures and tables of the benchmark records (:mod:`symtele.bench`), as pure functions of them.
+"""Figures and tables of the benchmark records (:mod:`symtele.study.bench`), as pure functions of them.
 
 * :func:`cost_table` — grad evaluations per teleport, one row per network, one column per (device, method).
 * :func:`scaling`    — seconds per teleport (and per gradient), or gradient evaluations, against the
                        number of parameters, log–log.
 * :func:`target_bars` — seconds to reach the target loss per method, with the speed-ups written on the bars.
 """
+
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
 
-from .plots import log_axis, method_color
+from .style import log_axis, method_color
 
-METHOD_LABELS = {"posscale": "closed form", "posscale-ref": "double backprop (reference)",
-                 "gln": "GL(n)", "levelset-step": "level set, one step", "grad": "one gradient"}
+METHOD_LABELS = {
+    "posscale": "closed form",
+    "posscale-ref": "double backprop (reference)",
+    "gln": "GL(n)",
+    "levelset-step": "level set, one step",
+    "grad": "one gradient",
+}
 _MARKERS = {"cpu": "o", "cuda": "s"}
 
 
@@ -25,20 +31,28 @@ def cost_table(records):
     """A ``pandas.DataFrame`` of ``grad_evals``: rows ``dims``, columns ``(device, method)``; NaN where not run."""
     import pandas as pd
 
-    rows = [{"dims": str(r["dims"]), "parameters": r.get("n_params"), "device": device_type(r),
-             "method": r["method"], "grad_evals": r["grad_evals"]} for r in records]
+    rows = [
+        {
+            "dims": str(r["dims"]),
+            "parameters": r.get("n_params"),
+            "device": device_type(r),
+            "method": r["method"],
+            "grad_evals": r["grad_evals"],
+        }
+        for r in records
+    ]
     frame = pd.DataFrame(rows)
     order = list(dict.fromkeys(frame["dims"]))
-    table = frame.pivot_table(index=["dims"], columns=["device", "method"], values="grad_evals",
-                              aggfunc="first", dropna=False)
+    table = frame.pivot_table(
+        index=["dims"], columns=["device", "method"], values="grad_evals", aggfunc="first", dropna=False
+    )
     methods = [m for m in METHOD_LABELS if m in set(frame["method"])]
     devices = list(dict.fromkeys(frame["device"]))
     columns = [(d, m) for d in devices for m in methods if (d, m) in table.columns]
     return table.reindex(index=order, columns=pd.MultiIndex.from_tuples(columns, names=["device", "method"]))
 
 
-def scaling(records, *, methods=("posscale", "posscale-ref"), y: str = "seconds", ax=None,
-            title: str | None = None):
+def scaling(records, *, methods=("posscale", "posscale-ref"), y: str = "seconds", ax=None, title: str | None = None):
     """Cost against ``n_params``, log–log, one line per (method, device).
 
     ``y="seconds"``: ``teleport_s`` of each method and ``grad_s`` (one gradient, dashed);
@@ -62,8 +76,14 @@ def scaling(records, *, methods=("posscale", "posscale-ref"), y: str = "seconds"
     colors["grad"] = "0.4"
     for (method, dev), points in sorted(series.items()):
         xs = sorted(points)
-        ax.plot(xs, [points[x] for x in xs], marker=_MARKERS.get(dev, "^"), color=colors.get(method, "C9"),
-                linestyle="-" if method != "grad" else "--", label=f"{METHOD_LABELS.get(method, method)} ({dev})")
+        ax.plot(
+            xs,
+            [points[x] for x in xs],
+            marker=_MARKERS.get(dev, "^"),
+            color=colors.get(method, "C9"),
+            linestyle="-" if method != "grad" else "--",
+            label=f"{METHOD_LABELS.get(method, method)} ({dev})",
+        )
     ax.set_xscale("log")
     ax.set_yscale("log")
     log_axis(ax.xaxis)
@@ -78,7 +98,7 @@ def scaling(records, *, methods=("posscale", "posscale-ref"), y: str = "seconds"
 
 
 def target_bars(result, *, labels: dict | None = None, ax=None, title: str | None = None):
-    """Bars of ``result["seconds"]`` (from :func:`symtele.bench.time_to_target`), speed-ups on the teleport bars."""
+    """Bars of ``result["seconds"]`` (:func:`symtele.study.bench.time_to_target`), speed-ups on the teleport bars."""
     if ax is None:
         _, ax = plt.subplots(figsize=(5.0, 3.6))
     labels = labels or {}
@@ -88,8 +108,13 @@ def target_bars(result, *, labels: dict | None = None, ax=None, title: str | Non
     for bar, name in zip(bars, names):
         speedup = result["speedup"].get(name)
         if speedup is not None:
-            ax.annotate(f"{speedup:.1f}×", (bar.get_x() + bar.get_width() / 2, bar.get_height()),
-                        ha="center", va="bottom", fontsize=8)
+            ax.annotate(
+                f"{speedup:.1f}×",
+                (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                ha="center",
+                va="bottom",
+                fontsize=8,
+            )
     ax.set_xticks(range(len(names)))
     ax.set_xticklabels([labels.get(n, n) for n in names], rotation=30, ha="right", fontsize=8)
     ax.set_ylabel("Time to target (ms)")

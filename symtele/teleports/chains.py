@@ -6,6 +6,7 @@ every ``d > 0``. Between layers ``k`` and ``k+1`` of a chain, each hidden unit `
 can be rescaled by ``d_a > 0``, row ``a`` of ``W_k`` and ``b_k[a]`` divided by ``d_a``
 and column ``a`` of ``W_{k+1}`` multiplied by it, without changing the network's output.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -49,11 +50,13 @@ def sequential_chains(model: nn.Module) -> list[Chain]:
         elif isinstance(layer, nn.LeakyReLU) and layer.negative_slope < 0:
             raise TypeError(
                 f"Invalid model: layer {position} (LeakyReLU with negative_slope="
-                f"{layer.negative_slope}) is not positively homogeneous")
+                f"{layer.negative_slope}) is not positively homogeneous"
+            )
         elif not isinstance(layer, POSITIVELY_HOMOGENEOUS):
             raise TypeError(
                 f"Invalid model: layer {position} ({type(layer).__name__}) is not supported by the "
-                "positive-scale teleport; use Linear, ReLU, LeakyReLU or Identity")
+                "positive-scale teleport; use Linear, ReLU, LeakyReLU or Identity"
+            )
     if len(chain) < 2:
         raise ValueError(f"Invalid model: positive scaling needs at least 2 Linear layers, found {len(chain)}")
     return [tuple(chain)]
@@ -70,15 +73,19 @@ def check_shapes(params, chains, batch_ndim: int = 0) -> None:
                 raise ValueError(f"Invalid params[{layer.weight}]: expected a matrix, got shape {tuple(w.shape)}")
             batch = w.shape[:batch_ndim] if batch is None else batch
             if w.shape[:batch_ndim] != batch:
-                raise ValueError(f"Invalid params[{layer.weight}]: batch shape {tuple(w.shape[:batch_ndim])} "
-                                 f"differs from the first weight's {tuple(batch)}")
+                raise ValueError(
+                    f"Invalid params[{layer.weight}]: batch shape {tuple(w.shape[:batch_ndim])} "
+                    f"differs from the first weight's {tuple(batch)}"
+                )
             if layer.bias is not None and params[layer.bias].shape[-1] != w.shape[-2]:
                 raise ValueError(
                     f"Invalid params[{layer.bias}]: bias of length {params[layer.bias].shape[-1]} "
-                    f"does not match weight shape {tuple(w.shape)}")
+                    f"does not match weight shape {tuple(w.shape)}"
+                )
             if k > 0:
                 prev = params[chain[k - 1].weight]
                 if prev.shape[-2] != w.shape[-1]:
                     raise ValueError(
                         f"Invalid params[{layer.weight}]: shape {tuple(w.shape)} does not follow "
-                        f"params[{chain[k - 1].weight}] of shape {tuple(prev.shape)}")
+                        f"params[{chain[k - 1].weight}] of shape {tuple(prev.shape)}"
+                    )

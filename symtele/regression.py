@@ -1,33 +1,33 @@
-"""The seed's regression task: a bias-free ReLU (or LeakyReLU) MLP fitted to random data.
+"""The course project's regression task: a bias-free ReLU (or LeakyReLU) MLP fitted to random data.
 
 With weights ``W_1 … W_n`` and activation σ,
 
     L(W) = ½ ‖Y − W_n σ(W_{n−1} ⋯ σ(W_1 X))‖²_F .
 
 ``dims = [m, d_0, d_1, …, d_n]`` means ``X`` is ``d_0 × m`` (``m`` samples as columns),
-``W_k`` is ``d_k × d_{k−1}`` and ``Y`` is ``d_n × m``. The seed draws, after
-``torch.manual_seed(s)``, ``torch.rand`` for ``W_1, …, W_n, X, Y`` in that order
-(float32), with seeds ``s = n² · 12345`` for ``n = 0 … 4``.
+``W_k`` is ``d_k × d_{k−1}`` and ``Y`` is ``d_n × m``. For each random seed ``s`` the task is
+drawn as the course project drew it: ``torch.manual_seed(s)``, then ``torch.rand`` for
+``W_1, …, W_n, X, Y`` in that order (float32). The writeup's dims and seeds are in
+:mod:`symtele.study.settings`.
 
 Several seeds can be stacked along a leading dimension and trained as one batched
 computation; the gradient is computed by hand-written backpropagation (one forward
 and one backward pass of matrix products, no autograd bookkeeping).
 """
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 
 from . import checks
-from .layout import weight_chain
 from .objective import Objective
-
-SEED_DIMS = (4, 5, 6, 7, 8)
-SEEDS = tuple(n * n * 12345 for n in range(5))
+from .teleports.chains import weight_chain
 
 
-def _check_dims(dims) -> tuple[int, ...]:
+def check_dims(dims) -> tuple[int, ...]:
+    """``dims`` as a tuple, or raise ``ValueError`` unless it is ``[samples, input, ..., output]`` of positive ints."""
     dims = tuple(dims)
     if len(dims) < 3 or any(isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in dims):
         raise ValueError(f"Invalid dims: {dims!r} (need [samples, input, ..., output], all positive integers)")
@@ -58,7 +58,8 @@ class MLPRegression(Objective):
             if w.shape[-1] != rows or w.shape[:-2] != self.X.shape[:-2]:
                 raise ValueError(
                     f"Invalid weights[{k}]: shape {tuple(w.shape)} does not take an input of "
-                    f"{rows} rows (batch {tuple(self.X.shape[:-2])})")
+                    f"{rows} rows (batch {tuple(self.X.shape[:-2])})"
+                )
             rows = w.shape[-2]
         if rows != self.Y.shape[-2]:
             raise ValueError(f"Invalid weights[{self.n_layers - 1}]: {rows} outputs but Y has {self.Y.shape[-2]} rows")
@@ -109,14 +110,15 @@ class MLPRegression(Objective):
         return loss, grads
 
 
-def seed_task(seeds: Sequence[int] | int = SEEDS, dims: Sequence[int] = SEED_DIMS, *,
-              negative_slope: float = 0.0, dtype=torch.float32, device="cpu"):
-    """The seed's task for one seed (an int) or several stacked on a leading dimension.
+def regression_task(
+    seeds: Sequence[int] | int, dims: Sequence[int], *, negative_slope: float = 0.0, dtype=torch.float32, device="cpu"
+):
+    """The task for one random seed (an int), or for several stacked on a leading dimension.
 
-    Returns ``(objective, weights)``. Draws exactly as the seed does, on the CPU in
+    Returns ``(objective, weights)``. Draws exactly as the course project does, on the CPU in
     float32, then converts to ``dtype`` and moves to ``device``.
     """
-    dims = _check_dims(dims)
+    dims = check_dims(dims)
     single = isinstance(seeds, int)
     seed_list = [seeds] if single else list(seeds)
     if not seed_list:

@@ -1,10 +1,11 @@
 """Reductions of result records to the numbers the report quotes.
 
-Records are those of :mod:`symtele.results` (one per run and seed). Over seeds, a
+Records are those of :mod:`symtele.study.results` (one per run and seed). Over seeds, a
 curve is summarised by its mean and its population standard deviation (``ddof = 0``,
 as in REFERENCE §2); "epochs to reach a loss" is the first epoch at which the mean
-curve is at or below it.
+curve is at or below it (:func:`epochs_to_reach`, the one definition of it in the package).
 """
+
 from __future__ import annotations
 
 import math
@@ -34,9 +35,16 @@ def curve_stats(records, key: str = "loss") -> tuple[np.ndarray, np.ndarray]:
         return curves.mean(0), curves.std(0)
 
 
-def epochs_to_reach(curve, target: float) -> int | None:
-    """First epoch ``k`` with ``curve[k] ≤ target`` (``None`` if it never gets there)."""
-    hits = np.flatnonzero(_as_float(curve) <= target)
+def epochs_to_reach(curve, target: float | None) -> int | None:
+    """First epoch ``k`` with ``curve[k] ≤ target``; ``None`` if it never gets there.
+
+    Missing (``None``) and non-finite entries never count as reached, and neither does a missing
+    or NaN ``target`` (a diverged baseline).
+    """
+    if target is None:
+        return None
+    with np.errstate(invalid="ignore"):
+        hits = np.flatnonzero(_as_float(curve) <= target)
     return int(hits[0]) if hits.size else None
 
 
@@ -63,14 +71,21 @@ def reach_table(records, target: float, problem: str | None = None) -> list[dict
         mean, std = curve_stats(group, "loss")
         epoch = epochs_to_reach(mean, target)
         clock, _ = curve_stats(group, "time_s")
-        rows.append({"method": method, "final_mean": float(mean[-1]), "final_std": float(std[-1]),
-                     "epochs_to_target": epoch,
-                     "time_to_target_s": None if epoch is None else float(clock[epoch])})
+        rows.append(
+            {
+                "method": method,
+                "final_mean": float(mean[-1]),
+                "final_std": float(std[-1]),
+                "epochs_to_target": epoch,
+                "time_to_target_s": None if epoch is None else float(clock[epoch]),
+            }
+        )
     return rows
 
 
-def teleport_cost(records) -> dict[str, float]:
-    """Per method, the mean over seeds of the total teleport time and of the whole run's time (seconds)."""
+def time_in_teleports(records) -> dict[str, dict[str, float]]:
+    """Per method, the mean over seeds of the seconds spent teleporting (``teleport_s``) and of the whole
+    run's seconds (``run_s``)."""
     out = {}
     for method, group in by_method(records).items():
         cost = np.mean([sum(t["cost_s"] for t in r["teleports"]) for r in group])

@@ -1,16 +1,17 @@
 """Heatmaps of a schedule sweep: teleport epoch × teleport learning rate, one panel per group.
 
 ``sweep_heatmaps(rows, value, optimizer=...)`` draws, from the per-point rows of
-:func:`symtele.sweep.summarize`, one panel per symmetry group with the teleport epoch
+:func:`symtele.study.sweep.summarize`, one panel per symmetry group with the teleport epoch
 across and the teleport learning rate down. Each cell shows ``value`` (the mean over
 seeds); a cell without a value (a seed never reached the baseline's loss, or diverged)
 is grey and marked "–". The panel's title gives the no-teleport baseline's value.
 """
+
 from __future__ import annotations
 
 import numpy as np
 
-from . import checks
+from .. import checks
 
 VALUES = {
     "final_loss": ("final loss", "{:.3f}"),

@@ -5,6 +5,7 @@ teleported loss differs by rounding only. A step is accepted when
 ``|L(g·w) − L(w)| ≤ rtol · max(|L(w)|, tiny)``, with ``rtol`` a small multiple of
 the dtype's precision unless the caller chooses one.
 """
+
 from __future__ import annotations
 
 import torch

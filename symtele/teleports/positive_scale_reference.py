@@ -1,19 +1,20 @@
 """The straightforward positive-scale teleport, by double backpropagation.
 
-This is the definition the closed form of :mod:`symtele.posscale` must agree with,
+This is the definition the closed form of :mod:`symtele.teleports.positive_scale` must agree with,
 written the way the original course-project code computes it: dense ``diag(d)``
 matrices multiplied into the weights, ``‖∇L(g·w)‖²`` built with ``create_graph=True``
 and differentiated again with respect to every ``d`` at ``d = 1``, the ascent step
 clipped to ``±clamp/lr``. It costs a forward, a backward and a double-backward pass
 plus ``O(width³)`` dense products per step; it is kept for tests and benchmarks.
 """
+
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
-from .layout import Chain
+from .chains import Chain
 
 
 def _scaled(params, chains, ds):
@@ -44,8 +45,10 @@ def positive_scale_teleport_reference(
     params = [p.detach() for p in params]
     for _ in range(steps):
         with torch.enable_grad():
-            ds = [[torch.ones_like(params[l.weight][..., :, 0], requires_grad=True) for l in chain[:-1]]
-                  for chain in chains]
+            ds = [
+                [torch.ones_like(params[layer.weight][..., :, 0], requires_grad=True) for layer in chain[:-1]]
+                for chain in chains
+            ]
             leaves = [p.detach().requires_grad_(True) for p in params]  # unscaled ones too
             moved = _scaled(leaves, chains, ds)
             loss = loss_fn(moved).sum()

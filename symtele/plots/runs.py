@@ -1,0 +1,105 @@
+"""Per-epoch curves and per-run bars of the report, as pure functions of result records.
+
+* :func:`curves`       — a per-epoch quantity (loss, ‖∇L‖²) against epoch or wall-clock time,
+                         one line per method, the mean over seeds with a ±1 std band.
+* :func:`loss_vs_grad` — loss against ‖∇L‖² along each run (mean over seeds), log–log.
+* :func:`final_bars`   — a per-run scalar (test accuracy) per method, mean ± std over seeds.
+
+Each takes an optional ``ax`` and returns the matplotlib Figure.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..study.summaries import by_method, curve_stats
+from .style import LABELS, axes_of, finite, log_axis, method_color
+
+
+def curves(
+    records,
+    *,
+    key: str = "loss",
+    x: str = "epoch",
+    labels: dict | None = None,
+    logy: bool = True,
+    mark_teleports: bool = False,
+    title: str | None = None,
+    ax=None,
+):
+    """``key`` (``loss`` or ``grad_norm_sq``) per epoch, or against wall-clock time (``x="time_s"``).
+
+    One line per method: the mean over its records, with a ±1 std band when there are
+    several seeds. ``mark_teleports`` draws a dotted line at each teleport epoch.
+    """
+    if key not in ("loss", "grad_norm_sq"):
+        raise ValueError(f"Invalid key: {key!r} (choose 'loss' or 'grad_norm_sq')")
+    if x not in ("epoch", "time_s"):
+        raise ValueError(f"Invalid x: {x!r} (choose 'epoch' or 'time_s')")
+    fig, ax = axes_of(ax)
+    teleport_epochs, drawn = set(), []
+    for method, group in by_method(records).items():
+        mean, std = (finite(v) for v in curve_stats(group, key))
+        xs = np.arange(len(mean)) if x == "epoch" else curve_stats(group, "time_s")[0]
+        color = method_color(method)
+        ax.plot(xs, mean, color=color, lw=1.6, label=(labels or {}).get(method, method))
+        drawn.append(mean)
+        if len(group) > 1:
+            low = np.maximum(mean - std, mean / 5) if logy else mean - std
+            ax.fill_between(xs, low, mean + std, color=color, alpha=0.2, lw=0)
+        teleport_epochs.update(e for r in group for e in r["teleport_epochs"])
+    if mark_teleports and x == "epoch":
+        for e in sorted(teleport_epochs):
+            ax.axvline(e, color="0.5", ls=":", lw=1)
+    if logy:
+        ax.set_yscale("log")
+        log_axis(ax.yaxis, np.concatenate(drawn))
+    ax.set_xlabel(LABELS[x])
+    ax.set_ylabel(LABELS[key])
+    if title:
+        ax.set_title(title)
+    ax.legend(fontsize=8)
+    return fig
+
+
+def loss_vs_grad(records, *, labels: dict | None = None, title: str | None = None, ax=None):
+    """Loss against ‖∇L‖² along each method's run (means over seeds), on log–log axes."""
+    fig, ax = axes_of(ax)
+    losses, grads = [], []
+    for method, group in by_method(records).items():
+        loss, grad = finite(curve_stats(group, "loss")[0]), finite(curve_stats(group, "grad_norm_sq")[0])
+        losses.append(loss)
+        grads.append(grad)
+        ax.plot(grad, loss, ".-", ms=3, lw=1.2, color=method_color(method), label=(labels or {}).get(method, method))
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    log_axis(ax.xaxis, np.concatenate(grads))
+    log_axis(ax.yaxis, np.concatenate(losses))
+    ax.set_xlabel(LABELS["grad_norm_sq"])
+    ax.set_ylabel(LABELS["loss"])
+    if title:
+        ax.set_title(title)
+    ax.legend(fontsize=8)
+    return fig
+
+
+def final_bars(records, *, key: str = "test_accuracy", title: str | None = None, ax=None):
+    """Mean ± std over seeds of a per-run scalar (e.g. ``test_accuracy``), one bar per method."""
+    fig, ax = axes_of(ax, figsize=(6.4, 3.4))
+    groups = by_method(records)
+    names = list(groups)
+    values = [np.array([r[key] for r in g], dtype=float) for g in groups.values()]
+    ax.bar(
+        range(len(names)),
+        [v.mean() for v in values],
+        yerr=[v.std() for v in values],
+        capsize=3,
+        color=[method_color(n) for n in names],
+    )
+    ax.set_xticks(range(len(names)), names, rotation=35, ha="right", fontsize=8)
+    ax.set_ylabel(key.replace("_", " "))
+    low = min(v.min() for v in values)
+    ax.set_ylim(max(0.0, low - 0.1 * (1 - low) - 0.02), 1.0 if key.endswith("accuracy") else None)
+    if title:
+        ax.set_title(title)
+    return fig

@@ -1,0 +1,46 @@
+"""The teleport groups: one module each, and what finds the positively scalable layers.
+
+* :mod:`~symtele.teleports.so2`: rotations of a 2-D problem's hidden coordinates (SO(2));
+* :mod:`~symtele.teleports.positive_scale`: positive per-unit rescaling of ReLU/LeakyReLU layers, in
+  closed form; :mod:`~symtele.teleports.positive_scale_reference` is its double-backprop definition;
+* :mod:`~symtele.teleports.gln`: the GL(n) teleport of Zhao et al. (2022), the baseline;
+* :mod:`~symtele.teleports.level_set`: level-set teleportation (no symmetry needed);
+* :mod:`~symtele.teleports.chains`: which parameters of a network form scalable layer chains;
+* :mod:`~symtele.teleports.invariance`: when an exact-symmetry teleport counts as loss-preserving.
+
+A new group is a module here with two things: a function ``<group>_teleport(...)`` that moves the
+parameters and returns a :class:`~symtele.history.TeleportRecord` (loss and ‖∇L‖² before and after,
+steps taken, why it stopped), and a :class:`~symtele.teleports.base.Teleport` subclass (``name``,
+``check``, ``__call__``) that the training loop calls; then add it to :data:`TELEPORTS` and to the
+exports below. Its tests put the loss change and the gradient's growth to the test.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+
+from .. import checks
+from ..lazy import exports
+
+__getattr__, __dir__, __all__ = exports(
+    __name__,
+    {
+        "base": ["Teleport"],
+        "gln": ["GLn", "gln_teleport"],
+        "level_set": ["LevelSet", "level_set_teleport"],
+        "positive_scale": ["PositiveScale", "positive_scale_teleport", "teleport_sequential"],
+        "so2": ["SO2", "so2_teleport"],
+    },
+)
+__all__ = [*__all__, "TELEPORTS", "make_teleport"]
+
+#: the teleport objects by name (the method-name suffix): ``module:class`` under this package
+TELEPORTS = {"so2": "so2:SO2", "posscale": "positive_scale:PositiveScale", "gln": "gln:GLn",
+             "levelset": "level_set:LevelSet"}  # fmt: skip
+
+
+def make_teleport(name: str, **options):
+    """A teleport by its name (``so2``, ``posscale``, ``gln`` or ``levelset``) and its options."""
+    checks.choice("teleport", name, TELEPORTS)
+    module, _, cls = TELEPORTS[name].partition(":")
+    return getattr(import_module(f"{__name__}.{module}"), cls)(**options)

@@ -1,0 +1,151 @@
+"""SO(2) teleportation for the 2-D problems of :mod:`symtele.problems`.
+
+With ``g_θ · w = φ⁻¹(R_θ φ(w))`` the loss is unchanged for every angle θ, while the
+gradient norm is not. Starting from an angle θ₀ drawn uniformly in ``[0, π)``,
+``steps`` rounds of gradient ascent
+
+    θ ← θ + lr · ∂/∂θ ‖∇f(g_θ · w)‖²
+
+look for the steepest point of the level set; the teleported point is ``g_θ · w``.
+A step whose point is not finite or changes the loss beyond ``loss_rtol`` is
+rejected and the teleport keeps the last good angle.
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from .. import checks
+from ..history import TeleportRecord, to_list
+from ..problems import Problem2D
+from .base import Teleport
+from .invariance import default_rtol, preserved
+
+
+def _loss_and_grad(problem: Problem2D, w: torch.Tensor):
+    """``(f(w), ∇f(w))`` per copy, detached."""
+    with torch.enable_grad():
+        leaf = w.detach().clone().requires_grad_(True)
+        loss = problem.loss([leaf])
+        (g,) = torch.autograd.grad(loss.sum(), leaf)
+    return loss.detach(), g
+
+
+def _grad_norm_sq_at(problem: Problem2D, w: torch.Tensor, angle: torch.Tensor) -> torch.Tensor:
+    """``‖∇f(g_θ · w)‖²`` per copy, differentiable in ``angle``."""
+    point = problem.rotate(w, angle)
+    (g,) = torch.autograd.grad(problem.loss([point]).sum(), point, create_graph=True)
+    return g.square().sum(-1)
+
+
+def _initial_angle(w, angle, generator) -> torch.Tensor:
+    """θ₀: ``angle`` broadcast to the batch, or drawn uniformly in ``[0, π)`` from ``generator``."""
+    batch = w.shape[:-1]
+    if angle is None:
+        return (torch.rand(batch, generator=generator, dtype=torch.float64) * torch.pi).to(w.device)
+    theta = torch.as_tensor(angle, dtype=w.dtype, device=w.device).expand(batch).clone()
+    return checks.finite_tensor("angle", theta)
+
+
+def _ascend(problem, w, theta, lr, steps, rtol, record) -> list[torch.Tensor]:
+    """The accepted angles, θ₀ first: ``steps`` ascent steps, each rejected if it breaks the loss."""
+    level = problem.loss([w])
+
+    def acceptable(candidate):
+        point = problem.rotate(w, candidate)
+        return bool((torch.isfinite(point).all(-1) & preserved(level, problem.loss([point]), rtol)).all())
+
+    if not acceptable(theta):
+        record.stopped = "initial angle rejected: loss not preserved"
+        return [torch.zeros_like(theta)]  # the identity is always in the group
+    angles = [theta]
+    for _ in range(steps):
+        with torch.enable_grad():
+            th = angles[-1].detach().requires_grad_(True)
+            (slope,) = torch.autograd.grad(_grad_norm_sq_at(problem, w, th).sum(), th)
+        candidate = (angles[-1] + lr * slope).detach()
+        if not (torch.isfinite(candidate).all() and acceptable(candidate)):
+            record.stopped = "step rejected: non-finite or loss not preserved"
+            break
+        angles.append(candidate)
+        record.steps_taken += 1
+    return angles
+
+
+def _in_callers_dtype(problem, w, angles, start_loss, dtype, rtol, record):
+    """The last angle whose point, rounded to ``dtype``, still keeps the loss; walks back if needed."""
+    for theta in reversed(angles):
+        teleported = problem.rotate(w, theta).detach().to(dtype)
+        if bool(preserved(start_loss, problem.loss([teleported]), rtol).all()):
+            return teleported, theta
+        record.stopped = "rounding to the caller's dtype broke the loss: walked back to an earlier angle"
+        record.steps_taken -= 1
+    record.steps_taken = 0
+    return w.to(dtype), torch.zeros_like(angles[0])
+
+
+def so2_teleport(
+    problem: Problem2D,
+    w: torch.Tensor,
+    *,
+    lr: float = 1e-3,
+    steps: int = 10,
+    angle=None,
+    generator: torch.Generator | None = None,
+    loss_rtol: float | None = None,
+):
+    """Teleport ``w`` (shape ``(..., 2)``) along the problem's rotations.
+
+    Returns ``(w_teleported, record)``. ``angle`` fixes θ₀ (a float or a tensor of
+    the batch shape); otherwise θ₀ ~ U[0, π) from ``generator``. The ascent runs in double
+    precision; the point is handed back in ``w``'s dtype.
+    """
+    if not isinstance(problem, Problem2D):
+        raise TypeError(f"Invalid problem: SO(2) teleport needs a 2-D problem, got {type(problem).__name__}")
+    lr = checks.positive("lr", lr)
+    steps = checks.count("steps", steps)
+    checks.finite_tensor("w", w)
+    if w.shape[-1] != 2:
+        raise ValueError(f"Invalid w: last dimension must be 2 (x, y), got shape {tuple(w.shape)}")
+    rtol = default_rtol(torch.float64) if loss_rtol is None else checks.positive("loss_rtol", loss_rtol)
+
+    start = time.perf_counter()
+    dtype, w = w.dtype, w.detach().to(torch.float64)
+    theta = _initial_angle(w, angle, generator)
+    _, g0 = _loss_and_grad(problem, w)
+    start_loss = problem.loss([w.to(dtype)])  # the loss at the caller's point, in the caller's dtype
+    record = TeleportRecord(
+        method="so2", loss_before=to_list(start_loss), grad_norm_sq_before=to_list(g0.square().sum(-1))
+    )
+    angles = _ascend(problem, w, theta, lr, steps, rtol, record)
+    tolerance = default_rtol(dtype) if loss_rtol is None else rtol
+    teleported, theta = _in_callers_dtype(problem, w, angles, start_loss, dtype, tolerance, record)
+    loss1, g1 = _loss_and_grad(problem, teleported)
+    record.loss_after = to_list(loss1)
+    record.grad_norm_sq_after = to_list(g1.square().sum(-1))
+    record.trace["angle"] = [to_list(theta)]
+    record.cost_s = time.perf_counter() - start
+    return teleported, record
+
+
+class SO2(Teleport):
+    """Rotation of ``φ(w)`` for a 2-D problem; θ₀ ~ U[0, π) from a generator seeded with ``seed``."""
+
+    name = "so2"
+
+    def __init__(self, lr: float = 1e-3, steps: int = 10, seed: int = 0):
+        self.lr = checks.positive("lr", lr)
+        self.steps = checks.count("steps", steps)
+        self.seed = checks.count("seed", seed)
+        self._generator = torch.Generator().manual_seed(self.seed)
+
+    def check(self, objective, params):
+        if not isinstance(objective, Problem2D):
+            raise TypeError(f"Invalid teleport: SO(2) acts on 2-D problems only, not on {type(objective).__name__}")
+
+    def __call__(self, objective, params, grads, loss):
+        w, record = so2_teleport(objective, params[0], lr=self.lr, steps=self.steps, generator=self._generator)
+        loss, grads = objective.loss_and_grad([w])
+        return [w], grads, loss, record
