@@ -7,9 +7,20 @@ results when it fails; ``appendix`` exports the executed notebooks, with their c
 matter in this folder; ``mathtext`` turns Markdown with LaTeX math into HTML that renders offline.
 """
 
+import argparse
 import sys
+from pathlib import Path
 
 # jsonschema (under nbformat, papermill and nbconvert) imports the optional `rfc3987_syntax` for an
 # "iri" format check that notebooks never need; that import alone takes about 3 s, in every process
 # of the build. Marking it absent makes jsonschema skip that one check.
 sys.modules.setdefault("rfc3987_syntax", None)
+
+
+def stems_command_line(description: str, *, nargs: str, stems_help: str) -> argparse.ArgumentParser:
+    """The command line of a step that acts on notebooks: their stems, ``--build`` and ``--katex``."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("stems", nargs=nargs, help=stems_help)
+    parser.add_argument("--build", type=Path, default=Path("build"))
+    parser.add_argument("--katex", type=Path, default=None, help="the katex npm package (else MathML)")
+    return parser

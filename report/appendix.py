@@ -12,7 +12,6 @@ next ones (templates, lexers and KaTeX load once).
 
 from __future__ import annotations
 
-import argparse
 import re
 import sys
 from pathlib import Path
@@ -21,6 +20,7 @@ import nbformat
 
 from symtele.study.results import write_text
 
+from . import stems_command_line
 from .mathtext import KATEX_SCRIPT, Typesetter
 
 HERE = Path(__file__).parent
@@ -89,10 +89,7 @@ def export(build: Path, stems: list[str], katex_dir: Path | None) -> None:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("stems", nargs="+", help="the executed notebooks, without .ipynb")
-    parser.add_argument("--build", type=Path, default=Path("build"))
-    parser.add_argument("--katex", type=Path, default=None, help="the katex npm package (else MathML)")
+    parser = stems_command_line(__doc__.splitlines()[0], nargs="+", stems_help="the executed notebooks, without .ipynb")
     args = parser.parse_args(argv)
     export(args.build, stale(args.build, args.stems), args.katex)
     return 0

@@ -11,7 +11,6 @@ a temporary name and renamed into place.
 
 from __future__ import annotations
 
-import argparse
 import html
 import json
 import os
@@ -27,6 +26,7 @@ import nbformat
 from symtele.plots.figures import FIGURE_KEY  # the metadata show_figure attaches
 from symtele.study.results import write_text
 
+from . import stems_command_line
 from .mathtext import Typesetter
 
 HERE = Path(__file__).parent
@@ -185,10 +185,9 @@ def assemble(build: Path, stems: list[str], katex_dir: Path | None) -> Path:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("stems", nargs="*", help="the numbered notebooks, in report order")
-    parser.add_argument("--build", type=Path, default=Path("build"))
-    parser.add_argument("--katex", type=Path, default=None, help="the katex npm package (else MathML)")
+    parser = stems_command_line(
+        __doc__.splitlines()[0], nargs="*", stems_help="the numbered notebooks, in report order"
+    )
     args = parser.parse_args(argv)
     target = assemble(args.build, args.stems, args.katex)
     print(f"make report: wrote {target}", file=sys.stderr)

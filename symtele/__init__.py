@@ -32,11 +32,20 @@ _EXPORTS = {
     "schedule": ["Schedule"],
     "tasks": ["accuracy", "digits_data", "digits_mlp", "softplus_mlp"],
     "teleports": [
-        "GLn", "LevelSet", "PositiveScale", "SO2", "Teleport", "gln_teleport", "level_set_teleport",
-        "make_teleport", "positive_scale_teleport", "so2_teleport", "teleport_sequential",
+        "GLn",
+        "LevelSet",
+        "PositiveScale",
+        "SO2",
+        "Teleport",
+        "gln_teleport",
+        "level_set_teleport",
+        "make_teleport",
+        "positive_scale_teleport",
+        "so2_teleport",
+        "teleport_sequential",
     ],
     "training": ["method_name", "train"],
-}  # fmt: skip
+}
 #: names of earlier versions, still answered with a DeprecationWarning
 _RENAMED = {
     "seed_task": "symtele.study.experiments:course_regression_task",
@@ -67,7 +76,7 @@ if TYPE_CHECKING:  # for type checkers and editors: the same names, imported eag
         positive_scale_teleport,
         so2_teleport,
         teleport_sequential,
-    )  # fmt: skip
+    )
     from .training import method_name, train
 
 __version__ = "0.1.0"

@@ -1,16 +1,20 @@
 """Argument checks shared by the package.
 
-Every public entry point validates its arguments here before any compute, and
-raises a ``ValueError`` or ``TypeError`` whose message names the argument and
-the offending value (the style of ``torch.optim``: "Invalid learning rate: -1").
+Every public entry point validates its arguments here before any compute, and raises a
+``ValueError`` or ``TypeError`` whose message names the argument and the offending value (the
+style of ``torch.optim``: "Invalid learning rate: -1"). The checks of numbers, names and lists
+need no torch, so the writeup's settings (:mod:`symtele.study.settings`) use them without
+loading it; the tensor and device checks import it when called.
 """
 
 from __future__ import annotations
 
 import math
 from numbers import Integral, Real
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 
 def positive(name: str, value) -> float:
@@ -40,8 +44,63 @@ def count(name: str, value, minimum: int = 0) -> int:
     return int(value)
 
 
+def choice(name: str, value, options) -> str:
+    """Raise unless ``value`` is one of ``options``."""
+    if value not in options:
+        raise ValueError(f"Invalid {name}: {value!r} (choose one of {sorted(options)})")
+    return value
+
+
+def sequence(name: str, values, check, *, minimum_length: int = 1, distinct: bool = False) -> tuple:
+    """``values`` (a list or tuple, not a string) as a tuple, each entry passed through ``check(label, entry)``."""
+    if isinstance(values, (str, bytes)) or not isinstance(values, (list, tuple)):
+        raise TypeError(f"Invalid {name}: {values!r} (expected a list)")
+    if len(values) < minimum_length:
+        raise ValueError(f"Invalid {name}: {list(values)!r} (needs at least {minimum_length} entries)")
+    values = tuple(check(f"{name}[{i}]", v) for i, v in enumerate(values))
+    if distinct and len(set(values)) != len(values):
+        raise ValueError(f"Invalid {name}: {list(values)!r} (values repeat)")
+    return values
+
+
+def point(name: str, value) -> tuple[float, float]:
+    """A 2-D point ``(x, y)`` of finite numbers, as a tuple of floats."""
+    if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)) or len(value) != 2:
+        raise ValueError(f"Invalid {name}: {value!r} (expected two coordinates x, y)")
+    for v in value:
+        if isinstance(v, bool) or not isinstance(v, Real) or not math.isfinite(v):
+            raise ValueError(f"Invalid {name}: {value!r} (coordinates must be finite numbers)")
+    return float(value[0]), float(value[1])
+
+
+def epoch_of_run(name: str, value, epochs: int) -> int:
+    """An epoch of a run of ``epochs`` epochs: an integer in ``0 … epochs − 1``."""
+    value = count(name, value)
+    if value >= epochs:
+        raise ValueError(f"Invalid {name}: {value} (the run has epochs 0..{epochs - 1})")
+    return value
+
+
+def epochs_of_run(name: str, values, epochs: int) -> tuple[int, ...]:
+    """A non-empty list of epochs of a run of ``epochs`` epochs (a single int is a list of one)."""
+    if isinstance(values, Integral) and not isinstance(values, bool):
+        values = [values]
+    return sequence(name, values, lambda label, v: epoch_of_run(label, v, epochs))
+
+
+def dims(name: str, value) -> tuple[int, ...]:
+    """Layer widths ``[samples, input, ..., output]``: at least three positive integers."""
+    if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)) or len(value) < 3:
+        raise ValueError(f"Invalid {name}: {value!r} (need [samples, input, ..., output], all positive integers)")
+    if any(isinstance(d, bool) or not isinstance(d, Integral) or d < 1 for d in value):
+        raise ValueError(f"Invalid {name}: {value!r} (need [samples, input, ..., output], all positive integers)")
+    return tuple(int(d) for d in value)
+
+
 def finite_tensor(name: str, tensor) -> torch.Tensor:
     """Raise unless ``tensor`` is a floating-point tensor with only finite entries."""
+    import torch
+
     if not isinstance(tensor, torch.Tensor):
         raise TypeError(f"Invalid {name}: expected a torch.Tensor, got {type(tensor).__name__}")
     if not tensor.is_floating_point():
@@ -62,15 +121,10 @@ def finite_tensors(name: str, tensors) -> list[torch.Tensor]:
     return tensors
 
 
-def choice(name: str, value, options) -> str:
-    """Raise unless ``value`` is one of ``options``."""
-    if value not in options:
-        raise ValueError(f"Invalid {name}: {value!r} (choose one of {sorted(options)})")
-    return value
-
-
 def device(name: str, value) -> torch.device:
     """``value`` as a ``torch.device``; raises ``ValueError`` for an unknown device or CUDA on a machine without it."""
+    import torch
+
     try:
         dev = torch.device(value)
     except (RuntimeError, TypeError) as err:
@@ -83,13 +137,15 @@ def device(name: str, value) -> torch.device:
 
 
 #: the floating-point types a measurement may ask for, by name
-DTYPES = {"float32": torch.float32, "float64": torch.float64}
+DTYPES = ("float32", "float64")
 
 
 def dtype(name: str, value) -> torch.dtype:
     """``value`` given as ``torch.float32``/``float64`` or their names."""
+    import torch
+
     if isinstance(value, str) and value in DTYPES:
-        return DTYPES[value]
-    if value in DTYPES.values():
+        return getattr(torch, value)
+    if value in (torch.float32, torch.float64):
         return value
     raise ValueError(f"Invalid {name}: {value!r} (use float32 or float64)")

@@ -26,14 +26,6 @@ from .objective import Objective
 from .teleports.chains import weight_chain
 
 
-def check_dims(dims) -> tuple[int, ...]:
-    """``dims`` as a tuple, or raise ``ValueError`` unless it is ``[samples, input, ..., output]`` of positive ints."""
-    dims = tuple(dims)
-    if len(dims) < 3 or any(isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in dims):
-        raise ValueError(f"Invalid dims: {dims!r} (need [samples, input, ..., output], all positive integers)")
-    return dims
-
-
 class MLPRegression(Objective):
     """``L(W) = ½‖Y − W_n σ(… σ(W_1 X))‖²_F`` for a list of weight matrices.
 
@@ -118,7 +110,7 @@ def regression_task(
     Returns ``(objective, weights)``. Draws exactly as the course project does, on the CPU in
     float32, then converts to ``dtype`` and moves to ``device``.
     """
-    dims = check_dims(dims)
+    dims = checks.dims("dims", dims)
     single = isinstance(seeds, int)
     seed_list = [seeds] if single else list(seeds)
     if not seed_list:

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from symtele.study import bench
+from symtele.study.settings import CONVEX, REGRESSION
 
 ROOT = Path(__file__).resolve().parent.parent
 COST_KEYS = {
@@ -114,7 +115,7 @@ def test_cuda_without_a_gpu_is_a_clear_error():
 
 
 def test_time_to_target_reports_seconds_epochs_and_speedups():
-    result = bench.time_to_target(epochs=30, reps=1, tasks=["relu"])
+    result = bench.time_to_target(REGRESSION.replace(epochs=30), reps=1, tasks=["relu"])
     names = {"gd", "gd+posscale", "adagrad", "adagrad+posscale"}
     assert set(result["seconds"]) == names and set(result["epochs"]) == names
     assert set(result["speedup"]) == {"gd+posscale", "adagrad+posscale"}
@@ -125,15 +126,22 @@ def test_time_to_target_reports_seconds_epochs_and_speedups():
 
 
 @pytest.mark.parametrize(
-    "kwargs", [dict(seeds=[]), dict(epochs=0), dict(tasks=["tanh"]), dict(tasks=[]), dict(dims=[4, 5])]
+    "kwargs, match",
+    [
+        (dict(tasks=["tanh"]), r"tasks\[0\]"),
+        (dict(tasks=[]), "tasks"),
+        (dict(reps=0), "reps"),
+        (dict(warmup=-1), "warmup"),
+        (dict(settings=CONVEX), "settings"),
+    ],
 )
-def test_time_to_target_rejects_bad_input(kwargs):
-    with pytest.raises((ValueError, TypeError), match="Invalid"):
+def test_time_to_target_rejects_bad_input(kwargs, match):
+    with pytest.raises((ValueError, TypeError), match=match):
         bench.time_to_target(**kwargs)
 
 
 def test_batched_vs_loop_compares_losses():
-    records = bench.batched_vs_loop(seeds=[0, 12345], epochs=8, reps=1)
+    records = bench.batched_vs_loop(REGRESSION.replace(seeds=(0, 12345), epochs=8), reps=1)
     assert [r["method"] for r in records] == ["gd", "gd+posscale", "adagrad", "adagrad+posscale"]
     for r in records:
         assert r["identical"] and r["max_abs_diff"] == 0.0  # the loop runs each seed as a batch of one
@@ -156,7 +164,9 @@ def test_bench_script_writes_batched_seeds_json(tmp_path, monkeypatch):
     run = _script("run")
     measure = bench.batched_vs_loop
     monkeypatch.setattr(
-        run.bench, "batched_vs_loop", lambda device: measure(seeds=[0], epochs=6, reps=1, device=device)
+        run.bench,
+        "batched_vs_loop",
+        lambda device: measure(REGRESSION.replace(seeds=(0,), epochs=6), reps=1, device=device),
     )
     assert run.main(["--only", "batched", "--out", str(tmp_path)]) == 0
     written = json.loads((tmp_path / "batched_seeds.json").read_text())

@@ -12,7 +12,7 @@ from symtele import plots
 from symtele.study import experiments, published  # noqa: E402
 from symtele.study.claims import CLAIMS, check_claims  # noqa: E402
 from symtele.study.results import load_results, write_results  # noqa: E402
-from symtele.study.settings import REGRESSION  # noqa: E402
+from symtele.study.settings import CONVEX, DIGITS, LEVEL_SET, REGRESSION, SWEEP  # noqa: E402
 from symtele.study.summaries import (
     below_and_above,
     by_method,
@@ -83,7 +83,7 @@ def test_epochs_to_gd_final_loss_match_reference(regression_records):
 
 
 def test_gln_baseline_moves_the_loss_and_posscale_does_not():
-    records = experiments.gln_baseline(seeds=[0, 12345], epochs=12)
+    records = experiments.gln_baseline(REGRESSION.replace(seeds=(0, 12345), epochs=12))
     well_formed(records, 12)
     groups = by_method(records)
     assert list(groups) == ["gd", "gd+gln", "gd+posscale"]
@@ -97,7 +97,7 @@ def test_gln_baseline_moves_the_loss_and_posscale_does_not():
 
 
 def test_level_set_keeps_the_loss_and_steepens():
-    records = experiments.level_set("booth", epochs=6, teleport_epochs=[1])
+    records = experiments.level_set("booth", LEVEL_SET.replace(booth_epochs=6, booth_teleport_epochs=(1,)))
     well_formed(records, 6)
     assert [r["method"] for r in records] == ["gd-ls", "gd-ls+levelset", "gd", "gd+levelset"]
     for r in records[1::2]:
@@ -105,28 +105,21 @@ def test_level_set_keeps_the_loss_and_steepens():
         assert t["loss_after"] <= t["loss_before"] + 1e-8
         assert t["grad_norm_sq_after"] > t["grad_norm_sq_before"]
         assert r["path_epochs"].count(1) == 2
-    only = experiments.level_set(
-        "rosenbrock",
-        start=(-0.2, 0.0),
-        epochs=4,
-        teleport_epochs=[0, 2],
-        optimizers=("gd",),
-        lrs={"gd": 1e-3},
-        teleport_only=True,
-    )
+    short = LEVEL_SET.replace(rosenbrock_epochs=4, rosenbrock_teleport_epochs=(0, 2), rosenbrock_other_epochs=(1,))
+    only = experiments.level_set("rosenbrock", short, optimizers=("gd",), teleport_only=True)
     assert [r["method"] for r in only] == ["gd+levelset"] and only[0]["teleport_epochs"] == [0, 2]
 
 
 def test_level_set_mlp_small():
-    records = experiments.level_set_mlp(epochs=8, teleport_epochs=[2], n_samples=16, hidden=6, teleport_steps=5)
+    small = LEVEL_SET.replace(mlp_epochs=8, mlp_teleport_epochs=(2,), mlp_samples=16, mlp_hidden=6, teleport_steps=5)
+    records = experiments.level_set_mlp(small)
     well_formed(records, 8)
     assert [r["problem"] for r in records] == ["softplus-mlp"] * 2
 
 
 def test_beyond_optimizers_small():
-    records = experiments.beyond_optimizers(
-        seeds=[0], optimizers=("sgd", "adam"), epochs=7, hidden=(8,), teleport_epochs=[2]
-    )
+    small = DIGITS.replace(seeds=(0,), lrs={"sgd": 0.1, "adam": 1e-3}, epochs=7, hidden=(8,), teleport_epochs=(2,))
+    records = experiments.beyond_optimizers(small)
     well_formed(records, 7)
     assert [r["method"] for r in records] == ["sgd", "sgd+posscale", "adam", "adam+posscale"]
     for r in records:
@@ -140,19 +133,47 @@ def test_beyond_optimizers_small():
     "call, match",
     [
         (lambda: experiments.convex_so2("himmelblau"), "problem"),
-        (lambda: experiments.convex_so2(start=(1.0, 2.0, 3.0)), "start"),
-        (lambda: experiments.convex_so2(teleport_epoch=10), "teleport_epoch"),
-        (lambda: experiments.relu_posscale(gd_lr=-1.0), "gd_lr"),
-        (lambda: experiments.level_set(optimizers=("adam",)), "optimizer"),
-        (lambda: experiments.level_set(lrs={"gd": 0.0}), "lrs"),
-        (lambda: experiments.level_set_mlp(teleport_epochs=[300]), "teleport_epochs"),
-        (lambda: experiments.beyond_optimizers(seeds=[]), "seeds"),
-        (lambda: experiments.beyond_optimizers(optimizers=("lbfgs",)), "optimizer"),
+        (lambda: experiments.level_set(optimizers=("adam",)), "optimizers"),
+        (lambda: experiments.level_set(teleport_steps=-1), "teleport_steps"),
     ],
 )
 def test_bad_arguments_are_named(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+@pytest.mark.parametrize(
+    "settings, changes, match",
+    [
+        (CONVEX, {"start": (1.0, 2.0, 3.0)}, "start"),
+        (CONVEX, {"teleport_epoch": 10}, "teleport_epoch"),
+        (CONVEX, {"booth_lr": float("nan")}, "booth_lr"),
+        (REGRESSION, {"gd_lr": -1.0}, "gd_lr"),
+        (REGRESSION, {"dims": [4, 5]}, "dims"),
+        (REGRESSION, {"seeds": [0, 0]}, "seeds"),
+        (REGRESSION, {"teleport_epoch": 300}, "teleport_epoch"),
+        (LEVEL_SET, {"mlp_teleport_epochs": [300]}, "mlp_teleport_epochs"),
+        (LEVEL_SET, {"rosenbrock_other_epochs": [5, 2000]}, "rosenbrock_other_epochs"),
+        (LEVEL_SET, {"line_search_steps": 0}, "line_search_steps"),
+        (DIGITS, {"seeds": []}, "seeds"),
+        (DIGITS, {"lrs": {"lbfgs": 1.0}}, "lrs"),
+        (SWEEP, {"teleport_lrs": {"so2": [1e-3]}}, "teleport_lrs"),
+        (SWEEP, {"optimizers": ["adam"]}, "optimizers"),
+    ],
+)
+def test_bad_settings_are_named_when_made(settings, changes, match):
+    with pytest.raises(ValueError, match=match):
+        settings.replace(**changes)
+
+
+def test_settings_refuse_unknown_names_and_take_a_notebooks_parameters():
+    with pytest.raises(TypeError, match="'epoch'"):
+        REGRESSION.replace(epoch=3)
+    run = REGRESSION.with_parameters({"epochs": 12, "gd_lr": 1e-3, "build_dir": "x", "quick": True})
+    assert (run.epochs, run.gd_lr, run.adagrad_lr) == (12, 1e-3, REGRESSION.adagrad_lr)
+    assert run.to_dict()["seeds"] == list(REGRESSION.seeds)
+    with pytest.raises(TypeError, match="settings"):
+        experiments.relu_posscale(CONVEX)
 
 
 def test_summaries_on_hand_made_records():
@@ -198,9 +219,8 @@ def test_plots_return_figures(quadratic, regression_records):
     plots.curves(regression_records, key="grad_norm_sq", ax=axes[0])
     plots.loss_vs_grad(regression_records, ax=axes[1])
     assert len(fig.axes) == 2 and axes[1].get_xscale() == "log"
-    records = experiments.beyond_optimizers(
-        seeds=[0, 1], optimizers=("sgd",), epochs=2, hidden=(4,), teleport_epochs=[1]
-    )
+    tiny = DIGITS.replace(seeds=(0, 1), lrs={"sgd": 0.1}, epochs=2, hidden=(4,), teleport_epochs=(1,))
+    records = experiments.beyond_optimizers(tiny)
     assert len(plots.final_bars(records).axes[0].patches) == 2
     with pytest.raises(ValueError, match="key"):
         plots.curves(regression_records, key="accuracy")
@@ -213,14 +233,14 @@ def test_claims_from_results_files(tmp_path, quadratic, regression_records):
         "01_convex_so2",
         {},
         quadratic
-        + experiments.convex_so2("booth", lr=0.05)
-        + experiments.convex_so2("rosenbrock", start=(-0.2, 0.0), lr=1e-3, epochs=50),
+        + experiments.convex_so2("booth")
+        + experiments.convex_so2("rosenbrock", CONVEX.replace(rosenbrock_epochs=50)),
     )
     write_results(
         tmp_path / "02.json",
         "02_relu_posscale",
         {},
-        regression_records + experiments.gln_baseline(seeds=[0], epochs=300),
+        regression_records + experiments.gln_baseline(REGRESSION.replace(seeds=(0,))),
     )
     results = {
         "01_convex_so2": load_results(tmp_path / "01.json"),

@@ -55,17 +55,21 @@ def test_the_import_check_sees_a_report_side_import(tmp_path):
 
 
 def test_the_library_loads_without_the_report_side():
-    code = ("import sys, symtele as st, symtele.teleports.positive_scale, symtele.teleports.so2, "
-            "symtele.teleports.gln, symtele.teleports.level_set, symtele.training; st.train; "
-            "print(sorted(m for m in sys.modules if m.startswith(('symtele.study', 'symtele.plots', "
-            "'symtele.explorer'))))")  # fmt: skip
+    code = (
+        "import sys, symtele as st, symtele.teleports.positive_scale, symtele.teleports.so2, "
+        "symtele.teleports.gln, symtele.teleports.level_set, symtele.training; st.train; "
+        "print(sorted(m for m in sys.modules if m.startswith(('symtele.study', 'symtele.plots', "
+        "'symtele.explorer'))))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 
 
 def test_results_claims_and_settings_load_without_torch():
-    code = ("import sys, symtele.study.claims, symtele.study.results, symtele.study.summaries, "
-            "symtele.study.settings, symtele.plots.figures; print('torch' in sys.modules)")  # fmt: skip
+    code = (
+        "import sys, symtele.study.claims, symtele.study.results, symtele.study.summaries, "
+        "symtele.study.settings, symtele.plots.figures; print('torch' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
 

@@ -26,8 +26,14 @@ def test_quadratic_gd_losses():
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_quadratic_teleport_losses(seed):
     teleport = st.SO2(lr=CONVEX.teleport_lr, steps=CONVEX.teleport_steps, seed=seed)
-    history = st.train(st.QUADRATIC, quadratic_start(), lr=CONVEX.lr, epochs=CONVEX.epochs, teleport=teleport,
-                       schedule=CONVEX.teleport_epoch)  # fmt: skip
+    history = st.train(
+        st.QUADRATIC,
+        quadratic_start(),
+        lr=CONVEX.lr,
+        epochs=CONVEX.epochs,
+        teleport=teleport,
+        schedule=CONVEX.teleport_epoch,
+    )
     assert history.method == "gd+so2"
     assert history.teleport_epochs == [CONVEX.teleport_epoch]
     assert history.loss == pytest.approx(published.QUADRATIC_SO2, rel=1e-3)
@@ -49,10 +55,18 @@ def test_relu_final_losses_per_seed(method):
     objective, weights = course_regression_task()
     teleport = None
     if group:
-        teleport = st.PositiveScale(lr=REGRESSION.teleport_lr(optimizer), steps=REGRESSION.teleport_steps,
-                                    clamp=REGRESSION.clamp)  # fmt: skip
-    history = st.train(objective, weights, optimizer=optimizer, lr=REGRESSION.lr(optimizer), epochs=REGRESSION.epochs,
-                       teleport=teleport, schedule=None if teleport is None else REGRESSION.teleport_epoch)  # fmt: skip
+        teleport = st.PositiveScale(
+            lr=REGRESSION.teleport_lr(optimizer), steps=REGRESSION.teleport_steps, clamp=REGRESSION.clamp
+        )
+    history = st.train(
+        objective,
+        weights,
+        optimizer=optimizer,
+        lr=REGRESSION.lr(optimizer),
+        epochs=REGRESSION.epochs,
+        teleport=teleport,
+        schedule=None if teleport is None else REGRESSION.teleport_epoch,
+    )
     assert history.method == method
     assert history.loss[-1] == pytest.approx(published.RELU_FINAL[method], rel=1e-3)
     if teleport is not None:

@@ -17,22 +17,33 @@ from ..study.settings import (
     BOOTH_START,
     CONVEX,
     DIGITS,
-    GLN,
     LEVEL_SET,
     QUADRATIC_START,
     REGRESSION,
     ROSENBROCK_TEXTBOOK_START,
     SEEDS,
-)  # fmt: skip
+)
 from ..teleports import SO2, GLn, LevelSet, PositiveScale
 
 #: the problems, by the name their records carry, and how the panel labels them
-PROBLEM_LABELS = {"quadratic": "quadratic x² + 9y²", "booth": "Booth", "rosenbrock": "Rosenbrock",
-                  "relu-mlp": "course project's ReLU regression", "leaky-relu-mlp": "its LeakyReLU(0.1) version",
-                  "digits": "digits MLP"}  # fmt: skip
-OPTIMIZER_LABELS = {"gd": "GD", "gd-ls": "GD + line search", "adagrad": "AdaGrad", "sgd": "torch SGD",
-                    "momentum": "torch SGD, momentum 0.9", "rmsprop": "torch RMSprop", "adam": "torch Adam",
-                    "adagrad-torch": "torch Adagrad"}  # fmt: skip
+PROBLEM_LABELS = {
+    "quadratic": "quadratic x² + 9y²",
+    "booth": "Booth",
+    "rosenbrock": "Rosenbrock",
+    "relu-mlp": "course project's ReLU regression",
+    "leaky-relu-mlp": "its LeakyReLU(0.1) version",
+    "digits": "digits MLP",
+}
+OPTIMIZER_LABELS = {
+    "gd": "GD",
+    "gd-ls": "GD + line search",
+    "adagrad": "AdaGrad",
+    "sgd": "torch SGD",
+    "momentum": "torch SGD, momentum 0.9",
+    "rmsprop": "torch RMSprop",
+    "adam": "torch Adam",
+    "adagrad-torch": "torch Adagrad",
+}
 GROUP_LABELS = {"none": "none", "so2": "SO(2)", "posscale": "positive scale", "gln": "GL(n)", "levelset": "level set"}
 SCHEDULES = {"at": "at epochs", "every": "every k epochs"}
 MAX_EPOCHS = 100_000
@@ -58,14 +69,21 @@ SUGGESTED_LR = {
 }
 SUGGESTED_LR["leaky-relu-mlp"] = SUGGESTED_LR["relu-mlp"]
 #: suggested epochs and teleport epochs per problem
-SUGGESTED_RUN = {"quadratic": (CONVEX.epochs, str(CONVEX.teleport_epoch)), "booth": (30, "3"),
-                 "rosenbrock": (100, "5, 50"), "relu-mlp": (REGRESSION.epochs, str(REGRESSION.teleport_epoch)),
-                 "leaky-relu-mlp": (REGRESSION.epochs, str(REGRESSION.teleport_epoch)),
-                 "digits": (DIGITS.epochs, ", ".join(map(str, DIGITS.teleport_epochs)))}  # fmt: skip
+SUGGESTED_RUN = {
+    "quadratic": (CONVEX.epochs, str(CONVEX.teleport_epoch)),
+    "booth": (30, "3"),
+    "rosenbrock": (100, "5, 50"),
+    "relu-mlp": (REGRESSION.epochs, str(REGRESSION.teleport_epoch)),
+    "leaky-relu-mlp": (REGRESSION.epochs, str(REGRESSION.teleport_epoch)),
+    "digits": (DIGITS.epochs, ", ".join(map(str, DIGITS.teleport_epochs))),
+}
 #: suggested teleport learning rate (ρ for the level set) and steps per group: the writeup's
-SUGGESTED_TELEPORT = {"so2": (CONVEX.teleport_lr, CONVEX.teleport_steps),
-                      "posscale": (REGRESSION.teleport_lr_gd, REGRESSION.teleport_steps),
-                      "gln": (GLN.lr, GLN.steps), "levelset": (LEVEL_SET.rho, LEVEL_SET.teleport_steps)}  # fmt: skip
+SUGGESTED_TELEPORT = {
+    "so2": (CONVEX.teleport_lr, CONVEX.teleport_steps),
+    "posscale": (REGRESSION.teleport_lr_gd, REGRESSION.teleport_steps),
+    "gln": (REGRESSION.gln_lr, REGRESSION.gln_steps),
+    "levelset": (LEVEL_SET.rho, LEVEL_SET.teleport_steps),
+}
 SUGGESTED_TELEPORT["none"] = SUGGESTED_TELEPORT["posscale"]
 #: the positive-scale teleport's step on the digits MLP (the panel's own: its network is wider than 04's)
 DIGITS_TELEPORT_LR = 1e-2

@@ -16,7 +16,7 @@ import torch
 
 from ..problems import PROBLEMS_2D, Problem2D
 from ..study.experiments import course_regression_task
-from ..study.settings import GLN, SEEDS
+from ..study.settings import REGRESSION, SEEDS
 from ..study.summaries import epochs_to_reach
 from ..tasks import digits_mlp
 from ..training import train
@@ -53,7 +53,7 @@ def _copies(s: Controls) -> list:
     if s.problem == "digits":
         return [_digits(seed) for seed in range(s.seeds)]
     seeds = SEEDS[0] if s.seeds == 1 else SEEDS[: s.seeds]
-    slope = GLN.negative_slope if s.problem == "leaky-relu-mlp" else 0.0
+    slope = REGRESSION.negative_slope if s.problem == "leaky-relu-mlp" else 0.0
     return [course_regression_task(seeds, negative_slope=slope)]
 
 

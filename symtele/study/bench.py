@@ -33,7 +33,6 @@ from collections.abc import Callable, Sequence
 import torch
 
 from .. import checks
-from ..regression import check_dims
 from ..schedule import Schedule
 from ..teleports.gln import GLn, gln_teleport
 from ..teleports.level_set import flatten, level_set_teleport, unflatten
@@ -43,7 +42,7 @@ from ..timing import clock
 from ..training import train
 from . import published
 from .experiments import course_regression_task
-from .settings import GLN, REGRESSION
+from .settings import REGRESSION, RegressionSettings
 from .summaries import epochs_to_reach
 
 #: the teleports :func:`teleport_cost` can time
@@ -126,7 +125,7 @@ def machine() -> dict:
 
 def _teleport_calls(method, dims, steps, dtype, dev, seed):
     """``(teleport, gradient)``: zero-argument calls for ``method`` on the network ``dims``."""
-    slope = GLN.negative_slope if method == "gln" else 0.0
+    slope = REGRESSION.negative_slope if method == "gln" else 0.0
     objective, weights = course_regression_task(seed, dims, negative_slope=slope, dtype=dtype, device=dev)
     weights = [w / w.shape[-1] for w in weights]  # fan-in scaling: see teleport_cost
 
@@ -153,7 +152,7 @@ def _teleport_calls(method, dims, steps, dtype, dev, seed):
     elif method == "gln":
 
         def call():
-            return gln_teleport(objective, weights, lr=GLN.lr, steps=steps)
+            return gln_teleport(objective, weights, lr=REGRESSION.gln_lr, steps=steps)
     else:  # levelset-step
         like = [w.detach() for w in weights]
         vector = flatten(like)
@@ -174,7 +173,7 @@ def _steps_taken(result):
 DEFAULT_STEPS = {
     "posscale": REGRESSION.teleport_steps,
     "posscale-ref": REGRESSION.teleport_steps,
-    "gln": GLN.steps,
+    "gln": REGRESSION.gln_steps,
     "levelset-step": 1,
 }
 
@@ -204,7 +203,7 @@ def teleport_cost(
     ``reps``, and ``steps_taken``/``stopped`` of the last call (``None`` for ``posscale-ref``,
     which has no safety checks).
     """
-    dims = check_dims(dims)
+    dims = checks.dims("dims", dims)
     methods = [checks.choice("method", m, METHODS) for m in methods]
     if not methods:
         raise ValueError("Invalid methods: empty")
@@ -268,32 +267,25 @@ def scaling_exponent(records, method: str, key: str = "teleport_s") -> float | N
     return sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
 
 
-def _runs(dims, dtype, dev, seeds, epochs, tasks):
+def _runs(s: RegressionSettings, dtype, dev, tasks):
     """The training runs timed by :func:`time_to_target`, by ``(task, method)``: zero-argument calls."""
-    at = Schedule.at(REGRESSION.teleport_epoch)
     runs = {}
     if "relu" in tasks:
-        relu = course_regression_task(seeds, dims, dtype=dtype, device=dev)
+        relu = course_regression_task(s.seeds, s.dims, dtype=dtype, device=dev)
         for opt in OPTIMIZERS:
-            teleport = PositiveScale(
-                lr=REGRESSION.teleport_lr(opt), steps=REGRESSION.teleport_steps, clamp=REGRESSION.clamp
-            )
-            runs[("relu", opt)] = (relu, dict(optimizer=opt, lr=REGRESSION.lr(opt)))
-            runs[("relu", f"{opt}+posscale")] = (
-                relu,
-                dict(optimizer=opt, lr=REGRESSION.lr(opt), schedule=at, teleport=teleport),
-            )
+            teleport = PositiveScale(lr=s.teleport_lr(opt), steps=s.teleport_steps, clamp=s.clamp)
+            runs[("relu", opt)] = (relu, dict(optimizer=opt, lr=s.lr(opt)))
+            runs[("relu", f"{opt}+posscale")] = (relu, dict(optimizer=opt, lr=s.lr(opt), teleport=teleport))
     if "leaky_relu" in tasks:
-        leaky = course_regression_task(seeds, dims, negative_slope=GLN.negative_slope, dtype=dtype, device=dev)
-        gln = GLn(lr=GLN.lr, steps=GLN.steps)
+        leaky = course_regression_task(s.seeds, s.dims, negative_slope=s.negative_slope, dtype=dtype, device=dev)
+        gln = GLn(lr=s.gln_lr, steps=s.gln_steps)
         for opt in OPTIMIZERS:
-            runs[("leaky_relu", opt)] = (leaky, dict(optimizer=opt, lr=REGRESSION.lr(opt)))
-            runs[("leaky_relu", f"{opt}+gln")] = (
-                leaky,
-                dict(optimizer=opt, lr=REGRESSION.lr(opt), schedule=at, teleport=gln),
-            )
+            runs[("leaky_relu", opt)] = (leaky, dict(optimizer=opt, lr=s.lr(opt)))
+            runs[("leaky_relu", f"{opt}+gln")] = (leaky, dict(optimizer=opt, lr=s.lr(opt), teleport=gln))
+    at = Schedule.at(s.teleport_epoch)
     return {
-        key: (lambda task=task, kw=kw: train(task[0], task[1], epochs=epochs, **kw)) for key, (task, kw) in runs.items()
+        key: (lambda task=task, kw=kw: train(*task, epochs=s.epochs, schedule=at if "teleport" in kw else None, **kw))
+        for key, (task, kw) in runs.items()
     }
 
 
@@ -307,52 +299,34 @@ def _seconds_to(history, target) -> float | None:
     return None if epoch is None else history.time_s[epoch]
 
 
-def _check_run(seeds, dims, epochs, reps):
-    """The arguments shared by the regression benchmarks, checked and normalised."""
-    seeds = list(seeds)
-    if not seeds:
-        raise ValueError("Invalid seeds: empty")
-    for s in seeds:
-        checks.count("seed", s)
-    return seeds, check_dims(dims), checks.count("epochs", epochs, minimum=1), checks.count("reps", reps, minimum=1)
+def _checked_protocol(settings, reps, warmup, dtype, device):
+    """The arguments shared by the regression benchmarks, checked: ``(settings, reps, warmup, dtype, device)``."""
+    if not isinstance(settings, RegressionSettings):
+        raise TypeError(f"Invalid settings: {settings!r} (expected a RegressionSettings)")
+    reps, warmup = checks.count("reps", reps, minimum=1), checks.count("warmup", warmup, minimum=1)
+    return settings, reps, warmup, checks.dtype("dtype", dtype), checks.device("device", device)
 
 
 def time_to_target(
-    seeds: Sequence[int] = REGRESSION.seeds,
-    dims: Sequence[int] = REGRESSION.dims,
-    *,
-    epochs: int = REGRESSION.epochs,
-    reps: int = 5,
-    warmup: int = 1,
-    tasks: Sequence[str] = TASKS,
-    dtype=torch.float32,
-    device="cpu",
+    settings: RegressionSettings = REGRESSION, *, reps=5, warmup=1, tasks=TASKS, dtype=torch.float32, device="cpu"
 ) -> dict:
     """Seconds until the seeds' mean loss first reaches GD's final mean loss, teleport included.
 
     Runs ``gd``, ``gd+posscale``, ``adagrad``, ``adagrad+posscale`` on the course project's ReLU
-    task and ``gd``, ``gd+gln``, ``adagrad``, ``adagrad+gln`` on its LeakyReLU version (the writeup's
-    settings, REFERENCE §2–3), all seeds as one batched computation, interleaved (``tasks`` picks
-    either task). On each task the target is the final mean loss of its GD run. ``time_s[k]`` of
-    the run (wall clock from its start until ``loss[k]`` is known) at the first epoch ``k`` with
-    ``mean loss ≤ target`` is the time to target.
+    task and ``gd``, ``gd+gln``, ``adagrad``, ``adagrad+gln`` on its LeakyReLU version (``settings``:
+    the writeup's by default, REFERENCE §2–3), all seeds as one batched computation, interleaved
+    (``tasks`` picks either task). On each task the target is the final mean loss of its GD run.
+    ``time_s[k]`` of the run (wall clock from its start until ``loss[k]`` is known) at the first
+    epoch ``k`` with ``mean loss ≤ target`` is the time to target.
 
     Returns ``{"seconds": {name: median s}, "speedup": {name: median of t(opt) / t(opt+teleport)
     within a round}, "epochs": {name: k}, "target": {task: loss}, ...}``; names on the LeakyReLU
     task carry ``@leaky_relu`` (``gd@leaky_relu``), teleport runs are named by the teleport.
     A run that never reaches its target has ``None`` seconds.
     """
-    seeds, dims, epochs, reps = _check_run(seeds, dims, epochs, reps)
-    warmup = checks.count("warmup", warmup, minimum=1)
-    tasks = list(tasks)
-    if not tasks:
-        raise ValueError("Invalid tasks: empty")
-    for task in tasks:
-        checks.choice("task", task, TASKS)
-    dtype = checks.dtype("dtype", dtype)
-    dev = checks.device("device", device)
-
-    runs = _runs(dims, dtype, dev, seeds, epochs, tasks)
+    s, reps, warmup, dtype, dev = _checked_protocol(settings, reps, warmup, dtype, device)
+    tasks = checks.sequence("tasks", list(tasks), lambda name, task: checks.choice(name, task, TASKS))
+    runs = _runs(s, dtype, dev, tasks)
     for run in runs.values():
         for _ in range(warmup):
             run()
@@ -363,9 +337,9 @@ def time_to_target(
     result = _reach_summary(histories, tasks)
     result.update(
         {
-            "seeds": seeds,
-            "dims": list(dims),
-            "epochs_run": epochs,
+            "seeds": list(s.seeds),
+            "dims": list(s.dims),
+            "epochs_run": s.epochs,
             "reps": reps,
             "device": str(dev),
             "dtype": str(dtype).replace("torch.", ""),
@@ -400,29 +374,19 @@ def _reach_summary(histories, tasks) -> dict:
 
 
 def batched_vs_loop(
-    seeds: Sequence[int] = REGRESSION.seeds,
-    dims: Sequence[int] = REGRESSION.dims,
-    *,
-    epochs: int = REGRESSION.epochs,
-    reps: int = 5,
-    warmup: int = 1,
-    dtype=torch.float32,
-    device="cpu",
+    settings: RegressionSettings = REGRESSION, *, reps=5, warmup=1, dtype=torch.float32, device="cpu"
 ) -> list[dict]:
     """The course project's experiment as one batched computation against a loop over seeds, per method.
 
-    For ``gd``, ``gd+posscale``, ``adagrad``, ``adagrad+posscale`` (the writeup's settings):
-    median wall-clock seconds of the batched run and of the per-seed loop (interleaved),
+    For ``gd``, ``gd+posscale``, ``adagrad``, ``adagrad+posscale`` (``settings``: the writeup's by
+    default): median wall-clock seconds of the batched run and of the per-seed loop (interleaved),
     their ratio, and ``max_abs_diff``/``max_rel_diff``, the largest absolute and relative
     difference between the losses the two record for any seed and epoch (0.0 when identical).
     The loop trains each seed as a batch of one.
     """
-    seeds, dims, epochs, reps = _check_run(seeds, dims, epochs, reps)
-    warmup = checks.count("warmup", warmup, minimum=1)
-    dtype = checks.dtype("dtype", dtype)
-    dev = checks.device("device", device)
-
-    at = Schedule.at(REGRESSION.teleport_epoch)
+    s, reps, warmup, dtype, dev = _checked_protocol(settings, reps, warmup, dtype, device)
+    seeds, dims, epochs = list(s.seeds), s.dims, s.epochs
+    at = Schedule.at(s.teleport_epoch)
     batched_task = course_regression_task(seeds, dims, dtype=dtype, device=dev)
     # Each seed of the loop is a batch of one, so both sides run the same batched matrix kernels
     # and agree to the last bit; a loop over plain 2-D matrices would use other kernels and
@@ -430,11 +394,9 @@ def batched_vs_loop(
     single_tasks = [course_regression_task([s], dims, dtype=dtype, device=dev) for s in seeds]
     records = []
     for opt in OPTIMIZERS:
-        teleport = PositiveScale(
-            lr=REGRESSION.teleport_lr(opt), steps=REGRESSION.teleport_steps, clamp=REGRESSION.clamp
-        )
+        teleport = PositiveScale(lr=s.teleport_lr(opt), steps=s.teleport_steps, clamp=s.clamp)
         for tp in (None, teleport):
-            kw = dict(optimizer=opt, lr=REGRESSION.lr(opt), epochs=epochs, teleport=tp, schedule=at if tp else None)
+            kw = dict(optimizer=opt, lr=s.lr(opt), epochs=epochs, teleport=tp, schedule=at if tp else None)
             out = {}
 
             def batched(kw=kw, out=out):

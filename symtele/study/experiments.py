@@ -1,13 +1,13 @@
 """The report's experiments, one seeded function each, returning tidy records.
 
-Every function checks its arguments, runs the same ``train`` loop the library exposes,
-and returns a list of records in the results schema of :mod:`symtele.study.results` (one
-per run and seed), ready for ``write_results`` and for the plot functions of
-:mod:`symtele.plots`. Each takes ``device`` (``"cpu"`` by default); the defaults are the
-writeup's settings (:mod:`symtele.study.settings`), which the report runs with.
+Every function takes the settings object of its notebook (:mod:`symtele.study.settings`; by
+default the writeup's, which the report runs with), whose values were checked when it was made,
+runs the same ``train`` loop the library exposes, and returns a list of records in the results
+schema of :mod:`symtele.study.results` (one per run and seed), ready for ``write_results`` and for
+the plot functions of :mod:`symtele.plots`. Each takes ``device`` (``"cpu"`` by default).
 
 * :func:`convex_so2`        — GD ± SO(2) teleport on a 2-D problem (writeup §4.1.1).
-* :func:`relu_posscale`     — GD and AdaGrad ± positive-scale teleport on the course project's ReLU task (§4.1.2).
+* :func:`relu_posscale`     — GD and AdaGrad ± positive-scale teleport on the course project's regression (§4.1.2).
 * :func:`gln_baseline`      — GL(n) against positive-scale teleport on the LeakyReLU version of that task.
 * :func:`level_set`         — GD (Armijo or fixed step) ± level-set teleport on a 2-D problem (§4.2.1).
 * :func:`level_set_mlp`     — GD ± level-set teleport on the 2-layer Softplus MLP (§4.2.2).
@@ -23,12 +23,20 @@ import torch
 from .. import checks
 from ..problems import get_problem
 from ..regression import regression_task
-from ..schedule import Schedule
 from ..tasks import accuracy, digits_mlp, softplus_mlp
 from ..teleports import SO2, GLn, LevelSet, PositiveScale
 from ..training import train
 from .results import batched_records, run_record
-from .settings import CONVEX, DIGITS, GD_STEPS_2D, GLN, LEVEL_SET, REGRESSION, STARTS
+from .settings import (
+    CONVEX,
+    DIGITS,
+    LEVEL_SET,
+    REGRESSION,
+    ConvexSettings,
+    DigitsSettings,
+    LevelSetSettings,
+    RegressionSettings,
+)
 
 
 def course_regression_task(
@@ -44,6 +52,18 @@ def course_regression_task(
     return regression_task(seeds, dims, negative_slope=negative_slope, dtype=dtype, device=device)
 
 
+def _checked(settings, kind):
+    if not isinstance(settings, kind):
+        raise TypeError(f"Invalid settings: {settings!r} (expected a {kind.__name__})")
+    return settings
+
+
+def _with_and_without(objective, params, teleport, schedule, *, only_teleport: bool = False, **train_args):
+    """The run without the teleport (unless ``only_teleport``), then the run with it at ``schedule``."""
+    runs = [(teleport, schedule)] if only_teleport else [(None, None), (teleport, schedule)]
+    return [train(objective, params, teleport=tp, schedule=at, **train_args) for tp, at in runs]
+
+
 def _path_fields(history) -> dict:
     """The visited points of a 2-D run: ``path`` ([x, y] per entry) and ``path_epochs``."""
     return {
@@ -52,302 +72,172 @@ def _path_fields(history) -> dict:
     }
 
 
-def _start(problem: str, start) -> tuple[float, float]:
-    """A 2-D starting point as a pair of floats (``None``: the problem's, :data:`STARTS`); raises naming ``start``."""
-    start = tuple(float(v) for v in (STARTS[problem] if start is None else start))
-    if len(start) != 2:
-        raise ValueError(f"Invalid start: {start!r} (expected two coordinates x, y)")
-    return start
-
-
-def _epochs_list(name: str, epochs, n_epochs: int) -> list[int]:
-    epochs = [epochs] if isinstance(epochs, int) else list(epochs)
-    for e in epochs:
-        checks.count(name, e)
-        if e >= n_epochs:
-            raise ValueError(f"Invalid {name}: {e} (the run has epochs 0..{n_epochs - 1})")
-    return epochs
-
-
-def convex_so2(
-    problem: str = "quadratic",
-    *,
-    start: Sequence[float] | None = None,
-    lr: float | None = None,
-    epochs: int = CONVEX.epochs,
-    teleport_epoch: int = CONVEX.teleport_epoch,
-    teleport_lr: float = CONVEX.teleport_lr,
-    teleport_steps: int = CONVEX.teleport_steps,
-    seed: int = CONVEX.seed,
-    device="cpu",
-) -> list[dict]:
+def convex_so2(problem: str = "quadratic", settings: ConvexSettings = CONVEX, *, device="cpu") -> list[dict]:
     """Gradient descent ``w ← w − lr ∇f(w)`` on a 2-D problem, without and with one SO(2) teleport.
 
+    The runs start at the problem's start with its step and epochs (``settings.run(problem)``).
     The teleport, before the step of ``teleport_epoch``, draws θ₀ ~ U[0, π) from a generator
     seeded with ``seed`` and takes ``teleport_steps`` ascent steps on ``‖∇f(g_θ·w)‖²`` in θ.
-    Defaults: the writeup's run on the quadratic ``x² + 9y²`` (REFERENCE §1); ``start`` and ``lr``
-    left ``None`` are the problem's (:mod:`symtele.study.settings`). Records carry the visited points
-    (``path``, ``path_epochs``), ``start`` and ``lr``.
+    Records carry the visited points (``path``, ``path_epochs``), ``start`` and ``lr``.
     """
     prob = get_problem(problem)
-    start = _start(problem, start)
-    lr = checks.positive("lr", GD_STEPS_2D[problem] if lr is None else lr)
-    epochs = checks.count("epochs", epochs, minimum=1)
-    _epochs_list("teleport_epoch", teleport_epoch, epochs)
-    teleport = SO2(lr=teleport_lr, steps=teleport_steps, seed=seed)
-    records = []
-    for tp in (None, teleport):
-        w = [torch.tensor(start, dtype=torch.float64, device=device)]
-        history = train(
-            prob,
-            w,
-            optimizer="gd",
-            lr=lr,
-            epochs=epochs,
-            teleport=tp,
-            schedule=teleport_epoch if tp else None,
-            keep_path=True,
-        )
-        records.append(run_record(prob.name, seed, history, start=list(start), lr=lr, **_path_fields(history)))
-    return records
+    s = _checked(settings, ConvexSettings)
+    start, lr, epochs = s.run(problem)
+    teleport = SO2(lr=s.teleport_lr, steps=s.teleport_steps, seed=s.seed)
+    w = [torch.tensor(start, dtype=torch.float64, device=device)]
+    histories = _with_and_without(
+        prob, w, teleport, s.teleport_epoch, optimizer="gd", lr=lr, epochs=epochs, keep_path=True
+    )
+    return [run_record(prob.name, s.seed, h, start=list(start), lr=lr, **_path_fields(h)) for h in histories]
 
 
-def relu_posscale(
-    seeds: Sequence[int] = REGRESSION.seeds,
-    *,
-    dims: Sequence[int] = REGRESSION.dims,
-    epochs: int = REGRESSION.epochs,
-    gd_lr: float = REGRESSION.gd_lr,
-    adagrad_lr: float = REGRESSION.adagrad_lr,
-    teleport_epoch: int = REGRESSION.teleport_epoch,
-    teleport_lr_gd: float = REGRESSION.teleport_lr_gd,
-    teleport_lr_adagrad: float = REGRESSION.teleport_lr_adagrad,
-    teleport_steps: int = REGRESSION.teleport_steps,
-    clamp: float = REGRESSION.clamp,
-    device="cpu",
-) -> list[dict]:
+def relu_posscale(settings: RegressionSettings = REGRESSION, *, device="cpu") -> list[dict]:
     """GD and AdaGrad on the course project's ReLU regression, without and with one positive-scale teleport.
 
     All ``seeds`` are trained as one batched computation; the teleport (before the step of
     ``teleport_epoch``) takes ``teleport_steps`` clipped ascent steps on ``‖∇L‖²`` over the
     per-unit scales. Runs ``gd``, ``gd+posscale``, ``adagrad``, ``adagrad+posscale`` (REFERENCE §2).
     """
-    epochs = checks.count("epochs", epochs, minimum=1)
-    _epochs_list("teleport_epoch", teleport_epoch, epochs)
-    runs = [
-        ("gd", checks.positive("gd_lr", gd_lr), PositiveScale(teleport_lr_gd, teleport_steps, clamp)),
-        (
-            "adagrad",
-            checks.positive("adagrad_lr", adagrad_lr),
-            PositiveScale(teleport_lr_adagrad, teleport_steps, clamp),
-        ),
-    ]
-    objective, weights = regression_task(list(seeds), dims, device=device)
+    s = _checked(settings, RegressionSettings)
+    objective, weights = regression_task(list(s.seeds), s.dims, device=device)
     records = []
-    for optimizer, lr, teleport in runs:
-        for tp in (None, teleport):
-            history = train(
-                objective,
-                weights,
-                optimizer=optimizer,
-                lr=lr,
-                epochs=epochs,
-                teleport=tp,
-                schedule=teleport_epoch if tp else None,
-            )
-            records.extend(batched_records("relu-mlp", list(seeds), history, lr=lr))
+    for optimizer in ("gd", "adagrad"):
+        teleport = PositiveScale(s.teleport_lr(optimizer), s.teleport_steps, s.clamp)
+        for h in _with_and_without(
+            objective, weights, teleport, s.teleport_epoch, optimizer=optimizer, lr=s.lr(optimizer), epochs=s.epochs
+        ):
+            records.extend(batched_records("relu-mlp", list(s.seeds), h, lr=s.lr(optimizer)))
     return records
 
 
-def gln_baseline(
-    seeds: Sequence[int] = REGRESSION.seeds,
-    *,
-    dims: Sequence[int] = REGRESSION.dims,
-    epochs: int = REGRESSION.epochs,
-    lr: float = REGRESSION.gd_lr,
-    negative_slope: float = GLN.negative_slope,
-    teleport_epoch: int = REGRESSION.teleport_epoch,
-    gln_lr: float = GLN.lr,
-    gln_steps: int = GLN.steps,
-    posscale_lr: float = REGRESSION.teleport_lr_gd,
-    posscale_steps: int = REGRESSION.teleport_steps,
-    clamp: float = REGRESSION.clamp,
-    device="cpu",
-) -> list[dict]:
+def gln_baseline(settings: RegressionSettings = REGRESSION, *, device="cpu") -> list[dict]:
     """GD on the LeakyReLU version of the course project's regression: no teleport, GL(n), positive scale.
 
     Both teleports act once, before the step of ``teleport_epoch``, on the same weights;
     GL(n) (Zhao et al. 2022, REFERENCE §3) is only approximately loss-preserving, and each
     record's ``teleports`` says by how much the loss moved.
     """
-    epochs = checks.count("epochs", epochs, minimum=1)
-    lr = checks.positive("lr", lr)
-    _epochs_list("teleport_epoch", teleport_epoch, epochs)
-    teleports = [None, GLn(lr=gln_lr, steps=gln_steps), PositiveScale(posscale_lr, posscale_steps, clamp)]
-    objective, weights = regression_task(list(seeds), dims, negative_slope=negative_slope, device=device)
+    s = _checked(settings, RegressionSettings)
+    objective, weights = regression_task(list(s.seeds), s.dims, negative_slope=s.negative_slope, device=device)
+    teleports = [None, GLn(lr=s.gln_lr, steps=s.gln_steps), PositiveScale(s.teleport_lr_gd, s.teleport_steps, s.clamp)]
     records = []
     for tp in teleports:
         history = train(
             objective,
             weights,
             optimizer="gd",
-            lr=lr,
-            epochs=epochs,
+            lr=s.gd_lr,
+            epochs=s.epochs,
             teleport=tp,
-            schedule=teleport_epoch if tp else None,
+            schedule=s.teleport_epoch if tp else None,
         )
-        records.extend(batched_records("leaky-relu-mlp", list(seeds), history, lr=lr))
+        records.extend(batched_records("leaky-relu-mlp", list(s.seeds), history, lr=s.gd_lr))
     return records
+
+
+def _level_set_teleport(s: LevelSetSettings, steps: int | None = None) -> LevelSet:
+    return LevelSet(
+        rho=s.rho,
+        steps=s.teleport_steps if steps is None else steps,
+        line_search_steps=s.line_search_steps,
+        eps=s.eps,
+        delta=s.delta,
+        penalty=s.penalty,
+    )
 
 
 def level_set(
     problem: str = "booth",
+    settings: LevelSetSettings = LEVEL_SET,
     *,
-    start: Sequence[float] | None = None,
-    epochs: int = LEVEL_SET.booth_epochs,
-    teleport_epochs: Sequence[int] | int = LEVEL_SET.booth_teleport_epochs,
     optimizers: Sequence[str] = ("gd-ls", "gd"),
-    lrs: dict | None = None,
-    rho: float = LEVEL_SET.rho,
-    teleport_steps: int = LEVEL_SET.teleport_steps,
-    line_search_steps: int = LEVEL_SET.line_search_steps,
     teleport_only: bool = False,
+    teleport_steps: int | None = None,
     device="cpu",
 ) -> list[dict]:
     """GD without and with level-set teleports on a 2-D problem, for each optimiser in ``optimizers``.
 
-    ``gd-ls`` takes the Armijo step ``η = max{lr·2⁻ʲ : L(w − η∇L) ≤ L(w) − η/2 ‖∇L‖²}``, ``gd``
-    the fixed step ``lr`` (``lrs[optimizer]``; by default the Armijo search starts at the writeup's
-    ``η₀`` and the fixed step is the problem's, :data:`~symtele.study.settings.GD_STEPS_2D`).
-    The teleport maximises ``½‖∇L‖²`` over ``{L ≤ L(w_k)}`` with at most ``teleport_steps``
-    sequential steps and ``line_search_steps`` halvings of ρ each. ``teleport_only`` skips the
-    runs without teleport. Records carry ``path`` and the per-epoch ``step_size``.
+    ``gd-ls`` takes the Armijo step ``η = max{η₀·2⁻ʲ : L(w − η∇L) ≤ L(w) − η/2 ‖∇L‖²}`` from
+    ``η₀ = armijo_lr``, ``gd`` the problem's fixed step; start, epochs and teleport epochs are the
+    problem's (``settings.run(problem)``). The teleport maximises ``½‖∇L‖²`` over ``{L ≤ L(w_k)}``
+    with at most ``teleport_steps`` sequential steps (the settings' unless given) and
+    ``line_search_steps`` halvings of ρ each. ``teleport_only`` skips the runs without teleport.
+    Records carry ``path`` and the per-epoch ``step_size``.
     """
     prob = get_problem(problem)
-    start = _start(problem, start)
-    epochs = checks.count("epochs", epochs, minimum=1)
-    tele = _epochs_list("teleport_epochs", teleport_epochs, epochs)
-    lrs = {"gd-ls": LEVEL_SET.armijo_lr, "gd": GD_STEPS_2D[problem], **(lrs or {})}
-    for optimizer in optimizers:
-        checks.choice("optimizer", optimizer, ("gd", "gd-ls"))
-        checks.positive(f"lrs[{optimizer!r}]", lrs[optimizer])
-    teleport = LevelSet(rho=rho, steps=teleport_steps, line_search_steps=line_search_steps)
+    s = _checked(settings, LevelSetSettings)
+    start, epochs, teleport_epochs, gd_lr = s.run(problem)
+    lrs = {"gd-ls": s.armijo_lr, "gd": gd_lr}
+    optimizers = checks.sequence("optimizers", optimizers, lambda name, v: checks.choice(name, v, lrs))
+    if teleport_steps is not None:
+        checks.count("teleport_steps", teleport_steps)
+    teleport = _level_set_teleport(s, teleport_steps)
     records = []
     for optimizer in optimizers:
-        for tp in (teleport,) if teleport_only else (None, teleport):
-            w = [torch.tensor(start, dtype=torch.float64, device=device)]
-            history = train(
-                prob,
-                w,
-                optimizer=optimizer,
-                lr=lrs[optimizer],
-                epochs=epochs,
-                teleport=tp,
-                schedule=Schedule.at(tele) if tp else None,
-                keep_path=True,
-            )
+        w = [torch.tensor(start, dtype=torch.float64, device=device)]
+        for h in _with_and_without(
+            prob,
+            w,
+            teleport,
+            list(teleport_epochs),
+            only_teleport=teleport_only,
+            optimizer=optimizer,
+            lr=lrs[optimizer],
+            epochs=epochs,
+            keep_path=True,
+        ):
             records.append(
                 run_record(
-                    prob.name,
-                    0,
-                    history,
-                    start=list(start),
-                    lr=lrs[optimizer],
-                    step_size=history.step_size,
-                    **_path_fields(history),
+                    prob.name, 0, h, start=list(start), lr=lrs[optimizer], step_size=h.step_size, **_path_fields(h)
                 )
             )
     return records
 
 
-def level_set_mlp(
-    seed: int = LEVEL_SET.mlp_seed,
-    *,
-    epochs: int = LEVEL_SET.mlp_epochs,
-    lr: float = LEVEL_SET.mlp_lr,
-    teleport_epochs: Sequence[int] | int = LEVEL_SET.mlp_teleport_epochs,
-    n_samples: int = LEVEL_SET.mlp_samples,
-    hidden: int = LEVEL_SET.mlp_hidden,
-    rho: float = LEVEL_SET.rho,
-    teleport_steps: int = LEVEL_SET.teleport_steps,
-    line_search_steps: int = LEVEL_SET.line_search_steps,
-    device="cpu",
-) -> list[dict]:
-    """GD with step ``lr`` on the 2-layer Softplus MLP (``hidden`` units), without and with level-set teleports.
+def level_set_mlp(settings: LevelSetSettings = LEVEL_SET, *, device="cpu") -> list[dict]:
+    """GD with step ``mlp_lr`` on the 2-layer Softplus MLP (``mlp_hidden`` units), without and with level-set
+    teleports at ``mlp_teleport_epochs``.
 
-    The data and network come from :func:`symtele.softplus_mlp` with ``seed``; the loss is the
-    mean squared error on ``n_samples`` points.
+    The data and network come from :func:`symtele.softplus_mlp` with ``mlp_seed``; the loss is the
+    mean squared error on ``mlp_samples`` points.
     """
-    epochs = checks.count("epochs", epochs, minimum=1)
-    lr = checks.positive("lr", lr)
-    tele = _epochs_list("teleport_epochs", teleport_epochs, epochs)
-    objective, params = softplus_mlp(seed, n_samples=n_samples, hidden=hidden, device=device)
-    teleport = LevelSet(rho=rho, steps=teleport_steps, line_search_steps=line_search_steps)
-    records = []
-    for tp in (None, teleport):
-        history = train(
-            objective,
-            params,
-            optimizer="gd",
-            lr=lr,
-            epochs=epochs,
-            teleport=tp,
-            schedule=Schedule.at(tele) if tp else None,
-        )
-        records.append(run_record("softplus-mlp", seed, history, lr=lr))
-    return records
+    s = _checked(settings, LevelSetSettings)
+    objective, params = softplus_mlp(s.mlp_seed, n_samples=s.mlp_samples, hidden=s.mlp_hidden, device=device)
+    histories = _with_and_without(
+        objective,
+        params,
+        _level_set_teleport(s),
+        list(s.mlp_teleport_epochs),
+        optimizer="gd",
+        lr=s.mlp_lr,
+        epochs=s.mlp_epochs,
+    )
+    return [run_record("softplus-mlp", s.mlp_seed, h, lr=s.mlp_lr) for h in histories]
 
 
-def beyond_optimizers(
-    seeds: Sequence[int] = DIGITS.seeds,
-    *,
-    optimizers: Sequence[str] = tuple(DIGITS.lrs),
-    lrs: dict | None = None,
-    epochs: int = DIGITS.epochs,
-    hidden: Sequence[int] = DIGITS.hidden,
-    teleport_epochs: Sequence[int] | int = DIGITS.teleport_epochs,
-    teleport_lr: float = DIGITS.teleport_lr,
-    teleport_steps: int = DIGITS.teleport_steps,
-    clamp: float = DIGITS.clamp,
-    device="cpu",
-) -> list[dict]:
+def beyond_optimizers(settings: DigitsSettings = DIGITS, *, device="cpu") -> list[dict]:
     """Full-batch training of a ReLU MLP on the digits with torch optimisers, ± positive-scale teleport.
 
-    For each optimiser and seed, one run without and one with the teleport at
-    ``teleport_epochs`` (optimiser state kept). Records add ``train_accuracy`` and
-    ``test_accuracy`` of the final parameters (held-out quarter of the digits) and ``lr``.
+    For each seed and each optimiser of ``lrs`` (in its order), one run without and one with the
+    teleport at ``teleport_epochs`` (optimiser state kept). Records add ``optimizer``, ``lr``, and
+    ``train_accuracy`` and ``test_accuracy`` of the final parameters (held-out quarter of the digits).
     """
-    epochs = checks.count("epochs", epochs, minimum=1)
-    tele = _epochs_list("teleport_epochs", teleport_epochs, epochs)
-    lrs = {**DIGITS.lrs, **(lrs or {})}
-    for optimizer in optimizers:
-        checks.choice("optimizer", optimizer, tuple(DIGITS.lrs))
-        checks.positive(f"lrs[{optimizer!r}]", lrs[optimizer])
-    seeds = [checks.count("seed", s) for s in seeds]
-    if not seeds:
-        raise ValueError("Invalid seeds: empty")
-    teleport = PositiveScale(lr=teleport_lr, steps=teleport_steps, clamp=clamp)
+    s = _checked(settings, DigitsSettings)
+    teleport = PositiveScale(lr=s.teleport_lr, steps=s.teleport_steps, clamp=s.clamp)
     records = []
-    for seed in seeds:
-        objective, params, data = digits_mlp(seed, hidden=tuple(hidden), device=device)
-        for optimizer in optimizers:
-            for tp in (None, teleport):
-                history = train(
-                    objective,
-                    params,
-                    optimizer=optimizer,
-                    lr=lrs[optimizer],
-                    epochs=epochs,
-                    teleport=tp,
-                    schedule=Schedule.at(tele) if tp else None,
-                )
-                final = history.final_params
+    for seed in s.seeds:
+        objective, params, data = digits_mlp(seed, hidden=tuple(s.hidden), device=device)
+        for optimizer, lr in s.lrs.items():
+            for h in _with_and_without(
+                objective, params, teleport, list(s.teleport_epochs), optimizer=optimizer, lr=lr, epochs=s.epochs
+            ):
+                final = h.final_params
                 records.append(
                     run_record(
                         "digits-mlp",
                         seed,
-                        history,
-                        lr=lrs[optimizer],
+                        h,
+                        lr=lr,
                         optimizer=optimizer,
                         train_accuracy=accuracy(objective, final, data.x_train, data.y_train),
                         test_accuracy=accuracy(objective, final, data.x_test, data.y_test),

@@ -1,19 +1,29 @@
-"""The writeup's settings, each defined once (REFERENCE §1–§4).
+"""The writeup's settings, each defined once and checked in one place (REFERENCE §1–§4).
 
 Every number the report's experiments take from the writeup or from the course project (the
 original code the writeup was written with) lives here: starting points, learning rates, epochs,
-teleport epochs, teleport steps, the GL(n) baseline's settings and the random seeds. The notebooks'
-``parameters`` cells, the experiment functions' defaults, the benchmarks, the sweep and the explorer
-all read them from here. A group of settings is a frozen dataclass; ``dataclasses.replace(REGRESSION,
-epochs=60)`` gives a variant, and ``print(REGRESSION)`` shows every value.
+teleport epochs, teleport steps, the GL(n) baseline's settings and the random seeds. One frozen
+dataclass holds the settings of one notebook (:data:`CONVEX` for 01, :data:`REGRESSION` for 02,
+:data:`LEVEL_SET` for 03, :data:`DIGITS` for 04, :data:`SWEEP` for 06); its fields are the
+notebook's parameters, with the same names.
 
-Plain numbers and tuples, no torch: the build reads the notebooks' defaults from here in an instant.
-Choices that are the report's own, not the writeup's, say so in their comments.
+A settings object checks every value when it is made, so one that exists is valid: ``check``
+raises ``ValueError``/``TypeError`` naming the field and its value. The experiments take these
+objects; a notebook makes its own with ``REGRESSION.with_parameters(globals())``, and the report's
+build runs the same checks on the user's parameters before any notebook starts.
+``REGRESSION.replace(epochs=60)`` gives a checked variant; ``print(REGRESSION)`` shows every value.
+
+Plain numbers and tuples, no torch: the build reads and checks the notebooks' parameters in an
+instant. Choices that are the report's own, not the writeup's, say so in their comments.
 """
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+
+from .. import checks
 
 #: the course project's five random seeds, n²·12345 for n = 0 … 4
 SEEDS = tuple(n * n * 12345 for n in range(5))
@@ -25,18 +35,67 @@ BOOTH_START = (5.0, -2.0)
 ROSENBROCK_START = (-0.2, 0.0)
 #: Rosenbrock's textbook starting point
 ROSENBROCK_TEXTBOOK_START = (-1.2, 1.0)
-#: the starting point of each 2-D problem's runs, by problem name
-STARTS = {"quadratic": QUADRATIC_START, "booth": BOOTH_START, "rosenbrock": ROSENBROCK_START}
+#: the optimisers of ``torch.optim`` the digits experiment compares (names of ``symtele.train``)
+DIGITS_OPTIMIZERS = ("sgd", "momentum", "rmsprop", "adam", "adagrad-torch")
+#: the teleport groups the sweep compares: positive scale on the ReLU regression, GL(n) on its LeakyReLU version
+SWEEP_GROUPS = ("posscale", "gln")
+
+
+def _seeds(name: str, values) -> tuple[int, ...]:
+    return checks.sequence(name, values, checks.count, distinct=True)
+
+
+def _steps(name: str, value) -> int:
+    return checks.count(name, value)
+
+
+class Settings:
+    """What every settings group offers: checked copies, and a copy with a notebook's parameters."""
+
+    def __post_init__(self):
+        self.check()
+
+    def check(self) -> None:
+        """Raise ``ValueError``/``TypeError`` naming the first field whose value cannot run."""
+        raise NotImplementedError
+
+    @classmethod
+    def names(cls) -> list[str]:
+        """The fields, in order: the parameters of the notebook these settings belong to."""
+        return [f.name for f in dataclasses.fields(cls)]
+
+    def replace(self, **changes):
+        """A copy with ``changes``, checked; a name that is not a field is refused, naming it."""
+        unknown = sorted(set(changes) - set(self.names()))
+        if unknown:
+            raise TypeError(f"Invalid setting: {unknown[0]!r} ({type(self).__name__} has {', '.join(self.names())})")
+        return dataclasses.replace(self, **changes)
+
+    def with_parameters(self, namespace: Mapping):
+        """A copy whose fields take the values ``namespace`` holds for them (a notebook passes ``globals()``)."""
+        return self.replace(**{name: namespace[name] for name in self.names() if name in namespace})
+
+    def to_dict(self) -> dict:
+        """Every field as JSON-ready data (tuples become lists)."""
+        return {name: _plain(getattr(self, name)) for name in self.names()}
+
+
+def _plain(value):
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
 
 
 @dataclass(frozen=True)
-class ConvexSettings:
+class ConvexSettings(Settings):
     """Gradient descent with one SO(2) teleport (REFERENCE §1), and the same runs on Booth and Rosenbrock."""
 
     start: tuple = QUADRATIC_START
     lr: float = 0.08
     epochs: int = 10
-    teleport_epoch: int = 4  # the teleport comes before this (0-based) epoch's step
+    teleport_epoch: int = 4  # the teleport comes before this (0-based) epoch's step, on every problem
     teleport_lr: float = 1e-3  # ascent step on the angle θ
     teleport_steps: int = 10
     seed: int = 0  # random seed of the initial angle θ₀ ~ U[0, π) (the report's choice)
@@ -47,10 +106,29 @@ class ConvexSettings:
     rosenbrock_lr: float = 1e-3  # the report's choice
     rosenbrock_epochs: int = 1000
 
+    def run(self, problem: str) -> tuple[tuple, float, int]:
+        """``(start, lr, epochs)`` of the runs on ``problem``: ``quadratic``, ``booth`` or ``rosenbrock``."""
+        checks.choice("problem", problem, ("quadratic", "booth", "rosenbrock"))
+        prefix = "" if problem == "quadratic" else f"{problem}_"
+        return tuple(getattr(self, prefix + key) for key in ("start", "lr", "epochs"))
+
+    def check(self) -> None:
+        shortest = None
+        for prefix in ("", "booth_", "rosenbrock_"):
+            checks.point(f"{prefix}start", getattr(self, f"{prefix}start"))
+            checks.positive(f"{prefix}lr", getattr(self, f"{prefix}lr"))
+            epochs = checks.count(f"{prefix}epochs", getattr(self, f"{prefix}epochs"), minimum=1)
+            shortest = epochs if shortest is None else min(shortest, epochs)
+        checks.epoch_of_run("teleport_epoch", self.teleport_epoch, shortest)
+        checks.positive("teleport_lr", self.teleport_lr)
+        _steps("teleport_steps", self.teleport_steps)
+        checks.count("seed", self.seed)
+
 
 @dataclass(frozen=True)
-class RegressionSettings:
-    """The course project's ReLU regression with one positive-scale teleport (REFERENCE §2)."""
+class RegressionSettings(Settings):
+    """The course project's ReLU regression with one positive-scale teleport (REFERENCE §2), and the GL(n)
+    teleport of Zhao et al. (2022) on its LeakyReLU version (REFERENCE §3)."""
 
     seeds: tuple = SEEDS
     dims: tuple = (4, 5, 6, 7, 8)  # samples, then layer widths: X is 5×4, W1 6×5, W2 7×6, W3 8×7, Y 8×4
@@ -62,27 +140,39 @@ class RegressionSettings:
     teleport_lr_adagrad: float = 1e-5
     teleport_steps: int = 10
     clamp: float = 0.1  # each teleport step keeps every scale within 1 ± clamp
-
-    def teleport_lr(self, optimizer: str) -> float:
-        """The teleport's ascent step with ``gd`` or ``adagrad``."""
-        return {"gd": self.teleport_lr_gd, "adagrad": self.teleport_lr_adagrad}[optimizer]
+    negative_slope: float = 0.1  # of the LeakyReLU version, on which GL(n) is compared
+    gln_lr: float = 1e-7  # GL(n) teleport step with GD
+    gln_steps: int = 8  # GL(n) teleport steps with GD
 
     def lr(self, optimizer: str) -> float:
         """The optimiser's step: ``gd`` or ``adagrad``."""
         return {"gd": self.gd_lr, "adagrad": self.adagrad_lr}[optimizer]
 
+    def teleport_lr(self, optimizer: str) -> float:
+        """The positive-scale teleport's ascent step with ``gd`` or ``adagrad``."""
+        return {"gd": self.teleport_lr_gd, "adagrad": self.teleport_lr_adagrad}[optimizer]
+
+    def check(self) -> None:
+        _seeds("seeds", self.seeds)
+        checks.dims("dims", self.dims)
+        epochs = checks.count("epochs", self.epochs, minimum=1)
+        for name in (
+            "gd_lr",
+            "adagrad_lr",
+            "teleport_lr_gd",
+            "teleport_lr_adagrad",
+            "clamp",
+            "negative_slope",
+            "gln_lr",
+        ):
+            checks.positive(name, getattr(self, name))
+        checks.epoch_of_run("teleport_epoch", self.teleport_epoch, epochs)
+        _steps("teleport_steps", self.teleport_steps)
+        _steps("gln_steps", self.gln_steps)
+
 
 @dataclass(frozen=True)
-class GLnSettings:
-    """The GL(n) teleport of Zhao et al. (2022) on the LeakyReLU version of the regression (REFERENCE §3)."""
-
-    negative_slope: float = 0.1
-    lr: float = 1e-7  # teleport step with GD
-    steps: int = 8  # teleport steps with GD
-
-
-@dataclass(frozen=True)
-class LevelSetSettings:
+class LevelSetSettings(Settings):
     """Level-set teleportation (REFERENCE §4): the 2-D runs and the Softplus MLP."""
 
     booth_start: tuple = BOOTH_START
@@ -112,44 +202,151 @@ class LevelSetSettings:
     mlp_hidden: int = 50  # the writeup's 2-layer Softplus MLP
     mlp_samples: int = 128  # synthetic regression points (the report's)
 
+    def run(self, problem: str) -> tuple[tuple, int, tuple, float]:
+        """``(start, epochs, teleport_epochs, gd_lr)`` of the runs on ``problem``: ``booth`` or ``rosenbrock``."""
+        checks.choice("problem", problem, ("booth", "rosenbrock"))
+        return tuple(getattr(self, f"{problem}_{key}") for key in ("start", "epochs", "teleport_epochs", "gd_lr"))
+
+    def local(self) -> LevelSetSettings:
+        """These settings with the short-teleport runs on Rosenbrock as its main runs."""
+        return self.replace(
+            rosenbrock_start=self.local_start,
+            rosenbrock_epochs=self.local_epochs,
+            rosenbrock_teleport_epochs=self.local_teleport_epochs,
+        )
+
+    def check(self) -> None:
+        for prefix in ("booth_", "rosenbrock_", "local_", "mlp_"):
+            epochs = checks.count(f"{prefix}epochs", getattr(self, f"{prefix}epochs"), minimum=1)
+            checks.epochs_of_run(f"{prefix}teleport_epochs", getattr(self, f"{prefix}teleport_epochs"), epochs)
+            if prefix != "mlp_":
+                checks.point(f"{prefix}start", getattr(self, f"{prefix}start"))
+        checks.epochs_of_run("rosenbrock_other_epochs", self.rosenbrock_other_epochs, self.rosenbrock_epochs)
+        for name in ("booth_gd_lr", "rosenbrock_gd_lr", "armijo_lr", "rho", "penalty", "mlp_lr"):
+            checks.positive(name, getattr(self, name))
+        for name in ("eps", "delta"):
+            checks.non_negative(name, getattr(self, name))
+        _steps("teleport_steps", self.teleport_steps)
+        _steps("local_teleport_steps", self.local_teleport_steps)
+        checks.count("line_search_steps", self.line_search_steps, minimum=1)
+        checks.count("mlp_seed", self.mlp_seed)
+        checks.count("mlp_hidden", self.mlp_hidden, minimum=1)
+        checks.count("mlp_samples", self.mlp_samples, minimum=1)
+
+
+def _digits_lrs() -> dict:
+    return {"sgd": 0.1, "momentum": 0.02, "rmsprop": 1e-3, "adam": 1e-3, "adagrad-torch": 0.05}
+
 
 @dataclass(frozen=True)
-class DigitsSettings:
-    """``torch.optim`` optimisers ± a positive-scale teleport on a digits MLP (the report's own experiment)."""
+class DigitsSettings(Settings):
+    """``torch.optim`` optimisers ± a positive-scale teleport on a digits MLP (the report's own experiment).
+
+    ``lrs`` names the optimisers that run, each with its step.
+    """
 
     seeds: tuple = (0, 1, 2)
     epochs: int = 60
     hidden: tuple = (32, 32)
-    lrs: dict = field(
-        default_factory=lambda: {"sgd": 0.1, "momentum": 0.02, "rmsprop": 1e-3, "adam": 1e-3, "adagrad-torch": 0.05}
-    )
+    lrs: dict = field(default_factory=_digits_lrs)
     teleport_epochs: tuple = (5,)
     teleport_lr: float = 100.0
     teleport_steps: int = 10
     clamp: float = RegressionSettings.clamp
 
+    def check(self) -> None:
+        _seeds("seeds", self.seeds)
+        epochs = checks.count("epochs", self.epochs, minimum=1)
+        checks.sequence("hidden", self.hidden, lambda name, v: checks.count(name, v, minimum=1))
+        if not isinstance(self.lrs, Mapping) or not self.lrs:
+            raise TypeError(f"Invalid lrs: {self.lrs!r} (expected a dict of optimiser -> step)")
+        for optimizer, lr in self.lrs.items():
+            checks.choice("lrs key", optimizer, DIGITS_OPTIMIZERS)
+            checks.positive(f"lrs[{optimizer!r}]", lr)
+        checks.epochs_of_run("teleport_epochs", self.teleport_epochs, epochs)
+        checks.positive("teleport_lr", self.teleport_lr)
+        _steps("teleport_steps", self.teleport_steps)
+        checks.positive("clamp", self.clamp)
+
 
 CONVEX = ConvexSettings()
-#: the fixed gradient-descent step on each 2-D problem, by problem name
-GD_STEPS_2D = {"quadratic": CONVEX.lr, "booth": CONVEX.booth_lr, "rosenbrock": CONVEX.rosenbrock_lr}
 REGRESSION = RegressionSettings()
-GLN = GLnSettings()
 LEVEL_SET = LevelSetSettings()
 DIGITS = DigitsSettings()
+#: where the runs of each 2-D problem start, by problem name
+STARTS = {problem: CONVEX.run(problem)[0] for problem in ("quadratic", "booth", "rosenbrock")}
+#: the fixed gradient-descent step on each 2-D problem, by problem name
+GD_STEPS_2D = {problem: CONVEX.run(problem)[1] for problem in ("quadratic", "booth", "rosenbrock")}
+
+
+def _mapping(name: str, value, keys) -> dict:
+    if not isinstance(value, Mapping):
+        raise TypeError(f"Invalid {name}: {value!r} (expected a dict)")
+    for key in value:
+        checks.choice(f"{name} key", key, keys)
+    return dict(value)
 
 
 @dataclass(frozen=True)
-class SweepSettings:
-    """The schedule sweep's default grid around the writeup's settings (the report's own experiment)."""
+class Grid(Settings):
+    """The schedule sweep's grid (the report's own experiment), around the writeup's settings.
 
+    Every (optimiser, group, teleport epoch, teleport learning rate) is one point, its seeds one
+    batched run. ``teleport_lrs`` maps each group to sweep (:data:`SWEEP_GROUPS`) to its teleport
+    learning rates; ``lrs`` and ``teleport_steps`` default to the writeup's step of each optimiser
+    and ascent steps of each group, and keep only the optimisers and groups swept.
+    """
+
+    teleport_epochs: tuple = (0, 5, 20, 50)
+    teleport_lrs: dict = field(default_factory=lambda: {"posscale": (1e-5, 1e-4, 1e-3), "gln": (1e-9, 1e-8, 1e-7)})
     optimizers: tuple = ("gd",)
-    lrs: dict = field(default_factory=lambda: {"gd": REGRESSION.gd_lr, "adagrad": REGRESSION.adagrad_lr})
     seeds: tuple = SEEDS
     epochs: int = REGRESSION.epochs
-    teleport_epochs: tuple = (0, 5, 20, 50)
-    posscale_lrs: tuple = (1e-5, 1e-4, 1e-3)
-    gln_lrs: tuple = (1e-9, 1e-8, 1e-7)
-    teleport_steps: dict = field(default_factory=lambda: {"posscale": REGRESSION.teleport_steps, "gln": GLN.steps})
+    lrs: dict = field(default_factory=dict)
+    teleport_steps: dict = field(default_factory=dict)
+
+    def check(self) -> None:
+        epochs = checks.count("epochs", self.epochs, minimum=1)
+        teleport_epochs = checks.sequence(
+            "teleport_epochs", self.teleport_epochs, lambda n, v: checks.epoch_of_run(n, v, epochs), distinct=True
+        )
+        teleport_lrs = {
+            g: checks.sequence(f"teleport_lrs[{g!r}]", lrs, checks.positive, distinct=True)
+            for g, lrs in _mapping("teleport_lrs", self.teleport_lrs, SWEEP_GROUPS).items()
+        }
+        if not teleport_lrs:
+            raise ValueError("Invalid teleport_lrs: {} (name at least one group)")
+        writeup_lrs = {"gd": REGRESSION.gd_lr, "adagrad": REGRESSION.adagrad_lr}
+        optimizers = checks.sequence(
+            "optimizers", self.optimizers, lambda n, v: checks.choice(n, v, writeup_lrs), distinct=True
+        )
+        lrs = {**writeup_lrs, **_mapping("lrs", self.lrs, writeup_lrs)}
+        steps = {"posscale": REGRESSION.teleport_steps, "gln": REGRESSION.gln_steps}
+        steps.update(_mapping("teleport_steps", self.teleport_steps, SWEEP_GROUPS))
+        normalised = {
+            "epochs": epochs,
+            "teleport_epochs": teleport_epochs,
+            "teleport_lrs": teleport_lrs,
+            "optimizers": optimizers,
+            "seeds": _seeds("seeds", self.seeds),
+            "lrs": {k: checks.positive(f"lrs[{k!r}]", lrs[k]) for k in optimizers},
+            "teleport_steps": {g: _steps(f"teleport_steps[{g!r}]", steps[g]) for g in teleport_lrs},
+        }
+        for name, value in normalised.items():
+            object.__setattr__(self, name, value)
+
+    @property
+    def groups(self) -> tuple:
+        return tuple(self.teleport_lrs)
+
+    def points(self) -> list[tuple]:
+        """``(optimizer, group, teleport_epoch, teleport_lr)`` of every run, baselines (``None, None``) first."""
+        out = []
+        for optimizer in self.optimizers:
+            for group in self.groups:
+                out.append((optimizer, group, None, None))
+                out += [(optimizer, group, e, lr) for e in self.teleport_epochs for lr in self.teleport_lrs[group]]
+        return out
 
 
-SWEEP = SweepSettings()
+SWEEP = Grid()

@@ -1,6 +1,7 @@
 """Sweeps over teleport schedules: when to teleport × how hard × which symmetry group, over seeds.
 
-A :class:`Grid` lists teleport epochs, teleport learning rates per group (``posscale`` on
+A :class:`~symtele.study.settings.Grid` (defined with the other settings; :data:`SWEEP` is the
+report's) lists teleport epochs, teleport learning rates per group (``posscale`` on
 the course project's ReLU regression, ``gln`` on its LeakyReLU(0.1) variant) and optimisers (``gd``,
 ``adagrad``). A *grid point* is one (optimiser, group, teleport epoch, teleport lr);
 its seeds train as one batched computation, teleporting once, before the step of
@@ -24,125 +25,24 @@ are the same whatever the backend and whatever order the points finish in; only 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 from numbers import Integral, Real
 from statistics import fmean
 
 from joblib import Parallel, delayed
 
-from .. import checks
 from ..teleports import make_teleport
 from ..training import train
 from .experiments import course_regression_task
 from .results import batched_records, write_results
-from .settings import GLN, SWEEP
+from .settings import REGRESSION, SWEEP, Grid
 from .summaries import epochs_to_reach
 
 #: the task each group acts on: (problem name in the records, LeakyReLU negative slope; 0 is ReLU)
-GROUP_TASKS = {"posscale": ("relu-mlp", 0.0), "gln": ("leaky-relu-mlp", GLN.negative_slope)}
+GROUP_TASKS = {"posscale": ("relu-mlp", 0.0), "gln": ("leaky-relu-mlp", REGRESSION.negative_slope)}
 #: joblib's backend hint when no backend is configured. A 300-epoch point is a fraction of a
 #: second of small torch operations; threads ran the notebook's sweep as fast as one worker,
 #: while a process pool first pays a torch import per worker and ran it over 3× slower (README)
 PREFER = "threads"
-
-
-def _distinct(name: str, values, check) -> tuple:
-    if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
-        raise TypeError(f"Invalid {name}: {values!r} (expected a sequence)")
-    values = tuple(check(name, v) for v in values)
-    if not values:
-        raise ValueError(f"Invalid {name}: empty")
-    if len(set(values)) != len(values):
-        raise ValueError(f"Invalid {name}: {values!r} (values repeat)")
-    return values
-
-
-def _mapping(name: str, value, keys) -> dict:
-    if not isinstance(value, dict):
-        raise TypeError(f"Invalid {name}: {value!r} (expected a dict)")
-    for key in value:
-        checks.choice(f"{name} key", key, keys)
-    return value
-
-
-@dataclass(frozen=True)
-class Grid:
-    """The sweep's grid, validated on construction (``ValueError``/``TypeError`` naming the field).
-
-    ``teleport_lrs`` maps each group to sweep (``posscale``, ``gln``) to its teleport
-    learning rates, e.g. ``{"posscale": [1e-5, 1e-4, 1e-3]}``. ``lrs`` overrides the
-    optimisers' step sizes, ``teleport_steps`` the ascent steps per group (by default the
-    writeup's, ``SWEEP.lrs`` and ``SWEEP.teleport_steps`` of :mod:`symtele.study.settings`).
-    """
-
-    teleport_epochs: tuple
-    teleport_lrs: dict
-    optimizers: tuple = SWEEP.optimizers
-    seeds: tuple = SWEEP.seeds
-    epochs: int = SWEEP.epochs
-    lrs: dict = field(default_factory=dict)
-    teleport_steps: dict = field(default_factory=dict)
-
-    def __post_init__(self):
-        epochs = checks.count("epochs", self.epochs, minimum=1)
-        teleport_epochs = _distinct("teleport_epochs", self.teleport_epochs, checks.count)
-        for e in teleport_epochs:
-            if e >= epochs:
-                raise ValueError(f"Invalid teleport_epochs: {e} (the run has epochs 0..{epochs - 1})")
-        teleport_lrs = {
-            g: _distinct(f"teleport_lrs[{g!r}]", lrs, checks.positive)
-            for g, lrs in _mapping("teleport_lrs", self.teleport_lrs, GROUP_TASKS).items()
-        }
-        if not teleport_lrs:
-            raise ValueError("Invalid teleport_lrs: {} (name at least one group)")
-        optimizers = _distinct("optimizers", self.optimizers, lambda n, v: checks.choice(n, v, SWEEP.lrs))
-        seeds = _distinct("seeds", self.seeds, checks.count)
-        lrs = {
-            **SWEEP.lrs,
-            **{k: checks.positive(f"lrs[{k!r}]", v) for k, v in _mapping("lrs", self.lrs, SWEEP.lrs).items()},
-        }
-        steps = {
-            **SWEEP.teleport_steps,
-            **{
-                k: checks.count(f"teleport_steps[{k!r}]", v)
-                for k, v in _mapping("teleport_steps", self.teleport_steps, GROUP_TASKS).items()
-            },
-        }
-        for name, value in (
-            ("epochs", epochs),
-            ("teleport_epochs", teleport_epochs),
-            ("teleport_lrs", teleport_lrs),
-            ("optimizers", optimizers),
-            ("seeds", seeds),
-            ("lrs", {k: lrs[k] for k in optimizers}),
-            ("teleport_steps", {g: steps[g] for g in teleport_lrs}),
-        ):
-            object.__setattr__(self, name, value)
-
-    @property
-    def groups(self) -> tuple:
-        return tuple(self.teleport_lrs)
-
-    def points(self) -> list[tuple]:
-        """``(optimizer, group, teleport_epoch, teleport_lr)`` of every run, baselines (``None, None``) first."""
-        out = []
-        for optimizer in self.optimizers:
-            for group in self.groups:
-                out.append((optimizer, group, None, None))
-                out += [(optimizer, group, e, lr) for e in self.teleport_epochs for lr in self.teleport_lrs[group]]
-        return out
-
-    def to_dict(self) -> dict:
-        """The grid as JSON-ready parameters."""
-        return {
-            "epochs": self.epochs,
-            "teleport_epochs": list(self.teleport_epochs),
-            "teleport_lrs": {g: list(v) for g, v in self.teleport_lrs.items()},
-            "optimizers": list(self.optimizers),
-            "seeds": list(self.seeds),
-            "lrs": dict(self.lrs),
-            "teleport_steps": dict(self.teleport_steps),
-        }
 
 
 def run_point(objective, weights, grid: Grid, point: tuple) -> list[dict]:
@@ -184,7 +84,7 @@ def time_to_loss(record: dict, target: float) -> dict:
     return {"loss": target, "epochs": epoch, "time_s": None if epoch is None else record["time_s"][epoch]}
 
 
-def sweep(grid: Grid, *, n_jobs: int = -1, path=None, name: str = "sweep") -> list[dict]:
+def sweep(grid: Grid = SWEEP, *, n_jobs: int = -1, path=None, name: str = "sweep") -> list[dict]:
     """Run every point of ``grid`` through joblib; one record per (point, seed), in grid order.
 
     ``n_jobs`` is joblib's (``-1``: all cores; ignored by the Dask backend). With

@@ -35,8 +35,12 @@ __getattr__, __dir__, __all__ = exports(
 __all__ = [*__all__, "TELEPORTS", "make_teleport"]
 
 #: the teleport objects by name (the method-name suffix): ``module:class`` under this package
-TELEPORTS = {"so2": "so2:SO2", "posscale": "positive_scale:PositiveScale", "gln": "gln:GLn",
-             "levelset": "level_set:LevelSet"}  # fmt: skip
+TELEPORTS = {
+    "so2": "so2:SO2",
+    "posscale": "positive_scale:PositiveScale",
+    "gln": "gln:GLn",
+    "levelset": "level_set:LevelSet",
+}
 
 
 def make_teleport(name: str, **options):

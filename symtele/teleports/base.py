@@ -1,6 +1,9 @@
 """What every teleport group provides to the training loop.
 
-A teleport is an object holding its hyper-parameters (checked on construction) with
+A teleport is a frozen dataclass of its hyper-parameters, with their defaults and their checks
+(``__post_init__``: a ``ValueError``/``TypeError`` naming the bad value, before any compute). It
+is the one home of those defaults: the group's function (``positive_scale_teleport(...,
+**options)``) takes the same names and builds the object from them. Besides its fields it has
 
 * ``name``: the suffix of the method name in the results (``gd+<name>``);
 * ``check(objective, params)``: raise ``TypeError``/``ValueError`` before any compute if the group
@@ -23,6 +26,7 @@ class Teleport:
     def __call__(self, objective, params, grads, loss):
         raise NotImplementedError
 
-    def __repr__(self):
-        fields = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
-        return f"{type(self).__name__}({fields})"
+    def _set(self, **values) -> None:
+        """Store checked (normalised) values in a frozen dataclass, from its ``__post_init__``."""
+        for key, value in values.items():
+            object.__setattr__(self, key, value)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 
@@ -40,35 +41,22 @@ def _act_pairs(objective: MLPRegression, weights, ts, pairs):
     return out
 
 
-def gln_teleport(
-    objective: MLPRegression,
-    weights: Sequence[torch.Tensor],
-    *,
-    lr: float = 1e-7,
-    steps: int = 8,
-    pairs: Sequence[int] | None = None,
-):
+def gln_teleport(objective: MLPRegression, weights: Sequence[torch.Tensor], **options):
     """Teleport ``weights`` by gradient ascent on ``‖∇L‖²`` over GL(k) for each pair of layers.
 
-    ``pairs``: indices ``m`` of the pairs ``(W_m, W_{m+1})`` to act on (default: all).
-    Returns ``(weights, grads, loss, record)``. A step that produces non-finite weights
-    is rejected and the teleport stops at the last finite point.
+    ``options`` are the fields of :class:`GLn`: ``lr``, ``steps`` and ``pairs``, the indices ``m`` of
+    the pairs ``(W_m, W_{m+1})`` to act on (default: all). Returns ``(weights, grads, loss, record)``.
+    A step that produces non-finite weights is rejected and the teleport stops at the last finite point.
     """
-    if not isinstance(objective, MLPRegression):
-        raise TypeError(f"Invalid objective: GL(n) teleport needs an MLPRegression, got {type(objective).__name__}")
-    if objective.negative_slope <= 0:
-        raise ValueError(
-            f"Invalid objective: GL(n) teleport needs an invertible activation (LeakyReLU with "
-            f"negative_slope > 0), got negative_slope={objective.negative_slope}"
-        )
-    lr = checks.positive("lr", lr)
-    steps = checks.count("steps", steps)
+    o = GLn(**options)
+    o.check(objective, weights)
+    lr, steps = o.lr, o.steps
     weights = [w.detach() for w in checks.finite_tensors("weights", weights)]
     objective.check_params(weights)
     n = len(weights)
     if n < 2:
         raise ValueError(f"Invalid weights: GL(n) teleport needs at least 2 layers, got {n}")
-    pairs = list(range(n - 1)) if pairs is None else [int(m) % (n - 1) for m in pairs]
+    pairs = list(range(n - 1)) if o.pairs is None else [m % (n - 1) for m in o.pairs]
 
     start = time.perf_counter()
     loss0, grads0 = objective.loss_and_grad(weights)
@@ -108,22 +96,27 @@ def gln_teleport(
     return weights, grads, loss, record
 
 
+@dataclass(frozen=True)
 class GLn(Teleport):
-    """The GL(n) teleport of Zhao et al. (2022) on LeakyReLU MLPs (approximately loss-preserving)."""
+    """The GL(n) teleport of Zhao et al. (2022) on LeakyReLU MLPs (approximately loss-preserving):
+    ``steps`` ascent steps of size ``lr`` on every pair of layers, or on the listed ``pairs``."""
 
     name = "gln"
+    lr: float = 1e-7
+    steps: int = 8
+    pairs: tuple | None = None
 
-    def __init__(self, lr: float = 1e-7, steps: int = 8, pairs=None):
-        self.lr = checks.positive("lr", lr)
-        self.steps = checks.count("steps", steps)
-        self.pairs = None if pairs is None else [int(p) for p in pairs]
+    def __post_init__(self):
+        pairs = None if self.pairs is None else checks.sequence("pairs", list(self.pairs), checks.count)
+        self._set(lr=checks.positive("lr", self.lr), steps=checks.count("steps", self.steps), pairs=pairs)
 
     def check(self, objective, params):
         if not isinstance(objective, MLPRegression):
             raise TypeError(f"Invalid teleport: GL(n) acts on MLPRegression only, not on {type(objective).__name__}")
         if objective.negative_slope <= 0:
             raise ValueError(
-                f"Invalid teleport: GL(n) needs LeakyReLU (negative_slope > 0), got {objective.negative_slope}"
+                f"Invalid teleport: GL(n) needs an invertible activation (LeakyReLU with negative_slope > 0), "
+                f"got negative_slope={objective.negative_slope}"
             )
 
     def __call__(self, objective, params, grads, loss):

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 
@@ -116,36 +117,23 @@ def _stop_reason(gsq, kkt, gap, eps, delta) -> str | None:
     return None
 
 
-def level_set_teleport(
-    loss_fn: Callable[[torch.Tensor], torch.Tensor],
-    w: torch.Tensor,
-    *,
-    rho: float = 1.0,
-    steps: int = 100,
-    line_search_steps: int = 50,
-    eps: float = 1e-6,
-    delta: float = 1e-8,
-    penalty: float = 3.0,
-    restore_steps: int = 50,
-):
+def level_set_teleport(loss_fn: Callable[[torch.Tensor], torch.Tensor], w: torch.Tensor, **options):
     """Teleport the parameter vector ``w`` towards the steepest point of its sub-level set.
 
     ``loss_fn`` maps a 1-D tensor to a scalar and must be twice differentiable by autograd.
-    Returns ``(w_new, record)``; ``record.trace`` holds per iteration the objective
-    ``½‖∇L‖²``, the constraint gap ``L − L(w_k)``, the KKT residual ``‖P q‖`` and the
-    accepted step size ρ.
+    ``options`` are the fields of :class:`LevelSet` (``rho``, ``steps``, ``line_search_steps``,
+    ``eps``, ``delta``, ``penalty``, ``restore_steps``). Returns ``(w_new, record)``;
+    ``record.trace`` holds per iteration the objective ``½‖∇L‖²``, the constraint gap
+    ``L − L(w_k)``, the KKT residual ``‖P q‖`` and the accepted step size ρ.
     """
-    rho = checks.positive("rho", rho)
-    steps = checks.count("steps", steps)
-    line_search_steps = checks.count("line_search_steps", line_search_steps, minimum=1)
-    eps = checks.non_negative("eps", eps)
-    delta = checks.non_negative("delta", delta)
-    penalty = checks.positive("penalty", penalty)
-    restore_steps = checks.count("restore_steps", restore_steps)
+    return _teleport(loss_fn, w, LevelSet(**options))
+
+
+def _teleport(loss_fn, w: torch.Tensor, o: LevelSet):
+    """:func:`level_set_teleport` with its options checked: iterate, pull back, keep the best point, record."""
     checks.finite_tensor("w", w)
     if w.dim() != 1:
         raise ValueError(f"Invalid w: expected a 1-D parameter vector, got shape {tuple(w.shape)}")
-
     start = time.perf_counter()
     x = w.detach().clone()
     level, g, q = _loss_grad_hvp(loss_fn, x)
@@ -153,17 +141,19 @@ def level_set_teleport(
     record = TeleportRecord(method="levelset", loss_before=level.item(), grad_norm_sq_before=g.square().sum().item())
     trace = {"objective": [], "constraint_gap": [], "kkt_residual": [], "step_size": []}
     best, best_gsq = x, g.square().sum()
-    gamma = penalty * best_gsq / level.abs().clamp_min(torch.finfo(level.dtype).tiny)
-    rho_t, rho_max = rho, rho * 2.0**20
+    gamma = o.penalty * best_gsq / level.abs().clamp_min(torch.finfo(level.dtype).tiny)
+    rho_t, rho_max = o.rho, o.rho * 2.0**20
 
-    for _ in range(steps):
+    for _ in range(o.steps):
         gsq, gap = g.square().sum(), loss - level
         kkt = (q - (q @ g) / gsq * g).norm()
         trace["objective"].append(0.5 * gsq.item())
         trace["constraint_gap"].append(gap.item())
         trace["kkt_residual"].append(kkt.item())
-        record.stopped = _stop_reason(gsq, kkt, gap, eps, delta)
-        step = None if record.stopped else _line_search(loss_fn, x, loss, g, q, level, gamma, rho_t, line_search_steps)
+        record.stopped = _stop_reason(gsq, kkt, gap, o.eps, o.delta)
+        step = (
+            None if record.stopped else _line_search(loss_fn, x, loss, g, q, level, gamma, rho_t, o.line_search_steps)
+        )
         if step is None:
             record.stopped = record.stopped or "line search failed"
             trace["step_size"].append(0.0)
@@ -173,13 +163,13 @@ def level_set_teleport(
         rho_t = min(2 * r, rho_max)
         x = x.detach()
         record.steps_taken += 1
-        if bool(new_loss - level > delta):  # pull the iterate back into the sub-level set along −∇L
-            x = _restore(loss_fn, x, level, delta, restore_steps)
+        if bool(new_loss - level > o.delta):  # pull the iterate back into the sub-level set along −∇L
+            x = _restore(loss_fn, x, level, o.delta, o.restore_steps)
             if x is None:
                 record.stopped = "could not return to the sub-level set"
                 break
         loss, g, q = _loss_grad_hvp(loss_fn, x)
-        if bool(loss - level <= delta) and bool(g.square().sum() > best_gsq):
+        if bool(loss - level <= o.delta) and bool(g.square().sum() > best_gsq):
             best, best_gsq = x, g.square().sum()
 
     final_loss, final_g, _ = _loss_grad(loss_fn, best)
@@ -204,26 +194,33 @@ def unflatten(vector: torch.Tensor, like) -> list[torch.Tensor]:
     return out
 
 
+@dataclass(frozen=True)
 class LevelSet(Teleport):
-    """Level-set teleport on the flattened parameters (any twice-differentiable objective)."""
+    """Level-set teleport on the flattened parameters (any twice-differentiable objective): at most
+    ``steps`` iterations, each with at most ``line_search_steps`` halvings of ρ from twice the last
+    accepted step (``rho`` at first); the merit's penalty is ``γ = penalty · ‖∇L‖² / L``; the
+    iteration ends early when the KKT residual is at most ``eps`` and ``L − L(w_k) ≤ delta``; an
+    iterate above the level is pulled back with at most ``restore_steps`` Newton steps."""
 
     name = "levelset"
+    rho: float = 1.0
+    steps: int = 100
+    line_search_steps: int = 50
+    eps: float = 1e-6
+    delta: float = 1e-8
+    penalty: float = 3.0
+    restore_steps: int = 50
 
-    def __init__(
-        self,
-        rho: float = 1.0,
-        steps: int = 100,
-        line_search_steps: int = 50,
-        eps: float = 1e-6,
-        delta: float = 1e-8,
-        penalty: float = 3.0,
-    ):
-        self.rho = checks.positive("rho", rho)
-        self.steps = checks.count("steps", steps)
-        self.line_search_steps = checks.count("line_search_steps", line_search_steps, minimum=1)
-        self.eps = checks.non_negative("eps", eps)
-        self.delta = checks.non_negative("delta", delta)
-        self.penalty = checks.positive("penalty", penalty)
+    def __post_init__(self):
+        self._set(
+            rho=checks.positive("rho", self.rho),
+            steps=checks.count("steps", self.steps),
+            line_search_steps=checks.count("line_search_steps", self.line_search_steps, minimum=1),
+            eps=checks.non_negative("eps", self.eps),
+            delta=checks.non_negative("delta", self.delta),
+            penalty=checks.positive("penalty", self.penalty),
+            restore_steps=checks.count("restore_steps", self.restore_steps),
+        )
 
     def check(self, objective, params):
         loss = objective.loss(params)
@@ -234,16 +231,7 @@ class LevelSet(Teleport):
 
     def __call__(self, objective, params, grads, loss):
         like = [p.detach() for p in params]
-        w, record = level_set_teleport(
-            lambda v: objective.loss(unflatten(v, like)),
-            flatten(like),
-            rho=self.rho,
-            steps=self.steps,
-            line_search_steps=self.line_search_steps,
-            eps=self.eps,
-            delta=self.delta,
-            penalty=self.penalty,
-        )
+        w, record = _teleport(lambda v: objective.loss(unflatten(v, like)), flatten(like), self)
         params = [p.clone() for p in unflatten(w, like)]
         loss, grads = objective.loss_and_grad(params)
         return params, grads, loss, record

@@ -297,19 +297,17 @@ def positive_scale_teleport(
     chains: Sequence[Chain],
     loss_fn: Callable[[list[torch.Tensor]], torch.Tensor],
     *,
-    lr: float = 1e-4,
-    steps: int = 10,
-    clamp: float | None = 0.1,
     loss_before: torch.Tensor | None = None,
-    loss_rtol: float | None = None,
+    **options,
 ):
     """Gradient ascent on ``‖∇L‖²`` over positive per-unit scales, in closed form.
 
     ``params``/``grads``: the parameters and ``∇L`` at them (leading batch dimensions
     allowed; they index independent copies, and ``loss_fn`` returns one loss per copy).
     ``chains`` says which parameters are linear layers joined by positively homogeneous
-    activations (:mod:`symtele.teleports.chains`). ``clamp`` bounds every scale to
-    ``[1 − clamp, 1 + clamp]`` per step (``None``: no clipping).
+    activations (:mod:`symtele.teleports.chains`). ``options`` are the fields of
+    :class:`PositiveScale` (``lr``, ``steps``, ``clamp``, ``loss_rtol``): ``clamp`` bounds every
+    scale to ``[1 − clamp, 1 + clamp]`` per step (``None``: no clipping).
 
     Returns ``(params, grads, loss, record)`` at the teleported point; the gradient
     is the equivariantly transformed one, no new gradient is computed. A step that
@@ -317,10 +315,12 @@ def positive_scale_teleport(
     final point whose loss is not preserved within ``loss_rtol`` (or that is not
     finite) is walked back to the last step that is.
     """
-    lr = checks.positive("lr", lr)
-    steps = checks.count("steps", steps)
-    clamp = None if clamp is None else checks.positive("clamp", clamp)
-    loss_rtol = None if loss_rtol is None else checks.positive("loss_rtol", loss_rtol)
+    return _teleport(params, grads, chains, loss_fn, PositiveScale(**options), loss_before)
+
+
+def _teleport(params, grads, chains, loss_fn, o: PositiveScale, loss_before):
+    """:func:`positive_scale_teleport` with its options checked: check, ascend, verify or walk back, record."""
+    lr, steps, clamp = o.lr, o.steps, o.clamp
     params, grads = _checked_pairs(params, grads)
     arrays = _Arrays.of(params, grads)
     xp = arrays.xp
@@ -336,7 +336,7 @@ def positive_scale_teleport(
 
         start = time.perf_counter()
         loss_before = _checked_loss(loss_fn, params, loss_before, arrays.batch_ndim)
-        rtol = default_rtol(params[0].dtype) if loss_rtol is None else loss_rtol
+        rtol = default_rtol(params[0].dtype) if o.loss_rtol is None else o.loss_rtol
         record = TeleportRecord(
             method="posscale", loss_before=loss_before.tolist(), grad_norm_sq_before=norm_before.tolist()
         )
@@ -366,16 +366,25 @@ def positive_scale_teleport(
     return new_params, arrays.tensors(new_grads), loss_after, record
 
 
+@dataclass(frozen=True)
 class PositiveScale(Teleport):
-    """Positive per-unit rescaling of every pair of adjacent layers, in closed form."""
+    """Positive per-unit rescaling of every pair of adjacent layers, in closed form: ``steps`` ascent
+    steps of size ``lr``, each scale kept within ``1 ± clamp`` per step, the loss kept within
+    ``loss_rtol`` (``None``: the dtype's default, :mod:`symtele.teleports.invariance`)."""
 
     name = "posscale"
+    lr: float = 1e-4
+    steps: int = 10
+    clamp: float | None = 0.1
+    loss_rtol: float | None = None
 
-    def __init__(self, lr: float = 1e-4, steps: int = 10, clamp: float | None = 0.1, loss_rtol: float | None = None):
-        self.lr = checks.positive("lr", lr)
-        self.steps = checks.count("steps", steps)
-        self.clamp = None if clamp is None else checks.positive("clamp", clamp)
-        self.loss_rtol = None if loss_rtol is None else checks.positive("loss_rtol", loss_rtol)
+    def __post_init__(self):
+        self._set(
+            lr=checks.positive("lr", self.lr),
+            steps=checks.count("steps", self.steps),
+            clamp=None if self.clamp is None else checks.positive("clamp", self.clamp),
+            loss_rtol=None if self.loss_rtol is None else checks.positive("loss_rtol", self.loss_rtol),
+        )
 
     def check(self, objective, params):
         chains = getattr(objective, "chains", None)
@@ -387,42 +396,23 @@ class PositiveScale(Teleport):
             raise ValueError("Invalid teleport: positive scaling needs at least 2 layers")
 
     def __call__(self, objective, params, grads, loss):
-        return positive_scale_teleport(
-            params,
-            grads,
-            objective.chains,
-            objective.loss,
-            lr=self.lr,
-            steps=self.steps,
-            clamp=self.clamp,
-            loss_before=loss,
-            loss_rtol=self.loss_rtol,
-        )
+        return _teleport(params, grads, objective.chains, objective.loss, self, loss)
 
 
 def teleport_sequential(
-    model: nn.Sequential,
-    loss_fn: Callable,
-    inputs: torch.Tensor,
-    targets: torch.Tensor,
-    *,
-    lr: float = 1e-4,
-    steps: int = 10,
-    clamp: float | None = 0.1,
-    loss_rtol: float | None = None,
+    model: nn.Sequential, loss_fn: Callable, inputs: torch.Tensor, targets: torch.Tensor, **options
 ):
     """Positive-scale teleport of an ``nn.Sequential``, written back into the module.
 
     One forward and backward pass gives ``∇L``; the ``steps`` ascent steps on ``‖∇L‖²`` then
-    cost only vector arithmetic (:func:`positive_scale_teleport`). Returns the
-    :class:`~symtele.history.TeleportRecord`.
+    cost only vector arithmetic (:func:`positive_scale_teleport`; ``options`` are the fields of
+    :class:`PositiveScale`). Returns the :class:`~symtele.history.TeleportRecord`.
     """
+    teleport = PositiveScale(**options)  # checks the options before any compute
     objective = ModuleObjective(model, loss_fn, inputs, targets)
     chains = objective.chains  # validates the layers before any compute
     params = objective.initial_params()
     loss, grads = objective.loss_and_grad(params)
-    new_params, _, _, record = positive_scale_teleport(
-        params, grads, chains, objective.loss, lr=lr, steps=steps, clamp=clamp, loss_before=loss, loss_rtol=loss_rtol
-    )
+    new_params, _, _, record = _teleport(params, grads, chains, objective.loss, teleport, loss)
     objective.write_back(new_params)
     return record

@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 import torch
 
 from .chains import Chain
+from .positive_scale import PositiveScale
 
 
 def _scaled(params, chains, ds):
@@ -36,12 +37,15 @@ def positive_scale_teleport_reference(
     params: Sequence[torch.Tensor],
     chains: Sequence[Chain],
     loss_fn: Callable[[list[torch.Tensor]], torch.Tensor],
-    *,
-    lr: float = 1e-4,
-    steps: int = 10,
-    clamp: float | None = 0.1,
+    **options,
 ) -> list[torch.Tensor]:
-    """Teleported parameters after ``steps`` rounds of double-backprop ascent (no safety checks)."""
+    """Teleported parameters after ``steps`` rounds of double-backprop ascent (no safety checks).
+
+    ``options`` are those of :class:`~symtele.teleports.positive_scale.PositiveScale` (``lr``,
+    ``steps``, ``clamp``), with its defaults.
+    """
+    o = PositiveScale(**options)
+    lr, steps, clamp = o.lr, o.steps, o.clamp
     params = [p.detach() for p in params]
     for _ in range(steps):
         with torch.enable_grad():

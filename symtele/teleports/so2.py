@@ -14,6 +14,7 @@ rejected and the teleport keeps the last good angle.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, field
 
 import torch
 
@@ -87,29 +88,28 @@ def _in_callers_dtype(problem, w, angles, start_loss, dtype, rtol, record):
 
 
 def so2_teleport(
-    problem: Problem2D,
-    w: torch.Tensor,
-    *,
-    lr: float = 1e-3,
-    steps: int = 10,
-    angle=None,
-    generator: torch.Generator | None = None,
-    loss_rtol: float | None = None,
+    problem: Problem2D, w: torch.Tensor, *, angle=None, generator: torch.Generator | None = None, **options
 ):
     """Teleport ``w`` (shape ``(..., 2)``) along the problem's rotations.
 
-    Returns ``(w_teleported, record)``. ``angle`` fixes θ₀ (a float or a tensor of
-    the batch shape); otherwise θ₀ ~ U[0, π) from ``generator``. The ascent runs in double
-    precision; the point is handed back in ``w``'s dtype.
+    ``options`` are the fields of :class:`SO2` (``lr``, ``steps``, ``seed``, ``loss_rtol``).
+    Returns ``(w_teleported, record)``. ``angle`` fixes θ₀ (a float or a tensor of the batch
+    shape); otherwise θ₀ ~ U[0, π) from ``generator`` (by default a new one seeded with ``seed``).
+    The ascent runs in double precision; the point is handed back in ``w``'s dtype.
     """
-    if not isinstance(problem, Problem2D):
-        raise TypeError(f"Invalid problem: SO(2) teleport needs a 2-D problem, got {type(problem).__name__}")
-    lr = checks.positive("lr", lr)
-    steps = checks.count("steps", steps)
+    o = SO2(**options)
+    o.check(problem, [w])
+    if generator is None:
+        generator = torch.Generator().manual_seed(o.seed)
+    return _teleport(problem, w, o, angle, generator)
+
+
+def _teleport(problem, w, o: SO2, angle, generator):
+    """:func:`so2_teleport` with its options checked: ascend on the angle, round to the caller's dtype, record."""
     checks.finite_tensor("w", w)
     if w.shape[-1] != 2:
         raise ValueError(f"Invalid w: last dimension must be 2 (x, y), got shape {tuple(w.shape)}")
-    rtol = default_rtol(torch.float64) if loss_rtol is None else checks.positive("loss_rtol", loss_rtol)
+    rtol = default_rtol(torch.float64) if o.loss_rtol is None else o.loss_rtol
 
     start = time.perf_counter()
     dtype, w = w.dtype, w.detach().to(torch.float64)
@@ -119,8 +119,8 @@ def so2_teleport(
     record = TeleportRecord(
         method="so2", loss_before=to_list(start_loss), grad_norm_sq_before=to_list(g0.square().sum(-1))
     )
-    angles = _ascend(problem, w, theta, lr, steps, rtol, record)
-    tolerance = default_rtol(dtype) if loss_rtol is None else rtol
+    angles = _ascend(problem, w, theta, o.lr, o.steps, rtol, record)
+    tolerance = default_rtol(dtype) if o.loss_rtol is None else rtol
     teleported, theta = _in_callers_dtype(problem, w, angles, start_loss, dtype, tolerance, record)
     loss1, g1 = _loss_and_grad(problem, teleported)
     record.loss_after = to_list(loss1)
@@ -130,22 +130,33 @@ def so2_teleport(
     return teleported, record
 
 
+@dataclass(frozen=True)
 class SO2(Teleport):
-    """Rotation of ``φ(w)`` for a 2-D problem; θ₀ ~ U[0, π) from a generator seeded with ``seed``."""
+    """Rotation of ``φ(w)`` for a 2-D problem: ``steps`` ascent steps of size ``lr`` on the angle from
+    θ₀ ~ U[0, π), drawn from a generator seeded with ``seed`` (one per object, so the angles of a
+    run's teleports differ and repeat from run to run); the loss kept within ``loss_rtol``."""
 
     name = "so2"
+    lr: float = 1e-3
+    steps: int = 10
+    seed: int = 0
+    loss_rtol: float | None = None
+    _generator: torch.Generator = field(init=False, repr=False, compare=False)
 
-    def __init__(self, lr: float = 1e-3, steps: int = 10, seed: int = 0):
-        self.lr = checks.positive("lr", lr)
-        self.steps = checks.count("steps", steps)
-        self.seed = checks.count("seed", seed)
-        self._generator = torch.Generator().manual_seed(self.seed)
+    def __post_init__(self):
+        self._set(
+            lr=checks.positive("lr", self.lr),
+            steps=checks.count("steps", self.steps),
+            seed=checks.count("seed", self.seed),
+            loss_rtol=None if self.loss_rtol is None else checks.positive("loss_rtol", self.loss_rtol),
+            _generator=torch.Generator().manual_seed(self.seed),
+        )
 
     def check(self, objective, params):
         if not isinstance(objective, Problem2D):
             raise TypeError(f"Invalid teleport: SO(2) acts on 2-D problems only, not on {type(objective).__name__}")
 
     def __call__(self, objective, params, grads, loss):
-        w, record = so2_teleport(objective, params[0], lr=self.lr, steps=self.steps, generator=self._generator)
+        w, record = _teleport(objective, params[0], self, None, self._generator)
         loss, grads = objective.loss_and_grad([w])
         return [w], grads, loss, record
