@@ -106,6 +106,11 @@ def train(
         steps.append(step)
         if should_stop is not None and should_stop():
             break
+    return _finished(history, losses, norms, times, steps, params, keep_path)
+
+
+def _finished(history: History, losses, norms, times, steps, params, keep_path: bool) -> History:
+    """The history with its per-epoch lists as plain numbers, the final point and (if kept) the path's end."""
     history.loss = torch.stack(losses).cpu().tolist()
     history.grad_norm_sq = torch.stack(norms).cpu().tolist()
     history.time_s = times

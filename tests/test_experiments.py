@@ -257,3 +257,13 @@ def test_claims_from_results_files(tmp_path, quadratic, regression_records):
             assert rows[claim]["holds"] == "not measured"
     with pytest.raises(TypeError, match="results"):
         check_claims([])
+
+
+def test_the_settings_name_only_what_the_library_and_the_sweep_know():
+    from symtele.optimizers import OPTIMIZERS
+    from symtele.study.settings import DIGITS_OPTIMIZERS, SWEEP_GROUPS
+    from symtele.study.sweep import GROUP_TASKS
+    from symtele.teleports import TELEPORTS
+
+    assert set(DIGITS_OPTIMIZERS) <= set(OPTIMIZERS) and set(DIGITS.lrs) <= set(DIGITS_OPTIMIZERS)
+    assert set(SWEEP_GROUPS) == set(GROUP_TASKS) and set(SWEEP_GROUPS) <= set(TELEPORTS)

@@ -1,6 +1,7 @@
 """The package surface: the split by role, lazy imports, renamed names, figure helpers."""
 
 import ast
+import re
 import subprocess
 import sys
 from importlib import import_module
@@ -135,3 +136,63 @@ def test_save_figure_lays_out_once_and_writes_png_and_pdf(tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (tmp_path / "figs" / "line.pdf").read_bytes()[:5] == b"%PDF-"
     plt.close(fig)
+
+
+def _parameter_rows():
+    """``(notebook, [names], [defaults])`` of the README's table of notebook parameters."""
+    text = (ROOT / "README.md").read_text()
+    table = text[text.index("## Notebooks and their parameters") :].split("\n## ")[0]
+    rows, notebook = [], None
+    for line in table.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) != 4 or not cells[1].startswith("`"):
+            continue
+        notebook = cells[0] or notebook
+        names, values = re.findall(r"`([^`]+)`", cells[1]), re.findall(r"`([^`]+)`", cells[2])
+        rows.append((notebook, names, values))
+    return rows
+
+
+def _plain(value):
+    return [_plain(v) for v in value] if isinstance(value, (list, tuple)) else value
+
+
+def test_the_readme_lists_every_notebook_parameter_with_its_default():
+    import nbformat
+
+    listed: dict[str, set] = {}
+    for notebook, names, values in _parameter_rows():
+        cell = next(
+            c
+            for c in nbformat.read(ROOT / "notebooks" / f"{notebook}.ipynb", as_version=4).cells
+            if "parameters" in c.metadata.get("tags", [])
+        )
+        namespace: dict = {}
+        exec(cell.source, namespace)
+        listed.setdefault(notebook, set()).update(names)
+        if len(values) == len(names):  # a row whose defaults are all written as literals
+            for name, value in zip(names, values):
+                assert _plain(ast.literal_eval(value)) == _plain(namespace[name]), (notebook, name)
+    for notebook in sorted(listed):
+        cell = next(
+            c
+            for c in nbformat.read(ROOT / "notebooks" / f"{notebook}.ipynb", as_version=4).cells
+            if "parameters" in c.metadata.get("tags", [])
+        )
+        assigned = {n.targets[0].id for n in ast.parse(cell.source).body if isinstance(n, ast.Assign)}
+        assert assigned - {"build_dir", "quick", "device", "threads"} <= listed[notebook] | {"device", "threads"}, (
+            notebook,
+            sorted(assigned - listed[notebook]),
+        )
+    assert len(listed) == len(list((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")))
+
+
+def test_the_readme_api_example_runs():
+    text = (ROOT / "README.md").read_text()
+    section = text[text.index("## The `symtele` API in ten lines") :]
+    code = section[section.index("```python") + len("```python") : section.index("```", section.index("```python") + 9)]
+    namespace: dict = {}
+    exec(code, namespace)
+    history, record = namespace["history"], namespace["record"]
+    assert history.method == "gd+posscale" and len(history.loss) == 300
+    assert record.grad_norm_sq_after > record.grad_norm_sq_before

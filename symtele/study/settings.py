@@ -273,10 +273,6 @@ CONVEX = ConvexSettings()
 REGRESSION = RegressionSettings()
 LEVEL_SET = LevelSetSettings()
 DIGITS = DigitsSettings()
-#: where the runs of each 2-D problem start, by problem name
-STARTS = {problem: CONVEX.run(problem)[0] for problem in ("quadratic", "booth", "rosenbrock")}
-#: the fixed gradient-descent step on each 2-D problem, by problem name
-GD_STEPS_2D = {problem: CONVEX.run(problem)[1] for problem in ("quadratic", "booth", "rosenbrock")}
 
 
 def _mapping(name: str, value, keys) -> dict:
