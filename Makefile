@@ -11,7 +11,9 @@ STAMP := $(VENV)/.installed-$(TORCH_VERSION)
 
 .PHONY: help env lint format test test-fast clean distclean
 help: ## list the targets
-	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' \
+	  '{ name[NR] = $$1; text[NR] = $$2; if (length($$1) > width) width = length($$1) } \
+	   END { for (i = 1; i <= NR; i++) printf "  make %-*s  %s\n", width, name[i], text[i] }'
 
 env: $(STAMP) ## create .venv from pyproject.toml (torch 2.13.0 unless TORCH_VERSION=... is given)
 
@@ -79,7 +81,11 @@ APPENDIX_SOURCES := $(wildcard report/__init__.py report/appendix.* report/matht
 report: export PARAMS := $(PARAMS)
 report: export PARAMS_FILE := $(PARAMS_FILE)
 report: $(STAMP) $(KERNEL) $(KATEX)/package.json ## run the notebooks, write build/report/report.html + .pdf (QUICK=1 into build/quick, PARAMS=...)
-	@start=$$(date +%s.%N); \
+	@mkdir -p "$(BUILD)"; exec 9<>"$(BUILD)/.build.lock"; \
+	if ! flock $(if $(filter 1,$(WAIT)),,-n) 9; then \
+	  echo "make report: refused: another build is running in $(BUILD) ($$(cat "$(BUILD)/.build.lock")); wait for it, stop it, or pass WAIT=1 to queue behind it" >&2; exit 3; fi; \
+	echo "pid $$$$, started $$(date '+%F %T')" > "$(BUILD)/.build.lock"; \
+	start=$$(date +%s.%N); \
 	$(PY) -m report.parameters --notebooks $(NOTEBOOK_DIR) --build $(BUILD) --quick "$(QUICK)" \
 	  --params "$$PARAMS" --params-file "$$PARAMS_FILE" $(STEMS) \
 	&& REPORT_START=$$start $(MAKE) --no-print-directory -j$(JOBS) report-files; \
@@ -89,13 +95,18 @@ report: $(STAMP) $(KERNEL) $(KATEX)/package.json ## run the notebooks, write bui
 	else echo "make report: FAILED after $$elapsed s; the previous report was left as it was" >&2; fi; \
 	exit $$status
 
+# every one of these is written to a temporary name and renamed into place, never half-written: make
+# must not delete one when the build is interrupted (it would, were its time stamp already new)
+.PRECIOUS: $(EXECUTED) $(APPENDICES) $(CLAIMS_APPENDIX) $(BUILD)/report/report.html $(BUILD)/report/report.pdf
+
 report-files: $(BUILD)/report/report.html $(APPENDICES) $(CLAIMS_APPENDIX) $(if $(CHROMIUM),$(BUILD)/report/report.pdf,report-no-pdf)
 
 $(BUILD)/notebooks/%.ipynb: $(NOTEBOOK_DIR)/%.ipynb $(BUILD)/params/%.json $(SYMTELE_SOURCES)
 	@$(PY) -m report.execute $< --build $(BUILD) --params $(BUILD)/params/$*.json
 
-# the performance notebook shows `make bench`'s measurements when there are any
-$(BUILD)/notebooks/05_performance.ipynb: $(wildcard $(BUILD)/bench/*.json benchmarks/results/*.json)
+# the performance notebook shows `make bench`'s measurements when there are any (only the files it reads)
+BENCH_FILES := teleport_cost time_to_target batched_seeds report_build
+$(BUILD)/notebooks/05_performance.ipynb: $(wildcard $(BENCH_FILES:%=$(BUILD)/bench/%.json) benchmarks/results/*.json)
 
 # the claims notebook reads the results of all the others
 $(CLAIMS:%=$(BUILD)/notebooks/%.ipynb): $(filter-out $(CLAIMS:%=$(BUILD)/notebooks/%.ipynb),$(EXECUTED))
@@ -159,6 +170,6 @@ lab: $(STAMP) $(KERNEL) ## start JupyterLab on notebooks/ with this .venv as ker
 e2e: $(STAMP) ## drive the explorer in JupyterLab with headless Chromium (screenshots: build/e2e/)
 	$(PY) -m pytest -q -m e2e tests/e2e
 
-explorer-redraw: $(STAMP) ## time the explorer's redraw on the seed task, 5 seeds -> build/bench/explorer_redraw.json
+explorer-redraw: $(STAMP) ## time the explorer's redraw on the regression, 5 seeds -> build/bench/explorer_redraw.json
 	$(PY) benchmarks/explorer_redraw.py
 

@@ -139,13 +139,17 @@ def build_info(build: Path, stems: list[str], notebooks: dict, engine: str) -> s
     if all(d is not None for d in durations) and durations:
         parts.append(f"notebooks executed in {sum(durations):.1f} s of kernel time")
     overrides, quick = [], False
+    defaults_file = build / "params" / "defaults.json"
+    defaults = json.loads(defaults_file.read_text()) if defaults_file.exists() else {}
     for stem in stems:
         params = json.loads((build / "params" / f"{stem}.json").read_text())
         quick = quick or params.pop("quick", False)
         params.pop("build_dir", None)
-        overrides += [f"{stem}.{k}={json.dumps(v)}" for k, v in params.items()]
+        known = defaults.get(stem, {}).get("parameters", {})
+        default_of = {k: spec["quick" if quick else "default"] for k, spec in known.items()}
+        overrides += [f"{stem}.{k}={json.dumps(v)}" for k, v in params.items() if k not in known or v != default_of[k]]
     parts.append("QUICK smoke build (small sizes)" if quick else "full sizes")
-    parts.append("parameters: " + (", ".join(overrides) if overrides else "the notebooks' defaults"))
+    parts.append("parameters changed: " + (", ".join(overrides) if overrides else "none, the notebooks' defaults"))
     parts.append(f"math: {engine}")
     return html.escape(" · ".join(parts))
 

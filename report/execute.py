@@ -1,10 +1,18 @@
-"""Run one numbered notebook with papermill, so that a failure never loses work.
+"""Run one numbered notebook with papermill, so that no failure, signal or power cut loses work.
 
-The notebook runs with cwd = its folder and the parameters of its stamp file, into a temporary
-file. On success that file becomes ``<build>/notebooks/<stem>.ipynb``. On failure it is kept as
-``<build>/failed/<stem>.ipynb``, the notebook's previous results (``results/<stem>.json``) and
-figures (``figures/<stem>/``) are put back, the failing cell and its error are printed, and the
-exit status is 1, so ``make`` stops before the report is rebuilt.
+The notebook runs with cwd = its folder and the parameters of its stamp file, and writes everything
+into a staging folder, ``<build>/.staging/<stem>/`` (its ``output_dir`` parameter): the executed
+notebook, ``results/<stem>.json`` and ``figures/<stem>/``. The build's own results, figures and
+executed notebook are not touched while it runs. Only when it has finished are its outputs moved
+into place, each file by one atomic rename (figures first, then the results file, then the executed
+notebook, which ``make`` takes as the sign that the notebook is done); stale figures go last. So a
+kill at any moment (SIGTERM, SIGHUP, SIGKILL, a power cut) leaves every file readable, old or new,
+and the next build reruns whatever did not finish.
+
+On failure the executed notebook is kept as ``<build>/failed/<stem>.ipynb``, the failing cell and its
+error are printed, the parameter stamp goes back to what the last good run used (so a failed
+``PARAMS=...`` is not remembered), and the exit status is 1, so ``make`` stops before the report is
+rebuilt. The kernel talks to papermill over local IPC sockets, not TCP.
 """
 
 from __future__ import annotations
@@ -15,49 +23,46 @@ import os
 import re
 import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import nbformat
 
+from symtele.study.results import write_text
+
 KERNEL = "symtele"
+KERNELSPEC = {"name": KERNEL, "display_name": "Python (symtele)", "language": "python"}
 
 
-def outputs_of(build: Path, stem: str) -> list[Path]:
-    """What a notebook writes: its results file and its figure folder."""
-    return [build / "results" / f"{stem}.json", build / "figures" / stem]
+def staging(build: Path, stem: str) -> Path:
+    return build / ".staging" / stem
 
 
 def remove(path: Path) -> None:
-    if path.is_dir():
+    if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path)
-    elif path.exists():
+    elif path.exists() or path.is_symlink():
         path.unlink()
 
 
-def back_up(build: Path, stem: str) -> None:
-    """Move the notebook's previous outputs aside (first restoring any left by an interrupted run)."""
-    restore(build, stem)
-    for path in outputs_of(build, stem):
-        if path.exists():
-            saved = build / "previous" / path.relative_to(build)
-            saved.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(path, saved)
-
-
-def restore(build: Path, stem: str) -> None:
-    """Put back the outputs saved by ``back_up``, replacing whatever the failed run wrote."""
-    for path in outputs_of(build, stem):
-        saved = build / "previous" / path.relative_to(build)
-        if saved.exists():
-            remove(path)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(saved, path)
-
-
-def discard_backup(build: Path, stem: str) -> None:
-    for path in outputs_of(build, stem):
-        remove(build / "previous" / path.relative_to(build))
+def promote(build: Path, stem: str, stage: Path) -> None:
+    """Move the staged outputs into the build, one atomic rename per file; the executed notebook last."""
+    figures, staged_figures = build / "figures" / stem, stage / "figures" / stem
+    figures.mkdir(parents=True, exist_ok=True)
+    new = sorted(p.name for p in staged_figures.iterdir()) if staged_figures.is_dir() else []
+    for name in new:
+        os.replace(staged_figures / name, figures / name)
+    staged_results = stage / "results" / f"{stem}.json"
+    if staged_results.exists():
+        (build / "results").mkdir(parents=True, exist_ok=True)
+        os.replace(staged_results, build / "results" / f"{stem}.json")
+    (build / "notebooks").mkdir(parents=True, exist_ok=True)
+    os.replace(stage / f"{stem}.ipynb", build / "notebooks" / f"{stem}.ipynb")
+    for old in figures.iterdir():
+        if old.name not in new:
+            remove(old)
+    remove(stage)
 
 
 def source_cell_index(notebook: Path, source: str) -> int | None:
@@ -90,19 +95,76 @@ def describe_failure(stem: str, notebook: Path, error, kept: Path) -> str:
     return "\n".join(lines)
 
 
+def restore_stamp(build: Path, stem: str, params_file: Path) -> None:
+    """Put back the parameter stamp the last good run used (kept, as text, in its executed notebook's metadata),
+    older than that notebook; or remove the stamp when there is no good run."""
+    done = build / "notebooks" / f"{stem}.ipynb"
+    if not done.exists():
+        remove(params_file)
+        return
+    ran_with = nbformat.read(done, as_version=4).metadata.get("symtele", {}).get("parameters")
+    if ran_with is None:
+        remove(params_file)
+        return
+    write_text(params_file, ran_with)
+    earlier = done.stat().st_mtime - 1
+    os.utime(params_file, (earlier, earlier))
+
+
+class Progress:
+    """One line per executed code cell, named by its notebook, so that parallel notebooks read clearly."""
+
+    def __init__(self, stem: str, total: int):
+        self.stem, self.total, self.done, self.start = stem, total, 0, time.perf_counter()
+
+    def __call__(self, cell=None, cell_index=None, execute_reply=None) -> None:
+        self.done += 1
+        elapsed = time.perf_counter() - self.start
+        print(
+            f"make report: {self.stem}: cell {self.done}/{self.total} done, {elapsed:.1f} s",
+            file=sys.stderr,
+            flush=True,
+        )
+
+
+def local_kernel_manager(sockets: Path):
+    """A kernel manager whose kernel listens on IPC sockets under ``sockets`` (a folder of this run's own,
+    so that notebooks running side by side never share one): local, and no 'TCP without encryption'."""
+    from jupyter_client.manager import AsyncKernelManager
+    from traitlets import default
+
+    class IPCKernelManager(AsyncKernelManager):
+        @default("transport")
+        def _default_transport(self):
+            return "ipc"
+
+        @default("ip")
+        def _default_ip(self):
+            return str(sockets / "kernel")
+
+        async def _async_interrupt_kernel(self):
+            # jupyter_client interrupts a kernel before asking it to shut down; a kernel that was idle
+            # then logs "KeyboardInterrupt caught in kernel" as an error. The shutdown request suffices.
+            if not self.shutting_down:
+                await super()._async_interrupt_kernel()
+
+    return IPCKernelManager
+
+
 def execute(notebook: Path, build: Path, params_file: Path) -> int:
     """Run the notebook; 0 on success, 1 on failure (after the clean-up described above)."""
     import papermill
 
     stem = notebook.stem
-    parameters = json.loads(params_file.read_text())
-    done = build / "notebooks" / f"{stem}.ipynb"
-    running = build / "notebooks" / f".{stem}.running.ipynb"
-    failed = build / "failed" / f"{stem}.ipynb"
-    running.parent.mkdir(parents=True, exist_ok=True)
-    back_up(build, stem)
+    stage = staging(build, stem)
+    remove(stage)  # what an interrupted run left
+    stage.mkdir(parents=True)
+    parameters = {**json.loads(params_file.read_text()), "output_dir": os.path.relpath(stage, notebook.parent)}
+    running, failed = stage / f"{stem}.ipynb", build / "failed" / f"{stem}.ipynb"
+    code_cells = sum(c.cell_type == "code" for c in nbformat.read(notebook, as_version=4).cells) + 1  # + injected
     print(f"make report: running {stem}", file=sys.stderr, flush=True)
     start = time.perf_counter()
+    sockets = Path(tempfile.mkdtemp(prefix="symtele-kernel-"))  # short: a socket's path has at most 107 bytes
     try:
         papermill.execute_notebook(
             str(notebook),
@@ -110,19 +172,28 @@ def execute(notebook: Path, build: Path, params_file: Path) -> int:
             parameters=parameters,
             kernel_name=KERNEL,
             cwd=str(notebook.parent),
-            progress_bar=True,
+            progress_bar=False,
             log_output=False,
+            kernel_manager_class=local_kernel_manager(sockets),
+            on_cell_executed=Progress(stem, code_cells),
         )
     except (Exception, KeyboardInterrupt) as error:
-        restore(build, stem)
         failed.parent.mkdir(parents=True, exist_ok=True)
         if running.exists():
             os.replace(running, failed)
+        remove(stage)
+        restore_stamp(build, stem, params_file)
         print(describe_failure(stem, notebook, error, failed), file=sys.stderr)
         return 1
-    discard_backup(build, stem)
+    finally:
+        shutil.rmtree(sockets, ignore_errors=True)
+    nb = nbformat.read(running, as_version=4)
+    nb.metadata["kernelspec"] = KERNELSPEC  # it ran on the project's kernel, whatever the source names
+    nb.metadata.setdefault("papermill", {})["output_path"] = str(build / "notebooks" / f"{stem}.ipynb")
+    nb.metadata["symtele"] = {"parameters": params_file.read_text()}  # the stamp as it was, keys in order
+    nbformat.write(nb, running)
+    promote(build, stem, stage)
     remove(failed)
-    os.replace(running, done)
     print(f"make report: {stem} done in {time.perf_counter() - start:.1f} s", file=sys.stderr)
     return 0
 

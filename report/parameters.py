@@ -1,16 +1,24 @@
-"""Check the user's notebook parameters and write one parameter stamp per notebook.
+"""Check every notebook's parameters before any notebook runs, and write one parameter stamp per notebook.
 
 Parameters come from ``PARAMS`` (``"stem.name=value other=value"``; a name without a stem applies
-to every notebook that has it) and from ``PARAMS_FILE`` (YAML, ``{stem: {name: value}}``). Each name
-must exist in the notebook's ``parameters`` cell (whose defaults are mostly read from
-``symtele.study.settings``) and each value must have the type of its default; otherwise the build
-stops here, naming the parameter, before any notebook runs. ``build_dir`` and ``quick`` are set
-by the build (``BUILD``, ``QUICK``).
+to every notebook that has it) and from ``PARAMS_FILE`` (YAML, ``{stem: {name: value}}``). A value
+is read as a Python literal (``(1, 2)``, ``[1, 2]``, ``1e-4``, ``"text"``) or else as YAML (a bare
+word is a string). Each name must be a parameter of the notebook's ``parameters`` cell, and each
+value must have the type of its default. ``build_dir``, ``quick`` and ``output_dir`` are set by the
+build (``BUILD``, ``QUICK`` and the staging of outputs).
 
-``<build>/params/<stem>.json`` holds the parameters papermill injects into the notebook. It is
-rewritten only when they change, so ``make`` reruns a notebook only when its parameters changed.
-The defaults read from the notebooks are cached in ``<build>/params/defaults.json`` by the content
-hash of the notebook and of the settings.
+A notebook's parameters are then, in order: the defaults its ``parameters`` cell computes (read from
+the writeup's settings, :mod:`symtele.study.settings`), the smoke build's sizes when ``QUICK=1``
+(what the cell computes with ``quick = True``), and what the user typed, which wins. Every value is
+then checked by the settings objects the cell uses (``CONVEX``, ``MACHINE``, ...): the same checks
+the notebook and its experiments run, so a range, a length, a teleport epoch beyond the run or an
+unknown optimiser is refused here, naming the notebook and the value, before anything runs.
+
+``<build>/params/<stem>.json`` holds all the parameters a notebook runs with (papermill injects
+them). It is rewritten only when they change, so ``make`` reruns a notebook only when its
+parameters changed; nothing is written when any parameter is refused. The defaults read from the
+notebooks are cached in ``<build>/params/defaults.json`` by the content hash of the notebook and
+of the settings.
 """
 
 from __future__ import annotations
@@ -28,7 +36,7 @@ import yaml
 
 from symtele.study.results import write_text
 
-RESERVED = {"build_dir": "BUILD=<dir>", "quick": "QUICK=1"}
+RESERVED = {"build_dir": "BUILD=<dir>", "quick": "QUICK=1", "output_dir": "nothing: the build stages outputs there"}
 TYPES = {"bool": bool, "int": int, "float": float, "str": str, "list": list, "tuple": list, "dict": dict}
 
 
@@ -42,41 +50,61 @@ def type_name(value) -> str:
     return name if name in TYPES else "any"
 
 
-def inspect_defaults(path: Path) -> dict:
-    """``{name: {"default": repr, "type": type name}}`` from the notebook's ``parameters`` cell.
+def _plain(value):
+    """A default as JSON-ready data (tuples become lists)."""
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
 
-    Every top-level ``name = value`` (or ``name: type = value``) of the cell is a parameter; the
-    cell is run to learn the values, since a default may be read from the writeup's settings
-    (``lr = CONVEX.lr``). (``papermill.inspect_notebook`` silently skips a line whose comment
-    holds an ``=``, so it cannot be trusted to list them all.)
+
+def _run_cell(tree: ast.Module, stem: str, quick: bool) -> dict:
+    """The namespace the parameters cell leaves, with its ``quick = ...`` read as ``quick``."""
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "quick" for t in node.targets):
+            node.value = ast.copy_location(ast.Constant(quick), node.value)
+    namespace: dict = {}
+    try:
+        exec(compile(tree, f"{stem} parameters", "exec"), namespace)
+    except Exception as error:
+        raise ParameterError(f"notebook {stem}: its parameters cell fails ({type(error).__name__}: {error})") from None
+    return namespace
+
+
+def inspect_defaults(path: Path) -> dict:
+    """A notebook's parameters: ``{"parameters": {name: {"default", "quick", "type"}}, "settings": [class]}``.
+
+    Every top-level ``name = value`` of the ``parameters`` cell is a parameter, except the names that
+    hold a settings object (the cell's ``settings = CONVEX.quick() if quick else CONVEX``). The cell
+    is run twice, as written and with ``quick = True``, to learn the defaults of both builds.
+    (``papermill.inspect_notebook`` silently skips a line whose comment holds an ``=``, so it cannot be
+    trusted to list them all.)
     """
     import nbformat
+
+    from symtele.study.settings import Settings
 
     cells = [c for c in nbformat.read(path, as_version=4).cells if "parameters" in c.metadata.get("tags", [])]
     if not cells:
         raise ParameterError(f"notebook {path.stem}: no cell tagged 'parameters'")
-    source = cells[0].source
     try:
-        tree = ast.parse(source)
+        tree = ast.parse(cells[0].source)
     except SyntaxError as error:
         raise ParameterError(f"notebook {path.stem}: cannot parse its parameters cell ({error})") from None
-    names = []
-    for node in tree.body:
-        target = (
-            node.targets[0]
-            if isinstance(node, ast.Assign) and len(node.targets) == 1
-            else getattr(node, "target", None)
-        )
-        if isinstance(node, (ast.Assign, ast.AnnAssign)) and isinstance(target, ast.Name) and node.value is not None:
-            names.append(target.id)
-    namespace: dict = {}
-    try:
-        exec(compile(tree, f"{path.stem} parameters", "exec"), namespace)
-    except Exception as error:
-        raise ParameterError(
-            f"notebook {path.stem}: its parameters cell fails ({type(error).__name__}: {error})"
-        ) from None
-    return {name: {"default": repr(namespace[name]), "type": type_name(namespace[name])} for name in names}
+    names = [
+        node.targets[0].id
+        for node in tree.body
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)
+    ]
+    plain, quick = _run_cell(tree, path.stem, False), _run_cell(tree, path.stem, True)
+    settings = sorted({type(v).__name__ for v in plain.values() if isinstance(v, Settings)})
+    parameters = {
+        name: {"default": _plain(plain[name]), "quick": _plain(quick[name]), "type": type_name(plain[name])}
+        for name in names
+        if not isinstance(plain[name], Settings)
+    }
+    return {"parameters": parameters, "settings": settings}
 
 
 def _settings_digest() -> str:
@@ -88,7 +116,7 @@ def _settings_digest() -> str:
 
 
 def load_defaults(notebook_dir: Path, stems: list[str], cache: Path) -> dict:
-    """The defaults of every notebook, re-inspecting only the notebooks (or settings) that changed."""
+    """Every notebook's :func:`inspect_defaults`, re-inspecting only the notebooks (or settings) that changed."""
     cached = json.loads(cache.read_text()) if cache.exists() else {}
     result, changed = {}, False
     settings = _settings_digest()
@@ -96,15 +124,15 @@ def load_defaults(notebook_dir: Path, stems: list[str], cache: Path) -> dict:
         path = notebook_dir / f"{stem}.ipynb"
         digest = hashlib.sha256(path.read_bytes() + settings.encode()).hexdigest()
         entry = cached.get(stem)
-        if entry is None or entry["sha256"] != digest:
-            entry, changed = {"sha256": digest, "parameters": inspect_defaults(path)}, True
+        if entry is None or entry.get("sha256") != digest:
+            entry, changed = {"sha256": digest, **inspect_defaults(path)}, True
         missing = [name for name in RESERVED if name not in entry["parameters"]]
         if missing:
             raise ParameterError(f"notebook {stem}: its parameters cell must define {', '.join(missing)}")
         result[stem] = entry
     if changed or set(cached) != set(result):
         write_if_changed(cache, result)
-    return {stem: entry["parameters"] for stem, entry in result.items()}
+    return result
 
 
 def coerce(label: str, value, spec: dict, text: str | None = None):
@@ -112,6 +140,8 @@ def coerce(label: str, value, spec: dict, text: str | None = None):
     kind = spec["type"]
     if kind == "str" and text is not None and not isinstance(value, str):
         value = text  # a string parameter takes the text as written
+    if kind in ("list", "tuple") and isinstance(value, tuple):
+        value = list(value)
     expected = TYPES.get(kind)
     ok = (
         expected is None
@@ -121,39 +151,46 @@ def coerce(label: str, value, spec: dict, text: str | None = None):
     )
     if not ok:
         raise ParameterError(
-            f"parameter {label}: expected {kind} (the default is {spec['default']}), "
-            f"got {type(value).__name__} {text if text is not None else value!r}"
+            f"parameter {label}: expected {'a list' if kind == 'tuple' else kind} (the default is "
+            f"{spec['default']!r}), got {type(value).__name__} {text if text is not None else value!r}"
         )
-    return float(value) if kind == "float" else value
+    return float(value) if kind == "float" else _plain(value)
 
 
 def parse_value(label: str, text: str):
+    """``text`` read as a Python literal (``(1, 2)``, ``1e-4``) if it is one, else as YAML (a bare word: a string)."""
+    if not text.strip():
+        return text
     try:
-        return yaml.safe_load(text) if text.strip() else text
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
+        pass
+    try:
+        return yaml.safe_load(text)
     except yaml.YAMLError as error:
         raise ParameterError(f"parameter {label}: cannot read the value {text!r} ({error})") from None
 
 
-def targets(label: str, stem: str | None, name: str, defaults: dict) -> list[str]:
+def targets(label: str, stem: str | None, name: str, notebooks: dict) -> list[str]:
     """The notebooks an assignment applies to; refuses unknown notebooks and parameters."""
     if name in RESERVED:
         raise ParameterError(f"parameter {label}: '{name}' is set by the build; use {RESERVED[name]}")
     if stem is not None:
-        if stem not in defaults:
+        if stem not in notebooks:
             raise ParameterError(
-                f"parameter {label}: no notebook '{stem}' (notebooks: {', '.join(defaults) or 'none'})"
+                f"parameter {label}: no notebook '{stem}' (notebooks: {', '.join(notebooks) or 'none'})"
             )
-        if name not in defaults[stem]:
-            known = ", ".join(n for n in defaults[stem] if n not in RESERVED)
+        if name not in notebooks[stem]["parameters"]:
+            known = ", ".join(n for n in notebooks[stem]["parameters"] if n not in RESERVED)
             raise ParameterError(f"parameter {label}: notebook {stem} has no parameter '{name}' (it has: {known})")
         return [stem]
-    found = [s for s, params in defaults.items() if name in params]
+    found = [s for s, entry in notebooks.items() if name in entry["parameters"]]
     if not found:
         raise ParameterError(f"parameter {label}: no notebook has a parameter '{name}'")
     return found
 
 
-def parse_assignments(params: str, defaults: dict) -> dict:
+def parse_assignments(params: str, notebooks: dict) -> dict:
     """``{stem: {name: value}}`` from a PARAMS string such as ``"02_relu_posscale.epochs=500 seeds=[0,1]"``."""
     overrides: dict = {}
     try:
@@ -166,13 +203,13 @@ def parse_assignments(params: str, defaults: dict) -> dict:
             raise ParameterError(f"PARAMS: {item!r} is not of the form [notebook.]name=value")
         stem, dot, name = key.rpartition(".")
         label = f"{key}={text}"
-        for target in targets(label, stem if dot else None, name, defaults):
-            value = coerce(label, parse_value(label, text), defaults[target][name], text)
-            overrides.setdefault(target, {})[name] = value
+        for target in targets(label, stem if dot else None, name, notebooks):
+            spec = notebooks[target]["parameters"][name]
+            overrides.setdefault(target, {})[name] = coerce(label, parse_value(label, text), spec, text)
     return overrides
 
 
-def parse_file(path: Path, defaults: dict) -> dict:
+def parse_file(path: Path, notebooks: dict) -> dict:
     """``{stem: {name: value}}`` from a YAML file mapping notebook stems to their parameters."""
     if not path.is_file():
         raise ParameterError(f"PARAMS_FILE={path}: no such file")
@@ -186,8 +223,8 @@ def parse_file(path: Path, defaults: dict) -> dict:
     for stem, values in content.items():
         for name, value in values.items():
             label = f"{stem}.{name} (in {path})"
-            targets(label, str(stem), str(name), defaults)
-            overrides.setdefault(stem, {})[name] = coerce(label, value, defaults[stem][name])
+            targets(label, str(stem), str(name), notebooks)
+            overrides.setdefault(stem, {})[name] = coerce(label, value, notebooks[stem]["parameters"][name])
     return overrides
 
 
@@ -197,9 +234,27 @@ def parse_quick(text: str) -> bool:
     return text == "1"
 
 
+def check_values(stem: str, entry: dict, values: dict, typed: dict) -> None:
+    """Run the checks of every settings object the notebook uses on its parameters; refuse naming the value."""
+    from symtele.study import settings as writeup
+
+    for cls_name in entry["settings"]:
+        try:
+            getattr(writeup, cls_name)().with_parameters(values)
+        except (TypeError, ValueError) as error:
+            typed_here = ", ".join(f"{stem}.{k}={v!r}" for k, v in typed.items()) or "the defaults"
+            raise ParameterError(f"notebook {stem}: {error} (with {typed_here})") from None
+
+
+def as_text(content) -> str:
+    """``content`` as the JSON of a stamp. Keys keep their order: a dict parameter's order is meaningful
+    (``lrs`` lists the optimisers in the order they run)."""
+    return json.dumps(content, indent=1) + "\n"
+
+
 def write_if_changed(path: Path, content) -> bool:
     """Write ``content`` as JSON unless the file already holds exactly that; True when written."""
-    text = json.dumps(content, indent=1, sort_keys=True) + "\n"
+    text = as_text(content)
     if path.exists() and path.read_text() == text:
         return False
     write_text(path, text)
@@ -209,18 +264,27 @@ def write_if_changed(path: Path, content) -> bool:
 def resolve(
     notebook_dir: Path, build: Path, stems: list[str], quick: str, params: str = "", params_file: str = ""
 ) -> dict:
-    """Check every parameter, then write the stamps; returns ``{stem: parameters}``."""
+    """Check every parameter of every notebook, then write the stamps; returns ``{stem: parameters}``."""
     quick_flag = parse_quick(quick)
-    defaults = load_defaults(notebook_dir, stems, build / "params" / "defaults.json")
-    overrides = parse_assignments(params, defaults)
+    notebooks = load_defaults(notebook_dir, stems, build / "params" / "defaults.json")
+    overrides = parse_assignments(params, notebooks)
     if params_file:
-        for stem, values in parse_file(Path(params_file), defaults).items():
+        for stem, values in parse_file(Path(params_file), notebooks).items():
             overrides.setdefault(stem, {}).update(values)
     build_dir = os.path.relpath(build.resolve(), notebook_dir.resolve())
     resolved = {}
     for stem in stems:
-        resolved[stem] = {"build_dir": build_dir, "quick": quick_flag, **overrides.get(stem, {})}
-        write_if_changed(build / "params" / f"{stem}.json", resolved[stem])
+        entry = notebooks[stem]
+        values = {
+            name: spec["quick" if quick_flag else "default"]
+            for name, spec in entry["parameters"].items()
+            if name not in RESERVED
+        }
+        values.update(overrides.get(stem, {}))
+        check_values(stem, entry, values, overrides.get(stem, {}))
+        resolved[stem] = {"build_dir": build_dir, "quick": quick_flag, **values}
+    for stem, values in resolved.items():  # written only once every notebook's parameters passed
+        write_if_changed(build / "params" / f"{stem}.json", values)
     return resolved
 
 

@@ -10,6 +10,7 @@ loading it; the tensor and device checks import it when called.
 from __future__ import annotations
 
 import math
+import re
 from numbers import Integral, Real
 from typing import TYPE_CHECKING
 
@@ -119,6 +120,15 @@ def finite_tensors(name: str, tensors) -> list[torch.Tensor]:
     for i, t in enumerate(tensors):
         finite_tensor(f"{name}[{i}]", t)
     return tensors
+
+
+def device_name(name: str, value) -> str:
+    """A device's name: ``"cpu"``, or ``"cuda"``/``"cuda:<n>"`` on a machine with CUDA (only then is torch loaded)."""
+    if not isinstance(value, str) or not re.fullmatch(r"cpu|cuda(:\d+)?", value):
+        raise ValueError(f"Invalid {name}: {value!r} (use 'cpu', 'cuda' or 'cuda:<n>')")
+    if value != "cpu":
+        device(name, value)
+    return value
 
 
 def device(name: str, value) -> torch.device:

@@ -267,3 +267,36 @@ def test_the_settings_name_only_what_the_library_and_the_sweep_know():
 
     assert set(DIGITS_OPTIMIZERS) <= set(OPTIMIZERS) and set(DIGITS.lrs) <= set(DIGITS_OPTIMIZERS)
     assert set(SWEEP_GROUPS) == set(GROUP_TASKS) and set(SWEEP_GROUPS) <= set(TELEPORTS)
+
+
+def test_a_diverged_run_says_so():
+    from symtele.study.summaries import number_or_diverged
+
+    assert [number_or_diverged(v) for v in (None, float("nan"), float("inf"), "inf", 0.12345)] == [
+        "diverged",
+        "diverged",
+        "diverged",
+        "diverged",
+        "0.123",
+    ]
+    plain = {
+        "method": "gd",
+        "problem": "rosenbrock",
+        "loss": [3.0, 2.0, 1.13],
+        "grad_norm_sq": [1.0] * 3,
+        "teleport_epochs": [],
+        "teleports": [],
+    }
+    tele = {
+        **plain,
+        "method": "gd+levelset",
+        "loss": [3.0, 5.0, None],
+        "teleport_epochs": [1],
+        "teleports": [{"loss_before": 2.0, "loss_after": 2.0, "grad_norm_sq_before": 1.0, "grad_norm_sq_after": 2.0}],
+    }
+    armijo = [{**plain, "method": "gd-ls"}, {**tele, "method": "gd-ls+levelset", "loss": [3.0, 1.0, 0.5]}]
+    results = {"03_level_set": {"records": [plain, tele, *armijo]}}
+    measured, holds = dict((row["claim"], (row["measured"], row["holds"])) for row in check_claims(results))[
+        "Without line search, level-set teleportation still beats GD on Rosenbrock"
+    ]
+    assert "final diverged vs 1.13" in measured and holds == "no"

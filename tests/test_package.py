@@ -158,33 +158,21 @@ def _plain(value):
 
 
 def test_the_readme_lists_every_notebook_parameter_with_its_default():
-    import nbformat
+    from report.parameters import RESERVED, inspect_defaults
 
     listed: dict[str, set] = {}
     for notebook, names, values in _parameter_rows():
-        cell = next(
-            c
-            for c in nbformat.read(ROOT / "notebooks" / f"{notebook}.ipynb", as_version=4).cells
-            if "parameters" in c.metadata.get("tags", [])
-        )
-        namespace: dict = {}
-        exec(cell.source, namespace)
+        defaults = inspect_defaults(ROOT / "notebooks" / f"{notebook}.ipynb")["parameters"]
         listed.setdefault(notebook, set()).update(names)
         if len(values) == len(names):  # a row whose defaults are all written as literals
             for name, value in zip(names, values):
-                assert _plain(ast.literal_eval(value)) == _plain(namespace[name]), (notebook, name)
-    for notebook in sorted(listed):
-        cell = next(
-            c
-            for c in nbformat.read(ROOT / "notebooks" / f"{notebook}.ipynb", as_version=4).cells
-            if "parameters" in c.metadata.get("tags", [])
-        )
-        assigned = {n.targets[0].id for n in ast.parse(cell.source).body if isinstance(n, ast.Assign)}
-        assert assigned - {"build_dir", "quick", "device", "threads"} <= listed[notebook] | {"device", "threads"}, (
-            notebook,
-            sorted(assigned - listed[notebook]),
-        )
-    assert len(listed) == len(list((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")))
+                assert _plain(ast.literal_eval(value)) == defaults[name]["default"], (notebook, name)
+    notebooks = sorted(p.stem for p in (ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    assert sorted(listed) == notebooks
+    for notebook in notebooks:
+        parameters = set(inspect_defaults(ROOT / "notebooks" / f"{notebook}.ipynb")["parameters"])
+        unlisted = parameters - set(RESERVED) - {"device", "threads"} - listed[notebook]  # those named above the table
+        assert not unlisted, (notebook, sorted(unlisted))
 
 
 def test_the_readme_api_example_runs():
@@ -196,3 +184,18 @@ def test_the_readme_api_example_runs():
     history, record = namespace["history"], namespace["record"]
     assert history.method == "gd+posscale" and len(history.loss) == 300
     assert record.grad_norm_sq_after > record.grad_norm_sq_before
+
+
+def test_a_clone_in_a_folder_named_like_the_package_still_imports_the_package(tmp_path):
+    (tmp_path / "symtele").symlink_to(ROOT)  # the clone's root folder, run from its parent
+    code = "import symtele; print(symtele.__file__); symtele.train"
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().endswith(str(Path("symtele", "__init__.py")))
+
+
+def test_make_help_lines_up_its_columns():
+    out = subprocess.run(["make", "--no-print-directory", "help"], cwd=ROOT, capture_output=True, text=True).stdout
+    rows = [line for line in out.splitlines() if line.startswith("  make ")]
+    starts = {len(line) - len(line[7:].split(None, 1)[1]) for line in rows}
+    assert len(rows) > 10 and len(starts) == 1  # every description starts in the same column

@@ -8,10 +8,15 @@ experiments' run time.
 from __future__ import annotations
 
 import json
+import math
 import os
+import random
 import re
 import shutil
+import signal
 import subprocess
+import time
+from html.parser import HTMLParser
 from pathlib import Path
 
 import nbformat
@@ -121,6 +126,103 @@ def test_quick_build_prints_the_pdf(quick_build):
     assert (build / "report" / "report.pdf").read_bytes()[:5] == b"%PDF-"
 
 
+def test_the_build_runs_on_the_project_kernel_quietly_and_reports_progress(quick_build):
+    build, done = quick_build
+    assert "TCP without encryption" not in done.stderr and "KeyboardInterrupt" not in done.stderr
+    for stem in NOTEBOOKS:
+        nb = nbformat.read(build / "notebooks" / f"{stem}.ipynb", as_version=4)
+        assert nb.metadata["kernelspec"]["name"] == "symtele"
+        assert nb.metadata["papermill"]["output_path"] == str(build / "notebooks" / f"{stem}.ipynb")
+        assert re.search(rf"make report: {stem}: cell 1/\d+ done", done.stderr)
+    assert not (build / ".staging").exists() or not list((build / ".staging").iterdir())
+
+
+class _Tables(HTMLParser):
+    """The tables of an HTML fragment, each a list of rows of cell texts (header cells included)."""
+
+    def __init__(self, html: str):
+        super().__init__()
+        self.tables, self._cell = [], None
+        self.feed(html)
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "table":
+            self.tables.append([])
+        elif tag == "tr" and self.tables:
+            self.tables[-1].append([])
+        elif tag in ("td", "th"):
+            self._cell = ""
+
+    def handle_data(self, data):
+        if self._cell is not None:
+            self._cell += data
+
+    def handle_endtag(self, tag):
+        if tag in ("td", "th") and self._cell is not None and self.tables and self.tables[-1]:
+            self.tables[-1][-1].append(self._cell.strip())
+            self._cell = None
+
+
+def test_quick_build_runs_without_diverging_and_its_tables_show_no_nan(quick_build):
+    build, _ = quick_build
+    for stem in NOTEBOOKS:
+        for record in json.loads((build / "results" / f"{stem}.json").read_text())["records"]:
+            if "loss" in record:  # a smoke build exercises every run, and none of them diverges
+                assert record["loss"][-1] is not None and math.isfinite(record["loss"][-1]), (stem, record["method"])
+        nb = nbformat.read(build / "notebooks" / f"{stem}.ipynb", as_version=4)
+        html = "".join(
+            out.data["text/html"]
+            for cell in nb.cells
+            for out in cell.get("outputs", [])
+            if "text/html" in out.get("data", {})
+        )
+        for table in _Tables(html).tables:
+            header = next((row for row in table if any("epoch" in c for c in row)), [])
+            columns = [i for i, name in enumerate(header) if "epoch" in name]
+            for row in table:
+                assert not [c for c in row if c.lower() in ("nan", "<na>", "none")], (stem, row)
+                whole = [row[i] for i in columns if i < len(row) and len(row) == len(header)]
+                assert not [c for c in whole if re.fullmatch(r"\d+\.0+", c)], (stem, row)  # epochs print whole
+
+
+def test_files_the_performance_notebook_does_not_read_do_not_make_it_stale(quick_build, tmp_path):
+    built, _ = quick_build
+    build = tmp_path / "build"
+    shutil.copytree(built, build, symlinks=True)
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
+    target = build / "notebooks" / "05_performance.ipynb"
+
+    def up_to_date() -> bool:
+        question = ["make", "--question", str(target), f"BUILD={build}"]
+        return subprocess.run(question, cwd=ROOT, env=env, capture_output=True).returncode == 0
+
+    assert up_to_date()
+    (build / "bench").mkdir(exist_ok=True)
+    (build / "bench" / "explorer_redraw.json").write_text("{}")  # `make explorer-redraw` writes it
+    assert up_to_date()
+    (build / "bench" / "teleport_cost.json").write_text("[]")  # `make bench` writes it, and 05 reads it
+    assert not up_to_date()
+
+
+def test_a_notebook_run_by_hand_writes_to_a_folder_of_its_own(tmp_path):
+    """What JupyterLab does: run a notebook from its folder with its defaults, no build around it."""
+    import papermill
+
+    notebooks = tmp_path / "notebooks"
+    notebooks.mkdir()
+    stem = next(s for s in NOTEBOOKS if s.endswith("_claims"))  # reads results only: quick to run
+    shutil.copy(ROOT / "notebooks" / f"{stem}.ipynb", notebooks)
+    papermill.execute_notebook(
+        str(notebooks / f"{stem}.ipynb"),
+        str(tmp_path / "out.ipynb"),
+        kernel_name="symtele",
+        cwd=str(notebooks),
+        progress_bar=False,
+    )
+    assert (tmp_path / "build" / "lab" / "results" / f"{stem}.json").exists()
+    assert sorted(p.name for p in (tmp_path / "build").iterdir()) == ["lab"]
+
+
 def test_same_parameters_give_the_same_results(quick_build, tmp_path):
     build, _ = quick_build
     again = tmp_path / "again"
@@ -147,11 +249,14 @@ def write_notebook(path: Path, parameters: str, code: str, title: str) -> None:
 
 # a 1x1 PNG: the tiny notebooks avoid importing torch and matplotlib, to keep the kernels fast
 PNG = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8/5+hHgAHggJ/PchI7wAAAABJRU5ErkJggg=="
-TINY = f"""import base64, json
+TINY = f"""import base64, json, time
 from pathlib import Path
 from IPython.display import Image, display
+if steps < 1:
+    raise ValueError(f"Invalid steps: {{steps}}")
+time.sleep(pause)
 losses = [(1 - lr) ** (2 * k) for k in range(steps)]
-out = Path(build_dir)
+out = Path(output_dir or build_dir)
 (out / "results").mkdir(parents=True, exist_ok=True)
 record = {{"name": "01_tiny", "parameters": {{"steps": steps, "lr": lr}}, "records": [{{"loss": losses}}]}}
 (out / "results" / "01_tiny.json").write_text(json.dumps(record))
@@ -164,11 +269,16 @@ from pathlib import Path
 from IPython.display import HTML, display
 final = json.loads((Path(build_dir) / "results" / "01_tiny.json").read_text())["records"][0]["loss"][-1]
 record = {"name": "02_claims", "parameters": {}, "records": [{"final": final}]}
-(Path(build_dir) / "results" / "02_claims.json").write_text(json.dumps(record))
+(Path(output_dir or build_dir) / "results").mkdir(parents=True, exist_ok=True)
+(Path(output_dir or build_dir) / "results" / "02_claims.json").write_text(json.dumps(record))
 display(HTML(f"<table><tr><td>final loss</td><td>{final:.3g}</td></tr></table>"))"""
-TINY_PARAMS = (
-    'build_dir = "../build"  # output folder\nquick = False  # smoke build\nsteps = 4  # steps\nlr = 0.1  # step size'
-)
+TINY_PARAMS = """build_dir = "../build"  # the build's folder
+output_dir = ""  # where the outputs go ("": build_dir)
+quick = False  # smoke build
+steps = 4  # steps
+lr = 0.1  # step size
+pause = 0.0  # seconds the notebook waits, to be caught running"""
+CLAIMS_PARAMS = 'build_dir = "../build"  # the build folder\noutput_dir = ""  # outputs\nquick = False  # smoke'
 
 
 def tiny_report(build: Path, notebooks: Path, *args: str) -> subprocess.CompletedProcess:
@@ -183,9 +293,7 @@ def tiny(tmp_path_factory):
     notebooks, build = root / "notebooks", root / "build"
     notebooks.mkdir()
     write_notebook(notebooks / "01_tiny.ipynb", TINY_PARAMS, TINY, "Tiny")
-    write_notebook(
-        notebooks / "02_claims.ipynb", 'build_dir = "../build"  # output\nquick = False  # smoke', CLAIMS, "Claims"
-    )
+    write_notebook(notebooks / "02_claims.ipynb", CLAIMS_PARAMS, CLAIMS, "Claims")
     done = tiny_report(build, notebooks)
     assert done.returncode == 0, done.stderr[-3000:]
     return notebooks, build
@@ -255,3 +363,85 @@ def test_failing_notebook_keeps_the_previous_report_and_names_the_cell(tiny):
     assert (build / "failed" / "01_tiny.ipynb").exists()
     for path, content in kept.items():
         assert path.read_bytes() == content, path
+
+
+# ---- nothing lost: kills, two builds at once, failed parameters, interactive runs -------------
+
+
+def _readable(build: Path) -> None:
+    """Every output a user reads is there and whole: results, figures, report."""
+    results = json.loads((build / "results" / "01_tiny.json").read_text())
+    assert results["records"][0]["loss"]
+    assert (build / "figures" / "01_tiny" / "loss.png").read_bytes()[:4] == b"\x89PNG"
+    assert json.loads((build / "results" / "02_claims.json").read_text())["records"]
+    assert (build / "report" / "report.html").read_text().rstrip().endswith("</html>")
+
+
+def _start_report(build: Path, notebooks: Path, *args: str) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
+    command = [
+        "make",
+        "--no-print-directory",
+        "report",
+        f"BUILD={build}",
+        f"NOTEBOOK_DIR={notebooks}",
+        "SYMTELE_SOURCES=",
+        *args,
+    ]
+    return subprocess.Popen(
+        command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL, signal.SIGHUP])
+def test_a_killed_build_loses_nothing_and_the_next_one_repairs_it(tiny, tmp_path, sig):
+    notebooks, built = tiny
+    build = tmp_path / "build"
+    shutil.copytree(built, build, symlinks=True)
+    _readable(build)
+    moments = random.Random(int(sig)).sample([0.3, 0.8, 1.5, 2.5, 3.5, 5.0], 3)  # in the middle of every step
+    for moment in moments:
+        steps = 5 + moments.index(moment)
+        running = _start_report(build, notebooks, f"PARAMS=01_tiny.steps={steps} 01_tiny.pause=1.0")
+        time.sleep(moment)
+        os.killpg(running.pid, sig)  # the whole build: make, papermill, the kernels
+        running.wait(timeout=60)
+        _readable(build)  # old or new, every file is whole
+        assert not list((build / "notebooks").glob(".*"))  # nothing half-done beside the executed notebooks
+    repaired = tiny_report(build, notebooks, f"PARAMS=01_tiny.steps={steps} 01_tiny.pause=1.0")
+    assert repaired.returncode == 0, repaired.stderr[-3000:]
+    _readable(build)
+    assert len(json.loads((build / "results" / "01_tiny.json").read_text())["records"][0]["loss"]) == steps
+    assert f"01_tiny.steps={steps}" in (build / "report" / "report.html").read_text()
+
+
+def test_two_builds_at_once_the_second_is_refused_naming_the_first(tiny, tmp_path):
+    notebooks, built = tiny
+    build = tmp_path / "build"
+    shutil.copytree(built, build, symlinks=True)
+    (build / ".build.lock").unlink()  # the copied build's own note of who built it last
+    first = _start_report(build, notebooks, "PARAMS=01_tiny.pause=4.0")
+    deadline = time.time() + 60
+    while "started" not in ((build / ".build.lock").read_text() if (build / ".build.lock").exists() else ""):
+        assert time.time() < deadline and first.poll() is None
+        time.sleep(0.1)
+    second = tiny_report(build, notebooks, "PARAMS=01_tiny.pause=4.0")
+    assert second.returncode != 0
+    assert "another build is running" in second.stderr and "pid " in second.stderr
+    out, err = first.communicate(timeout=120)
+    assert first.returncode == 0, err[-3000:]
+    _readable(build)
+
+
+def test_a_failed_parameter_is_not_remembered(tiny, tmp_path):
+    notebooks, built = tiny
+    build = tmp_path / "build"
+    shutil.copytree(built, build, symlinks=True)
+    assert tiny_report(build, notebooks).returncode == 0  # the copy's own build folder, settled
+    stamp = (build / "params" / "01_tiny.json").read_text()
+    failed = tiny_report(build, notebooks, "PARAMS=01_tiny.steps=-5")
+    assert failed.returncode != 0 and "Invalid steps: -5" in failed.stderr
+    assert (build / "params" / "01_tiny.json").read_text() == stamp
+    again = tiny_report(build, notebooks)
+    assert again.returncode == 0 and "make report: running" not in again.stderr  # nothing reran
+    _readable(build)

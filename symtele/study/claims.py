@@ -16,6 +16,7 @@ import numpy as np
 from . import published
 from .settings import CONVEX, REGRESSION
 from .summaries import below_and_above, by_method, curve_stats, epochs_to_reach
+from .summaries import number_or_diverged as shown
 
 NOT_MEASURED = "not measured"
 #: how the claims name the course project's four runs
@@ -88,7 +89,7 @@ def so2_other_problems(results):
     for problem in ("booth", "rosenbrock"):
         records = _records(results, "01_convex_so2", problem)
         plain, tele = _one(records, "gd")["loss"][-1], _one(records, "gd+so2")["loss"][-1]
-        parts.append(f"{problem}: final loss {tele:.3g} with teleport vs {plain:.3g} without")
+        parts.append(f"{problem}: final loss {shown(tele)} with teleport vs {shown(plain)} without")
         wins.append(tele < plain)
     return "; ".join(parts), _verdict(all(wins), any(wins))
 
@@ -287,7 +288,7 @@ def level_set_loss(results):
         final_ok = _final(tele) < _final(plain)
         parts.append(
             f"{problem}: below GD in {100 * below:.0f}% of epochs after the teleport, final "
-            f"{_final(tele):.3g} vs {_final(plain):.3g}"
+            f"{shown(_final(tele))} vs {shown(_final(plain))}"
         )
         verdicts.append((below >= 0.5 and final_ok, below >= 0.5 or final_ok))
     return (
@@ -317,8 +318,8 @@ def level_set_fixed_step(results):
     below, _ = below_and_above(plain, tele)
     final_ok = _final(tele) < _final(plain)
     text = (
-        f"Rosenbrock, fixed step: below GD in {100 * below:.0f}% of epochs, final {_final(tele):.3g} vs "
-        f"{_final(plain):.3g}"
+        f"Rosenbrock, fixed step: below GD in {100 * below:.0f}% of epochs, final {shown(_final(tele))} vs "
+        f"{shown(_final(plain))}"
     )
     short = _records(results, "03_level_set", "rosenbrock-textbook-start")
     if len(short) == 2:
@@ -328,7 +329,7 @@ def level_set_fixed_step(results):
         text += (
             f"; from {tuple(plain_s['start'])} with {tele_s['teleport_steps']}-iteration teleports: below GD "
             f"in {100 * below_s:.0f}% of epochs, ‖∇L‖² above in {100 * grad_above:.0f}%, final "
-            f"{_final(tele_s):.3g} vs {_final(plain_s):.3g}"
+            f"{shown(_final(tele_s))} vs {shown(_final(plain_s))}"
         )
     return text, _verdict(below >= 0.5 and final_ok, below >= 0.5 or final_ok)
 

@@ -75,6 +75,10 @@ class Settings:
         """A copy whose fields take the values ``namespace`` holds for them (a notebook passes ``globals()``)."""
         return self.replace(**{name: namespace[name] for name in self.names() if name in namespace})
 
+    def quick(self):
+        """The smoke build's variant (``make report QUICK=1``): small sizes that still exercise every run."""
+        return self
+
     def to_dict(self) -> dict:
         """Every field as JSON-ready data (tuples become lists)."""
         return {name: _plain(getattr(self, name)) for name in self.names()}
@@ -111,6 +115,9 @@ class ConvexSettings(Settings):
         checks.choice("problem", problem, ("quadratic", "booth", "rosenbrock"))
         prefix = "" if problem == "quadratic" else f"{problem}_"
         return tuple(getattr(self, prefix + key) for key in ("start", "lr", "epochs"))
+
+    def quick(self) -> ConvexSettings:
+        return self.replace(rosenbrock_epochs=100)
 
     def check(self) -> None:
         shortest = None
@@ -151,6 +158,9 @@ class RegressionSettings(Settings):
     def teleport_lr(self, optimizer: str) -> float:
         """The positive-scale teleport's ascent step with ``gd`` or ``adagrad``."""
         return {"gd": self.teleport_lr_gd, "adagrad": self.teleport_lr_adagrad}[optimizer]
+
+    def quick(self) -> RegressionSettings:
+        return self.replace(epochs=60)
 
     def check(self) -> None:
         _seeds("seeds", self.seeds)
@@ -213,6 +223,18 @@ class LevelSetSettings(Settings):
             rosenbrock_start=self.local_start,
             rosenbrock_epochs=self.local_epochs,
             rosenbrock_teleport_epochs=self.local_teleport_epochs,
+            rosenbrock_other_epochs=self.local_teleport_epochs,  # unused by these runs; must lie in them
+        )
+
+    def quick(self) -> LevelSetSettings:
+        # Rosenbrock keeps its teleport at epoch 100: with the fixed step, a teleport before the loss has
+        # settled (at epoch 30, say) lands where that step diverges
+        return self.replace(
+            rosenbrock_epochs=120,
+            rosenbrock_other_epochs=(5, 110),
+            local_epochs=60,
+            local_teleport_epochs=(1, 30),
+            mlp_epochs=40,
         )
 
     def check(self) -> None:
@@ -254,6 +276,9 @@ class DigitsSettings(Settings):
     teleport_steps: int = 10
     clamp: float = RegressionSettings.clamp
 
+    def quick(self) -> DigitsSettings:
+        return self.replace(seeds=self.seeds[:1], epochs=12)
+
     def check(self) -> None:
         _seeds("seeds", self.seeds)
         epochs = checks.count("epochs", self.epochs, minimum=1)
@@ -267,6 +292,18 @@ class DigitsSettings(Settings):
         checks.positive("teleport_lr", self.teleport_lr)
         _steps("teleport_steps", self.teleport_steps)
         checks.positive("clamp", self.clamp)
+
+
+@dataclass(frozen=True)
+class MachineSettings(Settings):
+    """Where a notebook's runs go: the torch ``device`` and the number of CPU ``threads`` (the report's)."""
+
+    device: str = "cpu"
+    threads: int = 1  # these small problems run fastest on one
+
+    def check(self) -> None:
+        checks.device_name("device", self.device)
+        checks.count("threads", self.threads, minimum=1)
 
 
 CONVEX = ConvexSettings()
@@ -331,6 +368,15 @@ class Grid(Settings):
         for name, value in normalised.items():
             object.__setattr__(self, name, value)
 
+    def quick(self) -> Grid:
+        # no teleport at epoch 0 in the smoke build: GL(n) diverges there (a result of the full build)
+        return self.replace(
+            epochs=60,
+            seeds=self.seeds[:2],
+            teleport_epochs=tuple(e for e in self.teleport_epochs if 0 < e < 30),
+            teleport_lrs={group: lrs[1:] for group, lrs in self.teleport_lrs.items()},
+        )
+
     @property
     def groups(self) -> tuple:
         return tuple(self.teleport_lrs)
@@ -346,3 +392,75 @@ class Grid(Settings):
 
 
 SWEEP = Grid()
+
+
+@dataclass(frozen=True)
+class PerformanceSettings(Settings):
+    """The performance notebook (05): where it reads ``make bench``'s files, and the reduced benchmark it
+    runs when there are none (the report's own settings)."""
+
+    device: str = "cpu"  # of the reduced benchmark ("cuda" needs a GPU)
+    threads: int = 1  # torch CPU threads, as `make bench` (0: torch's default)
+    bench_dir: str = ""  # the folder of `make bench` files ("": <build>/bench)
+    gpu_results_dir: str = "../benchmarks/results"  # committed files of other machines, shown beside
+    reps: int = 3  # rounds of the reduced benchmark; the median is reported
+    sweep_widths: tuple = (32, 64)  # widths w of the reduced scaling sweep
+    batched_epochs: int = 20  # epochs of the reduced batched-against-loop comparison
+
+    def quick(self) -> PerformanceSettings:
+        return self.replace(batched_epochs=min(self.batched_epochs, 10))
+
+    def check(self) -> None:
+        checks.device_name("device", self.device)
+        checks.count("threads", self.threads)
+        for name in ("bench_dir", "gpu_results_dir"):
+            if not isinstance(getattr(self, name), str):
+                raise TypeError(f"Invalid {name}: {getattr(self, name)!r} (expected a folder name)")
+        checks.count("reps", self.reps, minimum=1)
+        checks.sequence("sweep_widths", self.sweep_widths, lambda n, v: checks.count(n, v, minimum=1))
+        checks.count("batched_epochs", self.batched_epochs, minimum=1)
+
+
+@dataclass(frozen=True)
+class ParallelSettings(Settings):
+    """How the sweep's grid points run (06): joblib workers, torch threads each, an optional Dask scheduler."""
+
+    n_jobs: int = -1  # -1: every core
+    threads: int = 1
+    dask_scheduler: str = ""  # "tcp://host:8786" runs the sweep there; "" runs it here
+
+    def check(self) -> None:
+        if isinstance(self.n_jobs, bool) or not isinstance(self.n_jobs, int) or self.n_jobs == 0 or self.n_jobs < -1:
+            raise ValueError(f"Invalid n_jobs: {self.n_jobs!r} (a positive count of workers, or -1 for every core)")
+        checks.count("threads", self.threads, minimum=1)
+        if not isinstance(self.dask_scheduler, str):
+            raise TypeError(f"Invalid dask_scheduler: {self.dask_scheduler!r} (expected an address or '')")
+
+
+#: the notebooks whose results the claims table reads
+CLAIM_SOURCES = (
+    "01_convex_so2",
+    "02_relu_posscale",
+    "03_level_set",
+    "04_beyond_optimizers",
+    "05_performance",
+    "06_schedule_sweep",
+)
+
+
+@dataclass(frozen=True)
+class ClaimsSettings(Settings):
+    """The claims notebook (07): the results files (notebook names) it checks the claims against."""
+
+    sources: tuple = CLAIM_SOURCES
+
+    def check(self) -> None:
+        for i, stem in enumerate(self.sources if isinstance(self.sources, (list, tuple)) else [self.sources]):
+            if not isinstance(stem, str) or not stem:
+                raise TypeError(f"Invalid sources[{i}]: {stem!r} (expected a notebook name, e.g. '02_relu_posscale')")
+
+
+MACHINE = MachineSettings()
+PERFORMANCE = PerformanceSettings()
+PARALLEL = ParallelSettings()
+CLAIMS = ClaimsSettings()

@@ -35,6 +35,13 @@ def curve_stats(records, key: str = "loss") -> tuple[np.ndarray, np.ndarray]:
         return curves.mean(0), curves.std(0)
 
 
+def number_or_diverged(value, spec: str = ".3g") -> str:
+    """``value`` formatted with ``spec``, or ``"diverged"`` when it is missing (``None``), infinite or NaN."""
+    if value is None or isinstance(value, str) or not math.isfinite(value):
+        return "diverged"
+    return format(value, spec)
+
+
 def epochs_to_reach(curve, target: float | None) -> int | None:
     """First epoch ``k`` with ``curve[k] ≤ target``; ``None`` if it never gets there.
 
