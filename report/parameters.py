@@ -35,6 +35,7 @@ from pathlib import Path
 import yaml
 
 from symtele.study.results import write_text
+from symtele.study.settings import plain
 
 RESERVED = {"build_dir": "BUILD=<dir>", "quick": "QUICK=1", "output_dir": "nothing: the build stages outputs there"}
 TYPES = {"bool": bool, "int": int, "float": float, "str": str, "list": list, "tuple": list, "dict": dict}
@@ -48,15 +49,6 @@ def type_name(value) -> str:
     """The type name of a default value, or ``"any"`` for a type the checks do not know (or None)."""
     name = type(value).__name__
     return name if name in TYPES else "any"
-
-
-def _plain(value):
-    """A default as JSON-ready data (tuples become lists)."""
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    return value
 
 
 def _run_cell(tree: ast.Module, stem: str, quick: bool) -> dict:
@@ -97,12 +89,12 @@ def inspect_defaults(path: Path) -> dict:
         for node in tree.body
         if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)
     ]
-    plain, quick = _run_cell(tree, path.stem, False), _run_cell(tree, path.stem, True)
-    settings = sorted({type(v).__name__ for v in plain.values() if isinstance(v, Settings)})
+    full, quick = _run_cell(tree, path.stem, False), _run_cell(tree, path.stem, True)
+    settings = sorted({type(v).__name__ for v in full.values() if isinstance(v, Settings)})
     parameters = {
-        name: {"default": _plain(plain[name]), "quick": _plain(quick[name]), "type": type_name(plain[name])}
+        name: {"default": plain(full[name]), "quick": plain(quick[name]), "type": type_name(full[name])}
         for name in names
-        if not isinstance(plain[name], Settings)
+        if not isinstance(full[name], Settings)
     }
     return {"parameters": parameters, "settings": settings}
 
@@ -154,7 +146,7 @@ def coerce(label: str, value, spec: dict, text: str | None = None):
             f"parameter {label}: expected {'a list' if kind == 'tuple' else kind} (the default is "
             f"{spec['default']!r}), got {type(value).__name__} {text if text is not None else value!r}"
         )
-    return float(value) if kind == "float" else _plain(value)
+    return float(value) if kind == "float" else plain(value)
 
 
 def parse_value(label: str, text: str):

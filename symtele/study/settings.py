@@ -81,14 +81,15 @@ class Settings:
 
     def to_dict(self) -> dict:
         """Every field as JSON-ready data (tuples become lists)."""
-        return {name: _plain(getattr(self, name)) for name in self.names()}
+        return {name: plain(getattr(self, name)) for name in self.names()}
 
 
-def _plain(value):
+def plain(value):
+    """``value`` as JSON-ready data: tuples become lists, within lists and dicts too."""
     if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
+        return [plain(v) for v in value]
     if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
+        return {k: plain(v) for k, v in value.items()}
     return value
 
 
@@ -289,9 +290,9 @@ class DigitsSettings(Settings):
             checks.choice("lrs key", optimizer, DIGITS_OPTIMIZERS)
             checks.positive(f"lrs[{optimizer!r}]", lr)
         checks.epochs_of_run("teleport_epochs", self.teleport_epochs, epochs)
-        checks.positive("teleport_lr", self.teleport_lr)
+        for name in ("teleport_lr", "clamp"):
+            checks.positive(name, getattr(self, name))
         _steps("teleport_steps", self.teleport_steps)
-        checks.positive("clamp", self.clamp)
 
 
 @dataclass(frozen=True)
