@@ -187,6 +187,17 @@ def execute(notebook: Path, build: Path, params_file: Path) -> int:
         return 1
     finally:
         shutil.rmtree(sockets, ignore_errors=True)
+    if not (stage / "results" / f"{stem}.json").exists():  # ran to the end, yet its results went elsewhere
+        failed.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(running, failed)
+        remove(stage)
+        restore_stamp(build, stem, params_file)
+        print(
+            f"make report: {stem} FAILED: it ran to the end but wrote no results/{stem}.json in its output_dir; "
+            f"executed notebook kept in {failed}; previous results, figures and report left as they were",
+            file=sys.stderr,
+        )
+        return 1
     nb = nbformat.read(running, as_version=4)
     nb.metadata["kernelspec"] = KERNELSPEC  # it ran on the project's kernel, whatever the source names
     nb.metadata.setdefault("papermill", {})["output_path"] = str(build / "notebooks" / f"{stem}.ipynb")

@@ -16,7 +16,8 @@ imported on first use, so ``symtele.study.claims`` loads without torch:
 
     train(objective, params, optimizer=..., lr=..., epochs=..., teleport=..., schedule=...)
     so2_teleport, positive_scale_teleport, teleport_sequential, gln_teleport, level_set_teleport,
-    and for the training loop the objects SO2, PositiveScale, GLn, LevelSet.
+    level_set_slp_teleport, and for the training loop the objects SO2, PositiveScale, GLn, LevelSet,
+    LevelSetSLP.
 """
 
 from typing import TYPE_CHECKING
@@ -34,10 +35,12 @@ _EXPORTS = {
     "teleports": [
         "GLn",
         "LevelSet",
+        "LevelSetSLP",
         "PositiveScale",
         "SO2",
         "Teleport",
         "gln_teleport",
+        "level_set_slp_teleport",
         "level_set_teleport",
         "make_teleport",
         "positive_scale_teleport",
@@ -68,9 +71,11 @@ if TYPE_CHECKING:  # for type checkers and editors: the same names, imported eag
         SO2,
         GLn,
         LevelSet,
+        LevelSetSLP,
         PositiveScale,
         Teleport,
         gln_teleport,
+        level_set_slp_teleport,
         level_set_teleport,
         make_teleport,
         positive_scale_teleport,

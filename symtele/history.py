@@ -13,8 +13,13 @@ class TeleportRecord:
     ``loss_before/after`` and ``grad_norm_sq_before/after`` are floats, or lists with
     one value per problem copy for batched runs. ``stopped`` is ``None`` when every
     requested step was taken, else the reason the teleport stopped early (a rejected
-    step, a failed line search, a satisfied KKT test). ``trace`` holds per-step
-    diagnostics (level-set teleport: objective, constraint gap, KKT residual, step size).
+    step, a failed line search, a satisfied KKT test); a teleport that returns its starting
+    point says so there. ``trace`` holds per-step diagnostics (level-set teleport: objective,
+    constraint gap, KKT residual, step size). ``grad_evals`` and ``hvp_evals`` count the loss
+    gradients and Hessian-vector products the teleport computed (``None`` where not counted).
+    ``newton_angle_deg`` (level-set teleports): the angle between ``∇L`` and ``∇²L ∇L`` at the
+    returned point, 0 when the gradient is an eigenvector of the Hessian, as at a KKT point of
+    the teleport's problem (then a gradient step is a Newton step along that eigenvector).
     """
 
     method: str
@@ -27,6 +32,9 @@ class TeleportRecord:
     grad_norm_sq_after: Any = None
     stopped: str | None = None
     trace: dict[str, list] = field(default_factory=dict)
+    grad_evals: int | None = None
+    hvp_evals: int | None = None
+    newton_angle_deg: float | None = None
 
     @property
     def loss_change(self):

@@ -62,8 +62,8 @@ class MLPRegression(Objective):
         return torch.nn.functional.leaky_relu(z, self.negative_slope)
 
     def act_inverse(self, h):
-        """σ⁻¹ for LeakyReLU (slope > 0)."""
-        return torch.where(h > 0, h, h / self.negative_slope)
+        """σ⁻¹ for LeakyReLU (slope > 0): itself a LeakyReLU, of slope ``1 / negative_slope``."""
+        return torch.nn.functional.leaky_relu(h, 1.0 / self.negative_slope)
 
     def hidden(self, params, upto: int) -> torch.Tensor:
         """The input of layer ``upto`` (``X`` for layer 0)."""

@@ -86,11 +86,14 @@ def test_gln_baseline_moves_the_loss_and_posscale_does_not():
     records = experiments.gln_baseline(REGRESSION.replace(seeds=(0, 12345), epochs=12))
     well_formed(records, 12)
     groups = by_method(records)
-    assert list(groups) == ["gd", "gd+gln", "gd+posscale"]
-    for r in groups["gd+gln"]:
-        (t,) = r["teleports"]
-        assert abs(t["loss_after"] - t["loss_before"]) > 1e-3 * t["loss_before"]
-    for r in groups["gd+posscale"]:
+    methods = ["gln", "gln-updated", "posscale"]
+    assert list(groups) == [f"{o}{m}" for o in ("gd", "adagrad") for m in ("", *(f"+{m}" for m in methods))]
+    for method in ("gd+gln", "gd+gln-updated", "adagrad+gln", "adagrad+gln-updated"):
+        for r in groups[method]:
+            (t,) = r["teleports"]
+            assert abs(t["loss_after"] - t["loss_before"]) > 1e-3 * t["loss_before"]
+            assert t["steps_taken"] == REGRESSION.gln(method.split("+")[0]).steps
+    for r in groups["gd+posscale"] + groups["adagrad+posscale"]:
         (t,) = r["teleports"]
         assert t["loss_after"] == pytest.approx(t["loss_before"], rel=1e-4)
         assert t["grad_norm_sq_after"] > t["grad_norm_sq_before"]

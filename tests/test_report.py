@@ -365,6 +365,27 @@ def test_failing_notebook_keeps_the_previous_report_and_names_the_cell(tiny):
         assert path.read_bytes() == content, path
 
 
+def test_notebook_that_writes_no_results_file_fails(tiny):
+    notebooks, build = tiny
+    kept = (build / "results" / "01_tiny.json").read_bytes()
+    good = (notebooks / "01_tiny.ipynb").read_text()
+    # a loop variable shadowing the file's name: the notebook runs to the end, its results go elsewhere
+    write_notebook(
+        notebooks / "01_tiny.ipynb",
+        TINY_PARAMS,
+        TINY.replace('/ "01_tiny.json").write_text', '/ "elsewhere.json").write_text'),
+        "Tiny",
+    )
+    try:
+        done = tiny_report(build, notebooks)
+    finally:
+        (notebooks / "01_tiny.ipynb").write_text(good)
+    assert done.returncode != 0
+    assert "01_tiny FAILED" in done.stderr and "wrote no results/01_tiny.json" in done.stderr
+    assert (build / "results" / "01_tiny.json").read_bytes() == kept
+    assert (build / "failed" / "01_tiny.ipynb").exists()
+
+
 # ---- nothing lost: kills, two builds at once, failed parameters, interactive runs -------------
 
 

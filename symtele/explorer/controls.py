@@ -81,7 +81,7 @@ SUGGESTED_RUN = {
 SUGGESTED_TELEPORT = {
     "so2": (CONVEX.teleport_lr, CONVEX.teleport_steps),
     "posscale": (REGRESSION.teleport_lr_gd, REGRESSION.teleport_steps),
-    "gln": (REGRESSION.gln_lr, REGRESSION.gln_steps),
+    "gln": (REGRESSION.gln_lr_gd, REGRESSION.gln_steps_gd),
     "levelset": (LEVEL_SET.rho, LEVEL_SET.teleport_steps),
 }
 SUGGESTED_TELEPORT["none"] = SUGGESTED_TELEPORT["posscale"]

@@ -25,22 +25,26 @@ def curves(
     logy: bool = True,
     mark_teleports: bool = False,
     title: str | None = None,
+    reference: dict | None = None,
+    reference_label: str = "writeup",
     ax=None,
 ):
-    """``key`` (``loss`` or ``grad_norm_sq``) per epoch, or against wall-clock time (``x="time_s"``).
+    """``key`` (``loss`` or ``grad_norm_sq``) per epoch, against wall-clock time (``x="time_s"``) or against
+    the gradients and Hessian-vector products computed (``x="evaluations"``, records that have them).
 
     One line per method: the mean over its records, with a ±1 std band when there are
-    several seeds. ``mark_teleports`` draws a dotted line at each teleport epoch.
+    several seeds. ``mark_teleports`` draws a dotted line at each teleport epoch; ``reference``
+    (``{epoch: value}``) adds published values as black crosses labelled ``reference_label``.
     """
     if key not in ("loss", "grad_norm_sq"):
         raise ValueError(f"Invalid key: {key!r} (choose 'loss' or 'grad_norm_sq')")
-    if x not in ("epoch", "time_s"):
-        raise ValueError(f"Invalid x: {x!r} (choose 'epoch' or 'time_s')")
+    if x not in ("epoch", "time_s", "evaluations"):
+        raise ValueError(f"Invalid x: {x!r} (choose 'epoch', 'time_s' or 'evaluations')")
     fig, ax = axes_of(ax)
     teleport_epochs, drawn = set(), []
     for method, group in by_method(records).items():
         mean, std = (finite(v) for v in curve_stats(group, key))
-        xs = np.arange(len(mean)) if x == "epoch" else curve_stats(group, "time_s")[0]
+        xs = np.arange(len(mean)) if x == "epoch" else curve_stats(group, x)[0]
         color = method_color(method)
         ax.plot(xs, mean, color=color, lw=1.6, label=(labels or {}).get(method, method))
         drawn.append(mean)
@@ -51,6 +55,8 @@ def curves(
     if mark_teleports and x == "epoch":
         for e in sorted(teleport_epochs):
             ax.axvline(e, color="0.5", ls=":", lw=1)
+    if reference:
+        ax.plot(list(reference), list(reference.values()), "kx", ms=6, mew=1.2, label=reference_label)
     if logy:
         ax.set_yscale("log")
         log_axis(ax.yaxis, np.concatenate(drawn))

@@ -13,16 +13,25 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.ticker import LogFormatterSciNotation, NullLocator
 
-LABELS = {"loss": "Loss", "grad_norm_sq": "‖∇L‖²", "time_s": "Time (s)", "epoch": "Epoch"}
-#: tab10 index of each optimiser; its teleporting variant takes the next colour (GL(n): C4)
+LABELS = {
+    "loss": "Loss",
+    "grad_norm_sq": "‖∇L‖²",
+    "time_s": "Time (s)",
+    "epoch": "Epoch",
+    "evaluations": "Gradients + Hessian-vector products",
+}
+#: tab10 index of each optimiser; its teleporting variant takes the next colour, except the teleports of
+#: :data:`_TELEPORT_COLOR`, which are drawn beside the main one and keep a colour of their own
 _COLOR_INDEX = {"gd": 0, "gd-ls": 0, "sgd": 0, "adagrad": 2, "momentum": 2, "rmsprop": 4, "adam": 6, "adagrad-torch": 8}
+
+_TELEPORT_COLOR = {"gln": "C4", "gln-updated": "C6", "posscale-ref": "C7", "levelset-slp": "C5", "so2": "C9"}
 
 
 def method_color(method: str) -> str:
     """A fixed colour per method: ``C<k>`` for the optimiser, ``C<k+1>`` when it teleports."""
     base, _, teleport = method.partition("+")
-    if teleport == "gln":
-        return "C4"
+    if teleport in _TELEPORT_COLOR:
+        return _TELEPORT_COLOR[teleport]
     return f"C{_COLOR_INDEX.get(base, 6) + (1 if teleport else 0)}"
 
 

@@ -2,20 +2,23 @@
 
 Every measurement here follows one protocol: all the functions being compared run in
 one process, *interleaved* (each round times every function once, in turn, so a slow
-spell of the machine hits them all alike), after warm-up calls, and the result is the
-median over ``reps`` rounds. A function that takes less than ``min_time`` seconds is
-called ``number`` times in a row per round and its time divided by ``number``.
+spell of the machine hits them all alike), after warm-up calls. The estimate of a time is
+its minimum over the ``reps`` rounds: the machine's other work can only slow a function
+down, never speed it up, so the fastest round is the least disturbed one (the advice of
+``timeit``); a ratio is the ratio of two such minima, and every round's value is kept to show
+the spread. A function that takes less than ``min_time`` seconds is called ``number`` times in
+a row per round and its time divided by ``number``.
 
 * :func:`teleport_cost` — the cost of one teleport in *gradient evaluations*:
 
-      grad_evals = median_r ( t_teleport[r] / t_grad[r] ),
+      grad_evals = min_r t_teleport[r] / min_r t_grad[r],
 
   ``t_grad`` being one forward and backward pass (``loss_and_grad``) of the same
-  network on the same batch, timed in the same round.
+  network on the same batch, timed in the same rounds.
 * :func:`scaling_exponent` — the slope of ``log cost`` against ``log #params`` over a sweep.
 * :func:`time_to_target` — wall-clock seconds until the mean loss over the seeds first
   reaches GD's final mean loss, teleport costs included, and the speed-up
-  ``t(optimizer) / t(optimizer+teleport)`` (median over rounds of the ratio within a round).
+  ``t(optimizer) / t(optimizer+teleport)``.
 * :func:`batched_vs_loop` — one batched run of several seeds against a loop of
   single-seed runs: time and the largest difference of the recorded losses.
 
@@ -27,17 +30,16 @@ from __future__ import annotations
 
 import math
 import platform
-import statistics
 from collections.abc import Callable, Sequence
 
 import torch
 
 from .. import checks
 from ..schedule import Schedule
-from ..teleports.gln import GLn, gln_teleport
+from ..teleports.gln import gln_teleport
 from ..teleports.level_set import flatten, level_set_teleport, unflatten
 from ..teleports.positive_scale import PositiveScale
-from ..teleports.positive_scale_reference import positive_scale_teleport_reference
+from ..teleports.positive_scale_reference import PositiveScaleReference, positive_scale_teleport_reference
 from ..timing import clock
 from ..training import train
 from . import published
@@ -152,7 +154,7 @@ def _teleport_calls(method, dims, steps, dtype, dev, seed):
     elif method == "gln":
 
         def call():
-            return gln_teleport(objective, weights, lr=REGRESSION.gln_lr, steps=steps)
+            return gln_teleport(objective, weights, lr=REGRESSION.gln_lr_gd, steps=steps)
     else:  # levelset-step
         like = [w.detach() for w in weights]
         vector = flatten(like)
@@ -173,7 +175,7 @@ def _steps_taken(result):
 DEFAULT_STEPS = {
     "posscale": REGRESSION.teleport_steps,
     "posscale-ref": REGRESSION.teleport_steps,
-    "gln": REGRESSION.gln_steps,
+    "gln": REGRESSION.gln_steps_gd,
     "levelset-step": 1,
 }
 
@@ -199,7 +201,8 @@ def teleport_cost(
     of order one at any width (the unscaled ``torch.rand`` draw overflows float32 at width 1024
     and depth 4); the work done per call does not depend on it. Each method and its gradient
     are timed interleaved in the same rounds. Returns one record per method:
-    ``method, dims, n_params, steps, device, dtype, grad_evals, teleport_s, grad_s`` (medians),
+    ``method, dims, n_params, steps, device, dtype, grad_evals, teleport_s, grad_s`` (minima over the
+    rounds), ``grad_evals_rounds`` (every round's ratio),
     ``reps``, and ``steps_taken``/``stopped`` of the last call (``None`` for ``posscale-ref``,
     which has no safety checks).
     """
@@ -239,9 +242,10 @@ def _cost_record(method, dims, steps, dev, dtype, teleport_times, grad_times, la
         "steps": steps,
         "device": str(dev),
         "dtype": str(dtype).replace("torch.", ""),
-        "grad_evals": statistics.median(a / b for a, b in zip(teleport_times, grad_times)),
-        "teleport_s": statistics.median(teleport_times),
-        "grad_s": statistics.median(grad_times),
+        "grad_evals": min(teleport_times) / min(grad_times),
+        "grad_evals_rounds": [a / b for a, b in zip(teleport_times, grad_times)],
+        "teleport_s": min(teleport_times),
+        "grad_s": min(grad_times),
         "reps": len(teleport_times),
         "steps_taken": _steps_taken(last),
         "stopped": getattr(last[-1], "stopped", None),
@@ -268,20 +272,25 @@ def scaling_exponent(records, method: str, key: str = "teleport_s") -> float | N
 
 
 def _runs(s: RegressionSettings, dtype, dev, tasks):
-    """The training runs timed by :func:`time_to_target`, by ``(task, method)``: zero-argument calls."""
+    """The training runs timed by :func:`time_to_target`, by ``(task, method)``: zero-argument calls.
+
+    On the ReLU task each optimiser runs without teleport, with the closed-form teleport (``posscale``)
+    and with the double-backprop one the writeup timed (``posscale-ref``); on the LeakyReLU task
+    without teleport and with GL(n).
+    """
     runs = {}
     if "relu" in tasks:
         relu = course_regression_task(s.seeds, s.dims, dtype=dtype, device=dev)
         for opt in OPTIMIZERS:
-            teleport = PositiveScale(lr=s.teleport_lr(opt), steps=s.teleport_steps, clamp=s.clamp)
+            options = dict(lr=s.teleport_lr(opt), steps=s.teleport_steps, clamp=s.clamp)
             runs[("relu", opt)] = (relu, dict(optimizer=opt, lr=s.lr(opt)))
-            runs[("relu", f"{opt}+posscale")] = (relu, dict(optimizer=opt, lr=s.lr(opt), teleport=teleport))
+            for teleport in (PositiveScale(**options), PositiveScaleReference(**options)):
+                runs[("relu", f"{opt}+{teleport.name}")] = (relu, dict(optimizer=opt, lr=s.lr(opt), teleport=teleport))
     if "leaky_relu" in tasks:
         leaky = course_regression_task(s.seeds, s.dims, negative_slope=s.negative_slope, dtype=dtype, device=dev)
-        gln = GLn(lr=s.gln_lr, steps=s.gln_steps)
         for opt in OPTIMIZERS:
             runs[("leaky_relu", opt)] = (leaky, dict(optimizer=opt, lr=s.lr(opt)))
-            runs[("leaky_relu", f"{opt}+gln")] = (leaky, dict(optimizer=opt, lr=s.lr(opt), teleport=gln))
+            runs[("leaky_relu", f"{opt}+gln")] = (leaky, dict(optimizer=opt, lr=s.lr(opt), teleport=s.gln(opt)))
     at = Schedule.at(s.teleport_epoch)
     return {
         key: (lambda task=task, kw=kw: train(*task, epochs=s.epochs, schedule=at if "teleport" in kw else None, **kw))
@@ -319,10 +328,11 @@ def time_to_target(
     ``time_s[k]`` of the run (wall clock from its start until ``loss[k]`` is known) at the first
     epoch ``k`` with ``mean loss ≤ target`` is the time to target.
 
-    Returns ``{"seconds": {name: median s}, "speedup": {name: median of t(opt) / t(opt+teleport)
-    within a round}, "epochs": {name: k}, "target": {task: loss}, ...}``; names on the LeakyReLU
-    task carry ``@leaky_relu`` (``gd@leaky_relu``), teleport runs are named by the teleport.
-    A run that never reaches its target has ``None`` seconds.
+    Returns ``{"seconds": {name: min over rounds}, "speedup": {name: t(opt) / t(opt+teleport)},
+    "seconds_rounds", "speedup_rounds", "epochs": {name: k}, "target": {task: loss}, "curves",
+    "teleport_share", ...}`` (:func:`_reach_summary`); names on the LeakyReLU task carry
+    ``@leaky_relu`` (``gd@leaky_relu``), teleport runs are named by the teleport (``gd+posscale``,
+    ``gd+posscale-ref``, ``gd+gln``). A run that never reaches its target has ``None`` seconds.
     """
     s, reps, warmup, dtype, dev = _checked_protocol(settings, reps, warmup, dtype, device)
     tasks = checks.sequence("tasks", list(tasks), lambda name, task: checks.choice(name, task, TASKS))
@@ -349,28 +359,51 @@ def time_to_target(
 
 
 def _reach_summary(histories, tasks) -> dict:
-    """``seconds``, ``speedup``, ``epochs``, ``final_mean_loss`` and ``target`` of :func:`time_to_target`
-    from every round's history of each ``(task, method)``."""
+    """What :func:`time_to_target` reports, from every round's history of each ``(task, method)``.
+
+    The machine's load only ever slows a run down, so the least-disturbed round estimates a run's own
+    time best: ``seconds`` is the minimum over the rounds of the time to the target (``timeit``'s
+    advice), ``speedup`` the ratio of two such minima; ``seconds_rounds`` and ``speedup_rounds`` keep
+    every round's value, their spread. ``curves`` holds each run's mean loss per epoch and the clock
+    of its fastest round, ``teleport_share`` the part of that round spent teleporting.
+    """
 
     def name(task, method):
         return method if task == "relu" or "+" in method else f"{method}@{task}"
 
     targets = {task: _mean_curve(histories[(task, "gd")][0])[-1] for task in tasks}
-    seconds, epochs_to, final, per_round = {}, {}, {}, {}
+    out = {
+        key: {}
+        for key in (
+            "seconds",
+            "seconds_rounds",
+            "speedup",
+            "speedup_rounds",
+            "epochs",
+            "final_mean_loss",
+            "curves",
+            "teleport_share",
+        )
+    }
     for (task, method), hs in histories.items():
-        curve = _mean_curve(hs[0])
-        per_round[(task, method)] = [_seconds_to(h, targets[task]) for h in hs]
+        key, curve = name(task, method), _mean_curve(hs[0])
+        rounds = [_seconds_to(h, targets[task]) for h in hs]
         reached = epochs_to_reach(curve, targets[task])
-        seconds[name(task, method)] = None if reached is None else statistics.median(per_round[(task, method)])
-        epochs_to[name(task, method)] = reached
-        final[name(task, method)] = curve[-1]
-    speedup = {}  # the median over rounds of the ratio within a round (the two runs ran side by side)
-    for (task, method), fast in per_round.items():
+        fastest = min(hs, key=lambda h: h.time_s[-1])
+        out["seconds_rounds"][key] = rounds
+        out["seconds"][key] = None if reached is None else min(rounds)
+        out["epochs"][key], out["final_mean_loss"][key] = reached, curve[-1]
+        out["curves"][key] = {"loss": curve, "time_s": fastest.time_s}
+        out["teleport_share"][key] = fastest.teleport_cost_s / fastest.time_s[-1]
+    for task, method in histories:
+        key, base = name(task, method), name(task, method.split("+")[0])
         if "+" in method:
-            base = method.split("+")[0]
-            ok = seconds[name(task, method)] is not None and seconds[name(task, base)] is not None
-            speedup[method] = statistics.median(b / f for b, f in zip(per_round[(task, base)], fast)) if ok else None
-    return {"seconds": seconds, "speedup": speedup, "epochs": epochs_to, "final_mean_loss": final, "target": targets}
+            fast, slow = out["seconds"][key], out["seconds"][base]
+            reached = fast is not None and slow is not None
+            out["speedup"][key] = slow / fast if reached else None
+            pairs = zip(out["seconds_rounds"][base], out["seconds_rounds"][key])
+            out["speedup_rounds"][key] = [b / f for b, f in pairs] if reached else None
+    return {**out, "target": targets}
 
 
 def batched_vs_loop(
@@ -379,7 +412,7 @@ def batched_vs_loop(
     """The course project's experiment as one batched computation against a loop over seeds, per method.
 
     For ``gd``, ``gd+posscale``, ``adagrad``, ``adagrad+posscale`` (``settings``: the writeup's by
-    default): median wall-clock seconds of the batched run and of the per-seed loop (interleaved),
+    default): wall-clock seconds (minima over the rounds) of the batched run and of the per-seed loop (interleaved),
     their ratio, and ``max_abs_diff``/``max_rel_diff``, the largest absolute and relative
     difference between the losses the two record for any seed and epoch (0.0 when identical).
     The loop trains each seed as a batch of one.
@@ -417,7 +450,7 @@ def _batched_record(batched, loop, times, seeds, dims, epochs, reps, dev, dtype)
     pairs = [(batched.loss[k][i], h.loss[k][0]) for i, h in enumerate(loop) for k in range(epochs)]
     diff = max(abs(a - b) for a, b in pairs)
     rel = max(abs(a - b) / max(abs(b), 1e-300) for a, b in pairs)
-    t_b, t_l = statistics.median(times["batched"]), statistics.median(times["loop"])
+    t_b, t_l = min(times["batched"]), min(times["loop"])
     return {
         "method": batched.method,
         "seeds": seeds,
@@ -433,3 +466,55 @@ def _batched_record(batched, loop, times, seeds, dims, epochs, reps, dev, dtype)
         "device": str(dev),
         "dtype": str(dtype).replace("torch.", ""),
     }
+
+
+#: the fields of the measurements that are wall-clock times, and those that are ratios of them
+WALL_S = (
+    "teleport_s",
+    "grad_s",
+    "seconds",
+    "seconds_rounds",
+    "time_s",
+    "batched_s",
+    "loop_s",
+    "cold_s",
+    "warm_s",
+    "noop_s",
+)
+WALL_RATIOS = ("grad_evals", "grad_evals_rounds", "speedup", "speedup_rounds", "teleport_share")
+
+
+def _split(measurement: dict, kind: str, rename: dict | None = None) -> dict:
+    """A measurement as a results record: its times under ``wall_s``, their ratios under ``wall_ratios``."""
+    rename = rename or {}
+    record = {"kind": kind}
+    record.update({rename.get(k, k): v for k, v in measurement.items() if k not in (*WALL_S, *WALL_RATIOS, "machine")})
+    record["wall_s"] = {k: v for k, v in measurement.items() if k in WALL_S}
+    record["wall_ratios"] = {k: v for k, v in measurement.items() if k in WALL_RATIOS}
+    return record
+
+
+def as_records(cost: list[dict], target: dict, batched: list[dict], build: dict | None = None) -> list[dict]:
+    """The measurements of :func:`teleport_cost`, :func:`time_to_target`, :func:`batched_vs_loop` (and the report
+    build's timing) as results records, one per measurement, with a ``kind``; what depends on the machine's speed
+    is under ``wall_s`` (seconds) and ``wall_ratios`` (ratios of seconds), which ``strip_timing`` drops."""
+    records = [_split(r, "teleport_cost", {"method": "teleport"}) for r in cost]
+    for run, seconds in target["seconds"].items():
+        measured = {
+            "run": run,
+            "epochs": target["epochs"][run],
+            "device": target["device"],
+            "final_mean_loss": target["final_mean_loss"][run],
+            "loss": target["curves"][run]["loss"],
+            "time_s": target["curves"][run]["time_s"],
+            "seconds": seconds,
+            "seconds_rounds": target["seconds_rounds"][run],
+            "teleport_share": target["teleport_share"][run],
+        }
+        if run in target["speedup"]:
+            measured.update(speedup=target["speedup"][run], speedup_rounds=target["speedup_rounds"][run])
+        records.append(_split(measured, "time_to_target"))
+    records += [_split(r, "batched_seeds", {"method": "run"}) for r in batched]
+    if build is not None:
+        records.append(_split({k: build[k] for k in ("target", "cold_s", "warm_s", "noop_s")}, "report_build"))
+    return records

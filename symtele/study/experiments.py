@@ -10,6 +10,7 @@ the plot functions of :mod:`symtele.plots`. Each takes ``device`` (``"cpu"`` by 
 * :func:`relu_posscale`     — GD and AdaGrad ± positive-scale teleport on the course project's regression (§4.1.2).
 * :func:`gln_baseline`      — GL(n) against positive-scale teleport on the LeakyReLU version of that task.
 * :func:`level_set`         — GD (Armijo or fixed step) ± level-set teleport on a 2-D problem (§4.2.1).
+* :func:`same_budget`       — the level-set teleport against GD given as many gradients and Hessian-vector products.
 * :func:`level_set_mlp`     — GD ± level-set teleport on the 2-layer Softplus MLP (§4.2.2).
 * :func:`beyond_optimizers` — torch optimisers ± positive-scale teleport on a digits MLP.
 """
@@ -24,7 +25,7 @@ from .. import checks
 from ..problems import get_problem
 from ..regression import regression_task
 from ..tasks import accuracy, digits_mlp, softplus_mlp
-from ..teleports import SO2, GLn, LevelSet, PositiveScale
+from ..teleports import SO2, LevelSet, PositiveScale
 from ..training import train
 from .results import batched_records, run_record
 from .settings import (
@@ -111,31 +112,40 @@ def relu_posscale(settings: RegressionSettings = REGRESSION, *, device="cpu") ->
 
 
 def gln_baseline(settings: RegressionSettings = REGRESSION, *, device="cpu") -> list[dict]:
-    """GD on the LeakyReLU version of the course project's regression: no teleport, GL(n), positive scale.
+    """GD and AdaGrad on the LeakyReLU version of the course project's regression: no teleport, the GL(n)
+    teleport as the original code applies it (``gln``) and with the network's actual activations
+    (``gln-updated``), and the positive-scale teleport.
 
-    Both teleports act once, before the step of ``teleport_epoch``, on the same weights;
-    GL(n) (Zhao et al. 2022, REFERENCE §3) is only approximately loss-preserving, and each
-    record's ``teleports`` says by how much the loss moved.
+    Every teleport acts once, before the step of ``teleport_epoch``, with the original code's step and
+    steps for that optimiser (GD: 1e-7 × 8, AdaGrad: 1e-5 × 2; REFERENCE §3). GL(n) is only
+    approximately loss-preserving, and each record's ``teleports`` says by how much the loss moved.
+    Methods: ``gd``, ``gd+gln``, ``gd+gln-updated``, ``gd+posscale``, and the same for ``adagrad``.
     """
     s = _checked(settings, RegressionSettings)
     objective, weights = regression_task(list(s.seeds), s.dims, negative_slope=s.negative_slope, device=device)
-    teleports = [None, GLn(lr=s.gln_lr, steps=s.gln_steps), PositiveScale(s.teleport_lr_gd, s.teleport_steps, s.clamp)]
     records = []
-    for tp in teleports:
-        history = train(
-            objective,
-            weights,
-            optimizer="gd",
-            lr=s.gd_lr,
-            epochs=s.epochs,
-            teleport=tp,
-            schedule=s.teleport_epoch if tp else None,
-        )
-        records.extend(batched_records("leaky-relu-mlp", list(s.seeds), history, lr=s.gd_lr))
+    for optimizer in ("gd", "adagrad"):
+        teleports = [
+            None,
+            s.gln(optimizer),
+            s.gln(optimizer, hidden="updated"),
+            PositiveScale(s.teleport_lr(optimizer), s.teleport_steps, s.clamp),
+        ]
+        for tp in teleports:
+            history = train(
+                objective,
+                weights,
+                optimizer=optimizer,
+                lr=s.lr(optimizer),
+                epochs=s.epochs,
+                teleport=tp,
+                schedule=s.teleport_epoch if tp else None,
+            )
+            records.extend(batched_records("leaky-relu-mlp", list(s.seeds), history, lr=s.lr(optimizer)))
     return records
 
 
-def _level_set_teleport(s: LevelSetSettings, steps: int | None = None) -> LevelSet:
+def _level_set_teleport(s: LevelSetSettings, steps: int | None = None, **options) -> LevelSet:
     return LevelSet(
         rho=s.rho,
         steps=s.teleport_steps if steps is None else steps,
@@ -143,6 +153,7 @@ def _level_set_teleport(s: LevelSetSettings, steps: int | None = None) -> LevelS
         eps=s.eps,
         delta=s.delta,
         penalty=s.penalty,
+        **options,
     )
 
 
@@ -153,33 +164,39 @@ def level_set(
     optimizers: Sequence[str] = ("gd-ls", "gd"),
     teleport_only: bool = False,
     teleport_steps: int | None = None,
+    teleport=None,
     device="cpu",
 ) -> list[dict]:
     """GD without and with level-set teleports on a 2-D problem, for each optimiser in ``optimizers``.
 
     ``gd-ls`` takes the Armijo step ``η = max{η₀·2⁻ʲ : L(w − η∇L) ≤ L(w) − η/2 ‖∇L‖²}`` from
-    ``η₀ = armijo_lr``, ``gd`` the problem's fixed step; start, epochs and teleport epochs are the
-    problem's (``settings.run(problem)``). The teleport maximises ``½‖∇L‖²`` over ``{L ≤ L(w_k)}``
-    with at most ``teleport_steps`` sequential steps (the settings' unless given) and
-    ``line_search_steps`` halvings of ρ each. ``teleport_only`` skips the runs without teleport.
-    Records carry ``path`` and the per-epoch ``step_size``.
+    ``η₀ = armijo_lr`` and teleports at the problem's teleport epochs, ``gd`` the problem's fixed
+    step and teleports at ``settings.fixed_teleport_epochs(problem)``; start, epochs and arithmetic
+    (``settings.dtype(problem)``) are the problem's. The teleport maximises ``½‖∇L‖²`` over
+    ``{L ≤ L(w_k)}`` with at most ``teleport_steps`` sequential steps (the settings' unless given)
+    and ``line_search_steps`` halvings of ρ each; ``teleport`` replaces it by another teleport object
+    (the second solver, an SO(2) teleport). ``teleport_only`` skips the runs without teleport.
+    Records carry ``path``, the per-epoch ``step_size``, ``start``, ``lr`` and ``dtype``.
     """
     prob = get_problem(problem)
     s = _checked(settings, LevelSetSettings)
     start, epochs, teleport_epochs, gd_lr = s.run(problem)
     lrs = {"gd-ls": s.armijo_lr, "gd": gd_lr}
+    schedules = {"gd-ls": teleport_epochs, "gd": s.fixed_teleport_epochs(problem)}
     optimizers = checks.sequence("optimizers", optimizers, lambda name, v: checks.choice(name, v, lrs))
     if teleport_steps is not None:
         checks.count("teleport_steps", teleport_steps)
-    teleport = _level_set_teleport(s, teleport_steps)
+    if teleport is None:
+        teleport = _level_set_teleport(s, teleport_steps)
+    dtype = s.dtype(problem)
     records = []
     for optimizer in optimizers:
-        w = [torch.tensor(start, dtype=torch.float64, device=device)]
+        w = [torch.tensor(start, dtype=checks.dtype("dtype", dtype), device=device)]
         for h in _with_and_without(
             prob,
             w,
             teleport,
-            list(teleport_epochs),
+            list(schedules[optimizer]),
             only_teleport=teleport_only,
             optimizer=optimizer,
             lr=lrs[optimizer],
@@ -188,31 +205,72 @@ def level_set(
         ):
             records.append(
                 run_record(
-                    prob.name, 0, h, start=list(start), lr=lrs[optimizer], step_size=h.step_size, **_path_fields(h)
+                    prob.name,
+                    0,
+                    h,
+                    start=list(start),
+                    lr=lrs[optimizer],
+                    dtype=dtype,
+                    step_size=h.step_size,
+                    **_path_fields(h),
                 )
             )
     return records
 
 
-def level_set_mlp(settings: LevelSetSettings = LEVEL_SET, *, device="cpu") -> list[dict]:
-    """GD with step ``mlp_lr`` on the 2-layer Softplus MLP (``mlp_hidden`` units), without and with level-set
-    teleports at ``mlp_teleport_epochs``.
+def same_budget(problem: str = "rosenbrock", settings: LevelSetSettings = LEVEL_SET, *, device="cpu") -> list[dict]:
+    """Armijo GD with level-set teleports, and plain Armijo GD run until it has computed as many
+    gradients and Hessian-vector products as the teleported run did, teleports included.
 
-    The data and network come from :func:`symtele.softplus_mlp` with ``mlp_seed``; the loss is the
-    mean squared error on ``mlp_samples`` points.
+    Each record adds ``evaluations``: per epoch, the gradients and Hessian-vector products computed
+    before that epoch's loss was known (one gradient per epoch, plus each teleport's ``grad_evals``
+    and ``hvp_evals``; the Armijo search's loss-only trials are left out of both runs).
     """
     s = _checked(settings, LevelSetSettings)
-    objective, params = softplus_mlp(s.mlp_seed, n_samples=s.mlp_samples, hidden=s.mlp_hidden, device=device)
-    histories = _with_and_without(
-        objective,
-        params,
-        _level_set_teleport(s),
-        list(s.mlp_teleport_epochs),
-        optimizer="gd",
-        lr=s.mlp_lr,
-        epochs=s.mlp_epochs,
-    )
-    return [run_record("softplus-mlp", s.mlp_seed, h, lr=s.mlp_lr) for h in histories]
+    (tele,) = level_set(problem, s, optimizers=("gd-ls",), teleport_only=True, device=device)
+    tele["evaluations"] = evaluations(tele)
+    budget = tele["evaluations"][-1]
+    start = tele["start"]
+    w = [torch.tensor(start, dtype=checks.dtype("dtype", tele["dtype"]), device=device)]
+    h = train(get_problem(problem), w, optimizer="gd-ls", lr=s.armijo_lr, epochs=budget)
+    plain = run_record(problem, 0, h, start=start, lr=s.armijo_lr, dtype=tele["dtype"])
+    plain["evaluations"] = evaluations(plain)
+    for key in ("path", "path_epochs", "step_size"):
+        tele.pop(key)
+    return [plain, tele]
+
+
+def evaluations(record: dict) -> list[int]:
+    """Per epoch of a run, the gradients and Hessian-vector products computed until its loss was known:
+    one per epoch before it and this one, plus those of every teleport up to it."""
+    extra = {}
+    for t in record["teleports"]:
+        extra[t["epoch"]] = extra.get(t["epoch"], 0) + (t.get("grad_evals") or 0) + (t.get("hvp_evals") or 0)
+    total, out = 0, []
+    for epoch in range(len(record["loss"])):
+        total += 1 + extra.get(epoch, 0)
+        out.append(total)
+    return out
+
+
+def level_set_mlp(settings: LevelSetSettings = LEVEL_SET, *, teleport=None, device="cpu") -> list[dict]:
+    """GD with step ``mlp_lr`` on the 2-layer Softplus MLP (``mlp_hidden`` units), without and with level-set
+    teleports at ``mlp_teleport_epochs``, for each of ``mlp_seeds``.
+
+    The data and network come from :func:`symtele.softplus_mlp` with the seed; the loss is the
+    mean squared error on ``mlp_samples`` points. ``teleport`` replaces the level-set teleport by
+    another teleport object (the second solver).
+    """
+    s = _checked(settings, LevelSetSettings)
+    teleport = _level_set_teleport(s) if teleport is None else teleport
+    records = []
+    for seed in s.mlp_seeds:
+        objective, params = softplus_mlp(seed, n_samples=s.mlp_samples, hidden=s.mlp_hidden, device=device)
+        histories = _with_and_without(
+            objective, params, teleport, list(s.mlp_teleport_epochs), optimizer="gd", lr=s.mlp_lr, epochs=s.mlp_epochs
+        )
+        records += [run_record("softplus-mlp", seed, h, lr=s.mlp_lr) for h in histories]
+    return records
 
 
 def beyond_optimizers(settings: DigitsSettings = DIGITS, *, device="cpu") -> list[dict]:

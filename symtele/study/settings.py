@@ -31,8 +31,10 @@ SEEDS = tuple(n * n * 12345 for n in range(5))
 QUADRATIC_START = (8.0, -2.0)
 #: Booth's starting point (the report's choice; the writeup gives none)
 BOOTH_START = (5.0, -2.0)
-#: Rosenbrock's starting point of the report's main runs (the report's choice)
+#: Rosenbrock's starting point of the SO(2) runs and of the report's second level-set runs (the report's choice)
 ROSENBROCK_START = (-0.2, 0.0)
+#: Rosenbrock's starting point of writeup Fig. 6: its first points, f = 404 and ‖∇f‖ = 898, pin it
+ROSENBROCK_FIGURE_START = (-1.0, -1.0)
 #: Rosenbrock's textbook starting point
 ROSENBROCK_TEXTBOOK_START = (-1.2, 1.0)
 #: the optimisers of ``torch.optim`` the digits experiment compares (names of ``symtele.train``)
@@ -149,8 +151,10 @@ class RegressionSettings(Settings):
     teleport_steps: int = 10
     clamp: float = 0.1  # each teleport step keeps every scale within 1 ± clamp
     negative_slope: float = 0.1  # of the LeakyReLU version, on which GL(n) is compared
-    gln_lr: float = 1e-7  # GL(n) teleport step with GD
-    gln_steps: int = 8  # GL(n) teleport steps with GD
+    gln_lr_gd: float = 1e-7  # GL(n) teleport step with GD (the original code's)
+    gln_steps_gd: int = 8  # GL(n) teleport steps with GD
+    gln_lr_adagrad: float = 1e-5  # GL(n) teleport step with AdaGrad (the original code's)
+    gln_steps_adagrad: int = 2  # GL(n) teleport steps with AdaGrad
 
     def lr(self, optimizer: str) -> float:
         """The optimiser's step: ``gd`` or ``adagrad``."""
@@ -159,6 +163,15 @@ class RegressionSettings(Settings):
     def teleport_lr(self, optimizer: str) -> float:
         """The positive-scale teleport's ascent step with ``gd`` or ``adagrad``."""
         return {"gd": self.teleport_lr_gd, "adagrad": self.teleport_lr_adagrad}[optimizer]
+
+    def gln(self, optimizer: str, hidden: str = "start"):
+        """The GL(n) teleport the original code pairs with ``gd`` or ``adagrad`` (``hidden``: see
+        :class:`~symtele.teleports.GLn`)."""
+        from ..teleports import GLn
+
+        if optimizer == "gd":
+            return GLn(lr=self.gln_lr_gd, steps=self.gln_steps_gd, hidden=hidden)
+        return GLn(lr=self.gln_lr_adagrad, steps=self.gln_steps_adagrad, hidden=hidden)
 
     def quick(self) -> RegressionSettings:
         return self.replace(epochs=60)
@@ -174,27 +187,37 @@ class RegressionSettings(Settings):
             "teleport_lr_adagrad",
             "clamp",
             "negative_slope",
-            "gln_lr",
+            "gln_lr_gd",
+            "gln_lr_adagrad",
         ):
             checks.positive(name, getattr(self, name))
         checks.epoch_of_run("teleport_epoch", self.teleport_epoch, epochs)
         _steps("teleport_steps", self.teleport_steps)
-        _steps("gln_steps", self.gln_steps)
+        _steps("gln_steps_gd", self.gln_steps_gd)
+        _steps("gln_steps_adagrad", self.gln_steps_adagrad)
 
 
 @dataclass(frozen=True)
 class LevelSetSettings(Settings):
-    """Level-set teleportation (REFERENCE §4): the 2-D runs and the Softplus MLP."""
+    """Level-set teleportation (REFERENCE §4): the 2-D runs and the Softplus MLP.
+
+    The main Rosenbrock runs are writeup Figs. 6 and 9 (start, epochs, teleport epochs and float32
+    arithmetic read off the figures); ``second_*`` are the report's own runs from another start."""
 
     booth_start: tuple = BOOTH_START
     booth_epochs: int = 10
     booth_teleport_epochs: tuple = (1,)  # teleport once on Booth
     booth_gd_lr: float = ConvexSettings.booth_lr
-    rosenbrock_start: tuple = ROSENBROCK_START
-    rosenbrock_epochs: int = 1000
-    rosenbrock_teleport_epochs: tuple = (1, 100)  # teleport twice on Rosenbrock
-    rosenbrock_other_epochs: tuple = (5, 200)  # a second pair of teleport epochs (the report's)
-    rosenbrock_gd_lr: float = ConvexSettings.rosenbrock_lr
+    rosenbrock_start: tuple = ROSENBROCK_FIGURE_START
+    rosenbrock_epochs: int = 1001  # epochs 0 … 1000, as Fig. 6 plots them
+    rosenbrock_teleport_epochs: tuple = (50, 250)  # Fig. 6's two teleports (Armijo steps)
+    rosenbrock_fixed_teleport_epochs: tuple = (50, 250, 450, 650)  # Fig. 9's four (its text says two)
+    rosenbrock_other_epochs: tuple = (5, 200)  # another pair of teleport epochs (the report's)
+    rosenbrock_gd_lr: float = ConvexSettings.rosenbrock_lr  # Fig. 9's fixed step
+    rosenbrock_dtype: str = "float32"  # Fig. 6's arithmetic: in float64 GD leaves its curve after ~110 epochs
+    second_start: tuple = ROSENBROCK_START  # the report's second Rosenbrock start (secondary runs)
+    second_epochs: int = 1000
+    second_teleport_epochs: tuple = (1, 100)
     local_start: tuple = ROSENBROCK_TEXTBOOK_START  # the short-teleport runs (the report's)
     local_epochs: int = 500
     local_teleport_epochs: tuple = (1, 100)
@@ -206,7 +229,8 @@ class LevelSetSettings(Settings):
     eps: float = 1e-6  # KKT tolerance of the early exit
     delta: float = 1e-8  # tolerance on L − L(w_k)
     penalty: float = 3.0  # γ = penalty · ‖∇L(w_k)‖² / L(w_k) (the report's; see symtele.teleports.level_set)
-    mlp_seed: int = 0
+    writeup_penalty: float = 1e9  # the writeup's γ, run once beside the report's for comparison
+    mlp_seeds: tuple = (0, 1, 2, 3, 4)  # the Softplus MLP's seeds (data and weights), one run each
     mlp_epochs: int = 300
     mlp_lr: float = 0.02
     mlp_teleport_epochs: tuple = (5,)
@@ -218,41 +242,69 @@ class LevelSetSettings(Settings):
         checks.choice("problem", problem, ("booth", "rosenbrock"))
         return tuple(getattr(self, f"{problem}_{key}") for key in ("start", "epochs", "teleport_epochs", "gd_lr"))
 
+    def fixed_teleport_epochs(self, problem: str) -> tuple:
+        """The teleport epochs of the fixed-step runs on ``problem`` (Booth's are those of its Armijo runs)."""
+        checks.choice("problem", problem, ("booth", "rosenbrock"))
+        return self.rosenbrock_fixed_teleport_epochs if problem == "rosenbrock" else self.booth_teleport_epochs
+
+    def dtype(self, problem: str) -> str:
+        """The arithmetic of the runs on ``problem``: Rosenbrock's is ``rosenbrock_dtype``, Booth's float64."""
+        checks.choice("problem", problem, ("booth", "rosenbrock"))
+        return self.rosenbrock_dtype if problem == "rosenbrock" else "float64"
+
+    def second(self) -> LevelSetSettings:
+        """These settings with the report's second Rosenbrock runs (``second_*``, float64) as the main ones."""
+        return self.replace(
+            rosenbrock_start=self.second_start,
+            rosenbrock_epochs=self.second_epochs,
+            rosenbrock_teleport_epochs=self.second_teleport_epochs,
+            rosenbrock_fixed_teleport_epochs=self.second_teleport_epochs,
+            rosenbrock_other_epochs=self.second_teleport_epochs,  # unused by these runs; must lie in them
+            rosenbrock_dtype="float64",
+        )
+
     def local(self) -> LevelSetSettings:
-        """These settings with the short-teleport runs on Rosenbrock as its main runs."""
+        """These settings with the short-teleport runs on Rosenbrock (float64) as its main runs."""
         return self.replace(
             rosenbrock_start=self.local_start,
             rosenbrock_epochs=self.local_epochs,
             rosenbrock_teleport_epochs=self.local_teleport_epochs,
+            rosenbrock_fixed_teleport_epochs=self.local_teleport_epochs,
             rosenbrock_other_epochs=self.local_teleport_epochs,  # unused by these runs; must lie in them
+            rosenbrock_dtype="float64",
         )
 
     def quick(self) -> LevelSetSettings:
-        # Rosenbrock keeps its teleport at epoch 100: with the fixed step, a teleport before the loss has
-        # settled (at epoch 30, say) lands where that step diverges
         return self.replace(
             rosenbrock_epochs=120,
+            rosenbrock_teleport_epochs=(50, 100),
+            rosenbrock_fixed_teleport_epochs=(50, 100),
             rosenbrock_other_epochs=(5, 110),
+            second_epochs=120,
+            second_teleport_epochs=(1, 100),
             local_epochs=60,
             local_teleport_epochs=(1, 30),
+            mlp_seeds=self.mlp_seeds[:2],
             mlp_epochs=40,
         )
 
     def check(self) -> None:
-        for prefix in ("booth_", "rosenbrock_", "local_", "mlp_"):
+        for prefix in ("booth_", "rosenbrock_", "second_", "local_", "mlp_"):
             epochs = checks.count(f"{prefix}epochs", getattr(self, f"{prefix}epochs"), minimum=1)
             checks.epochs_of_run(f"{prefix}teleport_epochs", getattr(self, f"{prefix}teleport_epochs"), epochs)
             if prefix != "mlp_":
                 checks.point(f"{prefix}start", getattr(self, f"{prefix}start"))
-        checks.epochs_of_run("rosenbrock_other_epochs", self.rosenbrock_other_epochs, self.rosenbrock_epochs)
-        for name in ("booth_gd_lr", "rosenbrock_gd_lr", "armijo_lr", "rho", "penalty", "mlp_lr"):
+        for name in ("rosenbrock_other_epochs", "rosenbrock_fixed_teleport_epochs"):
+            checks.epochs_of_run(name, getattr(self, name), self.rosenbrock_epochs)
+        checks.choice("rosenbrock_dtype", self.rosenbrock_dtype, checks.DTYPES)
+        for name in ("booth_gd_lr", "rosenbrock_gd_lr", "armijo_lr", "rho", "penalty", "writeup_penalty", "mlp_lr"):
             checks.positive(name, getattr(self, name))
         for name in ("eps", "delta"):
             checks.non_negative(name, getattr(self, name))
         _steps("teleport_steps", self.teleport_steps)
         _steps("local_teleport_steps", self.local_teleport_steps)
         checks.count("line_search_steps", self.line_search_steps, minimum=1)
-        checks.count("mlp_seed", self.mlp_seed)
+        _seeds("mlp_seeds", self.mlp_seeds)
         checks.count("mlp_hidden", self.mlp_hidden, minimum=1)
         checks.count("mlp_samples", self.mlp_samples, minimum=1)
 
@@ -332,7 +384,11 @@ class Grid(Settings):
     """
 
     teleport_epochs: tuple = (0, 5, 20, 50)
-    teleport_lrs: dict = field(default_factory=lambda: {"posscale": (1e-5, 1e-4, 1e-3), "gln": (1e-9, 1e-8, 1e-7)})
+    # each group's steps bracket its best one: positive scaling saturates at the clamp from about 1e-2,
+    # GL(n) diverges from 1e-5 (teleport at epoch 20) or 3e-5 (epoch 50) on
+    teleport_lrs: dict = field(
+        default_factory=lambda: {"posscale": (1e-5, 1e-4, 1e-3, 1e-2, 1e-1), "gln": (1e-8, 1e-7, 1e-6, 1e-5, 1e-4)}
+    )
     optimizers: tuple = ("gd",)
     seeds: tuple = SEEDS
     epochs: int = REGRESSION.epochs
@@ -355,7 +411,7 @@ class Grid(Settings):
             "optimizers", self.optimizers, lambda n, v: checks.choice(n, v, writeup_lrs), distinct=True
         )
         lrs = {**writeup_lrs, **_mapping("lrs", self.lrs, writeup_lrs)}
-        steps = {"posscale": REGRESSION.teleport_steps, "gln": REGRESSION.gln_steps}
+        steps = {"posscale": REGRESSION.teleport_steps, "gln": REGRESSION.gln_steps_gd}
         steps.update(_mapping("teleport_steps", self.teleport_steps, SWEEP_GROUPS))
         normalised = {
             "epochs": epochs,
@@ -375,7 +431,7 @@ class Grid(Settings):
             epochs=60,
             seeds=self.seeds[:2],
             teleport_epochs=tuple(e for e in self.teleport_epochs if 0 < e < 30),
-            teleport_lrs={group: lrs[1:] for group, lrs in self.teleport_lrs.items()},
+            teleport_lrs={group: lrs[:2] for group, lrs in self.teleport_lrs.items()},
         )
 
     @property
@@ -402,11 +458,12 @@ class PerformanceSettings(Settings):
 
     device: str = "cpu"  # of the reduced benchmark ("cuda" needs a GPU)
     threads: int = 1  # torch CPU threads, as `make bench` (0: torch's default)
-    bench_dir: str = ""  # the folder of `make bench` files ("": <build>/bench)
+    bench_dir: str = "../build/bench"  # where `make bench` writes its files (relative to notebooks/)
     gpu_results_dir: str = "../benchmarks/results"  # committed files of other machines, shown beside
     reps: int = 3  # rounds of the reduced benchmark; the median is reported
     sweep_widths: tuple = (32, 64)  # widths w of the reduced scaling sweep
     batched_epochs: int = 20  # epochs of the reduced batched-against-loop comparison
+    target_rounds: int = 7  # interleaved rounds of the reduced time-to-target measurement
 
     def quick(self) -> PerformanceSettings:
         return self.replace(batched_epochs=min(self.batched_epochs, 10))
@@ -420,6 +477,7 @@ class PerformanceSettings(Settings):
         checks.count("reps", self.reps, minimum=1)
         checks.sequence("sweep_widths", self.sweep_widths, lambda n, v: checks.count(n, v, minimum=1))
         checks.count("batched_epochs", self.batched_epochs, minimum=1)
+        checks.count("target_rounds", self.target_rounds, minimum=1)
 
 
 @dataclass(frozen=True)

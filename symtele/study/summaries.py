@@ -63,6 +63,15 @@ def below_and_above(plain, tele, key: str = "loss") -> tuple[float, float]:
     return float(np.mean(b < a)), float(np.mean(b > a))
 
 
+def agreement(values, reference, tolerance: float) -> tuple[int, float]:
+    """How many of ``values`` lie within ``tolerance`` of the matching ``reference`` value, and the largest
+    difference (``inf`` if a value is missing or not finite)."""
+    gaps = [
+        abs(float(v) - float(r)) if v is not None and math.isfinite(v) else math.inf for v, r in zip(values, reference)
+    ]
+    return sum(g <= tolerance for g in gaps), max(gaps)
+
+
 def final_losses(records) -> list[float]:
     """The last recorded loss of every record, in order."""
     return [float(_as_float(r["loss"])[-1]) for r in records]

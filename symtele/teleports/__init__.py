@@ -4,7 +4,8 @@
 * :mod:`~symtele.teleports.positive_scale`: positive per-unit rescaling of ReLU/LeakyReLU layers, in
   closed form; :mod:`~symtele.teleports.positive_scale_reference` is its double-backprop definition;
 * :mod:`~symtele.teleports.gln`: the GL(n) teleport of Zhao et al. (2022), the baseline;
-* :mod:`~symtele.teleports.level_set`: level-set teleportation (no symmetry needed);
+* :mod:`~symtele.teleports.level_set`: level-set teleportation (no symmetry needed), the writeup's
+  formulation; :mod:`~symtele.teleports.level_set_slp` is the formulation of Mishkin et al. (2024);
 * :mod:`~symtele.teleports.chains`: which parameters of a network form scalable layer chains;
 * :mod:`~symtele.teleports.invariance`: when an exact-symmetry teleport counts as loss-preserving.
 
@@ -28,7 +29,9 @@ __getattr__, __dir__, __all__ = exports(
         "base": ["Teleport"],
         "gln": ["GLn", "gln_teleport"],
         "level_set": ["LevelSet", "level_set_teleport"],
+        "level_set_slp": ["LevelSetSLP", "level_set_slp_teleport"],
         "positive_scale": ["PositiveScale", "positive_scale_teleport", "teleport_sequential"],
+        "positive_scale_reference": ["PositiveScaleReference", "positive_scale_teleport_reference"],
         "so2": ["SO2", "so2_teleport"],
     },
 )
@@ -38,13 +41,16 @@ __all__ = [*__all__, "TELEPORTS", "make_teleport"]
 TELEPORTS = {
     "so2": "so2:SO2",
     "posscale": "positive_scale:PositiveScale",
+    "posscale-ref": "positive_scale_reference:PositiveScaleReference",
     "gln": "gln:GLn",
     "levelset": "level_set:LevelSet",
+    "levelset-slp": "level_set_slp:LevelSetSLP",
 }
 
 
 def make_teleport(name: str, **options):
-    """A teleport by its name (``so2``, ``posscale``, ``gln`` or ``levelset``) and its options."""
+    """A teleport by its name (a key of :data:`TELEPORTS`: ``so2``, ``posscale``, ``gln``, ``levelset``, ...)
+    and its options."""
     checks.choice("teleport", name, TELEPORTS)
     module, _, cls = TELEPORTS[name].partition(":")
     return getattr(import_module(f"{__name__}.{module}"), cls)(**options)

@@ -6,11 +6,24 @@ the input of ``V`` and ``h⁺`` its pseudo-inverse, an element ``I + T`` of GL(k
 
     U ← U (I − T),          V ← σ⁻¹((I + T) σ(V h)) h⁺ .
 
-The action is data dependent and only approximately loss-preserving: ``U (I − T)``
-inverts ``I + T`` to first order only, and ``V h`` is reproduced only when ``h⁺ h = I``.
-Each of ``steps`` rounds starts at ``T = 0`` for every pair, takes the gradient of
-``‖∇L‖²`` with respect to every ``T`` by double backpropagation, sets
-``T = lr · ∂‖∇L‖²/∂T`` and applies the action pair by pair, first layer first.
+The action is data dependent and only approximately loss-preserving. On the course project's task
+``h`` has full column rank (4 samples, at least 5 features), so ``h⁺ h = I`` and ``V h`` is
+reproduced exactly; the loss moves because ``U (I − T)`` inverts ``I + T`` only to first order:
+``U (I − T)(I + T) = U (I − T²)``, and ``T`` is not small here (‖T‖ reaches about 0.5 to 1).
+
+Each of ``steps`` ascent steps starts at ``T = 0`` for every pair ``(W_m, W_{m+1})``, ``T`` being
+``k × k`` with ``k`` the rows of ``W_m``; takes the gradient of ``‖∇L‖²`` with respect to every ``T``
+at once, by double backpropagation through the pairs applied in turn, first layer first (each pair
+acting on the weights the previous one left); sets ``T = lr · ∂‖∇L‖²/∂T``; and applies the action,
+first layer first. Which input ``h`` a pair uses when the step is applied is the ``hidden`` option:
+
+* ``"start"`` (the default): the inputs of the weights as they were at the start of the step, as the
+  original code of Zhao et al. does (``teleportation.py`` of Rose-STL-Lab/Symmetry-Teleportation);
+  this is the baseline the report reproduces. For the second pair and later, ``h⁺`` then no longer
+  undoes what the earlier pairs did to ``h``, which adds a first-order change of the loss.
+* ``"updated"``: the inputs of the weights the earlier pairs already moved, the network's actual
+  activations; the method name is then ``gln-updated``.
+
 The loss may change; the record says by how much.
 """
 
@@ -29,11 +42,13 @@ from ..regression import MLPRegression
 from .base import Teleport
 
 
-def _act_pairs(objective: MLPRegression, weights, ts, pairs):
-    """Apply ``I + T`` to every listed pair ``(W_m, W_{m+1})``, first layer first."""
+def _act_pairs(objective: MLPRegression, weights, ts, pairs, inputs=None):
+    """Apply ``I + T`` to every listed pair ``(W_m, W_{m+1})``, first layer first, each pair acting on the
+    weights the previous one left; pair ``m``'s input is ``inputs[i]`` if given, else the activations of
+    those weights."""
     out = list(weights)
-    for m, t in zip(pairs, ts):
-        h = objective.hidden(out, m)
+    for i, (m, t) in enumerate(zip(pairs, ts)):
+        h = objective.hidden(out, m) if inputs is None else inputs[i]
         eye = torch.eye(t.shape[-1], dtype=t.dtype, device=t.device)
         v, u = out[m], out[m + 1]
         out[m + 1] = u @ (eye - t)
@@ -44,8 +59,9 @@ def _act_pairs(objective: MLPRegression, weights, ts, pairs):
 def gln_teleport(objective: MLPRegression, weights: Sequence[torch.Tensor], **options):
     """Teleport ``weights`` by gradient ascent on ``‖∇L‖²`` over GL(k) for each pair of layers.
 
-    ``options`` are the fields of :class:`GLn`: ``lr``, ``steps`` and ``pairs``, the indices ``m`` of
-    the pairs ``(W_m, W_{m+1})`` to act on (default: all). Returns ``(weights, grads, loss, record)``.
+    ``options`` are the fields of :class:`GLn`: ``lr``, ``steps``, ``pairs`` (the indices ``m`` of the
+    pairs ``(W_m, W_{m+1})`` to act on; default: all) and ``hidden`` (``"start"`` or ``"updated"``: the
+    inputs a pair uses when a step is applied). Returns ``(weights, grads, loss, record)``.
     A step that produces non-finite weights is rejected and the teleport stops at the last finite point.
     """
     o = GLn(**options)
@@ -62,7 +78,7 @@ def gln_teleport(objective: MLPRegression, weights: Sequence[torch.Tensor], **op
     loss0, grads0 = objective.loss_and_grad(weights)
     batch_ndim = loss0.dim()
     record = TeleportRecord(
-        method="gln", loss_before=to_list(loss0), grad_norm_sq_before=to_list(grad_norm_sq(grads0, batch_ndim))
+        method=o.name, loss_before=to_list(loss0), grad_norm_sq_before=to_list(grad_norm_sq(grads0, batch_ndim))
     )
     for _ in range(steps):
         with torch.enable_grad():
@@ -76,12 +92,15 @@ def gln_teleport(objective: MLPRegression, weights: Sequence[torch.Tensor], **op
                 for m in pairs
             ]
             moved = _act_pairs(objective, weights, ts, pairs)
-            loss = objective.loss(moved).sum()
+            # ½‖Y − f‖²_F and Σ‖∇L‖²_F through Frobenius norms, the arithmetic of the original code: T
+            # follows the rounding of these sums, and the runs after a large T amplify it
+            loss = 0.5 * (torch.linalg.vector_norm(objective.forward(moved) - objective.Y, dim=(-2, -1)) ** 2).sum()
             grads = torch.autograd.grad(loss, moved, create_graph=True)
-            objective_value = sum(g.square().sum() for g in grads)
+            objective_value = sum((torch.linalg.vector_norm(g, dim=(-2, -1)) ** 2).sum() for g in grads)
             slopes = torch.autograd.grad(objective_value, ts)
+        inputs = [objective.hidden(weights, m) for m in pairs] if o.hidden == "start" else None
         try:
-            candidate = _act_pairs(objective, weights, [lr * s for s in slopes], pairs)
+            candidate = _act_pairs(objective, weights, [lr * s for s in slopes], pairs, inputs)
         except torch.linalg.LinAlgError:  # a pseudo-inverse of non-finite activations
             candidate = None
         if candidate is None or not all(bool(torch.isfinite(w).all()) for w in candidate):
@@ -99,16 +118,23 @@ def gln_teleport(objective: MLPRegression, weights: Sequence[torch.Tensor], **op
 @dataclass(frozen=True)
 class GLn(Teleport):
     """The GL(n) teleport of Zhao et al. (2022) on LeakyReLU MLPs (approximately loss-preserving):
-    ``steps`` ascent steps of size ``lr`` on every pair of layers, or on the listed ``pairs``."""
+    ``steps`` ascent steps of size ``lr`` on every pair of layers, or on the listed ``pairs``; ``hidden``
+    says which inputs a pair uses when a step is applied (``"start"``, the original code's, or
+    ``"updated"``; see the module's docstring). Its method name is ``gln``, or ``gln-updated``."""
 
-    name = "gln"
     lr: float = 1e-7
     steps: int = 8
     pairs: tuple | None = None
+    hidden: str = "start"
 
     def __post_init__(self):
         pairs = None if self.pairs is None else checks.sequence("pairs", list(self.pairs), checks.count)
+        checks.choice("hidden", self.hidden, ("start", "updated"))
         self._set(lr=checks.positive("lr", self.lr), steps=checks.count("steps", self.steps), pairs=pairs)
+
+    @property
+    def name(self) -> str:
+        return "gln" if self.hidden == "start" else "gln-updated"
 
     def check(self, objective, params):
         if not isinstance(objective, MLPRegression):
@@ -120,4 +146,4 @@ class GLn(Teleport):
             )
 
     def __call__(self, objective, params, grads, loss):
-        return gln_teleport(objective, params, lr=self.lr, steps=self.steps, pairs=self.pairs)
+        return gln_teleport(objective, params, lr=self.lr, steps=self.steps, pairs=self.pairs, hidden=self.hidden)

@@ -23,11 +23,19 @@ steps of about ``10⁻⁹``: on x² + 9y² from (8, −2), 100 iterations move �
 to 1552.006, against 3600, the level set's maximum, reached here.)
 
 The iteration stops early when the KKT residual ``‖P_t q_t‖`` (``P_t`` projects onto the
-orthogonal complement of ``∇L(x_t)``) is at most ``eps`` and ``r_t ≤ delta``. An
-accepted step that leaves the sub-level set by more than ``delta`` is pulled back onto
-the level set by Newton steps along ``−∇L``, ``x ← x − r ∇L/‖∇L‖²``. The returned point is the
+orthogonal complement of ``∇L(x_t)``) is at most ``eps`` and ``r_t ≤ delta``. A trial point
+that passes the merit test but lies above the level by more than ``delta`` is pulled back
+onto the level set by Newton steps along ``−∇L``, ``x ← x − r ∇L/‖∇L‖²``; when that fails
+(on Rosenbrock ‖∇L‖² grows like ``x⁶`` and the penalty like ``x⁴``, so the merit can reward a
+far-away step) the trial counts as rejected and ρ is halved. The returned point is the
 iterate with the largest gradient norm among those with ``L ≤ L(w_k) + delta``, so the loss
-never rises by more than ``delta``.
+never rises by more than ``delta``; if that is the starting point, the record says the
+teleport moved nothing.
+
+Deviations from the writeup's Algorithm 3, all measured in notebook 03: ``γ`` is scaled to
+the problem instead of the writeup's ``γ = 10⁹``; ρ starts each iteration at twice the last
+accepted value instead of being reset; accepted points are pulled back into the sub-level set;
+and the best feasible iterate is returned instead of the last.
 """
 
 from __future__ import annotations
@@ -43,7 +51,16 @@ from ..history import TeleportRecord
 from .base import Teleport
 
 
-def _loss_grad(loss_fn, x, create_graph=False):
+class _Counts:
+    """Loss gradients and Hessian-vector products computed so far by one teleport."""
+
+    def __init__(self):
+        self.grad = self.hvp = 0
+
+
+def _loss_grad(loss_fn, x, counts: _Counts | None = None, create_graph=False):
+    if counts is not None:
+        counts.grad += 1
     with torch.enable_grad():
         leaf = x.detach().requires_grad_(True)
         loss = loss_fn(leaf)
@@ -51,19 +68,27 @@ def _loss_grad(loss_fn, x, create_graph=False):
     return loss, g, leaf
 
 
-def _loss_grad_hvp(loss_fn, x):
+def _loss_grad_hvp(loss_fn, x, counts: _Counts | None = None):
     """``L(x)``, ``∇L(x)`` and ``q = ∇²L(x) ∇L(x)`` (differentiating ``½‖∇L‖²``)."""
+    if counts is not None:
+        counts.hvp += 1
     with torch.enable_grad():
-        loss, g, leaf = _loss_grad(loss_fn, x, create_graph=True)
+        loss, g, leaf = _loss_grad(loss_fn, x, counts, create_graph=True)
         (q,) = torch.autograd.grad(0.5 * g.square().sum(), leaf)
     return loss.detach(), g.detach(), q.detach()
 
 
-def _restore(loss_fn, x, level, delta, steps):
-    """Newton steps along ``−∇L`` onto ``L = L(w_k)``: ``x ← x − (L(x) − L(w_k))₊ ∇L / ‖∇L‖²``."""
-    for _ in range(steps):
-        loss, g, _ = _loss_grad(loss_fn, x)
+def _restore(loss_fn, x, level, delta, steps, counts):
+    """Newton steps along ``−∇L`` onto ``L = L(w_k)``: ``x ← x − (L(x) − L(w_k))₊ ∇L / ‖∇L‖²``.
+
+    Returns the point, or ``None`` if it is not back within ``delta`` of the level after ``steps`` steps,
+    or as soon as a step fails to shrink the gap (the iteration is then not converging)."""
+    previous = None
+    for _ in range(steps + 1):
+        loss, g, _ = _loss_grad(loss_fn, x, counts)
         gap = loss.detach() - level
+        if not bool(torch.isfinite(gap)) or (previous is not None and not bool(gap < previous)):
+            return None
         if bool(gap <= delta):
             return x
         gsq = g.detach().square().sum()
@@ -72,6 +97,7 @@ def _restore(loss_fn, x, level, delta, steps):
         x = (x - gap / gsq * g.detach()).detach()
         if not bool(torch.isfinite(x).all()):
             return None
+        previous = gap
     return None
 
 
@@ -80,32 +106,35 @@ def _merit(loss, grad_sq, level, gamma):
     return -0.5 * grad_sq + gamma * torch.clamp(loss - level, min=0)
 
 
-def _line_search(loss_fn, x, loss, g, q, level, gamma, rho, halvings):
-    """One sequential step from ``x``: halve ρ from ``rho`` until the merit decreases enough.
+def _line_search(loss_fn, x, loss, g, q, level, gamma, rho, o, counts):
+    """One sequential step from ``x``: halve ρ from ``rho`` until a trial point passes the merit test and,
+    when it lies above the level by more than ``delta``, can be pulled back onto it.
 
-    Returns ``(ρ, x_new, L(x_new))`` for the accepted step, or ``None`` when ``halvings`` trials fail.
+    A trial point that is not finite, fails the test, or cannot be pulled back is a rejected trial.
+    Returns ``(ρ, x_new)`` for the accepted step (pulled back if it had to be), or ``None`` when
+    ``line_search_steps`` trials fail, with the reason.
     """
     gsq, gap = g.square().sum(), loss - level
     phi = _merit(loss, gsq, level, gamma)
-
-    def candidate(r):
+    r, rejected = rho, "line search failed"
+    for _ in range(o.line_search_steps):
         v = -torch.clamp(r * (q @ g) / gsq + gap, min=0) * g
-        return x + (r * q + v) / gsq, v
-
-    r = rho
-    x_new, v = candidate(r)
-    for _ in range(halvings):
+        x_new = x + (r * q + v) / gsq
         if bool(torch.isfinite(x_new).all()):
-            new_loss, new_g, _ = _loss_grad(loss_fn, x_new)
+            new_loss, new_g, _ = _loss_grad(loss_fn, x_new, counts)
             new_loss, new_g = new_loss.detach(), new_g.detach()
             if bool(torch.isfinite(new_loss)) and bool(torch.isfinite(new_g).all()):
                 phi_new = _merit(new_loss, new_g.square().sum(), level, gamma)
                 slope = -((q @ v) + r * q.square().sum()) / gsq - gamma * torch.clamp(gap, min=0)
                 if bool(phi_new < phi + 0.5 * torch.clamp(slope, max=0)):
-                    return r, x_new, new_loss
+                    if not bool(new_loss - level > o.delta):
+                        return r, x_new.detach(), None
+                    back = _restore(loss_fn, x_new.detach(), level, o.delta, o.restore_steps, counts)
+                    if back is not None:
+                        return r, back, None
+                    rejected = "line search failed (its last accepted trial could not return to the sub-level set)"
         r = r / 2
-        x_new, v = candidate(r)
-    return None
+    return None, None, rejected
 
 
 def _stop_reason(gsq, kkt, gap, eps, delta) -> str | None:
@@ -122,9 +151,11 @@ def level_set_teleport(loss_fn: Callable[[torch.Tensor], torch.Tensor], w: torch
 
     ``loss_fn`` maps a 1-D tensor to a scalar and must be twice differentiable by autograd.
     ``options`` are the fields of :class:`LevelSet` (``rho``, ``steps``, ``line_search_steps``,
-    ``eps``, ``delta``, ``penalty``, ``restore_steps``). Returns ``(w_new, record)``;
+    ``eps``, ``delta``, ``penalty``, ``restore_steps``, ``gamma``). Returns ``(w_new, record)``;
     ``record.trace`` holds per iteration the objective ``½‖∇L‖²``, the constraint gap
-    ``L − L(w_k)``, the KKT residual ``‖P q‖`` and the accepted step size ρ.
+    ``L − L(w_k)``, the KKT residual ``‖P q‖`` and the accepted step size ρ; ``record.grad_evals``
+    and ``record.hvp_evals`` count the gradients and Hessian-vector products it took. When the
+    returned point is ``w`` itself, ``record.stopped`` begins with "moved nothing".
     """
     return _teleport(loss_fn, w, LevelSet(**options))
 
@@ -135,13 +166,17 @@ def _teleport(loss_fn, w: torch.Tensor, o: LevelSet):
     if w.dim() != 1:
         raise ValueError(f"Invalid w: expected a 1-D parameter vector, got shape {tuple(w.shape)}")
     start = time.perf_counter()
+    counts = _Counts()
     x = w.detach().clone()
-    level, g, q = _loss_grad_hvp(loss_fn, x)
+    level, g, q = _loss_grad_hvp(loss_fn, x, counts)
     loss = level
     record = TeleportRecord(method="levelset", loss_before=level.item(), grad_norm_sq_before=g.square().sum().item())
     trace = {"objective": [], "constraint_gap": [], "kkt_residual": [], "step_size": []}
-    best, best_gsq = x, g.square().sum()
-    gamma = o.penalty * best_gsq / level.abs().clamp_min(torch.finfo(level.dtype).tiny)
+    best, best_gsq, moved = x, g.square().sum(), False
+    if o.gamma is not None:
+        gamma = torch.as_tensor(o.gamma, dtype=level.dtype, device=level.device)
+    else:
+        gamma = o.penalty * best_gsq / level.abs().clamp_min(torch.finfo(level.dtype).tiny)
     rho_t, rho_max = o.rho, o.rho * 2.0**20
 
     for _ in range(o.steps):
@@ -151,33 +186,42 @@ def _teleport(loss_fn, w: torch.Tensor, o: LevelSet):
         trace["constraint_gap"].append(gap.item())
         trace["kkt_residual"].append(kkt.item())
         record.stopped = _stop_reason(gsq, kkt, gap, o.eps, o.delta)
-        step = (
-            None if record.stopped else _line_search(loss_fn, x, loss, g, q, level, gamma, rho_t, o.line_search_steps)
-        )
-        if step is None:
-            record.stopped = record.stopped or "line search failed"
+        if record.stopped:
             trace["step_size"].append(0.0)
             break
-        r, x, new_loss = step
+        r, x_new, failure = _line_search(loss_fn, x, loss, g, q, level, gamma, rho_t, o, counts)
+        if r is None:
+            record.stopped = failure
+            trace["step_size"].append(0.0)
+            break
         trace["step_size"].append(r)
         rho_t = min(2 * r, rho_max)
-        x = x.detach()
+        x = x_new
         record.steps_taken += 1
-        if bool(new_loss - level > o.delta):  # pull the iterate back into the sub-level set along −∇L
-            x = _restore(loss_fn, x, level, o.delta, o.restore_steps)
-            if x is None:
-                record.stopped = "could not return to the sub-level set"
-                break
-        loss, g, q = _loss_grad_hvp(loss_fn, x)
+        loss, g, q = _loss_grad_hvp(loss_fn, x, counts)
         if bool(loss - level <= o.delta) and bool(g.square().sum() > best_gsq):
-            best, best_gsq = x, g.square().sum()
+            best, best_gsq, moved = x, g.square().sum(), True
 
-    final_loss, final_g, _ = _loss_grad(loss_fn, best)
+    final_loss, final_g, final_q = _loss_grad_hvp(loss_fn, best)  # a measurement, not counted in the cost
     record.loss_after = final_loss.item()
     record.grad_norm_sq_after = final_g.square().sum().item()
+    record.newton_angle_deg = newton_angle(final_g, final_q)
+    if not moved:
+        reason = record.stopped or f"no iterate of {record.steps_taken} steeper within the sub-level set"
+        record.stopped = f"moved nothing: {reason}"
     record.trace = trace
+    record.grad_evals, record.hvp_evals = counts.grad, counts.hvp
     record.cost_s = time.perf_counter() - start
     return best.detach(), record
+
+
+def newton_angle(g: torch.Tensor, q: torch.Tensor) -> float | None:
+    """The angle in degrees between the gradient ``g`` and ``q = ∇²L g`` (``None`` if either is zero)."""
+    norms = g.norm() * q.norm()
+    if not bool(norms > 0):
+        return None
+    cosine = ((g @ q).abs() / norms).clamp(max=1.0)
+    return float(torch.rad2deg(torch.arccos(cosine)))
 
 
 def flatten(params) -> torch.Tensor:
@@ -198,7 +242,8 @@ def unflatten(vector: torch.Tensor, like) -> list[torch.Tensor]:
 class LevelSet(Teleport):
     """Level-set teleport on the flattened parameters (any twice-differentiable objective): at most
     ``steps`` iterations, each with at most ``line_search_steps`` halvings of ρ from twice the last
-    accepted step (``rho`` at first); the merit's penalty is ``γ = penalty · ‖∇L‖² / L``; the
+    accepted step (``rho`` at first); the merit's penalty is ``γ = penalty · ‖∇L‖² / L``, or ``gamma``
+    when given (an absolute value, such as the writeup's ``1e9``); the
     iteration ends early when the KKT residual is at most ``eps`` and ``L − L(w_k) ≤ delta``; an
     iterate above the level is pulled back with at most ``restore_steps`` Newton steps."""
 
@@ -210,6 +255,7 @@ class LevelSet(Teleport):
     delta: float = 1e-8
     penalty: float = 3.0
     restore_steps: int = 50
+    gamma: float | None = None
 
     def __post_init__(self):
         self._set(
@@ -220,6 +266,7 @@ class LevelSet(Teleport):
             delta=checks.non_negative("delta", self.delta),
             penalty=checks.positive("penalty", self.penalty),
             restore_steps=checks.count("restore_steps", self.restore_steps),
+            gamma=None if self.gamma is None else checks.positive("gamma", self.gamma),
         )
 
     def check(self, objective, params):

@@ -5,15 +5,20 @@ written the way the original course-project code computes it: dense ``diag(d)``
 matrices multiplied into the weights, ``‖∇L(g·w)‖²`` built with ``create_graph=True``
 and differentiated again with respect to every ``d`` at ``d = 1``, the ascent step
 clipped to ``±clamp/lr``. It costs a forward, a backward and a double-backward pass
-plus ``O(width³)`` dense products per step; it is kept for tests and benchmarks.
+plus ``O(width³)`` dense products per step; it is kept for tests, benchmarks and the claims about
+the writeup's timings (:class:`PositiveScaleReference` runs it inside the training loop).
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 
+from ..history import TeleportRecord, to_list
+from ..objective import grad_norm_sq
 from .chains import Chain
 from .positive_scale import PositiveScale
 
@@ -76,3 +81,30 @@ def positive_scale_teleport_reference(
             new_ds.append(row)
         params = [p.detach() for p in _scaled(params, chains, new_ds)]
     return params
+
+
+@dataclass(frozen=True)
+class PositiveScaleReference(PositiveScale):
+    """The double-backprop teleport as a training-loop teleport (``name`` ``posscale-ref``): the method the
+    writeup timed. Same options and same steps as :class:`PositiveScale`; after the ascent the loss and the
+    gradient are computed afresh at the new point (no safety checks: ``loss_rtol`` is not used)."""
+
+    name = "posscale-ref"
+
+    def __call__(self, objective, params, grads, loss):
+        start = time.perf_counter()
+        before = grad_norm_sq(grads, loss.dim())
+        new = positive_scale_teleport_reference(
+            params, objective.chains, objective.loss, lr=self.lr, steps=self.steps, clamp=self.clamp
+        )
+        new_loss, new_grads = objective.loss_and_grad(new)
+        record = TeleportRecord(
+            method=self.name,
+            steps_taken=self.steps,
+            loss_before=to_list(loss),
+            loss_after=to_list(new_loss),
+            grad_norm_sq_before=to_list(before),
+            grad_norm_sq_after=to_list(grad_norm_sq(new_grads, loss.dim())),
+        )
+        record.cost_s = time.perf_counter() - start
+        return new, new_grads, new_loss, record

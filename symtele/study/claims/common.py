@@ -1,0 +1,63 @@
+"""What every claim check shares: reading records, the verdict words, and numbers as the writeup prints them.
+
+A check takes the loaded results (``{notebook stem: results file or None}``) and returns
+``(measured, holds)`` or ``(measured, holds, extra)``: ``measured`` says what this build found and
+the criterion it was judged by, ``holds`` is ``yes``, ``partly`` or ``no``, and ``extra`` adds fields
+to the row (``timing: True`` and ``sure`` for the claims measured from wall-clock time). A check
+raises ``LookupError`` naming what is missing when the results lack what the claim needs.
+"""
+
+from __future__ import annotations
+
+from ..summaries import below_and_above, by_method
+
+YES, PARTLY, NO, NOT_MEASURED = "yes", "partly", "no", "not measured"
+#: how the claims name the course project's runs
+LABELS = {"gd": "GD", "gd+posscale": "GD + teleport", "adagrad": "AdaGrad", "adagrad+posscale": "AdaGrad + teleport"}
+
+
+def verdict(all_ok: bool, any_ok: bool = False) -> str:
+    """``yes`` when the criterion holds everywhere, ``partly`` when it holds somewhere, else ``no``."""
+    return YES if all_ok else (PARTLY if any_ok else NO)
+
+
+def g(value) -> str:
+    """A number as the writeup prints it (shortest form, Unicode minus)."""
+    return f"{value:g}".replace("-", "−")
+
+
+def point(p) -> str:
+    return "(" + ", ".join(g(v) for v in p) + ")"
+
+
+def records_of(results, stem, problem=None) -> list[dict]:
+    """The records of a notebook (of one ``problem`` if given); ``LookupError`` if there are none."""
+    found = [r for r in results[stem]["records"] if problem is None or r.get("problem") == problem]
+    if not found:
+        raise LookupError(f"{stem} has no records{'' if problem is None else f' of {problem}'}")
+    return found
+
+
+def one(records, method) -> dict:
+    """The first record of ``method``; ``LookupError`` naming it if there is none."""
+    groups = by_method(records)
+    if method not in groups:
+        raise LookupError(f"no {method} run")
+    return groups[method][0]
+
+
+def after_teleport(plain, tele, key="loss") -> tuple[float, float]:
+    """Fractions of the epochs after ``tele``'s first teleport (the teleport's own epoch excluded: there the
+    loss is the one it kept) where ``tele``'s ``key`` is strictly below, and strictly above, ``plain``'s."""
+    first = tele["teleport_epochs"][0]
+    shifted = {**tele, "teleport_epochs": [first + 1]}
+    return below_and_above(plain, shifted, key)
+
+
+def share(fraction: float) -> str:
+    return f"{100 * fraction:.0f}%"
+
+
+def rounds_text(agreeing: int, total: int) -> str:
+    """How sure a timing verdict is: in how many of the interleaved rounds its criterion held."""
+    return f"{agreeing} of {total} rounds"
