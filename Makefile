@@ -104,9 +104,11 @@ report-files: $(BUILD)/report/report.html $(APPENDICES) $(CLAIMS_APPENDIX) $(if 
 $(BUILD)/notebooks/%.ipynb: $(NOTEBOOK_DIR)/%.ipynb $(BUILD)/params/%.json $(SYMTELE_SOURCES)
 	@$(PY) -m report.execute $< --build $(BUILD) --params $(BUILD)/params/$*.json
 
-# the performance notebook shows `make bench`'s measurements when there are any (only the files it reads)
+# the performance notebook shows `make bench`'s measurements when there are any (only the files it reads),
+# from build/bench whatever the report's BUILD folder (its `bench_dir` parameter)
+BENCH_OUT := build/bench
 BENCH_FILES := teleport_cost time_to_target batched_seeds report_build
-$(BUILD)/notebooks/05_performance.ipynb: $(wildcard $(BENCH_FILES:%=$(BUILD)/bench/%.json) benchmarks/results/*.json)
+$(BUILD)/notebooks/05_performance.ipynb: $(wildcard $(BENCH_FILES:%=$(BENCH_OUT)/%.json) benchmarks/results/*.json)
 
 # the claims notebook reads the results of all the others
 $(CLAIMS:%=$(BUILD)/notebooks/%.ipynb): $(filter-out $(CLAIMS:%=$(BUILD)/notebooks/%.ipynb),$(EXECUTED))
@@ -153,10 +155,10 @@ BENCH_OPTIONS ?=
 bench: bench-teleports bench-report ## measure teleport cost, time to target, batched seeds and report build time -> build/bench/*.json
 
 bench-teleports: $(STAMP) ## teleport cost, time to target, batched seeds only (BENCH_DEVICE=cuda, BENCH_OPTIONS=--full)
-	$(PY) benchmarks/run.py --device $(BENCH_DEVICE) --out build/bench $(BENCH_OPTIONS)
+	$(PY) benchmarks/run.py --device $(BENCH_DEVICE) --out $(BENCH_OUT) $(BENCH_OPTIONS)
 
 bench-report: $(STAMP) ## time `make report` cold, warm and no-op in a temporary copy -> build/bench/report_build.json
-	$(PY) benchmarks/report_build.py --out build/bench/report_build.json
+	$(PY) benchmarks/report_build.py --out $(BENCH_OUT)/report_build.json
 
 # ---- exploration: JupyterLab, browser tests, sweeps --------------------------
 LAB_PORT ?= 8888

@@ -116,9 +116,13 @@ def test_cuda_without_a_gpu_is_a_clear_error():
 
 def test_time_to_target_reports_seconds_epochs_and_speedups():
     result = bench.time_to_target(REGRESSION.replace(epochs=30), reps=1, tasks=["relu"])
-    names = {"gd", "gd+posscale", "adagrad", "adagrad+posscale"}
+    teleported = {f"{o}+{t}" for o in ("gd", "adagrad") for t in ("posscale", "posscale-ref")}
+    names = {"gd", "adagrad", *teleported}
     assert set(result["seconds"]) == names and set(result["epochs"]) == names
-    assert set(result["speedup"]) == {"gd+posscale", "adagrad+posscale"}
+    assert set(result["speedup"]) == teleported
+    # the closed form and its double-backprop definition take the same steps: the same losses, to rounding
+    assert result["epochs"]["gd+posscale"] == result["epochs"]["gd+posscale-ref"]
+    assert len(result["seconds_rounds"]["gd"]) == 1 and result["seconds"]["gd"] == min(result["seconds_rounds"]["gd"])
     assert result["target"]["relu"] == result["final_mean_loss"]["gd"]
     assert result["epochs"]["gd"] is not None and result["seconds"]["gd"] > 0
     assert result["epochs"]["gd+posscale"] <= result["epochs"]["gd"]

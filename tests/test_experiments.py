@@ -21,6 +21,7 @@ from symtele.study.summaries import (
     reach_table,  # noqa: E402
     time_in_teleports,
 )
+from symtele.teleports import SO2
 
 SCHEMA = {"problem", "method", "seed", "loss", "grad_norm_sq", "time_s", "teleport_epochs", "teleports"}
 
@@ -108,16 +109,44 @@ def test_level_set_keeps_the_loss_and_steepens():
         assert t["loss_after"] <= t["loss_before"] + 1e-8
         assert t["grad_norm_sq_after"] > t["grad_norm_sq_before"]
         assert r["path_epochs"].count(1) == 2
-    short = LEVEL_SET.replace(rosenbrock_epochs=4, rosenbrock_teleport_epochs=(0, 2), rosenbrock_other_epochs=(1,))
-    only = experiments.level_set("rosenbrock", short, optimizers=("gd",), teleport_only=True)
-    assert [r["method"] for r in only] == ["gd+levelset"] and only[0]["teleport_epochs"] == [0, 2]
+    short = LEVEL_SET.replace(
+        rosenbrock_epochs=4,
+        rosenbrock_teleport_epochs=(0, 2),
+        rosenbrock_fixed_teleport_epochs=(1,),
+        rosenbrock_other_epochs=(1,),
+    )
+    only = experiments.level_set("rosenbrock", short, teleport_only=True)
+    assert [r["method"] for r in only] == ["gd-ls+levelset", "gd+levelset"]
+    assert [r["teleport_epochs"] for r in only] == [[0, 2], [1]]  # Armijo runs and fixed-step runs: their own
+    assert {r["dtype"] for r in only} == {"float32"}
+    assert all(r["teleports"][0]["grad_evals"] > 0 and r["teleports"][0]["hvp_evals"] > 0 for r in only)
+    so2 = experiments.level_set("booth", LEVEL_SET.replace(booth_epochs=4), optimizers=("gd-ls",), teleport=SO2())
+    assert [r["method"] for r in so2] == ["gd-ls", "gd-ls+so2"]
+
+
+def test_same_budget_counts_the_teleports_evaluations():
+    s = LEVEL_SET.replace(
+        rosenbrock_epochs=60,
+        rosenbrock_teleport_epochs=(10,),
+        rosenbrock_fixed_teleport_epochs=(10,),
+        rosenbrock_other_epochs=(10,),
+    )
+    plain, tele = experiments.same_budget("rosenbrock", s)
+    (t,) = tele["teleports"]
+    extra = t["grad_evals"] + t["hvp_evals"]
+    assert extra > 0 and tele["evaluations"][-1] == 60 + extra
+    assert tele["evaluations"][9] == 10 and tele["evaluations"][10] == 11 + extra  # counted at the teleport's epoch
+    assert len(plain["loss"]) == tele["evaluations"][-1] == plain["evaluations"][-1]
 
 
 def test_level_set_mlp_small():
-    small = LEVEL_SET.replace(mlp_epochs=8, mlp_teleport_epochs=(2,), mlp_samples=16, mlp_hidden=6, teleport_steps=5)
+    small = LEVEL_SET.replace(
+        mlp_seeds=(0, 1), mlp_epochs=8, mlp_teleport_epochs=(2,), mlp_samples=16, mlp_hidden=6, teleport_steps=5
+    )
     records = experiments.level_set_mlp(small)
     well_formed(records, 8)
-    assert [r["problem"] for r in records] == ["softplus-mlp"] * 2
+    assert [(r["seed"], r["method"]) for r in records] == [(s, m) for s in (0, 1) for m in ("gd", "gd+levelset")]
+    assert records[0]["loss"] != records[2]["loss"]  # each seed its own data and weights
 
 
 def test_beyond_optimizers_small():
@@ -239,37 +268,79 @@ def test_claims_from_results_files(tmp_path, quadratic, regression_records):
         + experiments.convex_so2("booth")
         + experiments.convex_so2("rosenbrock", CONVEX.replace(rosenbrock_epochs=50)),
     )
-    write_results(
-        tmp_path / "02.json",
-        "02_relu_posscale",
-        {},
-        regression_records + experiments.gln_baseline(REGRESSION.replace(seeds=(0,))),
-    )
+    write_results(tmp_path / "02.json", "02_relu_posscale", {}, regression_records + experiments.gln_baseline())
     results = {
         "01_convex_so2": load_results(tmp_path / "01.json"),
         "02_relu_posscale": load_results(tmp_path / "02.json"),
         "03_level_set": None,
     }
-    assert len(pd.DataFrame(results["02_relu_posscale"]["records"])) == 23
-    rows = {row["claim"]: row for row in check_claims(results)}
+    assert len(pd.DataFrame(results["02_relu_posscale"]["records"])) == 20 + 40
+    rows = check_claims(results)
     assert len(rows) == len(CLAIMS)
-    holds = [row["holds"] for row in rows.values()]
-    assert holds[:9] == ["yes"] * 9  # REFERENCE §1 and §2, through the results files
-    for claim, _source, needs, _ in CLAIMS:
+    holds = {row["claim"].split(":")[0]: row["holds"] for row in rows}
+    # REFERENCE §1: every printed digit of the GD losses; the teleported run's last digits differ
+    assert holds["GD on x² + 9y² from (8, −2), step 0.08"] == "yes"
+    assert holds["GD + SO(2) teleport at epoch 4"] == "partly"
+    # REFERENCE §2 through the results files, each to the printed digits
+    for claim in (
+        "Final losses per seed",
+        "Final mean ± std",
+        "Mean loss at epoch 50",
+        "Epochs to reach GD's final mean loss",
+    ):
+        assert holds[claim] == "yes", claim
+    gln = next(row for row in rows if row["claim"].startswith("The GL(n) baseline"))
+    assert gln["holds"] == "partly" and "gd 5/5" in gln["measured"] and "adagrad 5/5" in gln["measured"]
+    for row, (_claim, _source, needs, _check) in zip(rows, CLAIMS):
         if any(stem not in ("01_convex_so2", "02_relu_posscale") for stem in needs):
-            assert rows[claim]["holds"] == "not measured"
+            assert row["holds"] == "not measured" and "no results file of" in row["measured"], row
     with pytest.raises(TypeError, match="results"):
         check_claims([])
 
 
-def test_the_settings_name_only_what_the_library_and_the_sweep_know():
-    from symtele.optimizers import OPTIMIZERS
-    from symtele.study.settings import DIGITS_OPTIMIZERS, SWEEP_GROUPS
-    from symtele.study.sweep import GROUP_TASKS
-    from symtele.teleports import TELEPORTS
+def test_a_claim_about_another_run_is_not_measured_and_says_why(regression_records):
+    short = experiments.relu_posscale(REGRESSION.replace(epochs=60))
+    rows = {row["claim"]: row for row in check_claims({"02_relu_posscale": {"records": short}})}
+    row = next(r for c, r in rows.items() if c.startswith("Final losses per seed"))
+    assert row["holds"] == "not measured"
+    assert row["measured"] == "02_relu_posscale ran 60 epochs; the claim is about the writeup's 300"
 
-    assert set(DIGITS_OPTIMIZERS) <= set(OPTIMIZERS) and set(DIGITS.lrs) <= set(DIGITS_OPTIMIZERS)
-    assert set(SWEEP_GROUPS) == set(GROUP_TASKS) and set(SWEEP_GROUPS) <= set(TELEPORTS)
+
+def _figure_runs(plain_loss, tele_loss, teleports, methods=("gd", "gd+levelset")):
+    """Rosenbrock records shaped like writeup Fig. 6's (start, epochs, arithmetic), with the given losses."""
+    n = LEVEL_SET.rosenbrock_epochs
+    base = {
+        "problem": "rosenbrock",
+        "start": list(LEVEL_SET.rosenbrock_start),
+        "dtype": LEVEL_SET.rosenbrock_dtype,
+        "lr": 1e-3,
+        "grad_norm_sq": [1.0] * n,
+        "teleport_epochs": [],
+        "teleports": [],
+    }
+    plain = {**base, "method": methods[0], "loss": plain_loss}
+    tele = {**base, "method": methods[1], "loss": tele_loss, "teleport_epochs": [t["epoch"] for t in teleports]}
+    return [plain, {**tele, "teleports": teleports}]
+
+
+def test_level_set_claims_are_as_strict_as_their_words():
+    n = LEVEL_SET.rosenbrock_epochs
+    jump = {"epoch": 1, "loss_before": 2.0, "loss_after": 2.0, "grad_norm_sq_before": 1.0, "grad_norm_sq_after": 2.0}
+    plain = [3.0] + [2.0] * (n - 1)
+    below_but_once = [3.0, 2.0] + [1.0] * (n - 3) + [2.5]  # below GD at every epoch after the teleport but the last
+    records = _figure_runs(plain, below_but_once, [jump], ("gd-ls", "gd-ls+levelset"))
+    records += _figure_runs(plain, [3.0, 2.0] + [1.0] * (n - 2), [jump])
+    results = {"03_level_set": {"parameters": {"delta": 1e-8}, "records": records}}
+    rows = {row["claim"]: row for row in check_claims(results)}
+    fixed = rows["Without line search, level-set teleportation still beats GD on Rosenbrock"]
+    assert fixed["holds"] == "yes" and "below GD in 100%" in fixed["measured"]
+    # "never raise the loss and always steepen": both, every teleport; a kept loss alone is not enough
+    guarantee = rows["Level-set teleports never raise the loss and always steepen the gradient"]
+    assert guarantee["holds"] == "yes" and "by construction" in guarantee["measured"]
+    flat = {**jump, "grad_norm_sq_after": 1.0}
+    records[1]["teleports"] = [flat]
+    rows = {row["claim"]: row for row in check_claims(results)}
+    assert rows["Level-set teleports never raise the loss and always steepen the gradient"]["holds"] == "partly"
 
 
 def test_a_diverged_run_says_so():
@@ -282,24 +353,20 @@ def test_a_diverged_run_says_so():
         "diverged",
         "0.123",
     ]
-    plain = {
-        "method": "gd",
-        "problem": "rosenbrock",
-        "loss": [3.0, 2.0, 1.13],
-        "grad_norm_sq": [1.0] * 3,
-        "teleport_epochs": [],
-        "teleports": [],
-    }
-    tele = {
-        **plain,
-        "method": "gd+levelset",
-        "loss": [3.0, 5.0, None],
-        "teleport_epochs": [1],
-        "teleports": [{"loss_before": 2.0, "loss_after": 2.0, "grad_norm_sq_before": 1.0, "grad_norm_sq_after": 2.0}],
-    }
-    armijo = [{**plain, "method": "gd-ls"}, {**tele, "method": "gd-ls+levelset", "loss": [3.0, 1.0, 0.5]}]
-    results = {"03_level_set": {"records": [plain, tele, *armijo]}}
-    measured, holds = dict((row["claim"], (row["measured"], row["holds"])) for row in check_claims(results))[
-        "Without line search, level-set teleportation still beats GD on Rosenbrock"
-    ]
-    assert "final diverged vs 1.13" in measured and holds == "no"
+    n = LEVEL_SET.rosenbrock_epochs
+    jump = {"epoch": 1, "loss_before": 2.0, "loss_after": 2.0, "grad_norm_sq_before": 1.0, "grad_norm_sq_after": 2.0}
+    records = _figure_runs([3.0] + [2.0] * (n - 2) + [1.13], [3.0, 5.0] + [4.0] * (n - 3) + [None], [jump])
+    records += _figure_runs([3.0] * n, [3.0] * n, [jump], ("gd-ls", "gd-ls+levelset"))
+    results = {"03_level_set": {"parameters": {}, "records": records}}
+    row = next(r for r in check_claims(results) if r["claim"].startswith("Without line search"))
+    assert "final diverged vs 1.13" in row["measured"] and row["holds"] == "no"
+
+
+def test_the_settings_name_only_what_the_library_and_the_sweep_know():
+    from symtele.optimizers import OPTIMIZERS
+    from symtele.study.settings import DIGITS_OPTIMIZERS, SWEEP_GROUPS
+    from symtele.study.sweep import GROUP_TASKS
+    from symtele.teleports import TELEPORTS
+
+    assert set(DIGITS_OPTIMIZERS) <= set(OPTIMIZERS) and set(DIGITS.lrs) <= set(DIGITS_OPTIMIZERS)
+    assert set(SWEEP_GROUPS) == set(GROUP_TASKS) and set(SWEEP_GROUPS) <= set(TELEPORTS)

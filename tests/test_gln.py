@@ -87,7 +87,10 @@ def test_gln_runs_follow_the_original_arithmetic_in_float64(optimizer, hidden):
     ours = torch.tensor(history.loss)  # epochs × seeds
     for i, seed in enumerate(REGRESSION.seeds):
         reference = torch.tensor(_original_run(seed, optimizer, epochs, hidden))
-        assert torch.allclose(ours[:, i], reference, rtol=1e-7, atol=0), (seed, (ours[:, i] / reference - 1).abs().max())
+        assert torch.allclose(ours[:, i], reference, rtol=1e-7, atol=0), (
+            seed,
+            (ours[:, i] / reference - 1).abs().max(),
+        )
 
 
 def test_the_two_ways_of_choosing_h_differ_at_the_teleport():

@@ -60,3 +60,52 @@ def test_non_finite_candidates_are_never_returned():
     new, record = st.level_set_teleport(walled, w, rho=1e6)
     assert torch.isfinite(new).all() and new.norm() <= radius
     assert walled(new).item() <= walled(w).item() + 1e-8
+
+
+def test_booth_teleport_reaches_the_maximum_computed_independently():
+    # Booth is f = ‖A w − b‖², so ∇f = 2Aᵀr with r = A w − b, and over the level set {‖r‖² = f} (A is
+    # invertible, so every such r is reached) ‖∇f‖² = 4 rᵀAAᵀr is at most 4 λ_max(AAᵀ) f
+    A = torch.tensor([[1.0, 2.0], [2.0, 1.0]], dtype=torch.float64)
+    w = torch.tensor((5.0, -2.0), dtype=torch.float64)
+    f = st.BOOTH.loss([w]).item()
+    most = 4 * torch.linalg.eigvalsh(A @ A.T).max().item() * f
+    new, record = st.level_set_teleport(lambda v: st.BOOTH.loss([v]), w)
+    assert st.BOOTH.loss([new]).item() <= f + 1e-8
+    assert record.grad_norm_sq_after == pytest.approx(most, rel=1e-6)
+    assert record.newton_angle_deg < 1e-3  # there ∇f is an eigenvector of the Hessian 2AᵀA
+    assert record.grad_evals > 0 and record.hvp_evals == record.steps_taken + 1
+
+
+def test_a_step_that_cannot_return_to_the_sub_level_set_is_a_rejected_trial():
+    # Rosenbrock from writeup Fig. 6's start, after 50 Armijo steps in float32 (the point of its first
+    # teleport). The first trial step, ρ = 1, lands where f ≈ 7e9: ‖∇f‖² grows like x⁶ and the penalty like
+    # x⁴, so the merit rewards it, and no pull-back returns from there. That trial must count as rejected
+    # (a smaller ρ is tried), not end the teleport at its start.
+    history = st.train(st.ROSENBROCK, [torch.tensor([-1.0, -1.0])], optimizer="gd-ls", lr=1.0, epochs=50)
+    (w,) = history.final_params
+    new, record = st.level_set_teleport(lambda v: st.ROSENBROCK.loss([v]), w)
+    assert record.trace["step_size"][0] < 1.0  # the first accepted step is a smaller one
+    assert record.steps_taken > 1 and "moved nothing" not in (record.stopped or "")
+    assert record.grad_norm_sq_after > 100 * record.grad_norm_sq_before
+    assert st.ROSENBROCK.loss([new]).item() <= st.ROSENBROCK.loss([w]).item() + 1e-8
+
+
+def test_a_teleport_that_moves_nothing_says_so():
+    # at the minimum the gradient is zero: there is nothing to climb
+    w = torch.tensor((1.0, 1.0), dtype=torch.float64)
+    new, record = st.level_set_teleport(lambda v: st.ROSENBROCK.loss([v]), w)
+    assert torch.equal(new, w) and record.stopped == "moved nothing: zero gradient"
+    _, none = st.level_set_teleport(lambda v: st.QUADRATIC.loss([v]), torch.tensor((8.0, -2.0)), steps=0)
+    assert none.stopped.startswith("moved nothing")
+
+
+def test_the_writeups_penalty_barely_moves():
+    # γ = 1e9 (writeup Algorithm 3) accepts only tiny steps: after 100 iterations ‖∇f‖² on x² + 9y² from
+    # (8, −2) is where it started to six digits, while the scaled penalty reaches the maximum, 36 f = 3600
+    w = torch.tensor((8.0, -2.0), dtype=torch.float64)
+    _, fixed = st.level_set_teleport(lambda v: st.QUADRATIC.loss([v]), w, gamma=1e9)
+    _, scaled = st.level_set_teleport(lambda v: st.QUADRATIC.loss([v]), w)
+    assert fixed.grad_norm_sq_after == pytest.approx(fixed.grad_norm_sq_before, rel=1e-5)
+    assert scaled.grad_norm_sq_after == pytest.approx(3600.0, rel=1e-6)
+    with pytest.raises(ValueError, match="gamma"):
+        st.LevelSet(gamma=-1.0)

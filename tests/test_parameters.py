@@ -93,3 +93,22 @@ def test_a_dict_parameter_keeps_its_order_which_is_the_order_of_the_runs(tmp_pat
     run(tmp_path)
     stamp = json.loads((tmp_path / "build" / "params" / "04_beyond_optimizers.json").read_text())
     assert list(stamp["lrs"]) == list(DIGITS.lrs) != sorted(DIGITS.lrs)
+
+
+@pytest.mark.parametrize("stem", STEMS)
+def test_papermill_reads_every_parameter_of_every_notebook(stem, recwarn):
+    # papermill parses the parameters cell line by line; a comment it cannot read (an "=" in it, say) drops
+    # the parameter with only a warning, and `make report PARAMS=...` would then inject it as unknown
+    import ast
+
+    import nbformat
+    import papermill
+
+    cell = next(
+        c
+        for c in nbformat.read(NOTEBOOKS / f"{stem}.ipynb", as_version=4).cells
+        if "parameters" in c.metadata.get("tags", [])
+    )
+    names = [n.targets[0].id for n in ast.parse(cell.source).body if isinstance(n, ast.Assign)]
+    assert list(papermill.inspect_notebook(str(NOTEBOOKS / f"{stem}.ipynb"))) == names
+    assert not [w for w in recwarn if "Unable to parse" in str(w.message)]

@@ -17,10 +17,15 @@ def quadratic_start():
     return [torch.tensor(CONVEX.start, dtype=torch.float64)]
 
 
+def _to_printed_digits(values, printed):
+    """Every value within half a unit of the last printed digit of its reference."""
+    return all(abs(v - float(p)) <= published.tolerance(p) for v, p in zip(values, printed, strict=True))
+
+
 def test_quadratic_gd_losses():
     history = st.train(st.QUADRATIC, quadratic_start(), lr=CONVEX.lr, epochs=CONVEX.epochs)
     assert history.method == "gd"
-    assert history.loss == pytest.approx(published.QUADRATIC_GD, rel=1e-3)
+    assert _to_printed_digits(history.loss, published.QUADRATIC_GD_PRINTED)
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -36,7 +41,15 @@ def test_quadratic_teleport_losses(seed):
     )
     assert history.method == "gd+so2"
     assert history.teleport_epochs == [CONVEX.teleport_epoch]
-    assert history.loss == pytest.approx(published.QUADRATIC_SO2, rel=1e-3)
+    (record,) = history.teleports
+    assert record.steps_taken == CONVEX.teleport_steps and record.grad_norm_sq_after > 8 * record.grad_norm_sq_before
+    at = CONVEX.teleport_epoch
+    assert _to_printed_digits(history.loss[: at + 1], published.QUADRATIC_SO2_PRINTED[: at + 1])
+    # After the teleport this run stands on the level set's steepest point (the next test); the reference's
+    # six printed digits sit 8e-5 (relative) from that, so there they agree to 1e-4 of the value, and the
+    # claims table says "partly"
+    assert history.loss[at + 1 :] == pytest.approx(published.QUADRATIC_SO2[at + 1 :], rel=1e-4)
+    assert not _to_printed_digits(history.loss[at + 1 :], published.QUADRATIC_SO2_PRINTED[at + 1 :])
 
 
 def test_quadratic_teleport_lands_on_steepest_point():
@@ -68,7 +81,7 @@ def test_relu_final_losses_per_seed(method):
         schedule=None if teleport is None else REGRESSION.teleport_epoch,
     )
     assert history.method == method
-    assert history.loss[-1] == pytest.approx(published.RELU_FINAL[method], rel=1e-3)
+    assert history.loss[-1] == pytest.approx(published.RELU_FINAL[method], abs=5e-5)  # the four printed decimals
     if teleport is not None:
         (record,) = history.teleports
         assert record.epoch == REGRESSION.teleport_epoch and record.stopped is None

@@ -6,9 +6,14 @@ gradient norm is not. Starting from an angle θ₀ drawn uniformly in ``[0, π)`
 
     θ ← θ + lr · ∂/∂θ ‖∇f(g_θ · w)‖²
 
-look for the steepest point of the level set; the teleported point is ``g_θ · w``.
-A step whose point is not finite or changes the loss beyond ``loss_rtol`` is
-rejected and the teleport keeps the last good angle.
+look for the steepest point of the level set; the teleported point is ``g_θ · w`` for the last
+angle (``keep="last"``, the writeup's algorithm). A fixed step can overshoot (on Rosenbrock
+‖∇f‖² varies by orders of magnitude along a level set) and θ₀ may start low, so the point
+can be less steep than the start: the record then says so. ``keep="steepest"`` takes the
+steepest angle visited instead, and the start itself when no angle visited is steeper, so
+the teleport never ends less steep than it began (its record says when it kept an earlier
+angle or moved nothing). A step whose point is not finite or changes the loss beyond
+``loss_rtol`` is rejected and the ascent stops there.
 """
 
 from __future__ import annotations
@@ -75,6 +80,37 @@ def _ascend(problem, w, theta, lr, steps, rtol, record) -> list[torch.Tensor]:
     return angles
 
 
+def _chosen_angle(problem, w, angles, start_grad_sq, keep, record) -> torch.Tensor:
+    """Per copy, the last angle (``keep="last"``) or the visited angle of largest ``‖∇f(g_θ · w)‖²``, and then
+    0 (the start) if none is steeper (``keep="steepest"``); the record says when the result is less steep
+    than the start, when an earlier angle was kept, and when the teleport moved nothing."""
+    values = torch.stack([_loss_and_grad(problem, problem.rotate(w, theta))[1].square().sum(-1) for theta in angles])
+    last = len(angles) - 1
+    if keep == "last":
+        if not bool((values[last] >= start_grad_sq).all()):
+            some = "" if values[last].dim() == 0 else " for some copies"
+            note = (
+                f"ended less steep than the start{some} (the ascent overshot or θ₀ fell low; keep='steepest' avoids it)"
+            )
+            record.stopped = "; ".join(filter(None, [record.stopped, note]))
+        return angles[last]
+    index = values.argmax(0)
+    # an earlier angle only when it is steeper by more than rounding (near the top the ascent jitters)
+    gain = values.gather(0, index.unsqueeze(0)).squeeze(0) > values[last] * (1 + 1e-9)
+    index = torch.where(gain, index, torch.full_like(index, last))
+    best = torch.stack(angles).gather(0, index.unsqueeze(0)).squeeze(0)
+    steeper = values.gather(0, index.unsqueeze(0)).squeeze(0) > start_grad_sq
+    notes = []
+    if bool(((index != last) & steeper).any()):
+        notes.append("kept the steepest angle visited, not the last (the ascent overshot)")
+    if not bool(steeper.all()):
+        some = "" if steeper.dim() == 0 else " for some copies"
+        notes.append(f"moved nothing{some}: no angle visited was steeper than the start")
+    if notes:
+        record.stopped = "; ".join(filter(None, [record.stopped, *notes]))
+    return torch.where(steeper, best, torch.zeros_like(best))
+
+
 def _in_callers_dtype(problem, w, angles, start_loss, dtype, rtol, record):
     """The last angle whose point, rounded to ``dtype``, still keeps the loss; walks back if needed."""
     for theta in reversed(angles):
@@ -84,6 +120,7 @@ def _in_callers_dtype(problem, w, angles, start_loss, dtype, rtol, record):
         record.stopped = "rounding to the caller's dtype broke the loss: walked back to an earlier angle"
         record.steps_taken -= 1
     record.steps_taken = 0
+    record.stopped = "moved nothing: rounding to the caller's dtype broke the loss at every angle kept"
     return w.to(dtype), torch.zeros_like(angles[0])
 
 
@@ -92,7 +129,7 @@ def so2_teleport(
 ):
     """Teleport ``w`` (shape ``(..., 2)``) along the problem's rotations.
 
-    ``options`` are the fields of :class:`SO2` (``lr``, ``steps``, ``seed``, ``loss_rtol``).
+    ``options`` are the fields of :class:`SO2` (``lr``, ``steps``, ``seed``, ``loss_rtol``, ``keep``).
     Returns ``(w_teleported, record)``. ``angle`` fixes θ₀ (a float or a tensor of the batch
     shape); otherwise θ₀ ~ U[0, π) from ``generator`` (by default a new one seeded with ``seed``).
     The ascent runs in double precision; the point is handed back in ``w``'s dtype.
@@ -120,8 +157,9 @@ def _teleport(problem, w, o: SO2, angle, generator):
         method="so2", loss_before=to_list(start_loss), grad_norm_sq_before=to_list(g0.square().sum(-1))
     )
     angles = _ascend(problem, w, theta, o.lr, o.steps, rtol, record)
+    best = _chosen_angle(problem, w, angles, g0.square().sum(-1), o.keep, record)
     tolerance = default_rtol(dtype) if o.loss_rtol is None else rtol
-    teleported, theta = _in_callers_dtype(problem, w, angles, start_loss, dtype, tolerance, record)
+    teleported, theta = _in_callers_dtype(problem, w, [best], start_loss, dtype, tolerance, record)
     loss1, g1 = _loss_and_grad(problem, teleported)
     record.loss_after = to_list(loss1)
     record.grad_norm_sq_after = to_list(g1.square().sum(-1))
@@ -134,13 +172,15 @@ def _teleport(problem, w, o: SO2, angle, generator):
 class SO2(Teleport):
     """Rotation of ``φ(w)`` for a 2-D problem: ``steps`` ascent steps of size ``lr`` on the angle from
     θ₀ ~ U[0, π), drawn from a generator seeded with ``seed`` (one per object, so the angles of a
-    run's teleports differ and repeat from run to run); the loss kept within ``loss_rtol``."""
+    run's teleports differ and repeat from run to run); the loss kept within ``loss_rtol``; ``keep`` is
+    ``"last"`` (the last angle, the writeup's) or ``"steepest"`` (the steepest angle visited, or none)."""
 
     name = "so2"
     lr: float = 1e-3
     steps: int = 10
     seed: int = 0
     loss_rtol: float | None = None
+    keep: str = "last"
     _generator: torch.Generator = field(init=False, repr=False, compare=False)
 
     def __post_init__(self):
@@ -149,6 +189,7 @@ class SO2(Teleport):
             steps=checks.count("steps", self.steps),
             seed=checks.count("seed", self.seed),
             loss_rtol=None if self.loss_rtol is None else checks.positive("loss_rtol", self.loss_rtol),
+            keep=checks.choice("keep", self.keep, ("last", "steepest")),
             _generator=torch.Generator().manual_seed(self.seed),
         )
 
