@@ -17,7 +17,8 @@ imported on first use, so ``symtele.study.claims`` loads without torch:
     train(objective, params, optimizer=..., lr=..., epochs=..., teleport=..., schedule=...)
     so2_teleport, positive_scale_teleport, teleport_sequential, gln_teleport, level_set_teleport,
     level_set_slp_teleport, and for the training loop the objects SO2, PositiveScale, GLn, LevelSet,
-    LevelSetSLP.
+    LevelSetSLP and Rescale (any nn.Module, its symmetries found by discover);
+    Teleporter(model, loss_fn, optimizer, every=...) for the user's own minibatch loop.
 """
 
 from typing import TYPE_CHECKING
@@ -37,16 +38,20 @@ _EXPORTS = {
         "LevelSet",
         "LevelSetSLP",
         "PositiveScale",
+        "Rescale",
         "SO2",
+        "Symmetry",
         "Teleport",
         "gln_teleport",
         "level_set_slp_teleport",
         "level_set_teleport",
+        "discover",
         "make_teleport",
         "positive_scale_teleport",
         "so2_teleport",
         "teleport_sequential",
     ],
+    "teleporter": ["Teleporter", "teleport_model", "transport_state"],
     "training": ["method_name", "train"],
 }
 #: names of earlier versions, still answered with a DeprecationWarning
@@ -67,13 +72,17 @@ if TYPE_CHECKING:  # for type checkers and editors: the same names, imported eag
     from .regression import MLPRegression, regression_task
     from .schedule import Schedule
     from .tasks import accuracy, digits_data, digits_mlp, softplus_mlp
+    from .teleporter import Teleporter, teleport_model, transport_state
     from .teleports import (
         SO2,
         GLn,
         LevelSet,
         LevelSetSLP,
         PositiveScale,
+        Rescale,
+        Symmetry,
         Teleport,
+        discover,
         gln_teleport,
         level_set_slp_teleport,
         level_set_teleport,

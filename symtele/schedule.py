@@ -34,6 +34,12 @@ class Schedule:
     def never(cls) -> Schedule:
         return cls()
 
+    def due(self, step: int) -> bool:
+        """Whether to teleport before step ``step`` of an open-ended run (a training loop's)."""
+        if self.every is None:
+            return step in self.epochs
+        return step >= self.start and (step - self.start) % self.every == 0
+
     def epochs_in(self, n_epochs: int) -> list[int]:
         """The teleport epochs of a run of ``n_epochs``; raises if a listed epoch lies outside it."""
         for e in self.epochs:

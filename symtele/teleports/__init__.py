@@ -6,6 +6,8 @@
 * :mod:`~symtele.teleports.gln`: the GL(n) teleport of Zhao et al. (2022), the baseline;
 * :mod:`~symtele.teleports.level_set`: level-set teleportation (no symmetry needed), the writeup's
   formulation; :mod:`~symtele.teleports.level_set_slp` is the formulation of Mishkin et al. (2024);
+* :mod:`~symtele.teleports.discovery`: every positive rescaling of any ``nn.Module``, from its ``torch.fx``
+  graph; :mod:`~symtele.teleports.rescale` teleports along them in closed form;
 * :mod:`~symtele.teleports.chains`: which parameters of a network form scalable layer chains;
 * :mod:`~symtele.teleports.invariance`: when an exact-symmetry teleport counts as loss-preserving.
 
@@ -27,11 +29,13 @@ __getattr__, __dir__, __all__ = exports(
     __name__,
     {
         "base": ["Teleport"],
+        "discovery": ["Symmetry", "discover"],
         "gln": ["GLn", "gln_teleport"],
         "level_set": ["LevelSet", "level_set_teleport"],
         "level_set_slp": ["LevelSetSLP", "level_set_slp_teleport"],
         "positive_scale": ["PositiveScale", "positive_scale_teleport", "teleport_sequential"],
         "positive_scale_reference": ["PositiveScaleReference", "positive_scale_teleport_reference"],
+        "rescale": ["Rescale", "gradient_norm_reference", "rescale_teleport"],
         "so2": ["SO2", "so2_teleport"],
     },
 )
@@ -45,6 +49,7 @@ TELEPORTS = {
     "gln": "gln:GLn",
     "levelset": "level_set:LevelSet",
     "levelset-slp": "level_set_slp:LevelSetSLP",
+    "rescale": "rescale:Rescale",
 }
 
 

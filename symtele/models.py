@@ -1,0 +1,109 @@
+"""Convolutional and residual networks for the experiments and benchmarks, defined here so that nothing
+needs torchvision (whose PyPI wheel is built against the CUDA torch).
+
+* :func:`digits_cnn`: a small CNN for scikit-learn's 8×8 digits;
+* :func:`digits_resnet`: a small ResNet for the same images (BasicBlocks with BatchNorm);
+* :func:`resnet18`: torchvision's ResNet-18 architecture with torchvision's module names (``conv1``,
+  ``bn1``, ``layer1.0.conv1``, ``layer2.0.downsample.0``, ``fc``, ...), so that what ``symtele`` finds in
+  it is what it finds in a user's ``torchvision.models.resnet18()``.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+
+def digits_cnn(channels: tuple[int, int] = (8, 16), hidden: int = 32, classes: int = 10) -> nn.Sequential:
+    """``1×8×8 → conv3×3(c₁) → ReLU → conv3×3(c₂) → ReLU → maxpool 2 → flatten → Linear(hidden) → ReLU →
+    Linear(classes)``, every layer with a bias."""
+    c1, c2 = channels
+    return nn.Sequential(
+        nn.Conv2d(1, c1, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(c1, c2, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(c2 * 4 * 4, hidden),
+        nn.ReLU(),
+        nn.Linear(hidden, classes),
+    )
+
+
+class BasicBlock(nn.Module):
+    """torchvision's ResNet BasicBlock: ``relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x))``, the
+    shortcut a 1×1 convolution and BatchNorm (``downsample``) when the stride or the width changes."""
+
+    expansion = 1
+
+    def __init__(self, inplanes: int, planes: int, stride: int = 1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(inplanes, planes, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(planes, planes, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.downsample = None
+        if stride != 1 or inplanes != planes:
+            self.downsample = nn.Sequential(
+                nn.Conv2d(inplanes, planes, 1, stride=stride, bias=False), nn.BatchNorm2d(planes)
+            )
+        self.stride = stride
+
+    def forward(self, x):
+        identity = x
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        if self.downsample is not None:
+            identity = self.downsample(x)
+        out += identity
+        return self.relu(out)
+
+
+class ResNet(nn.Module):
+    """torchvision's ResNet with BasicBlocks: a stem (``conv1``, ``bn1``, ``relu``, ``maxpool``), stages
+    ``layer1`` … ``layer4`` of ``blocks[i]`` blocks with ``widths[i]`` channels (stride 2 from the
+    second stage on), ``avgpool`` and ``fc``. ``stem="small"`` replaces the 7×7 stride-2 stem and its
+    max pool by a 3×3 stride-1 convolution, for 8×8 images."""
+
+    def __init__(self, blocks=(2, 2, 2, 2), widths=(64, 128, 256, 512), classes=10, in_channels=3, stem="imagenet"):
+        super().__init__()
+        self.inplanes = widths[0]
+        if stem == "imagenet":
+            self.conv1 = nn.Conv2d(in_channels, widths[0], 7, stride=2, padding=3, bias=False)
+            self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
+        else:
+            self.conv1 = nn.Conv2d(in_channels, widths[0], 3, stride=1, padding=1, bias=False)
+            self.maxpool = nn.Identity()
+        self.bn1 = nn.BatchNorm2d(widths[0])
+        self.relu = nn.ReLU(inplace=True)
+        for i, (n, width) in enumerate(zip(blocks, widths)):
+            setattr(self, f"layer{i + 1}", self._stage(width, n, 1 if i == 0 else 2))
+        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+        self.fc = nn.Linear(widths[len(blocks) - 1], classes)
+        self.stages = len(blocks)
+
+    def _stage(self, planes: int, n: int, stride: int) -> nn.Sequential:
+        layers = [BasicBlock(self.inplanes, planes, stride)]
+        self.inplanes = planes
+        layers += [BasicBlock(planes, planes) for _ in range(n - 1)]
+        return nn.Sequential(*layers)
+
+    def forward(self, x):
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        for i in range(self.stages):
+            x = getattr(self, f"layer{i + 1}")(x)
+        x = self.avgpool(x)
+        x = x.flatten(1)
+        return self.fc(x)
+
+
+def resnet18(classes: int = 10, in_channels: int = 3) -> ResNet:
+    """torchvision's ``resnet18`` architecture (11.2 M parameters with 10 classes), module names included."""
+    return ResNet((2, 2, 2, 2), (64, 128, 256, 512), classes, in_channels)
+
+
+def digits_resnet(widths: tuple[int, int] = (8, 16), classes: int = 10) -> ResNet:
+    """A two-stage ResNet for 1×8×8 digits: one BasicBlock per stage (the second one downsampling to 4×4
+    through a 1×1 convolution and BatchNorm shortcut), ``avgpool``, ``fc``."""
+    return ResNet((1, 1), widths, classes, in_channels=1, stem="small")

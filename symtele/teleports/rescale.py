@@ -1,0 +1,250 @@
+"""Closed-form teleportation along any network's positive rescalings (:mod:`~symtele.teleports.discovery`).
+
+A :class:`~symtele.teleports.discovery.Symmetry` acts on every parameter ``p`` by a diagonal factor,
+``p ← p · e^{a_p(s)}`` with ``a_p(s) = Σ_t sign_t s[units_t]`` linear in the log-scales ``s``. The loss
+is unchanged, ``L(g_s·w) = L(w)`` for every ``w``, so its gradient is equivariant:
+
+    ∇_p L(g_s·w) = e^{−a_p(s)} ∇_p L(w),      ‖∇L(g_s·w)‖² = Σ_p Σ_entries (∇_p L)² e^{−2 a_p(s)} .
+
+The objective of the teleport and its derivative in every scale follow from the gradient already at
+hand, whatever the architecture:
+
+    ∂‖∇L(g_s·w)‖² / ∂s_u = −2 Σ_t sign_t Σ_{entries of term t with unit u} (∇_p L)² e^{−2 a_p(s)} .
+
+Summing ``(∇_p L)²`` once over the axes no scale depends on (a 3×3 kernel, say) leaves arrays a
+fraction of the weights' size; each ascent step is then a few passes over those, and the teleport
+costs about one pass over the weights to apply the scales plus one forward pass to confirm the loss,
+instead of a forward–backward–backward pass per step. :func:`gradient_norm_reference` computes the
+same objective by double backpropagation, the definition the closed form is tested against.
+
+Each ascent step moves the log-scales along ``∂‖∇L‖²/∂s``. By default the step is scale-free: the
+largest change of any log-scale per step is ``max_log_step`` (0.1: each scale moves by at most a factor
+``e^{0.1}`` per step), ``Δs = max_log_step · ∂ / max_u |∂_u|``, which behaves the same whatever the size of
+the loss and of its gradient. With ``lr`` given it is the course project's parameterisation instead,
+``d = 1 + clip(lr · ∂, ±clamp)``, ``s ← s + log d``.
+"""
+
+from __future__ import annotations
+
+import time
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from .. import checks
+from ..history import TeleportRecord
+from .base import Teleport
+from .discovery import Symmetry, discover
+from .invariance import default_rtol, preserved
+
+
+class _Squares:
+    """Per parameter: the squared gradient summed over the axes no scale depends on, in float64; and the
+    squared gradient of the parameters no scale acts on, which no scale changes."""
+
+    def __init__(self, symmetry: Symmetry, grads: dict[str, torch.Tensor]):
+        self.n = symmetry.n_scales
+        acted = set(symmetry.params)
+        self.fixed = sum(g.detach().double().square().sum() for n, g in grads.items() if n not in acted)
+        self.items = []
+        for name in symmetry.params:
+            terms = [t for t in symmetry.terms if t.param == name]
+            g = grads[name]
+            units = [t.units.to(g.device) for t in terms]
+            free = tuple(axis for axis in range(g.dim()) if all(u.dim() <= axis or u.shape[axis] == 1 for u in units))
+            # the units tensors may have fewer dimensions than the parameter: they broadcast on the left
+            units = [u.reshape(*u.shape, *([1] * (g.dim() - u.dim()))) for u in units]
+            squares = g.detach().double().square()
+            if free:
+                squares = squares.sum(free, keepdim=True)
+            self.items.append((squares, [(u, t.sign) for u, t in zip(units, terms)]))
+
+    def objective_and_slope(self, s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``‖∇L(g_s·w)‖²`` and its gradient in ``s`` (float64, ``n_scales`` entries)."""
+        padded = torch.cat([s, s.new_zeros(1)])
+        value = s.new_zeros(()) + self.fixed
+        slope = s.new_zeros(self.n + 1)
+        for squares, terms in self.items:
+            a = sum(sign * padded[u] for u, sign in terms)
+            weighted = squares * torch.exp(-2 * a)
+            value = value + weighted.sum()
+            for u, sign in terms:
+                axes = tuple(i for i in range(weighted.dim()) if u.shape[i] == 1 and weighted.shape[i] > 1)
+                part = weighted.sum(axes, keepdim=True) if axes else weighted
+                slope.index_add_(0, u.expand(part.shape).reshape(-1), (-2.0 * sign) * part.reshape(-1))
+        return value, slope[: self.n]
+
+
+def _step(slope: torch.Tensor, o: Rescale) -> torch.Tensor:
+    """The change of the log-scales for one ascent step (see the module's docstring)."""
+    if o.lr is not None:
+        return torch.log1p(torch.clamp(o.lr * slope, -o.clamp, o.clamp))
+    top = slope.abs().max()
+    return slope * (o.max_log_step / top) if bool(top > 0) else torch.zeros_like(slope)
+
+
+def ascend(symmetry: Symmetry, grads: dict[str, torch.Tensor], o: Rescale):
+    """``o.steps`` ascent steps on ``‖∇L(g_s·w)‖²`` from ``s = 0``, in closed form from ``grads``.
+
+    Returns the log-scales after every step (``trail[0]`` is 0) and the objective at each of them.
+    A step whose objective is not finite ends the ascent (the record says so)."""
+    squares = _Squares(symmetry, grads)
+    s = torch.zeros(symmetry.n_scales, dtype=torch.float64, device=next(iter(grads.values())).device)
+    value, slope = squares.objective_and_slope(s)
+    trail, values = [s], [value]
+    for _ in range(o.steps):
+        candidate = s + _step(slope, o)
+        value, new_slope = squares.objective_and_slope(candidate)
+        if not bool(torch.isfinite(value)) or not bool(torch.isfinite(candidate).all()):
+            break
+        s, slope = candidate, new_slope
+        trail.append(s)
+        values.append(value)
+    return trail, values
+
+
+def scale_factors(symmetry: Symmetry, s: torch.Tensor, params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``e^{a_p(s)}`` for every parameter a scale acts on, in the parameter's dtype and device."""
+    out = {}
+    for name in symmetry.params:
+        p = params[name]
+        a = symmetry.log_factor(name, s.to(p.device), p)
+        out[name] = torch.exp(a).to(p.dtype)
+    return out
+
+
+def gradient_norm_reference(
+    loss_of: Callable[[dict[str, torch.Tensor]], torch.Tensor],
+    params: dict[str, torch.Tensor],
+    symmetry: Symmetry,
+    s: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``‖∇L(g_s·w)‖²`` and its gradient in ``s`` by double backpropagation: act on the parameters with
+    ``s``, differentiate the loss, square, and differentiate again. ``loss_of`` maps a dict of all the
+    parameters to the loss. The definition the closed form is tested against."""
+    with torch.enable_grad():
+        s = s.detach().clone().requires_grad_(True)
+        moved = {}
+        for name, p in params.items():
+            a = symmetry.log_factor(name, s, p)
+            moved[name] = p.detach() * torch.exp(a).to(p.dtype) if a is not None else p.detach().requires_grad_(True)
+        leaves = [moved[n] for n in params]
+        grads = torch.autograd.grad(loss_of(moved), leaves, create_graph=True)
+        value = sum(g.square().sum() for g in grads)
+        (slope,) = torch.autograd.grad(value, s)
+    return value.detach(), slope
+
+
+@dataclass(frozen=True)
+class Rescale(Teleport):
+    """Closed-form teleport along every positive rescaling of a ``torch.nn.Module`` that ``torch.fx`` finds
+    (any MLP, CNN or ResNet; see :mod:`~symtele.teleports.discovery`): ``steps`` ascent steps on
+    ``‖∇L‖²`` over the log-scales, each moving no log-scale by more than ``max_log_step``, or with
+    ``lr`` given the course project's ``d = 1 + clip(lr·∂, ±clamp)``. The loss is checked with one forward
+    pass (within ``loss_rtol``; by default 1e-5 in float32, 1e-10 in float64); if rounding breaks it, the
+    teleport walks back to the last step that keeps it. Method name ``rescale``."""
+
+    name = "rescale"
+    steps: int = 10
+    max_log_step: float = 0.1
+    lr: float | None = None
+    clamp: float = 0.1
+    loss_rtol: float | None = None
+
+    def __post_init__(self):
+        self._set(
+            steps=checks.count("steps", self.steps),
+            max_log_step=checks.positive("max_log_step", self.max_log_step),
+            lr=None if self.lr is None else checks.positive("lr", self.lr),
+            clamp=checks.positive("clamp", self.clamp),
+            loss_rtol=None if self.loss_rtol is None else checks.positive("loss_rtol", self.loss_rtol),
+        )
+        if self.clamp >= 1:
+            raise ValueError(f"Invalid clamp: {self.clamp} (must be < 1: a scale 1 − clamp must stay positive)")
+
+    def check(self, objective, params):
+        from ..module_objective import ModuleObjective
+
+        if not isinstance(objective, ModuleObjective):
+            raise TypeError(
+                f"Invalid teleport: Rescale acts on a ModuleObjective (a torch.nn.Module and its loss), "
+                f"not on {type(objective).__name__}"
+            )
+        symmetry_of(objective.model, objective.inputs)
+
+    def __call__(self, objective, params, grads, loss):
+        names = objective.names
+        symmetry = symmetry_of(objective.model, objective.inputs)
+        new, new_grads, record = rescale_teleport(
+            dict(zip(names, params)),
+            dict(zip(names, grads)),
+            symmetry,
+            lambda p: objective.loss([p[n] for n in names]),
+            loss,
+            self,
+        )
+        new_loss = torch.as_tensor(record.loss_after, dtype=loss.dtype, device=loss.device)
+        return [new[n] for n in names], [new_grads[n] for n in names], new_loss, record
+
+
+_SYMMETRIES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def symmetry_of(model: torch.nn.Module, example: torch.Tensor) -> Symmetry:
+    """:func:`~symtele.teleports.discovery.discover` once per model (kept while the model lives); raises
+    ``ValueError`` if the model has no rescalable units."""
+    found = _SYMMETRIES.get(model)
+    if found is None:
+        found = discover(model, example)
+        if found.n_scales == 0:
+            reasons = "; ".join(f"{k}: {v}" for k, v in found.left.items()) or "it has no Linear or Conv layers"
+            raise ValueError(f"Invalid model: {type(model).__name__} has no positively rescalable units ({reasons})")
+        _SYMMETRIES[model] = found
+    return found
+
+
+def rescale_teleport(
+    params: dict[str, torch.Tensor],
+    grads: dict[str, torch.Tensor],
+    symmetry: Symmetry,
+    loss_of: Callable[[dict[str, torch.Tensor]], torch.Tensor],
+    loss_before: torch.Tensor,
+    o: Rescale,
+):
+    """Teleport ``params`` (all of a model's, by name) along ``symmetry`` from the gradient ``grads`` at hand.
+
+    Returns ``(params, grads, record)``: the new parameters, their gradient by equivariance (no backward
+    pass), and a record whose ``trace`` holds ``‖∇L‖²`` per step and the final ``log_scales``. One forward
+    pass (``loss_of``) confirms the loss; the record's ``loss_after`` is that value."""
+    start = time.perf_counter()
+    record = TeleportRecord(method=o.name, loss_before=float(loss_before))
+    trail, values = ascend(symmetry, grads, o)
+    record.grad_norm_sq_before = float(values[0])
+    if len(trail) - 1 < o.steps:
+        record.stopped = f"step {len(trail)} rejected: non-finite ‖∇L‖²"
+    dtype = next(iter(params.values())).dtype
+    rtol = default_rtol(dtype) if o.loss_rtol is None else o.loss_rtol
+    best = max(range(len(trail)), key=lambda i: float(values[i]))  # a step may overshoot: keep the steepest
+    if best < len(trail) - 1:
+        record.stopped = f"kept step {best} of {len(trail) - 1}, the steepest (later steps overshot)"
+    for k in range(best, -1, -1):
+        factors = scale_factors(symmetry, trail[k], params)
+        moved = {n: p * factors[n] if n in factors else p for n, p in params.items()}
+        with torch.no_grad():
+            loss_after = loss_of(moved)
+        if k == 0 or bool(preserved(loss_before, loss_after, rtol)):
+            break
+        record.stopped = f"rounding changed the loss beyond {rtol:g}: walked back to step {k - 1}"
+    record.steps_taken = k
+    record.loss_after = float(loss_after)
+    record.grad_norm_sq_after = float(values[k])
+    new_grads = {n: g / factors[n] if n in factors else g for n, g in grads.items()}
+    record.trace = {"objective": [float(v) for v in values[: k + 1]], "log_scales": trail[k].tolist()}
+    record.grad_evals = 0  # the gradient at hand is all it uses; its cost is one forward pass and arithmetic
+    if not bool(values[k] > values[0]):
+        why = record.stopped or "the gradient has no component along the scales"
+        record.stopped = f"moved nothing: {why}"
+    record.cost_s = time.perf_counter() - start
+    return moved, new_grads, record
