@@ -10,6 +10,9 @@ results can sit side by side, e.g. committed under ``benchmarks/results/``):
   dims ``[256, 784, w, w, 10]`` (records with ``"sweep": true``).
 * ``time_to_target.json``: :func:`symtele.study.bench.time_to_target` on the course project's regression.
 * ``batched_seeds.json``: :func:`symtele.study.bench.batched_vs_loop`.
+* ``network_cost.json``: :func:`symtele.study.bench_networks.network_teleport_cost` for every network of
+  ``MODELS`` (an MLP, the digits CNN and ResNet, a ResNet-18 on batches of 32 images of 32×32), the
+  closed form against double backpropagation.
 
 Without ``--full``, the slowest measurements are cut: on the largest network ``gln`` and
 ``posscale-ref`` are not run (their records say so, with ``grad_evals: null``) and
@@ -26,13 +29,13 @@ from pathlib import Path
 import torch
 
 from symtele import checks
-from symtele.study import bench
+from symtele.study import bench, bench_networks
 from symtele.study.bench import sweep_dims
 from symtele.study.results import write_json
 
 SWEEP_WIDTHS = (64, 128, 256, 512, 1024, 2048)
 SWEEP_REF_MAX = 512  # widest sweep network timed with posscale-ref unless --full
-PARTS = ("cost", "target", "batched")
+PARTS = ("cost", "target", "batched", "networks")
 
 
 def not_measured(method, dims, device, why):
@@ -116,6 +119,15 @@ def main(argv=None) -> int:
         for r in records:
             r["machine"] = machine
         log(f"wrote {write_json(out / f'teleport_cost{suffix}.json', records)}")
+    if "networks" in parts:
+        records = []
+        for model in bench_networks.MODELS:
+            log(f"network teleport cost: {model}")
+            caps = {"rescale-ref": 2} if model == "resnet18" and not args.full else {}
+            records += bench_networks.network_teleport_cost(model, device=device, max_reps=caps)
+        for r in records:
+            r["machine"] = machine
+        log(f"wrote {write_json(out / f'network_cost{suffix}.json', records)}")
     if "target" in parts:
         log("time to target (the course project's regression, 5 seeds batched)")
         result = bench.time_to_target(reps=9, device=device)

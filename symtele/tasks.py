@@ -124,6 +124,22 @@ def digits_mlp(
     return objective, objective.initial_params(), data
 
 
+def digits_cnn_task(seed: int = 0, *, data_seed: int = 0, dtype=torch.float32, device="cpu"):
+    """The digits as 1×8×8 images and :func:`symtele.models.digits_cnn`, cross-entropy, full batch.
+
+    Returns ``(objective, params, data)`` with ``data``'s inputs shaped as images; the teleport that acts
+    on it is :class:`~symtele.teleports.rescale.Rescale` (the CNN's rescalings found from its graph)."""
+    from .models import digits_cnn
+
+    seed = checks.count("seed", seed)
+    flat = digits_data(data_seed, dtype=dtype, device=device)
+    data = DigitsData(flat.x_train.reshape(-1, 1, 8, 8), flat.y_train, flat.x_test.reshape(-1, 1, 8, 8), flat.y_test)
+    torch.manual_seed(seed)
+    model = digits_cnn().to(dtype=dtype, device=device)
+    objective = ModuleObjective(model, nn.functional.cross_entropy, data.x_train, data.y_train)
+    return objective, objective.initial_params(), data
+
+
 def accuracy(objective: ModuleObjective, params, inputs: torch.Tensor, labels: torch.Tensor) -> float:
     """Fraction of ``inputs`` whose arg-max output equals ``labels``."""
     with torch.no_grad():

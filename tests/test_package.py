@@ -199,3 +199,18 @@ def test_make_help_lines_up_its_columns():
     rows = [line for line in out.splitlines() if line.startswith("  make ")]
     starts = {len(line) - len(line[7:].split(None, 1)[1]) for line in rows}
     assert len(rows) > 10 and len(starts) == 1  # every description starts in the same column
+
+
+def test_the_readme_api_examples_run():
+    import re
+
+    blocks = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
+    api = (ROOT / "README.md").read_text().split("## The `symtele` API")[1].split("\n## ")[0]
+    examples = [b for b in blocks if b in api]
+    assert len(examples) == 2
+    namespace: dict = {}
+    exec(compile("\n".join(examples), "README.md", "exec"), namespace)
+    assert namespace["history"].method == "gd+posscale"
+    assert (
+        namespace["teleporter"].records[0].grad_norm_sq_after > namespace["teleporter"].records[0].grad_norm_sq_before
+    )

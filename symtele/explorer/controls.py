@@ -23,7 +23,7 @@ from ..study.settings import (
     ROSENBROCK_TEXTBOOK_START,
     SEEDS,
 )
-from ..teleports import SO2, GLn, LevelSet, PositiveScale
+from ..teleports import SO2, GLn, LevelSet, PositiveScale, Rescale
 
 #: the problems, by the name their records carry, and how the panel labels them
 PROBLEM_LABELS = {
@@ -33,6 +33,7 @@ PROBLEM_LABELS = {
     "relu-mlp": "course project's ReLU regression",
     "leaky-relu-mlp": "its LeakyReLU(0.1) version",
     "digits": "digits MLP",
+    "digits-cnn": "digits CNN (8×8 images)",
 }
 OPTIMIZER_LABELS = {
     "gd": "GD",
@@ -44,7 +45,14 @@ OPTIMIZER_LABELS = {
     "adam": "torch Adam",
     "adagrad-torch": "torch Adagrad",
 }
-GROUP_LABELS = {"none": "none", "so2": "SO(2)", "posscale": "positive scale", "gln": "GL(n)", "levelset": "level set"}
+GROUP_LABELS = {
+    "none": "none",
+    "so2": "SO(2)",
+    "posscale": "positive scale",
+    "rescale": "rescaling of any network (graph)",
+    "gln": "GL(n)",
+    "levelset": "level set",
+}
 SCHEDULES = {"at": "at epochs", "every": "every k epochs"}
 MAX_EPOCHS = 100_000
 #: where the panel starts each 2-D problem
@@ -68,6 +76,7 @@ SUGGESTED_LR = {
     ),
 }
 SUGGESTED_LR["leaky-relu-mlp"] = SUGGESTED_LR["relu-mlp"]
+SUGGESTED_LR["digits-cnn"] = dict(gd=0.1, adagrad=0.05, sgd=0.1, momentum=0.02, rmsprop=1e-3, adam=1e-3)
 #: suggested epochs and teleport epochs per problem
 SUGGESTED_RUN = {
     "quadratic": (CONVEX.epochs, str(CONVEX.teleport_epoch)),
@@ -76,6 +85,7 @@ SUGGESTED_RUN = {
     "relu-mlp": (REGRESSION.epochs, str(REGRESSION.teleport_epoch)),
     "leaky-relu-mlp": (REGRESSION.epochs, str(REGRESSION.teleport_epoch)),
     "digits": (DIGITS.epochs, ", ".join(map(str, DIGITS.teleport_epochs))),
+    "digits-cnn": (DIGITS.epochs, ", ".join(map(str, DIGITS.teleport_epochs))),
 }
 #: suggested teleport learning rate (ρ for the level set) and steps per group: the writeup's
 SUGGESTED_TELEPORT = {
@@ -83,6 +93,7 @@ SUGGESTED_TELEPORT = {
     "posscale": (REGRESSION.teleport_lr_gd, REGRESSION.teleport_steps),
     "gln": (REGRESSION.gln_lr_gd, REGRESSION.gln_steps_gd),
     "levelset": (LEVEL_SET.rho, LEVEL_SET.teleport_steps),
+    "rescale": (Rescale.max_log_step, Rescale.steps),  # its "teleport lr" is the largest log-scale step
 }
 SUGGESTED_TELEPORT["none"] = SUGGESTED_TELEPORT["posscale"]
 #: the positive-scale teleport's step on the digits MLP (the panel's own: its network is wider than 04's)
@@ -154,6 +165,8 @@ def teleport_of(settings: Controls):
         return SO2(lr=lr, steps=steps)
     if settings.group == "posscale":
         return PositiveScale(lr=lr, steps=steps)
+    if settings.group == "rescale":
+        return Rescale(max_log_step=lr, steps=steps)
     if settings.group == "gln":
         return GLn(lr=lr, steps=steps)
     if settings.group == "levelset":
@@ -181,6 +194,16 @@ def validate(s: Controls) -> None:
         raise TypeError(f"Invalid teleport group: SO(2) acts on the 2-D problems only, not on the {label}")
     if s.group == "posscale" and s.problem in PROBLEMS_2D:
         raise TypeError(f"Invalid teleport group: positive scale acts on ReLU networks, not on {label}")
+    if s.group == "posscale" and s.problem == "digits-cnn":
+        raise TypeError(
+            f"Invalid teleport group: positive scale acts on chains of Linear layers, not on the {label} "
+            f"(choose '{GROUP_LABELS['rescale']}')"
+        )
+    if s.group == "rescale" and s.problem not in ("digits", "digits-cnn"):
+        raise TypeError(
+            f"Invalid teleport group: the rescaling of any network acts on torch modules (the digits MLP or CNN), "
+            f"not on the {label}"
+        )
     if s.group == "gln" and s.problem != "leaky-relu-mlp":
         raise TypeError(
             f"Invalid teleport group: GL(n) needs a LeakyReLU network, not the {label} "

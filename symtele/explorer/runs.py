@@ -18,7 +18,7 @@ from ..problems import PROBLEMS_2D, Problem2D
 from ..study.experiments import course_regression_task
 from ..study.settings import REGRESSION, SEEDS
 from ..study.summaries import epochs_to_reach
-from ..tasks import digits_mlp
+from ..tasks import digits_cnn_task, digits_mlp
 from ..training import train
 from .controls import EXPLORER_STARTS, GROUP_LABELS, OPTIMIZER_LABELS, Controls, schedule_of, teleport_of, validate
 
@@ -38,9 +38,9 @@ def _traced(problem: Problem2D) -> _Traced:
     return _Traced(**{f.name: getattr(problem, f.name) for f in fields(Problem2D)})
 
 
-@functools.lru_cache(maxsize=len(SEEDS))
-def _digits(seed: int):
-    objective, params, _ = digits_mlp(seed)
+@functools.lru_cache(maxsize=2 * len(SEEDS))
+def _digits(seed: int, network: str = "digits"):
+    objective, params, _ = (digits_cnn_task if network == "digits-cnn" else digits_mlp)(seed)
     return objective, params
 
 
@@ -50,8 +50,8 @@ def _copies(s: Controls) -> list:
         problem = _traced(PROBLEMS_2D[s.problem])
         w = torch.tensor(EXPLORER_STARTS[s.problem], dtype=torch.float64)
         return [(problem, [w if s.seeds == 1 else w.expand(s.seeds, 2).clone()])]
-    if s.problem == "digits":
-        return [_digits(seed) for seed in range(s.seeds)]
+    if s.problem in ("digits", "digits-cnn"):
+        return [_digits(seed, s.problem) for seed in range(s.seeds)]
     seeds = SEEDS[0] if s.seeds == 1 else SEEDS[: s.seeds]
     slope = REGRESSION.negative_slope if s.problem == "leaky-relu-mlp" else 0.0
     return [course_regression_task(seeds, negative_slope=slope)]
@@ -162,7 +162,7 @@ def run(
     s = settings
     name = OPTIMIZER_LABELS[s.optimizer]
     teleport = s.group != "none"
-    total = s.epochs * (s.seeds if s.problem == "digits" else 1) * ((baseline is None) + teleport)
+    total = s.epochs * (s.seeds if s.problem in ("digits", "digits-cnn") else 1) * ((baseline is None) + teleport)
     poll = _Poll(total, should_stop, progress)
     if baseline is None:
         baseline = _train_curves(s, f"{name}, no teleport", False, poll)

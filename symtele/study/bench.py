@@ -494,11 +494,15 @@ def _split(measurement: dict, kind: str, rename: dict | None = None) -> dict:
     return record
 
 
-def as_records(cost: list[dict], target: dict, batched: list[dict], build: dict | None = None) -> list[dict]:
-    """The measurements of :func:`teleport_cost`, :func:`time_to_target`, :func:`batched_vs_loop` (and the report
-    build's timing) as results records, one per measurement, with a ``kind``; what depends on the machine's speed
-    is under ``wall_s`` (seconds) and ``wall_ratios`` (ratios of seconds), which ``strip_timing`` drops."""
+def as_records(
+    cost: list[dict], target: dict, batched: list[dict], build: dict | None = None, networks: list[dict] | None = None
+) -> list[dict]:
+    """The measurements of :func:`teleport_cost`, :func:`time_to_target`, :func:`batched_vs_loop`, the report
+    build's timing and :func:`~symtele.study.bench_networks.network_teleport_cost` as results records, one per
+    measurement, with a ``kind``; what depends on the machine's speed is under ``wall_s`` (seconds) and
+    ``wall_ratios`` (ratios of seconds), which ``strip_timing`` drops."""
     records = [_split(r, "teleport_cost", {"method": "teleport"}) for r in cost]
+    records += [_split(r, "network_teleport_cost") for r in networks or []]
     for run, seconds in target["seconds"].items():
         measured = {
             "run": run,

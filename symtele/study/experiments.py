@@ -13,10 +13,13 @@ the plot functions of :mod:`symtele.plots`. Each takes ``device`` (``"cpu"`` by 
 * :func:`same_budget`       — the level-set teleport against GD given as many gradients and Hessian-vector products.
 * :func:`level_set_mlp`     — GD ± level-set teleport on the 2-layer Softplus MLP (§4.2.2).
 * :func:`beyond_optimizers` — torch optimisers ± positive-scale teleport on a digits MLP.
+* :func:`networks`          — a CNN and a ResNet on the digits by minibatches, ± teleport, optimiser state
+  kept, reset or transported.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 
 import torch
@@ -24,7 +27,7 @@ import torch
 from .. import checks
 from ..problems import get_problem
 from ..regression import regression_task
-from ..tasks import accuracy, digits_mlp, softplus_mlp
+from ..tasks import accuracy, digits_data, digits_mlp, softplus_mlp
 from ..teleports import SO2, LevelSet, PositiveScale
 from ..training import train
 from .results import batched_records, run_record
@@ -32,10 +35,12 @@ from .settings import (
     CONVEX,
     DIGITS,
     LEVEL_SET,
+    NETWORKS,
     REGRESSION,
     ConvexSettings,
     DigitsSettings,
     LevelSetSettings,
+    NetworkSettings,
     RegressionSettings,
 )
 
@@ -301,4 +306,106 @@ def beyond_optimizers(settings: DigitsSettings = DIGITS, *, device="cpu") -> lis
                         test_accuracy=accuracy(objective, final, data.x_test, data.y_test),
                     )
                 )
+    return records
+
+
+#: the ``torch.optim`` optimiser behind each name of :class:`~symtele.study.settings.NetworkSettings`
+NETWORK_OPTIMIZERS = {
+    "sgd": lambda params, lr: torch.optim.SGD(params, lr=lr),
+    "momentum": lambda params, lr: torch.optim.SGD(params, lr=lr, momentum=0.9),
+    "adam": lambda params, lr: torch.optim.Adam(params, lr=lr),
+}
+
+
+def _digits_images(seed: int, device):
+    data = digits_data(seed, device=device)
+    return data.x_train.reshape(-1, 1, 8, 8), data.y_train, data.x_test.reshape(-1, 1, 8, 8), data.y_test
+
+
+def _training_loss(model, x, y) -> float:
+    """Loss on the whole training set, in eval mode (running statistics)."""
+    model.eval()
+    with torch.no_grad():
+        loss = torch.nn.functional.cross_entropy(model(x), y).item()
+    model.train()
+    return loss
+
+
+def network_run(model_name: str, optimizer: str, seed: int, s: NetworkSettings, *, state=None, device="cpu") -> dict:
+    """One minibatch run of ``model_name`` on the digits with ``optimizer``; with ``state`` (``keep``,
+    ``reset`` or ``transport``) a :class:`~symtele.teleporter.Teleporter` teleports before the steps of
+    ``s.teleport_at``. The record's ``loss``/``grad_norm_sq`` are full-training-set values (eval mode) at
+    the start and after every epoch: ``loss`` on the whole training set (eval mode), ``grad_norm_sq`` the
+    first minibatch's ``‖∇L‖²``, then each epoch's mean over its minibatches; ``teleport_epochs`` are
+    minibatch steps."""
+    from ..models import digits_cnn, digits_resnet
+    from ..teleporter import Teleporter
+    from ..teleports.rescale import Rescale
+
+    x, y, x_test, y_test = _digits_images(seed, device)
+    torch.manual_seed(seed)
+    model = {"digits-cnn": digits_cnn, "digits-resnet": digits_resnet}[model_name]().to(device)
+    opt = NETWORK_OPTIMIZERS[optimizer](model.parameters(), s.lrs[optimizer])
+    teleporter = None
+    if state is not None:
+        teleport = Rescale(steps=s.teleport_steps, max_log_step=s.max_log_step)
+        teleporter = Teleporter(
+            model, torch.nn.functional.cross_entropy, opt, schedule=list(s.teleport_at), teleport=teleport, state=state
+        )
+    order = torch.Generator().manual_seed(seed)
+    losses, grads, times, epoch_grads = [_training_loss(model, x, y)], [], [0.0], []
+    start, step = time.perf_counter(), 0
+    for _ in range(s.epochs):
+        perm = torch.randperm(len(y), generator=order).to(device)
+        for i in range(0, len(y), s.batch_size):
+            batch = perm[i : i + s.batch_size]
+            if teleporter is not None:
+                teleporter.maybe(step, x[batch], y[batch])
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(model(x[batch]), y[batch]).backward()
+            epoch_grads.append(float(sum(p.grad.square().sum() for p in model.parameters())))
+            opt.step()
+            step += 1
+        times.append(time.perf_counter() - start)
+        losses.append(_training_loss(model, x, y))
+        grads += [epoch_grads[0]] if not grads else []
+        grads.append(sum(epoch_grads) / len(epoch_grads))
+        epoch_grads = []
+    model.eval()
+    with torch.no_grad():
+        train_accuracy = (model(x).argmax(1) == y).float().mean().item()
+        test_accuracy = (model(x_test).argmax(1) == y_test).float().mean().item()
+    records = [] if teleporter is None else teleporter.records
+    return {
+        "problem": model_name,
+        "method": optimizer if state is None else f"{optimizer}+rescale",
+        "seed": seed,
+        "state": state,
+        "optimizer": optimizer,
+        "lr": s.lrs[optimizer],
+        "loss": losses,
+        "grad_norm_sq": grads,
+        "time_s": times,
+        "teleport_epochs": [r.epoch for r in records],
+        "teleports": [r.to_dict() for r in records],
+        "train_accuracy": train_accuracy,
+        "test_accuracy": test_accuracy,
+        "steps": step,
+    }
+
+
+def networks(settings: NetworkSettings = NETWORKS, *, device="cpu") -> list[dict]:
+    """Every model × optimiser × seed without teleport and with it, the optimiser's state transported; and for
+    the optimisers that have state (not plain SGD) the other ways of treating it at the teleport. One
+    record per run (:func:`network_run`)."""
+    s = _checked(settings, NetworkSettings)
+    records = []
+    for model_name in s.models:
+        for optimizer in s.lrs:
+            stateful = optimizer != "sgd"
+            states = [st for st in s.states if stateful or st == "transport"] if stateful else ["transport"]
+            for seed in s.seeds:
+                records.append(network_run(model_name, optimizer, seed, s, device=device))
+                for state in states:
+                    records.append(network_run(model_name, optimizer, seed, s, state=state, device=device))
     return records

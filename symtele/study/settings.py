@@ -359,10 +359,59 @@ class MachineSettings(Settings):
         checks.count("threads", self.threads, minimum=1)
 
 
+#: the networks of the networks notebook (08) and the optimisers it trains them with
+NETWORK_MODELS = ("digits-cnn", "digits-resnet")
+NETWORK_OPTIMIZERS = ("sgd", "momentum", "adam")
+OPTIMIZER_STATES = ("keep", "reset", "transport")
+
+
+def _network_lrs() -> dict:
+    return {"sgd": 0.05, "momentum": 0.02, "adam": 1e-3}
+
+
+@dataclass(frozen=True)
+class NetworkSettings(Settings):
+    """A CNN and a ResNet on the digits, trained by minibatches with ``torch.optim`` optimisers, without and
+    with a teleport along every rescaling of the network (the report's own experiment, notebook 08).
+
+    ``lrs`` names the optimisers that run, each with its step; the teleport comes before the minibatch
+    steps listed in ``teleport_at``, ``teleport_steps`` ascent steps each moving no log-scale by more
+    than ``max_log_step``; ``states`` are the ways the optimiser's state is treated at a teleport."""
+
+    models: tuple = NETWORK_MODELS
+    seeds: tuple = (0, 1, 2)
+    epochs: int = 4
+    batch_size: int = 64
+    lrs: dict = field(default_factory=_network_lrs)
+    teleport_at: tuple = (20,)
+    teleport_steps: int = 10
+    max_log_step: float = 0.1
+    states: tuple = OPTIMIZER_STATES
+
+    def quick(self) -> NetworkSettings:
+        return self.replace(seeds=self.seeds[:1], epochs=2)
+
+    def check(self) -> None:
+        checks.sequence("models", self.models, lambda n, v: checks.choice(n, v, NETWORK_MODELS), distinct=True)
+        _seeds("seeds", self.seeds)
+        checks.count("epochs", self.epochs, minimum=1)
+        checks.count("batch_size", self.batch_size, minimum=1)
+        if not isinstance(self.lrs, Mapping) or not self.lrs:
+            raise TypeError(f"Invalid lrs: {self.lrs!r} (expected a dict of optimiser -> step)")
+        for optimizer, lr in self.lrs.items():
+            checks.choice("lrs key", optimizer, NETWORK_OPTIMIZERS)
+            checks.positive(f"lrs[{optimizer!r}]", lr)
+        checks.sequence("teleport_at", self.teleport_at, checks.count, distinct=True)
+        _steps("teleport_steps", self.teleport_steps)
+        checks.positive("max_log_step", self.max_log_step)
+        checks.sequence("states", self.states, lambda n, v: checks.choice(n, v, OPTIMIZER_STATES), distinct=True)
+
+
 CONVEX = ConvexSettings()
 REGRESSION = RegressionSettings()
 LEVEL_SET = LevelSetSettings()
 DIGITS = DigitsSettings()
+NETWORKS = NetworkSettings()
 
 
 def _mapping(name: str, value, keys) -> dict:
@@ -460,7 +509,7 @@ class PerformanceSettings(Settings):
     threads: int = 1  # torch CPU threads, as `make bench` (0: torch's default)
     bench_dir: str = "../build/bench"  # where `make bench` writes its files (relative to notebooks/)
     gpu_results_dir: str = "../benchmarks/results"  # committed files of other machines, shown beside
-    reps: int = 3  # rounds of the reduced benchmark; the median is reported
+    reps: int = 3  # rounds of the reduced benchmark; the minimum is reported
     sweep_widths: tuple = (32, 64)  # widths w of the reduced scaling sweep
     batched_epochs: int = 20  # epochs of the reduced batched-against-loop comparison
     target_rounds: int = 7  # interleaved rounds of the reduced time-to-target measurement
@@ -504,6 +553,7 @@ CLAIM_SOURCES = (
     "04_beyond_optimizers",
     "05_performance",
     "06_schedule_sweep",
+    "08_networks",
 )
 
 

@@ -266,7 +266,7 @@ class _Walker:
         elif isinstance(module, BATCH_NORMS):
             self.called.add(name)
             if source is not None:
-                self.units.fix(source.units, f"feeds {name} (BatchNorm), whose eval mode rescaling would break")
+                self.units.fix(source.units, f"feeds BatchNorm {name} (rescaling its input would break eval mode)")
             if module.affine:
                 out = self.units.new(module.num_features)
                 for attr in ("weight", "bias"):

@@ -56,10 +56,10 @@ class _Squares:
             free = tuple(axis for axis in range(g.dim()) if all(u.dim() <= axis or u.shape[axis] == 1 for u in units))
             # the units tensors may have fewer dimensions than the parameter: they broadcast on the left
             units = [u.reshape(*u.shape, *([1] * (g.dim() - u.dim()))) for u in units]
-            squares = g.detach().double().square()
-            if free:
+            squares = g.detach().square()
+            if free:  # summed in the gradient's dtype (one pass over the weights), then float64
                 squares = squares.sum(free, keepdim=True)
-            self.items.append((squares, [(u, t.sign) for u, t in zip(units, terms)]))
+            self.items.append((squares.double(), [(u, t.sign) for u, t in zip(units, terms)]))
 
     def objective_and_slope(self, s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``‖∇L(g_s·w)‖²`` and its gradient in ``s`` (float64, ``n_scales`` entries)."""
@@ -77,7 +77,7 @@ class _Squares:
         return value, slope[: self.n]
 
 
-def _step(slope: torch.Tensor, o: Rescale) -> torch.Tensor:
+def ascent_step(slope: torch.Tensor, o: Rescale) -> torch.Tensor:
     """The change of the log-scales for one ascent step (see the module's docstring)."""
     if o.lr is not None:
         return torch.log1p(torch.clamp(o.lr * slope, -o.clamp, o.clamp))
@@ -95,7 +95,7 @@ def ascend(symmetry: Symmetry, grads: dict[str, torch.Tensor], o: Rescale):
     value, slope = squares.objective_and_slope(s)
     trail, values = [s], [value]
     for _ in range(o.steps):
-        candidate = s + _step(slope, o)
+        candidate = s + ascent_step(slope, o)
         value, new_slope = squares.objective_and_slope(candidate)
         if not bool(torch.isfinite(value)) or not bool(torch.isfinite(candidate).all()):
             break
