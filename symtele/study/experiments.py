@@ -223,16 +223,22 @@ def level_set(
     return records
 
 
-def same_budget(problem: str = "rosenbrock", settings: LevelSetSettings = LEVEL_SET, *, device="cpu") -> list[dict]:
+def same_budget(
+    problem: str = "rosenbrock", settings: LevelSetSettings = LEVEL_SET, *, teleported: dict | None = None, device="cpu"
+) -> list[dict]:
     """Armijo GD with level-set teleports, and plain Armijo GD run until it has computed as many
     gradients and Hessian-vector products as the teleported run did, teleports included.
 
-    Each record adds ``evaluations``: per epoch, the gradients and Hessian-vector products computed
-    before that epoch's loss was known (one gradient per epoch, plus each teleport's ``grad_evals``
-    and ``hvp_evals``; the Armijo search's loss-only trials are left out of both runs).
+    ``teleported`` is the teleported Armijo run's record if it has been run already (by :func:`level_set`
+    with the same settings); otherwise it is run here. Each record adds ``evaluations``: per epoch, the
+    gradients and Hessian-vector products computed before that epoch's loss was known (one gradient per
+    epoch, plus each teleport's ``grad_evals`` and ``hvp_evals``; the Armijo search's loss-only trials are
+    left out of both runs).
     """
     s = _checked(settings, LevelSetSettings)
-    (tele,) = level_set(problem, s, optimizers=("gd-ls",), teleport_only=True, device=device)
+    if teleported is None:
+        (teleported,) = level_set(problem, s, optimizers=("gd-ls",), teleport_only=True, device=device)
+    tele = {k: v for k, v in teleported.items() if k not in ("path", "path_epochs", "step_size")}
     tele["evaluations"] = evaluations(tele)
     budget = tele["evaluations"][-1]
     start = tele["start"]
@@ -240,8 +246,6 @@ def same_budget(problem: str = "rosenbrock", settings: LevelSetSettings = LEVEL_
     h = train(get_problem(problem), w, optimizer="gd-ls", lr=s.armijo_lr, epochs=budget)
     plain = run_record(problem, 0, h, start=start, lr=s.armijo_lr, dtype=tele["dtype"])
     plain["evaluations"] = evaluations(plain)
-    for key in ("path", "path_epochs", "step_size"):
-        tele.pop(key)
     return [plain, tele]
 
 
@@ -258,23 +262,31 @@ def evaluations(record: dict) -> list[int]:
     return out
 
 
-def level_set_mlp(settings: LevelSetSettings = LEVEL_SET, *, teleport=None, device="cpu") -> list[dict]:
+def level_set_mlp(settings: LevelSetSettings = LEVEL_SET, *, teleports=None, device="cpu") -> list[dict]:
     """GD with step ``mlp_lr`` on the 2-layer Softplus MLP (``mlp_hidden`` units), without and with level-set
     teleports at ``mlp_teleport_epochs``, for each of ``mlp_seeds``.
 
     The data and network come from :func:`symtele.softplus_mlp` with the seed; the loss is the
-    mean squared error on ``mlp_samples`` points. ``teleport`` replaces the level-set teleport by
-    another teleport object (the second solver).
+    mean squared error on ``mlp_samples`` points. ``teleports`` lists the teleport objects to run (each a
+    run of its own after the plain one; by default the level-set teleport of the settings).
     """
     s = _checked(settings, LevelSetSettings)
-    teleport = _level_set_teleport(s) if teleport is None else teleport
+    teleports = [_level_set_teleport(s)] if teleports is None else list(teleports)
     records = []
     for seed in s.mlp_seeds:
         objective, params = softplus_mlp(seed, n_samples=s.mlp_samples, hidden=s.mlp_hidden, device=device)
-        histories = _with_and_without(
-            objective, params, teleport, list(s.mlp_teleport_epochs), optimizer="gd", lr=s.mlp_lr, epochs=s.mlp_epochs
-        )
-        records += [run_record("softplus-mlp", seed, h, lr=s.mlp_lr) for h in histories]
+        runs = [None, *teleports]
+        for tp in runs:
+            h = train(
+                objective,
+                params,
+                optimizer="gd",
+                lr=s.mlp_lr,
+                epochs=s.mlp_epochs,
+                teleport=tp,
+                schedule=None if tp is None else list(s.mlp_teleport_epochs),
+            )
+            records.append(run_record("softplus-mlp", seed, h, lr=s.mlp_lr))
     return records
 
 

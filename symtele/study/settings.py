@@ -380,7 +380,7 @@ class NetworkSettings(Settings):
 
     models: tuple = NETWORK_MODELS
     seeds: tuple = (0, 1, 2)
-    epochs: int = 4
+    epochs: int = 3
     batch_size: int = 64
     lrs: dict = field(default_factory=_network_lrs)
     teleport_at: tuple = (20,)
