@@ -239,17 +239,59 @@ def test_models_without_symmetry_or_with_a_bad_batch_are_named(model, example, m
         st.teleport_model(model, F.cross_entropy, example, torch.zeros(2, dtype=torch.long))
 
 
-def test_an_untraceable_model_is_a_clear_error():
-    class DataDependent(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.a, self.b = nn.Linear(3, 3), nn.Linear(3, 2)
+class TwoLayers(nn.Module):
+    """``Linear(n, n)`` then ``Linear(n, 2)``, joined by the function ``route(a, b, x)``."""
 
-        def forward(self, x):
-            h = self.a(x)
-            return self.b(h) if h.sum() > 0 else self.b(-h)
+    def __init__(self, n, route):
+        super().__init__()
+        self.a, self.b, self.route = nn.Linear(n, n), nn.Linear(n, 2), route
+
+    def forward(self, x):
+        return self.route(self.a, self.b, x)
+
+
+def test_an_untraceable_model_is_a_clear_error():
+    def data_dependent(a, b, x):
+        h = a(x)
+        return b(h) if h.sum() > 0 else b(-h)
+
+    class DataDependent(TwoLayers):
+        def __init__(self):
+            super().__init__(3, data_dependent)
 
     with pytest.raises(ValueError, match="torch.fx cannot trace DataDependent"):
         st.discover(DataDependent(), torch.randn(2, 3))
     with pytest.raises(TypeError, match="Invalid model"):
         st.discover("resnet", torch.randn(2, 3))
+
+
+class Reshaped(nn.Module):
+    """Conv1d or Conv3d layers, a mean over the positions, ``view(N, -1)`` and multiplication by a constant."""
+
+    def __init__(self, conv, channels=3):
+        super().__init__()
+        self.a, self.b = conv(1, channels, 3, padding=1), conv(channels, channels, 3, padding=1)
+        self.fc = nn.Linear(channels * 4, 2)
+        self.flat = conv is nn.Conv3d  # flatten the positions of a volume first
+
+    def forward(self, x):
+        h = F.relu(self.b(F.relu(self.a(x)))) * 0.5
+        h = F.adaptive_avg_pool1d(h.flatten(2) if self.flat else h, 4)
+        return self.fc(h.view(h.size(0), -1))
+
+
+@pytest.mark.parametrize("conv, shape", [(nn.Conv1d, (3, 1, 8)), (nn.Conv3d, (3, 1, 4, 4, 4))])
+def test_conv1d_conv3d_and_reshapes_are_covered_exactly(conv, shape):
+    model, x, params, loss_of = _setup(Reshaped(conv), shape)
+    symmetry = st.discover(model, x)
+    assert symmetry.n_scales == 6 and symmetry.left == {"fc": "reaches the network's output"}
+    factors = scale_factors(symmetry, torch.linspace(-1, 1, 6, dtype=torch.float64), params)
+    moved = {n: p * factors[n] if n in factors else p for n, p in params.items()}
+    before, after = (torch.func.functional_call(model, p, (x,)) for p in (params, moved))
+    assert torch.allclose(after, before, rtol=1e-12)
+
+
+def test_an_input_added_to_a_layer_fixes_that_layer():
+    skip = TwoLayers(4, lambda a, b, x: b(F.relu(a(x) + x)))  # the input has no scale to share
+    symmetry = st.discover(skip, torch.randn(2, 4))
+    assert symmetry.n_scales == 0 and "added to an unscaled" in symmetry.left["a"]

@@ -317,12 +317,16 @@ class _Walker:
         if source is None:
             return
         shape = _shape(node.args[0])
-        end = end % len(shape)
-        if start % len(shape) != source.axis or start < 1:
+        start, end, axis = start % len(shape), end % len(shape), source.axis
+        if start > axis or end < start:  # the dimensions after the channels: the channels unchanged
+            self.values[node] = source
+        elif end < axis and start >= 1:  # dimensions between the batch and the channels merged
+            self.values[node] = _Value(source.units, axis - (end - start))
+        elif start == axis:  # each channel becomes the block of features it flattens into
+            per_channel = math.prod(shape[axis + 1 : end + 1])
+            self.values[node] = _Value(source.units.repeat_interleave(per_channel), axis)
+        else:
             self.units.fix(source.units, f"flattened across its channels at {node.name}")
-            return
-        per_channel = math.prod(shape[source.axis + 1 : end + 1])
-        self.values[node] = _Value(source.units.repeat_interleave(per_channel), source.axis)
 
     def call_function(self, node, fn) -> None:
         args = node.args

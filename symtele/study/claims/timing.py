@@ -93,7 +93,7 @@ def closed_form_cost(results):
     """At [256, 784, 512, 512, 10] when `make bench` ran, else at the largest network measured."""
     both = {}
     for r in results[STEM]["records"]:
-        if r.get("kind") == "teleport_cost" and not r.get("sweep"):
+        if r.get("kind") == "teleport_cost" and r.get("dims"):
             both.setdefault(tuple(r["dims"]), {})[r["teleport"]] = r
     both = {dims: by for dims, by in both.items() if "posscale" in by and "posscale-ref" in by}
     if not both:
