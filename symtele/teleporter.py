@@ -38,7 +38,7 @@ from torch import nn
 from . import checks
 from .history import TeleportRecord
 from .schedule import Schedule
-from .teleports.rescale import Rescale, rescale_teleport, scale_factors, symmetry_of
+from .teleports.rescale import Rescale, rescale_teleport, symmetry_of
 
 STATES = ("keep", "reset", "transport")
 #: how each optimiser state entry transforms under ``p ← p·e^{a}``: the power of ``e^{−a}`` it takes
@@ -159,13 +159,11 @@ class Teleporter:
                 grads = dict(zip(named, torch.autograd.grad(loss, list(leaves.values()), allow_unused=True)))
             grads = {n: torch.zeros_like(named[n]) if g is None else g for n, g in grads.items()}
             params = {n: p.detach() for n, p in named.items()}
-            _, _, record = rescale_teleport(params, grads, symmetry, loss_of, loss.detach(), self.teleport_)
+            _, _, factors, record = rescale_teleport(params, grads, symmetry, loss_of, loss.detach(), self.teleport_)
         finally:
             with torch.no_grad():  # the teleport's forward passes must not move the running statistics
                 for n, b in model.named_buffers():
                     b.copy_(saved[n])
-        s = torch.tensor(record.trace["log_scales"], dtype=torch.float64)
-        factors = scale_factors(symmetry, s, params)
         by_param = {named[n]: f for n, f in factors.items()}
         if self.state == "transport":
             moved = transport_state(self.optimizer, by_param)

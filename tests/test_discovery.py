@@ -126,7 +126,7 @@ def test_every_discovered_rescaling_is_exact_and_its_closed_form_is_double_backp
         ref_value, ref_slope = gradient_norm_reference(loss_of, params, symmetry, s)
         assert abs(value / ref_value - 1) <= 1e-10
         assert torch.allclose(slope, ref_slope, rtol=1e-10, atol=1e-10 * float(ref_slope.abs().max()))
-        _, _, record = rescale_teleport(params, grads, symmetry, loss_of, loss, Rescale())
+        _, _, _, record = rescale_teleport(params, grads, symmetry, loss_of, loss, Rescale())
         assert record.loss_after == pytest.approx(record.loss_before, rel=1e-10)
         if record.stopped is None:
             assert record.grad_norm_sq_after > record.grad_norm_sq_before

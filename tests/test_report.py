@@ -338,8 +338,19 @@ def test_rebuild_reruns_only_what_changed(tiny):
     assert "01_tiny.steps=6" in (build / "report" / "report.html").read_text()
 
 
-def test_failing_notebook_keeps_the_previous_report_and_names_the_cell(tiny):
+def _report_with_tiny_changed(tiny, old: str, new: str) -> subprocess.CompletedProcess:
+    """``make report`` with ``old`` replaced by ``new`` in the tiny notebook's code; the notebook restored after."""
     notebooks, build = tiny
+    good = (notebooks / "01_tiny.ipynb").read_text()
+    write_notebook(notebooks / "01_tiny.ipynb", TINY_PARAMS, TINY.replace(old, new), "Tiny")
+    try:
+        return tiny_report(build, notebooks)
+    finally:
+        (notebooks / "01_tiny.ipynb").write_text(good)
+
+
+def test_failing_notebook_keeps_the_previous_report_and_names_the_cell(tiny):
+    _, build = tiny
     kept = {
         p: p.read_bytes()
         for p in [
@@ -348,17 +359,7 @@ def test_failing_notebook_keeps_the_previous_report_and_names_the_cell(tiny):
             build / "figures" / "01_tiny" / "loss.png",
         ]
     }
-    good = (notebooks / "01_tiny.ipynb").read_text()
-    write_notebook(
-        notebooks / "01_tiny.ipynb",
-        TINY_PARAMS,
-        TINY.replace("losses = [", 'raise ValueError(f"diverged at lr={lr}")\nlosses = ['),
-        "Tiny",
-    )
-    try:
-        done = tiny_report(build, notebooks)
-    finally:
-        (notebooks / "01_tiny.ipynb").write_text(good)
+    done = _report_with_tiny_changed(tiny, "losses = [", 'raise ValueError(f"diverged at lr={lr}")\nlosses = [')
     assert done.returncode != 0
     assert "notebook 01_tiny FAILED" in done.stderr and "cell 2" in done.stderr
     assert "ValueError: diverged at lr=0.1" in done.stderr
@@ -368,20 +369,10 @@ def test_failing_notebook_keeps_the_previous_report_and_names_the_cell(tiny):
 
 
 def test_notebook_that_writes_no_results_file_fails(tiny):
-    notebooks, build = tiny
+    _, build = tiny
     kept = (build / "results" / "01_tiny.json").read_bytes()
-    good = (notebooks / "01_tiny.ipynb").read_text()
     # a loop variable shadowing the file's name: the notebook runs to the end, its results go elsewhere
-    write_notebook(
-        notebooks / "01_tiny.ipynb",
-        TINY_PARAMS,
-        TINY.replace('/ "01_tiny.json").write_text', '/ "elsewhere.json").write_text'),
-        "Tiny",
-    )
-    try:
-        done = tiny_report(build, notebooks)
-    finally:
-        (notebooks / "01_tiny.ipynb").write_text(good)
+    done = _report_with_tiny_changed(tiny, '/ "01_tiny.json").write_text', '/ "elsewhere.json").write_text')
     assert done.returncode != 0
     assert "01_tiny FAILED" in done.stderr and "wrote no results/01_tiny.json" in done.stderr
     assert (build / "results" / "01_tiny.json").read_bytes() == kept

@@ -107,7 +107,7 @@ def network_teleport_cost(
     records = []
     for m in methods:
         rounds = [t / g for t, g in zip(times[m], times["grad"])]
-        record = last.get("rescale", (None, None, None))[2] if m == "rescale" else None
+        record = last["rescale"][-1] if m == "rescale" else None
         records.append(
             {
                 "method": m,

@@ -414,8 +414,7 @@ def networks(settings: NetworkSettings = NETWORKS, *, device="cpu") -> list[dict
     records = []
     for model_name in s.models:
         for optimizer in s.lrs:
-            stateful = optimizer != "sgd"
-            states = [st for st in s.states if stateful or st == "transport"] if stateful else ["transport"]
+            states = s.states if optimizer != "sgd" else ("transport",)  # plain SGD has no state to treat
             for seed in s.seeds:
                 records.append(network_run(model_name, optimizer, seed, s, device=device))
                 for state in states:

@@ -252,27 +252,24 @@ class LevelSetSettings(Settings):
         checks.choice("problem", problem, ("booth", "rosenbrock"))
         return self.rosenbrock_dtype if problem == "rosenbrock" else "float64"
 
-    def second(self) -> LevelSetSettings:
-        """These settings with the report's second Rosenbrock runs (``second_*``, float64) as the main ones."""
+    def _rosenbrock_runs(self, start, epochs, teleport_epochs) -> LevelSetSettings:
+        """These settings with other Rosenbrock runs (float64, the same teleport epochs for both steps)."""
         return self.replace(
-            rosenbrock_start=self.second_start,
-            rosenbrock_epochs=self.second_epochs,
-            rosenbrock_teleport_epochs=self.second_teleport_epochs,
-            rosenbrock_fixed_teleport_epochs=self.second_teleport_epochs,
-            rosenbrock_other_epochs=self.second_teleport_epochs,  # unused by these runs; must lie in them
+            rosenbrock_start=start,
+            rosenbrock_epochs=epochs,
+            rosenbrock_teleport_epochs=teleport_epochs,
+            rosenbrock_fixed_teleport_epochs=teleport_epochs,
+            rosenbrock_other_epochs=teleport_epochs,  # unused by these runs; must lie in them
             rosenbrock_dtype="float64",
         )
 
+    def second(self) -> LevelSetSettings:
+        """These settings with the report's second Rosenbrock runs (``second_*``, float64) as the main ones."""
+        return self._rosenbrock_runs(self.second_start, self.second_epochs, self.second_teleport_epochs)
+
     def local(self) -> LevelSetSettings:
         """These settings with the short-teleport runs on Rosenbrock (float64) as its main runs."""
-        return self.replace(
-            rosenbrock_start=self.local_start,
-            rosenbrock_epochs=self.local_epochs,
-            rosenbrock_teleport_epochs=self.local_teleport_epochs,
-            rosenbrock_fixed_teleport_epochs=self.local_teleport_epochs,
-            rosenbrock_other_epochs=self.local_teleport_epochs,  # unused by these runs; must lie in them
-            rosenbrock_dtype="float64",
-        )
+        return self._rosenbrock_runs(self.local_start, self.local_epochs, self.local_teleport_epochs)
 
     def quick(self) -> LevelSetSettings:
         return self.replace(

@@ -54,8 +54,7 @@ import torch
 
 from .. import checks
 from ..history import TeleportRecord
-from .base import Teleport
-from .level_set import flatten, unflatten
+from .level_set import OnFlatParameters
 
 #: the constants of the paper's 2-D experiments (its Figure 1); the defaults are those of its main code
 FIGURE_1 = {"rho": 10.0, "steps": 1000, "beta": 0.8, "line_search_steps": 100}
@@ -227,7 +226,7 @@ def _fraction(name: str, value) -> float:
 
 
 @dataclass(frozen=True)
-class LevelSetSLP(Teleport):
+class LevelSetSLP(OnFlatParameters):
     """Normalised-SLP level-set teleport on the flattened parameters (any twice-differentiable objective).
 
     At most ``steps`` iterations, each a line search of at most ``line_search_steps`` trials from
@@ -269,16 +268,5 @@ class LevelSetSLP(Teleport):
             delta=checks.non_negative("delta", self.delta),
         )
 
-    def check(self, objective, params):
-        loss = objective.loss(params)
-        if loss.dim() != 0:
-            raise ValueError(
-                f"Invalid objective: level-set teleport takes one problem copy, got batch {tuple(loss.shape)}"
-            )
-
-    def __call__(self, objective, params, grads, loss):
-        like = [p.detach() for p in params]
-        w, record = _teleport(lambda v: objective.loss(unflatten(v, like)), flatten(like), self)
-        params = [p.clone() for p in unflatten(w, like)]
-        loss, grads = objective.loss_and_grad(params)
-        return params, grads, loss, record
+    def solve(self, loss_fn, w):
+        return _teleport(loss_fn, w, self)

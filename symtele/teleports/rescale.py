@@ -52,10 +52,8 @@ class _Squares:
         for name in symmetry.params:
             terms = [t for t in symmetry.terms if t.param == name]
             g = grads[name]
-            units = [t.units.to(g.device) for t in terms]
-            free = tuple(axis for axis in range(g.dim()) if all(u.dim() <= axis or u.shape[axis] == 1 for u in units))
-            # the units tensors may have fewer dimensions than the parameter: they broadcast on the left
-            units = [u.reshape(*u.shape, *([1] * (g.dim() - u.dim()))) for u in units]
+            units = [t.units.to(g.device) for t in terms]  # as many dimensions as the parameter
+            free = tuple(axis for axis in range(g.dim()) if all(u.shape[axis] == 1 for u in units))
             squares = g.detach().square()
             if free:  # summed in the gradient's dtype (one pass over the weights), then float64
                 squares = squares.sum(free, keepdim=True)
@@ -177,7 +175,7 @@ class Rescale(Teleport):
     def __call__(self, objective, params, grads, loss):
         names = objective.names
         symmetry = symmetry_of(objective.model, objective.inputs)
-        new, new_grads, record = rescale_teleport(
+        new, new_grads, _, record = rescale_teleport(
             dict(zip(names, params)),
             dict(zip(names, grads)),
             symmetry,
@@ -193,15 +191,18 @@ _SYMMETRIES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def symmetry_of(model: torch.nn.Module, example: torch.Tensor) -> Symmetry:
-    """:func:`~symtele.teleports.discovery.discover` once per model (kept while the model lives); raises
+    """:func:`~symtele.teleports.discovery.discover` once per model and input shape past the batch dimension
+    (flattening maps a channel to as many features as its spatial size; kept while the model lives); raises
     ``ValueError`` if the model has no rescalable units."""
-    found = _SYMMETRIES.get(model)
+    by_shape = _SYMMETRIES.setdefault(model, {})
+    key = tuple(example.shape[1:]) if isinstance(example, torch.Tensor) else None
+    found = by_shape.get(key)
     if found is None:
         found = discover(model, example)
         if found.n_scales == 0:
             reasons = "; ".join(f"{k}: {v}" for k, v in found.left.items()) or "it has no Linear or Conv layers"
             raise ValueError(f"Invalid model: {type(model).__name__} has no positively rescalable units ({reasons})")
-        _SYMMETRIES[model] = found
+        by_shape[key] = found
     return found
 
 
@@ -215,9 +216,10 @@ def rescale_teleport(
 ):
     """Teleport ``params`` (all of a model's, by name) along ``symmetry`` from the gradient ``grads`` at hand.
 
-    Returns ``(params, grads, record)``: the new parameters, their gradient by equivariance (no backward
-    pass), and a record whose ``trace`` holds ``‖∇L‖²`` per step and the final ``log_scales``. One forward
-    pass (``loss_of``) confirms the loss; the record's ``loss_after`` is that value."""
+    Returns ``(params, grads, factors, record)``: the new parameters, their gradient by equivariance (no
+    backward pass), the factor ``e^{a_p(s)}`` of every parameter a scale acts on, and a record whose
+    ``trace`` holds ``‖∇L‖²`` per step and the final ``log_scales``. One forward pass (``loss_of``)
+    confirms the loss; the record's ``loss_after`` is that value."""
     start = time.perf_counter()
     record = TeleportRecord(method=o.name, loss_before=float(loss_before))
     trail, values = ascend(symmetry, grads, o)
@@ -247,4 +249,4 @@ def rescale_teleport(
         why = record.stopped or "the gradient has no component along the scales"
         record.stopped = f"moved nothing: {why}"
     record.cost_s = time.perf_counter() - start
-    return moved, new_grads, record
+    return moved, new_grads, factors, record

@@ -61,3 +61,14 @@ def share(fraction: float) -> str:
 def rounds_text(agreeing: int, total: int) -> str:
     """How sure a timing verdict is: in how many of the interleaved rounds its criterion held."""
     return f"{agreeing} of {total} rounds"
+
+
+def cost_against_reference(ours: dict, ref: dict, most: float, factor: float) -> tuple[float, float, str, dict]:
+    """A cost claim from two cost records' ``wall_ratios``: the closed form at most ``most`` gradient
+    evaluations and the reference at least ``factor`` times it. Returns ``(ours, reference, verdict, extra)``;
+    ``extra`` marks the row as timed and says in how many interleaved rounds the verdict held."""
+    a, b = ours["grad_evals"], ref["grad_evals"]
+    pairs = list(zip(ours.get("grad_evals_rounds") or [a], ref.get("grad_evals_rounds") or [b]))
+    holds = a <= most and b >= factor * a
+    sure = sum((x <= most and y >= factor * x) == holds for x, y in pairs)
+    return a, b, verdict(holds, a <= most or b >= factor * a), {"timing": True, "sure": rounds_text(sure, len(pairs))}

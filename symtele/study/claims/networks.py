@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .common import records_of, rounds_text, verdict
+from .common import cost_against_reference, records_of, verdict
 
 STEM = "08_networks"
 
@@ -50,16 +50,14 @@ def resnet18_cost(results):
     }
     if "rescale" not in found or "rescale-ref" not in found:
         raise LookupError("05_performance has no ResNet-18 cost: `make bench` measures it (minutes on a CPU)")
-    ours, ref = found["rescale"]["wall_ratios"], found["rescale-ref"]["wall_ratios"]
-    a, b = ours["grad_evals"], ref["grad_evals"]
-    pairs = list(zip(ours.get("grad_evals_rounds") or [a], ref.get("grad_evals_rounds") or [b]))
-    holds = a <= 1.0 and b >= 25 * a
-    sure = sum((x <= 1.0 and y >= 25 * x) == holds for x, y in pairs)
+    a, b, holds, extra = cost_against_reference(
+        found["rescale"]["wall_ratios"], found["rescale-ref"]["wall_ratios"], most=1.0, factor=25
+    )
     return (
         f"ResNet-18, batch 32 of 32×32, one thread: closed form {a:.2f} gradient evaluations, double backprop "
         f"{b:.1f}, {b / a:.0f}× (yes: ≤ 1.0 and ≥ 25×)",
-        verdict(holds, a <= 1.0 or b >= 25 * a),
-        {"timing": True, "sure": rounds_text(sure, len(pairs))},
+        holds,
+        extra,
     )
 
 

@@ -9,7 +9,7 @@ many of the rounds its criterion held: how sure it is. These rows vary from buil
 from __future__ import annotations
 
 from .. import published
-from .common import rounds_text, verdict
+from .common import cost_against_reference, rounds_text, verdict
 
 STEM = "05_performance"
 WRITEUPS, OURS = "gd+posscale-ref", "gd+posscale"
@@ -100,17 +100,15 @@ def closed_form_cost(results):
         raise LookupError(f"{STEM} has no network with both closed-form and double-backprop cost records")
     wanted = published.COST_DIMS
     dims = wanted if wanted in both else max(both, key=lambda d: sum(a * b for a, b in zip(d[1:], d[2:])))
-    ours, ref = (both[dims][k]["wall_ratios"] for k in ("posscale", "posscale-ref"))
-    a, b = ours["grad_evals"], ref["grad_evals"]
-    pairs = list(zip(ours.get("grad_evals_rounds") or [a], ref.get("grad_evals_rounds") or [b]))
-    holds = a <= 3 and b >= 20 * a
-    sure = sum((x <= 3 and y >= 20 * x) == holds for x, y in pairs)
+    a, b, holds, extra = cost_against_reference(
+        *(both[dims][k]["wall_ratios"] for k in ("posscale", "posscale-ref")), most=3, factor=20
+    )
     where = "" if dims == wanted else f" (the writeup's {list(wanted)} was not measured: run `make bench`)"
     return (
         f"at {list(dims)}{where}: closed form {a:.2g} vs double backprop {b:.3g} gradient evaluations, "
         f"{b / a:.0f}× (yes: closed form ≤ 3 and double backprop ≥ 20× it, the order of ~2.5 against 114)",
-        verdict(holds, a <= 3 or b >= 20 * a),
-        {"timing": True, "sure": rounds_text(sure, len(pairs))},
+        holds,
+        extra,
     )
 
 
