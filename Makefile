@@ -64,7 +64,11 @@ KATEX_OPTION = $(if $(wildcard $(KATEX)/package.json),--katex $(KATEX))
 KERNEL := $(VENV)/share/jupyter/kernels/symtele/kernel.json
 STEMS := $(sort $(basename $(notdir $(wildcard $(NOTEBOOK_DIR)/[0-9][0-9]_*.ipynb))))
 CLAIMS := $(filter %_claims,$(STEMS))
-EXECUTED := $(STEMS:%=$(BUILD)/notebooks/%.ipynb)
+# the longest notebooks start first (make -j starts prerequisites in the order listed), so that the build's
+# last seconds are not spent with one core waiting on a notebook that started late
+LONGEST_FIRST := 08_networks 03_level_set
+ORDERED := $(filter $(LONGEST_FIRST),$(STEMS)) $(filter-out $(LONGEST_FIRST),$(STEMS))
+EXECUTED := $(ORDERED:%=$(BUILD)/notebooks/%.ipynb)
 # the appendices: all but the claims one in one process while the claims notebook runs, and the
 # claims one while the PDF prints
 OTHERS := $(filter-out $(CLAIMS),$(STEMS))
@@ -77,7 +81,12 @@ REPORT_SOURCES := $(wildcard report/__init__.py report/assemble.py report/mathte
   report/*.md report/*.css report/page.html)
 APPENDIX_SOURCES := $(wildcard report/__init__.py report/appendix.* report/mathtext.py report/katex_render.js)
 
+# FIGURE_PDF=1: every figure also as PDF next to its PNG (for the notebooks that run in that build;
+# `make clean` first to have them all)
+FIGURE_PDF ?= 0
+
 .PHONY: report report-files report-no-pdf
+report: export SYMTELE_FIGURE_PDF := $(FIGURE_PDF)
 report: export PARAMS := $(PARAMS)
 report: export PARAMS_FILE := $(PARAMS_FILE)
 report: $(STAMP) $(KERNEL) $(KATEX)/package.json ## run the notebooks, write build/report/report.html + .pdf (QUICK=1 into build/quick, PARAMS=...)

@@ -2,7 +2,9 @@
 
 ``ModuleObjective(model, loss_fn, inputs, targets)`` is ``L(θ) = loss_fn(model_θ(inputs), targets)``
 as a function of the list ``θ = list(model.parameters())``, evaluated with
-``torch.func.functional_call`` so the module itself is never mutated during a run.
+``torch.func.functional_call`` so the module itself is never mutated during a run (an ``nn.Sequential``
+whose only parameters are those of its ``nn.Linear`` layers is evaluated layer by layer instead, with
+``F.linear`` on the given tensors: the same arithmetic, without functional_call's parameter swapping).
 For an ``nn.Sequential`` of ``Linear`` and ReLU/LeakyReLU layers it also knows its
 positively scalable layer chains, so the positive-scale teleport applies.
 """
@@ -33,6 +35,7 @@ class ModuleObjective(Objective):
         self.model, self.loss_fn = model, loss_fn
         self.inputs, self.targets = inputs, targets
         self.names = [name for name, _ in model.named_parameters()]
+        self.layers = _linear_sequence(model)
 
     @property
     def chains(self):
@@ -52,7 +55,15 @@ class ModuleObjective(Objective):
 
     def output(self, params, inputs=None) -> torch.Tensor:
         inputs = self.inputs if inputs is None else inputs
-        return torch.func.functional_call(self.model, dict(zip(self.names, params)), (inputs,))
+        if self.layers is None:
+            return torch.func.functional_call(self.model, dict(zip(self.names, params)), (inputs,))
+        h, given = inputs, iter(params)
+        for layer in self.layers:
+            if type(layer) is nn.Linear:
+                h = nn.functional.linear(h, next(given), None if layer.bias is None else next(given))
+            else:
+                h = layer(h)
+        return h
 
     def loss(self, params) -> torch.Tensor:
         return self.loss_fn(self.output(params), self.targets)
@@ -62,3 +73,17 @@ class ModuleObjective(Objective):
         with torch.no_grad():
             for p, new in zip(self.model.parameters(), params):
                 p.copy_(new)
+
+
+def _linear_sequence(model: nn.Module) -> list[nn.Module] | None:
+    """The layers of an ``nn.Sequential`` in which only plain ``nn.Linear`` layers hold parameters or
+    buffers (weight before bias, the order of ``parameters()``); ``None`` for any other module."""
+    if type(model) is not nn.Sequential:
+        return None
+    layers = list(model)
+    for layer in layers:
+        if type(layer) is nn.Linear:
+            continue
+        if any(True for _ in layer.parameters()) or any(True for _ in layer.buffers()):
+            return None
+    return layers

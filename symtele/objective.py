@@ -15,7 +15,13 @@ import torch
 
 
 class Objective:
-    """Base class: subclasses implement :meth:`loss` and may override :meth:`loss_and_grad`."""
+    """Base class: subclasses implement :meth:`loss` and may override :meth:`loss_and_grad`.
+
+    ``takes_batches`` says that :meth:`loss` also accepts parameters with one more leading dimension and
+    returns one loss per index, each computed exactly as alone (the Armijo search then tries several
+    steps per evaluation)."""
+
+    takes_batches = False
 
     def loss(self, params: Sequence[torch.Tensor]) -> torch.Tensor:
         """Loss of each copy: a scalar, or one value per leading batch index."""

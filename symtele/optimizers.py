@@ -2,7 +2,9 @@
 
 * ``gd``:      ``w ← w − η ∇L``
 * ``gd-ls``:   ``w ← w − η ∇L`` with ``η = max{η₀ 2⁻ʲ : L(w − η∇L) ≤ L(w) − η/2 ‖∇L‖²}``
-  (Armijo backtracking from ``η₀ = lr``, at most ``max_halvings`` halvings, per problem copy)
+  (Armijo backtracking from ``η₀ = lr``, at most ``max_halvings`` halvings, per problem copy; with
+  ``trials=k`` on an objective whose loss takes a leading batch dimension, k successive halvings are
+  tried in one evaluation, which picks the same ``η`` and the same point, bit for bit)
 * ``adagrad``: ``G ← G + (∇L)²``, ``w ← w − η ∇L / (√G + 10⁻¹⁰)`` (the course project's AdaGrad)
 * ``sgd``, ``momentum``, ``rmsprop``, ``adam``, ``adagrad-torch``: the ``torch.optim``
   optimiser of that name (``momentum`` is SGD with momentum 0.9), fed the full gradient.
@@ -37,11 +39,12 @@ def _expand(t, like):
 class Optimizer:
     """A stateful optimiser over a list of tensors; ``step`` returns the new parameters."""
 
-    def __init__(self, name: str, lr: float, *, max_halvings: int = 50, eps: float = 1e-10):
+    def __init__(self, name: str, lr: float, *, max_halvings: int = 50, eps: float = 1e-10, trials: int = 1):
         self.name = checks.choice("optimizer", name, OPTIMIZERS)
         self.lr = checks.positive("lr", lr)
         self.max_halvings = checks.count("max_halvings", max_halvings)
         self.eps = checks.positive("eps", eps)
+        self.trials = checks.count("trials", trials, minimum=1)
         self.reset()
 
     def reset(self) -> None:
@@ -65,6 +68,8 @@ class Optimizer:
 
     def _armijo(self, params, grads, loss, loss_fn):
         gsq = sum(g.square().reshape(*loss.shape, -1).sum(-1) for g in grads)
+        if loss.dim() == 0 and self.trials > 1:
+            return self._armijo_in_batches(params, grads, loss, loss_fn, gsq)
         if loss.dim() == 0:  # one problem: the same arithmetic with η a Python float (halving is exact)
             eta = self.lr
             for _ in range(self.max_halvings + 1):
@@ -84,6 +89,23 @@ class Optimizer:
             eta = torch.where(done, eta, eta / 2)
         trial = [p - _expand(eta, p) * g for p, g in zip(params, grads)]
         return trial, eta.tolist()
+
+    def _armijo_in_batches(self, params, grads, loss, loss_fn, gsq):
+        """The one-problem Armijo search with ``trials`` halvings per evaluation of ``loss_fn`` (the trial
+        points stacked along a new leading dimension); the first that passes is the one the sequential
+        search accepts, with the same arithmetic: each η (a power of two times ``lr``) is rounded to the
+        parameters' type once, as the sequential search's Python float is."""
+        halvings = [self.lr * 0.5**j for j in range(self.max_halvings + 2)]
+        for first in range(0, self.max_halvings + 1, self.trials):
+            etas = halvings[first : min(first + self.trials, self.max_halvings + 1)]
+            eta = torch.tensor(etas, dtype=loss.dtype, device=loss.device)
+            trial = [p.unsqueeze(0) - _expand(eta, p.unsqueeze(0)) * g.unsqueeze(0) for p, g in zip(params, grads)]
+            passed = (loss_fn(trial) <= loss - eta / 2 * gsq).nonzero()
+            if len(passed):
+                j = int(passed[0, 0])
+                return [t[j].clone() for t in trial], etas[j]
+        eta = halvings[-1]
+        return [p - eta * g for p, g in zip(params, grads)], eta
 
     def _torch_step(self, params, grads):
         if self.torch_opt is None:

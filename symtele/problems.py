@@ -32,6 +32,8 @@ class Problem2D(Objective):
     theirs (:mod:`symtele.study.settings`).
     """
 
+    takes_batches = True  # elementwise in the leading dimensions of w
+
     name: str
     to_uv: Callable[[torch.Tensor], torch.Tensor]
     from_uv: Callable[[torch.Tensor], torch.Tensor]

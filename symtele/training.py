@@ -19,6 +19,10 @@ from .schedule import Schedule
 from .teleports.base import Teleport
 from .timing import clock
 
+#: Armijo steps tried per loss evaluation on an objective that ``takes_batches`` (a 2-D problem from far
+#: out needs about ten halvings per epoch; one evaluation of sixteen points costs about as much as one)
+ARMIJO_TRIALS = 16
+
 
 def method_name(optimizer: str, teleport: Teleport | None, schedule: Schedule | None, epochs: int) -> str:
     """``gd``, ``adagrad+posscale``, ``gd-ls+levelset``, …: the names used in the results files."""
@@ -68,7 +72,8 @@ def train(
     Every argument is checked before any compute.
     """
     epochs = checks.count("epochs", epochs, minimum=1)
-    opt = Optimizer(optimizer, lr, max_halvings=max_halvings)
+    trials = ARMIJO_TRIALS if getattr(objective, "takes_batches", False) else 1
+    opt = Optimizer(optimizer, lr, max_halvings=max_halvings, trials=trials)
     checks.choice("state", state, ("keep", "reset"))
     schedule = _checked_schedule(teleport, schedule, epochs)
     teleport_epochs = set(schedule.epochs_in(epochs))

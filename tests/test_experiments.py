@@ -370,3 +370,24 @@ def test_the_settings_name_only_what_the_library_and_the_sweep_know():
 
     assert set(DIGITS_OPTIMIZERS) <= set(OPTIMIZERS) and set(DIGITS.lrs) <= set(DIGITS_OPTIMIZERS)
     assert set(SWEEP_GROUPS) == set(GROUP_TASKS) and set(SWEEP_GROUPS) <= set(TELEPORTS)
+
+
+@pytest.mark.parametrize("model_name,optimizer", [("digits-cnn", "adam"), ("digits-resnet", "momentum")])
+def test_teleported_network_runs_continue_the_plain_run_exactly(model_name, optimizer):
+    from symtele.study.settings import NETWORKS
+
+    s = NETWORKS.replace(epochs=2, batch_size=256, teleport_at=(3, 7))
+    states = ("keep", "reset", "transport")
+    shared = experiments.network_runs(model_name, optimizer, 1, s, states=states)
+    alone = experiments.network_runs(model_name, optimizer, 1, s, states=states, share=False)
+
+    def numbers(record):
+        teleports = [{k: v for k, v in t.items() if k != "cost_s"} for t in record["teleports"]]
+        return {**{k: v for k, v in record.items() if k != "time_s"}, "teleports": teleports}
+
+    assert [numbers(r) for r in shared] == [numbers(r) for r in alone]
+    assert [r["state"] for r in shared] == [None, *states]
+    assert [r["teleport_epochs"] for r in shared] == [[], [3, 7], [3, 7], [3, 7]]
+    assert all(len(r["loss"]) == 3 and r["time_s"] == sorted(r["time_s"]) for r in shared)
+    plain, kept, reset, moved = (r["loss"][-1] for r in shared)
+    assert len({plain, kept, reset, moved}) == 4  # the teleport and the three treatments of the state differ

@@ -76,6 +76,22 @@ def test_booth_teleport_reaches_the_maximum_computed_independently():
     assert record.grad_evals > 0 and record.hvp_evals == record.steps_taken + 1
 
 
+def test_the_recorded_evaluations_are_the_gradients_computed():
+    # the record counts every gradient the teleport computes, once (a pull-back starts from the trial
+    # point's loss and gradient, already known, instead of computing them again)
+    calls = {"forward": 0}
+
+    def counted(v):
+        calls["forward"] += 1
+        return st.ROSENBROCK.loss([v])
+
+    w = torch.tensor((-0.5, 1.2), dtype=torch.float64)
+    new, record = st.level_set_teleport(counted, w, steps=40, penalty=3.0)
+    assert record.steps_taken > 5 and record.grad_evals > record.hvp_evals
+    # each gradient (an HVP's included) is one forward; one more measures the end point, outside the cost
+    assert calls["forward"] == record.grad_evals + 1
+
+
 def test_a_step_that_cannot_return_to_the_sub_level_set_is_a_rejected_trial():
     # Rosenbrock from writeup Fig. 6's start, after 50 Armijo steps in float32 (the point of its first
     # teleport). The first trial step, ρ = 1, lands where f ≈ 7e9: ‖∇f‖² grows like x⁶ and the penalty like

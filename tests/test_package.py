@@ -128,12 +128,18 @@ def test_unicode_log_labels_mark_the_same_ticks_as_matplotlib():
     plt.close(fig)
 
 
-def test_save_figure_lays_out_once_and_writes_png_and_pdf(tmp_path):
+def test_save_figure_lays_out_once_and_writes_png_and_pdf_when_asked(tmp_path, monkeypatch):
     fig, (a, b) = panels(2)
     a.plot([1, 2], [3, 4])
+    monkeypatch.setenv("SYMTELE_FIGURE_PDF", "1")
     png = save_figure(fig, tmp_path / "figs", "line")
     assert fig.get_layout_engine() is None
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (tmp_path / "figs" / "line.pdf").read_bytes()[:5] == b"%PDF-"
+    monkeypatch.delenv("SYMTELE_FIGURE_PDF")
+    save_figure(fig, tmp_path / "figs", "line")
+    assert not (tmp_path / "figs" / "line.pdf").exists()  # not asked for: none, and no stale one left
+    save_figure(fig, tmp_path / "figs", "line", pdf=True)
     assert (tmp_path / "figs" / "line.pdf").read_bytes()[:5] == b"%PDF-"
     plt.close(fig)
 

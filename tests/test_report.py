@@ -88,7 +88,7 @@ def test_quick_build_results_follow_the_schema(quick_build):
             assert len(record["loss"]) == len(record["grad_norm_sq"]) == len(record["time_s"]), stem
 
 
-def test_quick_build_figures_exist_as_png_and_pdf_and_are_in_the_report(quick_build):
+def test_quick_build_figures_exist_as_png_and_are_in_the_report(quick_build):
     build, _ = quick_build
     page = (build / "report" / "report.html").read_text()
     total = 0
@@ -96,8 +96,7 @@ def test_quick_build_figures_exist_as_png_and_pdf_and_are_in_the_report(quick_bu
         nb = nbformat.read(build / "notebooks" / f"{stem}.ipynb", as_version=4)
         for figure in figure_outputs(nb):
             total += 1
-            for suffix in (".png", ".pdf"):
-                assert (build / "figures" / stem / f"{figure['name']}{suffix}").stat().st_size > 0
+            assert (build / "figures" / stem / f"{figure['name']}.png").stat().st_size > 0
             assert f"Figure {total}.</span>" in page
         assert (build / "report" / "appendix" / f"{stem}.html").exists()
         assert f'href="appendix/{stem}.html"' in page

@@ -1,9 +1,12 @@
 """The training loop: histories, schedules, optimisers and their state at a teleport."""
 
+import math
+
 import pytest
 import torch
 
 import symtele as st
+from symtele.optimizers import Optimizer
 from symtele.study.experiments import course_regression_task
 from symtele.study.settings import QUADRATIC_START, ROSENBROCK_TEXTBOOK_START, SEEDS
 
@@ -80,6 +83,43 @@ def test_single_problem_line_search_matches_a_batch_of_one():
     assert single.loss == [row[0] for row in batch.loss]
 
 
+@pytest.mark.parametrize("dtype,start,lr", [(torch.float32, (-1.0, -1.0), 1.0), (torch.float64, (-1.2, 1.0), 0.3)])
+@pytest.mark.parametrize("trials", [2, 16, 64])
+def test_armijo_steps_tried_in_batches_are_the_sequential_search_bit_for_bit(dtype, start, lr, trials):
+    def sequential(params, grads, loss):
+        return Optimizer("gd-ls", lr, max_halvings=12)._armijo(params, grads, loss, st.ROSENBROCK.loss)
+
+    w = [torch.tensor(start, dtype=dtype)]
+    batched = Optimizer("gd-ls", lr, max_halvings=12, trials=trials)
+    halved = 0
+    for _ in range(300):
+        loss, grads = st.ROSENBROCK.loss_and_grad(w)
+        alone, eta = sequential(w, grads, loss)
+        together, eta_batched = batched.step(w, grads, loss, st.ROSENBROCK.loss)
+        assert eta_batched == eta and torch.equal(together[0], alone[0])
+        halved = max(halved, round(math.log2(lr / eta)))
+        w = together
+    assert halved >= 8  # the search went past the first batch of trials for the smaller batches
+    # a search that never passes ends where the sequential one does, after max_halvings + 1 trials
+    flat = Optimizer("gd-ls", lr, max_halvings=3, trials=trials)
+    never = lambda params: params[0].sum(-1) * 0 + 1e9  # noqa: E731
+    loss = torch.tensor(0.0, dtype=dtype)
+    (point,), eta = flat.step(w, grads, loss, never)
+    assert eta == lr / 16 and torch.equal(point, w[0] - lr / 16 * grads[0])
+
+
+def test_2d_problems_take_batches_and_train_uses_them():
+    assert st.ROSENBROCK.takes_batches and not st.Objective.takes_batches
+    start = [torch.tensor((-1.0, -1.0))]
+    history = st.train(st.ROSENBROCK, start, optimizer="gd-ls", lr=1.0, epochs=40)
+    w, steps = start, []
+    for _ in range(40):
+        loss, grads = st.ROSENBROCK.loss_and_grad(w)
+        w, eta = Optimizer("gd-ls", 1.0)._armijo(w, grads, loss, st.ROSENBROCK.loss)
+        steps.append(eta)
+    assert history.step_size == steps and torch.equal(history.final_params[0], w[0])
+
+
 def test_batched_line_search_picks_a_step_per_copy():
     w = torch.tensor([[-1.2, 1.0], [0.5, 0.5]], dtype=torch.float64)
     history = st.train(st.ROSENBROCK, [w], optimizer="gd-ls", lr=1.0, epochs=5)
@@ -131,3 +171,22 @@ def test_digits_are_scikit_learns():
     x, y = _digits_arrays()
     expected_x, expected_y = load_digits(return_X_y=True)
     assert (x == expected_x).all() and (y == expected_y).all()
+
+
+def test_a_linear_sequential_objective_computes_what_functional_call_computes():
+    from torch import nn
+
+    torch.manual_seed(0)
+    x, y = torch.randn(16, 5, dtype=torch.float64), torch.randn(16, 1, dtype=torch.float64)
+    plain = nn.Sequential(
+        nn.Linear(5, 7), nn.Softplus(), nn.Linear(7, 3, bias=False), nn.LeakyReLU(0.1), nn.Linear(3, 1)
+    )
+    normed = nn.Sequential(nn.Linear(5, 7), nn.BatchNorm1d(7), nn.Linear(7, 1))
+    for model, layer_by_layer in ((plain.double(), True), (normed.double(), False)):
+        objective = st.ModuleObjective(model, nn.functional.mse_loss, x, y)
+        assert (objective.layers is not None) == layer_by_layer
+        params = [p.detach() + 0.1 * torch.randn_like(p) for p in model.parameters()]
+        reference = torch.func.functional_call(model, dict(zip(objective.names, params)), (x,))
+        assert torch.equal(objective.output(params), reference)
+        loss, grads = objective.loss_and_grad(params)
+        assert torch.equal(loss, nn.functional.mse_loss(reference, y))

@@ -19,6 +19,7 @@ the plot functions of :mod:`symtele.plots`. Each takes ``device`` (``"cpu"`` by 
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Sequence
 
@@ -343,80 +344,126 @@ def _training_loss(model, x, y) -> float:
     return loss
 
 
-def network_run(model_name: str, optimizer: str, seed: int, s: NetworkSettings, *, state=None, device="cpu") -> dict:
-    """One minibatch run of ``model_name`` on the digits with ``optimizer``; with ``state`` (``keep``,
-    ``reset`` or ``transport``) a :class:`~symtele.teleporter.Teleporter` teleports before the steps of
-    ``s.teleport_at``. The record's ``loss``/``grad_norm_sq`` are full-training-set values (eval mode) at
-    the start and after every epoch: ``loss`` on the whole training set (eval mode), ``grad_norm_sq`` the
-    first minibatch's ``‖∇L‖²``, then each epoch's mean over its minibatches; ``teleport_epochs`` are
-    minibatch steps."""
+class _MinibatchRun:
+    """A network, its optimiser and the log of one minibatch run, which can be continued step by step and
+    copied at any step: the runs with a teleport are copies of the run without, taken just before its first
+    teleport (everything before it is the same computation)."""
+
+    def __init__(self, model, optimizer, x, y):
+        self.model, self.optimizer, self.x, self.y = model, optimizer, x, y
+        self.losses, self.grads, self.epoch_grads, self.times = [_training_loss(model, x, y)], [], [], [0.0]
+        self.elapsed = 0.0
+
+    def copy(self) -> _MinibatchRun:
+        return copy.deepcopy(self)
+
+    def advance(self, batches: list, start: int, stop: int, steps_per_epoch: int, teleporter=None) -> None:
+        """Minibatch steps ``start … stop − 1`` (each teleporting first if ``teleporter`` says so); after the
+        last step of an epoch, the training loss and the epoch's mean minibatch ``‖∇L‖²`` are logged."""
+        model, opt, x, y = self.model, self.optimizer, self.x, self.y
+        began = time.perf_counter() - self.elapsed
+        for step in range(start, stop):
+            batch = batches[step]
+            if teleporter is not None:
+                teleporter.maybe(step, x[batch], y[batch])
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(model(x[batch]), y[batch]).backward()
+            self.epoch_grads.append(float(sum(p.grad.square().sum() for p in model.parameters())))
+            opt.step()
+            if (step + 1) % steps_per_epoch == 0:
+                self.times.append(time.perf_counter() - began)
+                self.losses.append(_training_loss(model, x, y))
+                self.grads += [self.epoch_grads[0]] if not self.grads else []
+                self.grads.append(sum(self.epoch_grads) / len(self.epoch_grads))
+                self.epoch_grads = []
+        self.elapsed = time.perf_counter() - began
+
+
+def network_runs(
+    model_name: str, optimizer: str, seed: int, s: NetworkSettings, *, states=(), device="cpu", share=True
+) -> list[dict]:
+    """Minibatch runs of ``model_name`` on the digits with ``optimizer``: one without teleport, then one per
+    entry of ``states`` (``keep``, ``reset`` or ``transport``) in which a
+    :class:`~symtele.teleporter.Teleporter` teleports before the steps of ``s.teleport_at``. All start from
+    the same initial weights and take the same minibatches. With ``share`` the teleported runs continue a
+    copy of the plain run made before the first teleport (the same numbers as running each from the start,
+    which ``share=False`` does).
+
+    The records' ``loss`` is the whole training set's (eval mode) at the start and after every epoch;
+    ``grad_norm_sq`` the first minibatch's ``‖∇L‖²``, then each epoch's mean over its minibatches;
+    ``teleport_epochs`` are minibatch steps."""
     from ..models import digits_cnn, digits_resnet
     from ..teleporter import Teleporter
     from ..teleports.rescale import Rescale
 
     x, y, x_test, y_test = _digits_images(seed, device)
-    torch.manual_seed(seed)
-    model = {"digits-cnn": digits_cnn, "digits-resnet": digits_resnet}[model_name]().to(device)
-    opt = NETWORK_OPTIMIZERS[optimizer](model.parameters(), s.lrs[optimizer])
-    teleporter = None
-    if state is not None:
+    order = torch.Generator().manual_seed(seed)
+    batches = [
+        perm[i : i + s.batch_size]
+        for perm in (torch.randperm(len(y), generator=order).to(device) for _ in range(s.epochs))
+        for i in range(0, len(y), s.batch_size)
+    ]
+    per_epoch, total = -(-len(y) // s.batch_size), len(batches)
+    fork = min(min(s.teleport_at), total) if share else 0
+
+    def fresh() -> _MinibatchRun:
+        torch.manual_seed(seed)
+        model = {"digits-cnn": digits_cnn, "digits-resnet": digits_resnet}[model_name]().to(device)
+        return _MinibatchRun(model, NETWORK_OPTIMIZERS[optimizer](model.parameters(), s.lrs[optimizer]), x, y)
+
+    plain = fresh()
+    plain.advance(batches, 0, fork, per_epoch)
+    runs = [(None, plain, None)]
+    for state in states:
+        run = plain.copy() if share else fresh()
         teleport = Rescale(steps=s.teleport_steps, max_log_step=s.max_log_step)
         teleporter = Teleporter(
-            model, torch.nn.functional.cross_entropy, opt, schedule=list(s.teleport_at), teleport=teleport, state=state
+            run.model,
+            torch.nn.functional.cross_entropy,
+            run.optimizer,
+            schedule=list(s.teleport_at),
+            teleport=teleport,
+            state=state,
         )
-    order = torch.Generator().manual_seed(seed)
-    losses, grads, times, epoch_grads = [_training_loss(model, x, y)], [], [0.0], []
-    start, step = time.perf_counter(), 0
-    for _ in range(s.epochs):
-        perm = torch.randperm(len(y), generator=order).to(device)
-        for i in range(0, len(y), s.batch_size):
-            batch = perm[i : i + s.batch_size]
-            if teleporter is not None:
-                teleporter.maybe(step, x[batch], y[batch])
-            opt.zero_grad()
-            torch.nn.functional.cross_entropy(model(x[batch]), y[batch]).backward()
-            epoch_grads.append(float(sum(p.grad.square().sum() for p in model.parameters())))
-            opt.step()
-            step += 1
-        times.append(time.perf_counter() - start)
-        losses.append(_training_loss(model, x, y))
-        grads += [epoch_grads[0]] if not grads else []
-        grads.append(sum(epoch_grads) / len(epoch_grads))
-        epoch_grads = []
-    model.eval()
-    with torch.no_grad():
-        train_accuracy = (model(x).argmax(1) == y).float().mean().item()
-        test_accuracy = (model(x_test).argmax(1) == y_test).float().mean().item()
-    records = [] if teleporter is None else teleporter.records
-    return {
-        "problem": model_name,
-        "method": optimizer if state is None else f"{optimizer}+rescale",
-        "seed": seed,
-        "state": state,
-        "optimizer": optimizer,
-        "lr": s.lrs[optimizer],
-        "loss": losses,
-        "grad_norm_sq": grads,
-        "time_s": times,
-        "teleport_epochs": [r.epoch for r in records],
-        "teleports": [r.to_dict() for r in records],
-        "train_accuracy": train_accuracy,
-        "test_accuracy": test_accuracy,
-        "steps": step,
-    }
+        runs.append((state, run, teleporter))
+    records = []
+    for state, run, teleporter in runs:
+        run.advance(batches, fork, total, per_epoch, teleporter)
+        model = run.model.eval()
+        with torch.no_grad():
+            train_accuracy = (model(x).argmax(1) == y).float().mean().item()
+            test_accuracy = (model(x_test).argmax(1) == y_test).float().mean().item()
+        teleports = [] if teleporter is None else teleporter.records
+        records.append(
+            {
+                "problem": model_name,
+                "method": optimizer if state is None else f"{optimizer}+rescale",
+                "seed": seed,
+                "state": state,
+                "optimizer": optimizer,
+                "lr": s.lrs[optimizer],
+                "loss": run.losses,
+                "grad_norm_sq": run.grads,
+                "time_s": run.times,
+                "teleport_epochs": [r.epoch for r in teleports],
+                "teleports": [r.to_dict() for r in teleports],
+                "train_accuracy": train_accuracy,
+                "test_accuracy": test_accuracy,
+                "steps": total,
+            }
+        )
+    return records
 
 
 def networks(settings: NetworkSettings = NETWORKS, *, device="cpu") -> list[dict]:
     """Every model × optimiser × seed without teleport and with it, the optimiser's state transported; and for
     the optimisers that have state (not plain SGD) the other ways of treating it at the teleport. One
-    record per run (:func:`network_run`)."""
+    record per run (:func:`network_runs`)."""
     s = _checked(settings, NetworkSettings)
     records = []
     for model_name in s.models:
         for optimizer in s.lrs:
             states = s.states if optimizer != "sgd" else ("transport",)  # plain SGD has no state to treat
             for seed in s.seeds:
-                records.append(network_run(model_name, optimizer, seed, s, device=device))
-                for state in states:
-                    records.append(network_run(model_name, optimizer, seed, s, state=state, device=device))
+                records += network_runs(model_name, optimizer, seed, s, states=states, device=device)
     return records

@@ -78,14 +78,16 @@ def _loss_grad_hvp(loss_fn, x, counts: _Counts | None = None):
     return loss.detach(), g.detach(), q.detach()
 
 
-def _restore(loss_fn, x, level, delta, steps, counts):
+def _restore(loss_fn, x, level, delta, steps, counts, known=None):
     """Newton steps along ``−∇L`` onto ``L = L(w_k)``: ``x ← x − (L(x) − L(w_k))₊ ∇L / ‖∇L‖²``.
 
-    Returns the point, or ``None`` if it is not back within ``delta`` of the level after ``steps`` steps,
-    or as soon as a step fails to shrink the gap (the iteration is then not converging)."""
+    ``known`` is ``(L(x), ∇L(x))`` when the caller has them (they are not computed again). Returns the
+    point, or ``None`` if it is not back within ``delta`` of the level after ``steps`` steps, or as soon
+    as a step fails to shrink the gap (the iteration is then not converging)."""
     previous = None
     for _ in range(steps + 1):
-        loss, g, _ = _loss_grad(loss_fn, x, counts)
+        loss, g = known if known is not None else _loss_grad(loss_fn, x, counts)[:2]
+        known = None
         gap = loss.detach() - level
         if not bool(torch.isfinite(gap)) or (previous is not None and not bool(gap < previous)):
             return None
@@ -129,7 +131,9 @@ def _line_search(loss_fn, x, loss, g, q, level, gamma, rho, o, counts):
                 if bool(phi_new < phi + 0.5 * torch.clamp(slope, max=0)):
                     if not bool(new_loss - level > o.delta):
                         return r, x_new.detach(), None
-                    back = _restore(loss_fn, x_new.detach(), level, o.delta, o.restore_steps, counts)
+                    back = _restore(
+                        loss_fn, x_new.detach(), level, o.delta, o.restore_steps, counts, known=(new_loss, new_g)
+                    )
                     if back is not None:
                         return r, back, None
                     rejected = "line search failed (its last accepted trial could not return to the sub-level set)"
