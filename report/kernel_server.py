@@ -12,7 +12,7 @@ A request is one JSON line ``{"argv": [...], "cwd": ..., "env": {...}, "nice": n
 jupyter_client would run, its working folder, its environment and the caller's niceness, sent with the
 three file descriptors of the kernel's stdin, stdout and stderr. Only ``<this Python> [its -X options] -m
 ipykernel_launcher ...`` is served; anything else is answered ``{"refused": why}`` and the caller starts its
-kernel the usual way (as when no server answers; :mod:`report.execute`). The child starts a new session,
+kernel the usual way (as when no server answers; :mod:`report.execute`). The child starts a process group,
 takes the descriptors, folder, environment and niceness and runs ``ipykernel_launcher`` with the rest of
 argv; the server answers ``{"pid": ...}`` at once and ``{"exit": code}`` when the child ends.
 
@@ -84,7 +84,9 @@ def _run_kernel(request: dict, fds: list[int], listener: socket.socket, conn: so
     """In the forked child: become the kernel ``request`` asks for; never returns."""
     code = 1
     try:
-        os.setsid()
+        # a process group of its own (jupyter_client signals the kernel's group), in the build's session: a new
+        # session would also be a new scheduler autogroup on Linux, where the build's `nice` has no effect
+        os.setpgid(0, 0)
         for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGHUP, signal.SIGINT, signal.SIGPIPE):
             signal.signal(sig, signal.SIG_DFL)
         signal.set_wakeup_fd(-1)

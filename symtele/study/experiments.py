@@ -335,13 +335,15 @@ def _digits_images(seed: int, device):
     return data.x_train.reshape(-1, 1, 8, 8), data.y_train, data.x_test.reshape(-1, 1, 8, 8), data.y_test
 
 
-def _training_loss(model, x, y) -> float:
-    """Loss on the whole training set, in eval mode (running statistics)."""
+def _training_loss(model, x, y) -> tuple[float, float]:
+    """Loss and accuracy on the whole training set, from one forward pass in eval mode (running statistics)."""
     model.eval()
     with torch.no_grad():
-        loss = torch.nn.functional.cross_entropy(model(x), y).item()
+        logits = model(x)
+        loss = torch.nn.functional.cross_entropy(logits, y).item()
+        accuracy = (logits.argmax(1) == y).float().mean().item()
     model.train()
-    return loss
+    return loss, accuracy
 
 
 class _MinibatchRun:
@@ -351,7 +353,8 @@ class _MinibatchRun:
 
     def __init__(self, model, optimizer, x, y):
         self.model, self.optimizer, self.x, self.y = model, optimizer, x, y
-        self.losses, self.grads, self.epoch_grads, self.times = [_training_loss(model, x, y)], [], [], [0.0]
+        loss, self.accuracy = _training_loss(model, x, y)
+        self.losses, self.grads, self.epoch_grads, self.times = [loss], [], [], [0.0]
         self.elapsed = 0.0
 
     def copy(self) -> _MinibatchRun:
@@ -372,7 +375,8 @@ class _MinibatchRun:
             opt.step()
             if (step + 1) % steps_per_epoch == 0:
                 self.times.append(time.perf_counter() - began)
-                self.losses.append(_training_loss(model, x, y))
+                loss, self.accuracy = _training_loss(model, x, y)
+                self.losses.append(loss)
                 self.grads += [self.epoch_grads[0]] if not self.grads else []
                 self.grads.append(sum(self.epoch_grads) / len(self.epoch_grads))
                 self.epoch_grads = []
@@ -431,7 +435,6 @@ def network_runs(
         run.advance(batches, fork, total, per_epoch, teleporter)
         model = run.model.eval()
         with torch.no_grad():
-            train_accuracy = (model(x).argmax(1) == y).float().mean().item()
             test_accuracy = (model(x_test).argmax(1) == y_test).float().mean().item()
         teleports = [] if teleporter is None else teleporter.records
         records.append(
@@ -447,7 +450,7 @@ def network_runs(
                 "time_s": run.times,
                 "teleport_epochs": [r.epoch for r in teleports],
                 "teleports": [r.to_dict() for r in teleports],
-                "train_accuracy": train_accuracy,
+                "train_accuracy": run.accuracy,  # measured with the last epoch's training loss
                 "test_accuracy": test_accuracy,
                 "steps": total,
             }
