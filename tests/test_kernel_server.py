@@ -52,6 +52,16 @@ def _wait_until(condition, seconds: float = 60.0) -> None:
         time.sleep(0.1)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def symtele_kernel():
+    """The project's kernel, registered as `make report` registers it (a fresh clone has none before)."""
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    if "symtele" not in KernelSpecManager().find_kernel_specs():
+        command = [sys.executable, "-m", "ipykernel", "install", "--sys-prefix", "--name", "symtele"]
+        subprocess.run([*command, "--display-name", "Python (symtele)"], check=True, capture_output=True)
+
+
 @pytest.fixture
 def server():
     name = f"@symtele-test-kernels-{os.getpid()}-{time.monotonic_ns()}"
