@@ -7,6 +7,7 @@ experiments' run time.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import math
 import os
@@ -406,6 +407,21 @@ def _start_report(build: Path, notebooks: Path, *args: str) -> subprocess.Popen:
     )
 
 
+def _wait_for_the_lock(build: Path, seconds: float = 20.0) -> None:
+    """Return once no process holds the build folder's lock (a killed build's processes release it as they go)."""
+    deadline = time.time() + seconds
+    with open(build / ".build.lock", "a") as lock:
+        while True:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                assert time.time() < deadline, "the killed build's lock was never released"
+                time.sleep(0.1)
+                continue
+            fcntl.flock(lock, fcntl.LOCK_UN)
+            return
+
+
 def _kernel_servers() -> list[str]:
     """The command lines of the build kernel servers running now."""
     found = []
@@ -448,6 +464,7 @@ def test_a_killed_build_loses_nothing_and_the_next_one_repairs_it(tiny, tmp_path
         while _kernel_servers():  # no kernel server outlives its build
             assert time.time() < deadline, _kernel_servers()
             time.sleep(0.2)
+    _wait_for_the_lock(build)  # the killed build's last processes may take a moment to be gone
     repaired = tiny_report(build, notebooks, f"PARAMS=01_tiny.steps={steps} 01_tiny.pause=1.0")
     assert repaired.returncode == 0, repaired.stderr[-3000:]
     _readable(build)
