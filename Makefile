@@ -65,10 +65,10 @@ KERNEL := $(VENV)/share/jupyter/kernels/symtele/kernel.json
 STEMS := $(sort $(basename $(notdir $(wildcard $(NOTEBOOK_DIR)/[0-9][0-9]_*.ipynb))))
 CLAIMS := $(filter %_claims,$(STEMS))
 # the longest notebooks start first (make -j starts prerequisites in the order listed), so that the build's
-# last seconds are not spent with one core waiting on a notebook that started late; they also run at a
-# higher priority (`nice` values STEM:N in NICE_OF, the others NICE), so that the rest fill the cores around them
+# last seconds are not spent with one core waiting on a notebook that started late; the first URGENT of them
+# run at normal priority and all others at `nice` NICE, so that those fill the cores around the long ones
 LONGEST_FIRST := 03_level_set 08_networks 05_performance 04_beyond_optimizers 06_schedule_sweep
-NICE_OF ?= 03_level_set:0 08_networks:0 05_performance:0
+URGENT ?= 3
 NICE ?= 10
 # with this many notebooks to run or more, their kernels are forked from one process that has imported
 # what they import (report/kernel_server.py: about 3.5 s of CPU saved per kernel; fewer gain less than
@@ -122,7 +122,7 @@ report: $(STAMP) $(KERNEL) $(KATEX)/package.json ## run the notebooks, write bui
 report-files: $(BUILD)/report/report.html $(APPENDICES) $(CLAIMS_APPENDIX) $(if $(CHROMIUM),$(BUILD)/report/report.pdf,report-no-pdf)
 
 $(BUILD)/notebooks/%.ipynb: $(NOTEBOOK_DIR)/%.ipynb $(BUILD)/params/%.json $(SYMTELE_SOURCES)
-	@nice -n $(or $(patsubst $*:%,%,$(filter $*:%,$(NICE_OF))),$(NICE)) \
+	@nice -n $(if $(filter $*,$(wordlist 1,$(URGENT),$(LONGEST_FIRST))),0,$(NICE)) \
 	  $(PY) -m report.execute $< --build $(BUILD) --params $(BUILD)/params/$*.json
 
 # the performance notebook shows `make bench`'s measurements when there are any (only the files it reads),

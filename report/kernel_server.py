@@ -80,7 +80,7 @@ def _kernel_arguments(argv) -> list[str] | str:
     return argv[at + 2 :]
 
 
-def _run_kernel(request: dict, fds: list[int], listener: socket.socket, conn: socket.socket) -> None:
+def _run_kernel(request: dict, fds: list[int], inherited: list) -> None:
     """In the forked child: become the kernel ``request`` asks for; never returns."""
     code = 1
     try:
@@ -90,8 +90,11 @@ def _run_kernel(request: dict, fds: list[int], listener: socket.socket, conn: so
         for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGHUP, signal.SIGINT, signal.SIGPIPE):
             signal.signal(sig, signal.SIG_DFL)
         signal.set_wakeup_fd(-1)
-        listener.close()
-        conn.close()
+        for held in inherited:  # the server's sockets, pipe and selector: a kernel keeps none of them open
+            if isinstance(held, int):
+                os.close(held)
+            else:
+                held.close()
         for target, fd in zip((0, 1, 2), fds):
             os.dup2(fd, target)
             os.close(fd)
@@ -175,7 +178,7 @@ def serve(name: str) -> int:
             for key, _ in selector.select(timeout=1.0):
                 if key.fileobj is listener:
                     conn, _ = listener.accept()
-                    _answer(conn, listener, kernels)
+                    _answer(conn, [listener, selector, wake_r, wake_w, *kernels.values()], kernels)
                 else:
                     os.read(wake_r, 4096)
             _reap(kernels)
@@ -191,8 +194,9 @@ def serve(name: str) -> int:
     return 0
 
 
-def _answer(conn: socket.socket, listener: socket.socket, kernels: dict) -> None:
-    """Read one request from ``conn`` and fork its kernel (or refuse it)."""
+def _answer(conn: socket.socket, inherited: list, kernels: dict) -> None:
+    """Read one request from ``conn`` and fork its kernel (or refuse it); the child closes ``conn`` and
+    ``inherited`` (the server's other descriptors)."""
     conn.settimeout(10)
     try:
         data, fds, _, _ = socket.recv_fds(conn, 1 << 20, 3)
@@ -213,7 +217,7 @@ def _answer(conn: socket.socket, listener: socket.socket, kernels: dict) -> None
     sys.stderr.flush()
     pid = os.fork()
     if pid == 0:
-        _run_kernel({**request, "arguments": arguments}, fds, listener, conn)
+        _run_kernel({**request, "arguments": arguments}, fds, [conn, *inherited])
     for fd in fds:
         os.close(fd)
     kernels[pid] = conn

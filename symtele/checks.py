@@ -112,6 +112,14 @@ def finite_tensor(name: str, tensor) -> torch.Tensor:
     return tensor
 
 
+def finite_vector(name: str, tensor) -> torch.Tensor:
+    """:func:`finite_tensor`, and 1-D (a flat parameter vector)."""
+    finite_tensor(name, tensor)
+    if tensor.dim() != 1:
+        raise ValueError(f"Invalid {name}: expected a 1-D parameter vector, got shape {tuple(tensor.shape)}")
+    return tensor
+
+
 def finite_tensors(name: str, tensors) -> list[torch.Tensor]:
     """Check every tensor of a sequence; the message names the index that fails."""
     tensors = list(tensors)

@@ -26,6 +26,7 @@ from collections.abc import Sequence
 import torch
 
 from .. import checks
+from ..objective import grad_norm_sq
 from ..problems import get_problem
 from ..regression import regression_task
 from ..tasks import accuracy, digits_data, digits_mlp, softplus_mlp
@@ -335,7 +336,7 @@ def _digits_images(seed: int, device):
     return data.x_train.reshape(-1, 1, 8, 8), data.y_train, data.x_test.reshape(-1, 1, 8, 8), data.y_test
 
 
-def _training_loss(model, x, y) -> tuple[float, float]:
+def _on_training_set(model, x, y) -> tuple[float, float]:
     """Loss and accuracy on the whole training set, from one forward pass in eval mode (running statistics)."""
     model.eval()
     with torch.no_grad():
@@ -353,12 +354,13 @@ class _MinibatchRun:
 
     def __init__(self, model, optimizer, x, y):
         self.model, self.optimizer, self.x, self.y = model, optimizer, x, y
-        loss, self.accuracy = _training_loss(model, x, y)
+        loss, self.accuracy = _on_training_set(model, x, y)
         self.losses, self.grads, self.epoch_grads, self.times = [loss], [], [], [0.0]
         self.elapsed = 0.0
 
     def copy(self) -> _MinibatchRun:
-        return copy.deepcopy(self)
+        """A copy of the network, optimiser and log (the data is shared, not copied)."""
+        return copy.deepcopy(self, memo={id(self.x): self.x, id(self.y): self.y})
 
     def advance(self, batches: list, start: int, stop: int, steps_per_epoch: int, teleporter=None) -> None:
         """Minibatch steps ``start … stop − 1`` (each teleporting first if ``teleporter`` says so); after the
@@ -371,11 +373,11 @@ class _MinibatchRun:
                 teleporter.maybe(step, x[batch], y[batch])
             opt.zero_grad()
             torch.nn.functional.cross_entropy(model(x[batch]), y[batch]).backward()
-            self.epoch_grads.append(float(sum(p.grad.square().sum() for p in model.parameters())))
+            self.epoch_grads.append(float(grad_norm_sq([p.grad for p in model.parameters()])))
             opt.step()
             if (step + 1) % steps_per_epoch == 0:
                 self.times.append(time.perf_counter() - began)
-                loss, self.accuracy = _training_loss(model, x, y)
+                loss, self.accuracy = _on_training_set(model, x, y)
                 self.losses.append(loss)
                 self.grads += [self.epoch_grads[0]] if not self.grads else []
                 self.grads.append(sum(self.epoch_grads) / len(self.epoch_grads))

@@ -166,9 +166,7 @@ def level_set_teleport(loss_fn: Callable[[torch.Tensor], torch.Tensor], w: torch
 
 def _teleport(loss_fn, w: torch.Tensor, o: LevelSet):
     """:func:`level_set_teleport` with its options checked: iterate, pull back, keep the best point, record."""
-    checks.finite_tensor("w", w)
-    if w.dim() != 1:
-        raise ValueError(f"Invalid w: expected a 1-D parameter vector, got shape {tuple(w.shape)}")
+    checks.finite_vector("w", w)
     start = time.perf_counter()
     counts = _Counts()
     x = w.detach().clone()

@@ -150,9 +150,7 @@ def level_set_slp_teleport(loss_fn: Callable[[torch.Tensor], torch.Tensor], w: t
 
 def _teleport(loss_fn, w: torch.Tensor, o: LevelSetSLP):
     """:func:`level_set_slp_teleport` with its options checked: iterate, pull back, keep the best point, record."""
-    checks.finite_tensor("w", w)
-    if w.dim() != 1:
-        raise ValueError(f"Invalid w: expected a 1-D parameter vector, got shape {tuple(w.shape)}")
+    checks.finite_vector("w", w)
     start_time = time.perf_counter()
     evaluate = _Evaluator(loss_fn)
     x = w.detach().clone()
