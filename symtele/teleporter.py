@@ -267,7 +267,7 @@ class Teleporter:
                 shape = tuple(loss.shape) if isinstance(loss, torch.Tensor) else type(loss).__name__
                 raise ValueError(f"Invalid loss_fn: returned {shape}, expected a scalar loss tensor")
             if not bool(torch.isfinite(loss)):
-                raise ValueError(f"Invalid loss: {float(loss)} on the teleport batch (not finite); nothing was changed")
+                raise ValueError(f"Invalid loss: {float(loss.detach())} on the teleport batch (not finite); nothing was changed")
             grads = torch.autograd.grad(loss, list(leaves.values()), allow_unused=True)
         grads = {n: torch.zeros_like(named[n]) if g is None else g for n, g in zip(named, grads)}
         return loss.detach(), grads
@@ -311,8 +311,9 @@ class Teleporter:
                 break
         record.trace["lookahead"] = {"t": tried, "loss": losses}
         if chosen == 0:
+            best = min(losses[1:], default=float("inf"))
             record.stopped = (
-                f"declined by the look-ahead: a step {self.horizon:g}× the optimiser's ends at {min(losses[1:]):.6g} "
+                f"declined by the look-ahead: a step {self.horizon:g}× the optimiser's ends at {best:.6g} "
                 f"or higher from the teleported points (t = {', '.join(f'{t:g}' for t in TRIALS)}), at "
                 f"{losses[0]:.6g} from where it is"
             )
