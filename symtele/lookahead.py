@@ -18,7 +18,8 @@ rescaling teleport changes the step every later iteration takes (for SGD it is e
 whose first step still goes further can overshoot a few steps later, above all with momentum; asking the
 teleported point to go further under the long step too is a margin against that (measured in the report's
 chapter on minibatch training, not proved). ``h = 1`` is the plain one-step look-ahead. The gradient at
-``w_t`` costs nothing: the action is linear and keeps the loss, so ``∇L_B(w_t) = e^{−t·a} ∇L_B(w)`` entry by entry. Each ``ℓ(t)`` is one forward pass.
+``w_t`` costs nothing: the action is linear and keeps the loss, so ``∇L_B(w_t) = e^{−t·a} ∇L_B(w)`` entry
+by entry. Each ``ℓ(t)`` is one forward pass.
 The teleport goes to the largest ``t`` of ``1, ½, ¼`` with ``ℓ(t) < ℓ(0)``, trying them in that order and
 stopping at the first; if none goes further than the plain step, it does not teleport (``t = 0``).
 """

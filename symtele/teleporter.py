@@ -267,7 +267,8 @@ class Teleporter:
                 shape = tuple(loss.shape) if isinstance(loss, torch.Tensor) else type(loss).__name__
                 raise ValueError(f"Invalid loss_fn: returned {shape}, expected a scalar loss tensor")
             if not bool(torch.isfinite(loss)):
-                raise ValueError(f"Invalid loss: {float(loss.detach())} on the teleport batch (not finite); nothing was changed")
+                value = float(loss.detach())
+                raise ValueError(f"Invalid loss: {value} on the teleport batch (not finite); nothing was changed")
             grads = torch.autograd.grad(loss, list(leaves.values()), allow_unused=True)
         grads = {n: torch.zeros_like(named[n]) if g is None else g for n, g in zip(named, grads)}
         return loss.detach(), grads

@@ -200,7 +200,8 @@ def test_lbfgs_is_refused_for_the_look_ahead_and_works_with_reset():
     model = digits_cnn()
     with pytest.raises(TypeError, match="LBFGS steps through a closure"):
         st.Teleporter(model, F.cross_entropy, torch.optim.LBFGS(model.parameters()), every=5, state="reset")
-    st.Teleporter(model, F.cross_entropy, torch.optim.LBFGS(model.parameters()), every=5, state="reset", accept="always")
+    lbfgs = torch.optim.LBFGS(model.parameters())
+    st.Teleporter(model, F.cross_entropy, lbfgs, every=5, state="reset", accept="always")
 
 
 def test_sgd_momentum_with_weight_decay_is_transported_term_by_term():
