@@ -291,12 +291,19 @@ class Teleporter:
             f = {p: v**t for p, v in factors.items()} if t else {}
             values = {p: p.detach() * f[p] if p in f else p.detach() for p in named.values()}
             step_grads = {p: grads[p] / f[p] if p in f else grads[p] for p in named.values()}
-            states = own
+            states, owned = own, False
             if t and self.state == "reset":
                 states = {p: {} for p in named.values()}
-            elif t and self.state == "transport":
-                states = {**own, **transported(self.optimizer, f, self.decay)[0]}
-            new = shadow_step(self.optimizer, values, step_grads, states, self.horizon)
+            elif t and self.state == "transport":  # new tensors for every scaled parameter; the others' own
+                moved = transported(self.optimizer, f, self.decay)[0]
+                states = {p: moved[p] if p in moved else own[p] for p in named.values()}
+                unscaled = {
+                    p: {k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in s.items()}
+                    for p, s in states.items()
+                    if p not in moved
+                }
+                states, owned = {**states, **unscaled}, True
+            new = shadow_step(self.optimizer, values, step_grads, states, self.horizon, owned=owned)
             with torch.no_grad():
                 value = float(self.loss_fn(output({name_of[p]: v for p, v in new.items()}, x), y))
             record.forward_evals += 1
