@@ -1,4 +1,4 @@
-"""The cost of teleporting whole networks (MLP, CNN, ResNet), by the protocol of :mod:`~symtele.study.bench`.
+"""The cost of teleporting whole networks (MLP, CNN, ResNet), by the protocol of :mod:`~symtele.study.bench_protocol`.
 
 :func:`network_teleport_cost` times, interleaved in the same rounds, one gradient of the network on
 one batch (a forward and a backward pass), the closed-form teleport along every rescaling
@@ -19,7 +19,8 @@ from ..models import digits_cnn, digits_resnet, resnet18
 from ..teleports.discovery import discover
 from ..teleports.rescale import Rescale, ascent_step, gradient_norm_reference, rescale_teleport, scale_factors
 from . import published
-from .bench import interleaved_times
+from .bench_protocol import interleaved_times
+from .bench_records import record
 
 
 def _mlp() -> nn.Module:
@@ -107,24 +108,25 @@ def network_teleport_cost(
     records = []
     for m in methods:
         rounds = [t / g for t, g in zip(times[m], times["grad"])]
-        record = last["rescale"][-1] if m == "rescale" else None
+        taken = last["rescale"][-1] if m == "rescale" else None  # the closed form's teleport record
         records.append(
-            {
-                "method": m,
-                "model": model,
-                "n_params": sum(p.numel() for p in params.values()),
-                "n_scales": symmetry.n_scales,
-                "batch": list(x.shape),
-                "steps": steps,
-                "device": str(dev),
-                "dtype": str(dtype).replace("torch.", ""),
-                "grad_evals": min(times[m]) / min(times["grad"]),
-                "grad_evals_rounds": rounds,
-                "teleport_s": min(times[m]),
-                "grad_s": min(times["grad"]),
-                "reps": len(times[m]),
-                "steps_taken": None if record is None else record.steps_taken,
-                "stopped": None if record is None else record.stopped,
-            }
+            record(
+                "network_teleport_cost",
+                method=m,
+                model=model,
+                n_params=sum(p.numel() for p in params.values()),
+                n_scales=symmetry.n_scales,
+                batch=list(x.shape),
+                steps=steps,
+                device=str(dev),
+                dtype=str(dtype).replace("torch.", ""),
+                grad_evals=min(times[m]) / min(times["grad"]),
+                grad_evals_rounds=rounds,
+                teleport_s=min(times[m]),
+                grad_s=min(times["grad"]),
+                reps=len(times[m]),
+                steps_taken=None if taken is None else taken.steps_taken,
+                stopped=None if taken is None else taken.stopped,
+            )
         )
     return records
