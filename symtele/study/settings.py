@@ -24,6 +24,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from .. import checks
+from ..states import STATES as OPTIMIZER_STATES
 
 #: the course project's five random seeds, n²·12345 for n = 0 … 4
 SEEDS = tuple(n * n * 12345 for n in range(5))
@@ -359,7 +360,6 @@ class MachineSettings(Settings):
 #: the networks of the networks notebook (08) and the optimisers it trains them with
 NETWORK_MODELS = ("digits-cnn", "digits-resnet")
 NETWORK_OPTIMIZERS = ("sgd", "momentum", "adam")
-OPTIMIZER_STATES = ("keep", "reset", "transport")
 
 
 def _network_lrs() -> dict:
