@@ -8,6 +8,10 @@ PY := $(VENV)/bin/python
 TORCH_VERSION ?= 2.13.0
 EXTRAS ?= all
 STAMP := $(VENV)/.installed-$(TORCH_VERSION)
+# every command (the notebooks' kernels included) imports the package of this checkout, whatever checkout the
+# environment's editable install points at (a second checkout, or benchmarks/report_build.py's copy, sharing
+# one .venv): the report's dependencies below are this checkout's sources
+export PYTHONPATH := $(CURDIR)$(if $(PYTHONPATH),:$(PYTHONPATH))
 
 .PHONY: help env lint format test test-fast clean distclean
 help: ## list the targets
