@@ -46,7 +46,14 @@ METHODS = ("posscale", "posscale-ref", "gln", "levelset-step")
 
 
 def sweep_dims(width: int) -> tuple:
-    """The network of the width sweep: REFERENCE §2's MNIST-sized one with both hidden layers ``width`` wide."""
+    """The network of the width sweep: REFERENCE §2's MNIST-sized one with both hidden layers ``width`` wide.
+
+    Args:
+        width: the width of both hidden layers.
+
+    Returns:
+        ``(samples, inputs, width, width, outputs)``.
+    """
     samples, inputs, *_, outputs = published.COST_DIMS
     return (samples, inputs, width, width, outputs)
 
@@ -127,16 +134,35 @@ def teleport_cost(
 ) -> list[dict]:
     """The cost of one teleport of the course project's network ``dims``, in gradient evaluations.
 
-    ``steps``: teleport steps (default :data:`DEFAULT_STEPS`). The network is the regression
-    task of ``seed`` with ``dims`` (ReLU; LeakyReLU for ``gln``, whose gradient is then timed on
-    that network) with each ``W_k`` divided by its fan-in ``d_{k−1}``, which keeps the activations
-    of order one at any width (the unscaled ``torch.rand`` draw overflows float32 at width 1024
-    and depth 4); the work done per call does not depend on it. Each method and its gradient
-    are timed interleaved in the same rounds. Returns one record per method:
-    ``method, dims, n_params, steps, device, dtype, grad_evals, teleport_s, grad_s`` (minima over the
-    rounds), ``grad_evals_rounds`` (every round's ratio),
-    ``reps``, and ``steps_taken``/``stopped`` of the last call (``None`` for ``posscale-ref``,
-    which has no safety checks).
+    ``grad_evals = min_r t_teleport[r] / min_r t_grad[r]``, ``t_grad`` being one forward and backward pass
+    of the same network on the same batch, timed interleaved with the teleport in the same rounds
+    (:mod:`~symtele.study.bench_protocol`). The network is the regression task of ``seed`` with ``dims``
+    (ReLU; LeakyReLU for ``gln``, whose gradient is then timed on that network) with each ``W_k`` divided
+    by its fan-in ``d_{k−1}``, which keeps the activations of order one at any width (the unscaled
+    ``torch.rand`` draw overflows float32 at width 1024 and depth 4); the work done per call does not
+    depend on it.
+
+    Args:
+        dims: samples, then layer widths.
+        methods: teleports among :data:`METHODS`.
+        steps: teleport steps (default :data:`DEFAULT_STEPS`, per method).
+        reps: rounds.
+        warmup: untimed calls of each function first.
+        min_time: seconds a timing lasts at least (fast calls are repeated within a round).
+        dtype: the arithmetic.
+        device: ``"cpu"`` or ``"cuda"``.
+        seed: the task's random seed.
+        max_reps: at most this many rounds for the named methods (slow ones).
+
+    Returns:
+        One ``teleport_cost`` record (:mod:`~symtele.study.bench_records`) per method: ``grad_evals``,
+        ``teleport_s``, ``grad_s`` (minima over the rounds), ``grad_evals_rounds`` (every round's ratio),
+        and ``steps_taken``/``stopped`` of the last call (``None`` for ``posscale-ref``, which has no
+        safety checks).
+
+    Raises:
+        ValueError: a bad ``dims``, method, count, dtype or ``max_reps`` key, or CUDA on a machine
+            without it.
     """
     dims = checks.dims("dims", dims)
     methods = [checks.choice("method", m, METHODS) for m in methods]
@@ -191,8 +217,18 @@ TASKS = ("relu", "leaky_relu")
 def scaling_exponent(records, method: str, key: str = "teleport_s") -> float | None:
     """Least-squares slope of ``log(key)`` against ``log(n_params)`` over ``method``'s records.
 
-    ``key`` is ``teleport_s``, ``grad_s`` or ``grad_evals``; a slope of 1 means the cost grows in
-    proportion to the parameter count. ``None`` with fewer than two measured sizes.
+    A slope of 1 means the cost grows in proportion to the parameter count.
+
+    Args:
+        records: :func:`teleport_cost` records.
+        method: the teleport whose records are fitted.
+        key: ``teleport_s``, ``grad_s`` or ``grad_evals``.
+
+    Returns:
+        The slope, or ``None`` with fewer than two measured sizes.
+
+    Raises:
+        ValueError: another ``key``.
     """
     checks.choice("key", key, ("teleport_s", "grad_s", "grad_evals"))
     points = {r["n_params"]: r[key] for r in records if r["method"] == method and r.get(key)}
@@ -255,17 +291,30 @@ def time_to_target(
     """Seconds until the seeds' mean loss first reaches GD's final mean loss, teleport included.
 
     Runs ``gd``, ``gd+posscale``, ``adagrad``, ``adagrad+posscale`` on the course project's ReLU
-    task and ``gd``, ``gd+gln``, ``adagrad``, ``adagrad+gln`` on its LeakyReLU version (``settings``:
-    the writeup's by default, REFERENCE §2–3), all seeds as one batched computation, interleaved
-    (``tasks`` picks either task). On each task the target is the final mean loss of its GD run.
+    task and ``gd``, ``gd+gln``, ``adagrad``, ``adagrad+gln`` on its LeakyReLU version, all seeds as
+    one batched computation, interleaved. On each task the target is the final mean loss of its GD run.
     ``time_s[k]`` of the run (wall clock from its start until ``loss[k]`` is known) at the first
     epoch ``k`` with ``mean loss ≤ target`` is the time to target.
 
-    Returns ``{"seconds": {name: min over rounds}, "speedup": {name: t(opt) / t(opt+teleport)},
-    "seconds_rounds", "speedup_rounds", "epochs": {name: k}, "target": {task: loss}, "curves",
-    "teleport_share", ...}`` (:func:`_reach_summary`); names on the LeakyReLU task carry
-    ``@leaky_relu`` (``gd@leaky_relu``), teleport runs are named by the teleport (``gd+posscale``,
-    ``gd+posscale-ref``, ``gd+gln``). A run that never reaches its target has ``None`` seconds.
+    Args:
+        settings: the runs' settings (the writeup's by default, REFERENCE §2–3).
+        reps: rounds.
+        warmup: untimed runs of each first.
+        tasks: ``"relu"`` and/or ``"leaky_relu"``.
+        dtype: the arithmetic.
+        device: ``"cpu"`` or ``"cuda"``.
+
+    Returns:
+        A ``time_to_target`` record (:mod:`~symtele.study.bench_records`): ``{"seconds": {name: min over
+        rounds}, "speedup": {name: t(opt) / t(opt+teleport)}, "seconds_rounds", "speedup_rounds",
+        "epochs": {name: k}, "target": {task: loss}, "curves", "teleport_share", ...}``; names on the
+        LeakyReLU task carry ``@leaky_relu`` (``gd@leaky_relu``), teleport runs are named by the teleport
+        (``gd+posscale``, ``gd+posscale-ref``, ``gd+gln``). A run that never reaches its target has
+        ``None`` seconds.
+
+    Raises:
+        TypeError: ``settings`` not a :class:`~symtele.study.settings.RegressionSettings`.
+        ValueError: a bad count, task, dtype or device.
     """
     s, reps, warmup, dtype, dev = _checked_protocol(settings, reps, warmup, dtype, device)
     tasks = checks.sequence("tasks", list(tasks), lambda name, task: checks.choice(name, task, TASKS))
@@ -344,11 +393,25 @@ def batched_vs_loop(
 ) -> list[dict]:
     """The course project's experiment as one batched computation against a loop over seeds, per method.
 
-    For ``gd``, ``gd+posscale``, ``adagrad``, ``adagrad+posscale`` (``settings``: the writeup's by
-    default): wall-clock seconds (minima over the rounds) of the batched run and of the per-seed loop (interleaved),
-    their ratio, and ``max_abs_diff``/``max_rel_diff``, the largest absolute and relative
-    difference between the losses the two record for any seed and epoch (0.0 when identical).
     The loop trains each seed as a batch of one.
+
+    Args:
+        settings: the runs' settings (the writeup's by default).
+        reps: rounds.
+        warmup: untimed runs of each first.
+        dtype: the arithmetic.
+        device: ``"cpu"`` or ``"cuda"``.
+
+    Returns:
+        One ``batched_seeds`` record (:mod:`~symtele.study.bench_records`) for each of ``gd``,
+        ``gd+posscale``, ``adagrad``, ``adagrad+posscale``: wall-clock seconds (minima over the rounds)
+        of the batched run and of the per-seed loop (interleaved), their ratio, and
+        ``max_abs_diff``/``max_rel_diff``, the largest absolute and relative difference between the
+        losses the two record for any seed and epoch (0.0 when identical).
+
+    Raises:
+        TypeError: ``settings`` not a :class:`~symtele.study.settings.RegressionSettings`.
+        ValueError: a bad count, dtype or device.
     """
     s, reps, warmup, dtype, dev = _checked_protocol(settings, reps, warmup, dtype, device)
     seeds, dims, epochs = list(s.seeds), s.dims, s.epochs

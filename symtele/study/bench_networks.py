@@ -82,10 +82,32 @@ def network_teleport_cost(
     seed: int = 0,
     max_reps: dict[str, int] | None = None,
 ) -> list[dict]:
-    """The cost of a ``steps``-step teleport of the network ``model`` (a key of :data:`MODELS`) in gradient
-    evaluations, for each of ``methods``. Returns one record per method: ``method, model, n_params,
-    n_scales, batch, steps, device, dtype, grad_evals, grad_evals_rounds, teleport_s, grad_s, reps``
-    and the closed form's ``steps_taken``/``stopped``."""
+    """The cost of a ``steps``-step teleport of a whole network in gradient evaluations, for each of ``methods``.
+
+    ``grad_evals = min_r t_teleport[r] / min_r t_grad[r]``, the teleport and one gradient of the network on
+    one batch timed interleaved in the same rounds (:mod:`~symtele.study.bench_protocol`).
+
+    Args:
+        model: a key of :data:`MODELS`.
+        methods: among :data:`METHODS`: ``rescale`` (the closed form) and ``rescale-ref`` (double
+            backpropagation through :func:`~symtele.teleports.rescale.gradient_norm_reference`).
+        steps: ascent steps per teleport.
+        reps: rounds.
+        warmup: untimed calls of each function first.
+        min_time: seconds a timing lasts at least (fast calls are repeated within a round).
+        dtype: the arithmetic.
+        device: ``"cpu"`` or ``"cuda"``.
+        seed: the seed of the weights and the batch.
+        max_reps: at most this many rounds for the named functions (``grad`` or a method).
+
+    Returns:
+        One ``network_teleport_cost`` record (:mod:`~symtele.study.bench_records`) per method: ``method,
+        model, n_params, n_scales, batch, steps, device, dtype, grad_evals, grad_evals_rounds, teleport_s,
+        grad_s, reps`` and the closed form's ``steps_taken``/``stopped``.
+
+    Raises:
+        ValueError: an unknown model or method, a bad count, dtype or device.
+    """
     checks.choice("model", model, MODELS)
     methods = [checks.choice("method", m, METHODS) for m in methods]
     if not methods:

@@ -24,7 +24,7 @@ NUMBER = (int, float)
 class Field:
     """One field of a benchmark record.
 
-    Args:
+    Attributes:
         types: the Python types its value may have (``NoneType`` among them when it may be ``None``).
         timing: ``"wall_s"`` for seconds of wall clock, ``"wall_ratios"`` for a ratio of them, ``""``
             for a field that does not depend on the machine's speed.
