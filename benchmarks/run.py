@@ -123,7 +123,9 @@ def main(argv=None) -> int:
         for model in bench_networks.MODELS:
             log(f"network teleport cost: {model}")
             caps = {"rescale-ref": 2} if model == "resnet18" and not args.full else {}
-            records += bench_networks.network_teleport_cost(model, device=device, max_reps=caps)
+            records += bench_networks.network_teleport_cost(
+                model, bench_networks.METHODS, device=device, max_reps=caps
+            )
         path = out / f"network_cost{suffix}.json"
         log(f"wrote {bench_records.write(path, 'network_teleport_cost', records, machine)}")
     if "target" in parts:

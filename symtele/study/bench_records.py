@@ -88,6 +88,7 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "reps": _plain(int),
         "steps_taken": _plain(int, NONE),
         "stopped": _plain(str, NONE),
+        "trials": _plain(int, required=False),
         "machine": MACHINE,
     },
     # bench.time_to_target: one record for all the runs, each field a dict by run name
