@@ -73,8 +73,11 @@ def _reference(loss_of, params, symmetry, o: Rescale):
 
 
 def _lookahead_call(net, x, params, grads, symmetry, loss_of, loss, o, seed):
-    """A call that runs the Teleporter's look-ahead for the teleport ``o`` finds (SGD with momentum, one step
-    taken so that it has state; the judging batch another draw of the same shape), and the trials' count."""
+    """A call that runs the Teleporter's look-ahead for the teleport ``o`` finds.
+
+    The optimiser is SGD with momentum, one step taken so that it has state; the judging batch another draw of
+    the same shape. The call returns the teleport's record, whose trace lists the points tried.
+    """
     from ..teleporter import Teleporter
 
     optimizer = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
