@@ -29,7 +29,8 @@ __getattr__, __dir__, __all__ = exports(
     __name__,
     {
         "base": ["Teleport"],
-        "discovery": ["Symmetry", "discover"],
+        "discovery": ["discover"],
+        "symmetry": ["Dropped", "Group", "Symmetry", "Term"],
         "gln": ["GLn", "gln_teleport"],
         "level_set": ["LevelSet", "level_set_teleport"],
         "level_set_slp": ["LevelSetSLP", "level_set_slp_teleport"],

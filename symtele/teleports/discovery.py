@@ -530,7 +530,7 @@ class _Walk:
         self.values: dict[fx.Node, _Value] = {}
         self.param_values: dict[fx.Node, _ParamValue] = {}
         self.uses: dict[int, list[str]] = {}  # parameter → who uses it, once per use
-        self.own_terms: dict[int, set] = {}  # parameter → its terms in this graph
+        self.own_terms: dict[int, dict] = {}  # parameter → its terms in this graph, by their content
 
     # ---- what rules call ------------------------------------------------------------------------------
     def value(self, x) -> _Value | None:
@@ -592,7 +592,8 @@ class _Walk:
 
     def term(self, pid: int, units: torch.Tensor, sign: int) -> None:
         self.d.add_term(pid, units, sign)
-        self.own_terms.setdefault(pid, set()).add((sign, tuple(units.shape), tuple(units.flatten().tolist())))
+        key = (sign, tuple(units.shape), tuple(units.flatten().tolist()))
+        self.own_terms.setdefault(pid, {})[key] = units
 
     def weight_of(self, module: nn.Module, attr: str) -> _Weight | None:
         """What ``module.<attr>`` is made of (see :class:`_Weight`); ``None`` if it has none."""
@@ -652,7 +653,12 @@ class _Walk:
         v, shape_in, shape_out = self.value(x), _shape(x), _shape(node)
         if weight is None or weight.role == "refused" or shape_in is None or shape_out is None:
             why = weight.why if weight is not None else f"{name} has no weight"
-            self.pin_inputs(node, why, STRUCTURE)
+            priority = STRUCTURE if module is not None else RULE
+            self.pin_inputs(node, why, priority)
+            if module is not None and shape_out is not None:  # listed with the reason, its output unscaled
+                out = self.d.keyed(("refused", layer), 1)
+                self.d.producers.setdefault(layer, []).extend(out.tolist())
+                self.pin(out, why, priority)
             return
         w = weight.param
         n_out = shape_out[-1] if kind == "linear" else shape_out[len(shape_out) - (w.dim() - 2) - 1]
@@ -924,8 +930,10 @@ def _walk(work, graphs, names, params, kinds) -> Symmetry:
             times = "twice" if len(uses) == 2 else f"{len(uses)} times"
             what = f"`{who[0]}` is called {times}" if len(who) == 1 else f"`{name}` is shared by {', '.join(who)}"
             pin_param(pid, what)
-        if len({frozenset(w.own_terms.get(pid, ())) for w in walks}) > 1:
-            pin_param(pid, f"`{name}` is used differently in train and in eval mode")
+        every = {k: u for w in walks for k, u in w.own_terms.get(pid, {}).items()}
+        for walk in walks:  # a term one mode's graph lacks: its units must not move
+            for k in every.keys() - walk.own_terms.get(pid, {}).keys():
+                d.pin(every[k], f"`{name}` is used differently in train and in eval mode")
         if not params[pid].requires_grad and pid in terms_of:
             pin_param(pid, f"`{name}` is frozen (requires_grad=False)")
     for path, why in _hooked(work).items():
@@ -993,23 +1001,31 @@ def _outputs(work, x, seed) -> list:
 
 
 def _change(before: list, after: list) -> float:
-    """The largest change of any output, relative to that output's size (``inf`` if one is not comparable)."""
+    """The largest change of any output, relative to that output's largest finite entry (``inf`` if an output
+    is not comparable: another shape or type, a non-finite entry that moved, an integer that changed)."""
+    if len(before) != len(after):
+        return math.inf
     worst = 0.0
-    scale = max(
-        (float(b.abs().max()) for b in before if isinstance(b, torch.Tensor) and b.is_floating_point() and b.numel()),
-        default=0.0,
-    )
     for b, a in zip(before, after):
-        if isinstance(b, torch.Tensor) and b.is_floating_point():
-            if b.shape != a.shape:
+        if not isinstance(b, torch.Tensor):
+            if b != a:
                 return math.inf
-            size = float(b.abs().max()) if b.numel() else 0.0
-            worst = max(worst, float((a - b).abs().max()) / max(size, scale * 1e-6, 1e-300) if b.numel() else 0.0)
-        elif isinstance(b, torch.Tensor):
-            worst = max(worst, 0.0 if torch.equal(a, b) else math.inf)
-        elif b != a:
+            continue
+        if not isinstance(a, torch.Tensor) or a.shape != b.shape or a.dtype != b.dtype:
             return math.inf
-    return worst if len(before) == len(after) else math.inf
+        if not b.is_floating_point() and not b.is_complex():
+            if not torch.equal(a, b):
+                return math.inf
+            continue
+        finite = torch.isfinite(b)
+        if not torch.equal(finite, torch.isfinite(a)) or not torch.equal(
+            b[~finite].nan_to_num(), a[~finite].nan_to_num()
+        ):
+            return math.inf
+        if bool(finite.any()):
+            size = float(b[finite].abs().max())
+            worst = max(worst, float((a[finite] - b[finite]).abs().max()) / max(size, 1e-300))
+    return worst
 
 
 def _verify(found: Symmetry, work, x, modes, buffers, names, seed) -> Symmetry:
