@@ -10,10 +10,12 @@ not the one these tests rely on.
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 import torch
 import torch.nn.functional as F
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as hs
 from torch import nn
 from torch.nn.utils import parametrizations, prune
@@ -53,8 +55,16 @@ def assert_exact(model, x, symmetry, seed=1, rtol=1e-10):
     try:
         for mode in (True, False):
             for b, a in zip(before[mode], outputs(model, x, mode)):
-                scale = float(b.abs().max())
-                assert float((a - b).abs().max()) <= rtol * scale, ("train" if mode else "eval", str(symmetry))
+                finite = torch.isfinite(b)
+                scale = float(b[finite].abs().max()) if bool(finite.any()) else 0.0
+                torch.testing.assert_close(
+                    a,
+                    b,
+                    rtol=0,
+                    atol=rtol * scale,
+                    equal_nan=True,
+                    msg=lambda m, mode=mode: f"{mode=}: {m}\n{symmetry}",
+                )
     finally:
         with torch.no_grad():
             for n, p in named.items():
@@ -529,6 +539,9 @@ OPS = [
     "transposed",
 ]
 
+#: the operations every scale passes (half the draws come from these, so that many networks keep scales)
+BENIGN = ["linear", "relu", "leaky", "abs", "neg", "dropout", "div", "bias", "mul_const", "mul_param", "residual"]
+
 
 class Random(nn.Module):
     """A network built from ``ops`` on (B, W) features (see :data:`OPS`), ending in ``Linear(W, 3)``; with
@@ -563,8 +576,9 @@ class Random(nn.Module):
             return layer
         if op == "tied":
             layer = nn.Linear(W, W)
-            if self.linears:
-                layer.weight = self.mods[self.linears[draw % len(self.linears)]].weight
+            plain = [i for i in self.linears if isinstance(self.mods[i]._parameters.get("weight"), nn.Parameter)]
+            if plain:
+                layer.weight = self.mods[plain[draw % len(plain)]].weight
             return layer
         if op == "layernorm":
             return nn.LayerNorm(W)
@@ -638,7 +652,7 @@ class Random(nn.Module):
 
 @hs.composite
 def random_networks(draw):
-    ops = draw(hs.lists(hs.sampled_from(OPS), min_size=1, max_size=7))
+    ops = draw(hs.lists(hs.one_of(hs.sampled_from(BENIGN), hs.sampled_from(OPS)), min_size=1, max_size=7))
     ops = ["linear", *ops]  # at least one layer to rescale
     draws = draw(hs.lists(hs.integers(0, 3), min_size=len(ops), max_size=len(ops)))
     return ops, draws, draw(hs.booleans()), draw(hs.integers(0, 2**16))
@@ -651,7 +665,19 @@ def test_random_networks_keep_every_output_or_say_why(arch):
     torch.manual_seed(seed)
     model = Random(ops, draws, two).double()
     x = torch.randn(5, W, dtype=torch.float64)
-    found = st.discover(model, x)
-    assert not any("verification" in d.reason for d in found.dropped), (ops, str(found))
-    assert_exact(model, x, found, seed=seed)
+    with one_thread():  # tiny networks: one thread is fastest, and steady on a busy machine
+        found = st.discover(model, x)
+        assert not any("verification" in d.reason for d in found.dropped), (ops, str(found))
+        assert_exact(model, x, found, seed=seed)
     assert all(d.reason for d in found.dropped)
+    event("some scales kept" if found.n_scales else "every scale pinned")
+
+
+@contextlib.contextmanager
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
