@@ -23,8 +23,8 @@ from torch.utils._pytree import tree_flatten
 
 import symtele as st
 from symtele.models import digits_resnet, resnet18
-from symtele.teleports import discovery
-from symtele.teleports.discovery import Rule
+from symtele.teleports import rules
+from symtele.teleports.rules import Rule
 
 
 def outputs(model, x, train: bool) -> list[torch.Tensor]:
@@ -397,7 +397,7 @@ def test_every_output_is_compared_and_the_record_is_data():
 
 
 def test_a_wrong_rule_is_caught_by_the_verification(monkeypatch):
-    monkeypatch.setitem(discovery.MODULES, nn.Tanh, Rule(discovery._through))  # tanh(x/d) ≠ tanh(x)/d
+    monkeypatch.setitem(rules.MODULES, nn.Tanh, Rule(rules._through))  # tanh(x/d) ≠ tanh(x)/d
     model = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 5), nn.ReLU(), nn.Linear(5, 2)).double()
     assert st.discover(model, X.double(), verify=False).n_scales == 11
     found = st.discover(model, X.double())

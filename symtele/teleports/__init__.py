@@ -7,7 +7,9 @@
 * :mod:`~symtele.teleports.level_set`: level-set teleportation (no symmetry needed), the writeup's
   formulation; :mod:`~symtele.teleports.level_set_slp` is the formulation of Mishkin et al. (2024);
 * :mod:`~symtele.teleports.discovery`: every positive rescaling of any ``nn.Module``, from its ``torch.fx``
-  graph; :mod:`~symtele.teleports.rescale` teleports along them in closed form;
+  graph, by the rule table of :mod:`~symtele.teleports.rules` (how to add a layer is there), checked by
+  :mod:`~symtele.teleports.verification`, described by :mod:`~symtele.teleports.symmetry`;
+  :mod:`~symtele.teleports.rescale` teleports along them in closed form;
 * :mod:`~symtele.teleports.chains`: which parameters of a network form scalable layer chains;
 * :mod:`~symtele.teleports.invariance`: when an exact-symmetry teleport counts as loss-preserving.
 
