@@ -497,6 +497,16 @@ def test_a_bias_added_after_a_convolution_produces_the_unit():
     assert found.n_scales == 3 and "bias" in found.params
 
 
+@pytest.mark.parametrize("size, kept", [(6, 12), (1, 6)])
+def test_a_parameter_added_to_linear_features(size, kept):
+    model = Net(lambda m, x: m.fc3(F.relu(m.fc2(F.relu(m.fc1(x) + m.shift)))))
+    model.shift = nn.Parameter(torch.randn(size))
+    found = rules_and_check(model, X)
+    assert found.n_scales == kept and ("shift" in found.params) == (size == 6)
+    if size == 1:
+        assert found.left["fc1"] == "added to an unscaled value at add (`fc1 + shift`)"
+
+
 def test_resnet18_keeps_its_scales_under_verification():
     found = st.discover(resnet18(), torch.randn(2, 3, 32, 32))
     assert found.n_scales == 2880 and not any("verification" in d.reason for d in found.dropped)

@@ -156,6 +156,7 @@ class _Walk:
         self.values: dict[fx.Node, Value] = {}
         self.param_values: dict[fx.Node, ParamValue] = {}
         self.uses: dict[int, list[str]] = {}  # parameter → who uses it, once per use
+        self.paths: dict[int, str] | None = None  # module → its name, made when first needed
         self.own_terms: dict[int, dict] = {}  # parameter → its terms in this graph, by their content
 
     # ---- what rules call ------------------------------------------------------------------------------
@@ -260,10 +261,9 @@ class _Walk:
         return _Weight(None, "refused", f"the weight `{_text(x)}` is not a parameter used as it is")
 
     def path_of(self, module: nn.Module) -> str:
-        for name, m in self.gm.named_modules():
-            if m is module:
-                return name
-        return type(module).__name__
+        if self.paths is None:
+            self.paths = {id(m): name for name, m in self.gm.named_modules()}
+        return self.paths.get(id(module), type(module).__name__)
 
     def attr(self, target: str):
         owner, _, name = target.rpartition(".")

@@ -213,7 +213,8 @@ def _add(walk, node, a, module=None):
     out = _shape(node)
     if vy is None:
         p = walk.param_value(y)
-        if p is not None and out == _shape(x) and len(out) - len(_shape(y)) + p.axis == vx.axis:
+        aligned = p is not None and len(out) - len(_shape(y)) + p.axis == vx.axis
+        if aligned and out == _shape(x) and walk.d.params[p.pid].numel() == vx.units.numel():
             walk.produce(walk.name_of(p.pid), p.pid, vx.units, walk.param_label(p.pid))
             walk.set(node, vx)
         else:
