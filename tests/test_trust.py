@@ -413,9 +413,9 @@ def test_discovery_changes_nothing_in_the_model():
     state = {k: v.clone() for k, v in model.state_dict().items()}
     modes = {n: m.training for n, m in model.named_modules()}
     x = torch.randn(4, 1, 8, 8)
-    rng = torch.get_rng_state()
+    rng, threads = torch.get_rng_state(), torch.get_num_threads()
     st.discover(model, x)
-    assert torch.equal(torch.get_rng_state(), rng)
+    assert torch.equal(torch.get_rng_state(), rng) and torch.get_num_threads() == threads
     assert {n: m.training for n, m in model.named_modules()} == modes
     assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
     assert all(p.dtype == torch.float32 for p in model.parameters())

@@ -36,6 +36,7 @@ Discovery never changes the model: it works on a copy, with the random number ge
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import inspect
 from dataclasses import dataclass
@@ -484,8 +485,8 @@ def discover(model: nn.Module, example: torch.Tensor, *, verify: bool = True, se
 
     Args:
         model: any ``torch.nn.Module`` that ``torch.fx`` can trace (a ``torch.compile``-d one is read through
-            ``_orig_mod``). It is not changed: modes, buffers, parameters and the random number generator
-            are as they were.
+            ``_orig_mod``). It is not changed: modes, buffers, parameters, the random number generator and
+            torch's thread count (one thread while discovering on the CPU) are as they were.
         example: one input batch.
         verify: check the groups numerically and drop those that change an output (see the module's
             docstring); without it the rules alone decide.
@@ -506,7 +507,7 @@ def discover(model: nn.Module, example: torch.Tensor, *, verify: bool = True, se
     base = model._orig_mod if type(model).__name__ == "OptimizedModule" and hasattr(model, "_orig_mod") else model
     names = {id(p): n for n, p in model.named_parameters()}
     devices = [example.device] if example.device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
+    with torch.random.fork_rng(devices=devices), _one_thread(example.device.type == "cpu"):
         work = _copy(base)
         copies = {id(q): names[id(p)] for p, q in zip(base.parameters(), work.parameters())}
         params = {id(q): q for q in work.parameters()}
@@ -519,6 +520,19 @@ def discover(model: nn.Module, example: torch.Tensor, *, verify: bool = True, se
         if verify and found.n_scales:
             found = verify_symmetry(found, work, x, modes, buffers, copies, seed)
     return found
+
+
+@contextlib.contextmanager
+def _one_thread(cpu: bool):
+    """Discovery's forward passes are small (one example batch): on the CPU one thread runs them fastest, and
+    steadily on a busy machine (many short parallel regions wait on a second thread); restored after."""
+    threads = torch.get_num_threads()
+    if cpu:
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _walk(work, graphs, names, params, kinds) -> Symmetry:
