@@ -6,6 +6,9 @@ one batch (a forward and a backward pass), the closed-form teleport along every 
 the scales applied, one forward pass to confirm the loss), and the same teleport by double
 backpropagation (``rescale-ref``: a forward–backward–backward pass per step, the definition).
 ``grad_evals`` is the teleport's time over the gradient's (minima over the rounds).
+
+:func:`discovery_time` times, interleaved likewise, :func:`~symtele.teleports.discovery.discover` with its
+numerical verification and with the rules alone, against one forward pass of the network.
 """
 
 from __future__ import annotations
@@ -128,3 +131,46 @@ def network_teleport_cost(
             }
         )
     return records
+
+
+def discovery_time(
+    model: str, *, batch: int = 2, reps: int = 5, device="cpu", seed: int = 0, max_reps: dict[str, int] | None = None
+) -> list[dict]:
+    """Seconds to discover the symmetries of the network ``model`` (a key of :data:`MODELS`) on an example batch
+    of ``batch`` inputs, with verification (``discover``) and by the rules alone (``discover-rules``), interleaved
+    with one forward pass (``forward``, float32, train mode) as the unit. Returns one record per method:
+    ``method, model, batch, device, seconds, forwards`` (seconds over the forward's, minima over the rounds),
+    ``seconds_rounds``, ``reps`` and the ``n_scales`` found."""
+    checks.choice("model", model, MODELS)
+    batch = checks.count("batch", batch, minimum=1)
+    dev = checks.device("device", device)
+    make, shape = MODELS[model]
+    torch.manual_seed(checks.count("seed", seed))
+    net = make().to(dev).train()
+    x = torch.randn((batch, *shape[1:]), generator=torch.Generator().manual_seed(seed)).to(dev)
+    found = {}
+
+    def forward():
+        with torch.no_grad():
+            return net(x)
+
+    fns = {
+        "forward": forward,
+        "discover": lambda: found.__setitem__("discover", discover(net, x)),
+        "discover-rules": lambda: found.__setitem__("discover-rules", discover(net, x, verify=False)),
+    }
+    times = interleaved_times(fns, reps=reps, warmup=1, min_time=0.05, device=dev, max_reps=dict(max_reps or {}))
+    return [
+        {
+            "method": m,
+            "model": model,
+            "batch": [batch, *shape[1:]],
+            "device": str(dev),
+            "seconds": min(times[m]),
+            "forwards": min(times[m]) / min(times["forward"]),
+            "seconds_rounds": times[m],
+            "reps": len(times[m]),
+            "n_scales": found[m].n_scales,
+        }
+        for m in ("discover", "discover-rules")
+    ]
