@@ -507,6 +507,23 @@ def test_a_parameter_added_to_linear_features(size, kept):
         assert found.left["fc1"] == "added to an unscaled value at add (`fc1 + shift`)"
 
 
+def test_the_cache_follows_the_module_tree_and_the_hooks():
+    from symtele.teleports.rescale import symmetry_of
+
+    model = Net()
+    first = symmetry_of(model, X)
+    assert symmetry_of(model, torch.randn(9, 4)) is first and symmetry_of(model.eval(), X) is first
+    model.fc2 = nn.Linear(6, 6)
+    second = symmetry_of(model, X)
+    assert second is not first and second.n_scales == 12
+    handle = model.fc2.register_forward_hook(lambda m, a, out: out + 1)
+    with pytest.raises(ValueError, match="no positively rescalable units .*fc2: hook on `fc2`"):
+        symmetry_of(model, X)
+    handle.remove()
+    model.fc2.bias.requires_grad_(False)
+    assert symmetry_of(model, X).n_scales == 6
+
+
 def test_resnet18_keeps_its_scales_under_verification():
     found = st.discover(resnet18(), torch.randn(2, 3, 32, 32))
     assert found.n_scales == 2880 and not any("verification" in d.reason for d in found.dropped)

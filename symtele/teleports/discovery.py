@@ -388,7 +388,10 @@ class _Walk:
         else:
             name = node.target if node.op == "call_method" else getattr(node.target, "__name__", str(node.target))
             form = f".{name}()" if node.op == "call_method" else f"{name}()"
-            self.pin_inputs(node, f"passes through {form} at {node.name}, which the rule table does not know")
+            self.pin_inputs(
+                node,
+                f"passes through {form} at {node.name}, which the rule table does not know (supported: {SUPPORTED})",
+            )
 
 
 def _prunes(hook, attr: str) -> bool:
