@@ -708,3 +708,146 @@ def one_thread():
         yield
     finally:
         torch.set_num_threads(threads)
+
+
+C, L = 4, 6  # channels and positions of the convolutional networks: every op keeps them
+CONV_OPS = [
+    "conv",
+    "grouped",
+    "depthwise",
+    "relu",
+    "leaky",
+    "abs",
+    "maxpool",
+    "avgpool",
+    "upsample",
+    "interpolate",
+    "batchnorm",
+    "groupnorm",
+    "instancenorm",
+    "positions_layernorm",
+    "position_mean",
+    "channel_mean",
+    "channel_pool",
+    "transposed",
+    "residual",
+    "concat",
+    "transpose_axes",
+    "bias_param",
+    "reuse",
+    "hook",
+    "tanh",
+    "dropout2",
+]
+CONV_BENIGN = ["conv", "grouped", "relu", "leaky", "maxpool", "avgpool", "upsample", "residual", "concat", "transposed"]
+
+
+class RandomConv(nn.Module):
+    """A 1-D convolutional network built from ``ops`` on (B, C, L) (see :data:`CONV_OPS`), flattened into
+    ``Linear(C·L, 3)``."""
+
+    def __init__(self, ops, draws):
+        super().__init__()
+        self.ops = ops
+        self.mods = nn.ModuleList(self.make(op, draw) for op, draw in zip(ops, draws))
+        self.head = nn.Linear(C * L, 3)
+
+    @staticmethod
+    def make(op, draw):
+        if op in ("conv", "hook", "residual", "reuse"):
+            layer = nn.Conv1d(C, C, 3, padding=1, bias=draw % 2 == 0)
+            if op == "hook":
+                layer.register_forward_hook(lambda m, a, out: out * 2.0 + 0.1)
+            return layer
+        if op == "grouped":
+            return nn.Conv1d(C, C, 3, padding=1, groups=2)
+        if op == "depthwise":
+            return nn.Conv1d(C, C, 1, groups=C)
+        if op == "concat":
+            return nn.Conv1d(2 * C, C, 1)
+        if op == "transposed":
+            return nn.ConvTranspose1d(C, C, 3, padding=1, groups=[1, 2][draw % 2])
+        if op == "leaky":
+            return nn.LeakyReLU([-0.5, 0.0, 0.2, 1.5][draw % 4])
+        if op == "batchnorm":
+            return nn.BatchNorm1d(C)
+        if op == "groupnorm":
+            return nn.GroupNorm(2, C)
+        if op == "instancenorm":
+            return nn.InstanceNorm1d(C, affine=True, track_running_stats=draw % 2 == 0)
+        if op == "positions_layernorm":
+            return nn.LayerNorm(L)
+        if op == "maxpool":
+            return nn.MaxPool1d(3, stride=1, padding=1)
+        if op == "avgpool":
+            return nn.AvgPool1d(3, stride=1, padding=1)
+        if op == "channel_pool":  # on (B, C, L) it pools over C and L (read as one unbatched image)
+            return nn.MaxPool2d(3, stride=1, padding=1)
+        if op == "bias_param":
+            return nn.ParameterList([nn.Parameter(torch.randn(C))])
+        return nn.Identity()
+
+    def forward(self, x):
+        h, first = x, None
+        for op, m in zip(self.ops, self.mods):
+            if op in ("conv", "hook", "grouped", "depthwise", "transposed", "batchnorm", "groupnorm", "instancenorm"):
+                h = m(h)
+                first = m if first is None and op == "conv" else first
+            elif op in ("maxpool", "avgpool", "leaky", "positions_layernorm"):
+                h = m(h)
+            elif op == "residual":
+                h = h + m(F.relu(h))
+            elif op == "reuse":
+                h = (first or m)(h)
+            elif op == "concat":
+                h = m(torch.cat([h, F.relu(h)], dim=1))
+            elif op == "relu":
+                h = F.relu(h)
+            elif op == "abs":
+                h = torch.abs(h)
+            elif op == "tanh":
+                h = h.tanh()
+            elif op == "dropout2":
+                h = F.dropout1d(h, 0.5, self.training)
+            elif op == "upsample":
+                h = F.avg_pool1d(F.interpolate(h, scale_factor=2, mode="linear"), 2)
+            elif op == "interpolate":
+                h = F.interpolate(h, size=L, mode="nearest")
+            elif op == "position_mean":
+                h = h - h.mean(-1, keepdim=True)
+            elif op == "channel_mean":
+                h = h - h.mean(1, True)
+            elif op == "channel_pool":
+                h = m(h)
+            elif op == "transpose_axes":
+                h = h.transpose(1, 2).relu().transpose(1, 2)
+            elif op == "bias_param":
+                h = h + m[0].view(1, -1, 1)
+        return self.head(h.flatten(1))
+
+
+@hs.composite
+def random_conv_networks(draw):
+    ops = draw(hs.lists(hs.one_of(hs.sampled_from(CONV_BENIGN), hs.sampled_from(CONV_OPS)), min_size=1, max_size=6))
+    ops = ["conv", *ops]
+    draws = draw(hs.lists(hs.integers(0, 3), min_size=len(ops), max_size=len(ops)))
+    return ops, draws, draw(hs.integers(0, 2**16))
+
+
+@settings(derandomize=True, max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+@given(random_conv_networks())
+def test_random_convolutional_networks_keep_every_output_or_say_why(arch):
+    ops, draws, seed = arch
+    torch.manual_seed(seed)
+    model = RandomConv(ops, draws).double()
+    for m in model.modules():  # normalisers with statistics and affine parameters of their own
+        if getattr(m, "running_var", None) is not None:
+            m.running_mean.uniform_(-1, 1)
+            m.running_var.uniform_(0.5, 2)
+    x = torch.randn(5, C, L, dtype=torch.float64)
+    with one_thread():
+        found = st.discover(model, x)
+        assert not any("verification" in d.reason for d in found.dropped), (ops, str(found))
+        assert_exact(model, x, found, seed=seed)
+    assert all(d.reason for d in found.dropped)
+    event("some scales kept" if found.n_scales else "every scale pinned")

@@ -555,6 +555,17 @@ def _walk(work, graphs, names, params, kinds) -> Symmetry:
         for units in terms_of.get(pid, []):
             d.pin(units, why, STRUCTURE)
 
+    for path, why in _hooked(work).items():
+        for walk in walks:
+            for node in walk.gm.graph.nodes:
+                if _in_scope(node, path):
+                    walk.pin_inputs(node, why, STRUCTURE)
+                    if node in walk.values:
+                        d.pin(walk.values[node].units, why, STRUCTURE)
+        prefix = f"{path}." if path else ""
+        for pname, p in work.named_parameters():
+            if pname.startswith(prefix):
+                pin_param(id(p), why)
     for pid, name in names.items():
         uses = max((w.uses.get(pid, []) for w in walks), key=len)
         if len(uses) > 1:
@@ -568,17 +579,6 @@ def _walk(work, graphs, names, params, kinds) -> Symmetry:
                 d.pin(every[k], f"`{name}` is used differently in train and in eval mode")
         if not params[pid].requires_grad and pid in terms_of:
             pin_param(pid, f"`{name}` is frozen (requires_grad=False)")
-    for path, why in _hooked(work).items():
-        for walk in walks:
-            for node in walk.gm.graph.nodes:
-                if _in_scope(node, path):
-                    walk.pin_inputs(node, why, STRUCTURE)
-                    if node in walk.values:
-                        d.pin(walk.values[node].units, why, STRUCTURE)
-        prefix = f"{path}." if path else ""
-        for pname, p in work.named_parameters():
-            if pname.startswith(prefix):
-                pin_param(id(p), why)
     for _, units, why in sorted(d.pins, key=lambda pin: pin[0]):
         d.units.fix(units, why)
     return _symmetry(d)

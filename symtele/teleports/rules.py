@@ -220,7 +220,9 @@ def _add(walk, node, a, module=None):
         else:
             walk.pin_inputs(node, f"added to an unscaled value at {walk.label(node)} (`{_text(x)} + {_text(y)}`)")
         return
-    if not (out == _shape(x) == _shape(y) and vx.axis == vy.axis and vx.units.shape == vy.units.shape):
+    # broadcasting along other axes (``h - h.mean(-1, keepdim=True)``) keeps the channels apart
+    same_rank = len(out) == len(_shape(x)) == len(_shape(y))
+    if not (same_rank and vx.axis == vy.axis and vx.units.shape == vy.units.shape):
         walk.pin_inputs(node, f"added to a differently shaped value at {walk.label(node)}")
         return
     for i, j in zip(vx.units.tolist(), vy.units.tolist()):
