@@ -362,6 +362,14 @@ def _unprefixed(symmetry):
     return type(symmetry)(symmetry.n_scales, terms, symmetry.groups)
 
 
+def test_a_forward_that_fixes_its_dtype_is_checked_in_that_dtype():
+    model = Net(lambda m, x: m.fc3(F.relu(m.fc2(F.relu(m.fc1(x)).float()))))
+    found = st.discover(model, X)
+    assert found.n_scales == 6 and found.left["fc1"].startswith("passes through .float() at float")
+    assert found.verified.startswith("verified: every output kept within 0.0001 (float32")
+    assert_exact(model, X, found, rtol=1e-5)
+
+
 def test_frozen_parameters_are_pinned():
     model = Net()
     model.fc2.bias.requires_grad_(False)

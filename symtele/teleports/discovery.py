@@ -431,9 +431,9 @@ def _in_scope(node, path: str) -> bool:
 
 
 # ---- discover -----------------------------------------------------------------------------------------------
-def _copy(model: nn.Module) -> nn.Module:
-    """A float64 deep copy; tensors a hook computes (``weight`` of the old ``weight_norm`` or of ``prune``) are
-    copied detached, the hook recomputes them."""
+def _copy(model: nn.Module, double: bool) -> nn.Module:
+    """A deep copy (in float64 if ``double``); tensors a hook computes (``weight`` of the old ``weight_norm`` or
+    of ``prune``) are copied detached, the hook recomputes them."""
     memo = {}
     for m in model.modules():
         for value in vars(m).values():
@@ -445,7 +445,7 @@ def _copy(model: nn.Module) -> nn.Module:
         raise ValueError(
             f"Invalid model: {type(model).__name__} cannot be copied ({type(error).__name__}: {error})"
         ) from error
-    return work.double()
+    return work.double() if double else work
 
 
 def _modes(model: nn.Module) -> list[dict[str, bool]]:
@@ -511,18 +511,26 @@ def discover(model: nn.Module, example: torch.Tensor, *, verify: bool = True, se
     names = {id(p): n for n, p in model.named_parameters()}
     devices = [example.device] if example.device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices), _one_thread(example.device.type == "cpu"):
-        work = _copy(base)
+        modes = _modes(base)
+        try:
+            work, x, buffers, graphs = _prepare(base, example, modes, double=True)
+        except ValueError:  # a forward that fixes its own dtype (``x.float()``): the model's dtype, then
+            work, x, buffers, graphs = _prepare(base, example, modes, double=False)
         copies = {id(q): names[id(p)] for p, q in zip(base.parameters(), work.parameters())}
         params = {id(q): q for q in work.parameters()}
-        x = example.double() if example.is_floating_point() else example
-        buffers = {n: b.clone() for n, b in work.named_buffers()}
-        modes = _modes(base)
-        graphs = _trace(work, x, modes, buffers)
         kinds = {n: type(m).__name__ for n, m in work.named_modules()}
         found = _walk(work, graphs, copies, params, kinds)
         if verify and found.n_scales:
             found = verify_symmetry(found, work, x, modes, buffers, copies, seed)
     return found
+
+
+def _prepare(base: nn.Module, example: torch.Tensor, modes, double: bool):
+    """The working copy (float64 if ``double``), the example in its dtype, its buffers, and its graphs."""
+    work = _copy(base, double)
+    x = example.double() if double and example.is_floating_point() else example
+    buffers = {n: b.clone() for n, b in work.named_buffers()}
+    return work, x, buffers, _trace(work, x, modes, buffers)
 
 
 @contextlib.contextmanager

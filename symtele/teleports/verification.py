@@ -6,7 +6,8 @@ The rules of :mod:`~symtele.teleports.rules` are not trusted alone: :func:`verif
 model's own mixed modes, if any), with the random number generator seeded alike for both runs so that
 dropout draws the same mask. Groups whose scales change an output by more than :data:`VERIFY_RTOL` of its
 largest entry are found by bisection (applying halves of the failing set) and dropped, each with the change
-measured and the mode it was seen in.
+measured and the mode it was seen in. A model whose forward fixes its own dtype (``x.float()``) is checked in
+that dtype instead, at a tolerance above its rounding (:data:`VERIFY_RTOL_OTHER`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,10 @@ from .symmetry import Dropped, Symmetry
 
 #: the relative change of an output beyond which a group fails verification (float64)
 VERIFY_RTOL = 1e-9
+#: the same for a model whose forward fixes its own dtype, so that it only runs in it
+VERIFY_RTOL_OTHER = {torch.float32: 1e-4}
+#: ... and for any other dtype (half precision)
+VERIFY_RTOL_LOW = 1e-2
 #: log-scales of the verification are drawn uniformly from [−VERIFY_SPREAD, VERIFY_SPREAD]
 VERIFY_SPREAD = 0.5
 
@@ -75,9 +80,12 @@ def _change(before: list, after: list) -> float:
 
 
 def verify(found: Symmetry, work, x, modes, buffers, names, seed) -> Symmetry:
-    """Apply random log-scales group by group to the float64 copy ``work`` and drop every group that changes
+    """Apply random log-scales group by group to the copy ``work`` (float64 unless its forward fixes its dtype)
+    and drop every group that changes
     an output beyond :data:`VERIFY_RTOL` (found by bisection), with the change measured."""
     by_name = {names[id(p)]: p for p in work.parameters()}
+    dtype = next((p.dtype for p in by_name.values() if p.is_floating_point()), torch.float64)
+    rtol = VERIFY_RTOL if dtype == torch.float64 else VERIFY_RTOL_OTHER.get(dtype, VERIFY_RTOL_LOW)
     original = {n: p.detach().clone() for n, p in by_name.items()}
     g = torch.Generator().manual_seed(seed)
     s = (torch.rand(found.n_scales, generator=g, dtype=torch.float64) * 2 - 1) * VERIFY_SPREAD
@@ -111,7 +119,7 @@ def verify(found: Symmetry, work, x, modes, buffers, names, seed) -> Symmetry:
 
     def failing(groups: list[int]) -> dict[int, tuple[float, int]]:
         worst = change(groups)
-        if worst[0] <= VERIFY_RTOL:
+        if worst[0] <= rtol:
             return {}
         if len(groups) == 1:
             return {groups[0]: worst}
@@ -139,7 +147,8 @@ def verify(found: Symmetry, work, x, modes, buffers, names, seed) -> Symmetry:
     result = found.keep(kept, dropped)
     mode_names = ["train", "eval", "the model's own"][: len(modes)]
     result.verified = (
-        f"verified: every output kept within {VERIFY_RTOL:g} (float64, random log-scales in ±{VERIFY_SPREAD:g}) "
+        f"verified: every output kept within {rtol:g} ({str(dtype).removeprefix('torch.')}, random log-scales in "
+        f"±{VERIFY_SPREAD:g}) "
         f"in {', '.join(mode_names)} mode"
     )
     return result
