@@ -859,3 +859,44 @@ def test_random_convolutional_networks_keep_every_output_or_say_why(arch):
         assert_exact(model, x, found, seed=seed)
     assert all(d.reason for d in found.dropped)
     event("some scales kept" if found.n_scales else "every scale pinned")
+
+
+def _siamese():
+    class Siamese(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.enc = nn.Sequential(nn.Linear(2, 5), nn.ReLU(), nn.Linear(5, 3))
+            self.head = nn.Sequential(nn.Linear(6, 4), nn.ReLU(), nn.Linear(4, 3))
+
+        def forward(self, x):
+            return self.head(F.relu(torch.cat([self.enc(x[:, :2]), self.enc(x[:, 2:])], dim=1)))
+
+    return Siamese()
+
+
+def _hooked():
+    model = nn.Sequential(
+        nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 6), nn.ReLU(), nn.Linear(6, 6), nn.ReLU(), nn.Linear(6, 3)
+    )
+    model[2].register_forward_hook(lambda module, args, out: out + 1.0)  # layer 4's scales remain
+    return model
+
+
+def _weight_normed():
+    model = Net()
+    parametrizations.weight_norm(model.fc1)
+    prune.l1_unstructured(model.fc2, "weight", 0.4)
+    return model
+
+
+@pytest.mark.parametrize("make", [_siamese, _hooked, _weight_normed])
+def test_a_teleport_of_a_tricky_network_keeps_every_output(make):
+    torch.manual_seed(0)
+    model = make().double()
+    x, y = torch.randn(16, 4, dtype=torch.float64), torch.randint(0, 3, (16,))
+    before = {mode: outputs(model, x, mode) for mode in (True, False)}
+    record = st.teleport_model(model, F.cross_entropy, x, y)
+    assert record.grad_norm_sq_after > record.grad_norm_sq_before
+    for mode in (True, False):
+        for b, a in zip(before[mode], outputs(model, x, mode)):
+            assert float((a - b).abs().max()) <= 1e-10 * float(b.abs().max())
