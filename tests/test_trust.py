@@ -183,6 +183,11 @@ def test_a_weight_used_outside_its_layer_is_pinned(route, user):
     assert found.n_scales == 6  # fc2's units are kept
 
 
+def test_the_shape_of_a_weight_is_not_a_use():
+    found = rules_and_check(Net(lambda m, x: m.fc3(F.relu(m.fc2(F.relu(m.fc1(x)))) * m.fc1.weight.shape[0])), X)
+    assert found.n_scales == 12
+
+
 def test_a_weight_read_outside_its_layer_pins_the_units_it_reads_too():
     found = rules_and_check(Net(lambda m, x: m.fc3(F.relu(m.fc2(F.relu(m.fc1(x))))) + m.fc2.weight.norm()), X)
     assert found.n_scales == 0 and found.left["fc1"] == found.left["fc2"] == "`fc2.weight` is shared by fc2, norm"

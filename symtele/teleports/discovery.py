@@ -351,7 +351,8 @@ class _Walk:
         if not isinstance(tensor, torch.Tensor) or id(tensor) not in self.d.names:
             return
         for user in node.users:
-            self.use(id(tensor), user.name)
+            if not _reads_shape_only(user):
+                self.use(id(tensor), user.name)
         if tensor.dim() <= 1 and len(node.users) == 1:
             self.param_values[node] = ParamValue(id(tensor), 0)
 
@@ -392,6 +393,17 @@ class _Walk:
                 node,
                 f"passes through {form} at {node.name}, which the rule table does not know (supported: {SUPPORTED})",
             )
+
+
+def _reads_shape_only(node) -> bool:
+    """``w.shape``, ``w.size()``, ``w.dtype``: a use of a parameter that does not read its values."""
+    if node.op == "call_method":
+        return node.target in ("size", "dim", "numel")
+    return node.op == "call_function" and node.target is getattr and node.args[1] in SHAPE_ATTRIBUTES
+
+
+#: tensor attributes that say nothing of its values
+SHAPE_ATTRIBUTES = ("shape", "dtype", "device", "ndim", "is_cuda")
 
 
 def _prunes(hook, attr: str) -> bool:

@@ -230,6 +230,18 @@ def _add(walk, node, a, module=None):
     walk.set(node, vx)
 
 
+def _factor(y, node, x) -> bool:
+    """Whether ``x * y`` (or ``x / y``), ``y`` unscaled, acts on ``x`` channel by channel: ``y`` a number, a
+    number computed in the graph (``w.shape[0]``: no tensor), or a tensor that broadcasts to ``x``'s shape."""
+    if _number(y):
+        return True
+    if not isinstance(y, fx.Node):
+        return False
+    if "tensor_meta" not in y.meta:
+        return True
+    return _shape(y) is not None and _shape(node) == _shape(x)
+
+
 def _mul(walk, node, a, module=None):
     """A scaled value times a number or an unscaled tensor (that keeps its shape)."""
     x, y = a["input"], a["other"]
@@ -241,7 +253,7 @@ def _mul(walk, node, a, module=None):
         return
     if vx is None:
         x, y, vx = y, x, vy
-    if _number(y) or (isinstance(y, fx.Node) and _shape(y) is not None and _shape(node) == _shape(x)):
+    if _factor(y, node, x):
         walk.set(node, vx)
     else:
         walk.pin_inputs(node, f"multiplied by {_text(y)} at {walk.label(node)}")
@@ -256,8 +268,7 @@ def _div(walk, node, a, module=None):
         return
     if vx is None:
         return
-    tensor = isinstance(y, fx.Node) and _shape(y) is not None and _shape(node) == _shape(x)
-    if a["rounding_mode"] is None and ((_number(y) and y != 0) or tensor):
+    if a["rounding_mode"] is None and _factor(y, node, x):
         walk.set(node, vx)
     else:
         walk.pin_inputs(node, f"`{_text(x)} / {_text(y)}` at {walk.label(node)} is not positively homogeneous")
