@@ -751,8 +751,23 @@ CONV_OPS = [
     "hook",
     "tanh",
     "dropout2",
+    "pool_unsqueezed",
+    "pool_positions_unsqueezed",
+    "linear_channels",
 ]
-CONV_BENIGN = ["conv", "grouped", "relu", "leaky", "maxpool", "avgpool", "upsample", "residual", "concat", "transposed"]
+CONV_BENIGN = [
+    "conv",
+    "grouped",
+    "relu",
+    "leaky",
+    "maxpool",
+    "avgpool",
+    "upsample",
+    "residual",
+    "concat",
+    "transposed",
+    "linear_channels",
+]
 
 
 class RandomConv(nn.Module):
@@ -798,6 +813,8 @@ class RandomConv(nn.Module):
             return nn.MaxPool2d(3, stride=1, padding=1)
         if op == "bias_param":
             return nn.ParameterList([nn.Parameter(torch.randn(C))])
+        if op == "linear_channels":
+            return nn.Linear(C, C)
         return nn.Identity()
 
     def forward(self, x):
@@ -833,9 +850,15 @@ class RandomConv(nn.Module):
             elif op == "channel_pool":
                 h = m(h)
             elif op == "transpose_axes":
-                h = h.transpose(1, 2).relu().transpose(1, 2)
+                h = torch.tanh(h.transpose(1, 2)).transpose(1, 2)
             elif op == "bias_param":
                 h = h + m[0].view(1, -1, 1)
+            elif op == "pool_unsqueezed":  # (B, 1, C, L): pools across the channels
+                h = F.max_pool2d(h.unsqueeze(1), 3, 1, 1).squeeze(1)
+            elif op == "pool_positions_unsqueezed":  # (B, C, L, 1): pools the positions only
+                h = torch.squeeze(F.avg_pool2d(torch.unsqueeze(h, -1), (3, 1), 1, (1, 0)), -1)
+            elif op == "linear_channels":  # a Linear over the channels, moved to the last axis and back
+                h = m(h.permute(0, 2, 1)).transpose(1, 2)
         return self.head(h.flatten(1))
 
 

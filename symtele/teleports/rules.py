@@ -102,6 +102,10 @@ def _signature(f) -> inspect.Signature:
 INPUT = _signature(lambda input, *args, **kwargs: None)
 LEAKY = _signature(lambda input, negative_slope=0.01, inplace=False: None)
 FLATTEN = _signature(lambda input, start_dim=0, end_dim=-1: None)
+TRANSPOSE = _signature(lambda input, dim0, dim1: None)
+PERMUTE = _signature(lambda input, *dims: None)
+UNSQUEEZE = _signature(lambda input, dim: None)
+SQUEEZE = _signature(lambda input, dim=None: None)
 REDUCE = _signature(lambda input, dim=None, keepdim=False, *args, dtype=None, **kwargs: None)
 BINARY = _signature(lambda input, other, *args, alpha=1, rounding_mode=None, **kwargs: None)
 CAT = _signature(lambda tensors, dim=0, *args, axis=None, **kwargs: None)
@@ -185,6 +189,53 @@ def _reshape(walk, node, a, module=None):
         walk.set(node, Value(v.units.repeat_interleave(math.prod(before[v.axis + 1 :])), v.axis))
     else:
         walk.pin_inputs(node, f"reshaped across its channels at {walk.label(node)}")
+
+
+def _moved(walk, node, x, axis_after):
+    """The output carries ``x``'s scales on the axis ``axis_after(axis, rank)`` (``None``: pin)."""
+    v, before, after = walk.value(x), _shape(x), _shape(node)
+    if v is None:
+        return
+    axis = axis_after(v.axis, len(before)) if after is not None else None
+    if axis is None or after[axis] != before[v.axis]:
+        walk.pin_inputs(node, f"moved its channels out of reach at {walk.label(node)}")
+        return
+    walk.set(node, Value(v.units, axis))
+
+
+def _transpose(walk, node, a, module=None):
+    """``x.transpose(i, j)``: the channel axis swapped along."""
+    i, j = a["dim0"], a["dim1"]
+
+    def after(axis, rank):
+        first, second = i % rank, j % rank
+        return second if axis == first else first if axis == second else axis
+
+    _moved(walk, node, a["input"], after)
+
+
+def _permute(walk, node, a, module=None):
+    """``x.permute(dims)``: the channel axis goes where ``dims`` puts it."""
+    dims = a["dims"][0] if len(a["dims"]) == 1 and isinstance(a["dims"][0], (tuple, list)) else a["dims"]
+    _moved(walk, node, a["input"], lambda axis, rank: [d % rank for d in dims].index(axis))
+
+
+def _unsqueeze(walk, node, a, module=None):
+    """``x.unsqueeze(d)``: a new axis of size 1 before or after the channels."""
+    d = a["dim"]
+    _moved(walk, node, a["input"], lambda axis, rank: axis + 1 if d % (rank + 1) <= axis else axis)
+
+
+def _squeeze(walk, node, a, module=None):
+    """``x.squeeze(d)``: axes of size 1 removed, never the channels'."""
+    x = a["input"]
+    shape = _shape(x)
+    dims = a["dim"]
+    if dims is None:
+        dims = [i for i, n in enumerate(shape or ()) if n == 1]
+    dims = [d % len(shape) for d in (dims if isinstance(dims, (tuple, list)) else [dims])] if shape else []
+    dropped = [d for d in dims if shape[d] == 1]
+    _moved(walk, node, x, lambda axis, rank: None if axis in dropped else axis - sum(d < axis for d in dropped))
 
 
 def _reduce(walk, node, a, module=None):
@@ -381,6 +432,10 @@ FUNCTIONS: dict[Callable, Rule] = {
     F.interpolate: Rule(_spatial(None), INPUT),
     torch.flatten: Rule(_flatten, FLATTEN),
     torch.reshape: Rule(_reshape, INPUT),
+    torch.transpose: Rule(_transpose, TRANSPOSE),
+    torch.permute: Rule(_permute, PERMUTE),
+    torch.unsqueeze: Rule(_unsqueeze, UNSQUEEZE),
+    torch.squeeze: Rule(_squeeze, SQUEEZE),
     torch.mean: Rule(_reduce, REDUCE),
     torch.sum: Rule(_reduce, REDUCE),
     **{f: Rule(_add, BINARY) for f in (operator.add, operator.iadd, torch.add, operator.sub, operator.isub, torch.sub)},
@@ -401,6 +456,10 @@ METHODS: dict[str, Rule] = {
     "flatten": Rule(_flatten, FLATTEN),
     "view": Rule(_reshape, INPUT),
     "reshape": Rule(_reshape, INPUT),
+    "transpose": Rule(_transpose, TRANSPOSE),
+    "permute": Rule(_permute, PERMUTE),
+    "unsqueeze": Rule(_unsqueeze, UNSQUEEZE),
+    "squeeze": Rule(_squeeze, SQUEEZE),
     "mean": Rule(_reduce, REDUCE),
     "sum": Rule(_reduce, REDUCE),
     **{m: Rule(_add, BINARY) for m in ("add", "add_", "sub", "sub_")},
