@@ -193,14 +193,15 @@ _SYMMETRIES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 def _structure(model: torch.nn.Module) -> tuple:
     """What a discovery depends on besides the input: the module tree, the parameters (and whether they are
-    frozen), the hooks, and the modes when they are mixed (all-train and all-eval are both covered by every
-    discovery)."""
+    frozen), the hooks (global ones too), and the modes when they are mixed (all-train and all-eval are both
+    covered by every discovery)."""
     modules = tuple(
         (name, id(m), tuple(m._forward_hooks), tuple(m._forward_pre_hooks)) for name, m in model.named_modules()
     )
     params = tuple((name, id(p), p.requires_grad) for name, p in model.named_parameters())
     modes = tuple(m.training for m in model.modules())
-    return modules, params, modes if 0 < sum(modes) < len(modes) else None
+    hooks = torch.nn.modules.module._global_forward_hooks, torch.nn.modules.module._global_forward_pre_hooks
+    return modules, params, modes if 0 < sum(modes) < len(modes) else None, tuple(tuple(h) for h in hooks)
 
 
 def symmetry_of(model: torch.nn.Module, example: torch.Tensor) -> Symmetry:
