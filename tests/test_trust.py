@@ -391,8 +391,8 @@ def test_dropout_in_train_mode_keeps_the_scales():
 def test_a_refused_activation_says_what_is_supported():
     found = st.discover(nn.Sequential(nn.Linear(4, 6), nn.GELU(), nn.Linear(6, 2)), X)
     assert found.left["0"] == (
-        "passes through 1 (GELU), which no positive scale passes (supported: ReLU, LeakyReLU, abs, Identity, "
-        "Dropout, pooling, Upsample)"
+        "passes through 1 (GELU), which no positive scale passes (supported: ReLU, LeakyReLU, PReLU, abs, "
+        "clamp(min=0), Identity, Dropout, pooling, padding, Upsample)"
     )
     assert "0 (Linear): passes through 1 (GELU)" in str(found)
 
@@ -480,6 +480,32 @@ def test_abs_upsample_and_interpolate_pass_the_scales():
 
     found = rules_and_check(Spatial(), torch.randn(2, 1, 4, 4))
     assert found.n_scales == 6
+
+
+@pytest.mark.parametrize(
+    "step, channels, kept",
+    [
+        (nn.PReLU(3), 3, 6),
+        (nn.ZeroPad2d(1), 3, 6),
+        (nn.ReflectionPad2d((1, 0, 2, 1)), 3, 6),
+        (lambda h: F.pad(h, (1, 1, 0, 0), mode="replicate"), 3, 6),
+        (lambda h: torch.clamp(h, min=0), 3, 6),
+        (lambda h: h.clamp(0, 6), 3, 3),
+        (nn.ConstantPad2d(1, 0.5), 3, 3),
+        (lambda h: F.pad(h, (0, 0, 0, 0, 1, 1)), 5, 3),  # pads the channels
+    ],
+)
+def test_prelu_padding_and_clamp(step, channels, kept):
+    class Padded(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.step, self.b, self.fc = nn.Conv2d(1, 3, 3), step, nn.Conv2d(channels, 3, 1), nn.Linear(3, 2)
+
+        def forward(self, x):
+            return self.fc(F.relu(self.b(self.step(self.a(x)))).mean((2, 3)))
+
+    found = rules_and_check(Padded(), torch.randn(2, 1, 6, 6))
+    assert found.n_scales == kept, str(found)
 
 
 @pytest.mark.parametrize("groups", [1, 2])

@@ -6,11 +6,12 @@ A *unit* is one output channel (or feature) of a layer that computes it linearly
 ``LayerNorm`` (over the last dimension) and ``InstanceNorm``. Dividing everything that produces the unit by
 ``d > 0`` (its weight slice, its bias, a parameter added to it) divides the unit's value by ``d``. The value
 may then pass through operations that are positively homogeneous channel by channel, ``φ(x / d) = φ(x) / d``:
-ReLU, LeakyReLU of any slope, ``abs``, negation, Identity, Dropout, pooling over the spatial axes (never over
-the channels), ``Upsample``/``interpolate``, ``Flatten`` and reshapes that keep the channels in order (a
-channel's scale then covers all its flattened features), ``transpose``/``permute``/``unsqueeze``/``squeeze``
-(the channel axis moves along), sums and means over other axes, multiplication
-by a constant or by an unscaled tensor, division by one. Every layer that reads the unit multiplies the
+ReLU, LeakyReLU of any slope, PReLU, ``clamp(min=0)``, ``abs``, negation, Identity, Dropout, pooling and
+padding (zeros or the channel's own entries) over the spatial axes (never over the channels),
+``Upsample``/``interpolate``, ``Flatten`` and reshapes that keep the channels in order (a channel's scale then
+covers all its flattened features), ``transpose``/``permute``/``unsqueeze``/``squeeze`` (the channel axis
+moves along), sums and means over other axes, multiplication by a constant or by an unscaled tensor, division
+by one. Every layer that reads the unit multiplies the
 matching input slice of its weight by ``d``, and the network computes exactly what it did. Units added
 together (a residual stream) share one scale; a concatenation keeps each part's own.
 

@@ -45,7 +45,7 @@ import torch.nn.functional as F
 from torch import nn
 
 #: what a refused activation is told is supported
-SUPPORTED = "ReLU, LeakyReLU, abs, Identity, Dropout, pooling, Upsample"
+SUPPORTED = "ReLU, LeakyReLU, PReLU, abs, clamp(min=0), Identity, Dropout, pooling, padding, Upsample"
 
 # ---- pins: why a scale is fixed, most telling first -------------------------------------------------------
 STRUCTURE, RULE, OUTPUT = 0, 1, 2
@@ -102,6 +102,8 @@ def _signature(f) -> inspect.Signature:
 INPUT = _signature(lambda input, *args, **kwargs: None)
 LEAKY = _signature(lambda input, negative_slope=0.01, inplace=False: None)
 FLATTEN = _signature(lambda input, start_dim=0, end_dim=-1: None)
+PAD = _signature(lambda input, pad, mode="constant", value=None: None)
+CLAMP = _signature(lambda input, min=None, max=None: None)
 TRANSPOSE = _signature(lambda input, dim0, dim1: None)
 PERMUTE = _signature(lambda input, *dims: None)
 UNSQUEEZE = _signature(lambda input, dim: None)
@@ -155,6 +157,34 @@ def _spatial(pooled: int | None):
         walk.set(node, v)
 
     return handle
+
+
+def _pad(walk, node, a, module=None):
+    """Padding of the last axes with zeros or with the channel's own entries (reflect, replicate, circular):
+    the scales pass when the channel axis is not padded."""
+    if module is not None:
+        pad, value = module.padding, getattr(module, "value", 0.0)
+        mode = "constant" if hasattr(module, "value") else "copies"
+    else:
+        pad, mode, value = a["pad"], a["mode"], a["value"]
+    v = walk.value(a["input"])
+    if v is None:
+        return
+    before, after = _shape(a["input"]), _shape(node)
+    if mode == "constant" and value not in (None, 0, 0.0):
+        walk.pin_inputs(node, f"padded with {value!r} at {walk.label(node)}")
+    elif after is None or len(after) != len(before) or v.axis >= len(before) - len(pad) // 2:
+        walk.pin_inputs(node, f"{walk.label(node)} pads the scaled channels (axis {v.axis})")
+    else:
+        walk.set(node, v)
+
+
+def _clamp(walk, node, a, module=None):
+    """``clamp(x, min=0)`` is ReLU; any other bound is not homogeneous."""
+    if _number(a["min"]) and a["min"] == 0 and a["max"] is None:
+        _through(walk, node, a)
+    else:
+        walk.pin_inputs(node, f"clamped to [{a['min']}, {a['max']}] at {walk.label(node)}")
 
 
 def _flatten(walk, node, a, module=None):
@@ -406,6 +436,27 @@ CONV_T = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 MODULES: dict[type, Rule] = {
     **{t: Rule(_through) for t in (nn.ReLU, nn.Identity, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d)},
     nn.LeakyReLU: Rule(_leaky),
+    nn.PReLU: Rule(_through),  # its slopes are not rescaled: prelu(x/d) = prelu(x)/d
+    **{
+        t: Rule(_pad)
+        for t in (
+            nn.ZeroPad1d,
+            nn.ZeroPad2d,
+            nn.ZeroPad3d,
+            nn.ConstantPad1d,
+            nn.ConstantPad2d,
+            nn.ConstantPad3d,
+            nn.ReflectionPad1d,
+            nn.ReflectionPad2d,
+            nn.ReflectionPad3d,
+            nn.ReplicationPad1d,
+            nn.ReplicationPad2d,
+            nn.ReplicationPad3d,
+            nn.CircularPad1d,
+            nn.CircularPad2d,
+            nn.CircularPad3d,
+        )
+    },
     **{t: Rule(_spatial(1)) for t in (nn.MaxPool1d, nn.AvgPool1d, nn.AdaptiveAvgPool1d, nn.AdaptiveMaxPool1d)},
     **{t: Rule(_spatial(2)) for t in (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)},
     **{t: Rule(_spatial(3)) for t in (nn.MaxPool3d, nn.AvgPool3d, nn.AdaptiveAvgPool3d, nn.AdaptiveMaxPool3d)},
@@ -426,6 +477,9 @@ FUNCTIONS: dict[Callable, Rule] = {
     **{f: Rule(_through, INPUT) for f in (operator.neg, torch.neg, F.dropout, F.dropout1d, F.dropout2d)},
     F.dropout3d: Rule(_through, INPUT),
     F.leaky_relu: Rule(_leaky, LEAKY),
+    F.prelu: Rule(_through, INPUT),
+    F.pad: Rule(_pad, PAD),
+    torch.clamp: Rule(_clamp, CLAMP),
     **{f: Rule(_spatial(1), INPUT) for f in (F.max_pool1d, F.avg_pool1d, F.adaptive_avg_pool1d, F.adaptive_max_pool1d)},
     **{f: Rule(_spatial(2), INPUT) for f in (F.max_pool2d, F.avg_pool2d, F.adaptive_avg_pool2d, F.adaptive_max_pool2d)},
     **{f: Rule(_spatial(3), INPUT) for f in (F.max_pool3d, F.avg_pool3d, F.adaptive_avg_pool3d, F.adaptive_max_pool3d)},
@@ -454,6 +508,8 @@ FUNCTIONS: dict[Callable, Rule] = {
 METHODS: dict[str, Rule] = {
     **{m: Rule(_through, INPUT) for m in ("relu", "relu_", "abs", "abs_", "neg", "contiguous", "clone", "detach")},
     "flatten": Rule(_flatten, FLATTEN),
+    "clamp": Rule(_clamp, CLAMP),
+    "clamp_": Rule(_clamp, CLAMP),
     "view": Rule(_reshape, INPUT),
     "reshape": Rule(_reshape, INPUT),
     "transpose": Rule(_transpose, TRANSPOSE),
