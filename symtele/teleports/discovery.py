@@ -11,9 +11,9 @@ padding (zeros or the channel's own entries) over the spatial axes (never over t
 ``Upsample``/``interpolate``, ``Flatten`` and reshapes that keep the channels in order (a channel's scale then
 covers all its flattened features), ``transpose``/``permute``/``unsqueeze``/``squeeze`` (the channel axis
 moves along), sums and means over other axes, multiplication by a constant or by an unscaled tensor, division
-by one. Every layer that reads the unit multiplies the
-matching input slice of its weight by ``d``, and the network computes exactly what it did. Units added
-together (a residual stream) share one scale; a concatenation keeps each part's own.
+by one. Every layer that reads the unit multiplies the matching input slice of its weight by ``d``, and the
+network computes exactly what it did. Units added together (a residual stream) share one scale; a
+concatenation keeps each part's own.
 
 A normaliser's input is never rescaled: ``BatchNorm`` in eval mode divides by its running statistics, and
 ``GroupNorm``/``LayerNorm``/``InstanceNorm`` divide by ``√(v + ε)``, and ``√(d² v + ε) ≠ d √(v + ε)``; its
