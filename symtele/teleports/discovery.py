@@ -283,7 +283,7 @@ class _Walk:
         if weight is None or weight.role == "refused" or shape_in is None or shape_out is None:
             why = weight.why if weight is not None else f"{name} has no weight"
             priority = STRUCTURE if module is not None else RULE
-            self.pin_inputs(node, why, priority)
+            self.pin_inputs(node, f"read by {name}: {why}", priority)
             if module is not None and shape_out is not None:  # listed with the reason, its output unscaled
                 out = self.d.keyed(("refused", layer), 1)
                 self.d.producers.setdefault(layer, []).extend(out.tolist())
@@ -297,7 +297,7 @@ class _Walk:
         if v is not None:
             expected = len(shape_in) - 1 if kind == "linear" else len(shape_in) - (w.dim() - 2) - 1
             if weight.role != "plain":
-                self.pin(v.units, f"`{self.name_of(pid)}` is weight-normalised: its input channels are not rescaled")
+                self.pin(v.units, f"read by {name}, whose weight is weight-normalised (over its inputs too)")
             elif v.axis != expected:
                 self.pin(v.units, f"read by {name} along another axis")
             else:
