@@ -79,10 +79,30 @@ def _change(before: list, after: list) -> float:
     return worst
 
 
-def verify(found: Symmetry, work, x, modes, buffers, names, seed) -> Symmetry:
-    """Apply random log-scales group by group to the copy ``work`` (float64 unless its forward fixes its dtype)
-    and drop every group that changes
-    an output beyond :data:`VERIFY_RTOL` (found by bisection), with the change measured."""
+def verify(
+    found: Symmetry,
+    work: nn.Module,
+    x: torch.Tensor,
+    modes: list[dict[str, bool]],
+    buffers: dict[str, torch.Tensor],
+    names: dict[int, str],
+    seed: int,
+) -> Symmetry:
+    """Check ``found`` on ``work`` and drop the groups that change an output (see the module's docstring).
+
+    Args:
+        found: the symmetry the rules found.
+        work: the model's copy to run (float64 unless its forward fixes its dtype); its parameters are restored.
+        x: the example batch, in ``work``'s dtype.
+        modes: the modes to check, each a module name → ``training`` flag.
+        buffers: ``work``'s buffers as they were, restored before every run.
+        names: ``id`` of each of ``work``'s parameters → its name in ``found``'s terms.
+        seed: the seed of the random log-scales and of every run's random number generator.
+
+    Returns:
+        ``found`` without the groups that failed, each recorded in ``dropped`` with the change measured, and with
+        ``verified`` saying what was checked.
+    """
     by_name = {names[id(p)]: p for p in work.parameters()}
     dtype = next((p.dtype for p in by_name.values() if p.is_floating_point()), torch.float64)
     rtol = VERIFY_RTOL if dtype == torch.float64 else VERIFY_RTOL_OTHER.get(dtype, VERIFY_RTOL_LOW)
