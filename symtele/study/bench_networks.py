@@ -9,6 +9,9 @@ look-ahead the :class:`~symtele.teleporter.Teleporter` runs before applying a te
 user's optimiser step, SGD with momentum here, on copies from the original point and from the teleported
 ones, one forward pass on another batch each; ``trials`` says how many points it tried, two when the first
 teleported point is accepted). ``grad_evals`` is the time over the gradient's (minima over the rounds).
+
+:func:`discovery_time` times, interleaved likewise, :func:`~symtele.teleports.discovery.discover` with its
+numerical verification and with the rules alone, against one forward pass of the network.
 """
 
 from __future__ import annotations
@@ -202,3 +205,62 @@ def network_teleport_cost(
             )
         )
     return records
+
+
+def discovery_time(
+    model: str, *, batch: int = 2, reps: int = 5, device="cpu", seed: int = 0, max_reps: dict[str, int] | None = None
+) -> list[dict]:
+    """Seconds to discover the symmetries of a network, with verification and by the rules alone.
+
+    ``discover`` and ``discover-rules`` are timed interleaved with one forward pass (``forward``, float32,
+    train mode) as the unit.
+
+    Args:
+        model: a key of :data:`MODELS`.
+        batch: inputs in the example batch.
+        reps: rounds.
+        device: ``"cpu"`` or ``"cuda"``.
+        seed: the seed of the weights and the batch.
+        max_reps: at most this many rounds for the named functions.
+
+    Returns:
+        One ``discovery_time`` record per method: ``method, model, batch, device, seconds, forwards``
+        (seconds over the forward's, minima over the rounds), ``seconds_rounds``, ``reps``, ``n_scales``.
+
+    Raises:
+        ValueError: an unknown model, a bad count or device.
+    """
+    checks.choice("model", model, MODELS)
+    batch = checks.count("batch", batch, minimum=1)
+    dev = checks.device("device", device)
+    make, shape = MODELS[model]
+    torch.manual_seed(checks.count("seed", seed))
+    net = make().to(dev).train()
+    x = torch.randn((batch, *shape[1:]), generator=torch.Generator().manual_seed(seed)).to(dev)
+    found = {}
+
+    def forward():
+        with torch.no_grad():
+            return net(x)
+
+    fns = {
+        "forward": forward,
+        "discover": lambda: found.__setitem__("discover", discover(net, x)),
+        "discover-rules": lambda: found.__setitem__("discover-rules", discover(net, x, verify=False)),
+    }
+    times = interleaved_times(fns, reps=reps, warmup=1, min_time=0.05, device=dev, max_reps=dict(max_reps or {}))
+    return [
+        record(
+            "discovery_time",
+            method=m,
+            model=model,
+            batch=[batch, *shape[1:]],
+            device=str(dev),
+            seconds=min(times[m]),
+            forwards=min(times[m]) / min(times["forward"]),
+            seconds_rounds=times[m],
+            reps=len(times[m]),
+            n_scales=found[m].n_scales,
+        )
+        for m in ("discover", "discover-rules")
+    ]
