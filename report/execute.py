@@ -127,10 +127,13 @@ class Progress:
         )
 
 
-def local_kernel_manager(sockets: Path):
+def local_kernel_manager(sockets: Path, log: Path):
     """A kernel manager class whose kernel listens on IPC sockets under ``sockets`` (a folder of this run's own,
-    so that notebooks running side by side never share one): local, and no 'TCP without encryption'. Only
-    the manager's public ``transport`` and ``ip`` settings change; the kernel starts as jupyter_client starts it.
+    so that notebooks running side by side never share one): local, and no 'TCP without encryption'. The
+    kernel process's own standard error (its log lines, not the cells' output, which reaches the notebook) goes
+    to the file ``log``: jupyter_client interrupts a kernel before shutting it down, and an idle kernel logs
+    that as "KeyboardInterrupt caught in kernel". Only public settings change: the manager's ``transport`` and
+    ``ip``, and the ``stderr`` that ``start_kernel`` passes to the process.
     """
     from jupyter_client.manager import AsyncKernelManager
     from traitlets import default
@@ -143,6 +146,11 @@ def local_kernel_manager(sockets: Path):
         @default("ip")
         def _default_ip(self):
             return str(sockets / "kernel")
+
+        async def start_kernel(self, **kw):
+            log.parent.mkdir(parents=True, exist_ok=True)
+            with open(log, "w") as stream:  # the kernel keeps its own copy of the descriptor
+                return await super().start_kernel(**{"stderr": stream, **kw})
 
     return IPCKernelManager
 
@@ -170,7 +178,7 @@ def execute(notebook: Path, build: Path, params_file: Path) -> int:
             cwd=str(notebook.parent),
             progress_bar=False,
             log_output=False,
-            kernel_manager_class=local_kernel_manager(sockets),
+            kernel_manager_class=local_kernel_manager(sockets, build / "logs" / f"{stem}.kernel.log"),
             on_cell_executed=Progress(stem, code_cells),
         )
     except (Exception, KeyboardInterrupt) as error:
