@@ -328,6 +328,7 @@ NETWORK_OPTIMIZERS = {
     "sgd": lambda params, lr: torch.optim.SGD(params, lr=lr),
     "momentum": lambda params, lr: torch.optim.SGD(params, lr=lr, momentum=0.9),
     "adam": lambda params, lr: torch.optim.Adam(params, lr=lr),
+    "adamw": lambda params, lr: torch.optim.AdamW(params, lr=lr),  # torch's default weight decay, 0.01
 }
 
 
@@ -337,7 +338,8 @@ def _digits_images(seed: int, device):
 
 
 def _on_training_set(model, x, y) -> tuple[float, float]:
-    """Loss and accuracy on the whole training set, from one forward pass in eval mode (running statistics)."""
+    """Loss and accuracy on the whole set ``(x, y)`` (the training set, or the held-out one), from one forward
+    pass in eval mode (running statistics)."""
     model.eval()
     with torch.no_grad():
         logits = model(x)
@@ -350,17 +352,27 @@ def _on_training_set(model, x, y) -> tuple[float, float]:
 class _MinibatchRun:
     """A network, its optimiser and the log of one minibatch run, which can be continued step by step and
     copied at any step: the runs with a teleport are copies of the run without, taken just before its first
-    teleport (everything before it is the same computation)."""
+    teleport (everything before it is the same computation). With ``test=(x_test, y_test)`` the held-out loss
+    and accuracy are logged too, at the start and after every epoch (``test_losses``, ``test_accuracies``)."""
 
-    def __init__(self, model, optimizer, x, y):
-        self.model, self.optimizer, self.x, self.y = model, optimizer, x, y
+    def __init__(self, model, optimizer, x, y, test=None):
+        self.model, self.optimizer, self.x, self.y, self.test = model, optimizer, x, y, test
         loss, self.accuracy = _on_training_set(model, x, y)
         self.losses, self.grads, self.epoch_grads, self.times = [loss], [], [], [0.0]
+        self.test_losses, self.test_accuracies = [], []
+        self._log_test()
         self.elapsed = 0.0
+
+    def _log_test(self) -> None:
+        if self.test is not None:
+            loss, accuracy = _on_training_set(self.model, *self.test)
+            self.test_losses.append(loss)
+            self.test_accuracies.append(accuracy)
 
     def copy(self) -> _MinibatchRun:
         """A copy of the network, optimiser and log (the data is shared, not copied)."""
-        return copy.deepcopy(self, memo={id(self.x): self.x, id(self.y): self.y})
+        shared = (self.x, self.y, self.test, *(self.test or ()))
+        return copy.deepcopy(self, memo={id(t): t for t in shared})
 
     def advance(self, batches: list, start: int, stop: int, steps_per_epoch: int, teleporter=None) -> None:
         """Minibatch steps ``start … stop − 1`` (each teleporting first if ``teleporter`` says so); after the
@@ -379,6 +391,7 @@ class _MinibatchRun:
                 self.times.append(time.perf_counter() - began)
                 loss, self.accuracy = _on_training_set(model, x, y)
                 self.losses.append(loss)
+                self._log_test()
                 self.grads += [self.epoch_grads[0]] if not self.grads else []
                 self.grads.append(sum(self.epoch_grads) / len(self.epoch_grads))
                 self.epoch_grads = []

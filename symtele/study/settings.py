@@ -358,7 +358,7 @@ class MachineSettings(Settings):
 
 #: the networks of the networks notebook (08) and the optimisers it trains them with
 NETWORK_MODELS = ("digits-cnn", "digits-resnet")
-NETWORK_OPTIMIZERS = ("sgd", "momentum", "adam")
+NETWORK_OPTIMIZERS = ("sgd", "momentum", "adam", "adamw")
 OPTIMIZER_STATES = ("keep", "reset", "transport")
 
 
@@ -404,11 +404,58 @@ class NetworkSettings(Settings):
         checks.sequence("states", self.states, lambda n, v: checks.choice(n, v, OPTIMIZER_STATES), distinct=True)
 
 
+#: the networks of the minibatch-safety notebook (09): the digits as 64 features (MLP) or as 1×8×8 images
+SAFETY_MODELS = ("digits-mlp", "digits-cnn", "digits-resnet")
+#: how a teleport is accepted (``symtele.Teleporter``'s ``accept``): every time, or after its look-ahead
+ACCEPTS = ("always", "lookahead")
+
+
+def _safety_lrs() -> dict:
+    return {"sgd": 0.1, "momentum": 0.05, "adam": 1e-3, "adamw": 1e-3}
+
+
+@dataclass(frozen=True)
+class SafetySettings(Settings):
+    """Minibatch training of three digits networks with ``torch.optim`` optimisers, without teleports and with
+    ``symtele.Teleporter(model, cross_entropy, optimizer, every=every, accept=...)``, every other argument of
+    the Teleporter at its default (the report's own experiment, notebook 09).
+
+    ``lrs`` names the optimisers that run, each with the step a user would pick for these networks;
+    ``accepts`` the teleported runs beside the one without teleports."""
+
+    models: tuple = SAFETY_MODELS
+    seeds: tuple = (0, 1, 2, 3, 4)
+    epochs: int = 10
+    batch_size: int = 64
+    lrs: dict = field(default_factory=_safety_lrs)
+    every: int = 50
+    accepts: tuple = ACCEPTS
+    hidden: tuple = (32, 32)
+
+    def quick(self) -> SafetySettings:
+        return self.replace(models=self.models[:2], seeds=self.seeds[:2], epochs=2, every=20)
+
+    def check(self) -> None:
+        checks.sequence("models", self.models, lambda n, v: checks.choice(n, v, SAFETY_MODELS), distinct=True)
+        _seeds("seeds", self.seeds)
+        checks.count("epochs", self.epochs, minimum=1)
+        checks.count("batch_size", self.batch_size, minimum=1)
+        if not isinstance(self.lrs, Mapping) or not self.lrs:
+            raise TypeError(f"Invalid lrs: {self.lrs!r} (expected a dict of optimiser -> step)")
+        for optimizer, lr in self.lrs.items():
+            checks.choice("lrs key", optimizer, NETWORK_OPTIMIZERS)
+            checks.positive(f"lrs[{optimizer!r}]", lr)
+        checks.count("every", self.every, minimum=2)  # the look-ahead compares on the minibatch before a teleport
+        checks.sequence("accepts", self.accepts, lambda n, v: checks.choice(n, v, ACCEPTS), distinct=True)
+        checks.sequence("hidden", self.hidden, lambda name, v: checks.count(name, v, minimum=1))
+
+
 CONVEX = ConvexSettings()
 REGRESSION = RegressionSettings()
 LEVEL_SET = LevelSetSettings()
 DIGITS = DigitsSettings()
 NETWORKS = NetworkSettings()
+SAFETY = SafetySettings()
 
 
 def _mapping(name: str, value, keys) -> dict:
@@ -553,6 +600,7 @@ CLAIM_SOURCES = (
     "05_performance",
     "06_schedule_sweep",
     "08_networks",
+    "09_minibatch_safety",
 )
 
 
