@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from symtele.study import experiments, minibatch
+from symtele.study import experiments, minibatch, summaries
 from symtele.study.claims import check_claims
 from symtele.study.claims.safety import MEAN_BOUND, SEED_BOUND
 from symtele.study.settings import NETWORK_OPTIMIZERS, SAFETY
@@ -92,7 +92,7 @@ def test_minibatch_safety_runs_every_case():
     assert [(r["optimizer"], r["seed"], r["accept"]) for r in records] == [
         (o, seed, a) for o in ("sgd", "adam") for seed in (0, 1) for a in (None, "always")
     ]
-    table = minibatch.safety_table(records)
+    table = summaries.safety_table(records)
     assert [(row["network"], row["optimizer"]) for row in table] == [("digits-mlp", "sgd"), ("digits-mlp", "adam")]
     assert set(table[0]["ratio"]) == {"always"} and table[0]["teleports"]["always"]["t"] == [1.0] * 2
 
@@ -157,7 +157,7 @@ def test_safety_claims_hold_when_the_records_say_so():
     assert hurts["holds"] == "yes" and "in 2 of 2" in hurts["measured"]
     assert safe["holds"] == "yes" and "×0.9" in safe["measured"]  # the largest mean ratio, quoted
     assert helps["holds"] == "yes" and "in 2 of 2 cases" in helps["measured"]
-    table = minibatch.safety_table(_results(always, lookahead)["09_minibatch_safety"]["records"])
+    table = summaries.safety_table(_results(always, lookahead)["09_minibatch_safety"]["records"])
     ratio = table[0]["ratio"]["lookahead"]
     assert ratio["low"] < ratio["geometric"] < ratio["high"] < 1
     assert table[0]["teleports"]["lookahead"] == {"count": 10, "applied": 5, "t": [0.0, 0.5] * 5}

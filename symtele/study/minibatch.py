@@ -3,8 +3,7 @@ accepted every time or only after their look-ahead (the report's notebook 09).
 
 * :func:`safety_runs`      — one network, optimiser and seed: the run without teleports, then one per ``accept``.
 * :func:`minibatch_safety` — every network × optimiser × seed of the settings.
-* :func:`safety_table`     — per (network, optimiser): the final losses of every arm, their ratio to the run
-  without teleports with an interval over seeds, the held-out accuracies and the teleports accepted.
+Their records reduce to the report's table with :func:`symtele.study.summaries.safety_table`.
 
 Every arm of a (network, optimiser, seed) starts from the same initial weights and takes the same minibatches.
 The teleported arms continue a copy of the run without teleports made before the minibatch step just before
@@ -14,17 +13,12 @@ given to the Teleporter one step before a teleport, so the copy sees that step t
 
 from __future__ import annotations
 
-import math
-
-import numpy as np
 import torch
 
 from .experiments import NETWORK_OPTIMIZERS, _checked, _MinibatchRun
 from .settings import SAFETY, SafetySettings
 
-#: the arms of every case: no teleport, then each ``accept`` of the Teleporter
-ARMS = ("none", "always", "lookahead")
-#: a record's ``method`` is the optimiser's name with this suffix
+#: a record's ``method`` is the optimiser's name with this suffix, per arm (:data:`~symtele.study.summaries.ARMS`)
 ARM_SUFFIX = {"none": "", "always": "+rescale", "lookahead": "+rescale-lookahead"}
 
 
@@ -147,92 +141,3 @@ def minibatch_safety(settings: SafetySettings = SAFETY, *, device="cpu") -> list
             for seed in s.seeds:
                 records += safety_runs(model_name, optimizer, seed, s, device=device)
     return records
-
-
-def arm(record: dict) -> str:
-    """The arm of a record: ``none`` (no teleport), ``always`` or ``lookahead``."""
-    return record.get("accept") or "none"
-
-
-def chosen_fraction(teleport: dict) -> float:
-    """The fraction ``t`` of a teleport's path that was applied (0: declined; 1 when the record has none,
-    as with a Teleporter that accepts every teleport)."""
-    t = teleport.get("t")
-    return 1.0 if t is None else float(t)
-
-
-def ratio_interval(plain, tele, confidence: float = 0.95) -> dict:
-    """The paired ratio of ``tele`` to ``plain`` (final losses of the same seeds, in the same order).
-
-    ``mean_ratio = mean(tele) / mean(plain)``; ``geometric`` is ``exp(mean(log rᵢ))`` of the per-seed ratios
-    ``rᵢ = teleᵢ / plainᵢ``, with the ``confidence`` Student-t interval of the mean log ratio
-    (``exp(m ± t_{n−1}·sd/√n)``; ``None`` with one seed); ``worst`` the largest ``rᵢ``. A missing or non-finite
-    loss (a diverged run) makes the ratios involving it ``inf`` or NaN, and its interval ``None``.
-    """
-    from scipy import stats
-
-    a, b = np.asarray(plain, dtype=float), np.asarray(tele, dtype=float)
-    if a.shape != b.shape or not a.size:
-        raise ValueError(f"Invalid final losses: {len(a)} without teleports against {len(b)} with")
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ratios = b / a
-        logs = np.log(ratios)
-    out = {
-        "mean_ratio": float(b.mean() / a.mean()),
-        "geometric": float(np.exp(logs.mean())),
-        "worst": float(ratios.max()),
-        "low": None,
-        "high": None,
-        "confidence": confidence,
-        "ratios": [float(r) for r in ratios],
-    }
-    if len(logs) > 1 and np.all(np.isfinite(logs)):
-        half = stats.t.ppf(0.5 + confidence / 2, len(logs) - 1) * logs.std(ddof=1) / math.sqrt(len(logs))
-        out["low"], out["high"] = float(np.exp(logs.mean() - half)), float(np.exp(logs.mean() + half))
-    return out
-
-
-def safety_table(records, confidence: float = 0.95) -> list[dict]:
-    """Per (network, optimiser), in the records' order: for every arm present, the seeds' final training losses
-    (``final_loss``), final held-out accuracies (``final_test_accuracy``) and teleports (``teleports``: how
-    many, how many were applied at all (``t > 0``), every ``t``); and for each teleported arm its
-    :func:`ratio_interval` to the run without teleports, paired by seed (``ratio``).
-
-    Raises ``LookupError`` naming a case whose arms do not hold the same seeds (or that lacks the run without
-    teleports)."""
-    cases: dict[tuple, dict] = {}
-    for r in records:
-        cases.setdefault((r["problem"], r["optimizer"]), {}).setdefault(arm(r), {})[r["seed"]] = r
-    rows = []
-    for (model_name, optimizer), arms in cases.items():
-        seeds = sorted(arms.get("none", {}))
-        if not seeds or any(sorted(by_seed) != seeds for by_seed in arms.values()):
-            raise LookupError(f"{model_name} with {optimizer}: the arms do not hold the same seeds")
-        finals = {a: [_loss_value(arms[a][s]["final_loss"]) for s in seeds] for a in ARMS if a in arms}
-        teleports = {a: [t for s in seeds for t in arms[a][s]["teleports"]] for a in finals}
-        rows.append(
-            {
-                "network": model_name,
-                "optimizer": optimizer,
-                "lr": arms["none"][seeds[0]]["lr"],
-                "seeds": seeds,
-                "final_loss": finals,
-                "final_test_accuracy": {a: [arms[a][s]["final_test_accuracy"] for s in seeds] for a in finals},
-                "teleports": {
-                    a: {
-                        "count": len(ts),
-                        "applied": sum(chosen_fraction(t) > 0 for t in ts),
-                        "t": [chosen_fraction(t) for t in ts],
-                    }
-                    for a, ts in teleports.items()
-                    if a != "none"
-                },
-                "ratio": {a: ratio_interval(finals["none"], v, confidence) for a, v in finals.items() if a != "none"},
-            }
-        )
-    return rows
-
-
-def _loss_value(value) -> float:
-    """A loss as a results file stores it: ``None`` (NaN: a diverged run) counts as ``inf``, as do ``"inf"``."""
-    return math.inf if value is None else float(value)

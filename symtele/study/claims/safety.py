@@ -3,7 +3,7 @@ every teleport hurts, whether the look-ahead makes the Teleporter's defaults saf
 
 from __future__ import annotations
 
-from ..minibatch import safety_table
+from ..summaries import safety_table
 from .common import NO, YES, g, records_of, verdict
 
 STEM = "09_minibatch_safety"
