@@ -51,7 +51,8 @@ _EXPORTS = {
         "so2_teleport",
         "teleport_sequential",
     ],
-    "teleporter": ["Teleporter", "teleport_model", "transport_state"],
+    "optimizer_state": ["transport_state"],
+    "teleporter": ["Teleporter", "teleport_model"],
     "training": ["method_name", "train"],
 }
 #: names of earlier versions, still answered with a DeprecationWarning
@@ -68,11 +69,12 @@ if TYPE_CHECKING:  # for type checkers and editors: the same names, imported eag
     from .history import History, TeleportRecord
     from .module_objective import ModuleObjective
     from .objective import Objective, grad_norm_sq
+    from .optimizer_state import transport_state
     from .problems import BOOTH, PROBLEMS_2D, QUADRATIC, ROSENBROCK, Problem2D, get_problem
     from .regression import MLPRegression, regression_task
     from .schedule import Schedule
     from .tasks import accuracy, digits_data, digits_mlp, softplus_mlp
-    from .teleporter import Teleporter, teleport_model, transport_state
+    from .teleporter import Teleporter, teleport_model
     from .teleports import (
         SO2,
         GLn,

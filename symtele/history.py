@@ -17,6 +17,11 @@ class TeleportRecord:
     point says so there. ``trace`` holds per-step diagnostics (level-set teleport: objective,
     constraint gap, KKT residual, step size). ``grad_evals`` and ``hvp_evals`` count the loss
     gradients and Hessian-vector products the teleport computed (``None`` where not counted).
+    ``forward_evals`` counts its forward passes without a gradient (loss checks, look-ahead trials).
+    ``t`` (the in-loop :class:`~symtele.teleporter.Teleporter`): how far along the path the ascent found the
+    teleport went, 1 the whole way, 0 not at all (the look-ahead declined it). ``log_scales`` (rescaling
+    teleports): the log-scale of every unit that was applied. ``state`` (the Teleporter): what happened to
+    the optimiser's state. ``str(record)`` is one line.
     ``newton_angle_deg`` (level-set teleports): the angle between ``∇L`` and ``∇²L ∇L`` at the
     returned point, 0 when the gradient is an eigenvector of the Hessian, as at a KKT point of
     the teleport's problem (then a gradient step is a Newton step along that eigenvector).
@@ -35,6 +40,44 @@ class TeleportRecord:
     grad_evals: int | None = None
     hvp_evals: int | None = None
     newton_angle_deg: float | None = None
+    forward_evals: int | None = None
+    t: float | None = None
+    log_scales: list | None = None
+    state: str | None = None
+
+    def __str__(self) -> str:
+        """One line: when, how far along the found path (``t``), ``‖∇L‖²`` and the loss before and after, the
+        cost and what happened to the optimiser's state (only the fields that were filled in)."""
+        parts = []
+        if self.epoch is not None:
+            parts.append(f"step={self.epoch}")
+        if self.t is not None:
+            parts.append(f"t={self.t:g}")
+        if _is_number(self.grad_norm_sq_before) and _is_number(self.grad_norm_sq_after):
+            parts.append(f"‖∇L‖² {self.grad_norm_sq_before:.4g} → {self.grad_norm_sq_after:.4g}")
+        if _is_number(self.loss_before) and _is_number(self.loss_after):
+            kept = self.loss_after == self.loss_before or abs(self.loss_after - self.loss_before) <= 1e-5 * max(
+                abs(self.loss_before), 1e-30
+            )
+            parts.append(
+                f"loss kept {self.loss_after:.5g}" if kept else f"loss {self.loss_before:.5g} → {self.loss_after:.5g}"
+            )
+        cost = []
+        if self.grad_evals is not None:
+            cost.append(f"{self.grad_evals} grad eval{'s' if self.grad_evals != 1 else ''}")
+        if self.hvp_evals:
+            cost.append(f"{self.hvp_evals} HVPs")
+        if self.forward_evals:
+            cost.append(f"{self.forward_evals} forward{'s' if self.forward_evals != 1 else ''}")
+        if cost:
+            parts.append("cost " + " + ".join(cost))
+        if self.state is not None:
+            parts.append(f"state {self.state}")
+        if self.stopped:
+            parts.append(f"stopped: {self.stopped}")
+        return f"TeleportRecord({', '.join(parts) or self.method})"
+
+    __repr__ = __str__
 
     @property
     def loss_change(self):
@@ -120,6 +163,10 @@ class History:
                 )
             )
         return out
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def to_list(t) -> Any:

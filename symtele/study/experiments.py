@@ -443,6 +443,7 @@ def network_runs(
             schedule=list(s.teleport_at),
             teleport=teleport,
             state=state,
+            accept="always",  # this chapter studies the state's treatment at one teleport, applied as found
         )
         runs.append((state, run, teleporter))
     records = []

@@ -206,6 +206,35 @@ def symmetry_of(model: torch.nn.Module, example: torch.Tensor) -> Symmetry:
     return found
 
 
+def _why_walked_back(symmetry, s, params, loss_of, before, after, rtol, k) -> str:
+    """The record's reason for walking back from step ``k``: a loss that is not finite, a change the size of
+    rounding, or a change far beyond it, in which case the group whose scales alone break the loss is named
+    (one forward pass per group, on this rare path only)."""
+    change = float((after - before).abs() / before.abs().clamp_min(torch.finfo(before.dtype).tiny))
+    if not bool(torch.isfinite(after)):
+        return f"the loss is not finite ({float(after)}) after step {k}: walked back to step {k - 1}"
+    eps = torch.finfo(before.dtype).eps
+    if change <= max(1e3 * eps, 100 * rtol):
+        return f"rounding changed the loss by {change:.2g} (beyond {rtol:g}) at step {k}: walked back to step {k - 1}"
+    culprits = []
+    for i, group in enumerate(symmetry.groups):
+        scales = getattr(group, "scales", None)  # the indices of the group's log-scales
+        if scales is None:
+            continue
+        only = torch.zeros_like(s)
+        only[list(scales)] = s[list(scales)]
+        factors = scale_factors(symmetry, only, params)
+        moved = {n: p * factors[n] if n in factors else p for n, p in params.items()}
+        with torch.no_grad():
+            if not bool(preserved(before, loss_of(moved), rtol)):
+                culprits.append(f"group {i} ({', '.join(group.producers)})")
+    which = "; ".join(culprits) or "no single group (only their combination)"
+    return (
+        f"the loss changed by {change:.2g} at step {k}, far beyond rounding: {which} does not keep it; "
+        f"walked back to step {k - 1}"
+    )
+
+
 def rescale_teleport(
     params: dict[str, torch.Tensor],
     grads: dict[str, torch.Tensor],
@@ -238,13 +267,15 @@ def rescale_teleport(
             loss_after = loss_of(moved)
         if k == 0 or bool(preserved(loss_before, loss_after, rtol)):
             break
-        record.stopped = f"rounding changed the loss beyond {rtol:g}: walked back to step {k - 1}"
+        record.stopped = _why_walked_back(symmetry, trail[k], params, loss_of, loss_before, loss_after, rtol, k)
     record.steps_taken = k
     record.loss_after = float(loss_after)
     record.grad_norm_sq_after = float(values[k])
     new_grads = {n: g / factors[n] if n in factors else g for n, g in grads.items()}
-    record.trace = {"objective": [float(v) for v in values[: k + 1]], "log_scales": trail[k].tolist()}
+    record.trace = {"objective": [float(v) for v in values[: k + 1]]}
+    record.log_scales = trail[k].tolist()
     record.grad_evals = 0  # the gradient at hand is all it uses; its cost is one forward pass and arithmetic
+    record.forward_evals = best - k + 1
     if not bool(values[k] > values[0]):
         why = record.stopped or "the gradient has no component along the scales"
         record.stopped = f"moved nothing: {why}"

@@ -1,0 +1,82 @@
+"""Look-ahead acceptance: would the user's next optimiser step go further from the teleported point?
+
+A teleport raises ``‖∇L‖²`` on the batch it is fitted to, and keeps the loss; but a steeper point is also
+a sharper one, and with the user's learning rate the next steps can overshoot. Before a teleport is
+applied, the :class:`~symtele.teleporter.Teleporter` compares where the user's own next step would lead
+from the original point and from points along the path the ascent found, ``w_t = g_{t·s}·w`` for
+``t = 1, ½, ¼`` (``s`` the log-scales found, ``t = 0`` the original point):
+
+    ℓ(t) = L_J( step_{h·η}(w_t, ∇L_B(w_t), state_t) ),
+
+where ``B`` is the teleport batch (the one the step is computed on), ``J`` a *different* batch (the
+previous minibatch, or a held-out batch the user passes), ``state_t`` the optimiser's state treated as
+the user asked (kept, reset, or transported by ``g_{t·s}``), and ``step`` the user's optimiser itself,
+run on copies (:func:`shadow_step`) with its learning rate ``η`` multiplied by the *horizon* ``h`` (10 by
+default): to first order, where the next ``h`` steps lead rather than the next one. That margin matters. A
+rescaling teleport changes the step every later iteration takes (for SGD it is exactly a preconditioner:
+``p ← p·e^{a}`` turns each later step into ``−η e^{−2a} ∇L`` in the old coordinates), and a sharper point
+whose first step still goes further can overshoot a few steps later, above all with momentum; asking the
+teleported point to go further under the long step too is a margin against that (measured in the report's
+chapter on minibatch training, not proved). ``h = 1`` is the plain one-step look-ahead. The gradient at
+``w_t`` costs nothing: the action is linear and keeps the loss, so ``∇L_B(w_t) = e^{−t·a} ∇L_B(w)`` entry by entry. Each ``ℓ(t)`` is one forward pass.
+The teleport goes to the largest ``t`` of ``1, ½, ¼`` with ``ℓ(t) < ℓ(0)``, trying them in that order and
+stopping at the first; if none goes further than the plain step, it does not teleport (``t = 0``).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections import OrderedDict, defaultdict
+
+import torch
+from torch import nn
+
+#: the fractions of the found path that are tried, in order (``t = 0``, no teleport, is always measured)
+TRIALS = (1.0, 0.5, 0.25)
+#: the default horizon: the look-ahead's step is the optimiser's with its learning rate times this
+HORIZON = 10.0
+
+
+def shadow_step(
+    optimizer: torch.optim.Optimizer,
+    values: dict[nn.Parameter, torch.Tensor],
+    grads: dict[nn.Parameter, torch.Tensor],
+    states: dict[nn.Parameter, dict],
+    lr_scale: float = 1.0,
+) -> dict[nn.Parameter, torch.Tensor]:
+    """One step of ``optimizer`` from other parameter values, gradients and state, on copies.
+
+    The step is the optimiser's own (its class's ``step``, with the hyper-parameters its groups have now,
+    learning-rate schedules included); neither the optimiser, its hooks, nor the parameters are touched.
+
+    Args:
+        optimizer: the user's optimiser.
+        values: the point to step from, per parameter (parameters not given step from their own values).
+        grads: the gradient at that point, per parameter (parameters not given have none and do not move).
+        states: the optimiser state to step with, per parameter (missing: no state yet).
+        lr_scale: every group's learning rate is multiplied by this for the step (the look-ahead's horizon).
+
+    Returns:
+        The parameters' values after the step, per parameter of ``values``.
+    """
+    copies = {}
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            q = values.get(p, p).detach().clone()
+            g = grads.get(p)
+            q.grad = None if g is None else g.detach().to(q.dtype)
+            copies[p] = q
+    shadow = copy.copy(optimizer)
+    shadow.param_groups = [
+        {**g, "params": [copies[p] for p in g["params"]], "lr": g["lr"] * lr_scale} for g in optimizer.param_groups
+    ]
+    shadow.state = defaultdict(dict)
+    for p, state in states.items():
+        if p in copies and state:
+            shadow.state[copies[p]] = {
+                k: v.clone() if isinstance(v, torch.Tensor) else copy.copy(v) for k, v in state.items()
+            }
+    shadow._optimizer_step_pre_hooks = OrderedDict()
+    shadow._optimizer_step_post_hooks = OrderedDict()
+    type(optimizer).step(shadow)  # the class's step: an instance attribute may be a scheduler's wrapper
+    return {p: copies[p].detach() for p in values}
