@@ -13,6 +13,12 @@ MEAN_BOUND = 1.05
 SEED_BOUND = 1.10
 
 
+def _period(results) -> str:
+    """How often the records' Teleporters teleported, in words."""
+    every = sorted({r["every"] for r in records_of(results, STEM) if r.get("every")})
+    return f"teleports every {'/'.join(str(e) for e in every)} minibatch steps" if every else "no teleports"
+
+
 def _rows(results, accept: str) -> list[dict]:
     rows = [row for row in safety_table(records_of(results, STEM)) if accept in row["ratio"]]
     if not rows:
@@ -35,8 +41,9 @@ def always_hurts(results):
     worse = [row for row in rows if row["ratio"]["always"]["mean_ratio"] > 1]
     parts = [f"{_case(row)} ×{g(round(row['ratio']['always']['mean_ratio'], 2))}" for row in worse]
     return (
-        f"mean final training loss higher with every teleport accepted in {len(worse)} of {len(rows)} "
-        f"(network, optimiser) cases{': ' + ', '.join(parts) if parts else ''} (ratio of the means; yes: all)",
+        f"{_period(results)}: mean final training loss higher with every teleport accepted in {len(worse)} of "
+        f"{len(rows)} (network, optimiser) cases{': ' + ', '.join(parts) if parts else ''} "
+        "(ratio of the means; yes: all)",
         verdict(len(worse) == len(rows), bool(worse)),
     )
 
@@ -56,8 +63,8 @@ def lookahead_safe(results):
     worst = max(row["ratio"]["lookahead"]["worst"] for row in rows)
     seeds = len(rows[0]["seeds"])
     text = (
-        f"over {len(rows)} (network, optimiser) cases × {seeds} seeds: largest ratio of the mean final training "
-        f"losses ×{g(round(largest, 3))}, worst seed ×{g(round(worst, 3))}"
+        f"{_period(results)}, over {len(rows)} (network, optimiser) cases × {seeds} seeds: largest ratio of the mean "
+        f"final training losses ×{g(round(largest, 3))}, worst seed ×{g(round(worst, 3))}"
         + (f"; beyond the bounds: {', '.join(failed)}" if failed else "")
         + f" (yes: every mean ≤ ×{g(MEAN_BOUND)} and every seed ≤ ×{g(SEED_BOUND)})"
     )
