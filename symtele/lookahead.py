@@ -18,7 +18,8 @@ rescaling teleport changes the step every later iteration takes (for SGD it is e
 whose first step still goes further can overshoot a few steps later, above all with momentum; asking the
 teleported point to go further under the long step too is a margin against that (measured in the report's
 chapter on minibatch training, not proved). ``h = 1`` is the plain one-step look-ahead. The gradient at
-``w_t`` costs nothing: the action is linear and keeps the loss, so ``∇L_B(w_t) = e^{−t·a} ∇L_B(w)`` entry by entry. Each ``ℓ(t)`` is one forward pass.
+``w_t`` costs nothing: the action is linear and keeps the loss, so ``∇L_B(w_t) = e^{−t·a} ∇L_B(w)`` entry
+by entry. Each ``ℓ(t)`` is one forward pass.
 The teleport goes to the largest ``t`` of ``1, ½, ¼`` with ``ℓ(t) < ℓ(0)``, trying them in that order and
 stopping at the first; if none goes further than the plain step, it does not teleport (``t = 0``).
 """
@@ -43,6 +44,8 @@ def shadow_step(
     grads: dict[nn.Parameter, torch.Tensor],
     states: dict[nn.Parameter, dict],
     lr_scale: float = 1.0,
+    *,
+    owned: bool = False,
 ) -> dict[nn.Parameter, torch.Tensor]:
     """One step of ``optimizer`` from other parameter values, gradients and state, on copies.
 
@@ -55,6 +58,7 @@ def shadow_step(
         grads: the gradient at that point, per parameter (parameters not given have none and do not move).
         states: the optimiser state to step with, per parameter (missing: no state yet).
         lr_scale: every group's learning rate is multiplied by this for the step (the look-ahead's horizon).
+        owned: ``states`` holds tensors made for this step, which it may change in place (no copies).
 
     Returns:
         The parameters' values after the step, per parameter of ``values``.
@@ -73,9 +77,11 @@ def shadow_step(
     shadow.state = defaultdict(dict)
     for p, state in states.items():
         if p in copies and state:
-            shadow.state[copies[p]] = {
-                k: v.clone() if isinstance(v, torch.Tensor) else copy.copy(v) for k, v in state.items()
-            }
+            shadow.state[copies[p]] = (
+                dict(state)
+                if owned
+                else {k: v.clone() if isinstance(v, torch.Tensor) else copy.copy(v) for k, v in state.items()}
+            )
     shadow._optimizer_step_pre_hooks = OrderedDict()
     shadow._optimizer_step_post_hooks = OrderedDict()
     type(optimizer).step(shadow)  # the class's step: an instance attribute may be a scheduler's wrapper

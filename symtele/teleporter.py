@@ -267,7 +267,8 @@ class Teleporter:
                 shape = tuple(loss.shape) if isinstance(loss, torch.Tensor) else type(loss).__name__
                 raise ValueError(f"Invalid loss_fn: returned {shape}, expected a scalar loss tensor")
             if not bool(torch.isfinite(loss)):
-                raise ValueError(f"Invalid loss: {float(loss)} on the teleport batch (not finite); nothing was changed")
+                value = float(loss.detach())
+                raise ValueError(f"Invalid loss: {value} on the teleport batch (not finite); nothing was changed")
             grads = torch.autograd.grad(loss, list(leaves.values()), allow_unused=True)
         grads = {n: torch.zeros_like(named[n]) if g is None else g for n, g in zip(named, grads)}
         return loss.detach(), grads
@@ -290,12 +291,19 @@ class Teleporter:
             f = {p: v**t for p, v in factors.items()} if t else {}
             values = {p: p.detach() * f[p] if p in f else p.detach() for p in named.values()}
             step_grads = {p: grads[p] / f[p] if p in f else grads[p] for p in named.values()}
-            states = own
+            states, owned = own, False
             if t and self.state == "reset":
                 states = {p: {} for p in named.values()}
-            elif t and self.state == "transport":
-                states = {**own, **transported(self.optimizer, f, self.decay)[0]}
-            new = shadow_step(self.optimizer, values, step_grads, states, self.horizon)
+            elif t and self.state == "transport":  # new tensors for every scaled parameter; the others' own
+                moved = transported(self.optimizer, f, self.decay)[0]
+                states = {p: moved[p] if p in moved else own[p] for p in named.values()}
+                unscaled = {
+                    p: {k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in s.items()}
+                    for p, s in states.items()
+                    if p not in moved
+                }
+                states, owned = {**states, **unscaled}, True
+            new = shadow_step(self.optimizer, values, step_grads, states, self.horizon, owned=owned)
             with torch.no_grad():
                 value = float(self.loss_fn(output({name_of[p]: v for p, v in new.items()}, x), y))
             record.forward_evals += 1
@@ -311,8 +319,9 @@ class Teleporter:
                 break
         record.trace["lookahead"] = {"t": tried, "loss": losses}
         if chosen == 0:
+            best = min(losses[1:], default=float("inf"))
             record.stopped = (
-                f"declined by the look-ahead: a step {self.horizon:g}× the optimiser's ends at {min(losses[1:]):.6g} "
+                f"declined by the look-ahead: a step {self.horizon:g}× the optimiser's ends at {best:.6g} "
                 f"or higher from the teleported points (t = {', '.join(f'{t:g}' for t in TRIALS)}), at "
                 f"{losses[0]:.6g} from where it is"
             )

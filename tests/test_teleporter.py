@@ -79,7 +79,8 @@ def test_keep_and_reset_and_an_unknown_optimizer():
     buffers = {p: optimizer.state[p]["momentum_buffer"].clone() for p in model.parameters()}
     st.Teleporter(model, F.cross_entropy, optimizer, schedule=[0], state="keep", accept="always").teleport(*batches[0])
     assert all(torch.equal(optimizer.state[p]["momentum_buffer"], buffers[p]) for p in model.parameters())
-    record = st.Teleporter(model, F.cross_entropy, optimizer, schedule=[0], state="reset", accept="always").teleport(*batches[0])
+    reset = st.Teleporter(model, F.cross_entropy, optimizer, schedule=[0], state="reset", accept="always")
+    record = reset.teleport(*batches[0])
     assert record.state == "reset" and not any(optimizer.state[p] for p in model.parameters())
     with pytest.raises(TypeError, match="LBFGS with state='transport'"):
         st.Teleporter(model, F.cross_entropy, torch.optim.LBFGS(model.parameters()), every=10)
