@@ -49,6 +49,12 @@ def test_safety_runs_are_well_formed(tiny_runs):
     assert all(abs(t["loss_after"] / t["loss_before"] - 1) < 1e-5 for t in always["teleports"])
 
 
+def test_the_full_teleports_trial_is_read_from_the_trace():
+    trace = {"lookahead": {"t": [0.0, 1.0, 0.5], "loss": [2.0, 3.0, 1.0]}}
+    assert summaries.full_trial_ratio({"trace": trace}) == 1.5
+    assert summaries.full_trial_ratio({"trace": {}}) is None and summaries.full_trial_ratio({}) is None
+
+
 def test_the_run_without_teleports_is_a_plain_training_loop(tiny_runs):
     x, y, x_test, y_test = minibatch.digits_inputs("digits-mlp", 3)
     torch.manual_seed(3)

@@ -126,6 +126,16 @@ def chosen_fraction(teleport: dict) -> float:
     return 1.0 if t is None else float(t)
 
 
+def full_trial_ratio(teleport: dict) -> float | None:
+    """How the look-ahead's step from the whole teleport compared with the step from where the run stood: the
+    trial loss at ``t = 1`` over the trial loss at ``t = 0`` (``None`` when the teleport has no such trials)."""
+    trials = (teleport.get("trace") or {}).get("lookahead")
+    if not trials or 0.0 not in trials["t"] or 1.0 not in trials["t"]:
+        return None
+    losses = dict(zip(trials["t"], trials["loss"]))
+    return float(losses[1.0] / losses[0.0]) if losses[0.0] else None
+
+
 def ratio_interval(plain, tele, confidence: float = 0.95) -> dict:
     """The paired ratio of ``tele`` to ``plain`` (final losses of the same seeds, in the same order).
 
