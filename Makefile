@@ -36,7 +36,7 @@ format: $(STAMP) ## fix what ruff can and reformat the code
 test: $(STAMP) lint ## run ruff, then the whole test suite (package, notebooks, browser end-to-end)
 	$(PY) -m pytest -q
 
-test-fast: $(STAMP) ## run the package tests only (no notebooks, no browser)
+test-fast: $(STAMP) ## run the tests not marked slow or e2e: no notebook build, no browser (a few minutes)
 	$(PY) -m pytest -q -m "not slow and not e2e"
 
 clean: ## remove build/ (every generated result, figure and report)

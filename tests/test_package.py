@@ -217,6 +217,16 @@ def test_the_readme_api_examples_run():
     namespace: dict = {}
     exec(compile("\n".join(examples), "README.md", "exec"), namespace)
     assert namespace["history"].method == "gd+posscale"
-    assert (
-        namespace["teleporter"].records[0].grad_norm_sq_after > namespace["teleporter"].records[0].grad_norm_sq_before
-    )
+    assert namespace["once"].grad_norm_sq_after > namespace["once"].grad_norm_sq_before
+
+
+def test_the_readme_teleporter_example_runs():
+    """The first example of the README, as a user would paste it: five epochs with the Teleporter's defaults."""
+    text = (ROOT / "README.md").read_text()
+    section = text[text.index("## Teleport your own network") :].split("\n## ")[0]
+    code = section[section.index("```python") + len("```python") : section.index("```", section.index("```python") + 9)]
+    namespace: dict = {}
+    exec(compile(code, "README.md", "exec"), namespace)
+    records = namespace["teleporter"].records
+    assert [r.epoch for r in records] == [50, 100]
+    assert all(r.t in (0.0, 0.25, 0.5, 1.0) and r.grad_evals == 1 and "lookahead" in r.trace for r in records)

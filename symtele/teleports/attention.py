@@ -1,0 +1,195 @@
+"""The GL(d) symmetry of attention heads, and the closed-form ascent of ``‖∇L‖²`` along it.
+
+An attention head sees its queries and keys only through the scores ``q kᵀ`` and its values only through
+``attn · v`` followed by the output projection. For any invertible ``A ∈ GL(d_head)``,
+
+    q ← q A,   k ← k A^{−T}   keep every score,      v ← v B,   W_O^h ← W_O^h B^{−T}   keep every output.
+
+In the weights of ``torch.nn.Linear`` layout (a head's ``d`` rows of the query, key and value projections,
+its bias entries as one more column; the output projection's ``d`` columns for the head, transposed to rows)
+both are one *pair action* on row blocks:
+
+    left blocks  P ← Aᵀ P   (the queries' rows; the values' rows, with ``A = B``),
+    right blocks R ← A^{−1} R   (the keys' rows; the output projection's columns, transposed).
+
+The action is linear in the weights and keeps the loss for every input, so the gradient is equivariant,
+``G_P ← A^{−1} G_P`` and ``G_R ← Aᵀ G_R``, and with the Gram matrices ``C_L = Σ_P G_P G_Pᵀ`` and
+``C_R = Σ_R G_R G_Rᵀ`` (``d × d``, from the gradient at hand)
+
+    ‖∇L(g_A·w)‖²_pair = tr(A^{−1} C_L A^{−T}) + tr(Aᵀ C_R A).
+
+Moving on from ``A`` by ``A ← A exp(εX)``, the Gram matrices at the current point are ``C_L' = A^{−1} C_L
+A^{−T}`` and ``C_R' = Aᵀ C_R A``, and
+
+    d/dε ‖∇L‖² = 2 tr(X (C_R' − C_L')),
+
+so the steepest ascent direction in the Lie algebra is the symmetric matrix ``D = C_R' − C_L'``. Each step
+moves by ``X = max_step · D / ‖D‖₂`` (no eigenvalue of the step's ``exp(X)`` leaves ``[e^{−max_step},
+e^{max_step}]``: the scale-free rule of the positive rescaling, of which a diagonal ``A`` is the special
+case). Every step costs a few ``d × d`` products per head: after the gradient, the ascent is free.
+:func:`pair_gradient_norm_reference` computes the same objective by double backpropagation (the definition
+the closed form is tested against).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class Block:
+    """Rows of a parameter that one head's pair action moves: ``param`` (a name), the ``rows`` (a slice of its
+    first dimension, or of its second when ``columns`` is true: the output projection's), on the ``side``
+    ``"left"`` (``P ← Aᵀ P``) or ``"right"`` (``R ← A^{−1} R``)."""
+
+    param: str
+    rows: slice
+    side: str
+    columns: bool = False
+
+
+@dataclass(frozen=True)
+class PairGroup:
+    """One head's GL(d) symmetry: the blocks it moves (:class:`Block`) and their dimension ``d``; ``name``
+    says which module and head (``"attn.qk[3]"``)."""
+
+    name: str
+    d: int
+    blocks: tuple[Block, ...]
+
+
+def _rows(tensor: torch.Tensor, block: Block) -> torch.Tensor:
+    """The block's rows as a ``d × m`` matrix (a bias as one column)."""
+    part = tensor[:, block.rows].T if block.columns else tensor[block.rows]
+    return part.reshape(part.shape[0], -1)
+
+
+def multihead_attention_groups(module: nn.MultiheadAttention, prefix: str = "") -> list[PairGroup]:
+    """The query–key and value–output pair groups of every head of ``module``.
+
+    Args:
+        module: an ``nn.MultiheadAttention`` (fused ``in_proj_weight``, or separate ``q/k/v_proj_weight`` when
+            ``kdim``/``vdim`` differ from ``embed_dim``), with or without biases.
+        prefix: the module's name in the model (``"encoder.layers.0.self_attn."``).
+
+    Returns:
+        Two groups per head, query–key first.
+
+    Raises:
+        ValueError: ``add_bias_kv`` (learned key and value rows that no weight produces) is not handled.
+    """
+    if module.bias_k is not None or module.bias_v is not None:
+        raise ValueError(f"Invalid module: {prefix or 'MultiheadAttention'} has add_bias_kv, which is not handled")
+    e, heads = module.embed_dim, module.num_heads
+    d = e // heads
+    fused = module.in_proj_weight is not None
+    bias = module.in_proj_bias is not None
+    groups = []
+    for h in range(heads):
+        rows = slice(h * d, (h + 1) * d)
+        q, k, v = (slice(i * e + h * d, i * e + (h + 1) * d) for i in range(3))
+        if fused:
+            qk = [Block(f"{prefix}in_proj_weight", q, "left"), Block(f"{prefix}in_proj_weight", k, "right")]
+            vo = [Block(f"{prefix}in_proj_weight", v, "left")]
+        else:
+            qk = [Block(f"{prefix}q_proj_weight", rows, "left"), Block(f"{prefix}k_proj_weight", rows, "right")]
+            vo = [Block(f"{prefix}v_proj_weight", rows, "left")]
+        if bias:
+            qk += [Block(f"{prefix}in_proj_bias", q, "left"), Block(f"{prefix}in_proj_bias", k, "right")]
+            vo.append(Block(f"{prefix}in_proj_bias", v, "left"))
+        vo.append(Block(f"{prefix}out_proj.weight", rows, "right", columns=True))
+        groups.append(PairGroup(f"{prefix or 'attention.'}qk[{h}]", d, tuple(qk)))
+        groups.append(PairGroup(f"{prefix or 'attention.'}vo[{h}]", d, tuple(vo)))
+    return groups
+
+
+def grams(group: PairGroup, grads: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(C_L, C_R)``: the Gram matrices of the group's left and right gradient blocks, in float64."""
+    out = {"left": torch.zeros(group.d, group.d, dtype=torch.float64), "right": None}
+    out["right"] = out["left"].clone()
+    for block in group.blocks:
+        g = _rows(grads[block.param], block).double()
+        out[block.side] = out[block.side].to(g.device) + g @ g.T
+    return out["left"], out["right"]
+
+
+def pair_objective(c_left: torch.Tensor, c_right: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+    """``tr(A^{−1} C_L A^{−T}) + tr(Aᵀ C_R A)``: the group's part of ``‖∇L(g_A·w)‖²``."""
+    inverse = torch.linalg.inv(a)
+    return (inverse @ c_left @ inverse.T).trace() + (a.T @ c_right @ a).trace()
+
+
+def pair_slope(c_left: torch.Tensor, c_right: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+    """``D = C_R' − C_L'``: half the derivative of :func:`pair_objective` in ``X`` for ``A ← A exp(X)`` at 0."""
+    inverse = torch.linalg.inv(a)
+    return a.T @ c_right @ a - inverse @ c_left @ inverse.T
+
+
+def ascend_pair(
+    c_left: torch.Tensor, c_right: torch.Tensor, steps: int = 10, max_step: float = 0.1
+) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """``steps`` ascent steps ``A ← A exp(max_step · D / ‖D‖₂)`` from ``A = I`` (module docstring).
+
+    Args:
+        c_left: ``C_L`` of the group (``d × d``, float64).
+        c_right: ``C_R``.
+        steps: ascent steps.
+        max_step: the spectral norm of each step's ``X``.
+
+    Returns:
+        ``(trail, values)``: ``A`` after every step (``trail[0]`` is the identity) and the objective at each.
+    """
+    a = torch.eye(c_left.shape[0], dtype=c_left.dtype, device=c_left.device)
+    trail, values = [a], [pair_objective(c_left, c_right, a)]
+    for _ in range(steps):
+        d = pair_slope(c_left, c_right, a)
+        norm = torch.linalg.matrix_norm(d, 2)
+        if not bool(norm > 0) or not bool(torch.isfinite(norm)):
+            break
+        a = a @ torch.linalg.matrix_exp(d * (max_step / norm))
+        trail.append(a)
+        values.append(pair_objective(c_left, c_right, a))
+    return trail, values
+
+
+def act(group: PairGroup, a: torch.Tensor, params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``params`` with the group's blocks moved by ``A`` (left ``Aᵀ P``, right ``A^{−1} R``); new tensors for the
+    parameters it touches, the others as they are. Differentiable in ``A`` and in the parameters."""
+    out = dict(params)
+    inverse = torch.linalg.inv(a)
+    for block in group.blocks:
+        p = out[block.param]
+        m = (a.T if block.side == "left" else inverse).to(p.dtype)
+        rows = _rows(p, block)
+        moved = (m @ rows).reshape(p[:, block.rows].T.shape if block.columns else p[block.rows].shape)
+        p = p.clone()
+        if block.columns:
+            p[:, block.rows] = moved.T
+        else:
+            p[block.rows] = moved
+        out[block.param] = p
+    return out
+
+
+def pair_gradient_norm_reference(
+    loss_of: Callable[[dict[str, torch.Tensor]], torch.Tensor],
+    params: dict[str, torch.Tensor],
+    group: PairGroup,
+    a: torch.Tensor,
+    x: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``‖∇L(g_{A exp(εX)}·w)‖²`` at ``ε = 0`` and its derivative in ``ε``, by double backpropagation: act on the
+    parameters, differentiate the loss, square, and differentiate again. ``loss_of`` maps a dict of all the
+    parameters to the loss. The definition :func:`pair_objective` and :func:`pair_slope` are tested against."""
+    with torch.enable_grad():
+        eps = torch.zeros((), dtype=a.dtype, requires_grad=True)
+        moved = act(group, a @ torch.linalg.matrix_exp(eps * x), {n: p.detach() for n, p in params.items()})
+        leaves = {n: (p if p.requires_grad else p.requires_grad_(True)) for n, p in moved.items()}
+        grads = torch.autograd.grad(loss_of(leaves), list(leaves.values()), create_graph=True)
+        value = sum(g.square().sum() for g in grads)
+        (slope,) = torch.autograd.grad(value, eps)
+    return value.detach(), slope

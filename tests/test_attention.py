@@ -1,0 +1,116 @@
+"""The GL(d) pair symmetry of attention heads: exact on nn.MultiheadAttention in every layout, and its closed-form
+objective and slope equal to double backpropagation."""
+
+import pytest
+import torch
+from torch import nn
+
+from symtele.teleports.attention import (
+    act,
+    ascend_pair,
+    grams,
+    multihead_attention_groups,
+    pair_gradient_norm_reference,
+    pair_objective,
+    pair_slope,
+)
+
+LAYOUTS = {
+    "fused": dict(),
+    "fused-no-bias": dict(bias=False),
+    "separate-kdim-vdim": dict(kdim=5, vdim=7),
+    "sequence-first": dict(batch_first=False),
+}
+
+
+def _attention(layout, seed=0):
+    torch.manual_seed(seed)
+    options = {"batch_first": True, **LAYOUTS[layout]}
+    module = nn.MultiheadAttention(8, 2, **options).double()
+    shape = lambda width: (3, 4, width) if options["batch_first"] else (4, 3, width)  # noqa: E731
+    q = torch.randn(shape(8), dtype=torch.float64)
+    k = torch.randn(shape(options.get("kdim", 8)), dtype=torch.float64)
+    v = torch.randn(shape(options.get("vdim", 8)), dtype=torch.float64)
+    mask = torch.triu(torch.ones(4, 4, dtype=torch.bool), 1)  # causal
+
+    def outputs(params):
+        out, weights = torch.func.functional_call(module, params, (q, k, v), {"attn_mask": mask})
+        return out, weights
+
+    return module, outputs
+
+
+def _random_element(d, seed):
+    g = torch.Generator().manual_seed(seed)
+    return torch.linalg.matrix_exp(0.4 * torch.randn(d, d, generator=g, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+def test_every_head_group_keeps_every_output(layout):
+    module, outputs = _attention(layout)
+    params = dict(module.named_parameters())
+    before = outputs(params)
+    groups = multihead_attention_groups(module)
+    assert [g.name for g in groups] == ["attention.qk[0]", "attention.vo[0]", "attention.qk[1]", "attention.vo[1]"]
+    moved = {n: p.detach() for n, p in params.items()}
+    for i, group in enumerate(groups):
+        moved = act(group, _random_element(group.d, i), moved)
+    after = outputs(moved)
+    assert any(not torch.equal(moved[n], p) for n, p in params.items())
+    for a, b in zip(before, after):
+        assert torch.allclose(a, b, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+def test_the_closed_form_is_double_backpropagation(layout):
+    module, outputs = _attention(layout, seed=1)
+    target = torch.randn_like(outputs(dict(module.named_parameters()))[0])
+
+    def loss_of(p):
+        return (outputs(p)[0] - target).square().mean()
+
+    params = {n: p.detach() for n, p in module.named_parameters()}
+    leaves = {n: p.clone().requires_grad_(True) for n, p in params.items()}
+    grads = dict(zip(leaves, torch.autograd.grad(loss_of(leaves), list(leaves.values()))))
+    for i, group in enumerate(multihead_attention_groups(module)):
+        c_left, c_right = grams(group, grads)
+        touched = {b.param for b in group.blocks}
+        rest = sum(float(g.square().sum()) for n, g in grads.items() if n not in touched)
+        untouched_parts = 0.0  # the rows of touched parameters that this head's group does not move
+        for name in touched:
+            mask = torch.ones_like(grads[name], dtype=torch.bool)
+            for b in group.blocks:
+                if b.param == name:
+                    if b.columns:
+                        mask[:, b.rows] = False
+                    else:
+                        mask[b.rows] = False
+            untouched_parts += float(grads[name][mask].square().sum())
+        a = _random_element(group.d, 10 + i)
+        x = torch.randn(group.d, group.d, dtype=torch.float64, generator=torch.Generator().manual_seed(i))
+        value, slope = pair_gradient_norm_reference(loss_of, params, group, a, x)
+        closed = float(pair_objective(c_left, c_right, a)) + rest + untouched_parts
+        assert closed == pytest.approx(float(value), rel=1e-10)
+        expected_slope = 2 * float((x @ pair_slope(c_left, c_right, a)).trace())
+        assert expected_slope == pytest.approx(float(slope), rel=1e-8, abs=1e-14)
+
+
+def test_the_ascent_raises_the_objective_by_bounded_steps():
+    module, outputs = _attention("fused", seed=2)
+    target = torch.randn_like(outputs(dict(module.named_parameters()))[0])
+    leaves = {n: p.detach().clone().requires_grad_(True) for n, p in module.named_parameters()}
+    loss = (outputs(leaves)[0] - target).square().mean()
+    grads = dict(zip(leaves, torch.autograd.grad(loss, list(leaves.values()))))
+    group = multihead_attention_groups(module)[0]
+    trail, values = ascend_pair(*grams(group, grads), steps=10, max_step=0.1)
+    assert len(trail) == 11 and all(float(b) > float(a) for a, b in zip(values, values[1:]))
+    for a, b in zip(trail, trail[1:]):  # each step's exp(X) has its eigenvalues within e^{±0.1}
+        step = torch.linalg.inv(a) @ b
+        eig = torch.linalg.eigvals(step).real
+        assert float(eig.max()) <= float(torch.exp(torch.tensor(0.1))) + 1e-12
+        assert float(eig.min()) >= float(torch.exp(torch.tensor(-0.1))) - 1e-12
+
+
+def test_learned_key_and_value_rows_are_refused_by_name():
+    with pytest.raises(ValueError, match="add_bias_kv"):
+        multihead_attention_groups(nn.MultiheadAttention(8, 2, add_bias_kv=True))
