@@ -349,6 +349,18 @@ def _on_training_set(model, x, y) -> tuple[float, float]:
     return loss, accuracy
 
 
+def minibatch_order(n: int, batch_size: int, epochs: int, seed: int, device="cpu") -> list[torch.Tensor]:
+    """The minibatches of a run: per epoch, a permutation of the ``n`` training examples drawn from a generator
+    seeded with ``seed`` (one generator for the whole run), cut into batches of ``batch_size`` (the last one of
+    an epoch smaller when ``batch_size`` does not divide ``n``)."""
+    order = torch.Generator().manual_seed(seed)
+    return [
+        perm[i : i + batch_size]
+        for perm in (torch.randperm(n, generator=order).to(device) for _ in range(epochs))
+        for i in range(0, n, batch_size)
+    ]
+
+
 class _MinibatchRun:
     """A network, its optimiser and the log of one minibatch run, which can be continued step by step and
     copied at any step: the runs with a teleport are copies of the run without, taken just before its first
@@ -416,12 +428,7 @@ def network_runs(
     from ..teleports.rescale import Rescale
 
     x, y, x_test, y_test = _digits_images(seed, device)
-    order = torch.Generator().manual_seed(seed)
-    batches = [
-        perm[i : i + s.batch_size]
-        for perm in (torch.randperm(len(y), generator=order).to(device) for _ in range(s.epochs))
-        for i in range(0, len(y), s.batch_size)
-    ]
+    batches = minibatch_order(len(y), s.batch_size, s.epochs, seed, device)
     per_epoch, total = -(-len(y) // s.batch_size), len(batches)
     fork = min(min(s.teleport_at), total) if share else 0
 

@@ -3,6 +3,7 @@ accepted every time or only after their look-ahead (the report's notebook 09).
 
 * :func:`safety_runs`      — one network, optimiser and seed: the run without teleports, then one per ``accept``.
 * :func:`minibatch_safety` — every network × optimiser × seed of the settings.
+
 Their records reduce to the report's table with :func:`symtele.study.summaries.safety_table`.
 
 Every arm of a (network, optimiser, seed) starts from the same initial weights and takes the same minibatches.
@@ -15,23 +16,12 @@ from __future__ import annotations
 
 import torch
 
-from .experiments import NETWORK_OPTIMIZERS, _checked, _MinibatchRun
+from .experiments import NETWORK_OPTIMIZERS, _checked, _MinibatchRun, minibatch_order
 from .settings import SAFETY, SafetySettings
 
 #: a record's ``method`` is the optimiser's name with this suffix, per arm (:data:`~symtele.study.summaries.ARMS`)
 ARM_SUFFIX = {"none": "", "always": "+rescale", "lookahead": "+rescale-lookahead"}
-
-
-def minibatch_order(n: int, batch_size: int, epochs: int, seed: int, device="cpu") -> list[torch.Tensor]:
-    """The minibatches of a run: per epoch, a permutation of the ``n`` training examples drawn from a generator
-    seeded with ``seed`` (one generator for the whole run), cut into batches of ``batch_size`` (the last one of
-    an epoch smaller when ``batch_size`` does not divide ``n``)."""
-    order = torch.Generator().manual_seed(seed)
-    return [
-        perm[i : i + batch_size]
-        for perm in (torch.randperm(n, generator=order).to(device) for _ in range(epochs))
-        for i in range(0, n, batch_size)
-    ]
+__all__ = ["ARM_SUFFIX", "digits_inputs", "minibatch_order", "minibatch_safety", "network", "safety_runs"]
 
 
 def network(model_name: str, hidden=(32, 32)) -> torch.nn.Module:
