@@ -74,7 +74,7 @@ NICE ?= 10
 # what they import (report/kernel_server.py: about 3.5 s of CPU saved per kernel; fewer gain less than
 # the server's own imports cost)
 KERNEL_SERVER_FROM ?= 3
-ORDERED := $(filter $(LONGEST_FIRST),$(STEMS)) $(filter-out $(LONGEST_FIRST),$(STEMS))
+ORDERED := $(foreach stem,$(LONGEST_FIRST),$(filter $(stem),$(STEMS))) $(filter-out $(LONGEST_FIRST),$(STEMS))
 EXECUTED := $(ORDERED:%=$(BUILD)/notebooks/%.ipynb)
 # the appendices: all but the claims one in one process while the claims notebook runs, and the
 # claims one while the PDF prints
