@@ -131,8 +131,9 @@ def fraction_bars(counts: dict, *, title: str | None = None, ax=None):
         bottom += heights
     ax.set_xticks(range(len(labels)), labels, fontsize=8)
     ax.set_ylabel("teleports")
-    if values:
-        ax.legend(fontsize=8)
+    if values:  # the legend in a band above the tallest bar
+        ax.set_ylim(0, 1.3 * max(bottom.max(), 1))
+        ax.legend(fontsize=8, loc="upper center", ncol=len(values), handlelength=1, columnspacing=0.8)
     if title:
         ax.set_title(title)
     return fig
