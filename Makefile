@@ -8,6 +8,10 @@ PY := $(VENV)/bin/python
 TORCH_VERSION ?= 2.13.0
 EXTRAS ?= all
 STAMP := $(VENV)/.installed-$(TORCH_VERSION)
+# every command (the notebooks' kernels included) imports the package of this checkout, whatever checkout the
+# environment's editable install points at (a second checkout, or benchmarks/report_build.py's copy, sharing
+# one .venv): the report's dependencies below are this checkout's sources
+export PYTHONPATH := $(CURDIR)$(if $(PYTHONPATH),:$(PYTHONPATH))
 
 .PHONY: help env lint format test test-fast clean distclean
 help: ## list the targets
@@ -70,10 +74,6 @@ CLAIMS := $(filter %_claims,$(STEMS))
 LONGEST_FIRST := 09_minibatch_safety 03_level_set 08_networks 05_performance 04_beyond_optimizers 06_schedule_sweep
 URGENT ?= 3
 NICE ?= 10
-# with this many notebooks to run or more, their kernels are forked from one process that has imported
-# what they import (report/kernel_server.py: about 3.5 s of CPU saved per kernel; fewer gain less than
-# the server's own imports cost)
-KERNEL_SERVER_FROM ?= 3
 ORDERED := $(foreach stem,$(LONGEST_FIRST),$(filter $(stem),$(STEMS))) $(filter-out $(LONGEST_FIRST),$(STEMS))
 EXECUTED := $(ORDERED:%=$(BUILD)/notebooks/%.ipynb)
 # the appendices: all but the claims one in one process while the claims notebook runs, and the
@@ -82,8 +82,9 @@ OTHERS := $(filter-out $(CLAIMS),$(STEMS))
 # (a stamp stands for the first group: report.appendix rewrites only the stale ones among them)
 APPENDICES := $(BUILD)/report/appendix/.exported
 CLAIMS_APPENDIX := $(CLAIMS:%=$(BUILD)/report/appendix/%.html)
-# what the report's notebooks import: the library, its teleports, the study and the plots (not the explorer)
-SYMTELE_SOURCES := $(wildcard symtele/*.py symtele/teleports/*.py symtele/study/*.py symtele/plots/*.py)
+# what the report's notebooks may import: every module of the package but the explorer's (found, not listed,
+# so that a new module or folder is never missed; tests/test_report_dependencies.py checks it)
+SYMTELE_SOURCES := $(shell find symtele -name '*.py' -not -path 'symtele/explorer/*' | LC_ALL=C sort)
 REPORT_SOURCES := $(wildcard report/__init__.py report/assemble.py report/mathtext.py report/katex_render.js \
   report/*.md report/*.css report/page.html)
 APPENDIX_SOURCES := $(wildcard report/__init__.py report/appendix.* report/mathtext.py report/katex_render.js)
@@ -104,11 +105,7 @@ report: $(STAMP) $(KERNEL) $(KATEX)/package.json ## run the notebooks, write bui
 	start=$$(date +%s.%N); \
 	$(PY) -m report.parameters --notebooks $(NOTEBOOK_DIR) --build $(BUILD) --quick "$(QUICK)" \
 	  --params "$$PARAMS" --params-file "$$PARAMS_FILE" $(STEMS) \
-	&& { kernels=; \
-	  if [ "$$($(MAKE) -n --no-print-directory report-files 2>/dev/null | grep -c report.execute)" -ge $(KERNEL_SERVER_FROM) ]; \
-	  then kernels=@symtele-kernels-$$$$; \
-	    $(PY) -Xfrozen_modules=off -m report.kernel_server $$kernels 9>&- & trap "kill $$! 2>/dev/null" EXIT; fi; \
-	  SYMTELE_KERNEL_SERVER=$$kernels REPORT_START=$$start $(MAKE) --no-print-directory -j$(JOBS) report-files; }; \
+	&& REPORT_START=$$start $(MAKE) --no-print-directory -j$(JOBS) report-files; \
 	status=$$?; \
 	elapsed=$$(awk "BEGIN { printf \"%.1f\", $$(date +%s.%N) - $$start }"); \
 	if [ $$status = 0 ]; then echo "make report: $(BUILD)/report/report.html ready; build time $$elapsed s"; \

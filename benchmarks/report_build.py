@@ -26,7 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from symtele.study.results import write_json
+from symtele.study.bench_records import write
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -98,7 +98,7 @@ def main(argv=None) -> int:
             "cpus": os.cpu_count(),
         }
     )
-    out = write_json(args.out, result)
+    out = write(args.out, "report_build", result)
     print(
         f"[report build] cold {result['cold_s']:.1f} s, warm {result['warm_s']:.1f} s, "
         f"no-op {result['noop_s']:.1f} s -> {out}",

@@ -29,9 +29,9 @@ from pathlib import Path
 import torch
 
 from symtele import checks
-from symtele.study import bench, bench_networks
+from symtele.study import bench, bench_networks, bench_records
 from symtele.study.bench import sweep_dims
-from symtele.study.results import write_json
+from symtele.study.bench_protocol import machine as measured_on
 
 SWEEP_WIDTHS = (64, 128, 256, 512, 1024, 2048)
 SWEEP_REF_MAX = 512  # widest sweep network timed with posscale-ref unless --full
@@ -39,18 +39,19 @@ PARTS = ("cost", "target", "batched", "networks")
 
 
 def not_measured(method, dims, device, why):
-    return {
-        "method": method,
-        "dims": list(dims),
-        "steps": None,
-        "device": device,
-        "dtype": "float32",
-        "grad_evals": None,
-        "teleport_s": None,
-        "grad_s": None,
-        "reps": 0,
-        "note": why,
-    }
+    return bench_records.record(
+        "teleport_cost",
+        method=method,
+        dims=list(dims),
+        steps=None,
+        device=device,
+        dtype="float32",
+        grad_evals=None,
+        teleport_s=None,
+        grad_s=None,
+        reps=0,
+        note=why,
+    )
 
 
 def cost_records(device: str, full: bool, log) -> list[dict]:
@@ -109,34 +110,30 @@ def main(argv=None) -> int:
         return 0
     suffix = "" if device == "cpu" else f"-{torch.device(device).type}"
     out = Path(args.out)
-    machine = bench.machine()
+    machine = measured_on()
 
     def log(msg):
         print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
     if "cost" in parts:
         records = cost_records(device, args.full, log)
-        for r in records:
-            r["machine"] = machine
-        log(f"wrote {write_json(out / f'teleport_cost{suffix}.json', records)}")
+        log(f"wrote {bench_records.write(out / f'teleport_cost{suffix}.json', 'teleport_cost', records, machine)}")
     if "networks" in parts:
         records = []
         for model in bench_networks.MODELS:
             log(f"network teleport cost: {model}")
             caps = {"rescale-ref": 2} if model == "resnet18" and not args.full else {}
             records += bench_networks.network_teleport_cost(model, device=device, max_reps=caps)
-        for r in records:
-            r["machine"] = machine
-        log(f"wrote {write_json(out / f'network_cost{suffix}.json', records)}")
+        path = out / f"network_cost{suffix}.json"
+        log(f"wrote {bench_records.write(path, 'network_teleport_cost', records, machine)}")
     if "target" in parts:
         log("time to target (the course project's regression, 5 seeds batched)")
         result = bench.time_to_target(reps=9, device=device)
-        result["machine"] = machine
-        log(f"wrote {write_json(out / f'time_to_target{suffix}.json', result)}")
+        log(f"wrote {bench_records.write(out / f'time_to_target{suffix}.json', 'time_to_target', result, machine)}")
     if "batched" in parts:
         log("batched seeds against a loop over seeds")
         records = bench.batched_vs_loop(device=device)
-        log(f"wrote {write_json(out / f'batched_seeds{suffix}.json', {'records': records, 'machine': machine})}")
+        log(f"wrote {bench_records.write(out / f'batched_seeds{suffix}.json', 'batched_seeds', records, machine)}")
     return 0
 
 

@@ -31,11 +31,7 @@ import nbformat
 
 from symtele.study.results import write_text
 
-from . import warm_kernel
-
 KERNEL = "symtele"
-#: the environment variable naming the build's kernel server socket (set by `make report`)
-SERVER_VARIABLE = "SYMTELE_KERNEL_SERVER"
 KERNELSPEC = {"name": KERNEL, "display_name": "Python (symtele)", "language": "python"}
 
 
@@ -132,8 +128,10 @@ class Progress:
 
 
 def local_kernel_manager(sockets: Path):
-    """A kernel manager whose kernel listens on IPC sockets under ``sockets`` (a folder of this run's own,
-    so that notebooks running side by side never share one): local, and no 'TCP without encryption'."""
+    """A kernel manager class whose kernel listens on IPC sockets under ``sockets`` (a folder of this run's own,
+    so that notebooks running side by side never share one): local, and no 'TCP without encryption'. Only
+    the manager's public ``transport`` and ``ip`` settings change; the kernel starts as jupyter_client starts it.
+    """
     from jupyter_client.manager import AsyncKernelManager
     from traitlets import default
 
@@ -145,24 +143,6 @@ def local_kernel_manager(sockets: Path):
         @default("ip")
         def _default_ip(self):
             return str(sockets / "kernel")
-
-        async def _async_launch_kernel(self, kernel_cmd, **kw):
-            # the build's kernel server forks the kernel from a process that has imported what the notebooks
-            # import (report/kernel_server.py); without one, the kernel starts the usual way
-            env = {**(kw.get("env") or os.environ), "JPY_PARENT_PID": str(os.getpid())}
-            forked = warm_kernel.launch(os.environ.get(SERVER_VARIABLE), kernel_cmd, env, kw.get("cwd"))
-            if forked is None:
-                return await super()._async_launch_kernel(kernel_cmd, **kw)
-            provisioner = self.provisioner
-            provisioner.process, provisioner.pid, provisioner.pgid = forked, forked.pid, forked.pid
-            provisioner.cwd = kw.get("cwd")
-            self._reconcile_connection_info(provisioner.connection_info)
-
-        async def _async_interrupt_kernel(self):
-            # jupyter_client interrupts a kernel before asking it to shut down; a kernel that was idle
-            # then logs "KeyboardInterrupt caught in kernel" as an error. The shutdown request suffices.
-            if not self.shutting_down:
-                await super()._async_interrupt_kernel()
 
     return IPCKernelManager
 

@@ -13,11 +13,17 @@ from importlib import import_module
 
 
 def exports(package: str, modules: dict[str, list[str]], renamed: dict[str, str] | None = None):
-    """``(__getattr__, __dir__, __all__)`` for ``package``.
+    """``(__getattr__, __dir__, __all__)`` for ``package``, which import each public name on first use.
 
-    ``modules`` maps a submodule (relative to ``package``) to the public names it defines.
-    ``renamed`` maps an old public name to ``"module:attribute.path"`` (absolute module): asking
-    for the old name warns with a ``DeprecationWarning`` naming the new one, then returns it.
+    Args:
+        package: the package's ``__name__`` (it must be in ``sys.modules``: call this from its ``__init__``).
+        modules: each submodule (relative to ``package``) and the public names it defines.
+        renamed: an old public name and ``"module:attribute.path"`` (absolute module) of its new home:
+            asking for the old name warns with a ``DeprecationWarning`` naming the new one, then returns it.
+
+    Returns:
+        The package's module ``__getattr__`` (raising ``AttributeError`` for a name it does not know),
+        its ``__dir__``, and ``__all__`` (the public names, sorted).
     """
     where = {name: module for module, names in modules.items() for name in names}
     renamed = dict(renamed or {})

@@ -1,5 +1,6 @@
-"""Convolutional and residual networks for the experiments and benchmarks, defined here so that nothing
-needs torchvision (whose PyPI wheel is built against the CUDA torch).
+"""Convolutional and residual networks for the experiments and benchmarks.
+
+They are defined here so that nothing needs torchvision (whose PyPI wheel is built against the CUDA torch).
 
 * :func:`digits_mlp_net`: a ReLU MLP for scikit-learn's 8×8 digits as 64 features;
 * :func:`digits_cnn`: a small CNN for the same digits as images;
@@ -15,8 +16,18 @@ from torch import nn
 
 
 def digits_mlp_net(hidden: tuple[int, ...] = (32, 32), inputs: int = 64, classes: int = 10) -> nn.Sequential:
-    """``inputs → Linear(h₁) → ReLU → … → Linear(h_k) → ReLU → Linear(classes)``, every layer with a bias: the
-    digits' 64 pixels as features."""
+    """A ReLU MLP for the digits' 64 pixels as features, every layer with a bias.
+
+    ``inputs → Linear(h₁) → ReLU → … → Linear(h_k) → ReLU → Linear(classes)``.
+
+    Args:
+        hidden: the hidden widths ``(h₁, …, h_k)``.
+        inputs: the input features.
+        classes: outputs.
+
+    Returns:
+        The network (initialised by torch's default, from the global random state).
+    """
     widths = [inputs, *hidden]
     layers: list[nn.Module] = []
     for a, b in zip(widths, widths[1:]):
@@ -25,8 +36,19 @@ def digits_mlp_net(hidden: tuple[int, ...] = (32, 32), inputs: int = 64, classes
 
 
 def digits_cnn(channels: tuple[int, int] = (8, 16), hidden: int = 32, classes: int = 10) -> nn.Sequential:
-    """``1×8×8 → conv3×3(c₁) → ReLU → conv3×3(c₂) → ReLU → maxpool 2 → flatten → Linear(hidden) → ReLU →
-    Linear(classes)``, every layer with a bias."""
+    """A small CNN for 1×8×8 digits, every layer with a bias.
+
+    ``1×8×8 → conv3×3(c₁) → ReLU → conv3×3(c₂) → ReLU → maxpool 2 → flatten → Linear(hidden) → ReLU →
+    Linear(classes)``.
+
+    Args:
+        channels: ``(c₁, c₂)``, the two convolutions' output channels.
+        hidden: the width of the hidden linear layer.
+        classes: outputs.
+
+    Returns:
+        The network (initialised by torch's default, from the global random state).
+    """
     c1, c2 = channels
     return nn.Sequential(
         nn.Conv2d(1, c1, 3, padding=1),
@@ -42,8 +64,16 @@ def digits_cnn(channels: tuple[int, int] = (8, 16), hidden: int = 32, classes: i
 
 
 class BasicBlock(nn.Module):
-    """torchvision's ResNet BasicBlock: ``relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x))``, the
-    shortcut a 1×1 convolution and BatchNorm (``downsample``) when the stride or the width changes."""
+    """torchvision's ResNet BasicBlock: ``relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x))``.
+
+    The shortcut is a 1×1 convolution and BatchNorm (``downsample``) when the stride or the width changes,
+    else the identity.
+
+    Args:
+        inplanes: input channels.
+        planes: output channels.
+        stride: the first convolution's (and the shortcut's) stride.
+    """
 
     expansion = 1
 
@@ -62,6 +92,14 @@ class BasicBlock(nn.Module):
         self.stride = stride
 
     def forward(self, x):
+        """The block's output.
+
+        Args:
+            x: a batch of feature maps, ``(n, inplanes, h, w)``.
+
+        Returns:
+            ``(n, planes, h / stride, w / stride)``.
+        """
         identity = x
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
@@ -72,10 +110,19 @@ class BasicBlock(nn.Module):
 
 
 class ResNet(nn.Module):
-    """torchvision's ResNet with BasicBlocks: a stem (``conv1``, ``bn1``, ``relu``, ``maxpool``), stages
-    ``layer1`` … ``layer4`` of ``blocks[i]`` blocks with ``widths[i]`` channels (stride 2 from the
-    second stage on), ``avgpool`` and ``fc``. ``stem="small"`` replaces the 7×7 stride-2 stem and its
-    max pool by a 3×3 stride-1 convolution, for 8×8 images."""
+    """torchvision's ResNet with BasicBlocks, module names included.
+
+    A stem (``conv1``, ``bn1``, ``relu``, ``maxpool``), stages ``layer1``, ``layer2``, … of ``blocks[i]``
+    blocks with ``widths[i]`` channels (stride 2 from the second stage on), ``avgpool`` and ``fc``.
+
+    Args:
+        blocks: BasicBlocks per stage.
+        widths: channels per stage.
+        classes: outputs.
+        in_channels: the images' channels.
+        stem: ``"imagenet"`` (a 7×7 stride-2 convolution and a max pool) or ``"small"`` (a 3×3 stride-1
+            convolution, no pool, for 8×8 images).
+    """
 
     def __init__(self, blocks=(2, 2, 2, 2), widths=(64, 128, 256, 512), classes=10, in_channels=3, stem="imagenet"):
         super().__init__()
@@ -101,6 +148,14 @@ class ResNet(nn.Module):
         return nn.Sequential(*layers)
 
     def forward(self, x):
+        """The class scores.
+
+        Args:
+            x: a batch of images, ``(n, in_channels, h, w)``.
+
+        Returns:
+            ``(n, classes)``.
+        """
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         for i in range(self.stages):
             x = getattr(self, f"layer{i + 1}")(x)
@@ -110,11 +165,29 @@ class ResNet(nn.Module):
 
 
 def resnet18(classes: int = 10, in_channels: int = 3) -> ResNet:
-    """torchvision's ``resnet18`` architecture (11.2 M parameters with 10 classes), module names included."""
+    """The architecture of torchvision's ``resnet18`` (11.2 M parameters with 10 classes), module names included.
+
+    Args:
+        classes: outputs.
+        in_channels: the images' channels.
+
+    Returns:
+        The network.
+    """
     return ResNet((2, 2, 2, 2), (64, 128, 256, 512), classes, in_channels)
 
 
 def digits_resnet(widths: tuple[int, int] = (8, 16), classes: int = 10) -> ResNet:
-    """A two-stage ResNet for 1×8×8 digits: one BasicBlock per stage (the second one downsampling to 4×4
-    through a 1×1 convolution and BatchNorm shortcut), ``avgpool``, ``fc``."""
+    """A two-stage ResNet for 1×8×8 digits, ``avgpool`` and ``fc``.
+
+    One BasicBlock per stage, the second one downsampling to 4×4 through a 1×1 convolution and BatchNorm
+    shortcut.
+
+    Args:
+        widths: channels of the two stages.
+        classes: outputs.
+
+    Returns:
+        The network.
+    """
     return ResNet((1, 1), widths, classes, in_channels=1, stem="small")

@@ -17,20 +17,39 @@ import torch
 class Objective:
     """Base class: subclasses implement :meth:`loss` and may override :meth:`loss_and_grad`.
 
-    ``takes_batches`` says that :meth:`loss` also accepts parameters with one more leading dimension and
-    returns one loss per index, each computed exactly as alone (the Armijo search then tries several
-    steps per evaluation)."""
+    Attributes:
+        takes_batches: whether :meth:`loss` also accepts parameters with one more leading dimension and
+            returns one loss per index, each computed exactly as alone (the Armijo search then tries
+            several steps per evaluation).
+    """
 
     takes_batches = False
 
     def loss(self, params: Sequence[torch.Tensor]) -> torch.Tensor:
-        """Loss of each copy: a scalar, or one value per leading batch index."""
+        """Loss of each copy.
+
+        Args:
+            params: the parameter tensors, with the problem copies' leading batch dimensions if any.
+
+        Returns:
+            A scalar, or one value per leading batch index.
+
+        Raises:
+            NotImplementedError: in the base class.
+        """
         raise NotImplementedError
 
     def loss_and_grad(self, params: Sequence[torch.Tensor]):
-        """``(loss, grads)``: the loss per copy and ``∇L`` for every parameter.
+        """The loss per copy and ``∇L`` for every parameter.
 
-        The default uses autograd; subclasses with a cheaper closed form override it.
+        The default uses autograd on the summed loss (so each copy's gradient is its own); subclasses with a
+        cheaper closed form override it.
+
+        Args:
+            params: the parameter tensors.
+
+        Returns:
+            ``(loss, grads)``: the detached loss per copy and one detached gradient per parameter.
         """
         with torch.enable_grad():
             leaves = [p.detach().requires_grad_(True) for p in params]
@@ -40,7 +59,15 @@ class Objective:
 
 
 def grad_norm_sq(grads: Sequence[torch.Tensor], batch_ndim: int = 0) -> torch.Tensor:
-    """‖∇L‖² per problem copy: the sum of squares over every non-batch dimension."""
+    """‖∇L‖² per problem copy: the sum of squares over every non-batch dimension.
+
+    Args:
+        grads: one gradient per parameter.
+        batch_ndim: how many leading dimensions index problem copies.
+
+    Returns:
+        A tensor of the batch shape (a scalar when ``batch_ndim`` is 0).
+    """
     total = None
     for g in grads:
         s = g.square().flatten(batch_ndim).sum(-1) if g.dim() > batch_ndim else g.square()

@@ -25,11 +25,17 @@ from .objective import Objective
 class Problem2D(Objective):
     """``f(w) = ‖φ(w)‖²`` with ``φ`` invertible; params are ``[w]`` with ``w`` of shape ``(..., 2)``.
 
-    ``minimum`` is the point where ``φ(w) = 0``. ``formula``, when given, computes ``f`` as the
-    problem is usually written, term by term: the same function, with the rounding of that
-    arithmetic (which a float32 run on Rosenbrock follows for a thousand steps; ``‖φ(w)‖²`` leaves
-    it after about a hundred). A problem has no starting point of its own: the experiments choose
-    theirs (:mod:`symtele.study.settings`).
+    A problem has no starting point of its own: the experiments choose theirs
+    (:mod:`symtele.study.settings`).
+
+    Attributes:
+        name: the problem's name.
+        to_uv: ``φ``, from ``(x, y)`` to ``(u, v)`` along the last dimension.
+        from_uv: ``φ⁻¹``.
+        minimum: the point where ``φ(w) = 0``.
+        formula: when given, ``f`` as the problem is usually written, term by term: the same function, with
+            the rounding of that arithmetic (which a float32 run on Rosenbrock follows for a thousand
+            steps; ``‖φ(w)‖²`` leaves it after about a hundred).
     """
 
     takes_batches = True  # elementwise in the leading dimensions of w
@@ -41,20 +47,45 @@ class Problem2D(Objective):
     formula: Callable[[torch.Tensor], torch.Tensor] | None = None
 
     def loss(self, params) -> torch.Tensor:
+        """``f(w)``, elementwise in the leading dimensions of ``w``.
+
+        Args:
+            params: ``[w]``, ``w`` of shape ``(..., 2)``.
+
+        Returns:
+            ``f`` of shape ``w.shape[:-1]``.
+        """
         (w,) = params
         if self.formula is not None:
             return self.formula(w)
         return self.to_uv(w).square().sum(-1)
 
     def rotate(self, w: torch.Tensor, angle: torch.Tensor) -> torch.Tensor:
-        """``g_θ · w``: rotate ``φ(w)`` by ``angle`` (radians) and map back."""
+        """``g_θ · w = φ⁻¹(R_θ φ(w))``: rotate ``φ(w)`` by ``angle`` and map back; ``f`` is unchanged.
+
+        Args:
+            w: points, shape ``(..., 2)``.
+            angle: ``θ`` in radians, broadcast against ``w.shape[:-1]``.
+
+        Returns:
+            The rotated points, shape of ``w``.
+        """
         uv = self.to_uv(w)
         c, s = torch.cos(angle), torch.sin(angle)
         u, v = uv[..., 0], uv[..., 1]
         return self.from_uv(torch.stack((c * u - s * v, s * u + c * v), dim=-1))
 
     def grid(self, x_range, y_range, n: int = 200):
-        """``(X, Y, F)`` arrays on an ``n × n`` grid, for contour plots of the level sets."""
+        """``f`` on an ``n × n`` grid, for contour plots of the level sets (float64).
+
+        Args:
+            x_range: ``(x_min, x_max)``.
+            y_range: ``(y_min, y_max)``.
+            n: points per axis.
+
+        Returns:
+            ``(X, Y, F)`` NumPy arrays of shape ``(n, n)``.
+        """
         xs = torch.linspace(*x_range, n, dtype=torch.float64)
         ys = torch.linspace(*y_range, n, dtype=torch.float64)
         gx, gy = torch.meshgrid(xs, ys, indexing="xy")
@@ -62,6 +93,7 @@ class Problem2D(Objective):
         return gx.numpy(), gy.numpy(), f.numpy()
 
     def __hash__(self):
+        """Hash by name (the functions it holds are not hashable by value)."""
         return hash(self.name)
 
 
@@ -108,6 +140,16 @@ PROBLEMS_2D = {p.name: p for p in (QUADRATIC, BOOTH, ROSENBROCK)}
 
 
 def get_problem(name: str) -> Problem2D:
-    """Look a 2-D problem up by name: ``quadratic``, ``booth`` or ``rosenbrock``."""
+    """Look a 2-D problem up by name.
+
+    Args:
+        name: ``quadratic``, ``booth`` or ``rosenbrock``.
+
+    Returns:
+        The problem.
+
+    Raises:
+        ValueError: another name.
+    """
     checks.choice("problem", name, PROBLEMS_2D)
     return PROBLEMS_2D[name]

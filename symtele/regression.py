@@ -29,8 +29,16 @@ from .teleports.chains import weight_chain
 class MLPRegression(Objective):
     """``L(W) = ½‖Y − W_n σ(… σ(W_1 X))‖²_F`` for a list of weight matrices.
 
-    ``X``: ``(..., d_0, m)``, ``Y``: ``(..., d_n, m)``; leading dimensions index
-    independent copies (seeds). ``negative_slope = 0`` is ReLU, otherwise LeakyReLU.
+    Leading dimensions of ``X`` and ``Y`` index independent copies (seeds).
+
+    Args:
+        X: the inputs, ``(..., d_0, m)``.
+        Y: the targets, ``(..., d_n, m)``.
+        n_layers: the number of weight matrices ``n``.
+        negative_slope: ``σ``'s slope below zero: 0 is ReLU, otherwise LeakyReLU.
+
+    Raises:
+        ValueError: non-finite ``X`` or ``Y``, ``n_layers < 1`` or a negative ``negative_slope``.
     """
 
     def __init__(self, X: torch.Tensor, Y: torch.Tensor, n_layers: int, negative_slope: float = 0.0):
@@ -42,7 +50,14 @@ class MLPRegression(Objective):
         self.chains = weight_chain(self.n_layers)
 
     def check_params(self, params: Sequence[torch.Tensor]) -> None:
-        """Raise ``ValueError`` naming the first weight whose shape does not fit ``X``, ``Y`` and its neighbours."""
+        """Check that the weights chain from ``X`` to ``Y``.
+
+        Args:
+            params: the weight matrices, ``W_1`` first.
+
+        Raises:
+            ValueError: naming the first weight whose shape does not fit ``X``, ``Y`` and its neighbours.
+        """
         if len(params) != self.n_layers:
             raise ValueError(f"Invalid weights: expected {self.n_layers} matrices, got {len(params)}")
         rows = self.X.shape[-2]
@@ -57,31 +72,77 @@ class MLPRegression(Objective):
             raise ValueError(f"Invalid weights[{self.n_layers - 1}]: {rows} outputs but Y has {self.Y.shape[-2]} rows")
 
     def act(self, z):
+        """``σ(z)``: ReLU, or LeakyReLU of slope ``negative_slope``.
+
+        Args:
+            z: pre-activations.
+
+        Returns:
+            ``σ(z)``, elementwise.
+        """
         if self.negative_slope == 0.0:
             return torch.relu(z)
         return torch.nn.functional.leaky_relu(z, self.negative_slope)
 
     def act_inverse(self, h):
-        """σ⁻¹ for LeakyReLU (slope > 0): itself a LeakyReLU, of slope ``1 / negative_slope``."""
+        """σ⁻¹ for LeakyReLU (slope > 0): itself a LeakyReLU, of slope ``1 / negative_slope``.
+
+        Args:
+            h: activations.
+
+        Returns:
+            ``σ⁻¹(h)``, elementwise.
+        """
         return torch.nn.functional.leaky_relu(h, 1.0 / self.negative_slope)
 
     def hidden(self, params, upto: int) -> torch.Tensor:
-        """The input of layer ``upto`` (``X`` for layer 0)."""
+        """The input of layer ``upto``.
+
+        Args:
+            params: the weight matrices.
+            upto: the layer (0-based).
+
+        Returns:
+            ``h_upto = σ(W_upto … σ(W_1 X))``; ``X`` for layer 0.
+        """
         h = self.X
         for w in params[:upto]:
             h = self.act(w @ h)
         return h
 
     def forward(self, params) -> torch.Tensor:
+        """The network's output ``W_n σ(… σ(W_1 X))``, linear in its last layer.
+
+        Args:
+            params: the weight matrices.
+
+        Returns:
+            The output, ``(..., d_n, m)``.
+        """
         h = self.hidden(params, len(params) - 1)
         return params[-1] @ h
 
     def loss(self, params) -> torch.Tensor:
+        """``½‖Y − W_n σ(… σ(W_1 X))‖²_F`` per copy.
+
+        Args:
+            params: the weight matrices.
+
+        Returns:
+            The loss, one value per leading batch index.
+        """
         r = self.forward(params) - self.Y
         return 0.5 * r.square().sum((-2, -1))
 
     def loss_and_grad(self, params):
-        """One forward and one backward pass by hand: ``G_k = δ_k h_kᵀ``, ``δ_{k−1} = (W_kᵀ δ_k) ⊙ σ'(z_{k−1})``."""
+        """One forward and one backward pass by hand: ``G_k = δ_k h_kᵀ``, ``δ_{k−1} = (W_kᵀ δ_k) ⊙ σ'(z_{k−1})``.
+
+        Args:
+            params: the weight matrices.
+
+        Returns:
+            ``(loss, grads)``: the loss per copy and one gradient per weight matrix.
+        """
         hs, zs = [self.X], []
         for w in params[:-1]:
             z = w @ hs[-1]
@@ -105,10 +166,23 @@ class MLPRegression(Objective):
 def regression_task(
     seeds: Sequence[int] | int, dims: Sequence[int], *, negative_slope: float = 0.0, dtype=torch.float32, device="cpu"
 ):
-    """The task for one random seed (an int), or for several stacked on a leading dimension.
+    """The course project's regression task for one random seed, or for several stacked on a leading dimension.
 
-    Returns ``(objective, weights)``. Draws exactly as the course project does, on the CPU in
+    Draws exactly as the course project does (``torch.rand`` weights, then ``X``, then ``Y``), on the CPU in
     float32, then converts to ``dtype`` and moves to ``device``.
+
+    Args:
+        seeds: one seed (an int), or several.
+        dims: the number of samples ``m``, then the layer widths ``d_0, …, d_n``.
+        negative_slope: 0 for ReLU, otherwise LeakyReLU's slope.
+        dtype: the arithmetic.
+        device: where the tensors live.
+
+    Returns:
+        ``(objective, weights)``: an :class:`MLPRegression` and its starting weight matrices.
+
+    Raises:
+        ValueError: bad ``dims``, no seeds, or a seed that is not a count ``≥ 0``.
     """
     dims = checks.dims("dims", dims)
     single = isinstance(seeds, int)

@@ -25,6 +25,21 @@ def softplus_mlp(
     Data: ``x ~ N(0, I)`` in ``R^{n_features}``; the target is a fixed random
     two-layer tanh "teacher" plus Gaussian noise of standard deviation 0.1, so the
     best achievable mean squared error is about 0.01. Loss: mean squared error.
+
+    Args:
+        seed: the seed of the data and of the network's initial weights.
+        n_samples: training points.
+        n_features: input dimension.
+        hidden: Softplus units.
+        dtype: the arithmetic.
+        device: where the tensors live.
+
+    Returns:
+        ``(objective, params)``: a :class:`~symtele.module_objective.ModuleObjective` and its initial
+        parameters.
+
+    Raises:
+        ValueError: a seed or size that is not a count (sizes ``≥ 1``).
     """
     seed = checks.count("seed", seed)
     for name, v in (("n_samples", n_samples), ("n_features", n_features), ("hidden", hidden)):
@@ -46,7 +61,14 @@ def softplus_mlp(
 
 @dataclass
 class DigitsData:
-    """scikit-learn's bundled 8×8 digits, standardised, split into train and held-out parts."""
+    """scikit-learn's bundled 8×8 digits, standardised, split into train and held-out parts.
+
+    Attributes:
+        x_train: training features (64 per image, or 1×8×8 images).
+        y_train: their labels 0–9.
+        x_test: held-out features.
+        y_test: their labels.
+    """
 
     x_train: torch.Tensor
     y_train: torch.Tensor
@@ -56,8 +78,9 @@ class DigitsData:
 
 @lru_cache(maxsize=1)
 def _digits_arrays():
-    """The 1797 digits as ``(features, labels)`` NumPy arrays, from the file scikit-learn ships
-    (read once per process; callers copy them into tensors).
+    """The 1797 digits as ``(features, labels)`` NumPy arrays, from the file scikit-learn ships.
+
+    Read once per process; callers copy them into tensors.
 
     Reading ``sklearn/datasets/data/digits.csv.gz`` directly (64 pixel columns, then the label)
     spares the import of scikit-learn, about 4 s here; ``load_digits`` is the fallback.
@@ -81,7 +104,21 @@ def digits_data(seed: int = 0, *, test_fraction: float = 0.25, dtype=torch.float
     """The digits, shuffled with ``seed`` and split; features scaled by the training statistics.
 
     A pixel that is constant over the training images (a border pixel; 3 to 5 of them, by seed) is only
-    centred: dividing by its zero standard deviation would blow up the few held-out images where it is not."""
+    centred: dividing by its zero standard deviation would blow up the few held-out images where it is not.
+
+    Args:
+        seed: the seed of the shuffle.
+        test_fraction: the held-out share, in ``(0, 1)``.
+        dtype: the features' arithmetic.
+        device: where the tensors live.
+
+    Returns:
+        The split, each pixel standardised by the training part's mean and standard deviation (only centred
+        where that deviation is zero).
+
+    Raises:
+        ValueError: a bad seed or ``test_fraction``.
+    """
     seed = checks.count("seed", seed)
     if not 0 < test_fraction < 1:
         raise ValueError(f"Invalid test_fraction: {test_fraction!r} (must be in (0, 1))")
@@ -109,9 +146,22 @@ def digits_mlp(
 ):
     """A ReLU (or LeakyReLU) MLP classifying the digits with cross-entropy, full batch.
 
-    Returns ``(objective, params, data)``; ``accuracy(objective, params, x, y)`` scores
-    any split. The network is an ``nn.Sequential`` of ``Linear`` and activation layers,
-    so the positive-scale teleport applies (biases included).
+    The network is an ``nn.Sequential`` of ``Linear`` and activation layers, so the positive-scale
+    teleport applies (biases included).
+
+    Args:
+        seed: the seed of the initial weights.
+        hidden: the hidden layers' widths.
+        negative_slope: 0 for ReLU, otherwise LeakyReLU's slope.
+        data_seed: the seed of the data's split (:func:`digits_data`).
+        dtype: the arithmetic.
+        device: where the tensors live.
+
+    Returns:
+        ``(objective, params, data)``; ``accuracy(objective, params, x, y)`` scores any split.
+
+    Raises:
+        ValueError: a seed or width that is not a count (widths ``≥ 1``).
     """
     seed = checks.count("seed", seed)
     hidden = [checks.count("hidden width", h, minimum=1) for h in hidden]
@@ -131,8 +181,21 @@ def digits_mlp(
 def digits_cnn_task(seed: int = 0, *, data_seed: int = 0, dtype=torch.float32, device="cpu"):
     """The digits as 1×8×8 images and :func:`symtele.models.digits_cnn`, cross-entropy, full batch.
 
-    Returns ``(objective, params, data)`` with ``data``'s inputs shaped as images; the teleport that acts
-    on it is :class:`~symtele.teleports.rescale.Rescale` (the CNN's rescalings found from its graph)."""
+    The teleport that acts on it is :class:`~symtele.teleports.rescale.Rescale` (the CNN's rescalings
+    found from its graph).
+
+    Args:
+        seed: the seed of the initial weights.
+        data_seed: the seed of the data's split.
+        dtype: the arithmetic.
+        device: where the tensors live.
+
+    Returns:
+        ``(objective, params, data)``, ``data``'s inputs shaped as images.
+
+    Raises:
+        ValueError: a seed that is not a count.
+    """
     from .models import digits_cnn
 
     seed = checks.count("seed", seed)
@@ -145,6 +208,16 @@ def digits_cnn_task(seed: int = 0, *, data_seed: int = 0, dtype=torch.float32, d
 
 
 def accuracy(objective: ModuleObjective, params, inputs: torch.Tensor, labels: torch.Tensor) -> float:
-    """Fraction of ``inputs`` whose arg-max output equals ``labels``."""
+    """Fraction of ``inputs`` whose arg-max output equals ``labels``.
+
+    Args:
+        objective: the network's objective.
+        params: its parameters.
+        inputs: the inputs to score.
+        labels: their labels.
+
+    Returns:
+        The accuracy, in ``[0, 1]``.
+    """
     with torch.no_grad():
         return (objective.output(params, inputs).argmax(-1) == labels).double().mean().item()

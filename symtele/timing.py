@@ -12,7 +12,14 @@ import torch
 
 
 def clock(device: torch.device) -> float:
-    """``time.perf_counter()`` once every kernel queued on ``device`` has finished."""
+    """``time.perf_counter()`` once every kernel queued on ``device`` has finished.
+
+    Args:
+        device: the device whose queued work must be done (CUDA is synchronised; the CPU has no queue).
+
+    Returns:
+        Seconds of ``time.perf_counter``.
+    """
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     return time.perf_counter()

@@ -16,6 +16,7 @@ from .history import History
 from .objective import grad_norm_sq
 from .optimizers import Optimizer
 from .schedule import Schedule
+from .states import TRAIN_STATES
 from .teleports.base import Teleport
 from .timing import clock
 
@@ -66,7 +67,8 @@ def train(
     """Run ``epochs`` optimiser steps from ``params``, teleporting as ``schedule`` says.
 
     ``schedule`` may be a :class:`Schedule`, an epoch or a list of epochs. ``state``
-    (``keep`` or ``reset``) says what happens to the optimiser's state at a teleport.
+    (one of :data:`~symtele.states.TRAIN_STATES`: ``keep`` or ``reset``) says what happens to the
+    optimiser's state at a teleport.
     ``should_stop`` is polled every epoch; returning True ends the run early.
     ``keep_path`` stores every visited point in ``history.path`` (for trajectory plots).
     Every argument is checked before any compute.
@@ -74,7 +76,7 @@ def train(
     epochs = checks.count("epochs", epochs, minimum=1)
     trials = ARMIJO_TRIALS if getattr(objective, "takes_batches", False) else 1
     opt = Optimizer(optimizer, lr, max_halvings=max_halvings, trials=trials)
-    checks.choice("state", state, ("keep", "reset"))
+    checks.choice("state", state, TRAIN_STATES)
     schedule = _checked_schedule(teleport, schedule, epochs)
     teleport_epochs = set(schedule.epochs_in(epochs))
     params = [p.detach() for p in checks.finite_tensors("params", params)]

@@ -1,4 +1,4 @@
-"""The measurement functions of symtele.bench and the benchmark scripts: well-formed output, clear errors.
+"""The benchmarks (symtele.study.bench*), their records and scripts: well-formed output, clear errors.
 
 No assertion here depends on how fast anything ran.
 """
@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from symtele.study import bench
+from symtele.study import bench, bench_records
+from symtele.study.bench_protocol import interleaved_times
 from symtele.study.settings import CONVEX, REGRESSION
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -46,7 +47,7 @@ def test_interleaved_times_gives_one_time_per_round_and_caps_slow_functions():
     def b():
         calls["b"] += 1
 
-    times = bench.interleaved_times({"a": a, "b": b}, reps=4, warmup=2, min_time=0.0, max_reps={"b": 2})
+    times = interleaved_times({"a": a, "b": b}, reps=4, warmup=2, min_time=0.0, max_reps={"b": 2})
     assert len(times["a"]) == 4 and len(times["b"]) == 2
     assert all(t >= 0 for t in times["a"] + times["b"])
     assert calls == {"a": 2 + 4, "b": 2 + 2}
@@ -65,7 +66,7 @@ def test_interleaved_times_gives_one_time_per_round_and_caps_slow_functions():
 )
 def test_interleaved_times_rejects_bad_input(kwargs, error):
     with pytest.raises(error, match="Invalid"):
-        bench.interleaved_times(**kwargs)
+        interleaved_times(**kwargs)
 
 
 def test_teleport_cost_records_are_well_formed_and_json_ready():
@@ -175,6 +176,39 @@ def test_bench_script_writes_batched_seeds_json(tmp_path, monkeypatch):
     assert run.main(["--only", "batched", "--out", str(tmp_path)]) == 0
     written = json.loads((tmp_path / "batched_seeds.json").read_text())
     assert len(written["records"]) == 4 and "torch" in written["machine"]
+
+
+def test_records_are_checked_against_their_declared_fields(tmp_path):
+    good = dict(method="gd", seeds=[0], dims=[4, 5], epochs=3, batched_s=1.0, loop_s=2.0, speedup=2.0)
+    good.update(max_abs_diff=0.0, max_rel_diff=0.0, identical=True, reps=1, device="cpu", dtype="float32")
+    assert bench_records.record("batched_seeds", **good) == good
+    with pytest.raises(ValueError, match=r"Invalid batched_seeds record: unknown fields \['colour'\]"):
+        bench_records.record("batched_seeds", **good, colour="red")
+    with pytest.raises(ValueError, match=r"missing fields \['reps'\]"):
+        bench_records.record("batched_seeds", **{k: v for k, v in good.items() if k != "reps"})
+    with pytest.raises(ValueError, match=r"epochs = '3' \(expected int\)"):
+        bench_records.record("batched_seeds", **{**good, "epochs": "3"})
+    with pytest.raises(ValueError, match=r"identical = 1 \(expected bool\)"):
+        bench_records.record("batched_seeds", **{**good, "identical": 1})
+    with pytest.raises(ValueError, match=r"Invalid kind: 'nothing'"):
+        bench_records.record("nothing")
+    # written in the file's shape, checked again on the way
+    path = bench_records.write(tmp_path / "b.json", "batched_seeds", [good], {"torch": "x"})
+    assert json.loads(path.read_text()) == {"records": [good], "machine": {"torch": "x"}}
+    with pytest.raises(ValueError, match="batched_s = 'fast'"):
+        bench_records.write(tmp_path / "c.json", "batched_seeds", [{**good, "batched_s": "fast"}])
+    assert not (tmp_path / "c.json").exists()
+
+
+def test_the_timing_fields_follow_from_the_schema():
+    """What strip_timing drops from the performance notebook's results: every wall-clock field, no other."""
+    assert set(bench_records.WALL_S) == {
+        "teleport_s", "grad_s", "seconds", "seconds_rounds", "time_s", "batched_s", "loop_s", "cold_s", "warm_s",
+        "noop_s",
+    }  # fmt: skip
+    assert set(bench_records.WALL_RATIOS) == {
+        "grad_evals", "grad_evals_rounds", "speedup", "speedup_rounds", "teleport_share",
+    }  # fmt: skip
 
 
 def test_report_build_copies_the_working_tree_only():

@@ -1,13 +1,7 @@
 """Measuring what teleportation costs and what it buys, in wall-clock time.
 
-Every measurement here follows one protocol: all the functions being compared run in
-one process, *interleaved* (each round times every function once, in turn, so a slow
-spell of the machine hits them all alike), after warm-up calls. The estimate of a time is
-its minimum over the ``reps`` rounds: the machine's other work can only slow a function
-down, never speed it up, so the fastest round is the least disturbed one (the advice of
-``timeit``); a ratio is the ratio of two such minima, and every round's value is kept to show
-the spread. A function that takes less than ``min_time`` seconds is called ``number`` times in
-a row per round and its time divided by ``number``.
+Every measurement follows the timing protocol of :mod:`~symtele.study.bench_protocol` (interleaved
+rounds, minima over the rounds) and is made as a record of :mod:`~symtele.study.bench_records`.
 
 * :func:`teleport_cost` — the cost of one teleport in *gradient evaluations*:
 
@@ -29,8 +23,7 @@ machine without it raises ``ValueError`` before any work.
 from __future__ import annotations
 
 import math
-import platform
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import torch
 
@@ -40,9 +33,10 @@ from ..teleports.gln import gln_teleport
 from ..teleports.level_set import flatten, level_set_teleport, unflatten
 from ..teleports.positive_scale import PositiveScale
 from ..teleports.positive_scale_reference import PositiveScaleReference, positive_scale_teleport_reference
-from ..timing import clock
 from ..training import train
 from . import published
+from .bench_protocol import interleaved_times
+from .bench_records import record
 from .experiments import course_regression_task
 from .settings import REGRESSION, RegressionSettings
 from .summaries import epochs_to_reach
@@ -52,7 +46,14 @@ METHODS = ("posscale", "posscale-ref", "gln", "levelset-step")
 
 
 def sweep_dims(width: int) -> tuple:
-    """The network of the width sweep: REFERENCE §2's MNIST-sized one with both hidden layers ``width`` wide."""
+    """The network of the width sweep: REFERENCE §2's MNIST-sized one with both hidden layers ``width`` wide.
+
+    Args:
+        width: the width of both hidden layers.
+
+    Returns:
+        ``(samples, inputs, width, width, outputs)``.
+    """
     samples, inputs, *_, outputs = published.COST_DIMS
     return (samples, inputs, width, width, outputs)
 
@@ -61,68 +62,6 @@ def sweep_dims(width: int) -> tuple:
 COST_DIMS = (REGRESSION.dims, published.COST_DIMS, (512, 784, 1024, 1024, 1024, 10))
 #: the optimisers of the time-to-target runs
 OPTIMIZERS = ("gd", "adagrad")
-
-
-def interleaved_times(
-    fns: dict[str, Callable[[], object]],
-    *,
-    reps: int = 5,
-    warmup: int = 1,
-    min_time: float = 0.01,
-    device="cpu",
-    max_reps: dict[str, int] | None = None,
-) -> dict[str, list[float]]:
-    """Seconds per call of each function, one list of ``reps`` values per function.
-
-    After ``warmup`` calls of each function (the last one timed to choose ``number``,
-    the calls per timing, so that a timing lasts about ``min_time``), every round
-    times each function in turn. ``max_reps[name]`` caps the rounds of a slow function.
-    """
-    if not isinstance(fns, dict) or not fns:
-        raise ValueError(f"Invalid fns: {fns!r} (need a non-empty dict of name -> callable)")
-    for name, fn in fns.items():
-        if not callable(fn):
-            raise TypeError(f"Invalid fns[{name!r}]: {fn!r} is not callable")
-    reps = checks.count("reps", reps, minimum=1)
-    warmup = checks.count("warmup", warmup, minimum=1)
-    min_time = checks.non_negative("min_time", min_time)
-    max_reps = dict(max_reps or {})
-    for name, cap in max_reps.items():
-        if name not in fns:
-            raise ValueError(f"Invalid max_reps: {name!r} is not one of {sorted(fns)}")
-        checks.count(f"max_reps[{name!r}]", cap, minimum=1)
-    dev = checks.device("device", device)
-
-    number = {}
-    for name, fn in fns.items():
-        for _ in range(warmup):
-            start = clock(dev)
-            fn()
-            once = clock(dev) - start
-        number[name] = max(1, math.ceil(min_time / max(once, 1e-9)))
-    times = {name: [] for name in fns}
-    for r in range(reps):
-        for name, fn in fns.items():
-            if r >= max_reps.get(name, reps):
-                continue
-            start = clock(dev)
-            for _ in range(number[name]):
-                fn()
-            times[name].append((clock(dev) - start) / number[name])
-    return times
-
-
-def machine() -> dict:
-    """What the numbers were measured on."""
-    info = {
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
-        "processor": platform.processor() or platform.machine(),
-        "python": platform.python_version(),
-    }
-    if torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name(0)
-    return info
 
 
 def _teleport_calls(method, dims, steps, dtype, dev, seed):
@@ -195,16 +134,35 @@ def teleport_cost(
 ) -> list[dict]:
     """The cost of one teleport of the course project's network ``dims``, in gradient evaluations.
 
-    ``steps``: teleport steps (default :data:`DEFAULT_STEPS`). The network is the regression
-    task of ``seed`` with ``dims`` (ReLU; LeakyReLU for ``gln``, whose gradient is then timed on
-    that network) with each ``W_k`` divided by its fan-in ``d_{k−1}``, which keeps the activations
-    of order one at any width (the unscaled ``torch.rand`` draw overflows float32 at width 1024
-    and depth 4); the work done per call does not depend on it. Each method and its gradient
-    are timed interleaved in the same rounds. Returns one record per method:
-    ``method, dims, n_params, steps, device, dtype, grad_evals, teleport_s, grad_s`` (minima over the
-    rounds), ``grad_evals_rounds`` (every round's ratio),
-    ``reps``, and ``steps_taken``/``stopped`` of the last call (``None`` for ``posscale-ref``,
-    which has no safety checks).
+    ``grad_evals = min_r t_teleport[r] / min_r t_grad[r]``, ``t_grad`` being one forward and backward pass
+    of the same network on the same batch, timed interleaved with the teleport in the same rounds
+    (:mod:`~symtele.study.bench_protocol`). The network is the regression task of ``seed`` with ``dims``
+    (ReLU; LeakyReLU for ``gln``, whose gradient is then timed on that network) with each ``W_k`` divided
+    by its fan-in ``d_{k−1}``, which keeps the activations of order one at any width (the unscaled
+    ``torch.rand`` draw overflows float32 at width 1024 and depth 4); the work done per call does not
+    depend on it.
+
+    Args:
+        dims: samples, then layer widths.
+        methods: teleports among :data:`METHODS`.
+        steps: teleport steps (default :data:`DEFAULT_STEPS`, per method).
+        reps: rounds.
+        warmup: untimed calls of each function first.
+        min_time: seconds a timing lasts at least (fast calls are repeated within a round).
+        dtype: the arithmetic.
+        device: ``"cpu"`` or ``"cuda"``.
+        seed: the task's random seed.
+        max_reps: at most this many rounds for the named methods (slow ones).
+
+    Returns:
+        One ``teleport_cost`` record (:mod:`~symtele.study.bench_records`) per method: ``grad_evals``,
+        ``teleport_s``, ``grad_s`` (minima over the rounds), ``grad_evals_rounds`` (every round's ratio),
+        and ``steps_taken``/``stopped`` of the last call (``None`` for ``posscale-ref``, which has no
+        safety checks).
+
+    Raises:
+        ValueError: a bad ``dims``, method, count, dtype or ``max_reps`` key, or CUDA on a machine
+            without it.
     """
     dims = checks.dims("dims", dims)
     methods = [checks.choice("method", m, METHODS) for m in methods]
@@ -235,21 +193,22 @@ def teleport_cost(
 
 def _cost_record(method, dims, steps, dev, dtype, teleport_times, grad_times, last) -> dict:
     """One :func:`teleport_cost` record from the interleaved times of the teleport and of one gradient."""
-    return {
-        "method": method,
-        "dims": list(dims),
-        "n_params": sum(a * b for a, b in zip(dims[2:], dims[1:-1])),
-        "steps": steps,
-        "device": str(dev),
-        "dtype": str(dtype).replace("torch.", ""),
-        "grad_evals": min(teleport_times) / min(grad_times),
-        "grad_evals_rounds": [a / b for a, b in zip(teleport_times, grad_times)],
-        "teleport_s": min(teleport_times),
-        "grad_s": min(grad_times),
-        "reps": len(teleport_times),
-        "steps_taken": _steps_taken(last),
-        "stopped": getattr(last[-1], "stopped", None),
-    }
+    return record(
+        "teleport_cost",
+        method=method,
+        dims=list(dims),
+        n_params=sum(a * b for a, b in zip(dims[2:], dims[1:-1])),
+        steps=steps,
+        device=str(dev),
+        dtype=str(dtype).replace("torch.", ""),
+        grad_evals=min(teleport_times) / min(grad_times),
+        grad_evals_rounds=[a / b for a, b in zip(teleport_times, grad_times)],
+        teleport_s=min(teleport_times),
+        grad_s=min(grad_times),
+        reps=len(teleport_times),
+        steps_taken=_steps_taken(last),
+        stopped=getattr(last[-1], "stopped", None),
+    )
 
 
 TASKS = ("relu", "leaky_relu")
@@ -258,8 +217,18 @@ TASKS = ("relu", "leaky_relu")
 def scaling_exponent(records, method: str, key: str = "teleport_s") -> float | None:
     """Least-squares slope of ``log(key)`` against ``log(n_params)`` over ``method``'s records.
 
-    ``key`` is ``teleport_s``, ``grad_s`` or ``grad_evals``; a slope of 1 means the cost grows in
-    proportion to the parameter count. ``None`` with fewer than two measured sizes.
+    A slope of 1 means the cost grows in proportion to the parameter count.
+
+    Args:
+        records: :func:`teleport_cost` records.
+        method: the teleport whose records are fitted.
+        key: ``teleport_s``, ``grad_s`` or ``grad_evals``.
+
+    Returns:
+        The slope, or ``None`` with fewer than two measured sizes.
+
+    Raises:
+        ValueError: another ``key``.
     """
     checks.choice("key", key, ("teleport_s", "grad_s", "grad_evals"))
     points = {r["n_params"]: r[key] for r in records if r["method"] == method and r.get(key)}
@@ -322,17 +291,30 @@ def time_to_target(
     """Seconds until the seeds' mean loss first reaches GD's final mean loss, teleport included.
 
     Runs ``gd``, ``gd+posscale``, ``adagrad``, ``adagrad+posscale`` on the course project's ReLU
-    task and ``gd``, ``gd+gln``, ``adagrad``, ``adagrad+gln`` on its LeakyReLU version (``settings``:
-    the writeup's by default, REFERENCE §2–3), all seeds as one batched computation, interleaved
-    (``tasks`` picks either task). On each task the target is the final mean loss of its GD run.
+    task and ``gd``, ``gd+gln``, ``adagrad``, ``adagrad+gln`` on its LeakyReLU version, all seeds as
+    one batched computation, interleaved. On each task the target is the final mean loss of its GD run.
     ``time_s[k]`` of the run (wall clock from its start until ``loss[k]`` is known) at the first
     epoch ``k`` with ``mean loss ≤ target`` is the time to target.
 
-    Returns ``{"seconds": {name: min over rounds}, "speedup": {name: t(opt) / t(opt+teleport)},
-    "seconds_rounds", "speedup_rounds", "epochs": {name: k}, "target": {task: loss}, "curves",
-    "teleport_share", ...}`` (:func:`_reach_summary`); names on the LeakyReLU task carry
-    ``@leaky_relu`` (``gd@leaky_relu``), teleport runs are named by the teleport (``gd+posscale``,
-    ``gd+posscale-ref``, ``gd+gln``). A run that never reaches its target has ``None`` seconds.
+    Args:
+        settings: the runs' settings (the writeup's by default, REFERENCE §2–3).
+        reps: rounds.
+        warmup: untimed runs of each first.
+        tasks: ``"relu"`` and/or ``"leaky_relu"``.
+        dtype: the arithmetic.
+        device: ``"cpu"`` or ``"cuda"``.
+
+    Returns:
+        A ``time_to_target`` record (:mod:`~symtele.study.bench_records`): ``{"seconds": {name: min over
+        rounds}, "speedup": {name: t(opt) / t(opt+teleport)}, "seconds_rounds", "speedup_rounds",
+        "epochs": {name: k}, "target": {task: loss}, "curves", "teleport_share", ...}``; names on the
+        LeakyReLU task carry ``@leaky_relu`` (``gd@leaky_relu``), teleport runs are named by the teleport
+        (``gd+posscale``, ``gd+posscale-ref``, ``gd+gln``). A run that never reaches its target has
+        ``None`` seconds.
+
+    Raises:
+        TypeError: ``settings`` not a :class:`~symtele.study.settings.RegressionSettings`.
+        ValueError: a bad count, task, dtype or device.
     """
     s, reps, warmup, dtype, dev = _checked_protocol(settings, reps, warmup, dtype, device)
     tasks = checks.sequence("tasks", list(tasks), lambda name, task: checks.choice(name, task, TASKS))
@@ -355,7 +337,7 @@ def time_to_target(
             "dtype": str(dtype).replace("torch.", ""),
         }
     )
-    return result
+    return record("time_to_target", **result)
 
 
 def _reach_summary(histories, tasks) -> dict:
@@ -411,11 +393,25 @@ def batched_vs_loop(
 ) -> list[dict]:
     """The course project's experiment as one batched computation against a loop over seeds, per method.
 
-    For ``gd``, ``gd+posscale``, ``adagrad``, ``adagrad+posscale`` (``settings``: the writeup's by
-    default): wall-clock seconds (minima over the rounds) of the batched run and of the per-seed loop (interleaved),
-    their ratio, and ``max_abs_diff``/``max_rel_diff``, the largest absolute and relative
-    difference between the losses the two record for any seed and epoch (0.0 when identical).
     The loop trains each seed as a batch of one.
+
+    Args:
+        settings: the runs' settings (the writeup's by default).
+        reps: rounds.
+        warmup: untimed runs of each first.
+        dtype: the arithmetic.
+        device: ``"cpu"`` or ``"cuda"``.
+
+    Returns:
+        One ``batched_seeds`` record (:mod:`~symtele.study.bench_records`) for each of ``gd``,
+        ``gd+posscale``, ``adagrad``, ``adagrad+posscale``: wall-clock seconds (minima over the rounds)
+        of the batched run and of the per-seed loop (interleaved), their ratio, and
+        ``max_abs_diff``/``max_rel_diff``, the largest absolute and relative difference between the
+        losses the two record for any seed and epoch (0.0 when identical).
+
+    Raises:
+        TypeError: ``settings`` not a :class:`~symtele.study.settings.RegressionSettings`.
+        ValueError: a bad count, dtype or device.
     """
     s, reps, warmup, dtype, dev = _checked_protocol(settings, reps, warmup, dtype, device)
     seeds, dims, epochs = list(s.seeds), s.dims, s.epochs
@@ -451,74 +447,19 @@ def _batched_record(batched, loop, times, seeds, dims, epochs, reps, dev, dtype)
     diff = max(abs(a - b) for a, b in pairs)
     rel = max(abs(a - b) / max(abs(b), 1e-300) for a, b in pairs)
     t_b, t_l = min(times["batched"]), min(times["loop"])
-    return {
-        "method": batched.method,
-        "seeds": seeds,
-        "dims": list(dims),
-        "epochs": epochs,
-        "batched_s": t_b,
-        "loop_s": t_l,
-        "speedup": t_l / t_b,
-        "max_abs_diff": diff,
-        "max_rel_diff": rel,
-        "identical": diff == 0.0,
-        "reps": reps,
-        "device": str(dev),
-        "dtype": str(dtype).replace("torch.", ""),
-    }
-
-
-#: the fields of the measurements that are wall-clock times, and those that are ratios of them
-WALL_S = (
-    "teleport_s",
-    "grad_s",
-    "seconds",
-    "seconds_rounds",
-    "time_s",
-    "batched_s",
-    "loop_s",
-    "cold_s",
-    "warm_s",
-    "noop_s",
-)
-WALL_RATIOS = ("grad_evals", "grad_evals_rounds", "speedup", "speedup_rounds", "teleport_share")
-
-
-def _split(measurement: dict, kind: str, rename: dict | None = None) -> dict:
-    """A measurement as a results record: its times under ``wall_s``, their ratios under ``wall_ratios``."""
-    rename = rename or {}
-    record = {"kind": kind}
-    record.update({rename.get(k, k): v for k, v in measurement.items() if k not in (*WALL_S, *WALL_RATIOS, "machine")})
-    record["wall_s"] = {k: v for k, v in measurement.items() if k in WALL_S}
-    record["wall_ratios"] = {k: v for k, v in measurement.items() if k in WALL_RATIOS}
-    return record
-
-
-def as_records(
-    cost: list[dict], target: dict, batched: list[dict], build: dict | None = None, networks: list[dict] | None = None
-) -> list[dict]:
-    """The measurements of :func:`teleport_cost`, :func:`time_to_target`, :func:`batched_vs_loop`, the report
-    build's timing and :func:`~symtele.study.bench_networks.network_teleport_cost` as results records, one per
-    measurement, with a ``kind``; what depends on the machine's speed is under ``wall_s`` (seconds) and
-    ``wall_ratios`` (ratios of seconds), which ``strip_timing`` drops."""
-    records = [_split(r, "teleport_cost", {"method": "teleport"}) for r in cost]
-    records += [_split(r, "network_teleport_cost") for r in networks or []]
-    for run, seconds in target["seconds"].items():
-        measured = {
-            "run": run,
-            "epochs": target["epochs"][run],
-            "device": target["device"],
-            "final_mean_loss": target["final_mean_loss"][run],
-            "loss": target["curves"][run]["loss"],
-            "time_s": target["curves"][run]["time_s"],
-            "seconds": seconds,
-            "seconds_rounds": target["seconds_rounds"][run],
-            "teleport_share": target["teleport_share"][run],
-        }
-        if run in target["speedup"]:
-            measured.update(speedup=target["speedup"][run], speedup_rounds=target["speedup_rounds"][run])
-        records.append(_split(measured, "time_to_target"))
-    records += [_split(r, "batched_seeds", {"method": "run"}) for r in batched]
-    if build is not None:
-        records.append(_split({k: build[k] for k in ("target", "cold_s", "warm_s", "noop_s")}, "report_build"))
-    return records
+    return record(
+        "batched_seeds",
+        method=batched.method,
+        seeds=seeds,
+        dims=list(dims),
+        epochs=epochs,
+        batched_s=t_b,
+        loop_s=t_l,
+        speedup=t_l / t_b,
+        max_abs_diff=diff,
+        max_rel_diff=rel,
+        identical=diff == 0.0,
+        reps=reps,
+        device=str(dev),
+        dtype=str(dtype).replace("torch.", ""),
+    )

@@ -1,4 +1,4 @@
-"""The cost of teleporting whole networks (MLP, CNN, ResNet), by the protocol of :mod:`~symtele.study.bench`.
+"""The cost of teleporting whole networks (MLP, CNN, ResNet), by the protocol of :mod:`~symtele.study.bench_protocol`.
 
 :func:`network_teleport_cost` times, interleaved in the same rounds, one gradient of the network on
 one batch (a forward and a backward pass), the closed-form teleport along every rescaling
@@ -19,7 +19,8 @@ from ..models import digits_cnn, digits_resnet, resnet18
 from ..teleports.discovery import discover
 from ..teleports.rescale import Rescale, ascent_step, gradient_norm_reference, rescale_teleport, scale_factors
 from . import published
-from .bench import interleaved_times
+from .bench_protocol import interleaved_times
+from .bench_records import record
 
 
 def _mlp() -> nn.Module:
@@ -81,10 +82,32 @@ def network_teleport_cost(
     seed: int = 0,
     max_reps: dict[str, int] | None = None,
 ) -> list[dict]:
-    """The cost of a ``steps``-step teleport of the network ``model`` (a key of :data:`MODELS`) in gradient
-    evaluations, for each of ``methods``. Returns one record per method: ``method, model, n_params,
-    n_scales, batch, steps, device, dtype, grad_evals, grad_evals_rounds, teleport_s, grad_s, reps``
-    and the closed form's ``steps_taken``/``stopped``."""
+    """The cost of a ``steps``-step teleport of a whole network in gradient evaluations, for each of ``methods``.
+
+    ``grad_evals = min_r t_teleport[r] / min_r t_grad[r]``, the teleport and one gradient of the network on
+    one batch timed interleaved in the same rounds (:mod:`~symtele.study.bench_protocol`).
+
+    Args:
+        model: a key of :data:`MODELS`.
+        methods: among :data:`METHODS`: ``rescale`` (the closed form) and ``rescale-ref`` (double
+            backpropagation through :func:`~symtele.teleports.rescale.gradient_norm_reference`).
+        steps: ascent steps per teleport.
+        reps: rounds.
+        warmup: untimed calls of each function first.
+        min_time: seconds a timing lasts at least (fast calls are repeated within a round).
+        dtype: the arithmetic.
+        device: ``"cpu"`` or ``"cuda"``.
+        seed: the seed of the weights and the batch.
+        max_reps: at most this many rounds for the named functions (``grad`` or a method).
+
+    Returns:
+        One ``network_teleport_cost`` record (:mod:`~symtele.study.bench_records`) per method: ``method,
+        model, n_params, n_scales, batch, steps, device, dtype, grad_evals, grad_evals_rounds, teleport_s,
+        grad_s, reps`` and the closed form's ``steps_taken``/``stopped``.
+
+    Raises:
+        ValueError: an unknown model or method, a bad count, dtype or device.
+    """
     checks.choice("model", model, MODELS)
     methods = [checks.choice("method", m, METHODS) for m in methods]
     if not methods:
@@ -107,24 +130,25 @@ def network_teleport_cost(
     records = []
     for m in methods:
         rounds = [t / g for t, g in zip(times[m], times["grad"])]
-        record = last["rescale"][-1] if m == "rescale" else None
+        taken = last["rescale"][-1] if m == "rescale" else None  # the closed form's teleport record
         records.append(
-            {
-                "method": m,
-                "model": model,
-                "n_params": sum(p.numel() for p in params.values()),
-                "n_scales": symmetry.n_scales,
-                "batch": list(x.shape),
-                "steps": steps,
-                "device": str(dev),
-                "dtype": str(dtype).replace("torch.", ""),
-                "grad_evals": min(times[m]) / min(times["grad"]),
-                "grad_evals_rounds": rounds,
-                "teleport_s": min(times[m]),
-                "grad_s": min(times["grad"]),
-                "reps": len(times[m]),
-                "steps_taken": None if record is None else record.steps_taken,
-                "stopped": None if record is None else record.stopped,
-            }
+            record(
+                "network_teleport_cost",
+                method=m,
+                model=model,
+                n_params=sum(p.numel() for p in params.values()),
+                n_scales=symmetry.n_scales,
+                batch=list(x.shape),
+                steps=steps,
+                device=str(dev),
+                dtype=str(dtype).replace("torch.", ""),
+                grad_evals=min(times[m]) / min(times["grad"]),
+                grad_evals_rounds=rounds,
+                teleport_s=min(times[m]),
+                grad_s=min(times["grad"]),
+                reps=len(times[m]),
+                steps_taken=None if taken is None else taken.steps_taken,
+                stopped=None if taken is None else taken.stopped,
+            )
         )
     return records

@@ -27,6 +27,7 @@ import torch
 
 from .. import checks
 from ..objective import grad_norm_sq
+from ..optimizers import TORCH_OPTIMIZERS
 from ..problems import get_problem
 from ..regression import regression_task
 from ..tasks import accuracy, digits_data, digits_mlp, softplus_mlp
@@ -45,6 +46,7 @@ from .settings import (
     NetworkSettings,
     RegressionSettings,
 )
+from .settings import NETWORK_OPTIMIZERS as NETWORK_OPTIMIZER_NAMES
 
 
 def course_regression_task(
@@ -323,13 +325,9 @@ def beyond_optimizers(settings: DigitsSettings = DIGITS, *, device="cpu") -> lis
     return records
 
 
-#: the ``torch.optim`` optimiser behind each name of :class:`~symtele.study.settings.NetworkSettings`
-NETWORK_OPTIMIZERS = {
-    "sgd": lambda params, lr: torch.optim.SGD(params, lr=lr),
-    "momentum": lambda params, lr: torch.optim.SGD(params, lr=lr, momentum=0.9),
-    "adam": lambda params, lr: torch.optim.Adam(params, lr=lr),
-    "adamw": lambda params, lr: torch.optim.AdamW(params, lr=lr),  # torch's default weight decay, 0.01
-}
+#: the ``torch.optim`` optimiser behind each name of :class:`~symtele.study.settings.NetworkSettings`: the names
+#: are :data:`~symtele.study.settings.NETWORK_OPTIMIZERS`, the optimisers those of :mod:`symtele.optimizers`
+NETWORK_OPTIMIZERS = {name: TORCH_OPTIMIZERS[name] for name in NETWORK_OPTIMIZER_NAMES}
 
 
 def _digits_images(seed: int, device):

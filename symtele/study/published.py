@@ -9,7 +9,14 @@ from .settings import CONVEX
 
 
 def tolerance(printed: str) -> float:
-    """Half a unit in the last digit of a number as printed: how far a value may be and still print so."""
+    """Half a unit in the last digit of a number as printed: how far a value may be and still print so.
+
+    Args:
+        printed: the number as the writeup prints it.
+
+    Returns:
+        ``0.5 · 10^−decimals``.
+    """
     decimals = len(printed.split(".")[1]) if "." in printed else 0
     return 0.5 * 10.0**-decimals
 

@@ -7,10 +7,12 @@ dataclass holds the settings of one notebook (:data:`CONVEX` for 01, :data:`REGR
 :data:`LEVEL_SET` for 03, :data:`DIGITS` for 04, :data:`SWEEP` for 06); its fields are the
 notebook's parameters, with the same names.
 
-A settings object checks every value when it is made, so one that exists is valid: ``check``
-raises ``ValueError``/``TypeError`` naming the field and its value. The experiments take these
-objects; a notebook makes its own with ``REGRESSION.with_parameters(globals())``, and the report's
-build runs the same checks on the user's parameters before any notebook starts.
+A settings object checks every value when it is made, so one that exists is valid, raising
+``ValueError``/``TypeError`` naming the field and its value. Each field declares its own check beside its
+default (``lr: float = setting(0.08, checks.positive)``: ``check(name, value)``, see :func:`setting`); a
+class's ``check`` method holds only what relates several fields (teleport epochs within the run). The
+experiments take these objects; a notebook makes its own with ``REGRESSION.with_parameters(globals())``,
+and the report's build runs the same checks on the user's parameters before any notebook starts.
 ``REGRESSION.replace(epochs=60)`` gives a checked variant; ``print(REGRESSION)`` shows every value.
 
 Plain numbers and tuples, no torch: the build reads and checks the notebooks' parameters in an
@@ -24,6 +26,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from .. import checks
+from ..states import STATES as OPTIMIZER_STATES
 
 #: the course project's five random seeds, n²·12345 for n = 0 … 4
 SEEDS = tuple(n * n * 12345 for n in range(5))
@@ -43,7 +46,25 @@ DIGITS_OPTIMIZERS = ("sgd", "momentum", "rmsprop", "adam", "adagrad-torch")
 SWEEP_GROUPS = ("posscale", "gln")
 
 
-def _seeds(name: str, values) -> tuple[int, ...]:
+def setting(default=dataclasses.MISSING, check=None, *, factory=None):
+    """A settings field: its default (or ``factory`` making it) and the check its value must pass.
+
+    Args:
+        default: the field's default value.
+        check: ``check(name, value)``, raising ``ValueError``/``TypeError`` that names the field and the
+            value it refuses; ``None`` for a field checked by its class's ``check`` only.
+        factory: makes the default instead (a dict's).
+
+    Returns:
+        A :func:`dataclasses.field` carrying ``check`` in its metadata.
+    """
+    metadata = {} if check is None else {"check": check}
+    if factory is not None:
+        return field(default_factory=factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+def _distinct_counts(name: str, values) -> tuple[int, ...]:
     return checks.sequence(name, values, checks.count, distinct=True)
 
 
@@ -51,15 +72,46 @@ def _steps(name: str, value) -> int:
     return checks.count(name, value)
 
 
+def _at_least(minimum: int):
+    """The check of a count of at least ``minimum``."""
+    return lambda name, value: checks.count(name, value, minimum=minimum)
+
+
+def _distinct_of(options):
+    """The check of a sequence of distinct names among ``options``."""
+    return lambda name, values: checks.sequence(name, values, lambda n, v: checks.choice(n, v, options), distinct=True)
+
+
+def _steps_of(options):
+    """The check of a non-empty dict mapping some of ``options`` (optimiser names) to positive steps."""
+
+    def check(name: str, value) -> None:
+        if not isinstance(value, Mapping) or not value:
+            raise TypeError(f"Invalid {name}: {value!r} (expected a dict of optimiser -> step)")
+        for optimizer, lr in value.items():
+            checks.choice(f"{name} key", optimizer, options)
+            checks.positive(f"{name}[{optimizer!r}]", lr)
+
+    return check
+
+
+def _folder(name: str, value) -> None:
+    if not isinstance(value, str):
+        raise TypeError(f"Invalid {name}: {value!r} (expected a folder name)")
+
+
 class Settings:
     """What every settings group offers: checked copies, and a copy with a notebook's parameters."""
 
     def __post_init__(self):
+        for f in dataclasses.fields(self):
+            if "check" in f.metadata:
+                f.metadata["check"](f.name, getattr(self, f.name))
         self.check()
 
     def check(self) -> None:
-        """Raise ``ValueError``/``TypeError`` naming the first field whose value cannot run."""
-        raise NotImplementedError
+        """Check what relates several fields (each field's own check has run): raise ``ValueError``/``TypeError``
+        naming the first field whose value cannot run."""
 
     @classmethod
     def names(cls) -> list[str]:
@@ -99,19 +151,19 @@ def plain(value):
 class ConvexSettings(Settings):
     """Gradient descent with one SO(2) teleport (REFERENCE §1), and the same runs on Booth and Rosenbrock."""
 
-    start: tuple = QUADRATIC_START
-    lr: float = 0.08
-    epochs: int = 10
-    teleport_epoch: int = 4  # the teleport comes before this (0-based) epoch's step, on every problem
-    teleport_lr: float = 1e-3  # ascent step on the angle θ
-    teleport_steps: int = 10
-    seed: int = 0  # random seed of the initial angle θ₀ ~ U[0, π) (the report's choice)
-    booth_start: tuple = BOOTH_START
-    booth_lr: float = 0.05  # the report's choice
-    booth_epochs: int = 10
-    rosenbrock_start: tuple = ROSENBROCK_START
-    rosenbrock_lr: float = 1e-3  # the report's choice
-    rosenbrock_epochs: int = 1000
+    start: tuple = setting(QUADRATIC_START, checks.point)
+    lr: float = setting(0.08, checks.positive)
+    epochs: int = setting(10, _at_least(1))
+    teleport_epoch: int = 4  # the teleport comes before this (0-based) epoch's step, on every problem: check()
+    teleport_lr: float = setting(1e-3, checks.positive)  # ascent step on the angle θ
+    teleport_steps: int = setting(10, _steps)
+    seed: int = setting(0, checks.count)  # random seed of the initial angle θ₀ ~ U[0, π) (the report's choice)
+    booth_start: tuple = setting(BOOTH_START, checks.point)
+    booth_lr: float = setting(0.05, checks.positive)  # the report's choice
+    booth_epochs: int = setting(10, _at_least(1))
+    rosenbrock_start: tuple = setting(ROSENBROCK_START, checks.point)
+    rosenbrock_lr: float = setting(1e-3, checks.positive)  # the report's choice
+    rosenbrock_epochs: int = setting(1000, _at_least(1))
 
     def run(self, problem: str) -> tuple[tuple, float, int]:
         """``(start, lr, epochs)`` of the runs on ``problem``: ``quadratic``, ``booth`` or ``rosenbrock``."""
@@ -123,16 +175,8 @@ class ConvexSettings(Settings):
         return self.replace(rosenbrock_epochs=100)
 
     def check(self) -> None:
-        shortest = None
-        for prefix in ("", "booth_", "rosenbrock_"):
-            checks.point(f"{prefix}start", getattr(self, f"{prefix}start"))
-            checks.positive(f"{prefix}lr", getattr(self, f"{prefix}lr"))
-            epochs = checks.count(f"{prefix}epochs", getattr(self, f"{prefix}epochs"), minimum=1)
-            shortest = epochs if shortest is None else min(shortest, epochs)
+        shortest = min(self.epochs, self.booth_epochs, self.rosenbrock_epochs)
         checks.epoch_of_run("teleport_epoch", self.teleport_epoch, shortest)
-        checks.positive("teleport_lr", self.teleport_lr)
-        _steps("teleport_steps", self.teleport_steps)
-        checks.count("seed", self.seed)
 
 
 @dataclass(frozen=True)
@@ -140,21 +184,21 @@ class RegressionSettings(Settings):
     """The course project's ReLU regression with one positive-scale teleport (REFERENCE §2), and the GL(n)
     teleport of Zhao et al. (2022) on its LeakyReLU version (REFERENCE §3)."""
 
-    seeds: tuple = SEEDS
-    dims: tuple = (4, 5, 6, 7, 8)  # samples, then layer widths: X is 5×4, W1 6×5, W2 7×6, W3 8×7, Y 8×4
-    epochs: int = 300
-    gd_lr: float = 1e-4
-    adagrad_lr: float = 1e-1
-    teleport_epoch: int = 5
-    teleport_lr_gd: float = 1e-4
-    teleport_lr_adagrad: float = 1e-5
-    teleport_steps: int = 10
-    clamp: float = 0.1  # each teleport step keeps every scale within 1 ± clamp
-    negative_slope: float = 0.1  # of the LeakyReLU version, on which GL(n) is compared
-    gln_lr_gd: float = 1e-7  # GL(n) teleport step with GD (the original code's)
-    gln_steps_gd: int = 8  # GL(n) teleport steps with GD
-    gln_lr_adagrad: float = 1e-5  # GL(n) teleport step with AdaGrad (the original code's)
-    gln_steps_adagrad: int = 2  # GL(n) teleport steps with AdaGrad
+    seeds: tuple = setting(SEEDS, _distinct_counts)
+    dims: tuple = setting((4, 5, 6, 7, 8), checks.dims)  # samples, then layer widths: X 5×4, W1 6×5, …, Y 8×4
+    epochs: int = setting(300, _at_least(1))
+    gd_lr: float = setting(1e-4, checks.positive)
+    adagrad_lr: float = setting(1e-1, checks.positive)
+    teleport_epoch: int = 5  # within the run: check()
+    teleport_lr_gd: float = setting(1e-4, checks.positive)
+    teleport_lr_adagrad: float = setting(1e-5, checks.positive)
+    teleport_steps: int = setting(10, _steps)
+    clamp: float = setting(0.1, checks.positive)  # each teleport step keeps every scale within 1 ± clamp
+    negative_slope: float = setting(0.1, checks.positive)  # of the LeakyReLU version, on which GL(n) is compared
+    gln_lr_gd: float = setting(1e-7, checks.positive)  # GL(n) teleport step with GD (the original code's)
+    gln_steps_gd: int = setting(8, _steps)  # GL(n) teleport steps with GD
+    gln_lr_adagrad: float = setting(1e-5, checks.positive)  # GL(n) teleport step with AdaGrad (the original code's)
+    gln_steps_adagrad: int = setting(2, _steps)  # GL(n) teleport steps with AdaGrad
 
     def lr(self, optimizer: str) -> float:
         """The optimiser's step: ``gd`` or ``adagrad``."""
@@ -177,24 +221,7 @@ class RegressionSettings(Settings):
         return self.replace(epochs=60)
 
     def check(self) -> None:
-        _seeds("seeds", self.seeds)
-        checks.dims("dims", self.dims)
-        epochs = checks.count("epochs", self.epochs, minimum=1)
-        for name in (
-            "gd_lr",
-            "adagrad_lr",
-            "teleport_lr_gd",
-            "teleport_lr_adagrad",
-            "clamp",
-            "negative_slope",
-            "gln_lr_gd",
-            "gln_lr_adagrad",
-        ):
-            checks.positive(name, getattr(self, name))
-        checks.epoch_of_run("teleport_epoch", self.teleport_epoch, epochs)
-        _steps("teleport_steps", self.teleport_steps)
-        _steps("gln_steps_gd", self.gln_steps_gd)
-        _steps("gln_steps_adagrad", self.gln_steps_adagrad)
+        checks.epoch_of_run("teleport_epoch", self.teleport_epoch, self.epochs)
 
 
 @dataclass(frozen=True)
@@ -204,38 +231,41 @@ class LevelSetSettings(Settings):
     The main Rosenbrock runs are writeup Figs. 6 and 9 (start, epochs, teleport epochs and float32
     arithmetic read off the figures); ``second_*`` are the report's own runs from another start."""
 
-    booth_start: tuple = BOOTH_START
-    booth_epochs: int = 10
+    # teleport epochs are checked against their runs' epochs in check()
+    booth_start: tuple = setting(BOOTH_START, checks.point)
+    booth_epochs: int = setting(10, _at_least(1))
     booth_teleport_epochs: tuple = (1,)  # teleport once on Booth
-    booth_gd_lr: float = ConvexSettings.booth_lr
-    rosenbrock_start: tuple = ROSENBROCK_FIGURE_START
-    rosenbrock_epochs: int = 1001  # epochs 0 … 1000, as Fig. 6 plots them
+    booth_gd_lr: float = setting(ConvexSettings.booth_lr, checks.positive)
+    rosenbrock_start: tuple = setting(ROSENBROCK_FIGURE_START, checks.point)
+    rosenbrock_epochs: int = setting(1001, _at_least(1))  # epochs 0 … 1000, as Fig. 6 plots them
     rosenbrock_teleport_epochs: tuple = (50, 250)  # Fig. 6's two teleports (Armijo steps)
     rosenbrock_fixed_teleport_epochs: tuple = (50, 250, 450, 650)  # Fig. 9's four (its text says two)
     rosenbrock_other_epochs: tuple = (5, 200)  # another pair of teleport epochs (the report's)
-    rosenbrock_gd_lr: float = ConvexSettings.rosenbrock_lr  # Fig. 9's fixed step
-    rosenbrock_dtype: str = "float32"  # Fig. 6's arithmetic: in float64 GD leaves its curve after ~110 epochs
-    second_start: tuple = ROSENBROCK_START  # the report's second Rosenbrock start (secondary runs)
-    second_epochs: int = 1000
+    rosenbrock_gd_lr: float = setting(ConvexSettings.rosenbrock_lr, checks.positive)  # Fig. 9's fixed step
+    # Fig. 6's arithmetic: in float64 GD leaves its curve after ~110 epochs
+    rosenbrock_dtype: str = setting("float32", lambda name, value: checks.choice(name, value, checks.DTYPES))
+    second_start: tuple = setting(ROSENBROCK_START, checks.point)  # the report's second Rosenbrock start
+    second_epochs: int = setting(1000, _at_least(1))
     second_teleport_epochs: tuple = (1, 100)
-    local_start: tuple = ROSENBROCK_TEXTBOOK_START  # the short-teleport runs (the report's)
-    local_epochs: int = 500
+    local_start: tuple = setting(ROSENBROCK_TEXTBOOK_START, checks.point)  # the short-teleport runs (the report's)
+    local_epochs: int = setting(500, _at_least(1))
     local_teleport_epochs: tuple = (1, 100)
-    local_teleport_steps: int = 1
-    armijo_lr: float = 1.0  # first trial step of the Armijo line search
-    rho: float = 1.0  # first step ρ of the teleport's subproblem
-    teleport_steps: int = 100  # at most this many iterations per teleport
-    line_search_steps: int = 50  # at most this many halvings of ρ per iteration
-    eps: float = 1e-6  # KKT tolerance of the early exit
-    delta: float = 1e-8  # tolerance on L − L(w_k)
-    penalty: float = 3.0  # γ = penalty · ‖∇L(w_k)‖² / L(w_k) (the report's; see symtele.teleports.level_set)
-    writeup_penalty: float = 1e9  # the writeup's γ, run once beside the report's for comparison
-    mlp_seeds: tuple = (0, 1, 2, 3, 4)  # the Softplus MLP's seeds (data and weights), one run each
-    mlp_epochs: int = 300
-    mlp_lr: float = 0.02
+    local_teleport_steps: int = setting(1, _steps)
+    armijo_lr: float = setting(1.0, checks.positive)  # first trial step of the Armijo line search
+    rho: float = setting(1.0, checks.positive)  # first step ρ of the teleport's subproblem
+    teleport_steps: int = setting(100, _steps)  # at most this many iterations per teleport
+    line_search_steps: int = setting(50, _at_least(1))  # at most this many halvings of ρ per iteration
+    eps: float = setting(1e-6, checks.non_negative)  # KKT tolerance of the early exit
+    delta: float = setting(1e-8, checks.non_negative)  # tolerance on L − L(w_k)
+    # γ = penalty · ‖∇L(w_k)‖² / L(w_k) (the report's; see symtele.teleports.level_set)
+    penalty: float = setting(3.0, checks.positive)
+    writeup_penalty: float = setting(1e9, checks.positive)  # the writeup's γ, run once beside the report's
+    mlp_seeds: tuple = setting((0, 1, 2, 3, 4), _distinct_counts)  # the Softplus MLP's seeds (data, weights)
+    mlp_epochs: int = setting(300, _at_least(1))
+    mlp_lr: float = setting(0.02, checks.positive)
     mlp_teleport_epochs: tuple = (5,)
-    mlp_hidden: int = 50  # the writeup's 2-layer Softplus MLP
-    mlp_samples: int = 128  # synthetic regression points (the report's)
+    mlp_hidden: int = setting(50, _at_least(1))  # the writeup's 2-layer Softplus MLP
+    mlp_samples: int = setting(128, _at_least(1))  # synthetic regression points (the report's)
 
     def run(self, problem: str) -> tuple[tuple, int, tuple, float]:
         """``(start, epochs, teleport_epochs, gd_lr)`` of the runs on ``problem``: ``booth`` or ``rosenbrock``."""
@@ -287,23 +317,10 @@ class LevelSetSettings(Settings):
 
     def check(self) -> None:
         for prefix in ("booth_", "rosenbrock_", "second_", "local_", "mlp_"):
-            epochs = checks.count(f"{prefix}epochs", getattr(self, f"{prefix}epochs"), minimum=1)
+            epochs = getattr(self, f"{prefix}epochs")
             checks.epochs_of_run(f"{prefix}teleport_epochs", getattr(self, f"{prefix}teleport_epochs"), epochs)
-            if prefix != "mlp_":
-                checks.point(f"{prefix}start", getattr(self, f"{prefix}start"))
         for name in ("rosenbrock_other_epochs", "rosenbrock_fixed_teleport_epochs"):
             checks.epochs_of_run(name, getattr(self, name), self.rosenbrock_epochs)
-        checks.choice("rosenbrock_dtype", self.rosenbrock_dtype, checks.DTYPES)
-        for name in ("booth_gd_lr", "rosenbrock_gd_lr", "armijo_lr", "rho", "penalty", "writeup_penalty", "mlp_lr"):
-            checks.positive(name, getattr(self, name))
-        for name in ("eps", "delta"):
-            checks.non_negative(name, getattr(self, name))
-        _steps("teleport_steps", self.teleport_steps)
-        _steps("local_teleport_steps", self.local_teleport_steps)
-        checks.count("line_search_steps", self.line_search_steps, minimum=1)
-        _seeds("mlp_seeds", self.mlp_seeds)
-        checks.count("mlp_hidden", self.mlp_hidden, minimum=1)
-        checks.count("mlp_samples", self.mlp_samples, minimum=1)
 
 
 def _digits_lrs() -> dict:
@@ -317,49 +334,33 @@ class DigitsSettings(Settings):
     ``lrs`` names the optimisers that run, each with its step.
     """
 
-    seeds: tuple = (0, 1, 2)
-    epochs: int = 60
-    hidden: tuple = (32, 32)
-    lrs: dict = field(default_factory=_digits_lrs)
-    teleport_epochs: tuple = (5,)
-    teleport_lr: float = 100.0
-    teleport_steps: int = 10
-    clamp: float = RegressionSettings.clamp
+    seeds: tuple = setting((0, 1, 2), _distinct_counts)
+    epochs: int = setting(60, _at_least(1))
+    hidden: tuple = setting((32, 32), lambda name, value: checks.sequence(name, value, _at_least(1)))
+    lrs: dict = setting(check=_steps_of(DIGITS_OPTIMIZERS), factory=_digits_lrs)
+    teleport_epochs: tuple = (5,)  # within the run: check()
+    teleport_lr: float = setting(100.0, checks.positive)
+    teleport_steps: int = setting(10, _steps)
+    clamp: float = setting(RegressionSettings.clamp, checks.positive)
 
     def quick(self) -> DigitsSettings:
         return self.replace(seeds=self.seeds[:1], epochs=12)
 
     def check(self) -> None:
-        _seeds("seeds", self.seeds)
-        epochs = checks.count("epochs", self.epochs, minimum=1)
-        checks.sequence("hidden", self.hidden, lambda name, v: checks.count(name, v, minimum=1))
-        if not isinstance(self.lrs, Mapping) or not self.lrs:
-            raise TypeError(f"Invalid lrs: {self.lrs!r} (expected a dict of optimiser -> step)")
-        for optimizer, lr in self.lrs.items():
-            checks.choice("lrs key", optimizer, DIGITS_OPTIMIZERS)
-            checks.positive(f"lrs[{optimizer!r}]", lr)
-        checks.epochs_of_run("teleport_epochs", self.teleport_epochs, epochs)
-        for name in ("teleport_lr", "clamp"):
-            checks.positive(name, getattr(self, name))
-        _steps("teleport_steps", self.teleport_steps)
+        checks.epochs_of_run("teleport_epochs", self.teleport_epochs, self.epochs)
 
 
 @dataclass(frozen=True)
 class MachineSettings(Settings):
     """Where a notebook's runs go: the torch ``device`` and the number of CPU ``threads`` (the report's)."""
 
-    device: str = "cpu"
-    threads: int = 1  # these small problems run fastest on one
-
-    def check(self) -> None:
-        checks.device_name("device", self.device)
-        checks.count("threads", self.threads, minimum=1)
+    device: str = setting("cpu", checks.device_name)
+    threads: int = setting(1, _at_least(1))  # these small problems run fastest on one
 
 
 #: the networks of the networks notebook (08) and the optimisers it trains them with
 NETWORK_MODELS = ("digits-cnn", "digits-resnet")
 NETWORK_OPTIMIZERS = ("sgd", "momentum", "adam", "adamw")
-OPTIMIZER_STATES = ("keep", "reset", "transport")
 
 
 def _network_lrs() -> dict:
@@ -375,33 +376,18 @@ class NetworkSettings(Settings):
     steps listed in ``teleport_at``, ``teleport_steps`` ascent steps each moving no log-scale by more
     than ``max_log_step``; ``states`` are the ways the optimiser's state is treated at a teleport."""
 
-    models: tuple = NETWORK_MODELS
-    seeds: tuple = (0, 1, 2)
-    epochs: int = 2
-    batch_size: int = 64
-    lrs: dict = field(default_factory=_network_lrs)
-    teleport_at: tuple = (20,)
-    teleport_steps: int = 10
-    max_log_step: float = 0.1
-    states: tuple = OPTIMIZER_STATES
+    models: tuple = setting(NETWORK_MODELS, _distinct_of(NETWORK_MODELS))
+    seeds: tuple = setting((0, 1, 2), _distinct_counts)
+    epochs: int = setting(2, _at_least(1))
+    batch_size: int = setting(64, _at_least(1))
+    lrs: dict = setting(check=_steps_of(NETWORK_OPTIMIZERS), factory=_network_lrs)
+    teleport_at: tuple = setting((20,), _distinct_counts)
+    teleport_steps: int = setting(10, _steps)
+    max_log_step: float = setting(0.1, checks.positive)
+    states: tuple = setting(OPTIMIZER_STATES, _distinct_of(OPTIMIZER_STATES))
 
     def quick(self) -> NetworkSettings:
         return self.replace(seeds=self.seeds[:1], epochs=1)
-
-    def check(self) -> None:
-        checks.sequence("models", self.models, lambda n, v: checks.choice(n, v, NETWORK_MODELS), distinct=True)
-        _seeds("seeds", self.seeds)
-        checks.count("epochs", self.epochs, minimum=1)
-        checks.count("batch_size", self.batch_size, minimum=1)
-        if not isinstance(self.lrs, Mapping) or not self.lrs:
-            raise TypeError(f"Invalid lrs: {self.lrs!r} (expected a dict of optimiser -> step)")
-        for optimizer, lr in self.lrs.items():
-            checks.choice("lrs key", optimizer, NETWORK_OPTIMIZERS)
-            checks.positive(f"lrs[{optimizer!r}]", lr)
-        checks.sequence("teleport_at", self.teleport_at, checks.count, distinct=True)
-        _steps("teleport_steps", self.teleport_steps)
-        checks.positive("max_log_step", self.max_log_step)
-        checks.sequence("states", self.states, lambda n, v: checks.choice(n, v, OPTIMIZER_STATES), distinct=True)
 
 
 #: the networks of the minibatch-safety notebook (09): the digits as 64 features (MLP) or as 1×8×8 images
@@ -422,36 +408,24 @@ class SafetySettings(Settings):
     ``symtele.Teleporter(model, cross_entropy, optimizer, every=every, accept=...)``, every other argument of
     the Teleporter at its default (the report's own experiment, notebook 09).
 
-    ``lrs`` names the optimisers that run, each with the step a user would pick for these networks;
-    ``accepts`` the teleported runs beside the one without teleports."""
+    ``lrs`` names the optimisers that run, each with a step that trains these networks; ``accepts`` the
+    teleported runs beside the one without teleports."""
 
-    models: tuple = SAFETY_MODELS
-    seeds: tuple = (0, 1, 2, 3, 4)
+    models: tuple = setting(SAFETY_MODELS, _distinct_of(SAFETY_MODELS))
+    seeds: tuple = setting((0, 1, 2, 3, 4), _distinct_counts)
     # five, as in the report of teleports hurting; Adam's and plain SGD's losses still fall by then (the notebook
     # says by how much), and ten epochs take about twice the report's budget of CPU time for this notebook
-    epochs: int = 5
-    batch_size: int = 64
-    lrs: dict = field(default_factory=_safety_lrs)
-    every: int = 50  # teleport before every 50th minibatch step, from step 50 on
-    accepts: tuple = ACCEPTS
-    hidden: tuple = (32, 32)  # the digits MLP's hidden widths
+    epochs: int = setting(5, _at_least(1))
+    batch_size: int = setting(64, _at_least(1))
+    lrs: dict = setting(check=_steps_of(NETWORK_OPTIMIZERS), factory=_safety_lrs)
+    # teleport before every 50th minibatch step, from step 50 on (at least 2: the look-ahead judges a teleport on
+    # the minibatch of the step before it)
+    every: int = setting(50, _at_least(2))
+    accepts: tuple = setting(ACCEPTS, _distinct_of(ACCEPTS))
+    hidden: tuple = setting((32, 32), lambda name, value: checks.sequence(name, value, _at_least(1)))  # MLP widths
 
     def quick(self) -> SafetySettings:
         return self.replace(models=self.models[:2], seeds=self.seeds[:2], epochs=1, every=10)
-
-    def check(self) -> None:
-        checks.sequence("models", self.models, lambda n, v: checks.choice(n, v, SAFETY_MODELS), distinct=True)
-        _seeds("seeds", self.seeds)
-        checks.count("epochs", self.epochs, minimum=1)
-        checks.count("batch_size", self.batch_size, minimum=1)
-        if not isinstance(self.lrs, Mapping) or not self.lrs:
-            raise TypeError(f"Invalid lrs: {self.lrs!r} (expected a dict of optimiser -> step)")
-        for optimizer, lr in self.lrs.items():
-            checks.choice("lrs key", optimizer, NETWORK_OPTIMIZERS)
-            checks.positive(f"lrs[{optimizer!r}]", lr)
-        checks.count("every", self.every, minimum=2)  # the look-ahead compares on the minibatch before a teleport
-        checks.sequence("accepts", self.accepts, lambda n, v: checks.choice(n, v, ACCEPTS), distinct=True)
-        checks.sequence("hidden", self.hidden, lambda name, v: checks.count(name, v, minimum=1))
 
 
 CONVEX = ConvexSettings()
@@ -515,7 +489,7 @@ class Grid(Settings):
             "teleport_epochs": teleport_epochs,
             "teleport_lrs": teleport_lrs,
             "optimizers": optimizers,
-            "seeds": _seeds("seeds", self.seeds),
+            "seeds": _distinct_counts("seeds", self.seeds),
             "lrs": {k: checks.positive(f"lrs[{k!r}]", lrs[k]) for k in optimizers},
             "teleport_steps": {g: _steps(f"teleport_steps[{g!r}]", steps[g]) for g in teleport_lrs},
         }
@@ -553,28 +527,27 @@ class PerformanceSettings(Settings):
     """The performance notebook (05): where it reads ``make bench``'s files, and the reduced benchmark it
     runs when there are none (the report's own settings)."""
 
-    device: str = "cpu"  # of the reduced benchmark ("cuda" needs a GPU)
-    threads: int = 1  # torch CPU threads, as `make bench` (0: torch's default)
-    bench_dir: str = "../build/bench"  # where `make bench` writes its files (relative to notebooks/)
-    gpu_results_dir: str = "../benchmarks/results"  # committed files of other machines, shown beside
-    reps: int = 3  # rounds of the reduced benchmark; the minimum is reported
-    sweep_widths: tuple = (32, 64)  # widths w of the reduced scaling sweep
-    batched_epochs: int = 20  # epochs of the reduced batched-against-loop comparison
-    target_rounds: int = 7  # interleaved rounds of the reduced time-to-target measurement
+    device: str = setting("cpu", checks.device_name)  # of the reduced benchmark ("cuda" needs a GPU)
+    threads: int = setting(1, checks.count)  # torch CPU threads, as `make bench` (0: torch's default)
+    bench_dir: str = setting("../build/bench", _folder)  # where `make bench` writes its files (from notebooks/)
+    gpu_results_dir: str = setting("../benchmarks/results", _folder)  # committed files of other machines
+    reps: int = setting(3, _at_least(1))  # rounds of the reduced benchmark; the minimum is reported
+    sweep_widths: tuple = setting((32, 64), lambda name, value: checks.sequence(name, value, _at_least(1)))
+    batched_epochs: int = setting(20, _at_least(1))  # epochs of the reduced batched-against-loop comparison
+    target_rounds: int = setting(7, _at_least(1))  # interleaved rounds of the reduced time-to-target measurement
 
     def quick(self) -> PerformanceSettings:
         return self.replace(batched_epochs=min(self.batched_epochs, 10))
 
-    def check(self) -> None:
-        checks.device_name("device", self.device)
-        checks.count("threads", self.threads)
-        for name in ("bench_dir", "gpu_results_dir"):
-            if not isinstance(getattr(self, name), str):
-                raise TypeError(f"Invalid {name}: {getattr(self, name)!r} (expected a folder name)")
-        checks.count("reps", self.reps, minimum=1)
-        checks.sequence("sweep_widths", self.sweep_widths, lambda n, v: checks.count(n, v, minimum=1))
-        checks.count("batched_epochs", self.batched_epochs, minimum=1)
-        checks.count("target_rounds", self.target_rounds, minimum=1)
+
+def _workers(name: str, value) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value == 0 or value < -1:
+        raise ValueError(f"Invalid {name}: {value!r} (a positive count of workers, or -1 for every core)")
+
+
+def _address(name: str, value) -> None:
+    if not isinstance(value, str):
+        raise TypeError(f"Invalid {name}: {value!r} (expected an address or '')")
 
 
 @dataclass(frozen=True)
@@ -583,16 +556,9 @@ class ParallelSettings(Settings):
 
     # one process: the report's 42 points (each a fraction of a second of small torch operations) took 4.0 s
     # so and 5.4 s through joblib's two threads on this 2-core machine; a larger grid or a cluster gains from more
-    n_jobs: int = 1
-    threads: int = 1
-    dask_scheduler: str = ""  # "tcp://host:8786" runs the sweep there; "" runs it here
-
-    def check(self) -> None:
-        if isinstance(self.n_jobs, bool) or not isinstance(self.n_jobs, int) or self.n_jobs == 0 or self.n_jobs < -1:
-            raise ValueError(f"Invalid n_jobs: {self.n_jobs!r} (a positive count of workers, or -1 for every core)")
-        checks.count("threads", self.threads, minimum=1)
-        if not isinstance(self.dask_scheduler, str):
-            raise TypeError(f"Invalid dask_scheduler: {self.dask_scheduler!r} (expected an address or '')")
+    n_jobs: int = setting(1, _workers)
+    threads: int = setting(1, _at_least(1))
+    dask_scheduler: str = setting("", _address)  # "tcp://host:8786" runs the sweep there; "" runs it here
 
 
 #: the notebooks whose results the claims table reads
@@ -608,16 +574,17 @@ CLAIM_SOURCES = (
 )
 
 
+def _notebook_names(name: str, value) -> None:
+    for i, stem in enumerate(value if isinstance(value, (list, tuple)) else [value]):
+        if not isinstance(stem, str) or not stem:
+            raise TypeError(f"Invalid {name}[{i}]: {stem!r} (expected a notebook name, e.g. '02_relu_posscale')")
+
+
 @dataclass(frozen=True)
 class ClaimsSettings(Settings):
     """The claims notebook (07): the results files (notebook names) it checks the claims against."""
 
-    sources: tuple = CLAIM_SOURCES
-
-    def check(self) -> None:
-        for i, stem in enumerate(self.sources if isinstance(self.sources, (list, tuple)) else [self.sources]):
-            if not isinstance(stem, str) or not stem:
-                raise TypeError(f"Invalid sources[{i}]: {stem!r} (expected a notebook name, e.g. '02_relu_posscale')")
+    sources: tuple = setting(CLAIM_SOURCES, _notebook_names)
 
 
 MACHINE = MachineSettings()

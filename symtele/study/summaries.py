@@ -14,7 +14,15 @@ import numpy as np
 
 
 def by_method(records, problem: str | None = None) -> dict[str, list[dict]]:
-    """Records grouped by ``method`` in order of first appearance (only ``problem`` if given)."""
+    """Records grouped by ``method``, in order of first appearance.
+
+    Args:
+        records: results records.
+        problem: keep only this problem's records (``None``: all).
+
+    Returns:
+        ``{method: [records]}``.
+    """
     groups: dict[str, list[dict]] = {}
     for r in records:
         if problem is None or r["problem"] == problem:
@@ -27,7 +35,20 @@ def _as_float(values) -> np.ndarray:
 
 
 def curve_stats(records, key: str = "loss") -> tuple[np.ndarray, np.ndarray]:
-    """Mean and standard deviation (``ddof = 0``) over records of the per-epoch list ``key``."""
+    """Mean and standard deviation (``ddof = 0``) over records of the per-epoch list ``key``.
+
+    A missing (``None``) or diverged value counts as NaN.
+
+    Args:
+        records: records of one method (one per seed).
+        key: the per-epoch field, ``loss`` by default.
+
+    Returns:
+        ``(mean, std)``, one value per epoch each.
+
+    Raises:
+        ValueError: no records.
+    """
     if not records:
         raise ValueError("Invalid records: empty")
     curves = np.stack([_as_float(r[key]) for r in records])
@@ -36,17 +57,32 @@ def curve_stats(records, key: str = "loss") -> tuple[np.ndarray, np.ndarray]:
 
 
 def number_or_diverged(value, spec: str = ".3g") -> str:
-    """``value`` formatted with ``spec``, or ``"diverged"`` when it is missing (``None``), infinite or NaN."""
+    """``value`` formatted with ``spec``, or ``"diverged"`` when it is missing (``None``), infinite or NaN.
+
+    Args:
+        value: a number, ``None`` or a string (a non-finite value as written to JSON).
+        spec: a format specification.
+
+    Returns:
+        The text.
+    """
     if value is None or isinstance(value, str) or not math.isfinite(value):
         return "diverged"
     return format(value, spec)
 
 
 def epochs_to_reach(curve, target: float | None) -> int | None:
-    """First epoch ``k`` with ``curve[k] ≤ target``; ``None`` if it never gets there.
+    """First epoch ``k`` with ``curve[k] ≤ target``.
 
     Missing (``None``) and non-finite entries never count as reached, and neither does a missing
     or NaN ``target`` (a diverged baseline).
+
+    Args:
+        curve: one value per epoch.
+        target: the value to reach.
+
+    Returns:
+        The epoch, or ``None`` if the curve never gets there.
     """
     if target is None:
         return None
@@ -56,16 +92,33 @@ def epochs_to_reach(curve, target: float | None) -> int | None:
 
 
 def below_and_above(plain, tele, key: str = "loss") -> tuple[float, float]:
-    """Fractions of epochs, from ``tele``'s first teleport on, where its ``key`` is strictly below and
-    strictly above ``plain``'s (two single runs of the same length)."""
+    """Fractions of epochs, from ``tele``'s first teleport on, where its ``key`` is below and above ``plain``'s.
+
+    Args:
+        plain: a run without teleport.
+        tele: the same run with teleports, of the same length.
+        key: the per-epoch field compared.
+
+    Returns:
+        ``(strictly below, strictly above)``, fractions of those epochs.
+    """
     start = tele["teleport_epochs"][0]
     a, b = _as_float(plain[key][start:]), _as_float(tele[key][start:])
     return float(np.mean(b < a)), float(np.mean(b > a))
 
 
 def agreement(values, reference, tolerance: float) -> tuple[int, float]:
-    """How many of ``values`` lie within ``tolerance`` of the matching ``reference`` value, and the largest
-    difference (``inf`` if a value is missing or not finite)."""
+    """How many of ``values`` lie within ``tolerance`` of the matching ``reference`` value.
+
+    Args:
+        values: measured values (``None`` or non-finite when missing).
+        reference: the published values, in the same order.
+        tolerance: the largest difference that agrees.
+
+    Returns:
+        ``(count within tolerance, largest difference)``, the difference ``inf`` if a value is missing or
+        not finite.
+    """
     gaps = [
         abs(float(v) - float(r)) if v is not None and math.isfinite(v) else math.inf for v, r in zip(values, reference)
     ]
@@ -73,14 +126,28 @@ def agreement(values, reference, tolerance: float) -> tuple[int, float]:
 
 
 def final_losses(records) -> list[float]:
-    """The last recorded loss of every record, in order."""
+    """The last recorded loss of every record, in order.
+
+    Args:
+        records: results records.
+
+    Returns:
+        One float per record (NaN where missing).
+    """
     return [float(_as_float(r["loss"])[-1]) for r in records]
 
 
 def reach_table(records, target: float, problem: str | None = None) -> list[dict]:
-    """Per method: final mean ± std loss, and the epoch and wall-clock time at which the mean curve reaches ``target``.
+    """Per method: final mean ± std loss, and when the mean curve over the seeds reaches ``target``.
 
-    ``time_s`` is the mean over seeds of the run's clock at that epoch (teleport cost included).
+    Args:
+        records: results records.
+        target: the loss to reach.
+        problem: keep only this problem's records (``None``: all).
+
+    Returns:
+        One row per method: ``method, final_mean, final_std, epochs_to_target`` and ``time_to_target_s``,
+        the mean over seeds of the run's clock at that epoch (teleport cost included; ``None`` if never).
     """
     rows = []
     for method, group in by_method(records, problem).items():
@@ -100,8 +167,14 @@ def reach_table(records, target: float, problem: str | None = None) -> list[dict
 
 
 def time_in_teleports(records) -> dict[str, dict[str, float]]:
-    """Per method, the mean over seeds of the seconds spent teleporting (``teleport_s``) and of the whole
-    run's seconds (``run_s``)."""
+    """Per method, the mean over seeds of the seconds spent teleporting and of the whole run's seconds.
+
+    Args:
+        records: results records with their ``teleports``.
+
+    Returns:
+        ``{method: {"teleport_s", "run_s"}}``.
+    """
     out = {}
     for method, group in by_method(records).items():
         cost = np.mean([sum(t["cost_s"] for t in r["teleports"]) for r in group])
@@ -115,20 +188,40 @@ ARMS = ("none", "always", "lookahead")
 
 
 def arm(record: dict) -> str:
-    """The arm of a record: ``none`` (no teleport), ``always`` or ``lookahead``."""
+    """The arm of a minibatch-safety record: ``none`` (no teleport), ``always`` or ``lookahead``.
+
+    Args:
+        record: one run's record.
+
+    Returns:
+        Its ``accept``, or ``none`` for the run without teleports.
+    """
     return record.get("accept") or "none"
 
 
 def chosen_fraction(teleport: dict) -> float:
-    """The fraction ``t`` of a teleport's path that was applied (0: declined; 1 when the record has none,
-    as with a Teleporter that accepts every teleport)."""
+    """The fraction ``t`` of a teleport's path that was applied.
+
+    Args:
+        teleport: a teleport's record, as a results file holds it.
+
+    Returns:
+        Its ``t``: 0 when declined; 1 when the record has none (a teleport applied as found).
+    """
     t = teleport.get("t")
     return 1.0 if t is None else float(t)
 
 
 def full_trial_ratio(teleport: dict) -> float | None:
-    """How the look-ahead's step from the whole teleport compared with the step from where the run stood: the
-    trial loss at ``t = 1`` over the trial loss at ``t = 0`` (``None`` when the teleport has no such trials)."""
+    """How the look-ahead's step from the whole teleport compared with the step from where the run stood.
+
+    Args:
+        teleport: a teleport's record, its look-ahead trials under ``trace["lookahead"]``.
+
+    Returns:
+        The trial loss at ``t = 1`` over the trial loss at ``t = 0``; ``None`` when the teleport has no such
+        trials (declined before the look-ahead, or applied as found).
+    """
     trials = (teleport.get("trace") or {}).get("lookahead")
     if not trials or 0.0 not in trials["t"] or 1.0 not in trials["t"]:
         return None
@@ -137,12 +230,24 @@ def full_trial_ratio(teleport: dict) -> float | None:
 
 
 def ratio_interval(plain, tele, confidence: float = 0.95) -> dict:
-    """The paired ratio of ``tele`` to ``plain`` (final losses of the same seeds, in the same order).
+    """The paired ratio of ``tele`` to ``plain``: final losses of the same seeds, in the same order.
 
     ``mean_ratio = mean(tele) / mean(plain)``; ``geometric`` is ``exp(mean(log rᵢ))`` of the per-seed ratios
     ``rᵢ = teleᵢ / plainᵢ``, with the ``confidence`` Student-t interval of the mean log ratio
-    (``exp(m ± t_{n−1}·sd/√n)``; ``None`` with one seed); ``worst`` the largest ``rᵢ``. A missing or non-finite
-    loss (a diverged run) makes the ratios involving it ``inf`` or NaN, and its interval ``None``.
+    (``exp(m ± t_{n−1}·sd/√n)``); ``worst`` the largest ``rᵢ``. A non-finite loss (a diverged run) makes the
+    ratios involving it ``inf`` or NaN, and the interval ``None``.
+
+    Args:
+        plain: the final losses without teleports, one per seed.
+        tele: the final losses with them, for the same seeds.
+        confidence: the interval's coverage.
+
+    Returns:
+        ``{"mean_ratio", "geometric", "low", "high", "worst", "confidence", "ratios"}``; ``low`` and ``high``
+        are ``None`` with one seed.
+
+    Raises:
+        ValueError: lists of different lengths, or empty.
     """
     from scipy import stats
 
@@ -168,13 +273,22 @@ def ratio_interval(plain, tele, confidence: float = 0.95) -> dict:
 
 
 def safety_table(records, confidence: float = 0.95) -> list[dict]:
-    """Per (network, optimiser), in the records' order: for every arm present, the seeds' final training losses
-    (``final_loss``), final held-out accuracies (``final_test_accuracy``) and teleports (``teleports``: how
-    many, how many were applied at all (``t > 0``), every ``t``); and for each teleported arm its
-    :func:`ratio_interval` to the run without teleports, paired by seed (``ratio``).
+    """The minibatch-safety records reduced to one row per (network, optimiser), in the records' order.
 
-    Raises ``LookupError`` naming a case whose arms do not hold the same seeds (or that lacks the run without
-    teleports)."""
+    Args:
+        records: the records of :func:`symtele.study.minibatch.minibatch_safety`.
+        confidence: the coverage of the ratios' intervals.
+
+    Returns:
+        Per case: ``network``, ``optimizer``, ``lr``, ``seeds``; for every arm present, the seeds' final
+        training losses (``final_loss``) and held-out accuracies (``final_test_accuracy``); for each teleported
+        arm its teleports (``teleports``: ``count``, ``applied`` with ``t > 0``, every ``t``) and its
+        :func:`ratio_interval` to the run without teleports, paired by seed (``ratio``). A diverged run's loss
+        counts as ``inf``.
+
+    Raises:
+        LookupError: a case whose arms do not hold the same seeds, or that lacks the run without teleports.
+    """
     cases: dict[tuple, dict] = {}
     for r in records:
         cases.setdefault((r["problem"], r["optimizer"]), {}).setdefault(arm(r), {})[r["seed"]] = r
@@ -209,5 +323,5 @@ def safety_table(records, confidence: float = 0.95) -> list[dict]:
 
 
 def _loss_value(value) -> float:
-    """A loss as a results file stores it: ``None`` (NaN: a diverged run) counts as ``inf``, as do ``"inf"``."""
+    """A loss as a results file stores it: ``None`` (NaN: a diverged run) counts as ``inf``, as does ``"inf"``."""
     return math.inf if value is None else float(value)

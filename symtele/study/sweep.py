@@ -46,7 +46,17 @@ PREFER = "threads"
 
 
 def run_point(objective, weights, grid: Grid, point: tuple) -> list[dict]:
-    """Train one grid point (all seeds batched); its records, without ``to_baseline``."""
+    """Train one grid point, all seeds batched.
+
+    Args:
+        objective: the group's task (its seeds stacked).
+        weights: its starting weights.
+        grid: the sweep's grid.
+        point: ``(optimizer, group, teleport_epoch, teleport_lr)`` (the last two ``None`` for the baseline).
+
+    Returns:
+        One record per seed, without ``to_baseline``.
+    """
     optimizer, group, teleport_epoch, teleport_lr = point
     steps = grid.teleport_steps[group]
     teleport = None if teleport_epoch is None else make_teleport(group, lr=teleport_lr, steps=steps)
@@ -76,19 +86,37 @@ def run_point(objective, weights, grid: Grid, point: tuple) -> list[dict]:
 
 
 def time_to_loss(record: dict, target: float) -> dict:
-    """The first epoch, and the run's seconds until then, at which ``loss ≤ target`` (``None`` if never).
+    """The first epoch, and the run's seconds until then, at which ``loss ≤ target``.
 
     A missing or NaN ``target`` (a diverged baseline) is never reached.
+
+    Args:
+        record: a run's record (``loss`` and ``time_s`` per epoch).
+        target: the loss to reach.
+
+    Returns:
+        ``{"loss": target, "epochs", "time_s"}``, the last two ``None`` if never reached.
     """
     epoch = epochs_to_reach(record["loss"], target)
     return {"loss": target, "epochs": epoch, "time_s": None if epoch is None else record["time_s"][epoch]}
 
 
 def sweep(grid: Grid = SWEEP, *, n_jobs: int = -1, path=None, name: str = "sweep") -> list[dict]:
-    """Run every point of ``grid`` through joblib; one record per (point, seed), in grid order.
+    """Run every point of ``grid`` through joblib.
 
-    ``n_jobs`` is joblib's (``-1``: all cores; ignored by the Dask backend). With
-    ``path``, also writes the results file ``{"name", "parameters", "records"}`` there.
+    Args:
+        grid: the grid.
+        n_jobs: joblib's workers (``-1``: all cores; ignored by the Dask backend).
+        path: where to write the results file ``{"name", "parameters", "records"}`` too (``None``: nowhere).
+        name: the results file's name.
+
+    Returns:
+        One record per (point, seed), in grid order, each with ``to_baseline``: when it reaches its seed's
+        no-teleport final loss.
+
+    Raises:
+        TypeError: ``grid`` not a :class:`~symtele.study.settings.Grid`, or ``n_jobs`` not an integer.
+        ValueError: ``n_jobs`` of 0.
     """
     if not isinstance(grid, Grid):
         raise TypeError(f"Invalid grid: {grid!r} (expected a symtele.study.sweep.Grid)")
@@ -120,10 +148,14 @@ def _mean(values):
 def summarize(records: list[dict]) -> list[dict]:
     """One row per grid point, measured on the mean loss curve over its seeds (the course project's way).
 
-    ``final_loss``: the mean final loss; ``baseline_loss``: the no-teleport run's mean final
-    loss; ``epochs_to_baseline``/``seconds_to_baseline``: when the mean curve first reaches it
-    (``None`` if never, or if a seed diverged); ``reached``: how many seeds reach their own
-    baseline's final loss (the records' ``to_baseline``).
+    Args:
+        records: :func:`sweep`'s records.
+
+    Returns:
+        One row per point: ``final_loss``, the mean final loss; ``baseline_loss``, the no-teleport run's
+        mean final loss; ``epochs_to_baseline``/``seconds_to_baseline``, when the mean curve first reaches
+        it (``None`` if never, or if a seed diverged); ``reached``, how many seeds reach their own
+        baseline's final loss (the records' ``to_baseline``).
     """
     points: dict[tuple, list[dict]] = {}
     for r in records:
