@@ -27,7 +27,6 @@ TORCH_OPTIMIZERS = {
     "momentum": lambda ps, lr: torch.optim.SGD(ps, lr=lr, momentum=0.9),
     "rmsprop": lambda ps, lr: torch.optim.RMSprop(ps, lr=lr),
     "adam": lambda ps, lr: torch.optim.Adam(ps, lr=lr),
-    "adamw": lambda ps, lr: torch.optim.AdamW(ps, lr=lr),  # torch's default weight decay, 0.01
     "adagrad-torch": lambda ps, lr: torch.optim.Adagrad(ps, lr=lr),
 }
 OPTIMIZERS = ("gd", "gd-ls", "adagrad", *TORCH_OPTIMIZERS)

@@ -325,9 +325,15 @@ def beyond_optimizers(settings: DigitsSettings = DIGITS, *, device="cpu") -> lis
     return records
 
 
+def _adamw(params, lr: float) -> torch.optim.AdamW:
+    """AdamW with torch's default weight decay (0.01), which only the minibatch networks train with."""
+    return torch.optim.AdamW(params, lr=lr)
+
+
 #: the ``torch.optim`` optimiser behind each name of :class:`~symtele.study.settings.NetworkSettings`: the names
 #: are :data:`~symtele.study.settings.NETWORK_OPTIMIZERS`, the optimisers those of :mod:`symtele.optimizers`
-NETWORK_OPTIMIZERS = {name: TORCH_OPTIMIZERS[name] for name in NETWORK_OPTIMIZER_NAMES}
+#: (and AdamW, which ``symtele.train`` does not offer)
+NETWORK_OPTIMIZERS = {name: {**TORCH_OPTIMIZERS, "adamw": _adamw}[name] for name in NETWORK_OPTIMIZER_NAMES}
 
 
 def _digits_images(seed: int, device):
