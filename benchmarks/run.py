@@ -13,6 +13,8 @@ results can sit side by side, e.g. committed under ``benchmarks/results/``):
 * ``network_cost.json``: :func:`symtele.study.bench_networks.network_teleport_cost` for every network of
   ``MODELS`` (an MLP, the digits CNN and ResNet, a ResNet-18 on batches of 32 images of 32×32), the
   closed form against double backpropagation.
+* ``discovery_time.json``: :func:`symtele.study.bench_networks.discovery_time` for every network of ``MODELS``
+  on an example batch of 2 inputs, with and without the numerical verification.
 
 Without ``--full``, the slowest measurements are cut: on the largest network ``gln`` and
 ``posscale-ref`` are not run (their records say so, with ``grad_evals: null``) and
@@ -35,7 +37,7 @@ from symtele.study.bench_protocol import machine as measured_on
 
 SWEEP_WIDTHS = (64, 128, 256, 512, 1024, 2048)
 SWEEP_REF_MAX = 512  # widest sweep network timed with posscale-ref unless --full
-PARTS = ("cost", "target", "batched", "networks")
+PARTS = ("cost", "target", "batched", "networks", "discovery")
 
 
 def not_measured(method, dims, device, why):
@@ -123,9 +125,15 @@ def main(argv=None) -> int:
         for model in bench_networks.MODELS:
             log(f"network teleport cost: {model}")
             caps = {"rescale-ref": 2} if model == "resnet18" and not args.full else {}
-            records += bench_networks.network_teleport_cost(model, device=device, max_reps=caps)
+            records += bench_networks.network_teleport_cost(model, bench_networks.METHODS, device=device, max_reps=caps)
         path = out / f"network_cost{suffix}.json"
         log(f"wrote {bench_records.write(path, 'network_teleport_cost', records, machine)}")
+    if "discovery" in parts:
+        records = []
+        for model in bench_networks.MODELS:
+            log(f"discovery time: {model}")
+            records += bench_networks.discovery_time(model, device=device)
+        log(f"wrote {bench_records.write(out / f'discovery_time{suffix}.json', 'discovery_time', records, machine)}")
     if "target" in parts:
         log("time to target (the course project's regression, 5 seeds batched)")
         result = bench.time_to_target(reps=9, device=device)

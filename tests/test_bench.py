@@ -83,6 +83,17 @@ def test_teleport_cost_records_are_well_formed_and_json_ready():
     assert json.loads(json.dumps(records)) == records
 
 
+def test_discovery_time_records_are_well_formed_and_json_ready():
+    from symtele.study.bench_networks import discovery_time
+
+    records = discovery_time("digits-cnn", reps=1)
+    assert [r["method"] for r in records] == ["discover", "discover-rules"]
+    for r in records:
+        assert r["batch"] == [2, 1, 8, 8] and r["reps"] == 1 and r["n_scales"] == 56
+        assert r["seconds"] > 0 and r["forwards"] > 0
+    assert json.loads(json.dumps(records)) == records
+
+
 def test_teleport_cost_takes_steps_dtype_and_caps():
     (r,) = bench.teleport_cost(
         (3, 4, 5, 2), ["posscale"], steps=3, reps=3, min_time=0.0, dtype="float64", max_reps={"posscale": 1}
@@ -207,7 +218,7 @@ def test_the_timing_fields_follow_from_the_schema():
         "noop_s",
     }  # fmt: skip
     assert set(bench_records.WALL_RATIOS) == {
-        "grad_evals", "grad_evals_rounds", "speedup", "speedup_rounds", "teleport_share",
+        "grad_evals", "grad_evals_rounds", "speedup", "speedup_rounds", "teleport_share", "forwards",
     }  # fmt: skip
 
 

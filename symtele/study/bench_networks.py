@@ -4,8 +4,14 @@
 one batch (a forward and a backward pass), the closed-form teleport along every rescaling
 :func:`~symtele.teleports.discovery.discover` finds (``rescale``: the ascent from the gradient at hand,
 the scales applied, one forward pass to confirm the loss), and the same teleport by double
-backpropagation (``rescale-ref``: a forward–backward–backward pass per step, the definition).
-``grad_evals`` is the teleport's time over the gradient's (minima over the rounds).
+backpropagation (``rescale-ref``: a forward–backward–backward pass per step, the definition), and the
+look-ahead the :class:`~symtele.teleporter.Teleporter` runs before applying a teleport (``lookahead``: the
+user's optimiser step, SGD with momentum here, on copies from the original point and from the teleported
+ones, one forward pass on another batch each; ``trials`` says how many points it tried, two when the first
+teleported point is accepted). ``grad_evals`` is the time over the gradient's (minima over the rounds).
+
+:func:`discovery_time` times, interleaved likewise, :func:`~symtele.teleports.discovery.discover` with its
+numerical verification and with the rules alone, against one forward pass of the network.
 """
 
 from __future__ import annotations
@@ -35,7 +41,7 @@ MODELS = {
     "digits-resnet": (digits_resnet, (64, 1, 8, 8)),
     "resnet18": (resnet18, (32, 3, 32, 32)),
 }
-METHODS = ("rescale", "rescale-ref")
+METHODS = ("rescale", "rescale-ref", "lookahead")
 
 
 def _setup(name: str, dtype, dev, seed: int):
@@ -69,9 +75,50 @@ def _reference(loss_of, params, symmetry, o: Rescale):
     return {n: p * factors[n] if n in factors else p for n, p in params.items()}
 
 
+def _lookahead_call(net, x, params, grads, symmetry, loss_of, loss, o, seed):
+    """A call that runs the Teleporter's look-ahead for the teleport ``o`` finds.
+
+    The optimiser is SGD with momentum, one step taken so that it has state; the judging batch another draw of
+    the same shape. The call returns the teleport's record, whose trace lists the points tried.
+    """
+    from ..teleporter import Teleporter
+
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
+    named = dict(net.named_parameters())
+    with torch.no_grad():
+        for n, p in named.items():
+            p.copy_(params[n])
+    for n, p in named.items():
+        p.grad = grads[n].clone()
+    optimizer.step()  # momentum buffers exist, as after any step of training
+    with torch.no_grad():
+        for n, p in named.items():
+            p.copy_(params[n])
+    g = torch.Generator().manual_seed(seed + 2)
+    judge = (
+        torch.randn(x.shape, generator=g, dtype=x.dtype).to(x.device),
+        torch.randint(0, 10, (x.shape[0],), generator=g).to(x.device),
+    )
+    teleporter = Teleporter(net, F.cross_entropy, optimizer, every=1, lookahead_batch=judge)
+    _, _, factors, found = rescale_teleport(params, grads, symmetry, loss_of, loss, o)
+    by_param = {named[n]: f for n, f in factors.items()}
+    by_grad = {named[n]: gr for n, gr in grads.items()}
+    buffers = {n: b.clone() for n, b in net.named_buffers()}
+
+    def output(p, inputs):
+        return torch.func.functional_call(net, {**p, **{n: b.clone() for n, b in buffers.items()}}, (inputs,))
+
+    def call():
+        found.forward_evals, found.trace = 0, {}
+        teleporter._look_ahead(found, by_param, by_grad, judge, output)
+        return found
+
+    return call
+
+
 def network_teleport_cost(
     model: str,
-    methods=METHODS,
+    methods=("rescale", "rescale-ref"),
     *,
     steps: int = 10,
     reps: int = 5,
@@ -89,8 +136,9 @@ def network_teleport_cost(
 
     Args:
         model: a key of :data:`MODELS`.
-        methods: among :data:`METHODS`: ``rescale`` (the closed form) and ``rescale-ref`` (double
-            backpropagation through :func:`~symtele.teleports.rescale.gradient_norm_reference`).
+        methods: among :data:`METHODS`: ``rescale`` (the closed form), ``rescale-ref`` (double
+            backpropagation through :func:`~symtele.teleports.rescale.gradient_norm_reference`) and
+            ``lookahead`` (the Teleporter's look-ahead for the teleport ``rescale`` finds).
         steps: ascent steps per teleport.
         reps: rounds.
         warmup: untimed calls of each function first.
@@ -103,7 +151,7 @@ def network_teleport_cost(
     Returns:
         One ``network_teleport_cost`` record (:mod:`~symtele.study.bench_records`) per method: ``method,
         model, n_params, n_scales, batch, steps, device, dtype, grad_evals, grad_evals_rounds, teleport_s,
-        grad_s, reps`` and the closed form's ``steps_taken``/``stopped``.
+        grad_s, reps``, the closed form's ``steps_taken``/``stopped``, and the look-ahead's ``trials``.
 
     Raises:
         ValueError: an unknown model or method, a bad count, dtype or device.
@@ -123,6 +171,9 @@ def network_teleport_cost(
         "rescale": lambda: last.__setitem__("rescale", rescale_teleport(params, grads, symmetry, loss_of, loss, o)),
         "rescale-ref": lambda: _reference(loss_of, params, symmetry, o),
     }
+    if "lookahead" in methods:
+        look = _lookahead_call(net, x, params, grads, symmetry, loss_of, loss, o, seed)
+        calls["lookahead"] = lambda: last.__setitem__("lookahead", look())
     fns = {"grad": grad, **{m: calls[m] for m in methods}}
     times = interleaved_times(
         fns, reps=reps, warmup=warmup, min_time=min_time, device=dev, max_reps=dict(max_reps or {})
@@ -131,6 +182,7 @@ def network_teleport_cost(
     for m in methods:
         rounds = [t / g for t, g in zip(times[m], times["grad"])]
         taken = last["rescale"][-1] if m == "rescale" else None  # the closed form's teleport record
+        trials = len(last["lookahead"].trace["lookahead"]["t"]) if m == "lookahead" else None
         records.append(
             record(
                 "network_teleport_cost",
@@ -149,6 +201,66 @@ def network_teleport_cost(
                 reps=len(times[m]),
                 steps_taken=None if taken is None else taken.steps_taken,
                 stopped=None if taken is None else taken.stopped,
+                **({} if trials is None else {"trials": trials}),
             )
         )
     return records
+
+
+def discovery_time(
+    model: str, *, batch: int = 2, reps: int = 5, device="cpu", seed: int = 0, max_reps: dict[str, int] | None = None
+) -> list[dict]:
+    """Seconds to discover the symmetries of a network, with verification and by the rules alone.
+
+    ``discover`` and ``discover-rules`` are timed interleaved with one forward pass (``forward``, float32,
+    train mode) as the unit.
+
+    Args:
+        model: a key of :data:`MODELS`.
+        batch: inputs in the example batch.
+        reps: rounds.
+        device: ``"cpu"`` or ``"cuda"``.
+        seed: the seed of the weights and the batch.
+        max_reps: at most this many rounds for the named functions.
+
+    Returns:
+        One ``discovery_time`` record per method: ``method, model, batch, device, seconds, forwards``
+        (seconds over the forward's, minima over the rounds), ``seconds_rounds``, ``reps``, ``n_scales``.
+
+    Raises:
+        ValueError: an unknown model, a bad count or device.
+    """
+    checks.choice("model", model, MODELS)
+    batch = checks.count("batch", batch, minimum=1)
+    dev = checks.device("device", device)
+    make, shape = MODELS[model]
+    torch.manual_seed(checks.count("seed", seed))
+    net = make().to(dev).train()
+    x = torch.randn((batch, *shape[1:]), generator=torch.Generator().manual_seed(seed)).to(dev)
+    found = {}
+
+    def forward():
+        with torch.no_grad():
+            return net(x)
+
+    fns = {
+        "forward": forward,
+        "discover": lambda: found.__setitem__("discover", discover(net, x)),
+        "discover-rules": lambda: found.__setitem__("discover-rules", discover(net, x, verify=False)),
+    }
+    times = interleaved_times(fns, reps=reps, warmup=1, min_time=0.05, device=dev, max_reps=dict(max_reps or {}))
+    return [
+        record(
+            "discovery_time",
+            method=m,
+            model=model,
+            batch=[batch, *shape[1:]],
+            device=str(dev),
+            seconds=min(times[m]),
+            forwards=min(times[m]) / min(times["forward"]),
+            seconds_rounds=times[m],
+            reps=len(times[m]),
+            n_scales=found[m].n_scales,
+        )
+        for m in ("discover", "discover-rules")
+    ]

@@ -88,6 +88,20 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "reps": _plain(int),
         "steps_taken": _plain(int, NONE),
         "stopped": _plain(str, NONE),
+        "trials": _plain(int, required=False),
+        "machine": MACHINE,
+    },
+    # bench_networks.discovery_time
+    "discovery_time": {
+        "method": _plain(str),
+        "model": _plain(str),
+        "batch": _plain(list),
+        "device": _plain(str),
+        "seconds": _seconds(),
+        "forwards": _ratio(),
+        "seconds_rounds": _seconds(of=(list,)),
+        "reps": _plain(int),
+        "n_scales": _plain(int),
         "machine": MACHINE,
     },
     # bench.time_to_target: one record for all the runs, each field a dict by run name
@@ -158,6 +172,7 @@ SCHEMA: dict[str, dict[str, Field]] = {
 FILE_SHAPE = {
     "teleport_cost": "list",
     "network_teleport_cost": "list",
+    "discovery_time": "list",
     "time_to_target": "one",
     "batched_seeds": "wrapped",
     "report_build": "one",

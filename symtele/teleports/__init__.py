@@ -7,7 +7,9 @@
 * :mod:`~symtele.teleports.level_set`: level-set teleportation (no symmetry needed), the writeup's
   formulation; :mod:`~symtele.teleports.level_set_slp` is the formulation of Mishkin et al. (2024);
 * :mod:`~symtele.teleports.discovery`: every positive rescaling of any ``nn.Module``, from its ``torch.fx``
-  graph; :mod:`~symtele.teleports.rescale` teleports along them in closed form;
+  graph, by the rule table of :mod:`~symtele.teleports.rules` (how to add a layer is there), checked by
+  :mod:`~symtele.teleports.verification`, described by :mod:`~symtele.teleports.symmetry`;
+  :mod:`~symtele.teleports.rescale` teleports along them in closed form;
 * :mod:`~symtele.teleports.chains`: which parameters of a network form scalable layer chains;
 * :mod:`~symtele.teleports.invariance`: when an exact-symmetry teleport counts as loss-preserving.
 
@@ -29,7 +31,8 @@ __getattr__, __dir__, __all__ = exports(
     __name__,
     {
         "base": ["Teleport"],
-        "discovery": ["Symmetry", "discover"],
+        "discovery": ["discover"],
+        "symmetry": ["Dropped", "Group", "Symmetry", "Term"],
         "gln": ["GLn", "gln_teleport"],
         "level_set": ["LevelSet", "level_set_teleport"],
         "level_set_slp": ["LevelSetSLP", "level_set_slp_teleport"],

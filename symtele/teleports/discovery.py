@@ -1,156 +1,71 @@
-"""Find a network's positive rescaling symmetries from its graph (``torch.fx``).
+"""Find a network's positive rescaling symmetries from its graph (``torch.fx``), and check them numerically.
 
-A *unit* is one output channel (or feature) of a layer that computes it linearly from its
-weights: ``Linear``, ``Conv1d/2d/3d`` (grouped and depthwise included) and the affine part of
-``BatchNorm``. Dividing everything that produces the unit by ``d > 0`` (its weight slice and its
-bias) divides the unit's value by ``d``. That value may then pass through positively homogeneous
-operations, ``φ(x / d) = φ(x) / d`` channel by channel: ReLU, LeakyReLU of any slope
-(``σ(cz) = cσ(z)`` for ``c > 0``), Identity, Dropout, max and average pooling (adaptive included),
-``Flatten`` and reshapes that keep the channels in order (a channel's scale then covers all its
-flattened features), spatial means, multiplication by a positive constant. Every layer that
-reads the unit multiplies the matching input slice of its weight by ``d``, and the network
-computes exactly what it did. Units added together (a residual stream) must share one scale;
+A *unit* is one output channel (or feature) of a layer that computes it linearly from its weights:
+``Linear``, ``Conv1d/2d/3d`` and ``ConvTranspose1d/2d/3d`` (grouped and depthwise included), the functional
+``F.linear``/``F.conv*`` on a parameter, and the affine output of ``BatchNorm``, ``GroupNorm``,
+``LayerNorm`` (over the last dimension) and ``InstanceNorm``. Dividing everything that produces the unit by
+``d > 0`` (its weight slice, its bias, a parameter added to it) divides the unit's value by ``d``. The value
+may then pass through operations that are positively homogeneous channel by channel, ``φ(x / d) = φ(x) / d``:
+ReLU, LeakyReLU of any slope, PReLU, ``clamp(min=0)``, ``abs``, negation, Identity, Dropout, pooling and
+padding (zeros or the channel's own entries) over the spatial axes (never over the channels),
+``Upsample``/``interpolate``, ``Flatten`` and reshapes that keep the channels in order (a channel's scale then
+covers all its flattened features), ``transpose``/``permute``/``unsqueeze``/``squeeze`` (the channel axis
+moves along), sums and means over other axes, multiplication by a constant or by an unscaled tensor, division
+by one. Every layer that reads the unit multiplies the matching input slice of its weight by ``d``, and the
+network computes exactly what it did. Units added together (a residual stream) share one scale; a
 concatenation keeps each part's own.
 
-``BatchNorm`` normalises its input channel by channel, so in train mode its input could take any
-scale; in eval mode it divides by the running statistics, and ``√(d² v + ε) ≠ d √(v + ε)``.
-So a layer that feeds a ``BatchNorm`` is never rescaled (that would break eval mode); the
-``BatchNorm``'s own affine output starts new units instead. Its running statistics never change.
+A normaliser's input is never rescaled: ``BatchNorm`` in eval mode divides by its running statistics, and
+``GroupNorm``/``LayerNorm``/``InstanceNorm`` divide by ``√(v + ε)``, and ``√(d² v + ε) ≠ d √(v + ε)``; its
+affine output starts new units instead. Running statistics never change.
 
-Anything else a unit reaches (Tanh, GELU, softmax, an attention product, the network's output, a
-module called twice, an operation this module does not know) fixes its scale to 1: the chain ends
-there, the rest of the network is still covered, and the result lists the layers that were left
-out and why.
+The rules for each operation are a table (:mod:`~symtele.teleports.rules`; how to add a layer is there).
 
-:func:`discover` traces a module with an example input and returns a :class:`Symmetry`: the
-parameters each scale acts on (``terms``), and a readable description of the groups.
+**Identity.** Every parameter is tracked by the tensor itself, not by a module's name: a parameter used
+twice (a layer called twice, a shared encoder, tied weights, a weight read outside its layer) pins every
+scale acting on it. Frozen parameters (``requires_grad=False``), modules with forward hooks or pre-hooks,
+and weights under a parametrisation the table does not know (spectral normalisation, say) are pinned with
+the reason; a weight-normalised weight is rescaled through its magnitude only, a pruned one through
+``weight_orig``. A ``torch.compile``-d model is read through ``_orig_mod`` (the same parameters).
+
+**Both modes.** Code may depend on ``self.training``: the model is traced in train mode and in eval mode
+and only what holds in both is kept.
+
+**Verification.** The rules are not trusted alone: the groups are checked numerically on a float64 copy of
+the model and those that change an output are dropped (:mod:`~symtele.teleports.verification`).
+Discovery never changes the model: it works on a copy, with the random number generator forked.
 """
 
 from __future__ import annotations
 
-import math
-import operator
-from dataclasses import dataclass, field
+import contextlib
+import copy
+import inspect
+from dataclasses import dataclass
 
 import torch
 import torch.fx as fx
-import torch.nn.functional as F
 from torch import nn
 from torch.fx.passes.shape_prop import ShapeProp
+from torch.nn.utils import parametrize
 
-#: modules that pass every channel's scale through unchanged
-HOMOGENEOUS_MODULES = (
-    nn.ReLU,
-    nn.LeakyReLU,
-    nn.Identity,
-    nn.Dropout,
-    nn.Dropout1d,
-    nn.Dropout2d,
-    nn.Dropout3d,
-    nn.MaxPool1d,
-    nn.MaxPool2d,
-    nn.MaxPool3d,
-    nn.AvgPool1d,
-    nn.AvgPool2d,
-    nn.AvgPool3d,
-    nn.AdaptiveAvgPool1d,
-    nn.AdaptiveAvgPool2d,
-    nn.AdaptiveAvgPool3d,
-    nn.AdaptiveMaxPool1d,
-    nn.AdaptiveMaxPool2d,
-    nn.AdaptiveMaxPool3d,
+from .rules import (
+    CONV_T,
+    FUNCTIONS,
+    METHODS,
+    OUTPUT,
+    RULE,
+    STRUCTURE,
+    SUPPORTED,
+    ParamValue,
+    Value,
+    _module_rule,
+    _shape,
+    _text,
 )
-#: functions (and tensor methods, by name) that do the same
-HOMOGENEOUS_FUNCTIONS = {
-    F.relu,
-    torch.relu,
-    F.dropout,
-    F.dropout1d,
-    F.dropout2d,
-    F.dropout3d,
-    F.max_pool1d,
-    F.max_pool2d,
-    F.max_pool3d,
-    F.avg_pool1d,
-    F.avg_pool2d,
-    F.avg_pool3d,
-    F.adaptive_avg_pool1d,
-    F.adaptive_avg_pool2d,
-    F.adaptive_avg_pool3d,
-    F.adaptive_max_pool1d,
-    F.adaptive_max_pool2d,
-    F.adaptive_max_pool3d,
-}
-HOMOGENEOUS_METHODS = {"relu", "relu_", "contiguous", "clone", "detach"}
-#: operations on a tensor's shape only, whatever its scale
-SHAPE_METHODS = {"size", "dim", "numel"}
-LINEAR_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
-BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
-
-
-@dataclass(frozen=True)
-class Term:
-    """One way the scales act on a parameter: ``param ← param · exp(sign · s[units])``.
-
-    ``units`` is a long tensor broadcastable to the parameter's shape (size 1 along the axes the
-    action does not depend on) giving, for each entry, the index of its scale; index ``n_scales``
-    stands for "no scale" (always 1). ``sign`` is −1 where the parameter produces the unit (it is
-    divided by the scale) and +1 where it reads it (multiplied)."""
-
-    param: str
-    units: torch.Tensor
-    sign: int
-
-
-@dataclass(frozen=True)
-class Group:
-    """Units that share scales: ``size`` independent scales, which layers produce them (divided by
-    the scale) and which read them (multiplied)."""
-
-    size: int
-    producers: tuple[str, ...]
-    consumers: tuple[str, ...]
-
-
-@dataclass
-class Symmetry:
-    """The positive rescalings of a network: ``n_scales`` log-scales ``s``; parameter ``p`` becomes
-    ``p · exp(Σ_t sign_t · s[units_t])`` over its terms; ``groups`` describes them; ``left`` lists the
-    layers not rescaled, with the reason."""
-
-    n_scales: int
-    terms: list[Term]
-    groups: list[Group]
-    left: dict[str, str] = field(default_factory=dict)
-
-    def log_factor(self, name: str, s: torch.Tensor, like: torch.Tensor) -> torch.Tensor | None:
-        """``Σ_t sign_t · s[units_t]`` for the parameter ``name`` (broadcastable to it), or ``None`` if no
-        scale acts on it."""
-        terms = [t for t in self.terms if t.param == name]
-        if not terms:
-            return None
-        padded = torch.cat([s, s.new_zeros(1)])
-        out = torch.zeros((), dtype=like.dtype, device=like.device)
-        for t in terms:
-            out = out + t.sign * padded[t.units.to(like.device)]
-        return out
-
-    @property
-    def params(self) -> list[str]:
-        """The parameters some scale acts on, in the order first met."""
-        return list(dict.fromkeys(t.param for t in self.terms))
-
-    def __str__(self) -> str:
-        lines = [f"{self.n_scales} independent scales in {len(self.groups)} groups"]
-        for i, g in enumerate(self.groups):
-            lines.append(
-                f"  group {i}: {g.size} scales; divided: {', '.join(g.producers)}; multiplied: "
-                f"{', '.join(g.consumers) or '(none)'}"
-            )
-        if self.left:
-            lines.append("not rescaled:")
-            lines += [f"  {name}: {why}" for name, why in self.left.items()]
-        return "\n".join(lines)
+from .symmetry import Dropped, Group, Symmetry, Term
+from .verification import restore, set_modes
+from .verification import verify as verify_symmetry
 
 
 class _Units:
@@ -177,8 +92,6 @@ class _Units:
         if ra != rb:
             low, high = sorted((ra, rb))  # the fixed unit 0 stays a root
             self.parent[high] = low
-            if low == 0:
-                self.why[high] = "added to a value whose scale is fixed"
 
     def fix(self, units: torch.Tensor, why: str) -> None:
         for u in units.unique().tolist():
@@ -197,311 +110,537 @@ class _Units:
 
 
 @dataclass
-class _Value:
-    """A traced tensor whose channels along ``axis`` carry the scales ``units`` (one per channel)."""
+class _Weight:
+    """What a layer's weight (or bias) is made of: the parameter the scales act on, and how.
 
-    units: torch.Tensor
-    axis: int
+    ``role`` is ``"plain"`` (the tensor itself: produced and read), ``"magnitude"`` (a weight-normalised
+    weight's magnitude ``g`` along ``axis``: it may be divided per output channel, its input channels not
+    rescaled) or ``"refused"`` (``why`` says why); ``None`` for an absent bias."""
 
-
-def _shape(node) -> tuple | None:
-    meta = node.meta.get("tensor_meta")
-    return None if meta is None or not hasattr(meta, "shape") else tuple(meta.shape)
-
-
-def _positive_number(x) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and x > 0 and math.isfinite(x)
+    param: torch.Tensor | None
+    role: str
+    why: str = ""
+    axis: int = 0
 
 
-class _Walker:
-    """Propagates channel scales through the graph; collects terms."""
+# ---- the walk -----------------------------------------------------------------------------------------------
+class _Discovery:
+    """What the walks of one model's graphs (train and eval mode) share: the scales, the terms, who produces
+    and reads which units, and the pins (applied at the end, the most telling reason first)."""
 
-    def __init__(self, gm: fx.GraphModule, names: dict[int, str]):
-        self.gm, self.names = gm, names
+    def __init__(self, names: dict[int, str], params: dict[int, torch.Tensor], kinds: dict[str, str]):
+        self.names, self.params, self.kinds = names, params, kinds
         self.units = _Units()
-        self.values: dict[fx.Node, _Value] = {}
-        self.raw_terms: list[tuple[str, torch.Tensor, int, str]] = []  # (param, units, sign, layer)
-        self.called: set[str] = set()
+        self.by_key: dict[object, torch.Tensor] = {}
+        self.terms: dict[tuple, tuple[int, torch.Tensor, int]] = {}
         self.producers: dict[str, list[int]] = {}
         self.consumers: dict[str, list[torch.Tensor]] = {}
+        self.pins: list[tuple[int, torch.Tensor, str]] = []
 
-    # ---- helpers ------------------------------------------------------------------------------
-    def scaled(self, arg):
-        return self.values.get(arg) if isinstance(arg, fx.Node) else None
+    def keyed(self, key, count: int) -> torch.Tensor:
+        """The units of the producer ``key`` (the same in every graph)."""
+        if key not in self.by_key or self.by_key[key].numel() != count:
+            self.by_key[key] = self.units.new(count)
+        return self.by_key[key]
 
-    def fix_inputs(self, node, why: str) -> None:
+    def add_term(self, pid: int, units: torch.Tensor, sign: int) -> None:
+        key = (pid, sign, tuple(units.shape), tuple(units.flatten().tolist()))
+        self.terms.setdefault(key, (pid, units, sign))
+
+    def pin(self, units: torch.Tensor, why: str, priority: int = RULE) -> None:
+        self.pins.append((priority, units, why))
+
+
+class _Walk:
+    """Propagates channel scales through one graph by the rule table (see the module's docstring)."""
+
+    def __init__(self, d: _Discovery, gm: fx.GraphModule):
+        self.d, self.gm = d, gm
+        self.values: dict[fx.Node, Value] = {}
+        self.param_values: dict[fx.Node, ParamValue] = {}
+        self.uses: dict[int, list[str]] = {}  # parameter → who uses it, once per use
+        self.paths: dict[int, str] | None = None  # module → its name, made when first needed
+        self.own_terms: dict[int, dict] = {}  # parameter → its terms in this graph, by their content
+
+    # ---- what rules call ------------------------------------------------------------------------------
+    def value(self, x) -> Value | None:
+        return self.values.get(x) if isinstance(x, fx.Node) else None
+
+    def param_value(self, x) -> ParamValue | None:
+        return self.param_values.get(x) if isinstance(x, fx.Node) else None
+
+    def set(self, node, value: Value | None) -> None:
+        if value is not None:
+            self.values[node] = value
+
+    def set_param(self, node, p: ParamValue | None) -> None:
+        """A parameter reshaped: still laid along one axis if exactly one axis has all its entries."""
+        shape = _shape(node)
+        if p is None or shape is None or len(node.users) != 1:
+            return
+        size = self.d.params[p.pid].numel()
+        axes = [i for i, n in enumerate(shape) if n != 1]
+        if (len(axes) == 1 and shape[axes[0]] == size) or (not axes and size == 1):
+            self.param_values[node] = ParamValue(p.pid, axes[0] if axes else len(shape) - 1)
+
+    def pin(self, units: torch.Tensor, why: str, priority: int = RULE) -> None:
+        self.d.pin(units, why, priority)
+
+    def pin_inputs(self, node, why: str, priority: int = RULE) -> None:
         for arg in node.all_input_nodes:
             v = self.values.get(arg)
             if v is not None:
-                self.units.fix(v.units, why)
+                self.d.pin(v.units, why, priority)
 
-    def param_name(self, module: nn.Module, attr: str) -> str:
-        return self.names[id(getattr(module, attr))]
+    def label(self, node) -> str:
+        if node.op == "call_module":
+            kind = type(self.gm.get_submodule(node.target)).__name__
+            return f"{node.target} ({kind})" if str(node.target).rsplit(".", 1)[-1].isdigit() else str(node.target)
+        return node.name
 
-    # ---- node kinds ---------------------------------------------------------------------------
+    def name_of(self, pid: int) -> str:
+        return self.d.names[pid]
+
+    def param_label(self, pid: int) -> str:
+        name = self.d.names[pid]
+        self.d.kinds.setdefault(name, "parameter")
+        return name
+
+    def produce(self, layer: str, pid: int, units: torch.Tensor, label: str | None = None, shape=None) -> None:
+        """``param`` produces ``units`` (divided by their scales), laid out as ``shape`` (default: the
+        parameter's first axis, or the units as they are)."""
+        param = self.d.params[pid]
+        if shape is None:
+            shape = (-1, *([1] * (param.dim() - 1))) if param.dim() > 0 else ()
+        self.term(pid, units.reshape(shape), -1)
+        self.d.producers.setdefault(label or layer, []).extend(units.flatten().tolist())
+
+    def read(self, layer: str, pid: int, units: torch.Tensor, whole: torch.Tensor) -> None:
+        """``param`` reads the units (multiplied by their scales), laid out as ``units``."""
+        self.term(pid, units, +1)
+        self.d.consumers.setdefault(layer, []).append(whole)
+
+    def term(self, pid: int, units: torch.Tensor, sign: int) -> None:
+        self.d.add_term(pid, units, sign)
+        key = (sign, tuple(units.shape), tuple(units.flatten().tolist()))
+        self.own_terms.setdefault(pid, {})[key] = units
+
+    def weight_of(self, module: nn.Module, attr: str) -> _Weight | None:
+        """What ``module.<attr>`` is made of (see :class:`_Weight`); ``None`` if it has none."""
+        path = self.path_of(module)
+        full = f"{path}.{attr}" if path else attr
+        if parametrize.is_parametrized(module, attr):
+            chain = module.parametrizations[attr]
+            kinds = [type(p).__name__ for p in chain]
+            out_axis = 1 if isinstance(module, CONV_T) else 0
+            if kinds == ["_WeightNorm"] and attr == "weight" and chain[0].dim == out_axis:
+                return _Weight(chain.original0, "magnitude", axis=out_axis)
+            return _Weight(None, "refused", f"`{full}` is parametrised ({', '.join(kinds)}); no scale passes it")
+        for hook in module._forward_pre_hooks.values():
+            if getattr(hook, "name", None) == attr and type(hook).__name__ == "WeightNorm":
+                out_axis = 1 if isinstance(module, CONV_T) else 0
+                if hook.dim == out_axis:
+                    return _Weight(getattr(module, f"{attr}_g"), "magnitude", axis=out_axis)
+                return _Weight(None, "refused", f"`{full}` is weight-normalised along axis {hook.dim}")
+            if getattr(hook, "name", None) == attr and type(hook).__name__ == "SpectralNorm":
+                return _Weight(None, "refused", f"`{full}` is spectrally normalised (W/σ(W)); no scale passes it")
+            if _prunes(hook, attr):
+                return _Weight(getattr(module, f"{attr}_orig"), "plain")
+        tensor = getattr(module, attr, None)
+        if tensor is None:
+            return None
+        if id(tensor) not in self.d.names:
+            return _Weight(None, "refused", f"`{full}` is not a parameter of the model")
+        return _Weight(tensor, "plain")
+
+    def functional_weight(self, x) -> _Weight | None:
+        """The weight (or bias) argument of ``F.linear``/``F.conv*``: a parameter itself, or refused."""
+        if x is None:
+            return None
+        if isinstance(x, fx.Node) and x.op == "get_attr":
+            tensor = self.attr(x.target)
+            if id(tensor) in self.d.names:
+                return _Weight(tensor, "plain")
+        return _Weight(None, "refused", f"the weight `{_text(x)}` is not a parameter used as it is")
+
+    def path_of(self, module: nn.Module) -> str:
+        if self.paths is None:
+            self.paths = {id(m): name for name, m in self.gm.named_modules()}
+        return self.paths.get(id(module), type(module).__name__)
+
+    def attr(self, target: str):
+        owner, _, name = target.rpartition(".")
+        return getattr(self.gm.get_submodule(owner) if owner else self.gm, name)
+
+    def layer(self, node, x, weight: _Weight, bias: _Weight | None, kind: str, groups: int) -> None:
+        """A linear layer (``kind`` ``linear``, ``conv`` or ``transpose``) reading ``x``: its weight reads the
+        input's units (multiplied), its weight and bias produce new ones (divided)."""
+        name = self.label(node)
+        layer = str(node.target) if node.op == "call_module" else name
+        module = self.gm.get_submodule(node.target) if node.op == "call_module" else None
+        self.d.kinds.setdefault(layer, type(module).__name__ if module is not None else kind)
+        v, shape_in, shape_out = self.value(x), _shape(x), _shape(node)
+        if weight is None or weight.role == "refused" or shape_in is None or shape_out is None:
+            why = weight.why if weight is not None else f"{name} has no weight"
+            priority = STRUCTURE if module is not None else RULE
+            self.pin_inputs(node, f"read by {name}: {why}", priority)
+            if module is not None and shape_out is not None:  # listed with the reason, its output unscaled
+                out = self.d.keyed(("refused", layer), 1)
+                self.d.producers.setdefault(layer, []).extend(out.tolist())
+                self.pin(out, why, priority)
+            return
+        w = weight.param
+        n_out = shape_out[-1] if kind == "linear" else shape_out[len(shape_out) - (w.dim() - 2) - 1]
+        out_axis = len(shape_out) - 1 if kind == "linear" else len(shape_out) - (w.dim() - 2) - 1
+        pid = id(w)
+        out = self.d.keyed(pid, n_out)
+        if v is not None:
+            expected = len(shape_in) - 1 if kind == "linear" else len(shape_in) - (w.dim() - 2) - 1
+            if weight.role != "plain":
+                self.pin(v.units, f"read by {name}, whose weight is weight-normalised (over its inputs too)")
+            elif v.axis != expected:
+                self.pin(v.units, f"read by {name} along another axis")
+            else:
+                self.read(layer, pid, self._read_units(v.units, w.shape, kind, groups), v.units)
+        if weight.role == "magnitude":
+            g = weight.param
+            self.produce(layer, pid, out, shape=[-1 if i == weight.axis else 1 for i in range(g.dim())])
+        elif kind == "transpose":
+            per_in, per_out = w.shape[0] // groups, w.shape[1]
+            index = (torch.arange(w.shape[0]) // per_in)[:, None] * per_out + torch.arange(per_out)[None, :]
+            self.term(pid, out[index].reshape(w.shape[0], per_out, *([1] * (w.dim() - 2))), -1)
+            self.d.producers.setdefault(layer, []).extend(out.tolist())
+        else:
+            self.produce(layer, pid, out)
+        if bias is not None:
+            if bias.role == "plain":
+                self.produce(layer, id(bias.param), out)
+            else:
+                self.pin(out, bias.why, STRUCTURE)
+        self.set(node, Value(out, out_axis))
+
+    @staticmethod
+    def _read_units(units, shape, kind, groups):
+        if kind == "linear":
+            return units.reshape(1, -1)
+        rest = [1] * (len(shape) - 2)
+        if kind == "transpose":
+            return units.reshape(-1, 1, *rest)
+        if groups > 1:
+            per_in, per_out = shape[1], shape[0] // groups
+            index = (torch.arange(shape[0]) // per_out)[:, None] * per_in + torch.arange(per_in)[None, :]
+            return units[index].reshape(shape[0], shape[1], *rest)
+        return units.reshape(1, -1, *rest)
+
+    # ---- nodes ----------------------------------------------------------------------------------------
     def run(self) -> None:
         for node in self.gm.graph.nodes:
-            if node.op == "call_module":
-                self.call_module(node)
-            elif node.op == "call_function":
-                self.call_function(node, node.target)
-            elif node.op == "call_method":
-                self.call_method(node)
+            if node.op == "get_attr":
+                self.get_attr(node)
             elif node.op == "output":
-                self.fix_inputs(node, "reaches the network's output")
-            elif node.op == "get_attr":
-                pass  # a parameter used outside a layer: any scaled value meeting it is fixed where it meets
-            # placeholders (inputs) carry no scale
+                self.pin_inputs(node, "reaches the network's output", OUTPUT)
+                for arg in node.all_input_nodes:
+                    if arg in self.param_values:
+                        self.use(self.param_values[arg].pid, "the network's output")
+            elif node.op in ("call_module", "call_function", "call_method"):
+                self.call(node)
 
-    def call_module(self, node) -> None:
-        module = self.gm.get_submodule(node.target)
-        name = str(node.target)
-        source = self.scaled(node.args[0]) if node.args else None
-        if isinstance(module, LINEAR_LAYERS + BATCH_NORMS) and name in self.called:
-            self.fix_inputs(node, f"read by {name}, which is called more than once")
+    def use(self, pid: int, who: str) -> None:
+        self.uses.setdefault(pid, []).append(who)
+
+    def get_attr(self, node) -> None:
+        tensor = self.attr(node.target)
+        if not isinstance(tensor, torch.Tensor) or id(tensor) not in self.d.names:
             return
-        if isinstance(module, LINEAR_LAYERS):
-            self.called.add(name)
-            self.linear(node, module, name, source)
-        elif isinstance(module, BATCH_NORMS):
-            self.called.add(name)
-            if source is not None:
-                self.units.fix(source.units, f"feeds BatchNorm {name} (rescaling its input would break eval mode)")
-            if module.affine:
-                out = self.units.new(module.num_features)
-                for attr in ("weight", "bias"):
-                    self.raw_terms.append((self.param_name(module, attr), out, -1, name))
-                self.producers.setdefault(name, []).extend(out.tolist())
-                self.values[node] = _Value(out, 1)
-        elif isinstance(module, nn.LeakyReLU) and module.negative_slope < 0:
-            self.fix_inputs(node, f"passes through {name} (LeakyReLU with a negative slope)")
-        elif isinstance(module, HOMOGENEOUS_MODULES):
-            self.through(node, source)
-        elif isinstance(module, nn.Flatten):
-            self.flatten(node, source, module.start_dim, module.end_dim)
+        for user in node.users:
+            if not _reads_shape_only(user):
+                self.use(id(tensor), user.name)
+        if tensor.dim() <= 1 and len(node.users) == 1:
+            self.param_values[node] = ParamValue(id(tensor), 0)
+
+    def call(self, node) -> None:
+        module = self.gm.get_submodule(node.target) if node.op == "call_module" else None
+        if module is not None:
+            for p in module.parameters():
+                if id(p) in self.d.names:
+                    self.use(id(p), str(node.target))
+            rule = _module_rule(module)
+        elif node.op == "call_function":
+            rule = FUNCTIONS.get(node.target)
         else:
-            self.fix_inputs(node, f"passes through {name} ({type(module).__name__})")
-
-    def linear(self, node, module, name, source) -> None:
-        """A ``Linear``/``Conv``: it reads its input's units and produces new ones."""
-        weight = self.param_name(module, "weight")
-        conv = not isinstance(module, nn.Linear)
-        shape = module.weight.shape
-        if source is not None:
-            expected = 1 if conv else len(_shape(node.args[0])) - 1
-            if source.axis != expected:
-                self.units.fix(source.units, f"read by {name} along another axis")
-            else:
-                units = source.units
-                if conv and module.groups > 1:
-                    per_in, per_out = shape[1], shape[0] // module.groups
-                    group_of_out = torch.arange(shape[0]) // per_out
-                    index = group_of_out[:, None] * per_in + torch.arange(per_in)[None, :]
-                    read = units[index].reshape(shape[0], shape[1], *([1] * (len(shape) - 2)))
-                else:
-                    read = units.reshape(1, -1, *([1] * (len(shape) - 2)))
-                self.raw_terms.append((weight, read, +1, name))
-                self.consumers.setdefault(name, []).append(units)
-        out = self.units.new(shape[0])
-        self.raw_terms.append((weight, out.reshape(-1, *([1] * (len(shape) - 1))), -1, name))
-        if module.bias is not None:
-            self.raw_terms.append((self.param_name(module, "bias"), out, -1, name))
-        self.producers.setdefault(name, []).extend(out.tolist())
-        self.values[node] = _Value(out, 1 if conv else len(_shape(node)) - 1)
-
-    def through(self, node, source) -> None:
-        if source is not None:
-            self.values[node] = source
-
-    def flatten(self, node, source, start: int, end: int) -> None:
-        if source is None:
+            rule = METHODS.get(node.target)
+        if rule is None:
+            self.unknown(node, module)
             return
-        shape = _shape(node.args[0])
-        start, end, axis = start % len(shape), end % len(shape), source.axis
-        if start > axis or end < start:  # the dimensions after the channels: the channels unchanged
-            self.values[node] = source
-        elif end < axis and start >= 1:  # dimensions between the batch and the channels merged
-            self.values[node] = _Value(source.units, axis - (end - start))
-        elif start == axis:  # each channel becomes the block of features it flattens into
-            per_channel = math.prod(shape[axis + 1 : end + 1])
-            self.values[node] = _Value(source.units.repeat_interleave(per_channel), axis)
+        signature = rule.signature or inspect.signature(module.forward)
+        try:
+            bound = signature.bind(*node.args, **node.kwargs)
+        except TypeError as error:
+            self.pin_inputs(node, f"the arguments of {self.label(node)} do not match its rule ({error})")
+            return
+        bound.apply_defaults()
+        args = dict(bound.arguments)
+        if module is not None and "input" not in args and args:
+            args["input"] = next(iter(args.values()))
+        rule.handle(self, node, args, module)
+
+    def unknown(self, node, module) -> None:
+        if module is not None:
+            what = f"{node.target} ({type(module).__name__})"
+            self.pin_inputs(node, f"passes through {what}, which no positive scale passes (supported: {SUPPORTED})")
         else:
-            self.units.fix(source.units, f"flattened across its channels at {node.name}")
-
-    def call_function(self, node, fn) -> None:
-        args = node.args
-        source = self.scaled(args[0]) if args else None
-        if fn in HOMOGENEOUS_FUNCTIONS:
-            self.through(node, source)
-        elif fn is F.leaky_relu:
-            slope = node.kwargs.get("negative_slope", args[1] if len(args) > 1 else 0.01)
-            if _positive_number(slope) or slope == 0:
-                self.through(node, source)
-            else:
-                self.fix_inputs(node, f"passes through {node.name} (LeakyReLU with a negative slope)")
-        elif fn in (operator.add, torch.add, operator.iadd) and len(args) == 2 and not node.kwargs:
-            self.add(node, *args)
-        elif fn in (operator.mul, torch.mul, operator.truediv) and len(args) == 2:
-            scalar = args[1] if isinstance(args[0], fx.Node) else args[0]
-            tensor = args[0] if isinstance(args[0], fx.Node) else args[1]
-            if _positive_number(scalar):
-                self.through(node, self.scaled(tensor))
-            else:
-                self.fix_inputs(node, f"multiplied by {scalar!r} at {node.name}")
-        elif fn is torch.cat:
-            self.cat(node, args[0], node.kwargs.get("dim", args[1] if len(args) > 1 else 0))
-        elif fn is torch.flatten:
-            start = node.kwargs.get("start_dim", args[1] if len(args) > 1 else 0)
-            end = node.kwargs.get("end_dim", args[2] if len(args) > 2 else -1)
-            self.flatten(node, source, start, end)
-        elif fn in (torch.mean, torch.sum):
-            self.reduce(node, source, node.kwargs.get("dim", args[1] if len(args) > 1 else None))
-        elif fn in (getattr, operator.getitem) and source is not None and not isinstance(_shape(node), tuple):
-            pass  # x.shape, x.shape[0]: not a tensor
-        else:
-            self.fix_inputs(node, f"passes through {getattr(fn, '__name__', fn)} at {node.name}")
-
-    def call_method(self, node) -> None:
-        method, args = node.target, node.args
-        source = self.scaled(args[0])
-        if method in SHAPE_METHODS:
-            return
-        if method in HOMOGENEOUS_METHODS:
-            self.through(node, source)
-        elif method in ("view", "reshape"):
-            self.reshape(node, source)
-        elif method == "flatten":
-            start = node.kwargs.get("start_dim", args[1] if len(args) > 1 else 0)
-            end = node.kwargs.get("end_dim", args[2] if len(args) > 2 else -1)
-            self.flatten(node, source, start, end)
-        elif method in ("mean", "sum"):
-            self.reduce(node, source, node.kwargs.get("dim", args[1] if len(args) > 1 else None))
-        elif method in ("add", "add_") and len(args) == 2:
-            self.add(node, *args)
-        else:
-            self.fix_inputs(node, f"passes through .{method}() at {node.name}")
-
-    def add(self, node, a, b) -> None:
-        va, vb = self.scaled(a), self.scaled(b)
-        if va is None and vb is None:
-            return
-        if va is None or vb is None or va.axis != vb.axis or va.units.shape != vb.units.shape:
-            self.fix_inputs(node, f"added to an unscaled or differently shaped value at {node.name}")
-            return
-        for x, y in zip(va.units.tolist(), vb.units.tolist()):
-            self.units.join(x, y)
-        self.values[node] = va
-
-    def cat(self, node, parts, dim) -> None:
-        values = [self.scaled(p) for p in parts]
-        if all(v is None for v in values):
-            return
-        shapes = [_shape(p) for p in parts]
-        axis = dim % len(shapes[0])
-        if any(v is not None and v.axis != axis for v in values):
-            self.fix_inputs(node, f"concatenated along another axis at {node.name}")
-            return
-        units = [v.units if v is not None else torch.zeros(s[axis], dtype=torch.long) for v, s in zip(values, shapes)]
-        self.values[node] = _Value(torch.cat(units), axis)
-
-    def reduce(self, node, source, dim) -> None:
-        if source is None:
-            return
-        dims = dim if isinstance(dim, (tuple, list)) else (dim,)
-        rank = len(_shape(node.args[0]))
-        if dim is None or source.axis in [d % rank for d in dims]:
-            self.fix_inputs(node, f"reduced over its channels at {node.name}")
-            return
-        keep = node.kwargs.get("keepdim", False)
-        below = sum(1 for d in dims if d % rank < source.axis)
-        self.values[node] = _Value(source.units, source.axis if keep else source.axis - below)
-
-    def reshape(self, node, source) -> None:
-        if source is None:
-            return
-        before, after = _shape(node.args[0]), _shape(node)
-        if after[: source.axis + 1] == before[: source.axis + 1]:
-            self.values[node] = source  # the channels and everything before them unchanged
-        elif len(after) == source.axis + 1 and after[:-1] == before[: source.axis]:
-            per_channel = math.prod(before[source.axis + 1 :])
-            self.values[node] = _Value(source.units.repeat_interleave(per_channel), source.axis)
-        else:
-            self.fix_inputs(node, f"reshaped across its channels at {node.name}")
+            name = node.target if node.op == "call_method" else getattr(node.target, "__name__", str(node.target))
+            form = f".{name}()" if node.op == "call_method" else f"{name}()"
+            self.pin_inputs(
+                node,
+                f"passes through {form} at {node.name}, which the rule table does not know (supported: {SUPPORTED})",
+            )
 
 
-def discover(model: nn.Module, example: torch.Tensor) -> Symmetry:
-    """The positive rescaling symmetries of ``model`` (see the module's docstring), found by tracing it
-    with ``torch.fx`` and propagating shapes with the input ``example`` (one batch).
+def _reads_shape_only(node) -> bool:
+    """``w.shape``, ``w.size()``, ``w.dtype``: a use of a parameter that does not read its values."""
+    if node.op == "call_method":
+        return node.target in ("size", "dim", "numel")
+    return node.op == "call_function" and node.target is getattr and node.args[1] in SHAPE_ATTRIBUTES
 
-    Raises ``TypeError`` for a non-module, ``ValueError`` naming the model when ``torch.fx`` cannot trace
-    it or the example does not run through it, and ``ValueError`` when it has no scalable units at all.
+
+#: tensor attributes that say nothing of its values
+SHAPE_ATTRIBUTES = ("shape", "dtype", "device", "ndim", "is_cuda")
+
+
+def _prunes(hook, attr: str) -> bool:
+    """Whether ``hook`` is ``torch.nn.utils.prune``'s pre-hook for ``attr`` (``weight = weight_orig · mask``)."""
+    from torch.nn.utils import prune
+
+    return isinstance(hook, prune.BasePruningMethod) and getattr(hook, "_tensor_name", None) == attr
+
+
+def _recognised(hook) -> bool:
+    """A pre-hook :meth:`_Walk.weight_of` reads: weight normalisation, spectral normalisation, pruning."""
+    from torch.nn.utils import prune
+
+    return type(hook).__name__ in ("WeightNorm", "SpectralNorm") or isinstance(hook, prune.BasePruningMethod)
+
+
+def _hooked(model: nn.Module) -> dict[str, str]:
+    """Modules whose forward hooks or pre-hooks the graph does not show, with the reason."""
+    from torch.nn.modules import module as torch_module
+
+    if torch_module._global_forward_hooks or torch_module._global_forward_pre_hooks:
+        return {"": "a global forward hook (register_module_forward_hook) is registered"}
+    out = {}
+    for name, m in model.named_modules():
+        pre = [h for h in m._forward_pre_hooks.values() if not _recognised(h)]
+        if pre or m._forward_hooks:
+            out[name] = f"hook on `{name or type(model).__name__}`"
+    return out
+
+
+def _in_scope(node, path: str) -> bool:
+    if path == "":
+        return True
+    if node.op == "call_module" and (node.target == path or str(node.target).startswith(path + ".")):
+        return True
+    return path in (node.meta.get("nn_module_stack") or {})
+
+
+# ---- discover -----------------------------------------------------------------------------------------------
+def _copy(model: nn.Module, double: bool) -> nn.Module:
+    """A deep copy (in float64 if ``double``); tensors a hook computes (``weight`` of the old ``weight_norm`` or
+    of ``prune``) are copied detached, the hook recomputes them."""
+    memo = {}
+    for m in model.modules():
+        for value in vars(m).values():
+            if isinstance(value, torch.Tensor) and value.grad_fn is not None:
+                memo[id(value)] = value.detach().clone()
+    try:
+        work = copy.deepcopy(model, memo)
+    except Exception as error:  # noqa: BLE001 (a module may refuse to be copied in many ways)
+        raise ValueError(
+            f"Invalid model: {type(model).__name__} cannot be copied ({type(error).__name__}: {error})"
+        ) from error
+    return work.double() if double else work
+
+
+def _modes(model: nn.Module) -> list[dict[str, bool]]:
+    """The modes to check: all train, all eval, and the model's own if it is neither."""
+    own = {n: m.training for n, m in model.named_modules()}
+    out = [dict.fromkeys(own, True), dict.fromkeys(own, False)]
+    return out if own in out else [*out, own]
+
+
+def _trace(work: nn.Module, example, modes, buffers) -> list[fx.GraphModule]:
+    """The graph in each mode (one when they are the same code), shapes propagated with ``example``."""
+    graphs, codes = [], set()
+    for mode in modes:
+        set_modes(work, mode)
+        try:
+            gm = fx.symbolic_trace(work)
+        except Exception as error:  # noqa: BLE001 (fx raises many kinds)
+            raise ValueError(
+                f"Invalid model: torch.fx cannot trace {type(work).__name__} ({type(error).__name__}: {error})"
+            ) from error
+        if gm.code in codes:
+            continue
+        codes.add(gm.code)
+        try:
+            with torch.no_grad():
+                ShapeProp(gm).propagate(example)
+        except Exception as error:  # noqa: BLE001
+            raise ValueError(
+                f"Invalid example: an input of shape {tuple(example.shape)} does not run through "
+                f"{type(work).__name__} ({type(error).__name__}: {error})"
+            ) from error
+        finally:
+            restore(work, buffers)
+        graphs.append(gm)
+    return graphs
+
+
+def discover(model: nn.Module, example: torch.Tensor, *, verify: bool = True, seed: int = 0) -> Symmetry:
+    """The positive rescaling symmetries of ``model`` (see the module's docstring).
+
+    Args:
+        model: any ``torch.nn.Module`` that ``torch.fx`` can trace (a ``torch.compile``-d one is read through
+            ``_orig_mod``). It is not changed: modes, buffers, parameters, the random number generator and
+            torch's thread count (one thread while discovering on the CPU) are as they were.
+        example: one input batch.
+        verify: check the groups numerically and drop those that change an output (see the module's
+            docstring); without it the rules alone decide.
+        seed: the seed of the verification's random scales and of the forked random number generator.
+
+    Returns:
+        The :class:`~symtele.teleports.symmetry.Symmetry`: the scales, their terms, the groups, and every layer
+        left out with the reason.
+
+    Raises:
+        TypeError: ``model`` is not a module or ``example`` not a tensor.
+        ValueError: ``torch.fx`` cannot trace the model, or ``example`` does not run through it.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"Invalid model: expected a torch.nn.Module, got {type(model).__name__}")
     if not isinstance(example, torch.Tensor):
         raise TypeError(f"Invalid example: expected a tensor (one input batch), got {type(example).__name__}")
+    base = model._orig_mod if type(model).__name__ == "OptimizedModule" and hasattr(model, "_orig_mod") else model
+    names = {id(p): n for n, p in model.named_parameters()}
+    devices = [example.device] if example.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices), _one_thread(example.device.type == "cpu"):
+        modes = _modes(base)
+        try:
+            work, x, buffers, graphs = _prepare(base, example, modes, double=True)
+        except ValueError:  # a forward that fixes its own dtype (``x.float()``): the model's dtype, then
+            work, x, buffers, graphs = _prepare(base, example, modes, double=False)
+        copies = {id(q): names[id(p)] for p, q in zip(base.parameters(), work.parameters())}
+        params = {id(q): q for q in work.parameters()}
+        kinds = {n: type(m).__name__ for n, m in work.named_modules()}
+        found = _walk(work, graphs, copies, params, kinds)
+        if verify and found.n_scales:
+            found = verify_symmetry(found, work, x, modes, buffers, copies, seed)
+    return found
+
+
+def _prepare(base: nn.Module, example: torch.Tensor, modes, double: bool):
+    """The working copy (float64 if ``double``), the example in its dtype, its buffers, and its graphs."""
+    work = _copy(base, double)
+    x = example.double() if double and example.is_floating_point() else example
+    buffers = {n: b.clone() for n, b in work.named_buffers()}
+    return work, x, buffers, _trace(work, x, modes, buffers)
+
+
+@contextlib.contextmanager
+def _one_thread(cpu: bool):
+    """Discovery's forward passes are small (one example batch): on the CPU one thread runs them fastest, and
+    steadily on a busy machine (many short parallel regions wait on a second thread); restored after."""
+    threads = torch.get_num_threads()
+    if cpu:
+        torch.set_num_threads(1)
     try:
-        gm = fx.symbolic_trace(model)
-    except Exception as error:  # noqa: BLE001 (fx raises many kinds)
-        raise ValueError(
-            f"Invalid model: torch.fx cannot trace {type(model).__name__} ({type(error).__name__}: {error})"
-        ) from error
-    buffers = {name: b.clone() for name, b in model.named_buffers()}
-    modes = {m: m.training for m in model.modules()}  # the traced graph shares the model's submodules
-    try:
-        gm.eval()  # shapes only: no batch statistics, no dropout
-        with torch.no_grad():
-            ShapeProp(gm).propagate(example)
-    except Exception as error:  # noqa: BLE001
-        raise ValueError(
-            f"Invalid example: an input of shape {tuple(example.shape)} does not run through "
-            f"{type(model).__name__} ({type(error).__name__}: {error})"
-        ) from error
+        yield
     finally:
-        for m, mode in modes.items():
-            m.train(mode)
-        with torch.no_grad():
-            for name, b in model.named_buffers():
-                b.copy_(buffers[name])
-    names = {id(p): name for name, p in model.named_parameters()}
-    walker = _Walker(gm, names)
-    walker.run()
-    return _symmetry(walker)
+        torch.set_num_threads(threads)
 
 
-def _symmetry(walker: _Walker) -> Symmetry:
+def _walk(work, graphs, names, params, kinds) -> Symmetry:
+    """Walk every graph, pin what the graphs do not show (shared and frozen parameters, hooks), and number the
+    scales."""
+    d = _Discovery(names, params, kinds)
+    walks = []
+    for gm in graphs:
+        walk = _Walk(d, gm)
+        walk.run()
+        walks.append(walk)
+    terms_of: dict[int, list[torch.Tensor]] = {}
+    for pid, units, _sign in d.terms.values():
+        terms_of.setdefault(pid, []).append(units)
+
+    def pin_param(pid, why):
+        for units in terms_of.get(pid, []):
+            d.pin(units, why, STRUCTURE)
+
+    for path, why in _hooked(work).items():
+        for walk in walks:
+            for node in walk.gm.graph.nodes:
+                if _in_scope(node, path):
+                    walk.pin_inputs(node, why, STRUCTURE)
+                    if node in walk.values:
+                        d.pin(walk.values[node].units, why, STRUCTURE)
+        prefix = f"{path}." if path else ""
+        for pname, p in work.named_parameters():
+            if pname.startswith(prefix):
+                pin_param(id(p), why)
+    for pid, name in names.items():
+        uses = max((w.uses.get(pid, []) for w in walks), key=len)
+        if len(uses) > 1:
+            who = sorted(set(uses))
+            times = "twice" if len(uses) == 2 else f"{len(uses)} times"
+            what = f"`{who[0]}` is called {times}" if len(who) == 1 else f"`{name}` is shared by {', '.join(who)}"
+            pin_param(pid, what)
+        every = {k: u for w in walks for k, u in w.own_terms.get(pid, {}).items()}
+        for walk in walks:  # a term one mode's graph lacks: its units must not move
+            for k in every.keys() - walk.own_terms.get(pid, {}).keys():
+                d.pin(every[k], f"`{name}` is used differently in train and in eval mode")
+        if not params[pid].requires_grad and pid in terms_of:
+            pin_param(pid, f"`{name}` is frozen (requires_grad=False)")
+    for _, units, why in sorted(d.pins, key=lambda pin: pin[0]):
+        d.units.fix(units, why)
+    return _symmetry(d)
+
+
+def _symmetry(d: _Discovery) -> Symmetry:
     """Number the free units' roots, map every term onto them, and describe the groups."""
-    units = walker.units
+    units = d.units
     roots = sorted({units.root(u) for u in range(1, len(units.parent))} - {0})
-    index = {r: i for i, r in enumerate(roots)}
-    n = len(roots)
-    lookup = torch.tensor([index.get(units.root(u), n) for u in range(len(units.parent))])
-    terms = []
-    for param, unit_ids, sign, _layer in walker.raw_terms:
-        mapped = lookup[unit_ids]
-        if bool((mapped < n).any()):
-            terms.append(Term(param, mapped, sign))
-    members: dict[int, tuple[set, set]] = {}
-    for layer, ids in walker.producers.items():
+    members: dict[int, tuple[set, set]] = {r: (set(), set()) for r in roots}
+    for layer, ids in d.producers.items():
         for u in ids:
             r = units.root(u)
             if r:
-                members.setdefault(r, (set(), set()))[0].add(layer)
-    for layer, unit_lists in walker.consumers.items():
+                members[r][0].add(layer)
+    for layer, unit_lists in d.consumers.items():
         for ids in unit_lists:
             for u in ids.unique().tolist():
                 r = units.root(u)
                 if r:
-                    members.setdefault(r, (set(), set()))[1].add(layer)
-    grouped: dict[tuple, int] = {}
+                    members[r][1].add(layer)
+    grouped: dict[tuple, list[int]] = {}
     for r in roots:
-        producers, consumers = members.get(r, (set(), set()))
-        key = (tuple(sorted(producers)), tuple(sorted(consumers)))
-        grouped[key] = grouped.get(key, 0) + 1
-    groups = [Group(size, p, c) for (p, c), size in grouped.items()]
-    left = {}
-    for layer, ids in walker.producers.items():
-        free = [u for u in ids if units.root(u) != 0]
-        if not free:
-            left[layer] = units.reason(ids[0]) or "its units are fixed"
-    return Symmetry(n, terms, groups, left)
+        producers, consumers = members[r]
+        grouped.setdefault((tuple(sorted(producers)), tuple(sorted(consumers))), []).append(r)
+    order = [r for rs in grouped.values() for r in rs]  # the scales of a group side by side
+    index = {r: i for i, r in enumerate(order)}
+    n = len(order)
+    lookup = torch.tensor([index.get(units.root(u), n) for u in range(len(units.parent))])
+    terms = []
+    for pid, unit_ids, sign in d.terms.values():
+        mapped = lookup[unit_ids]
+        if bool((mapped < n).any()):
+            terms.append(Term(d.names[pid], mapped, sign))
+    groups, start = [], 0
+    for (p, c), rs in grouped.items():
+        groups.append(Group(len(rs), p, c, tuple(range(start, start + len(rs)))))
+        start += len(rs)
+    dropped = []
+    for layer, ids in d.producers.items():
+        if all(units.root(u) == 0 for u in ids):
+            dropped.append(Dropped(layer, units.reason(ids[0]) or "its units are fixed"))
+    return Symmetry(n, terms, groups, dropped, d.kinds)

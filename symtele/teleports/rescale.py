@@ -36,8 +36,9 @@ import torch
 from .. import checks
 from ..history import TeleportRecord
 from .base import Teleport
-from .discovery import Symmetry, discover
+from .discovery import discover
 from .invariance import default_rtol, preserved
+from .symmetry import Symmetry
 
 
 class _Squares:
@@ -190,19 +191,35 @@ class Rescale(Teleport):
 _SYMMETRIES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
+def _structure(model: torch.nn.Module) -> tuple:
+    """What a discovery depends on besides the input: the module tree, the parameters (and whether they are
+    frozen), the hooks (global ones too), and the modes when they are mixed (all-train and all-eval are both
+    covered by every discovery)."""
+    modules = tuple(
+        (name, id(m), tuple(m._forward_hooks), tuple(m._forward_pre_hooks)) for name, m in model.named_modules()
+    )
+    params = tuple((name, id(p), p.requires_grad) for name, p in model.named_parameters())
+    modes = tuple(m.training for m in model.modules())
+    hooks = torch.nn.modules.module._global_forward_hooks, torch.nn.modules.module._global_forward_pre_hooks
+    return modules, params, modes if 0 < sum(modes) < len(modes) else None, tuple(tuple(h) for h in hooks)
+
+
 def symmetry_of(model: torch.nn.Module, example: torch.Tensor) -> Symmetry:
-    """:func:`~symtele.teleports.discovery.discover` once per model and input shape past the batch dimension
-    (flattening maps a channel to as many features as its spatial size; kept while the model lives); raises
-    ``ValueError`` if the model has no rescalable units."""
-    by_shape = _SYMMETRIES.setdefault(model, {})
-    key = tuple(example.shape[1:]) if isinstance(example, torch.Tensor) else None
-    found = by_shape.get(key)
+    """:func:`~symtele.teleports.discovery.discover` once per model, :func:`_structure` and input shape past the
+    batch dimension (flattening maps a channel to as many features as its spatial size); kept while the model
+    lives and its structure stays; raises ``ValueError`` if the model has no rescalable units."""
+    structure = _structure(model)
+    cached = _SYMMETRIES.get(model)
+    if cached is None or cached[0] != structure:
+        cached = _SYMMETRIES[model] = (structure, {})
+    shape = tuple(example.shape[1:]) if isinstance(example, torch.Tensor) else None
+    found = cached[1].get(shape)
     if found is None:
         found = discover(model, example)
         if found.n_scales == 0:
             reasons = "; ".join(f"{k}: {v}" for k, v in found.left.items()) or "it has no Linear or Conv layers"
             raise ValueError(f"Invalid model: {type(model).__name__} has no positively rescalable units ({reasons})")
-        by_shape[key] = found
+        cached[1][shape] = found
     return found
 
 

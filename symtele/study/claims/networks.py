@@ -37,7 +37,8 @@ def exact(results):
     return (
         f"largest relative change of the minibatch loss over {len(teleports)} teleports: {worst:.1e} (yes: within "
         "1e-5, float32 rounding; tests/test_discovery.py checks the outputs of generated architectures and a "
-        "ResNet-18 in train and eval mode)",
+        "ResNet-18 in train and eval mode, tests/test_trust.py those of networks built from every case that "
+        "could break a rescaling, and discover checks every group numerically before use)",
         verdict(worst <= 1e-5),
     )
 

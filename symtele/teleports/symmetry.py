@@ -1,0 +1,146 @@
+"""The positive rescalings of a network as data: which parameters each log-scale acts on, how the scales
+group, and what was left out and why (:func:`~symtele.teleports.discovery.discover` builds them).
+
+A :class:`Symmetry` has ``n_scales`` log-scales ``s``; parameter ``p`` becomes ``p · exp(a_p(s))`` with
+``a_p(s) = Σ_t sign_t · s[units_t]`` over its :class:`Term`\\ s. Scales that rescale the same layers form a
+:class:`Group`; every layer (or group) that is not rescaled is a :class:`Dropped` record with its reason.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+
+@dataclass(frozen=True)
+class Term:
+    """One way the scales act on a parameter: ``param ← param · exp(sign · s[units])``.
+
+    Args:
+        param: the parameter's name in ``model.named_parameters()``.
+        units: a long tensor broadcastable to the parameter's shape (size 1 along the axes the action does
+            not depend on) giving, for each entry, the index of its scale; index ``n_scales`` stands for
+            "no scale" (always 1).
+        sign: −1 where the parameter produces the unit (it is divided by the scale), +1 where it reads it
+            (multiplied).
+    """
+
+    param: str
+    units: torch.Tensor
+    sign: int
+
+
+@dataclass(frozen=True)
+class Group:
+    """Scales that rescale the same layers: ``size`` independent scales, the layers that produce their units
+    (divided by the scale) and those that read them (multiplied); ``scales`` are their indices in ``s``."""
+
+    size: int
+    producers: tuple[str, ...]
+    consumers: tuple[str, ...]
+    scales: tuple[int, ...] = field(default=(), compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class Dropped:
+    """A layer (or a group of layers) whose scales are fixed at 1, and why."""
+
+    layer: str
+    reason: str
+
+
+@dataclass
+class Symmetry:
+    """The positive rescalings of a network (see the module's docstring).
+
+    Args:
+        n_scales: the number of independent log-scales.
+        terms: how they act on the parameters.
+        groups: the scales grouped by the layers they rescale.
+        dropped: every layer (or group) not rescaled, with the reason.
+        kinds: the type name of every layer named in ``groups`` and ``dropped``, for messages.
+        verified: how the symmetry was checked numerically (``None`` if it was not).
+    """
+
+    n_scales: int
+    terms: list[Term]
+    groups: list[Group]
+    dropped: list[Dropped] = field(default_factory=list)
+    kinds: dict[str, str] = field(default_factory=dict)
+    verified: str | None = None
+
+    @property
+    def left(self) -> dict[str, str]:
+        """The layers not rescaled, by name, with the (first) reason."""
+        out: dict[str, str] = {}
+        for d in self.dropped:
+            out.setdefault(d.layer, d.reason)
+        return out
+
+    @property
+    def params(self) -> list[str]:
+        """The parameters some scale acts on, in the order first met."""
+        return list(dict.fromkeys(t.param for t in self.terms))
+
+    def log_factor(self, name: str, s: torch.Tensor, like: torch.Tensor) -> torch.Tensor | None:
+        """``a_p(s) = Σ_t sign_t · s[units_t]`` for the parameter ``name`` (broadcastable to it, in ``like``'s
+        dtype and device), or ``None`` if no scale acts on it."""
+        terms = [t for t in self.terms if t.param == name]
+        if not terms:
+            return None
+        padded = torch.cat([s, s.new_zeros(1)]).to(device=like.device)
+        out = torch.zeros((), dtype=padded.dtype, device=like.device)
+        for t in terms:
+            out = out + t.sign * padded[t.units.to(like.device)]
+        return out.to(like.dtype)
+
+    def keep(self, kept: list[int], dropped: list[Dropped] = ()) -> Symmetry:
+        """The symmetry with only the groups ``kept`` (indices into ``groups``), the scales renumbered, and
+        ``dropped`` added to the records."""
+        old = [i for g in kept for i in self.groups[g].scales]
+        lookup = torch.full((self.n_scales + 1,), len(old), dtype=torch.long)
+        lookup[torch.tensor(old, dtype=torch.long)] = torch.arange(len(old))
+        terms = []
+        for t in self.terms:
+            units = lookup[t.units]
+            if bool((units < len(old)).any()):
+                terms.append(Term(t.param, units, t.sign))
+        groups, start = [], 0
+        for g in kept:
+            group = self.groups[g]
+            groups.append(Group(group.size, group.producers, group.consumers, tuple(range(start, start + group.size))))
+            start += group.size
+        return Symmetry(len(old), terms, groups, [*self.dropped, *dropped], self.kinds, self.verified)
+
+    def label(self, layer: str) -> str:
+        """``layer`` with its type when its name alone does not say it (``1 (ReLU)`` in an ``nn.Sequential``)."""
+        kind = self.kinds.get(layer)
+        last = layer.rsplit(".", 1)[-1]
+        return f"{layer} ({kind})" if kind and (last.isdigit() or not layer) else layer
+
+    def to_dict(self) -> dict:
+        """The groups and the dropped layers as plain data (JSON-ready)."""
+        return {
+            "n_scales": self.n_scales,
+            "groups": [
+                {"size": g.size, "producers": list(g.producers), "consumers": list(g.consumers)} for g in self.groups
+            ],
+            "dropped": [{"layer": d.layer, "reason": d.reason} for d in self.dropped],
+            "verified": self.verified,
+        }
+
+    def __str__(self) -> str:
+        lines = [f"{self.n_scales} independent scales in {len(self.groups)} groups"]
+        for i, g in enumerate(self.groups):
+            consumers = ", ".join(self.label(c) for c in g.consumers) or "(none)"
+            lines.append(
+                f"  group {i}: {g.size} scales; divided: {', '.join(self.label(p) for p in g.producers)}; "
+                f"multiplied: {consumers}"
+            )
+        if self.dropped:
+            lines.append("not rescaled:")
+            lines += [f"  {self.label(d.layer)}: {d.reason}" for d in self.dropped]
+        if self.verified:
+            lines.append(self.verified)
+        return "\n".join(lines)
