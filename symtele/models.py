@@ -2,7 +2,8 @@
 
 They are defined here so that nothing needs torchvision (whose PyPI wheel is built against the CUDA torch).
 
-* :func:`digits_cnn`: a small CNN for scikit-learn's 8×8 digits;
+* :func:`digits_mlp_net`: a ReLU MLP for scikit-learn's 8×8 digits as 64 features;
+* :func:`digits_cnn`: a small CNN for the same digits as images;
 * :func:`digits_resnet`: a small ResNet for the same images (BasicBlocks with BatchNorm);
 * :func:`resnet18`: torchvision's ResNet-18 architecture with torchvision's module names (``conv1``,
   ``bn1``, ``layer1.0.conv1``, ``layer2.0.downsample.0``, ``fc``, ...), so that what ``symtele`` finds in
@@ -12,6 +13,26 @@ They are defined here so that nothing needs torchvision (whose PyPI wheel is bui
 from __future__ import annotations
 
 from torch import nn
+
+
+def digits_mlp_net(hidden: tuple[int, ...] = (32, 32), inputs: int = 64, classes: int = 10) -> nn.Sequential:
+    """A ReLU MLP for the digits' 64 pixels as features, every layer with a bias.
+
+    ``inputs → Linear(h₁) → ReLU → … → Linear(h_k) → ReLU → Linear(classes)``.
+
+    Args:
+        hidden: the hidden widths ``(h₁, …, h_k)``.
+        inputs: the input features.
+        classes: outputs.
+
+    Returns:
+        The network (initialised by torch's default, from the global random state).
+    """
+    widths = [inputs, *hidden]
+    layers: list[nn.Module] = []
+    for a, b in zip(widths, widths[1:]):
+        layers += [nn.Linear(a, b), nn.ReLU()]
+    return nn.Sequential(*layers, nn.Linear(widths[-1], classes))
 
 
 def digits_cnn(channels: tuple[int, int] = (8, 16), hidden: int = 32, classes: int = 10) -> nn.Sequential:

@@ -1,9 +1,10 @@
 """Per-epoch curves and per-run bars of the report, as pure functions of result records.
 
-* :func:`curves`       — a per-epoch quantity (loss, ‖∇L‖²) against epoch or wall-clock time,
+* :func:`curves`       — a per-epoch quantity (loss, held-out loss, ‖∇L‖²) against epoch or wall-clock time,
                          one line per method, the mean over seeds with a ±1 std band.
 * :func:`loss_vs_grad` — loss against ‖∇L‖² along each run (mean over seeds), log–log.
 * :func:`final_bars`   — a per-run scalar (test accuracy) per method, mean ± std over seeds.
+* :func:`fraction_bars` — how often a Teleporter applied each fraction ``t`` of its teleports' paths.
 
 Each takes an optional ``ax`` and returns the matplotlib Figure.
 """
@@ -29,15 +30,15 @@ def curves(
     reference_label: str = "writeup",
     ax=None,
 ):
-    """``key`` (``loss`` or ``grad_norm_sq``) per epoch, against wall-clock time (``x="time_s"``) or against
-    the gradients and Hessian-vector products computed (``x="evaluations"``, records that have them).
+    """``key`` (``loss``, ``test_loss`` or ``grad_norm_sq``) per epoch, against wall-clock time (``x="time_s"``) or
+    against the gradients and Hessian-vector products computed (``x="evaluations"``, records that have them).
 
     One line per method: the mean over its records, with a ±1 std band when there are
     several seeds. ``mark_teleports`` draws a dotted line at each teleport epoch; ``reference``
     (``{epoch: value}``) adds published values as black crosses labelled ``reference_label``.
     """
-    if key not in ("loss", "grad_norm_sq"):
-        raise ValueError(f"Invalid key: {key!r} (choose 'loss' or 'grad_norm_sq')")
+    if key not in ("loss", "test_loss", "grad_norm_sq"):
+        raise ValueError(f"Invalid key: {key!r} (choose 'loss', 'test_loss' or 'grad_norm_sq')")
     if x not in ("epoch", "time_s", "evaluations"):
         raise ValueError(f"Invalid x: {x!r} (choose 'epoch', 'time_s' or 'evaluations')")
     fig, ax = axes_of(ax)
@@ -106,6 +107,33 @@ def final_bars(records, *, key: str = "test_accuracy", title: str | None = None,
     ax.set_ylabel(key.replace("_", " "))
     low = min(v.min() for v in values)
     ax.set_ylim(max(0.0, low - 0.1 * (1 - low) - 0.02), 1.0 if key.endswith("accuracy") else None)
+    if title:
+        ax.set_title(title)
+    return fig
+
+
+_FRACTION_COLOR = {0.0: "0.6", 0.25: "C0", 0.5: "C1", 1.0: "C2"}
+
+
+def fraction_bars(counts: dict, *, title: str | None = None, ax=None):
+    """Stacked bars of the fractions ``t`` of the teleports' paths a Teleporter applied (0: declined).
+
+    ``counts`` maps a bar's label (an optimiser) to the list of the ``t`` its teleports took; each bar is
+    split by the values of ``t`` met, from 0 up (declined in grey, the look-ahead's ¼, ½, 1 in fixed colours)."""
+    fig, ax = axes_of(ax, figsize=(5.0, 3.4))
+    labels = list(counts)
+    values = sorted({float(t) for ts in counts.values() for t in ts})
+    bottom = np.zeros(len(labels))
+    for i, value in enumerate(values):
+        heights = np.array([sum(float(t) == value for t in counts[k]) for k in labels], dtype=float)
+        color = _FRACTION_COLOR.get(value, f"C{3 + i}")
+        ax.bar(range(len(labels)), heights, bottom=bottom, color=color, label=f"t = {value:g}")
+        bottom += heights
+    ax.set_xticks(range(len(labels)), labels, fontsize=8)
+    ax.set_ylabel("teleports")
+    if values:  # the legend in a band above the tallest bar
+        ax.set_ylim(0, 1.3 * max(bottom.max(), 1))
+        ax.legend(fontsize=8, loc="upper center", ncol=len(values), handlelength=1, columnspacing=0.8)
     if title:
         ax.set_title(title)
     return fig

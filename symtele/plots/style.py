@@ -15,6 +15,7 @@ from matplotlib.ticker import LogFormatterSciNotation, NullLocator
 
 LABELS = {
     "loss": "Loss",
+    "test_loss": "Held-out loss",
     "grad_norm_sq": "‖∇L‖²",
     "time_s": "Time (s)",
     "epoch": "Epoch",
@@ -24,7 +25,14 @@ LABELS = {
 #: :data:`_TELEPORT_COLOR`, which are drawn beside the main one and keep a colour of their own
 _COLOR_INDEX = {"gd": 0, "gd-ls": 0, "sgd": 0, "adagrad": 2, "momentum": 2, "rmsprop": 4, "adam": 6, "adagrad-torch": 8}
 
-_TELEPORT_COLOR = {"gln": "C4", "gln-updated": "C6", "posscale-ref": "C7", "levelset-slp": "C5", "so2": "C9"}
+_TELEPORT_COLOR = {
+    "gln": "C4",
+    "gln-updated": "C6",
+    "posscale-ref": "C7",
+    "levelset-slp": "C5",
+    "so2": "C9",
+    "rescale-lookahead": "C9",
+}
 
 
 def method_color(method: str) -> str:

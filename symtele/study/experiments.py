@@ -325,9 +325,15 @@ def beyond_optimizers(settings: DigitsSettings = DIGITS, *, device="cpu") -> lis
     return records
 
 
+def _adamw(params, lr: float) -> torch.optim.AdamW:
+    """AdamW with torch's default weight decay (0.01), which only the minibatch networks train with."""
+    return torch.optim.AdamW(params, lr=lr)
+
+
 #: the ``torch.optim`` optimiser behind each name of :class:`~symtele.study.settings.NetworkSettings`: the names
 #: are :data:`~symtele.study.settings.NETWORK_OPTIMIZERS`, the optimisers those of :mod:`symtele.optimizers`
-NETWORK_OPTIMIZERS = {name: TORCH_OPTIMIZERS[name] for name in NETWORK_OPTIMIZER_NAMES}
+#: (and AdamW, which ``symtele.train`` does not offer)
+NETWORK_OPTIMIZERS = {name: {**TORCH_OPTIMIZERS, "adamw": _adamw}[name] for name in NETWORK_OPTIMIZER_NAMES}
 
 
 def _digits_images(seed: int, device):
@@ -336,7 +342,8 @@ def _digits_images(seed: int, device):
 
 
 def _on_training_set(model, x, y) -> tuple[float, float]:
-    """Loss and accuracy on the whole training set, from one forward pass in eval mode (running statistics)."""
+    """Loss and accuracy on the whole set ``(x, y)`` (the training set, or the held-out one), from one forward
+    pass in eval mode (running statistics)."""
     model.eval()
     with torch.no_grad():
         logits = model(x)
@@ -346,20 +353,42 @@ def _on_training_set(model, x, y) -> tuple[float, float]:
     return loss, accuracy
 
 
+def minibatch_order(n: int, batch_size: int, epochs: int, seed: int, device="cpu") -> list[torch.Tensor]:
+    """The minibatches of a run: per epoch, a permutation of the ``n`` training examples drawn from a generator
+    seeded with ``seed`` (one generator for the whole run), cut into batches of ``batch_size`` (the last one of
+    an epoch smaller when ``batch_size`` does not divide ``n``)."""
+    order = torch.Generator().manual_seed(seed)
+    return [
+        perm[i : i + batch_size]
+        for perm in (torch.randperm(n, generator=order).to(device) for _ in range(epochs))
+        for i in range(0, n, batch_size)
+    ]
+
+
 class _MinibatchRun:
     """A network, its optimiser and the log of one minibatch run, which can be continued step by step and
     copied at any step: the runs with a teleport are copies of the run without, taken just before its first
-    teleport (everything before it is the same computation)."""
+    teleport (everything before it is the same computation). With ``test=(x_test, y_test)`` the held-out loss
+    and accuracy are logged too, at the start and after every epoch (``test_losses``, ``test_accuracies``)."""
 
-    def __init__(self, model, optimizer, x, y):
-        self.model, self.optimizer, self.x, self.y = model, optimizer, x, y
+    def __init__(self, model, optimizer, x, y, test=None):
+        self.model, self.optimizer, self.x, self.y, self.test = model, optimizer, x, y, test
         loss, self.accuracy = _on_training_set(model, x, y)
         self.losses, self.grads, self.epoch_grads, self.times = [loss], [], [], [0.0]
+        self.test_losses, self.test_accuracies = [], []
+        self._log_test()
         self.elapsed = 0.0
+
+    def _log_test(self) -> None:
+        if self.test is not None:
+            loss, accuracy = _on_training_set(self.model, *self.test)
+            self.test_losses.append(loss)
+            self.test_accuracies.append(accuracy)
 
     def copy(self) -> _MinibatchRun:
         """A copy of the network, optimiser and log (the data is shared, not copied)."""
-        return copy.deepcopy(self, memo={id(self.x): self.x, id(self.y): self.y})
+        shared = (self.x, self.y, self.test, *(self.test or ()))
+        return copy.deepcopy(self, memo={id(t): t for t in shared})
 
     def advance(self, batches: list, start: int, stop: int, steps_per_epoch: int, teleporter=None) -> None:
         """Minibatch steps ``start … stop − 1`` (each teleporting first if ``teleporter`` says so); after the
@@ -378,6 +407,7 @@ class _MinibatchRun:
                 self.times.append(time.perf_counter() - began)
                 loss, self.accuracy = _on_training_set(model, x, y)
                 self.losses.append(loss)
+                self._log_test()
                 self.grads += [self.epoch_grads[0]] if not self.grads else []
                 self.grads.append(sum(self.epoch_grads) / len(self.epoch_grads))
                 self.epoch_grads = []
@@ -402,12 +432,7 @@ def network_runs(
     from ..teleports.rescale import Rescale
 
     x, y, x_test, y_test = _digits_images(seed, device)
-    order = torch.Generator().manual_seed(seed)
-    batches = [
-        perm[i : i + s.batch_size]
-        for perm in (torch.randperm(len(y), generator=order).to(device) for _ in range(s.epochs))
-        for i in range(0, len(y), s.batch_size)
-    ]
+    batches = minibatch_order(len(y), s.batch_size, s.epochs, seed, device)
     per_epoch, total = -(-len(y) // s.batch_size), len(batches)
     fork = min(min(s.teleport_at), total) if share else 0
 

@@ -181,3 +181,147 @@ def time_in_teleports(records) -> dict[str, dict[str, float]]:
         total = np.mean([r["time_s"][-1] for r in group])
         out[method] = {"teleport_s": float(cost), "run_s": float(total)}
     return out
+
+
+#: the arms of every case of the minibatch-safety runs: no teleport, then each ``accept`` of the Teleporter
+ARMS = ("none", "always", "lookahead")
+
+
+def arm(record: dict) -> str:
+    """The arm of a minibatch-safety record: ``none`` (no teleport), ``always`` or ``lookahead``.
+
+    Args:
+        record: one run's record.
+
+    Returns:
+        Its ``accept``, or ``none`` for the run without teleports.
+    """
+    return record.get("accept") or "none"
+
+
+def chosen_fraction(teleport: dict) -> float:
+    """The fraction ``t`` of a teleport's path that was applied.
+
+    Args:
+        teleport: a teleport's record, as a results file holds it.
+
+    Returns:
+        Its ``t``: 0 when declined; 1 when the record has none (a teleport applied as found).
+    """
+    t = teleport.get("t")
+    return 1.0 if t is None else float(t)
+
+
+def full_trial_ratio(teleport: dict) -> float | None:
+    """How the look-ahead's step from the whole teleport compared with the step from where the run stood.
+
+    Args:
+        teleport: a teleport's record, its look-ahead trials under ``trace["lookahead"]``.
+
+    Returns:
+        The trial loss at ``t = 1`` over the trial loss at ``t = 0``; ``None`` when the teleport has no such
+        trials (declined before the look-ahead, or applied as found).
+    """
+    trials = (teleport.get("trace") or {}).get("lookahead")
+    if not trials or 0.0 not in trials["t"] or 1.0 not in trials["t"]:
+        return None
+    losses = dict(zip(trials["t"], trials["loss"]))
+    return float(losses[1.0] / losses[0.0]) if losses[0.0] else None
+
+
+def ratio_interval(plain, tele, confidence: float = 0.95) -> dict:
+    """The paired ratio of ``tele`` to ``plain``: final losses of the same seeds, in the same order.
+
+    ``mean_ratio = mean(tele) / mean(plain)``; ``geometric`` is ``exp(mean(log rᵢ))`` of the per-seed ratios
+    ``rᵢ = teleᵢ / plainᵢ``, with the ``confidence`` Student-t interval of the mean log ratio
+    (``exp(m ± t_{n−1}·sd/√n)``); ``worst`` the largest ``rᵢ``. A non-finite loss (a diverged run) makes the
+    ratios involving it ``inf`` or NaN, and the interval ``None``.
+
+    Args:
+        plain: the final losses without teleports, one per seed.
+        tele: the final losses with them, for the same seeds.
+        confidence: the interval's coverage.
+
+    Returns:
+        ``{"mean_ratio", "geometric", "low", "high", "worst", "confidence", "ratios"}``; ``low`` and ``high``
+        are ``None`` with one seed.
+
+    Raises:
+        ValueError: lists of different lengths, or empty.
+    """
+    from scipy import stats
+
+    a, b = np.asarray(plain, dtype=float), np.asarray(tele, dtype=float)
+    if a.shape != b.shape or not a.size:
+        raise ValueError(f"Invalid final losses: {len(a)} without teleports against {len(b)} with")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratios = b / a
+        logs = np.log(ratios)
+    out = {
+        "mean_ratio": float(b.mean() / a.mean()),
+        "geometric": float(np.exp(logs.mean())),
+        "worst": float(ratios.max()),
+        "low": None,
+        "high": None,
+        "confidence": confidence,
+        "ratios": [float(r) for r in ratios],
+    }
+    if len(logs) > 1 and np.all(np.isfinite(logs)):
+        half = stats.t.ppf(0.5 + confidence / 2, len(logs) - 1) * logs.std(ddof=1) / math.sqrt(len(logs))
+        out["low"], out["high"] = float(np.exp(logs.mean() - half)), float(np.exp(logs.mean() + half))
+    return out
+
+
+def safety_table(records, confidence: float = 0.95) -> list[dict]:
+    """The minibatch-safety records reduced to one row per (network, optimiser), in the records' order.
+
+    Args:
+        records: the records of :func:`symtele.study.minibatch.minibatch_safety`.
+        confidence: the coverage of the ratios' intervals.
+
+    Returns:
+        Per case: ``network``, ``optimizer``, ``lr``, ``seeds``; for every arm present, the seeds' final
+        training losses (``final_loss``) and held-out accuracies (``final_test_accuracy``); for each teleported
+        arm its teleports (``teleports``: ``count``, ``applied`` with ``t > 0``, every ``t``) and its
+        :func:`ratio_interval` to the run without teleports, paired by seed (``ratio``). A diverged run's loss
+        counts as ``inf``.
+
+    Raises:
+        LookupError: a case whose arms do not hold the same seeds, or that lacks the run without teleports.
+    """
+    cases: dict[tuple, dict] = {}
+    for r in records:
+        cases.setdefault((r["problem"], r["optimizer"]), {}).setdefault(arm(r), {})[r["seed"]] = r
+    rows = []
+    for (model_name, optimizer), arms in cases.items():
+        seeds = sorted(arms.get("none", {}))
+        if not seeds or any(sorted(by_seed) != seeds for by_seed in arms.values()):
+            raise LookupError(f"{model_name} with {optimizer}: the arms do not hold the same seeds")
+        finals = {a: [_loss_value(arms[a][s]["final_loss"]) for s in seeds] for a in ARMS if a in arms}
+        teleports = {a: [t for s in seeds for t in arms[a][s]["teleports"]] for a in finals}
+        rows.append(
+            {
+                "network": model_name,
+                "optimizer": optimizer,
+                "lr": arms["none"][seeds[0]]["lr"],
+                "seeds": seeds,
+                "final_loss": finals,
+                "final_test_accuracy": {a: [arms[a][s]["final_test_accuracy"] for s in seeds] for a in finals},
+                "teleports": {
+                    a: {
+                        "count": len(ts),
+                        "applied": sum(chosen_fraction(t) > 0 for t in ts),
+                        "t": [chosen_fraction(t) for t in ts],
+                    }
+                    for a, ts in teleports.items()
+                    if a != "none"
+                },
+                "ratio": {a: ratio_interval(finals["none"], v, confidence) for a, v in finals.items() if a != "none"},
+            }
+        )
+    return rows
+
+
+def _loss_value(value) -> float:
+    """A loss as a results file stores it: ``None`` (NaN: a diverged run) counts as ``inf``, as does ``"inf"``."""
+    return math.inf if value is None else float(value)

@@ -1,0 +1,122 @@
+"""The claims about teleports in a minibatch loop with a fixed learning rate (notebook 09): whether accepting
+every teleport hurts, whether the look-ahead makes the Teleporter's defaults safe, and where teleports help."""
+
+from __future__ import annotations
+
+from ..summaries import safety_table
+from .common import NO, YES, g, records_of, verdict
+
+STEM = "09_minibatch_safety"
+#: the look-ahead's criterion: the mean final training loss at most this many times the run without teleports ...
+MEAN_BOUND = 1.05
+#: ... and no seed's more than this many times its own run without teleports
+SEED_BOUND = 1.10
+
+
+def _period(results) -> str:
+    """How often the records' Teleporters teleported, in words."""
+    every = sorted({r["every"] for r in records_of(results, STEM) if r.get("every")})
+    return f"teleports every {'/'.join(str(e) for e in every)} minibatch steps" if every else "no teleports"
+
+
+def _rows(results, accept: str) -> list[dict]:
+    rows = [row for row in safety_table(records_of(results, STEM)) if accept in row["ratio"]]
+    if not rows:
+        raise LookupError(f"{STEM} has no runs with accept={accept!r}")
+    return rows
+
+
+def _case(row) -> str:
+    return f"{row['network']} with {row['optimizer']}"
+
+
+def _ratio_text(ratio) -> str:
+    interval = "" if ratio["low"] is None else f" [{g(round(ratio['low'], 2))}, {g(round(ratio['high'], 2))}]"
+    return f"×{g(round(ratio['geometric'], 2))}{interval}"
+
+
+def always_hurts(results):
+    """With every teleport accepted, the mean final training loss is higher than without teleports."""
+    rows = _rows(results, "always")
+    worse = [row for row in rows if row["ratio"]["always"]["mean_ratio"] > 1]
+    parts = [f"{_case(row)} ×{g(round(row['ratio']['always']['mean_ratio'], 2))}" for row in worse]
+    return (
+        f"{_period(results)}: mean final training loss higher with every teleport accepted in {len(worse)} of "
+        f"{len(rows)} (network, optimiser) cases{': ' + ', '.join(parts) if parts else ''} "
+        "(ratio of the means; yes: all)",
+        verdict(len(worse) == len(rows), bool(worse)),
+    )
+
+
+def lookahead_safe(results):
+    """With the look-ahead (the Teleporter's defaults), the mean final training loss is at most ``MEAN_BOUND``
+    times the run without teleports in every case, and no seed's more than ``SEED_BOUND`` times its own."""
+    rows = _rows(results, "lookahead")
+    failed = []
+    for row in rows:
+        ratio = row["ratio"]["lookahead"]
+        if not ratio["mean_ratio"] <= MEAN_BOUND or not ratio["worst"] <= SEED_BOUND:
+            failed.append(
+                f"{_case(row)} mean ×{g(round(ratio['mean_ratio'], 3))}, worst seed ×{g(round(ratio['worst'], 3))}"
+            )
+    largest = max(row["ratio"]["lookahead"]["mean_ratio"] for row in rows)
+    worst = max(row["ratio"]["lookahead"]["worst"] for row in rows)
+    seeds = len(rows[0]["seeds"])
+    text = (
+        f"{_period(results)}, over {len(rows)} (network, optimiser) cases × {seeds} seeds: largest ratio of the mean "
+        f"final training losses ×{g(round(largest, 3))}, worst seed ×{g(round(worst, 3))}"
+        + (f"; beyond the bounds: {', '.join(failed)}" if failed else "")
+        + f" (yes: every mean ≤ ×{g(MEAN_BOUND)} and every seed ≤ ×{g(SEED_BOUND)})"
+    )
+    return text, YES if not failed else NO
+
+
+def lookahead_helps(results):
+    """Where the look-ahead's teleports lower the final training loss, by how much: the cases whose interval of
+    the per-seed ratio lies wholly below 1."""
+    rows = _rows(results, "lookahead")
+    if len(rows[0]["seeds"]) < 2:
+        raise LookupError(f"{STEM} has one seed per case: no interval over seeds (run it with two or more)")
+    lower = [
+        row for row in rows if row["ratio"]["lookahead"]["high"] is not None and row["ratio"]["lookahead"]["high"] < 1
+    ]
+    higher = [
+        row for row in rows if row["ratio"]["lookahead"]["low"] is not None and row["ratio"]["lookahead"]["low"] > 1
+    ]
+    confidence = rows[0]["ratio"]["lookahead"]["confidence"]
+    parts = [f"{_case(row)} {_ratio_text(row['ratio']['lookahead'])}" for row in lower]
+    above = [f"{_case(row)} {_ratio_text(row['ratio']['lookahead'])}" for row in higher]
+    return (
+        f"final training loss lower with the look-ahead's teleports, the {g(100 * confidence)}% interval of the "
+        f"per-seed ratio (geometric mean over seeds) wholly below 1, in {len(lower)} of {len(rows)} cases"
+        + (f": {', '.join(parts)}" if parts else "")
+        + f"; wholly above 1 in {len(higher)}"
+        + (f" ({', '.join(above)})" if above else "")
+        + " (yes: lower in all)",
+        verdict(len(lower) == len(rows), bool(lower)),
+    )
+
+
+ROWS = [
+    (
+        "Teleporting every 50 minibatch steps with every teleport accepted makes training with a fixed learning "
+        "rate worse (final training loss)",
+        "a user's report; this report's minibatch-safety chapter",
+        [STEM],
+        always_hurts,
+    ),
+    (
+        f"With the Teleporter's defaults (look-ahead acceptance) teleports do not make minibatch training worse: "
+        f"mean final training loss ≤ {MEAN_BOUND:g}× the run without teleports in every case, no seed worse by "
+        f"more than {100 * (SEED_BOUND - 1):.0f}%",
+        "this report's target for symtele.Teleporter",
+        [STEM],
+        lookahead_safe,
+    ),
+    (
+        "Teleports (with the look-ahead) speed up minibatch training: lower final training loss",
+        "writeup §1; this report's minibatch-safety chapter",
+        [STEM],
+        lookahead_helps,
+    ),
+]

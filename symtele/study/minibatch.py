@@ -1,0 +1,133 @@
+"""When a teleport hurts: minibatch training without teleports and with ``symtele.Teleporter``, its teleports
+accepted every time or only after their look-ahead (the report's notebook 09).
+
+* :func:`safety_runs`      — one network, optimiser and seed: the run without teleports, then one per ``accept``.
+* :func:`minibatch_safety` — every network × optimiser × seed of the settings.
+
+Their records reduce to the report's table with :func:`symtele.study.summaries.safety_table`.
+
+Every arm of a (network, optimiser, seed) starts from the same initial weights and takes the same minibatches.
+The teleported arms continue a copy of the run without teleports made before the minibatch step just before
+the first teleport (everything before it is the same computation; the look-ahead compares on the minibatch
+given to the Teleporter one step before a teleport, so the copy sees that step too).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .experiments import NETWORK_OPTIMIZERS, _checked, _MinibatchRun, minibatch_order
+from .settings import SAFETY, SafetySettings
+
+#: a record's ``method`` is the optimiser's name with this suffix, per arm (:data:`~symtele.study.summaries.ARMS`)
+ARM_SUFFIX = {"none": "", "always": "+rescale", "lookahead": "+rescale-lookahead"}
+__all__ = ["ARM_SUFFIX", "digits_inputs", "minibatch_order", "minibatch_safety", "network", "safety_runs"]
+
+
+def network(model_name: str, hidden=(32, 32)) -> torch.nn.Module:
+    """A fresh network of ``model_name`` (``digits-mlp`` with hidden widths ``hidden``, ``digits-cnn``,
+    ``digits-resnet``), initialised from torch's global generator."""
+    from ..models import digits_cnn, digits_mlp_net, digits_resnet
+
+    if model_name == "digits-mlp":
+        return digits_mlp_net(tuple(hidden))
+    return {"digits-cnn": digits_cnn, "digits-resnet": digits_resnet}[model_name]()
+
+
+def digits_inputs(model_name: str, seed: int, device="cpu"):
+    """``(x, y, x_test, y_test)``: the digits split and standardised with ``seed``, as 64 features for the MLP
+    and as 1×8×8 images for the convolutional networks."""
+    from ..tasks import digits_data
+
+    data = digits_data(seed, device=device)
+    shape = (-1, 64) if model_name == "digits-mlp" else (-1, 1, 8, 8)
+    return data.x_train.reshape(shape), data.y_train, data.x_test.reshape(shape), data.y_test
+
+
+def safety_runs(
+    model_name: str, optimizer: str, seed: int, settings: SafetySettings = SAFETY, *, device="cpu", share=True
+) -> list[dict]:
+    """Minibatch runs of ``model_name`` on the digits with ``optimizer``: one without teleports, then one per
+    entry of ``settings.accepts`` in which ``Teleporter(model, cross_entropy, optimizer, every=settings.every,
+    accept=accept)`` (every other argument at its default) is asked before every step whether to teleport.
+
+    Args:
+        model_name: ``digits-mlp``, ``digits-cnn`` or ``digits-resnet``.
+        optimizer: a key of ``settings.lrs`` (``sgd``, ``momentum``, ``adam``, ``adamw``).
+        seed: the data split, the initial weights (``torch.manual_seed(seed)``) and the minibatch order.
+        settings: the epochs, batch size, steps, teleport period and arms.
+        device: the torch device of the runs.
+        share: continue the teleported runs from a copy of the run without teleports (the same numbers as
+            running each from the start, which ``share=False`` does).
+
+    Returns:
+        One record per arm (``accept`` is ``None`` for the run without teleports). ``loss``, ``test_loss`` and
+        ``test_accuracy`` are measured on the whole training and held-out sets in eval mode, at the start and
+        after every epoch; ``grad_norm_sq`` is the first minibatch's ``‖∇L‖²``, then each epoch's mean over its
+        minibatches; ``time_s`` the run's clock after every epoch (teleports included); ``teleports`` the
+        Teleporter's records (``epoch`` is the minibatch step); ``final_*`` the last epoch's values.
+    """
+    from ..teleporter import Teleporter
+
+    s = _checked(settings, SafetySettings)
+    if optimizer not in s.lrs:
+        raise ValueError(f"Invalid optimizer: {optimizer!r} (the settings' lrs name {', '.join(s.lrs)})")
+    x, y, x_test, y_test = digits_inputs(model_name, seed, device)
+    batches = minibatch_order(len(y), s.batch_size, s.epochs, seed, device)
+    per_epoch, total = -(-len(y) // s.batch_size), len(batches)
+    fork = min(s.every - 1, total) if share else 0
+
+    def fresh() -> _MinibatchRun:
+        torch.manual_seed(seed)
+        model = network(model_name, s.hidden).to(device)
+        opt = NETWORK_OPTIMIZERS[optimizer](model.parameters(), s.lrs[optimizer])
+        return _MinibatchRun(model, opt, x, y, test=(x_test, y_test))
+
+    plain = fresh()
+    plain.advance(batches, 0, fork, per_epoch)
+    runs = [(None, plain, None)]
+    for accept in s.accepts:
+        run = plain.copy() if share else fresh()
+        teleporter = Teleporter(
+            run.model, torch.nn.functional.cross_entropy, run.optimizer, every=s.every, accept=accept
+        )
+        runs.append((accept, run, teleporter))
+    records = []
+    for accept, run, teleporter in runs:
+        run.advance(batches, fork, total, per_epoch, teleporter)
+        teleports = [] if teleporter is None else teleporter.records
+        records.append(
+            {
+                "problem": model_name,
+                "method": optimizer + ARM_SUFFIX[accept or "none"],
+                "seed": seed,
+                "optimizer": optimizer,
+                "lr": s.lrs[optimizer],
+                "accept": accept,
+                "every": None if accept is None else s.every,
+                "loss": run.losses,
+                "grad_norm_sq": run.grads,
+                "time_s": run.times,
+                "test_loss": run.test_losses,
+                "test_accuracy": run.test_accuracies,
+                "teleport_epochs": [r.epoch for r in teleports],
+                "teleports": [r.to_dict() for r in teleports],
+                "train_accuracy": run.accuracy,
+                "final_loss": run.losses[-1],
+                "final_test_loss": run.test_losses[-1],
+                "final_test_accuracy": run.test_accuracies[-1],
+                "steps": total,
+            }
+        )
+    return records
+
+
+def minibatch_safety(settings: SafetySettings = SAFETY, *, device="cpu") -> list[dict]:
+    """Every network × optimiser × seed of ``settings``, each :func:`safety_runs` (one record per arm)."""
+    s = _checked(settings, SafetySettings)
+    records = []
+    for model_name in s.models:
+        for optimizer in s.lrs:
+            for seed in s.seeds:
+                records += safety_runs(model_name, optimizer, seed, s, device=device)
+    return records
