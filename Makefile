@@ -88,6 +88,8 @@ SYMTELE_SOURCES := $(shell find symtele -name '*.py' -not -path 'symtele/explore
 REPORT_SOURCES := $(wildcard report/__init__.py report/assemble.py report/mathtext.py report/katex_render.js \
   report/*.md report/*.css report/page.html)
 APPENDIX_SOURCES := $(wildcard report/__init__.py report/appendix.* report/mathtext.py report/katex_render.js)
+# the library's API reference, generated from its docstrings (report/api.py)
+API := $(BUILD)/report/api/index.html
 
 # FIGURE_PDF=1: every figure also as PDF next to its PNG (for the notebooks that run in that build;
 # `make clean` first to have them all)
@@ -114,9 +116,9 @@ report: $(STAMP) $(KERNEL) $(KATEX)/package.json ## run the notebooks, write bui
 
 # every one of these is written to a temporary name and renamed into place, never half-written: make
 # must not delete one when the build is interrupted (it would, were its time stamp already new)
-.PRECIOUS: $(EXECUTED) $(APPENDICES) $(CLAIMS_APPENDIX) $(BUILD)/report/report.html $(BUILD)/report/report.pdf
+.PRECIOUS: $(EXECUTED) $(APPENDICES) $(CLAIMS_APPENDIX) $(API) $(BUILD)/report/report.html $(BUILD)/report/report.pdf
 
-report-files: $(BUILD)/report/report.html $(APPENDICES) $(CLAIMS_APPENDIX) $(if $(CHROMIUM),$(BUILD)/report/report.pdf,report-no-pdf)
+report-files: $(BUILD)/report/report.html $(APPENDICES) $(CLAIMS_APPENDIX) $(API) $(if $(CHROMIUM),$(BUILD)/report/report.pdf,report-no-pdf)
 
 $(BUILD)/notebooks/%.ipynb: $(NOTEBOOK_DIR)/%.ipynb $(BUILD)/params/%.json $(SYMTELE_SOURCES)
 	@nice -n $(if $(filter $*,$(wordlist 1,$(URGENT),$(LONGEST_FIRST))),0,$(NICE)) \
@@ -133,6 +135,9 @@ $(CLAIMS:%=$(BUILD)/notebooks/%.ipynb): $(filter-out $(CLAIMS:%=$(BUILD)/noteboo
 
 $(APPENDICES): $(OTHERS:%=$(BUILD)/notebooks/%.ipynb) $(APPENDIX_SOURCES)
 	@$(PY) -m report.appendix $(OTHERS) --build $(BUILD) $(KATEX_OPTION) && touch $@
+
+$(API): $(SYMTELE_SOURCES) report/api.py
+	@$(PY) -m report.api --build $(BUILD)
 
 $(CLAIMS_APPENDIX): $(BUILD)/report/appendix/%.html: $(BUILD)/notebooks/%.ipynb $(APPENDIX_SOURCES)
 	@$(PY) -m report.appendix $* --build $(BUILD) $(KATEX_OPTION)

@@ -171,6 +171,10 @@ def assemble(build: Path, stems: list[str], katex_dir: Path | None) -> Path:
         f" (<code>{s}.ipynb</code>, executed, with its code)</li>"
         for s in stems
     )
+    links += (
+        '<li><a href="api/index.html">The <code>symtele</code> API</a> (every public name of the library, '
+        "generated from its docstrings)</li>"
+    )
     parts.append(outline.headings("<h2>Appendices</h2>") + f'<ol type="A">{links}</ol>')
 
     math.typeset()

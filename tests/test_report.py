@@ -117,6 +117,15 @@ def test_quick_report_is_self_contained_and_has_the_claims_table(quick_build):
         assert "<table" in section.split("</section>", 1)[0]
 
 
+def test_the_report_links_the_api_reference_made_from_the_docstrings(quick_build):
+    build, _ = quick_build
+    assert 'href="api/index.html"' in (build / "report" / "report.html").read_text()
+    page = (build / "report" / "api" / "symtele" / "teleporter.html").read_text()
+    assert "class Teleporter" in page or "Teleporter" in page
+    assert "lookahead_batch" in page and "Raises" in page
+    assert (build / "report" / "api" / "symtele" / "teleports" / "discovery.html").exists()
+
+
 @pytest.mark.skipif(
     not any(shutil.which(b) for b in ("chromium", "chromium-browser", "google-chrome")),
     reason="no Chromium to print the PDF",
