@@ -45,7 +45,14 @@ def teleport_modules() -> list[str]:
 
 
 def write_api(build: Path) -> Path:
-    """Generate the pages into ``<build>/report/api`` (replacing the old ones whole); returns its index."""
+    """Generate the pages into ``<build>/report/api``, replacing the old ones whole.
+
+    Args:
+        build: the build folder.
+
+    Returns:
+        The index page's path.
+    """
     import pdoc
     import pdoc.render
 
@@ -67,6 +74,7 @@ def write_api(build: Path) -> Path:
 
 
 def main(argv=None) -> int:
+    """The command line: ``python -m report.api --build BUILD``; returns the exit status."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--build", type=Path, default=Path("build"))
     args = parser.parse_args(argv)

@@ -46,8 +46,11 @@ class TeleportRecord:
     state: str | None = None
 
     def __str__(self) -> str:
-        """One line: when, how far along the found path (``t``), ``‖∇L‖²`` and the loss before and after, the
-        cost and what happened to the optimiser's state (only the fields that were filled in)."""
+        """The record in one line.
+
+        When, how far along the found path (``t``), ``‖∇L‖²`` and the loss before and after, the cost and what
+        happened to the optimiser's state: only the fields that were filled in.
+        """
         parts = []
         if self.epoch is not None:
             parts.append(f"step={self.epoch}")
@@ -87,6 +90,7 @@ class TeleportRecord:
         return self.loss_after - self.loss_before
 
     def to_dict(self) -> dict:
+        """The record as plain data (JSON-ready, a row for pandas)."""
         return asdict(self)
 
 
@@ -114,13 +118,16 @@ class History:
 
     @property
     def teleport_epochs(self) -> list[int]:
+        """The epochs at which the run teleported."""
         return [t.epoch for t in self.teleports]
 
     @property
     def teleport_cost_s(self) -> float:
+        """The seconds its teleports took, together."""
         return float(sum(t.cost_s for t in self.teleports))
 
     def to_dict(self) -> dict:
+        """The history as plain data, with ``teleport_epochs``."""
         d = asdict(self)
         d["teleport_epochs"] = self.teleport_epochs
         return d

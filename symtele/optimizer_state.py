@@ -94,9 +94,10 @@ def check_optimizer(optimizer: torch.optim.Optimizer | None, state: str) -> None
 
 
 class DecayPart:
-    """Follows the weight-decay part ``P`` of SGD's momentum buffers (module docstring), so that
-    :func:`transport_state` can move the buffer exactly. Registers a step pre-hook on ``optimizer`` when
-    some group has momentum and a coupled weight decay; otherwise does nothing.
+    """Follows the weight-decay part ``P`` of SGD's momentum buffers (module docstring).
+
+    :func:`transport_state` moves the buffer exactly with it. It registers a step pre-hook on ``optimizer`` when
+    some group has momentum and a coupled weight decay; otherwise it does nothing.
 
     Args:
         optimizer: the user's optimiser.
@@ -140,8 +141,10 @@ class DecayPart:
 def transported(
     optimizer: torch.optim.Optimizer, factors: dict[nn.Parameter, torch.Tensor], decay: DecayPart | None = None
 ) -> tuple[dict[nn.Parameter, dict], list[str]]:
-    """The state each parameter of ``factors`` would have after ``p ← p·factor`` (module docstring), as new
-    tensors (the optimiser is not touched); and the entries moved, as ``"<key> ×e^(-ka)"`` strings.
+    """The state each parameter of ``factors`` would have after ``p ← p·factor`` (module docstring).
+
+    The state is returned as new tensors (the optimiser is not touched), with the entries moved, as
+    ``"<key> ×e^(-ka)"`` strings.
 
     Args:
         optimizer: an optimiser :func:`check_optimizer` accepts for ``"transport"``.

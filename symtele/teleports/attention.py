@@ -42,9 +42,15 @@ from torch import nn
 
 @dataclass(frozen=True)
 class Block:
-    """Rows of a parameter that one head's pair action moves: ``param`` (a name), the ``rows`` (a slice of its
-    first dimension, or of its second when ``columns`` is true: the output projection's), on the ``side``
-    ``"left"`` (``P ← Aᵀ P``) or ``"right"`` (``R ← A^{−1} R``)."""
+    """Rows of a parameter that one head's pair action moves.
+
+    Attributes:
+        param: the parameter's name.
+        rows: a slice of its first dimension, or of its second when ``columns`` is true (the output
+            projection's).
+        side: ``"left"`` (``P ← Aᵀ P``) or ``"right"`` (``R ← A^{−1} R``).
+        columns: whether ``rows`` slices the second dimension.
+    """
 
     param: str
     rows: slice
@@ -54,8 +60,13 @@ class Block:
 
 @dataclass(frozen=True)
 class PairGroup:
-    """One head's GL(d) symmetry: the blocks it moves (:class:`Block`) and their dimension ``d``; ``name``
-    says which module and head (``"attn.qk[3]"``)."""
+    """One head's GL(d) symmetry.
+
+    Attributes:
+        name: which module and head (``"attn.qk[3]"``).
+        d: the head's dimension.
+        blocks: the blocks it moves (:class:`Block`).
+    """
 
     name: str
     d: int
@@ -157,8 +168,11 @@ def ascend_pair(
 
 
 def act(group: PairGroup, a: torch.Tensor, params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """``params`` with the group's blocks moved by ``A`` (left ``Aᵀ P``, right ``A^{−1} R``); new tensors for the
-    parameters it touches, the others as they are. Differentiable in ``A`` and in the parameters."""
+    """``params`` with the group's blocks moved by ``A`` (left ``Aᵀ P``, right ``A^{−1} R``).
+
+    New tensors for the parameters it touches, the others as they are; differentiable in ``A`` and in the
+    parameters.
+    """
     out = dict(params)
     inverse = torch.linalg.inv(a)
     for block in group.blocks:
@@ -182,9 +196,21 @@ def pair_gradient_norm_reference(
     a: torch.Tensor,
     x: torch.Tensor,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``‖∇L(g_{A exp(εX)}·w)‖²`` at ``ε = 0`` and its derivative in ``ε``, by double backpropagation: act on the
-    parameters, differentiate the loss, square, and differentiate again. ``loss_of`` maps a dict of all the
-    parameters to the loss. The definition :func:`pair_objective` and :func:`pair_slope` are tested against."""
+    """``‖∇L(g_{A exp(εX)}·w)‖²`` at ``ε = 0`` and its derivative in ``ε``, by double backpropagation.
+
+    Act on the parameters, differentiate the loss, square, and differentiate again: the definition
+    :func:`pair_objective` and :func:`pair_slope` are tested against.
+
+    Args:
+        loss_of: maps a dict of all the parameters to the loss.
+        params: the parameters, by name.
+        group: the pair group.
+        a: the group element ``A`` to start from.
+        x: the direction ``X`` in the Lie algebra.
+
+    Returns:
+        ``(value, slope)``.
+    """
     with torch.enable_grad():
         eps = torch.zeros((), dtype=a.dtype, requires_grad=True)
         moved = act(group, a @ torch.linalg.matrix_exp(eps * x), {n: p.detach() for n, p in params.items()})

@@ -52,8 +52,11 @@ def _outputs(work, x, seed) -> list:
 
 
 def _change(before: list, after: list) -> float:
-    """The largest change of any output, relative to that output's largest finite entry (``inf`` if an output
-    is not comparable: another shape or type, a non-finite entry that moved, an integer that changed)."""
+    """The largest change of any output, relative to that output's largest finite entry.
+
+    ``inf`` if an output is not comparable: another shape or type, a non-finite entry that moved, an integer
+    that changed.
+    """
     if len(before) != len(after):
         return math.inf
     worst = 0.0
