@@ -1,5 +1,10 @@
 """TeleportCallback: teleports inside Lightning's Trainer.fit exactly as the Teleporter does in a hand-written loop."""
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -10,6 +15,8 @@ import symtele as st
 
 lightning = pytest.importorskip("lightning", reason="the optional extra symtele[lightning] is not installed")
 from symtele.integrations.lightning import TeleportCallback  # noqa: E402 (after the skip)
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 class Classifier(lightning.LightningModule):
@@ -75,3 +82,21 @@ def test_a_batch_that_is_not_a_pair_needs_batch_to_pair():
         callback.batch_to_pair({"x": torch.zeros(1)})
     with pytest.raises(TypeError, match="Invalid batch_to_pair"):
         TeleportCallback(F.cross_entropy, every=2, batch_to_pair="x")
+
+
+def test_the_callback_under_lightnings_ddp_strategy_keeps_the_processes_equal(tmp_path):
+    """Two CPU processes (gloo), each with its half of every batch: the teleports all-reduce the gradient, and
+    both processes end with the same parameters, bit for bit."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    script = ROOT / "tests" / "lightning_ddp_fit.py"
+    run = subprocess.run([sys.executable, str(script), str(tmp_path)], cwd=tmp_path, env=env, capture_output=True)
+    assert run.returncode == 0, run.stderr.decode()[-3000:]
+    ranks = [torch.load(tmp_path / f"{rank}.pt") for rank in range(2)]
+    for p, q in zip(ranks[0]["params"], ranks[1]["params"]):
+        assert torch.equal(p, q)
+    records = ranks[0]["records"]
+    assert [r["epoch"] for r in records] == [2, 4] and all(r["t"] == 1 for r in records)
+    n = sum(p.numel() for p in ranks[0]["params"])
+    assert all(r["trace"]["all_reduce_bytes"] == (n + 2) * 8 for r in records)
+    untimed = [[{k: v for k, v in r.items() if k != "cost_s"} for r in rank["records"]] for rank in ranks]
+    assert untimed[0] == untimed[1]

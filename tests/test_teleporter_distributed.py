@@ -1,6 +1,7 @@
 """The Teleporter under DistributedDataParallel: two gloo processes on the CPU teleport the global batch, stay
 bitwise equal, and match one process trained on the union of their batches; differing settings are refused."""
 
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -42,38 +43,41 @@ def _records(teleporter):
     return [(r.epoch, r.t, r.grad_evals, r.log_scales, r.trace.get("all_reduce_bytes")) for r in teleporter.records]
 
 
-def _on_each_process(rank, scenario, store, out):
+def _on_each_process(rank, store, out):
+    """Both scenarios in one process group (one start of the processes): training with teleports, then a
+    Teleporter whose ``state`` differs between the processes."""
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=WORLD)
     torch.set_num_threads(1)
     try:
         model = _network()
         ddp = DistributedDataParallel(model)
         optimizer = torch.optim.SGD(ddp.parameters(), lr=0.1, momentum=0.9)
-        if scenario == "train":
-            teleporter = _teleporter(ddp, optimizer)
-            mine = [(x[rank::WORLD], y[rank::WORLD]) for x, y in _global_batches()]
-            _train(model, ddp, teleporter, optimizer, mine)
-            result = {"params": [p.detach().clone() for p in model.parameters()], "records": _records(teleporter)}
-        else:  # one process transports the optimiser's state, the other keeps it
-            teleporter = _teleporter(ddp, optimizer, state="transport" if rank == 0 else "keep")
-            x, y = _global_batches()[0]
-            try:
-                teleporter.maybe(0, x[rank::WORLD], y[rank::WORLD])
-                result = {"error": None}
-            except ValueError as error:
-                result = {"error": str(error)}
+        teleporter = _teleporter(ddp, optimizer)
+        mine = [(x[rank::WORLD], y[rank::WORLD]) for x, y in _global_batches()]
+        _train(model, ddp, teleporter, optimizer, mine)
+        result = {"params": [p.detach().clone() for p in model.parameters()], "records": _records(teleporter)}
+        # one process transports the optimiser's state, the other keeps it
+        teleporter = _teleporter(ddp, optimizer, state="transport" if rank == 0 else "keep")
+        x, y = mine[0]
+        try:
+            teleporter.maybe(0, x, y)
+            result["error"] = None
+        except ValueError as error:
+            result["error"] = str(error)
     finally:
         dist.destroy_process_group()
     torch.save(result, f"{out}/{rank}.pt")
 
 
-def _run(scenario, tmp_path):
-    mp.spawn(_on_each_process, args=(scenario, tmp_path / "store", tmp_path), nprocs=WORLD, join=True)
-    return [torch.load(tmp_path / f"{rank}.pt") for rank in range(WORLD)]
+@pytest.fixture(scope="module")
+def ranks(tmp_path_factory):
+    """What each of the two processes returned."""
+    folder = tmp_path_factory.mktemp("ddp")
+    mp.spawn(_on_each_process, args=(folder / "store", folder), nprocs=WORLD, join=True)
+    return [torch.load(folder / f"{rank}.pt") for rank in range(WORLD)]
 
 
-def test_processes_teleport_the_global_batch_as_one_process_does_on_the_union(tmp_path):
-    ranks = _run("train", tmp_path)
+def test_processes_teleport_the_global_batch_as_one_process_does_on_the_union(ranks):
     for p, q in zip(ranks[0]["params"], ranks[1]["params"]):
         assert torch.equal(p, q)  # bitwise: the same group element and the same state on both
     assert ranks[0]["records"] == ranks[1]["records"]
@@ -96,8 +100,7 @@ def test_processes_teleport_the_global_batch_as_one_process_does_on_the_union(tm
         torch.testing.assert_close(p, q.detach(), rtol=1e-6, atol=1e-9)
 
 
-def test_settings_that_differ_between_processes_are_refused_on_every_process(tmp_path):
-    ranks = _run("mismatch", tmp_path)
+def test_settings_that_differ_between_processes_are_refused_on_every_process(ranks):
     for rank in ranks:
         assert rank["error"] is not None
         assert "differ between the processes" in rank["error"]
