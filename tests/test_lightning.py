@@ -100,3 +100,16 @@ def test_the_callback_under_lightnings_ddp_strategy_keeps_the_processes_equal(tm
     assert all(r["trace"]["all_reduce_bytes"] == (n + 2) * 8 for r in records)
     untimed = [[{k: v for k, v in r.items() if k != "cost_s"} for r in rank["records"]] for rank in ranks]
     assert untimed[0] == untimed[1]
+
+
+def test_the_readme_lightning_example_runs():
+    import re
+
+    text = (ROOT / "README.md").read_text()
+    section = text[text.index("### Distributed, mixed precision, compiled, accumulated, Lightning") :].split("\n## ")[0]
+    code = re.findall(r"```python\n(.*?)```", section, re.S)[-1]
+    assert "TeleportCallback" in code
+    namespace: dict = {}
+    exec(compile(code, "README.md", "exec"), namespace)
+    records = namespace["callback"].records
+    assert [r.epoch for r in records] == [10, 20, 30] and all(r.grad_evals == 1 for r in records)

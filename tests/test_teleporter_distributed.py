@@ -1,6 +1,12 @@
 """The Teleporter under DistributedDataParallel: two gloo processes on the CPU teleport the global batch, stay
 bitwise equal, and match one process trained on the union of their batches; differing settings are refused."""
 
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 import torch.distributed as dist
@@ -12,6 +18,7 @@ from torch.nn.parallel import DistributedDataParallel
 import symtele as st
 
 WORLD, STEPS, PER_RANK = 2, 10, 16
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _network():
@@ -43,9 +50,16 @@ def _records(teleporter):
     return [(r.epoch, r.t, r.grad_evals, r.log_scales, r.trace.get("all_reduce_bytes")) for r in teleporter.records]
 
 
+def _readme_example() -> str:
+    """The README's DDP example (the first of its subsection on training setups)."""
+    text = (ROOT / "README.md").read_text()
+    section = text[text.index("### Distributed, mixed precision, compiled, accumulated, Lightning") :].split("\n## ")[0]
+    return re.findall(r"```python\n(.*?)```", section, re.S)[0]
+
+
 def _on_each_process(rank, store, out):
-    """Both scenarios in one process group (one start of the processes): training with teleports, then a
-    Teleporter whose ``state`` differs between the processes."""
+    """Both scenarios in one start of the processes: training with teleports, then a Teleporter whose ``state``
+    differs between the processes."""
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=WORLD)
     torch.set_num_threads(1)
     try:
@@ -105,3 +119,18 @@ def test_settings_that_differ_between_processes_are_refused_on_every_process(ran
         assert rank["error"] is not None
         assert "differ between the processes" in rank["error"]
         assert "state: process 0 'transport', process 1 'keep'" in rank["error"]
+
+
+def test_the_readme_ddp_example_runs(tmp_path):
+    """The README's DDP example as a script (its own two processes), its process group on a file, not a port."""
+    code = _readme_example()
+    assert 'init_method="tcp://127.0.0.1:29517"' in code
+    code = code.replace('"tcp://127.0.0.1:29517"', repr(f"file://{tmp_path / 'store'}"))
+    (tmp_path / "ddp_example.py").write_text(code)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    run = subprocess.run(
+        [sys.executable, "ddp_example.py"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    lines = [line.split(",")[0] for line in run.stdout.splitlines()]
+    assert lines == ["TeleportRecord(step=10", "TeleportRecord(step=20"]  # printed by process 0

@@ -152,3 +152,28 @@ def test_the_teleporter_of_a_compiled_model_acts_on_the_original_module():
     assert a.log_scales == b.log_scales
     for p, q in zip(model.parameters(), compiled.parameters()):
         assert torch.equal(p, q)
+
+
+def _readme_examples():
+    """The Python examples of the README's subsection on training setups, in order."""
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = text[text.index("### Distributed, mixed precision, compiled, accumulated, Lightning") :].split("\n## ")[0]
+    return re.findall(r"```python\n(.*?)```", section, re.S)
+
+
+def test_the_readme_examples_of_accumulation_mixed_precision_and_compile_run():
+    """As pasted, but compiled with the eager backend (the default, inductor, needs a C++ compiler)."""
+    distributed, accumulation, mixed, compiled, lightning = _readme_examples()
+    assert "torch.compile(model)" in compiled
+    compiled = compiled.replace("torch.compile(model)", 'torch.compile(model, backend="eager")')
+    namespace: dict = {}
+    exec(compile(accumulation, "README.md", "exec"), namespace)
+    assert [r.epoch for r in namespace["teleporter"].records] == [10, 20]
+    exec(compile(mixed, "README.md", "exec"), namespace)
+    assert [r.epoch for r in namespace["teleporter"].records] == [10, 20, 30, 40, 50]
+    exec(compile(compiled, "README.md", "exec"), namespace)
+    records = namespace["teleporter"].records
+    assert [r.epoch for r in records] == [10, 20] and all(r.grad_evals == 1 for r in records)
