@@ -25,14 +25,12 @@ def group_size(group) -> int:
 
 def default_group(wrapper_group, process_group):
     """The process group a teleport averages over: the one given, else the ``DistributedDataParallel``
-    wrapper's, else the default group when ``torch.distributed`` is initialised, else ``None`` (one process)."""
-    if process_group is not None:
-        return process_group
-    if wrapper_group is not None:
-        return wrapper_group
-    if dist.is_available() and dist.is_initialized():
-        return dist.group.WORLD
-    return None
+    wrapper's, else the default group when ``torch.distributed`` is initialised; ``None`` when that is none or
+    a group of one process (nothing to send)."""
+    group = process_group if process_group is not None else wrapper_group
+    if group is None and dist.is_available() and dist.is_initialized():
+        group = dist.group.WORLD
+    return None if group is None or dist.get_world_size(group) == 1 else group
 
 
 def mean_over(group, tensors: list[torch.Tensor], extra: list[float]) -> tuple[list[torch.Tensor], list[float], int]:

@@ -1,6 +1,7 @@
 """The Teleporter under DistributedDataParallel: two gloo processes on the CPU teleport the global batch, stay
 bitwise equal, and match one process trained on the union of their batches; differing settings are refused."""
 
+import copy
 import os
 import re
 import subprocess
@@ -70,6 +71,16 @@ def _on_each_process(rank, store, out):
         mine = [(x[rank::WORLD], y[rank::WORLD]) for x, y in _global_batches()]
         _train(model, ddp, teleporter, optimizer, mine)
         result = {"params": [p.detach().clone() for p in model.parameters()], "records": _records(teleporter)}
+        # the unwrapped model with a group given: all processes; a group of one: each process on its own batch
+        everyone = dist.new_group(list(range(WORLD)))
+        alone = [dist.new_group([r]) for r in range(WORLD)][rank]  # every process makes every group
+        for name, group in (("everyone", everyone), ("alone", alone)):
+            snapshot = copy.deepcopy(model)
+            teleporter = st.Teleporter(
+                snapshot, F.cross_entropy, schedule=[0], accept="always", state="keep", process_group=group
+            )
+            record = teleporter.maybe(0, *mine[0])
+            result[name] = (record.log_scales, record.trace.get("all_reduce_bytes"))
         # one process transports the optimiser's state, the other keeps it
         teleporter = _teleporter(ddp, optimizer, state="transport" if rank == 0 else "keep")
         x, y = mine[0]
@@ -112,6 +123,12 @@ def test_processes_teleport_the_global_batch_as_one_process_does_on_the_union(ra
         assert sent == (n + 2) * 8  # every gradient, the loss and a flag, in float64: one buffer
     for p, q in zip(ranks[0]["params"], model.parameters()):
         torch.testing.assert_close(p, q.detach(), rtol=1e-6, atol=1e-9)
+
+
+def test_a_process_group_given_is_the_one_averaged_over(ranks):
+    assert ranks[0]["everyone"] == ranks[1]["everyone"] and ranks[0]["everyone"][1] > 0
+    assert ranks[0]["alone"][0] != ranks[1]["alone"][0]  # each process's own batch, and nothing sent
+    assert ranks[0]["alone"][1] is None and ranks[1]["alone"][1] is None
 
 
 def test_settings_that_differ_between_processes_are_refused_on_every_process(ranks):
