@@ -362,7 +362,7 @@ class Teleporter:
         """The mean loss over the micro-batches (and the processes) and its gradient in every parameter, whether
         every process has a batch to judge the look-ahead on, and the bytes all-reduced; errors of the user's
         model and loss are re-raised saying where they came from, before anything changes."""
-        grads = {n: torch.zeros_like(p) for n, p in named.items()}
+        grads = dict.fromkeys(named)  # the first micro-batch's gradient as it comes, the others added to it
         total = 0.0
         with torch.enable_grad():
             leaves = {n: p.detach().requires_grad_(True) for n, p in named.items()}
@@ -384,8 +384,9 @@ class Teleporter:
                 parts = torch.autograd.grad(loss / len(batches), list(leaves.values()), allow_unused=True)
                 for n, g in zip(named, parts):
                     if g is not None:
-                        grads[n] += g
+                        grads[n] = g if grads[n] is None else grads[n].add_(g)
                 total += float(loss.detach()) / len(batches)
+        grads = {n: torch.zeros_like(named[n]) if g is None else g for n, g in grads.items()}
         sent, judging = 0, float(judged)
         if self.group is not None:
             names = list(grads)
