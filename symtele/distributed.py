@@ -33,26 +33,38 @@ def default_group(wrapper_group, process_group):
     return None if group is None or dist.get_world_size(group) == 1 else group
 
 
-def mean_over(group, tensors: list[torch.Tensor], extra: list[float]) -> tuple[list[torch.Tensor], list[float], int]:
+def mean_over(
+    group, tensors: list[torch.Tensor], extra: list[float], buffer: torch.Tensor | None = None
+) -> tuple[list[torch.Tensor], list[float], torch.Tensor]:
     """The mean over the processes of ``group`` of every tensor and number, by one ``all_reduce`` (a sum) of
     one flat buffer, in float32 or wider (the tensors' widest floating dtype).
 
+    Args:
+        group: the process group.
+        tensors: the tensors to average (the gradient, say).
+        extra: numbers to average with them.
+        buffer: the flat buffer of a previous call, reused when it fits (no new allocation).
+
     Returns:
-        ``(tensors, numbers, bytes)``: the means, shaped and typed as given, and the size of the buffer sent.
+        ``(tensors, numbers, buffer)``: the means, shaped and typed as given (views of ``buffer`` where the type
+        is the buffer's), and the buffer sent.
     """
     dtype = torch.float32
     for t in tensors:
         dtype = torch.promote_types(dtype, t.dtype)
     device = tensors[0].device if tensors else torch.device("cpu")
     numbers = torch.tensor(extra, dtype=dtype, device=device)
-    flat = torch.cat([t.detach().reshape(-1).to(dtype) for t in tensors] + [numbers])
+    size = sum(t.numel() for t in tensors) + len(extra)
+    if buffer is None or buffer.numel() != size or buffer.dtype != dtype or buffer.device != device:
+        buffer = torch.empty(size, dtype=dtype, device=device)
+    flat = torch.cat([t.detach().reshape(-1).to(dtype) for t in tensors] + [numbers], out=buffer)
     dist.all_reduce(flat, op=dist.ReduceOp.SUM, group=group)
     flat /= group_size(group)
     out, start = [], 0
     for t in tensors:
         out.append(flat[start : start + t.numel()].view(t.shape).to(t.dtype))
         start += t.numel()
-    return out, flat[start:].tolist(), flat.numel() * flat.element_size()
+    return out, flat[start:].tolist(), flat
 
 
 def mean_value(group, value: float) -> float:

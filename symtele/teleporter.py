@@ -225,6 +225,7 @@ class Teleporter:
         self.records: list[TeleportRecord] = []
         self._previous = None  # the minibatch before a teleport's: what the look-ahead judges on
         self._checked = distributed.group_size(self.group) == 1  # the settings agree between the processes
+        self._buffer = None  # under torch.distributed: the flat buffer all-reduced, kept for the next teleport
 
     def _check_processes(self) -> None:
         """Once, under ``torch.distributed``: the same settings on every process (one small all-gather)."""
@@ -390,8 +391,11 @@ class Teleporter:
         sent, judging = 0, float(judged)
         if self.group is not None:
             names = list(grads)
-            reduced, (total, judging), sent = distributed.mean_over(self.group, list(grads.values()), [total, judging])
+            reduced, (total, judging), self._buffer = distributed.mean_over(
+                self.group, list(grads.values()), [total, judging], self._buffer
+            )
             grads = dict(zip(names, reduced))
+            sent = self._buffer.numel() * self._buffer.element_size()
         if total != total or abs(total) == float("inf"):
             where = "on the teleport batch" if self.group is None else "on the global teleport batch"
             raise ValueError(f"Invalid loss: {total} {where} (not finite); nothing was changed")
