@@ -9,7 +9,10 @@ its gradient once, the processes all-reduce one flat buffer (every gradient, the
 ``all_reduce`` per teleport), and each runs the same ascent on the same ``ḡ``: every process finds and
 applies the same group element, and transports its (identical) optimiser state the same way. The loss
 checks and the look-ahead's trial losses are means over the processes too (one all-reduce of a scalar
-each), so that every process makes the same decisions.
+each), so that every process makes the same decisions. The record's ``trace["all_reduce_bytes"]`` is the
+size of the buffer (the Teleporter keeps it from one teleport to the next). Each process computes one
+gradient, as a single process does. A model or loss that raises on one process only leaves the others
+waiting in the all-reduce, as it would in ``DistributedDataParallel``'s backward.
 """
 
 from __future__ import annotations

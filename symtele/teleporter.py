@@ -267,11 +267,10 @@ class Teleporter:
             The teleport's record, or ``None`` when ``step`` is not on the schedule.
         """
         checks.count("step", step)
-        batches = _micro_batches("inputs", inputs, targets)
         self._check_processes()
         record = self.teleport(inputs, targets, step=step) if self.schedule.due(step) else None
         if self.accept == "lookahead" and self.lookahead_batch is None and self.schedule.due(step + 1):
-            self._previous = _detached_copy([x for x, _ in batches]), _detached_copy([y for _, y in batches])
+            self._previous = _detached_copy(inputs), _detached_copy(targets)  # checked when it is used
         return record
 
     def teleport(self, inputs, targets, *, step: int | None = None, lookahead_batch=None):
