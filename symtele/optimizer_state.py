@@ -30,8 +30,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .states import STATES  # noqa: F401 (the modes, defined once; imported from here by the Teleporter)
-
 #: how each optimiser state entry transforms under ``p ← p·e^{a}``: the power of ``e^{−a}`` it takes
 TRANSPORT = {
     torch.optim.SGD: {"momentum_buffer": 1},

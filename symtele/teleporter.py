@@ -20,21 +20,38 @@ the run without teleports, bit for bit.
 **Optimiser state** at a teleport, ``state=`` (:mod:`~symtele.optimizer_state`): ``"transport"`` (moved by the
 same group action as the gradient: the state the same run would have had in the teleported coordinates),
 ``"keep"`` (left as it is, what the course project does) or ``"reset"`` (cleared).
+
+**Training setups.** ``model`` may be wrapped by ``DistributedDataParallel`` (``model.module`` is teleported)
+and compiled by ``torch.compile`` (``model._orig_mod``: the compiled module shares its parameters, which the
+teleport rescales in place, without a recompile). Under ``torch.distributed`` a teleport is one teleport of
+the global batch (:mod:`~symtele.distributed`): every process must call :meth:`Teleporter.maybe` at every step,
+as it calls the model. Under ``torch.autocast`` the teleport's own forward and backward passes run with
+autocast disabled, in the parameters' precision (float32 for a float32 model trained in bf16 or fp16): its
+gradient and closed-form sums are float32 or wider, and the loss checks compare float32 losses. A
+``GradScaler``'s scale plays no part: the teleport computes its own, unscaled, gradient. With gradient
+accumulation, pass the micro-batches of the next optimiser step as lists, ``maybe(step, [x1, x2], [y1, y2])``:
+the teleport's loss is their mean, ``(1/K) Σ_k loss_fn(model(x_k), y_k)``, and its gradient the mean of
+theirs, as in a loop that divides each micro-batch's loss by ``K`` before ``backward()``.
 """
 
 from __future__ import annotations
 
+import contextlib
+import sys
 from collections.abc import Callable
 
 import torch
+import torch.distributed as dist
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
-from . import checks
+from . import checks, distributed
 from .history import TeleportRecord
 from .lookahead import HORIZON, TRIALS, shadow_step
 from .objective import grad_norm_sq
-from .optimizer_state import STATES, DecayPart, check_optimizer, l2_penalty, transport_state, transported
+from .optimizer_state import DecayPart, check_optimizer, l2_penalty, transport_state, transported
 from .schedule import Schedule
+from .states import STATES
 from .teleports.rescale import Rescale, rescale_teleport, symmetry_of
 
 #: how a teleport is accepted: after the look-ahead agrees, or always (the writeup's experiments)
@@ -52,13 +69,28 @@ def _with_context(error: Exception, context: str) -> Exception:
 
 
 def _batch(name: str, batch):
-    """``(inputs, targets)`` checked; ``None`` stays ``None``."""
+    """``(inputs, targets)`` checked (``inputs`` a tensor or a list of micro-batches' inputs); ``None`` stays
+    ``None``."""
     if batch is None:
         return None
-    if not isinstance(batch, (tuple, list)) or len(batch) != 2 or not isinstance(batch[0], torch.Tensor):
-        raise TypeError(f"Invalid {name}: expected a pair (inputs, targets) of tensors, got {type(batch).__name__}")
-    _inputs(name, batch[0])
+    if not isinstance(batch, (tuple, list)) or len(batch) != 2:
+        raise TypeError(f"Invalid {name}: expected a pair (inputs, targets), got {type(batch).__name__}")
+    _micro_batches(name, *batch)
     return tuple(batch)
+
+
+def _micro_batches(name: str, inputs, targets) -> list[tuple[torch.Tensor, object]]:
+    """``[(inputs, targets)]``, or the micro-batches ``[(x1, y1), (x2, y2), …]`` when ``inputs`` and
+    ``targets`` are lists of the same length (gradient accumulation); every input checked."""
+    if isinstance(inputs, (list, tuple)):
+        if not isinstance(targets, (list, tuple)) or len(targets) != len(inputs) or not inputs:
+            given = f"{len(targets)} targets" if isinstance(targets, (list, tuple)) else type(targets).__name__
+            raise ValueError(
+                f"Invalid {name}: {len(inputs)} micro-batches of inputs but {given}; give lists of the same "
+                "non-zero length"
+            )
+        return [(_inputs(f"{name}[{k}]", x), y) for k, (x, y) in enumerate(zip(inputs, targets))]
+    return [(_inputs(name, inputs), targets)]
 
 
 def _inputs(name: str, inputs: torch.Tensor) -> torch.Tensor:
@@ -70,14 +102,41 @@ def _inputs(name: str, inputs: torch.Tensor) -> torch.Tensor:
 
 
 def _detached_copy(value):
+    if isinstance(value, (list, tuple)):
+        return [_detached_copy(v) for v in value]
     return value.detach().clone() if isinstance(value, torch.Tensor) else value
+
+
+def unwrap(model: nn.Module) -> tuple[nn.Module, object]:
+    """The module a teleport acts on, under ``DistributedDataParallel`` (``.module``) and ``torch.compile``
+    (``._orig_mod``, which shares its parameters with the compiled module), and the wrapper's process group
+    (``None`` without one)."""
+    group = None
+    while True:
+        if isinstance(model, DistributedDataParallel):
+            group, model = model.process_group, model.module
+            continue
+        eval_frame = sys.modules.get("torch._dynamo.eval_frame")  # not imported: nothing is compiled
+        if eval_frame is not None and isinstance(model, eval_frame.OptimizedModule):
+            model = model._orig_mod
+            continue
+        return model, group
+
+
+def _full_precision(params) -> contextlib.ExitStack:
+    """Autocast disabled on the parameters' devices: the teleport's passes run in the parameters' dtype."""
+    stack = contextlib.ExitStack()
+    for kind in sorted({p.device.type for p in params} | {"cpu"}):
+        stack.enter_context(torch.autocast(device_type=kind, enabled=False))
+    return stack
 
 
 class Teleporter:
     """Teleports ``model`` in place on a schedule, inside the user's training loop (module docstring).
 
     Args:
-        model: the network being trained (any ``nn.Module`` that ``torch.fx`` can trace).
+        model: the network being trained (any ``nn.Module`` that ``torch.fx`` can trace), also wrapped by
+            ``DistributedDataParallel`` or compiled by ``torch.compile``.
         loss_fn: ``loss_fn(model(inputs), targets)`` is the scalar loss the user trains on.
         optimizer: the ``torch.optim`` optimiser training ``model``; needed unless ``state="keep"`` and
             ``accept="always"``.
@@ -92,12 +151,18 @@ class Teleporter:
             :meth:`maybe` at the step before the teleport.
         horizon: the look-ahead's step is the optimiser's with its learning rate times ``horizon`` (10): where
             about the next ``horizon`` steps lead (:mod:`~symtele.lookahead`); 1 tries the next step alone.
+        process_group: the ``torch.distributed`` process group whose global batch a teleport is of
+            (:mod:`~symtele.distributed`); by default the ``DistributedDataParallel`` wrapper's, else the
+            default group when ``torch.distributed`` is initialised, else none (one process). A group of one
+            process teleports on that process's batch alone.
 
     Raises:
         TypeError: a model, loss, optimiser or teleport of the wrong kind; an optimiser whose state cannot be
             treated as ``state`` says (L-BFGS; ``transport`` of an unknown optimiser or of coupled weight decay
             in Adam, RMSprop, Adagrad).
-        ValueError: no schedule or two; a missing optimiser; an unknown ``state`` or ``accept``.
+        ValueError: no schedule or two; a missing optimiser; an unknown ``state`` or ``accept``; under
+            ``torch.distributed``, settings that differ between the processes (at the first call of
+            :meth:`maybe` or :meth:`teleport`, on every process).
 
     ``records`` keeps one :class:`~symtele.history.TeleportRecord` per teleport (``epoch`` is the step).
     """
@@ -116,6 +181,7 @@ class Teleporter:
         accept: str = "lookahead",
         lookahead_batch=None,
         horizon: float = HORIZON,
+        process_group=None,
     ):
         if not isinstance(model, nn.Module):
             raise TypeError(f"Invalid model: expected a torch.nn.Module, got {type(model).__name__}")
@@ -147,14 +213,46 @@ class Teleporter:
             teleport = Rescale()
         if not isinstance(teleport, Rescale):
             raise TypeError(f"Invalid teleport: expected a symtele.Rescale, got {type(teleport).__name__}")
+        if process_group is not None and not isinstance(process_group, dist.ProcessGroup):
+            raise TypeError(
+                f"Invalid process_group: expected a torch.distributed.ProcessGroup, got {type(process_group).__name__}"
+            )
         self.lookahead_batch = _batch("lookahead_batch", lookahead_batch)
         self.horizon = checks.positive("horizon", horizon)
+        self.module, wrapper_group = unwrap(model)
+        self.group = distributed.default_group(wrapper_group, process_group)
         self.model, self.loss_fn, self.optimizer, self.teleport_ = model, loss_fn, optimizer, teleport
         self.decay = DecayPart(optimizer) if state == "transport" else None
         self.records: list[TeleportRecord] = []
         self._previous = None  # the minibatch before a teleport's: what the look-ahead judges on
+        self._checked = distributed.group_size(self.group) == 1  # the settings agree between the processes
+        self._buffer = None  # under torch.distributed: the flat buffer all-reduced, kept for the next teleport
 
-    def maybe(self, step: int, inputs: torch.Tensor, targets) -> TeleportRecord | None:
+    def _check_processes(self) -> None:
+        """Once, under ``torch.distributed``: the same settings on every process (one small all-gather)."""
+        if self._checked:
+            return
+        optimizer = self.optimizer
+        groups = (
+            None
+            if optimizer is None
+            else [{k: repr(v) for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
+        )
+        settings = {
+            "schedule": repr(self.schedule),
+            "teleport": repr(self.teleport_),
+            "state": self.state,
+            "accept": self.accept,
+            "horizon": self.horizon,
+            "lookahead_batch": self.lookahead_batch is not None,
+            "optimizer": None if optimizer is None else type(optimizer).__name__,
+            "optimizer groups": groups,
+            "parameters": [(n, tuple(p.shape)) for n, p in self.module.named_parameters()],
+        }
+        distributed.check_same_settings(self.group, settings)
+        self._checked = True
+
+    def maybe(self, step: int, inputs, targets) -> TeleportRecord | None:
         """Teleport on ``(inputs, targets)`` if ``step`` is on the schedule.
 
         Call it at every step, before the optimiser's step, with that step's minibatch: the minibatch of the
@@ -162,25 +260,28 @@ class Teleporter:
 
         Args:
             step: the step about to be taken (0-based).
-            inputs: the minibatch's inputs.
-            targets: its targets.
+            inputs: the minibatch's inputs, or a list of the inputs of the step's micro-batches (gradient
+                accumulation: the teleport's loss is their mean).
+            targets: its targets, or a list of the micro-batches' targets.
 
         Returns:
             The teleport's record, or ``None`` when ``step`` is not on the schedule.
         """
         checks.count("step", step)
+        self._check_processes()
         record = self.teleport(inputs, targets, step=step) if self.schedule.due(step) else None
         if self.accept == "lookahead" and self.lookahead_batch is None and self.schedule.due(step + 1):
-            self._previous = (_detached_copy(inputs), _detached_copy(targets))
+            self._previous = _detached_copy(inputs), _detached_copy(targets)  # checked when it is used
         return record
 
-    def teleport(self, inputs: torch.Tensor, targets, *, step: int | None = None, lookahead_batch=None):
+    def teleport(self, inputs, targets, *, step: int | None = None, lookahead_batch=None):
         """Teleport now, on the batch ``(inputs, targets)``: one gradient, the closed-form ascent, the look-ahead
         (unless ``accept="always"``), the parameters rescaled in place, the optimiser's state treated.
 
         Args:
-            inputs: the teleport batch's inputs (the batch the next optimiser step is computed on).
-            targets: its targets.
+            inputs: the teleport batch's inputs (the batch the next optimiser step is computed on), or a list
+                of its micro-batches' inputs.
+            targets: its targets, or a list of the micro-batches' targets.
             step: the step, for the record.
             lookahead_batch: ``(inputs, targets)`` to judge the next step on, for this teleport only.
 
@@ -192,38 +293,48 @@ class Teleporter:
                 without rescalable units (before anything changes).
             Exception: what the model or the loss function raised on the teleport batch, with that context.
         """
-        _inputs("inputs", inputs)
+        batches = _micro_batches("inputs", inputs, targets)
         judge = _batch("lookahead_batch", lookahead_batch) or self.lookahead_batch or self._previous
-        model = self.model
-        symmetry = symmetry_of(model, inputs)
+        judge = None if judge is None else _micro_batches("lookahead_batch", *judge)
+        self._check_processes()
+        model = self.module
+        symmetry = symmetry_of(model, batches[0][0])
         named = dict(model.named_parameters())
         saved = {n: b.clone() for n, b in model.named_buffers()}
         cuda = sorted({p.device.index or 0 for p in named.values() if p.is_cuda})
-        with torch.random.fork_rng(devices=cuda):  # the user's random stream is left as it was
+        with torch.random.fork_rng(devices=cuda), _full_precision(named.values()):  # the user's stream is kept
             seed = int(torch.randint(0, 2**62, ()))
 
-            def output(params, x):  # the same dropout masks every time, on copies of the running statistics
+            def outputs(params, data):  # the same dropout masks every time, on copies of the running statistics
                 torch.manual_seed(seed)
                 buffers = {n: b.clone() for n, b in saved.items()}
-                return torch.func.functional_call(model, {**params, **buffers}, (x,))
+                for x, y in data:
+                    yield torch.func.functional_call(model, {**params, **buffers}, (x,)), y
+
+            def mean_loss(params, data) -> float:  # the mean over the micro-batches and over the processes
+                with torch.no_grad():
+                    value = float(sum(self.loss_fn(out, y) for out, y in outputs(params, data)) / len(data))
+                return value if self.group is None else distributed.mean_value(self.group, value)
 
             def loss_of(params):
-                return self.loss_fn(output(params, inputs), targets)
+                return torch.tensor(mean_loss(params, batches), dtype=torch.float64)
 
             try:
-                loss, grads = self._gradient(output, named, inputs, targets)
+                loss, grads, sent, judged = self._gradient(outputs, named, batches, judge is not None)
                 params = {n: p.detach() for n, p in named.items()}
                 _, _, factors, record = rescale_teleport(params, grads, symmetry, loss_of, loss, self.teleport_)
                 record.grad_evals, record.forward_evals = 1, 1
+                if self.group is not None:
+                    record.trace["all_reduce_bytes"] = sent
                 by_param = {named[n]: f for n, f in factors.items()}
                 t = 1.0 if record.grad_norm_sq_after > record.grad_norm_sq_before else 0.0
                 if self.accept == "lookahead" and t:
-                    t = self._look_ahead(record, by_param, {named[n]: g for n, g in grads.items()}, judge, output)
+                    grads_by_param = {named[n]: g for n, g in grads.items()}
+                    t = self._look_ahead(record, by_param, grads_by_param, judge if judged else None, mean_loss)
                 if 0 < t < 1:
                     by_param = {p: f**t for p, f in by_param.items()}
                     moved = {n: p * by_param[named[n]] if named[n] in by_param else p for n, p in params.items()}
-                    with torch.no_grad():
-                        record.loss_after = float(loss_of(moved))
+                    record.loss_after = mean_loss(moved, batches)
                     record.forward_evals += 1
                     record.grad_norm_sq_after = float(
                         grad_norm_sq([g / by_param[named[n]] if named[n] in by_param else g for n, g in grads.items()])
@@ -248,32 +359,54 @@ class Teleporter:
         self.records.append(record)
         return record
 
-    def _gradient(self, output, named, inputs, targets):
-        """The loss on the teleport batch and its gradient in every parameter; errors of the user's model and
-        loss are re-raised saying where they came from, before anything changes."""
+    def _gradient(self, outputs, named, batches, judged: bool):
+        """The mean loss over the micro-batches (and the processes) and its gradient in every parameter, whether
+        every process has a batch to judge the look-ahead on, and the bytes all-reduced; errors of the user's
+        model and loss are re-raised saying where they came from, before anything changes."""
+        grads = dict.fromkeys(named)  # the first micro-batch's gradient as it comes, the others added to it
+        total = 0.0
         with torch.enable_grad():
             leaves = {n: p.detach().requires_grad_(True) for n, p in named.items()}
-            try:
-                out = output(leaves, inputs)
-            except Exception as error:  # noqa: BLE001
-                raise _with_context(error, "the model raised on the teleport batch's inputs") from error
-            try:
-                loss = self.loss_fn(out, targets)
-            except Exception as error:  # noqa: BLE001
-                raise _with_context(
-                    error, "the loss function raised on (model(inputs), targets) of the teleport batch"
-                ) from error
-            if not isinstance(loss, torch.Tensor) or loss.dim() != 0:
-                shape = tuple(loss.shape) if isinstance(loss, torch.Tensor) else type(loss).__name__
-                raise ValueError(f"Invalid loss_fn: returned {shape}, expected a scalar loss tensor")
-            if not bool(torch.isfinite(loss)):
-                value = float(loss.detach())
-                raise ValueError(f"Invalid loss: {value} on the teleport batch (not finite); nothing was changed")
-            grads = torch.autograd.grad(loss, list(leaves.values()), allow_unused=True)
-        grads = {n: torch.zeros_like(named[n]) if g is None else g for n, g in zip(named, grads)}
-        return loss.detach(), grads
+            batch_outputs = outputs(leaves, batches)
+            for _ in batches:
+                try:
+                    out, y = next(batch_outputs)
+                except Exception as error:  # noqa: BLE001
+                    raise _with_context(error, "the model raised on the teleport batch's inputs") from error
+                try:
+                    loss = self.loss_fn(out, y)
+                except Exception as error:  # noqa: BLE001
+                    raise _with_context(
+                        error, "the loss function raised on (model(inputs), targets) of the teleport batch"
+                    ) from error
+                if not isinstance(loss, torch.Tensor) or loss.dim() != 0:
+                    shape = tuple(loss.shape) if isinstance(loss, torch.Tensor) else type(loss).__name__
+                    raise ValueError(f"Invalid loss_fn: returned {shape}, expected a scalar loss tensor")
+                parts = torch.autograd.grad(loss / len(batches), list(leaves.values()), allow_unused=True)
+                for n, g in zip(named, parts):
+                    if g is not None:
+                        grads[n] = g if grads[n] is None else grads[n].add_(g)
+                total += float(loss.detach()) / len(batches)
+        grads = {n: torch.zeros_like(named[n]) if g is None else g for n, g in grads.items()}
+        sent, judging = 0, float(judged)
+        if self.group is not None:
+            names = list(grads)
+            reduced, (total, judging), self._buffer = distributed.mean_over(
+                self.group, list(grads.values()), [total, judging], self._buffer
+            )
+            grads = dict(zip(names, reduced))
+            sent = self._buffer.numel() * self._buffer.element_size()
+        if total != total or abs(total) == float("inf"):
+            where = "on the teleport batch" if self.group is None else "on the global teleport batch"
+            raise ValueError(f"Invalid loss: {total} {where} (not finite); nothing was changed")
+        if 0 < judging < 1:
+            raise ValueError(
+                "Invalid lookahead_batch: some processes have a batch to judge the look-ahead on and others not; "
+                "call maybe() at every step on every process, or pass lookahead_batch= on all of them"
+            )
+        return torch.tensor(total, dtype=torch.float64), grads, sent, judging == 1
 
-    def _look_ahead(self, record, factors, grads, judge, output) -> float:
+    def _look_ahead(self, record, factors, grads, judge, mean_loss) -> float:
         """How far along the found path to go: ``t`` of :data:`~symtele.lookahead.TRIALS` or 0
         (:mod:`~symtele.lookahead`); the trials go to ``record.trace["lookahead"]``."""
         if judge is None:
@@ -282,8 +415,7 @@ class Teleporter:
                 "(call maybe() at every step, or pass lookahead_batch=)"
             )
             return 0.0
-        x, y = judge
-        named = dict(self.model.named_parameters())
+        named = dict(self.module.named_parameters())
         name_of = {p: n for n, p in named.items()}
         own = {p: self.optimizer.state.get(p, {}) for p in named.values()}
 
@@ -304,8 +436,7 @@ class Teleporter:
                 }
                 states, owned = {**states, **unscaled}, True
             new = shadow_step(self.optimizer, values, step_grads, states, self.horizon, owned=owned)
-            with torch.no_grad():
-                value = float(self.loss_fn(output({name_of[p]: v for p, v in new.items()}, x), y))
+            value = mean_loss({name_of[p]: v for p, v in new.items()}, judge)
             record.forward_evals += 1
             return value if value == value else float("inf")  # nan: no better than anything
 
@@ -340,7 +471,7 @@ class Teleporter:
             for p, f in factors.items():
                 p.mul_(f)
         if self.state == "reset":
-            for p in self.model.parameters():
+            for p in self.module.parameters():
                 self.optimizer.state.pop(p, None)
             record.state = "reset"
         elif self.state == "keep":

@@ -1,0 +1,1 @@
+"""Teleporting inside training frameworks; each integration imports its framework, an optional extra."""

@@ -1,0 +1,115 @@
+"""TeleportCallback: teleports inside Lightning's Trainer.fit exactly as the Teleporter does in a hand-written loop."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+import symtele as st
+
+lightning = pytest.importorskip("lightning", reason="the optional extra symtele[lightning] is not installed")
+from symtele.integrations.lightning import TeleportCallback  # noqa: E402 (after the skip)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class Classifier(lightning.LightningModule):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.net = nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 3)).double()
+
+    def forward(self, x):
+        return self.net(x)
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        return F.cross_entropy(self(x), y)
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1, momentum=0.9)
+
+
+def _loader():
+    g = torch.Generator().manual_seed(2)
+    data = TensorDataset(torch.randn(96, 6, generator=g, dtype=torch.float64), torch.randint(0, 3, (96,), generator=g))
+    return DataLoader(data, batch_size=8)
+
+
+def _trainer(callback, steps):
+    return lightning.Trainer(
+        max_steps=steps,
+        accelerator="cpu",
+        devices=1,
+        callbacks=[callback],
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+
+
+def test_the_callback_teleports_in_fit_as_the_teleporter_does_in_a_loop():
+    module = Classifier()
+    callback = TeleportCallback(F.cross_entropy, every=4, accept="always")
+    _trainer(callback, steps=10).fit(module, _loader())
+    assert [r.epoch for r in callback.records] == [4, 8]
+    assert all(r.t == 1 and r.state.startswith("transported: momentum_buffer") for r in callback.records)
+
+    by_hand = Classifier()
+    optimizer = by_hand.configure_optimizers()
+    teleporter = st.Teleporter(by_hand, F.cross_entropy, optimizer, every=4, accept="always")
+    for step, (x, y) in zip(range(10), _loader()):
+        teleporter.maybe(step, x, y)
+        optimizer.zero_grad()
+        by_hand.training_step((x, y), step).backward()
+        optimizer.step()
+    for r, s in zip(callback.records, teleporter.records):
+        torch.testing.assert_close(torch.tensor(r.log_scales), torch.tensor(s.log_scales), rtol=1e-9, atol=1e-12)
+    for p, q in zip(module.parameters(), by_hand.parameters()):
+        torch.testing.assert_close(p.detach(), q.detach(), rtol=1e-9, atol=1e-12)
+
+
+def test_a_batch_that_is_not_a_pair_needs_batch_to_pair():
+    callback = TeleportCallback(F.cross_entropy, every=2, accept="always")
+    with pytest.raises(TypeError, match="batch_to_pair"):
+        callback.batch_to_pair({"x": torch.zeros(1)})
+    with pytest.raises(TypeError, match="Invalid batch_to_pair"):
+        TeleportCallback(F.cross_entropy, every=2, batch_to_pair="x")
+
+
+def test_the_callback_under_lightnings_ddp_strategy_keeps_the_processes_equal(tmp_path):
+    """Two CPU processes (gloo), each with its half of every batch: the teleports all-reduce the gradient, and
+    both processes end with the same parameters, bit for bit."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    script = ROOT / "tests" / "lightning_ddp_fit.py"
+    run = subprocess.run([sys.executable, str(script), str(tmp_path)], cwd=tmp_path, env=env, capture_output=True)
+    assert run.returncode == 0, run.stderr.decode()[-3000:]
+    ranks = [torch.load(tmp_path / f"{rank}.pt") for rank in range(2)]
+    for p, q in zip(ranks[0]["params"], ranks[1]["params"]):
+        assert torch.equal(p, q)
+    records = ranks[0]["records"]
+    assert [r["epoch"] for r in records] == [2, 4] and all(r["t"] == 1 for r in records)
+    n = sum(p.numel() for p in ranks[0]["params"])
+    assert all(r["trace"]["all_reduce_bytes"] == (n + 2) * 8 for r in records)
+    untimed = [[{k: v for k, v in r.items() if k != "cost_s"} for r in rank["records"]] for rank in ranks]
+    assert untimed[0] == untimed[1]
+
+
+def test_the_readme_lightning_example_runs():
+    import re
+
+    text = (ROOT / "README.md").read_text()
+    section = text[text.index("### Distributed, mixed precision, compiled, accumulated, Lightning") :].split("\n## ")[0]
+    code = re.findall(r"```python\n(.*?)```", section, re.S)[-1]
+    assert "TeleportCallback" in code
+    namespace: dict = {}
+    exec(compile(code, "README.md", "exec"), namespace)
+    records = namespace["callback"].records
+    assert [r.epoch for r in records] == [10, 20, 30] and all(r.grad_evals == 1 for r in records)

@@ -1,0 +1,153 @@
+"""The Teleporter under DistributedDataParallel: two gloo processes on the CPU teleport the global batch, stay
+bitwise equal, and match one process trained on the union of their batches; differing settings are refused."""
+
+import copy
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+import symtele as st
+
+WORLD, STEPS, PER_RANK = 2, 10, 16
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _network():
+    torch.manual_seed(0)  # no BatchNorm: the union's statistics would differ from each process's
+    return nn.Sequential(nn.Linear(12, 24), nn.ReLU(), nn.Linear(24, 24), nn.ReLU(), nn.Linear(24, 5)).double()
+
+
+def _global_batches():
+    g = torch.Generator().manual_seed(1)
+    return [
+        (torch.randn(WORLD * PER_RANK, 12, generator=g, dtype=torch.float64), torch.randint(0, 5, (WORLD * PER_RANK,)))
+        for _ in range(STEPS)
+    ]
+
+
+def _teleporter(model, optimizer, **options):
+    return st.Teleporter(model, F.cross_entropy, optimizer, every=3, horizon=1.0, **options)
+
+
+def _train(model, step_model, teleporter, optimizer, batches):
+    for step, (x, y) in enumerate(batches):
+        teleporter.maybe(step, x, y)
+        optimizer.zero_grad()
+        F.cross_entropy(step_model(x), y).backward()
+        optimizer.step()
+
+
+def _records(teleporter):
+    return [(r.epoch, r.t, r.grad_evals, r.log_scales, r.trace.get("all_reduce_bytes")) for r in teleporter.records]
+
+
+def _readme_example() -> str:
+    """The README's DDP example (the first of its subsection on training setups)."""
+    text = (ROOT / "README.md").read_text()
+    section = text[text.index("### Distributed, mixed precision, compiled, accumulated, Lightning") :].split("\n## ")[0]
+    return re.findall(r"```python\n(.*?)```", section, re.S)[0]
+
+
+def _on_each_process(rank, store, out):
+    """Both scenarios in one start of the processes: training with teleports, then a Teleporter whose ``state``
+    differs between the processes."""
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=WORLD)
+    torch.set_num_threads(1)
+    try:
+        model = _network()
+        ddp = DistributedDataParallel(model)
+        optimizer = torch.optim.SGD(ddp.parameters(), lr=0.1, momentum=0.9)
+        teleporter = _teleporter(ddp, optimizer)
+        mine = [(x[rank::WORLD], y[rank::WORLD]) for x, y in _global_batches()]
+        _train(model, ddp, teleporter, optimizer, mine)
+        result = {"params": [p.detach().clone() for p in model.parameters()], "records": _records(teleporter)}
+        # the unwrapped model with a group given: all processes; a group of one: each process on its own batch
+        everyone = dist.new_group(list(range(WORLD)))
+        alone = [dist.new_group([r]) for r in range(WORLD)][rank]  # every process makes every group
+        for name, group in (("everyone", everyone), ("alone", alone)):
+            snapshot = copy.deepcopy(model)
+            teleporter = st.Teleporter(
+                snapshot, F.cross_entropy, schedule=[0], accept="always", state="keep", process_group=group
+            )
+            record = teleporter.maybe(0, *mine[0])
+            result[name] = (record.log_scales, record.trace.get("all_reduce_bytes"))
+        # one process transports the optimiser's state, the other keeps it
+        teleporter = _teleporter(ddp, optimizer, state="transport" if rank == 0 else "keep")
+        x, y = mine[0]
+        try:
+            teleporter.maybe(0, x, y)
+            result["error"] = None
+        except ValueError as error:
+            result["error"] = str(error)
+    finally:
+        dist.destroy_process_group()
+    torch.save(result, f"{out}/{rank}.pt")
+
+
+@pytest.fixture(scope="module")
+def ranks(tmp_path_factory):
+    """What each of the two processes returned."""
+    folder = tmp_path_factory.mktemp("ddp")
+    mp.spawn(_on_each_process, args=(folder / "store", folder), nprocs=WORLD, join=True)
+    return [torch.load(folder / f"{rank}.pt") for rank in range(WORLD)]
+
+
+def test_processes_teleport_the_global_batch_as_one_process_does_on_the_union(ranks):
+    for p, q in zip(ranks[0]["params"], ranks[1]["params"]):
+        assert torch.equal(p, q)  # bitwise: the same group element and the same state on both
+    assert ranks[0]["records"] == ranks[1]["records"]
+
+    model = _network()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    teleporter = _teleporter(model, optimizer)
+    _train(model, model, teleporter, optimizer, _global_batches())
+    one = _records(teleporter)
+    many = ranks[0]["records"]
+    assert [r[:2] for r in many] == [r[:2] for r in one]  # the same steps, the same look-ahead choices
+    assert any(t > 0 for _, t, *_ in many), "no teleport was accepted: the comparison would test nothing"
+    for (_, _, evals, scales, sent), (*_, scales_one, _) in zip(many, one):
+        assert evals == 1  # one gradient per process, as in one process
+        if scales is not None:
+            torch.testing.assert_close(torch.tensor(scales), torch.tensor(scales_one), rtol=1e-6, atol=1e-9)
+        n = sum(p.numel() for p in model.parameters())
+        assert sent == (n + 2) * 8  # every gradient, the loss and a flag, in float64: one buffer
+    for p, q in zip(ranks[0]["params"], model.parameters()):
+        torch.testing.assert_close(p, q.detach(), rtol=1e-6, atol=1e-9)
+
+
+def test_a_process_group_given_is_the_one_averaged_over(ranks):
+    assert ranks[0]["everyone"] == ranks[1]["everyone"] and ranks[0]["everyone"][1] > 0
+    assert ranks[0]["alone"][0] != ranks[1]["alone"][0]  # each process's own batch, and nothing sent
+    assert ranks[0]["alone"][1] is None and ranks[1]["alone"][1] is None
+
+
+def test_settings_that_differ_between_processes_are_refused_on_every_process(ranks):
+    for rank in ranks:
+        assert rank["error"] is not None
+        assert "differ between the processes" in rank["error"]
+        assert "state: process 0 'transport', process 1 'keep'" in rank["error"]
+
+
+def test_the_readme_ddp_example_runs(tmp_path):
+    """The README's DDP example as a script (its own two processes), its process group on a file, not a port."""
+    code = _readme_example()
+    assert 'init_method="tcp://127.0.0.1:29517"' in code
+    code = code.replace('"tcp://127.0.0.1:29517"', repr(f"file://{tmp_path / 'store'}"))
+    (tmp_path / "ddp_example.py").write_text(code)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    run = subprocess.run(
+        [sys.executable, "ddp_example.py"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    lines = [line.split(",")[0] for line in run.stdout.splitlines()]
+    assert lines == ["TeleportRecord(step=10", "TeleportRecord(step=20"]  # printed by process 0
