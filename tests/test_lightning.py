@@ -8,32 +8,16 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 import symtele as st
 
 lightning = pytest.importorskip("lightning", reason="the optional extra symtele[lightning] is not installed")
+from lightning_ddp_fit import Classifier  # noqa: E402 (the script's module, beside this file)
+
 from symtele.integrations.lightning import TeleportCallback  # noqa: E402 (after the skip)
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-class Classifier(lightning.LightningModule):
-    def __init__(self):
-        super().__init__()
-        torch.manual_seed(0)
-        self.net = nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 3)).double()
-
-    def forward(self, x):
-        return self.net(x)
-
-    def training_step(self, batch, batch_idx):
-        x, y = batch
-        return F.cross_entropy(self(x), y)
-
-    def configure_optimizers(self):
-        return torch.optim.SGD(self.parameters(), lr=0.1, momentum=0.9)
 
 
 def _loader():
