@@ -83,6 +83,16 @@ def test_teleport_cost_records_are_well_formed_and_json_ready():
     assert json.loads(json.dumps(records)) == records
 
 
+def test_network_cost_records_every_method_and_the_look_aheads_trials():
+    from symtele.study import bench_networks
+
+    records = bench_networks.network_teleport_cost("digits-cnn", bench_networks.METHODS, reps=1)
+    assert [r["method"] for r in records] == list(bench_networks.METHODS)
+    look = records[-1]
+    assert look["trials"] in (2, 3, 4) and look["grad_evals"] > 0 and "trials" not in records[0]
+    json.dumps(records)
+
+
 def test_discovery_time_records_are_well_formed_and_json_ready():
     from symtele.study.bench_networks import discovery_time
 

@@ -105,12 +105,19 @@ def _lookahead_call(net, x, params, grads, symmetry, loss_of, loss, o, seed):
     by_grad = {named[n]: gr for n, gr in grads.items()}
     buffers = {n: b.clone() for n, b in net.named_buffers()}
 
-    def output(p, inputs):
-        return torch.func.functional_call(net, {**p, **{n: b.clone() for n, b in buffers.items()}}, (inputs,))
+    def mean_loss(p, data) -> float:  # as the Teleporter's: the mean over micro-batches, on copies of the buffers
+        with torch.no_grad():
+            total = sum(
+                F.cross_entropy(
+                    torch.func.functional_call(net, {**p, **{n: b.clone() for n, b in buffers.items()}}, (xb,)), yb
+                )
+                for xb, yb in data
+            )
+        return float(total / len(data))
 
     def call():
         found.forward_evals, found.trace = 0, {}
-        teleporter._look_ahead(found, by_param, by_grad, judge, output)
+        teleporter._look_ahead(found, by_param, by_grad, [judge], mean_loss)
         return found
 
     return call
