@@ -178,7 +178,7 @@ def execute(notebook: Path, build: Path, params_file: Path) -> int:
             cwd=str(notebook.parent),
             progress_bar=False,
             log_output=False,
-            kernel_manager_class=local_kernel_manager(sockets, build / "logs" / f"{stem}.kernel.log"),
+            kernel_manager_class=local_kernel_manager(sockets, (build / "logs" / f"{stem}.kernel.log").resolve()),
             on_cell_executed=Progress(stem, code_cells),
         )
     except (Exception, KeyboardInterrupt) as error:

@@ -138,6 +138,7 @@ def test_quick_build_prints_the_pdf(quick_build):
 def test_the_build_runs_on_the_project_kernel_quietly_and_reports_progress(quick_build):
     build, done = quick_build
     assert "TCP without encryption" not in done.stderr and "KeyboardInterrupt" not in done.stderr
+    assert sorted(p.name for p in (build / "logs").glob("*.kernel.log")) == [f"{s}.kernel.log" for s in NOTEBOOKS]
     for stem in NOTEBOOKS:
         nb = nbformat.read(build / "notebooks" / f"{stem}.ipynb", as_version=4)
         assert nb.metadata["kernelspec"]["name"] == "symtele"
