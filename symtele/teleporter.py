@@ -460,8 +460,8 @@ class Teleporter:
 
     def _apply(self, record, factors) -> None:
         """Rescale the parameters in place and treat the optimiser's state; the record says what happened."""
-        if self.optimizer is not None and l2_penalty(self.optimizer):
-            before = l2_penalty(self.optimizer)
+        before = l2_penalty(self.optimizer)  # 0 without a coupled weight decay (or an optimiser)
+        if before:
             after = l2_penalty(self.optimizer, {p: p.detach() * f for p, f in factors.items()})
             record.trace["l2_penalty"] = [before, after]
         if self.state == "transport":

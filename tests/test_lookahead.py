@@ -4,6 +4,7 @@ teleport changes nothing at all, errors name their origin, and weight decay is t
 import pytest
 import torch
 import torch.nn.functional as F
+from test_teleporter import _batches, _train  # noqa: E402 (the test helpers beside this file)
 from torch import nn
 
 import symtele as st
@@ -34,26 +35,12 @@ def _net():
     )
 
 
-def _batches(n, size=16, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    return [(torch.randn(size, 1, 8, 8, generator=g), torch.randint(0, 10, (size,), generator=g)) for _ in range(n)]
-
-
-def _loop(model, optimizer, batches, teleporter=None):
-    for step, (x, y) in enumerate(batches):
-        if teleporter is not None:
-            teleporter.maybe(step, x, y)
-        optimizer.zero_grad()
-        F.cross_entropy(model(x), y).backward()
-        optimizer.step()
-
-
 @pytest.mark.parametrize("name", sorted(OPTIMIZERS))
 def test_the_shadow_step_is_the_optimizers_own_step_and_touches_nothing(name):
     torch.manual_seed(0)
     model = _net()
     optimizer = OPTIMIZERS[name](model.parameters())
-    _loop(model, optimizer, _batches(3))
+    _train(model, optimizer, _batches(3))
     x, y = _batches(1, seed=1)[0]
     optimizer.zero_grad()
     torch.manual_seed(5)
@@ -79,7 +66,7 @@ def test_a_declined_teleport_leaves_the_run_bit_for_bit_as_without_it(monkeypatc
         model = _net()
         optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
         teleporter = st.Teleporter(model, F.cross_entropy, optimizer, every=4) if teleport else None
-        _loop(model, optimizer, batches, teleporter)
+        _train(model, optimizer, batches, teleporter)
         runs.append((model, optimizer, teleporter, torch.rand(3)))  # where the global random stream stands
     (plain, plain_opt, _, plain_next), (other, other_opt, teleporter, other_next) = runs
     assert torch.equal(plain_next, other_next)
@@ -100,7 +87,7 @@ def test_an_accepted_teleport_goes_t_of_the_way_and_records_its_trials():
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     held_out = _batches(1, 64, seed=9)[0]
     teleporter = st.Teleporter(model, F.cross_entropy, optimizer, every=5, lookahead_batch=held_out)
-    _loop(model, optimizer, _batches(11))
+    _train(model, optimizer, _batches(11))
     x, y = _batches(1, seed=3)[0]
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     record = teleporter.maybe(5, x, y)
@@ -131,7 +118,7 @@ def test_adam_teleports_are_accepted_where_they_help():
     x, y = data.x_train.reshape(-1, 1, 8, 8), data.y_train
     teleporter = st.Teleporter(model, F.cross_entropy, optimizer, every=6)
     order = torch.randperm(len(y), generator=torch.Generator().manual_seed(0))
-    _loop(model, optimizer, [(x[order[i : i + 64]], y[order[i : i + 64]]) for i in range(0, 64 * 20, 64)], teleporter)
+    _train(model, optimizer, [(x[order[i : i + 64]], y[order[i : i + 64]]) for i in range(0, 64 * 20, 64)], teleporter)
     assert len(teleporter.records) == 3
     assert any(r.t > 0 for r in teleporter.records), [str(r) for r in teleporter.records]
 
@@ -275,3 +262,24 @@ def test_bad_look_ahead_arguments_are_named(kwargs, error, match):
     args.update(kwargs)
     with pytest.raises(error, match=match):
         st.Teleporter(model, F.cross_entropy, args.pop("optimizer"), **args)
+
+
+def test_a_loss_the_rescaling_does_not_keep_is_walked_back_naming_the_group():
+    """A loss with an L2 penalty is not invariant: the walk-back says so, beyond rounding, and names the group."""
+    from symtele.teleports.rescale import Rescale, rescale_teleport
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3)).double()
+    x, y = torch.randn(16, 6, dtype=torch.float64), torch.randint(0, 3, (16,))
+    params = {n: p.detach() for n, p in model.named_parameters()}
+
+    def loss_of(p):
+        out = torch.func.functional_call(model, p, (x,))
+        return F.cross_entropy(out, y) + 0.1 * sum(v.square().sum() for v in p.values())
+
+    leaves = {n: p.clone().requires_grad_(True) for n, p in params.items()}
+    loss = loss_of(leaves)
+    grads = dict(zip(leaves, torch.autograd.grad(loss, list(leaves.values()))))
+    symmetry = st.discover(model, x)
+    _, _, _, record = rescale_teleport(params, grads, symmetry, loss_of, loss.detach(), Rescale())
+    assert record.steps_taken == 0 and "far beyond rounding: group 0 (0 (Linear)) does not keep it" in record.stopped

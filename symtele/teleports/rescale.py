@@ -235,16 +235,13 @@ def _why_walked_back(symmetry, s, params, loss_of, before, after, rtol, k) -> st
         return f"rounding changed the loss by {change:.2g} (beyond {rtol:g}) at step {k}: walked back to step {k - 1}"
     culprits = []
     for i, group in enumerate(symmetry.groups):
-        scales = getattr(group, "scales", None)  # the indices of the group's log-scales
-        if scales is None:
-            continue
         only = torch.zeros_like(s)
-        only[list(scales)] = s[list(scales)]
+        only[list(group.scales)] = s[list(group.scales)]
         factors = scale_factors(symmetry, only, params)
         moved = {n: p * factors[n] if n in factors else p for n, p in params.items()}
         with torch.no_grad():
             if not bool(preserved(before, loss_of(moved), rtol)):
-                culprits.append(f"group {i} ({', '.join(group.producers)})")
+                culprits.append(f"group {i} ({', '.join(symmetry.label(p) for p in group.producers)})")
     which = "; ".join(culprits) or "no single group (only their combination)"
     return (
         f"the loss changed by {change:.2g} at step {k}, far beyond rounding: {which} does not keep it; "
