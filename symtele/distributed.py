@@ -77,6 +77,13 @@ def mean_value(group, value: float) -> float:
     return float(buffer[0] / group_size(group))
 
 
+def mean_values(group, values: list[float]) -> list[float]:
+    """The mean of each number of ``values`` over the processes of ``group`` (one ``all_reduce``, float64)."""
+    buffer = torch.tensor(values, dtype=torch.float64)
+    dist.all_reduce(buffer, op=dist.ReduceOp.SUM, group=group)
+    return (buffer / group_size(group)).tolist()
+
+
 def check_same_settings(group, settings: dict) -> None:
     """Raise on every process unless all processes of ``group`` have the same ``settings`` (one
     ``all_gather_object``).

@@ -20,13 +20,27 @@ teleported point to go further under the long step too is a margin against that 
 chapter on minibatch training, not proved). ``h = 1`` is the plain one-step look-ahead. The gradient at
 ``w_t`` costs nothing: the action is linear and keeps the loss, so ``∇L_B(w_t) = e^{−t·a} ∇L_B(w)`` entry
 by entry. Each ``ℓ(t)`` is one forward pass.
-The teleport goes to the largest ``t`` of ``1, ½, ¼`` with ``ℓ(t) < ℓ(0)``, trying them in that order and
-stopping at the first; if none goes further than the plain step, it does not teleport (``t = 0``).
+
+One judging batch is one noisy sample, and near a minimum the two steps end at losses that differ by less
+than the batch's own noise: a plain ``ℓ(t) < ℓ(0)`` then accepts about half of the teleports by chance, and
+each accepted one changes every later step. So the judging batch is split into ``k`` chunks
+(:data:`CHUNKS`, consecutive slices of the same forward pass: no extra cost), each chunk's loss is
+measured at both ends, and a point is accepted only when its chunks are lower *consistently*: the paired
+statistic of the differences ``d_c = ℓ_c(t) − ℓ_c(0)``,
+
+    z = d̄ / (s_d / √k),
+
+is below ``−Z`` (:data:`Z`, 2: about a one-sided 5 % test with ``k = 8``). The teleport goes to the
+largest ``t`` of ``1, ½, ¼`` that passes, trying them in that order and stopping at the first; if none
+passes, it does not teleport (``t = 0``). Outputs that cannot be sliced along the batch (a tuple, a dict, a
+single sample) give one chunk, and the plain comparison of the means decides (the record's
+``trace["lookahead"]["chunks"]`` says which).
 """
 
 from __future__ import annotations
 
 import copy
+import math
 from collections import OrderedDict, defaultdict
 
 import torch
@@ -36,6 +50,68 @@ from torch import nn
 TRIALS = (1.0, 0.5, 0.25)
 #: the default horizon: the look-ahead's step is the optimiser's with its learning rate times this
 HORIZON = 10.0
+#: the judging batch is split into this many chunks (fewer when it has fewer samples), each a loss of its own
+CHUNKS = 8
+#: a point is accepted when its chunk losses are lower than the original point's with a paired z below ``-Z``
+Z = 2.0
+
+
+def chunked(loss_fn, outputs, targets, chunks: int = CHUNKS) -> list[float]:
+    """The loss of each of ``chunks`` consecutive slices of a batch.
+
+    The slices are along dimension 0 of ``outputs`` and ``targets``; ``[loss_fn(outputs, targets)]`` when they
+    cannot be sliced alike (not tensors, not the same length along dimension 0, or a single sample).
+
+    Args:
+        loss_fn: ``loss_fn(outputs, targets)`` is a scalar loss.
+        outputs: the model's outputs on the batch.
+        targets: the batch's targets.
+        chunks: how many slices, at most (one per sample when the batch has fewer).
+
+    Returns:
+        One loss per slice, in the order of the samples.
+    """
+    n = outputs.shape[0] if isinstance(outputs, torch.Tensor) and outputs.dim() else 0
+    if n < 2 or not isinstance(targets, torch.Tensor) or not targets.dim() or targets.shape[0] != n:
+        return [float(loss_fn(outputs, targets))]
+    parts = torch.arange(n, device=outputs.device).tensor_split(min(chunks, n))
+    return [float(loss_fn(outputs[i], targets[i])) for i in parts]
+
+
+def chunk_means(per_batch: list[list[float]]) -> list[float]:
+    """The mean over micro-batches of each chunk's loss.
+
+    Args:
+        per_batch: the chunk losses of each micro-batch (:func:`chunked`).
+
+    Returns:
+        One mean per chunk when every micro-batch has as many chunks; else the mean loss alone (one value).
+    """
+    if len({len(v) for v in per_batch}) == 1:
+        return [sum(v) / len(per_batch) for v in zip(*per_batch)]
+    return [sum(sum(v) / len(v) for v in per_batch) / len(per_batch)]
+
+
+def paired_z(trial: list[float], base: list[float]) -> float:
+    """The paired statistic of the chunks' differences ``d = trial − base``: ``d̄ / (s_d / √k)``.
+
+    Args:
+        trial: the chunk losses after the step from a teleported point.
+        base: the chunk losses after the step from the original point, in the same order.
+
+    Returns:
+        ``z`` (``s_d`` the sample standard deviation of the ``k`` differences); ``−inf`` / ``inf`` when every
+        difference is equal and negative / positive, or when only ``trial`` / ``base`` is finite throughout.
+    """
+    finite = all(math.isfinite(v) for v in trial), all(math.isfinite(v) for v in base)
+    if finite != (True, True):
+        return -math.inf if finite == (True, False) else math.inf
+    d = [a - b for a, b in zip(trial, base)]
+    mean = sum(d) / len(d)
+    spread = math.sqrt(sum((v - mean) ** 2 for v in d) / (len(d) - 1)) if len(d) > 1 else 0.0
+    if spread == 0:
+        return -math.inf if mean < 0 else (math.inf if mean > 0 else 0.0)
+    return mean / (spread / math.sqrt(len(d)))
 
 
 def shadow_step(

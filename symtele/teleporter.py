@@ -47,7 +47,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from . import checks, distributed
 from .history import TeleportRecord
-from .lookahead import HORIZON, TRIALS, shadow_step
+from .lookahead import CHUNKS, HORIZON, TRIALS, Z, chunk_means, chunked, paired_z, shadow_step
 from .objective import grad_norm_sq
 from .optimizer_state import DecayPart, check_optimizer, l2_penalty, transport_state, transported
 from .schedule import Schedule
@@ -316,6 +316,11 @@ class Teleporter:
                     value = float(sum(self.loss_fn(out, y) for out, y in outputs(params, data)) / len(data))
                 return value if self.group is None else distributed.mean_value(self.group, value)
 
+            def chunk_losses(params, data) -> list[float]:  # the loss of each chunk of the batch, as a mean loss
+                with torch.no_grad():
+                    values = chunk_means([chunked(self.loss_fn, out, y, CHUNKS) for out, y in outputs(params, data)])
+                return values if self.group is None else distributed.mean_values(self.group, values)
+
             def loss_of(params):
                 return torch.tensor(mean_loss(params, batches), dtype=torch.float64)
 
@@ -330,7 +335,7 @@ class Teleporter:
                 t = 1.0 if record.grad_norm_sq_after > record.grad_norm_sq_before else 0.0
                 if self.accept == "lookahead" and t:
                     grads_by_param = {named[n]: g for n, g in grads.items()}
-                    t = self._look_ahead(record, by_param, grads_by_param, judge if judged else None, mean_loss)
+                    t = self._look_ahead(record, by_param, grads_by_param, judge if judged else None, chunk_losses)
                 if 0 < t < 1:
                     by_param = {p: f**t for p, f in by_param.items()}
                     moved = {n: p * by_param[named[n]] if named[n] in by_param else p for n, p in params.items()}
@@ -406,9 +411,10 @@ class Teleporter:
             )
         return torch.tensor(total, dtype=torch.float64), grads, sent, judging == 1
 
-    def _look_ahead(self, record, factors, grads, judge, mean_loss) -> float:
+    def _look_ahead(self, record, factors, grads, judge, chunk_losses) -> float:
         """How far along the found path to go: ``t`` of :data:`~symtele.lookahead.TRIALS` or 0
-        (:mod:`~symtele.lookahead`); the trials go to ``record.trace["lookahead"]``."""
+        (:mod:`~symtele.lookahead`); the trials, their chunk losses and paired statistics go to
+        ``record.trace["lookahead"]``."""
         if judge is None:
             record.stopped = (
                 "not teleported: no batch other than the teleport batch to judge the next step on "
@@ -419,7 +425,7 @@ class Teleporter:
         name_of = {p: n for n, p in named.items()}
         own = {p: self.optimizer.state.get(p, {}) for p in named.values()}
 
-        def after_step(t: float) -> float:
+        def after_step(t: float) -> list[float]:
             f = {p: v**t for p, v in factors.items()} if t else {}
             values = {p: p.detach() * f[p] if p in f else p.detach() for p in named.values()}
             step_grads = {p: grads[p] / f[p] if p in f else grads[p] for p in named.values()}
@@ -436,25 +442,33 @@ class Teleporter:
                 }
                 states, owned = {**states, **unscaled}, True
             new = shadow_step(self.optimizer, values, step_grads, states, self.horizon, owned=owned)
-            value = mean_loss({name_of[p]: v for p, v in new.items()}, judge)
+            values = chunk_losses({name_of[p]: v for p, v in new.items()}, judge)
             record.forward_evals += 1
-            return value if value == value else float("inf")  # nan: no better than anything
+            return [v if v == v else float("inf") for v in values]  # nan: no better than anything
 
-        tried, losses = [0.0], [after_step(0.0)]
+        base = after_step(0.0)
+        tried, losses, zs = [0.0], [sum(base) / len(base)], [0.0]
         chosen = 0.0
         for t in TRIALS:
+            trial = after_step(t)
             tried.append(t)
-            losses.append(after_step(t))
-            if losses[-1] < losses[0]:
+            losses.append(sum(trial) / len(trial))
+            zs.append(paired_z(trial, base))
+            if zs[-1] < -Z if len(base) > 1 else losses[-1] < losses[0]:
                 chosen = t
                 break
-        record.trace["lookahead"] = {"t": tried, "loss": losses}
+        record.trace["lookahead"] = {"t": tried, "loss": losses, "z": zs, "chunks": len(base)}
         if chosen == 0:
             best = min(losses[1:], default=float("inf"))
             record.stopped = (
-                f"declined by the look-ahead: a step {self.horizon:g}× the optimiser's ends at {best:.6g} "
-                f"or higher from the teleported points (t = {', '.join(f'{t:g}' for t in TRIALS)}), at "
-                f"{losses[0]:.6g} from where it is"
+                f"declined by the look-ahead: a step {self.horizon:g}× the optimiser's ends at {best:.6g} or "
+                f"higher from the teleported points (t = {', '.join(f'{t:g}' for t in TRIALS)}), at {losses[0]:.6g} "
+                + (
+                    f"from where it is, and no point's chunks of the judging batch are lower by z < -{Z:g} "
+                    f"(best z = {min(zs[1:], default=0.0):.3g})"
+                    if len(base) > 1
+                    else "from where it is"
+                )
             )
         return chosen
 

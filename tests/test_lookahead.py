@@ -1,6 +1,8 @@
 """Look-ahead acceptance and honest teleport records: the look-ahead's step is the optimiser's own, a declined
 teleport changes nothing at all, errors name their origin, and weight decay is treated exactly or refused."""
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -8,7 +10,7 @@ from test_teleporter import _batches, _train  # noqa: E402 (the test helpers bes
 from torch import nn
 
 import symtele as st
-from symtele.lookahead import shadow_step
+from symtele.lookahead import Z, chunk_means, chunked, paired_z, shadow_step
 from symtele.models import digits_cnn
 from symtele.optimizer_state import DecayPart, transport_state
 
@@ -92,10 +94,10 @@ def test_an_accepted_teleport_goes_t_of_the_way_and_records_its_trials():
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     record = teleporter.maybe(5, x, y)
     trials = record.trace["lookahead"]
-    assert trials["t"][0] == 0.0 and len(trials["t"]) == len(trials["loss"]) >= 2
-    assert record.t in (0.0, 1.0, 0.5, 0.25)
+    assert trials["t"][0] == 0.0 and len(trials["t"]) == len(trials["loss"]) == len(trials["z"]) >= 2
+    assert trials["chunks"] == 8 and record.t in (0.0, 1.0, 0.5, 0.25)
     if record.t:
-        assert trials["loss"][-1] < trials["loss"][0] and trials["t"][-1] == record.t
+        assert trials["z"][-1] < -Z and trials["loss"][-1] < trials["loss"][0] and trials["t"][-1] == record.t
         symmetry = st.discover(model, x)
         s = torch.tensor(record.log_scales, dtype=torch.float64)
         for n, p in model.named_parameters():
@@ -104,7 +106,7 @@ def test_an_accepted_teleport_goes_t_of_the_way_and_records_its_trials():
             assert torch.allclose(p.detach(), expected, rtol=1e-6, atol=0), n
         assert record.grad_norm_sq_after > record.grad_norm_sq_before
     else:
-        assert all(loss >= trials["loss"][0] for loss in trials["loss"][1:])
+        assert all(z >= -Z for z in trials["z"][1:])
         assert all(torch.equal(p, before[n]) for n, p in model.named_parameters())
     assert record.grad_evals == 1 and record.forward_evals >= 1 + len(trials["t"])
 
@@ -283,3 +285,27 @@ def test_a_loss_the_rescaling_does_not_keep_is_walked_back_naming_the_group():
     symmetry = st.discover(model, x)
     _, _, _, record = rescale_teleport(params, grads, symmetry, loss_of, loss.detach(), Rescale())
     assert record.steps_taken == 0 and "far beyond rounding: group 0 (0 (Linear)) does not keep it" in record.stopped
+
+
+def test_the_judging_batch_is_cut_into_chunks_of_one_forward_pass():
+    outputs, targets = torch.randn(20, 3, dtype=torch.float64), torch.randint(0, 3, (20,))
+    parts = chunked(F.cross_entropy, outputs, targets, 8)
+    assert len(parts) == 8
+    per_sample = F.cross_entropy(outputs, targets, reduction="none")
+    sizes = [len(i) for i in torch.arange(20).tensor_split(8)]
+    assert sum(p * n for p, n in zip(parts, sizes)) == pytest.approx(float(per_sample.sum()), rel=1e-12)
+    assert chunked(F.cross_entropy, outputs[:3], targets[:3], 8) == pytest.approx(per_sample[:3].tolist())
+    assert len(chunked(lambda o, t: o[0].sum(), (outputs, outputs), targets)) == 1  # a tuple cannot be cut
+    assert len(chunked(F.mse_loss, outputs[:1], outputs[:1])) == 1
+    assert chunk_means([[1.0, 3.0], [3.0, 5.0]]) == [2.0, 4.0]
+    assert chunk_means([[1.0, 3.0], [4.0]]) == [3.0]  # micro-batches cut differently: their means alone
+
+
+def test_a_point_is_accepted_only_when_its_chunks_are_lower_consistently():
+    base = [1.0, 1.0, 1.0, 1.0]
+    assert paired_z([0.9, 0.95, 0.92, 0.91], base) < -Z  # every chunk lower
+    noisy = [0.5, 1.4, 0.7, 1.3]  # a lower mean, carried by two chunks
+    assert sum(noisy) < sum(base) and -Z < paired_z(noisy, base) < 0
+    assert paired_z([0.8] * 4, base) == -math.inf and paired_z([1.2] * 4, base) == math.inf
+    assert paired_z([float("nan")] + [0.1] * 3, base) == math.inf
+    assert paired_z([0.1] * 4, [float("inf")] * 4) == -math.inf

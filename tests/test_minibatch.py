@@ -1,5 +1,7 @@
 """The minibatch-safety experiment (notebook 09): its runs, its table and its claims."""
 
+import math
+
 import pytest
 import torch
 
@@ -90,6 +92,23 @@ def test_the_arms_share_weights_and_batches_and_the_copy_changes_nothing(model_n
     never = minibatch.safety_runs(model_name, optimizer, 1, s.replace(every=1000))  # no teleport in the run
     assert [r["teleports"] for r in never] == [[], [], []]
     assert len({tuple(r["loss"] + r["test_loss"]) for r in never}) == 1  # then the arms are the same run
+
+
+@pytest.mark.parametrize("z", [math.inf, -math.inf], ids=["declines-all", "accepts-all"])
+def test_the_look_ahead_arm_follows_the_plain_run_until_a_teleport_is_applied(monkeypatch, z):
+    """The look-ahead's arm asks each teleport on a copy of the run without teleports and goes on alone only
+    from the first one applied: the same numbers as running it from the start, whether it declines every
+    teleport (then it is the run without teleports) or applies every one."""
+    monkeypatch.setattr("symtele.teleporter.Z", z)
+    s = TINY.replace(epochs=2, every=3, accepts=("lookahead",))
+    shared = minibatch.safety_runs("digits-mlp", "adam", 2, s)
+    alone = minibatch.safety_runs("digits-mlp", "adam", 2, s, share=False)
+    assert [_numbers(r) for r in shared] == [_numbers(r) for r in alone]
+    teleports = shared[1]["teleports"]
+    assert len(teleports) >= 2 and all((t["t"] == 0) == (z == math.inf) for t in teleports)
+    assert (shared[1]["loss"] == shared[0]["loss"]) == (z == math.inf)
+    if z == math.inf:  # its clock is the plain run's and the teleports'
+        assert all(a > b for a, b in zip(shared[1]["time_s"][1:], shared[0]["time_s"][1:]))
 
 
 def test_minibatch_safety_runs_every_case():

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import checks
+from ..lookahead import chunk_means, chunked
 from ..models import digits_cnn, digits_resnet, resnet18
 from ..teleports.discovery import discover
 from ..teleports.rescale import Rescale, ascent_step, gradient_norm_reference, rescale_teleport, scale_factors
@@ -75,6 +76,10 @@ def _reference(loss_of, params, symmetry, o: Rescale):
     return {n: p * factors[n] if n in factors else p for n, p in params.items()}
 
 
+def _copies(buffers: dict) -> dict:
+    return {n: b.clone() for n, b in buffers.items()}
+
+
 def _lookahead_call(net, x, params, grads, symmetry, loss_of, loss, o, seed):
     """A call that runs the Teleporter's look-ahead for the teleport ``o`` finds.
 
@@ -105,19 +110,18 @@ def _lookahead_call(net, x, params, grads, symmetry, loss_of, loss, o, seed):
     by_grad = {named[n]: gr for n, gr in grads.items()}
     buffers = {n: b.clone() for n, b in net.named_buffers()}
 
-    def mean_loss(p, data) -> float:  # as the Teleporter's: the mean over micro-batches, on copies of the buffers
+    def chunk_losses(p, data) -> list[float]:  # as the Teleporter's: per chunk, on copies of the buffers
         with torch.no_grad():
-            total = sum(
-                F.cross_entropy(
-                    torch.func.functional_call(net, {**p, **{n: b.clone() for n, b in buffers.items()}}, (xb,)), yb
-                )
-                for xb, yb in data
+            return chunk_means(
+                [
+                    chunked(F.cross_entropy, torch.func.functional_call(net, {**p, **_copies(buffers)}, (xb,)), yb)
+                    for xb, yb in data
+                ]
             )
-        return float(total / len(data))
 
     def call():
         found.forward_evals, found.trace = 0, {}
-        teleporter._look_ahead(found, by_param, by_grad, [judge], mean_loss)
+        teleporter._look_ahead(found, by_param, by_grad, [judge], chunk_losses)
         return found
 
     return call

@@ -390,14 +390,17 @@ class _MinibatchRun:
         shared = (self.x, self.y, self.test, *(self.test or ()))
         return copy.deepcopy(self, memo={id(t): t for t in shared})
 
-    def advance(self, batches: list, start: int, stop: int, steps_per_epoch: int, teleporter=None) -> None:
-        """Minibatch steps ``start … stop − 1`` (each teleporting first if ``teleporter`` says so); after the
-        last step of an epoch, the training loss and the epoch's mean minibatch ``‖∇L‖²`` are logged."""
+    def advance(
+        self, batches: list, start: int, stop: int, steps_per_epoch: int, teleporter=None, *, asked: int | None = None
+    ) -> None:
+        """Minibatch steps ``start … stop − 1`` (each teleporting first if ``teleporter`` says so, except step
+        ``asked``, whose teleport was asked already); after the last step of an epoch, the training loss and the
+        epoch's mean minibatch ``‖∇L‖²`` are logged."""
         model, opt, x, y = self.model, self.optimizer, self.x, self.y
         began = time.perf_counter() - self.elapsed
         for step in range(start, stop):
             batch = batches[step]
-            if teleporter is not None:
+            if teleporter is not None and step != asked:
                 teleporter.maybe(step, x[batch], y[batch])
             opt.zero_grad()
             torch.nn.functional.cross_entropy(model(x[batch]), y[batch]).backward()

@@ -7,15 +7,23 @@ accepted every time or only after their look-ahead (the report's notebook 09).
 Their records reduce to the report's table with :func:`symtele.study.summaries.safety_table`.
 
 Every arm of a (network, optimiser, seed) starts from the same initial weights and takes the same minibatches.
-The teleported arms continue a copy of the run without teleports made before the minibatch step just before
-the first teleport (everything before it is the same computation; the look-ahead compares on the minibatch
-given to the Teleporter one step before a teleport, so the copy sees that step too).
+The arm that accepts every teleport continues a copy of the run without teleports made before the minibatch
+step just before the first teleport (everything before it is the same computation; the look-ahead compares on
+the minibatch given to the Teleporter one step before a teleport, so the copy sees that step too). The
+look-ahead's arm *follows* the run without teleports: a declined teleport leaves the run bit for bit as it was
+(the Teleporter guarantees it, and the tests check it), so each of its teleports is asked on a copy of the run
+without teleports, and only from the first one applied does the arm continue on its own. Its clock is the run
+without teleports' plus the time of the teleports it asked.
 """
 
 from __future__ import annotations
 
+import copy
+import time
+
 import torch
 
+from ..teleporter import Teleporter
 from .experiments import NETWORK_OPTIMIZERS, _checked, _MinibatchRun, minibatch_order
 from .settings import SAFETY, SafetySettings
 
@@ -67,8 +75,6 @@ def safety_runs(
         minibatches; ``time_s`` the run's clock after every epoch (teleports included); ``teleports`` the
         Teleporter's records (``epoch`` is the minibatch step); ``final_*`` the last epoch's values.
     """
-    from ..teleporter import Teleporter
-
     s = _checked(settings, SafetySettings)
     if optimizer not in s.lrs:
         raise ValueError(f"Invalid optimizer: {optimizer!r} (the settings' lrs name {', '.join(s.lrs)})")
@@ -83,19 +89,30 @@ def safety_runs(
         opt = NETWORK_OPTIMIZERS[optimizer](model.parameters(), s.lrs[optimizer])
         return _MinibatchRun(model, opt, x, y, test=(x_test, y_test))
 
+    def teleporter(run: _MinibatchRun, accept: str) -> Teleporter:
+        return Teleporter(run.model, torch.nn.functional.cross_entropy, run.optimizer, every=s.every, accept=accept)
+
     plain = fresh()
     plain.advance(batches, 0, fork, per_epoch)
-    runs = [(None, plain, None)]
+    runs = [(None, plain, None, [])]  # (accept, run, its teleporter, its records when finished already)
+    followers = []
     for accept in s.accepts:
+        if share and accept == "lookahead":
+            followers.append(_Follower(accept, teleporter(plain, accept), per_epoch))
+            continue
         run = plain.copy() if share else fresh()
-        teleporter = Teleporter(
-            run.model, torch.nn.functional.cross_entropy, run.optimizer, every=s.every, accept=accept
-        )
-        runs.append((accept, run, teleporter))
+        runs.append((accept, run, teleporter(run, accept), None))
+    for step in range(fork, total):
+        for follower in followers:
+            follower.ask(plain, batches, step)
+        plain.advance(batches, step, step + 1, per_epoch)
+    runs[1:1] = [(f.accept, *f.finished(plain)) for f in followers]
+    runs.sort(key=lambda arm: -1 if arm[0] is None else s.accepts.index(arm[0]))
     records = []
-    for accept, run, teleporter in runs:
-        run.advance(batches, fork, total, per_epoch, teleporter)
-        teleports = [] if teleporter is None else teleporter.records
+    for accept, run, arm_teleporter, teleports in runs:
+        if teleports is None:
+            run.advance(batches, fork, total, per_epoch, arm_teleporter)
+            teleports = arm_teleporter.records
         records.append(
             {
                 "problem": model_name,
@@ -120,6 +137,53 @@ def safety_runs(
             }
         )
     return records
+
+
+class _Follower:
+    """An arm that follows the run without teleports until its first applied teleport (module docstring).
+
+    ``teleporter`` is made on the run without teleports, from its start, so that it sees every step as the
+    arm's own would; it is only ever asked on copies.
+    """
+
+    def __init__(self, accept: str, teleporter: Teleporter, per_epoch: int):
+        self.accept, self.teleporter, self.per_epoch = accept, teleporter, per_epoch
+        self.run, self.own, self.records = None, None, []
+        self.asked_s: list[tuple[int, float]] = []  # (step, seconds) of each teleport asked while following
+
+    def ask(self, plain: _MinibatchRun, batches: list, step: int) -> None:
+        """Before ``plain`` takes ``step``: ask the teleport on a copy when it is due (the copy goes on alone
+        if the teleport is applied), else let the teleporter see the step's minibatch."""
+        if self.run is not None:
+            return
+        batch = batches[step]
+        if not self.teleporter.schedule.due(step):
+            self.teleporter.maybe(step, plain.x[batch], plain.y[batch])
+            return
+        shared = (plain.x, plain.y, plain.test, *(plain.test or ()))
+        run, own = copy.deepcopy((plain, self.teleporter), memo={id(t): t for t in shared})
+        began = time.perf_counter()
+        record = own.maybe(step, run.x[batch], run.y[batch])
+        self.asked_s.append((step, time.perf_counter() - began))
+        self.records.append(record)
+        if record.t:
+            run.elapsed += sum(seconds for _, seconds in self.asked_s)
+            self._add_asked(run)
+            run.advance(batches, step, len(batches), self.per_epoch, own, asked=step)
+            self.run, self.own = run, own
+
+    def _add_asked(self, run: _MinibatchRun) -> None:
+        """The teleports' seconds added to the clock of every epoch logged after them."""
+        for e in range(1, len(run.times)):
+            run.times[e] += sum(seconds for step, seconds in self.asked_s if step < e * self.per_epoch)
+
+    def finished(self, plain: _MinibatchRun) -> tuple:
+        """``(run, None, records)`` of the arm, once ``plain`` is finished."""
+        if self.run is None:
+            run = plain.copy()
+            self._add_asked(run)
+            return run, None, self.records
+        return self.run, None, self.records + self.own.records[1:]
 
 
 def minibatch_safety(settings: SafetySettings = SAFETY, *, device="cpu") -> list[dict]:
