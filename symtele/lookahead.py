@@ -56,40 +56,45 @@ CHUNKS = 8
 Z = 2.0
 
 
-def chunked(loss_fn, outputs, targets, chunks: int = CHUNKS) -> list[float]:
-    """The loss of each of ``chunks`` consecutive slices of a batch.
+def chunk_losses(loss_fn, batches: list[tuple[object, object]], chunks: int = CHUNKS) -> list[float]:
+    """The mean loss of each of ``chunks`` consecutive slices of a batch given as micro-batches.
 
-    The slices are along dimension 0 of ``outputs`` and ``targets``; ``[loss_fn(outputs, targets)]`` when they
-    cannot be sliced alike (not tensors, not the same length along dimension 0, or a single sample).
+    The samples of the micro-batches, in order, are cut into ``chunks`` slices of (nearly) equal size, and each
+    slice's loss is the size-weighted mean of ``loss_fn`` on its pieces in the micro-batches: for a loss that
+    is a mean over samples, the slice's own mean loss, whether the batch comes whole or in micro-batches.
 
     Args:
         loss_fn: ``loss_fn(outputs, targets)`` is a scalar loss.
-        outputs: the model's outputs on the batch.
-        targets: the batch's targets.
+        batches: ``(outputs, targets)`` of each micro-batch (one pair for a whole batch).
         chunks: how many slices, at most (one per sample when the batch has fewer).
 
     Returns:
-        One loss per slice, in the order of the samples.
+        One loss per slice, in the order of the samples; the mean of ``loss_fn`` over the micro-batches alone
+        (one value) when they cannot be sliced (outputs or targets that are not tensors of the same length along
+        dimension 0) or hold a single sample.
     """
-    n = outputs.shape[0] if isinstance(outputs, torch.Tensor) and outputs.dim() else 0
-    if n < 2 or not isinstance(targets, torch.Tensor) or not targets.dim() or targets.shape[0] != n:
-        return [float(loss_fn(outputs, targets))]
-    parts = torch.arange(n, device=outputs.device).tensor_split(min(chunks, n))
-    return [float(loss_fn(outputs[i], targets[i])) for i in parts]
-
-
-def chunk_means(per_batch: list[list[float]]) -> list[float]:
-    """The mean over micro-batches of each chunk's loss.
-
-    Args:
-        per_batch: the chunk losses of each micro-batch (:func:`chunked`).
-
-    Returns:
-        One mean per chunk when every micro-batch has as many chunks; else the mean loss alone (one value).
-    """
-    if len({len(v) for v in per_batch}) == 1:
-        return [sum(v) / len(per_batch) for v in zip(*per_batch)]
-    return [sum(sum(v) / len(v) for v in per_batch) / len(per_batch)]
+    sizes = []
+    for outputs, targets in batches:
+        n = outputs.shape[0] if isinstance(outputs, torch.Tensor) and outputs.dim() else 0
+        sliced = isinstance(targets, torch.Tensor) and targets.dim() and targets.shape[0] == n
+        sizes.append(n if sliced else 0)
+    total = sum(sizes)
+    if 0 in sizes or total < 2:
+        return [sum(float(loss_fn(o, t)) for o, t in batches) / len(batches)]
+    ends = [int(part[-1]) + 1 for part in torch.arange(total).tensor_split(min(chunks, total))]
+    sums, counts = [0.0] * len(ends), [0] * len(ends)
+    offset = 0
+    for (outputs, targets), n in zip(batches, sizes):
+        start = offset
+        for c, end in enumerate(ends):
+            stop = min(end, offset + n)
+            if stop > start:
+                piece = slice(start - offset, stop - offset)
+                sums[c] += float(loss_fn(outputs[piece], targets[piece])) * (stop - start)
+                counts[c] += stop - start
+                start = stop
+        offset += n
+    return [v / k for v, k in zip(sums, counts)]
 
 
 def paired_z(trial: list[float], base: list[float]) -> float:

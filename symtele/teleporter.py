@@ -47,7 +47,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from . import checks, distributed
 from .history import TeleportRecord
-from .lookahead import CHUNKS, HORIZON, TRIALS, Z, chunk_means, chunked, paired_z, shadow_step
+from .lookahead import HORIZON, TRIALS, Z, chunk_losses, paired_z, shadow_step
 from .objective import grad_norm_sq
 from .optimizer_state import DecayPart, check_optimizer, l2_penalty, transport_state, transported
 from .schedule import Schedule
@@ -316,9 +316,9 @@ class Teleporter:
                     value = float(sum(self.loss_fn(out, y) for out, y in outputs(params, data)) / len(data))
                 return value if self.group is None else distributed.mean_value(self.group, value)
 
-            def chunk_losses(params, data) -> list[float]:  # the loss of each chunk of the batch, as a mean loss
+            def losses_by_chunk(params, data) -> list[float]:  # the mean loss of each chunk of the batch
                 with torch.no_grad():
-                    values = chunk_means([chunked(self.loss_fn, out, y, CHUNKS) for out, y in outputs(params, data)])
+                    values = chunk_losses(self.loss_fn, list(outputs(params, data)))
                 return values if self.group is None else distributed.mean_values(self.group, values)
 
             def loss_of(params):
@@ -335,7 +335,7 @@ class Teleporter:
                 t = 1.0 if record.grad_norm_sq_after > record.grad_norm_sq_before else 0.0
                 if self.accept == "lookahead" and t:
                     grads_by_param = {named[n]: g for n, g in grads.items()}
-                    t = self._look_ahead(record, by_param, grads_by_param, judge if judged else None, chunk_losses)
+                    t = self._look_ahead(record, by_param, grads_by_param, judge if judged else None, losses_by_chunk)
                 if 0 < t < 1:
                     by_param = {p: f**t for p, f in by_param.items()}
                     moved = {n: p * by_param[named[n]] if named[n] in by_param else p for n, p in params.items()}
@@ -411,7 +411,7 @@ class Teleporter:
             )
         return torch.tensor(total, dtype=torch.float64), grads, sent, judging == 1
 
-    def _look_ahead(self, record, factors, grads, judge, chunk_losses) -> float:
+    def _look_ahead(self, record, factors, grads, judge, losses_by_chunk) -> float:
         """How far along the found path to go: ``t`` of :data:`~symtele.lookahead.TRIALS` or 0
         (:mod:`~symtele.lookahead`); the trials, their chunk losses and paired statistics go to
         ``record.trace["lookahead"]``."""
@@ -442,7 +442,7 @@ class Teleporter:
                 }
                 states, owned = {**states, **unscaled}, True
             new = shadow_step(self.optimizer, values, step_grads, states, self.horizon, owned=owned)
-            values = chunk_losses({name_of[p]: v for p, v in new.items()}, judge)
+            values = losses_by_chunk({name_of[p]: v for p, v in new.items()}, judge)
             record.forward_evals += 1
             return [v if v == v else float("inf") for v in values]  # nan: no better than anything
 

@@ -10,7 +10,7 @@ from test_teleporter import _batches, _train  # noqa: E402 (the test helpers bes
 from torch import nn
 
 import symtele as st
-from symtele.lookahead import Z, chunk_means, chunked, paired_z, shadow_step
+from symtele.lookahead import Z, chunk_losses, paired_z, shadow_step
 from symtele.models import digits_cnn
 from symtele.optimizer_state import DecayPart, transport_state
 
@@ -289,16 +289,15 @@ def test_a_loss_the_rescaling_does_not_keep_is_walked_back_naming_the_group():
 
 def test_the_judging_batch_is_cut_into_chunks_of_one_forward_pass():
     outputs, targets = torch.randn(20, 3, dtype=torch.float64), torch.randint(0, 3, (20,))
-    parts = chunked(F.cross_entropy, outputs, targets, 8)
-    assert len(parts) == 8
+    whole = chunk_losses(F.cross_entropy, [(outputs, targets)], 8)
     per_sample = F.cross_entropy(outputs, targets, reduction="none")
-    sizes = [len(i) for i in torch.arange(20).tensor_split(8)]
-    assert sum(p * n for p, n in zip(parts, sizes)) == pytest.approx(float(per_sample.sum()), rel=1e-12)
-    assert chunked(F.cross_entropy, outputs[:3], targets[:3], 8) == pytest.approx(per_sample[:3].tolist())
-    assert len(chunked(lambda o, t: o[0].sum(), (outputs, outputs), targets)) == 1  # a tuple cannot be cut
-    assert len(chunked(F.mse_loss, outputs[:1], outputs[:1])) == 1
-    assert chunk_means([[1.0, 3.0], [3.0, 5.0]]) == [2.0, 4.0]
-    assert chunk_means([[1.0, 3.0], [4.0]]) == [3.0]  # micro-batches cut differently: their means alone
+    assert whole == pytest.approx([float(per_sample[i].mean()) for i in torch.arange(20).tensor_split(8)], rel=1e-12)
+    micro = [(outputs[:7], targets[:7]), (outputs[7:9], targets[7:9]), (outputs[9:], targets[9:])]
+    assert chunk_losses(F.cross_entropy, micro, 8) == pytest.approx(whole, rel=1e-12)  # micro-batches: the same
+    assert chunk_losses(F.cross_entropy, [(outputs[:3], targets[:3])], 8) == pytest.approx(per_sample[:3].tolist())
+    pairs = [((outputs, outputs), targets)]
+    assert chunk_losses(lambda o, t: o[0].sum(), pairs) == [float(outputs.sum())]  # a tuple cannot be cut
+    assert len(chunk_losses(F.mse_loss, [(outputs[:1], outputs[:1])])) == 1
 
 
 def test_a_point_is_accepted_only_when_its_chunks_are_lower_consistently():

@@ -181,6 +181,7 @@ def test_safety_claims_hold_when_the_records_say_so():
     hurts, safe, helps = _rows(_results(always, lookahead))
     assert hurts["holds"] == "yes" and "in 2 of 2" in hurts["measured"]
     assert safe["holds"] == "yes" and "×0.9" in safe["measured"]  # the largest mean ratio, quoted
+    assert "the look-ahead applied 10 of the 20 teleports" in safe["measured"]
     assert helps["holds"] == "yes" and "in 2 of 2 cases" in helps["measured"]
     table = summaries.safety_table(_results(always, lookahead)["09_minibatch_safety"]["records"])
     ratio = table[0]["ratio"]["lookahead"]

@@ -17,9 +17,13 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 import symtele as st
+import symtele.teleporter
 
 WORLD, STEPS, PER_RANK = 2, 10, 16
 ROOT = Path(__file__).resolve().parents[1]
+#: the look-ahead's threshold in these tests: any consistently lower point is applied, so that some teleports are
+#: (each process's 8 chunks are the same samples as one process's 8 chunks of the union: the decisions agree)
+LENIENT_Z = 0.0
 
 
 def _network():
@@ -63,6 +67,7 @@ def _on_each_process(rank, store, out):
     differs between the processes."""
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=WORLD)
     torch.set_num_threads(1)
+    symtele.teleporter.Z = LENIENT_Z
     try:
         model = _network()
         ddp = DistributedDataParallel(model)
@@ -102,7 +107,8 @@ def ranks(tmp_path_factory):
     return [torch.load(folder / f"{rank}.pt") for rank in range(WORLD)]
 
 
-def test_processes_teleport_the_global_batch_as_one_process_does_on_the_union(ranks):
+def test_processes_teleport_the_global_batch_as_one_process_does_on_the_union(ranks, monkeypatch):
+    monkeypatch.setattr("symtele.teleporter.Z", LENIENT_Z)  # as in the processes
     for p, q in zip(ranks[0]["params"], ranks[1]["params"]):
         assert torch.equal(p, q)  # bitwise: the same group element and the same state on both
     assert ranks[0]["records"] == ranks[1]["records"]

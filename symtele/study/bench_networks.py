@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import checks
-from ..lookahead import chunk_means, chunked
+from ..lookahead import chunk_losses
 from ..models import digits_cnn, digits_resnet, resnet18
 from ..teleports.discovery import discover
 from ..teleports.rescale import Rescale, ascent_step, gradient_norm_reference, rescale_teleport, scale_factors
@@ -110,18 +110,14 @@ def _lookahead_call(net, x, params, grads, symmetry, loss_of, loss, o, seed):
     by_grad = {named[n]: gr for n, gr in grads.items()}
     buffers = {n: b.clone() for n, b in net.named_buffers()}
 
-    def chunk_losses(p, data) -> list[float]:  # as the Teleporter's: per chunk, on copies of the buffers
+    def judged(p, data) -> list[float]:  # as the Teleporter's: per chunk, on copies of the buffers
         with torch.no_grad():
-            return chunk_means(
-                [
-                    chunked(F.cross_entropy, torch.func.functional_call(net, {**p, **_copies(buffers)}, (xb,)), yb)
-                    for xb, yb in data
-                ]
-            )
+            outputs = [torch.func.functional_call(net, {**p, **_copies(buffers)}, (xb,)) for xb, _ in data]
+            return chunk_losses(F.cross_entropy, [(out, yb) for out, (_, yb) in zip(outputs, data)])
 
     def call():
         found.forward_evals, found.trace = 0, {}
-        teleporter._look_ahead(found, by_param, by_grad, [judge], chunk_losses)
+        teleporter._look_ahead(found, by_param, by_grad, [judge], judged)
         return found
 
     return call

@@ -59,12 +59,15 @@ def lookahead_safe(results):
             failed.append(
                 f"{_case(row)} mean ×{g(round(ratio['mean_ratio'], 3))}, worst seed ×{g(round(ratio['worst'], 3))}"
             )
+    asked = [t for r in records_of(results, STEM) if r["accept"] == "lookahead" for t in r["teleports"]]
+    applied = sum(1 for t in asked if t["t"])
     largest = max(row["ratio"]["lookahead"]["mean_ratio"] for row in rows)
     worst = max(row["ratio"]["lookahead"]["worst"] for row in rows)
     seeds = len(rows[0]["seeds"])
     text = (
         f"{_period(results)}, over {len(rows)} (network, optimiser) cases × {seeds} seeds: largest ratio of the mean "
-        f"final training losses ×{g(round(largest, 3))}, worst seed ×{g(round(worst, 3))}"
+        f"final training losses ×{g(round(largest, 3))}, worst seed ×{g(round(worst, 3))}; the look-ahead applied "
+        f"{applied} of the {len(asked)} teleports"
         + (f"; beyond the bounds: {', '.join(failed)}" if failed else "")
         + f" (yes: every mean ≤ ×{g(MEAN_BOUND)} and every seed ≤ ×{g(SEED_BOUND)})"
     )
