@@ -10,8 +10,8 @@
 A teleport computes one gradient on the batch it is given (the current minibatch: the one the next step
 is computed on), finds the steepest point along the network's positive rescalings in closed form
 (:class:`~symtele.teleports.rescale.Rescale`), and, by default, applies it only as far as the user's next
-optimiser step goes further from there than from where it stands, judged on another batch
-(:mod:`~symtele.lookahead`). It rescales the parameters in place, under ``torch.no_grad``. BatchNorm running
+optimiser step goes further from there than from where it stands, consistently over the chunks of another
+batch (a paired test: :mod:`~symtele.lookahead`). It rescales the parameters in place, under ``torch.no_grad``. BatchNorm running
 statistics are left exactly as they were (the teleport's forward passes run on copies of them), and so is
 the global random number generator: every forward pass of a teleport draws the same dropout masks from a
 forked generator, so the loss checks compare like with like, and a run whose teleports are all declined is
@@ -146,7 +146,8 @@ class Teleporter:
         teleport: the :class:`~symtele.teleports.rescale.Rescale` to use (its scale-free defaults by default).
         state: the optimiser's state at a teleport: ``"transport"`` (default), ``"keep"`` or ``"reset"``.
         accept: ``"lookahead"`` (default): teleport only as far along the found path as the user's next
-            step goes further (:mod:`~symtele.lookahead`); ``"always"``: apply the found point.
+            step goes further, consistently over the judging batch's chunks (:mod:`~symtele.lookahead`);
+            ``"always"``: apply the found point.
         lookahead_batch: ``(inputs, targets)`` to judge the next step on; by default the minibatch given to
             :meth:`maybe` at the step before the teleport.
         horizon: the look-ahead's step is the optimiser's with its learning rate times ``horizon`` (10): where
