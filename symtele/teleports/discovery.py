@@ -49,6 +49,7 @@ from torch import nn
 from torch.fx.passes.shape_prop import ShapeProp
 from torch.nn.utils import parametrize
 
+from .heads import find_heads
 from .rules import (
     CONV_T,
     FUNCTIONS,
@@ -63,7 +64,7 @@ from .rules import (
     _shape,
     _text,
 )
-from .symmetry import Dropped, Group, Symmetry, Term
+from .symmetry import Dropped, Group, PairGroup, Symmetry, Term
 from .verification import restore, set_modes
 from .verification import verify as verify_symmetry
 
@@ -534,7 +535,7 @@ def discover(model: nn.Module, example: torch.Tensor, *, verify: bool = True, se
         params = {id(q): q for q in work.parameters()}
         kinds = {n: type(m).__name__ for n, m in work.named_modules()}
         found = _walk(work, graphs, copies, params, kinds)
-        if verify and found.n_scales:
+        if verify and (found.n_scales or found.pair_groups):
             found = verify_symmetry(found, work, x, modes, buffers, copies, seed)
     return found
 
@@ -603,7 +604,40 @@ def _walk(work, graphs, names, params, kinds) -> Symmetry:
             pin_param(pid, f"`{name}` is frozen (requires_grad=False)")
     for _, units, why in sorted(d.pins, key=lambda pin: pin[0]):
         d.units.fix(units, why)
-    return _symmetry(d)
+    found = _symmetry(d)
+    found.pair_groups, dropped = _pair_groups(work, graphs, walks, names, params)
+    found.dropped += dropped
+    return found
+
+
+def _pair_groups(work, graphs, walks, names, params) -> tuple[list[PairGroup], list[Dropped]]:
+    """The attention heads' matrix groups found in every graph (:mod:`~symtele.teleports.heads`), without those
+    whose parameters are frozen or under a hook; the others dropped with the reason."""
+    found = [find_heads(gm, names, walk.uses) for gm, walk in zip(graphs, walks)]
+    dropped = list(dict.fromkeys(d for f in found for d in f.dropped))
+    gone = {d.layer for d in dropped}
+    keys = [{(g.name, repr(g.blocks)): g for g in f.groups} for f in found]  # (a slice is not hashable)
+    every = {k: g for ks in keys for k, g in ks.items()}
+    hooked = _hooked(work)
+    frozen = {names[pid] for pid, p in params.items() if not p.requires_grad}
+    kept = []
+    for key, group in every.items():
+        if group.name in gone:
+            continue
+        why = ""
+        if any(key not in ks for ks in keys):
+            why = "found in one of train and eval mode only"
+        for name in group.params:
+            under = [path for path in hooked if path == "" or name.startswith(f"{path}.")]
+            if under:
+                why = why or hooked[under[0]]
+            if name in frozen:
+                why = why or f"`{name}` is frozen (requires_grad=False)"
+        if why:
+            dropped.append(Dropped(group.name, why))
+        else:
+            kept.append(group)
+    return kept, dropped
 
 
 def _symmetry(d: _Discovery) -> Symmetry:
