@@ -64,6 +64,7 @@ CHUNK = inspect.signature(lambda input, chunks, dim=0: None)
 UNBIND = inspect.signature(lambda input, dim=0: None)
 BINARY = inspect.signature(lambda input, other: None)
 MATMUL = (operator.matmul, torch.matmul, torch.bmm)
+ROLES = (("queries", "query"), ("keys", "key"), ("values", "value"))
 SCALED_DOT_PRODUCT = (F.scaled_dot_product_attention,)
 #: a copy of the rows tensor larger than this is not made (the rows could not be followed)
 LARGEST = 1 << 22
@@ -160,6 +161,7 @@ class HeadWalk:
         self.reads: dict[str, list[tuple[str, list[int]]]] = {}  # site → (output weight, its column per v row)
         self.groups: list[PairGroup] = []
         self.dropped: list[Dropped] = []
+        self.lost: dict[fx.Node, str] = {}  # values made from rows by something not followed, and where
 
     # ---- bookkeeping ----------------------------------------------------------------------------------
     def note(self, value: _Rows, use: tuple) -> None:
@@ -167,10 +169,36 @@ class HeadWalk:
             self.row_uses.setdefault((value.weight, r), []).append(use)
 
     def other(self, node: fx.Node, what: str) -> None:
-        """Every followed input of ``node`` reaches ``what``: not an attention use."""
+        """Every followed input of ``node`` reaches ``what``: not an attention use (its output is lost)."""
         for arg in node.all_input_nodes:
             for value in self._listed(self.values.get(arg)):
                 self.note(value, ("other", f"{what} at {node.name}"))
+                self.lost.setdefault(node, f"{what} at {node.name}")
+
+    def lose(self, node: fx.Node) -> None:
+        """``node`` is made from a lost value: lost too (for the reason an attention after it gives)."""
+        for arg in node.all_input_nodes:
+            if arg in self.lost:
+                self.lost.setdefault(node, self.lost[arg])
+
+    def lost_operands(self, node: fx.Node, operands: dict[str, object]) -> set[str]:
+        """Drop the groups of an attention whose operands are lost (made from projections by an operation that
+        is not followed), with the reason; the kinds dropped (``"qk"``, ``"vo"``)."""
+        lost = {role: self.lost[x] for role, x in operands.items() if isinstance(x, fx.Node) and x in self.lost}
+        out = set()
+        scope = self.site_name(node, _Rows("", None, torch.zeros(0))).rpartition(":")[0]
+        for kind, roles in (("qk", ("queries", "keys")), ("vo", ("values",))):
+            why = next((f"its {r} come from a projection through {lost[r]}" for r in roles if r in lost), "")
+            if not why:
+                continue
+            if kind == "qk":
+                why += (
+                    " (were it a rotary embedding, only the A that commute with its rotations would be exact; that "
+                    "subgroup is not built)"
+                )
+            self.dropped.append(Dropped(f"{scope}.{kind}" if scope else kind, why))
+            out.add(kind)
+        return out
 
     @staticmethod
     def _listed(value) -> list[_Rows]:
@@ -212,10 +240,22 @@ class HeadWalk:
         if isinstance(module, nn.Linear) or target is F.linear:
             self.linear(node, module)
             return
+        lost = set()
+        if target in SCALED_DOT_PRODUCT:
+            bound = SDPA.bind(*node.args, **node.kwargs).arguments
+            lost = self.lost_operands(node, {r: bound.get(n) for r, n in ROLES})
+        elif target in MATMUL or name in ("matmul", "bmm", "__matmul__"):
+            left, right = node.args[:2]
+            scores = left in self.values or left in self.lost
+            lost = self.lost_operands(node, {"queries": left, "keys": right} if scores else {"values": right})
+            if lost:
+                self.other(node, "an attention whose other operand is lost")
+                return
         if not followed:
+            self.lose(node)
             return
         if target in SCALED_DOT_PRODUCT:
-            self.sdpa(node)
+            self.sdpa(node, lost)
         elif target in MATMUL or name in ("matmul", "bmm", "__matmul__"):
             self.matmul(node)
         elif node.op == "call_method" and name in ("size", "dim", "numel"):
@@ -261,7 +301,7 @@ class HeadWalk:
         self.note(value, ("o", value.site))
         self.reads.setdefault(value.site, []).append((wname, columns))
 
-    def sdpa(self, node: fx.Node) -> None:
+    def sdpa(self, node: fx.Node, lost: set[str]) -> None:
         try:
             bound = SDPA.bind(*node.args, **node.kwargs)
         except TypeError:
@@ -275,8 +315,13 @@ class HeadWalk:
             self.other(node, "scaled_dot_product_attention with a mask made from projections, or enable_gqa")
             return
         site = self.site_name(node, q or k or v)
-        self.scores(node, site, q, k)
-        if v is not None:
+        if "qk" in lost:
+            for t in (q, k):
+                if t is not None:
+                    self.note(t, ("other", f"an attention whose queries or keys are lost at {node.name}"))
+        else:
+            self.scores(node, site, q, k)
+        if v is not None and "vo" not in lost:
             self.apply(node, site, v)
 
     def matmul(self, node: fx.Node) -> None:
@@ -328,7 +373,7 @@ class HeadWalk:
         """A reshape, a split or a scaling by a number: the rows go along; anything else ends them."""
         out = self._followed(node, name)
         if out is None:
-            self.other(node, f"`{name}`, which the attention rules do not follow (they follow: {FOLLOWED})")
+            self.other(node, f"`{name}` (the rows are followed only through {FOLLOWED})")
         else:
             self.values[node] = out
 
@@ -418,15 +463,22 @@ class HeadWalk:
     # ---- the groups -----------------------------------------------------------------------------------
     def check(self, group: PairGroup) -> None:
         """Keep ``group`` if each of its parameters is used once in the graph, else drop it with the reason."""
-        for name in group.params:
+        why = self.reused(group.params)
+        if why:
+            self.dropped.append(Dropped(group.name, why))
+        else:
+            self.groups.append(group)
+
+    def reused(self, params) -> str:
+        """Why one of ``params`` (names) is used more than once in the graph, or ``""``."""
+        for name in params:
             pid = next((pid for pid, n in self.names.items() if n == name), None)
             who = self.uses.get(pid, [])
             if len(who) > 1:
                 users = sorted(set(who))
                 what = f"`{users[0]}` is called {len(who)} times" if len(users) == 1 else ", ".join(users)
-                self.dropped.append(Dropped(group.name, f"`{name}` is used more than once ({what})"))
-                return
-        self.groups.append(group)
+                return f"`{name}` is used more than once ({what})"
+        return ""
 
     def finish(self) -> None:
         """Make the groups of every attention found, dropping those whose rows reach anything else."""
@@ -441,7 +493,10 @@ class HeadWalk:
                 head = layer_heads.get((layer, kind), 0)
                 layer_heads[(layer, kind)] = head + 1
                 name = f"{layer}.{kind}[{head}]"
-                if kind == "qk":
+                why = self.reused([s.left.weight, *([s.right.weight] if s.right else [])])
+                if why:
+                    pass
+                elif kind == "qk":
                     why = self.stray(s.left.weight, left_rows, {("q", site)})
                     why = why or self.stray(s.right.weight, right_rows, {("k", site)})
                 else:
