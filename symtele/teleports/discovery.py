@@ -21,6 +21,11 @@ affine output starts new units instead. Running statistics never change.
 
 The rules for each operation are a table (:mod:`~symtele.teleports.rules`; how to add a layer is there).
 
+**Attention.** Beside the positive scales, every attention head's query–key and value–output matrix groups
+(``GL(d_head)`` each) are found in the same graphs (:mod:`~symtele.teleports.heads`) and carried in
+``Symmetry.pair_groups``: kept only if found alike in train and eval mode, on parameters that are trainable and
+under no hook, and verified numerically with a random group element.
+
 **Identity.** Every parameter is tracked by the tensor itself, not by a module's name: a parameter used
 twice (a layer called twice, a shared encoder, tied weights, a weight read outside its layer) pins every
 scale acting on it. Frozen parameters (``requires_grad=False``), modules with forward hooks or pre-hooks,
@@ -511,8 +516,8 @@ def discover(model: nn.Module, example: torch.Tensor, *, verify: bool = True, se
         seed: the seed of the verification's random scales and of the forked random number generator.
 
     Returns:
-        The :class:`~symtele.teleports.symmetry.Symmetry`: the scales, their terms, the groups, and every layer
-        left out with the reason.
+        The :class:`~symtele.teleports.symmetry.Symmetry`: the scales, their terms, the groups, the attention
+        heads' matrix groups (``pair_groups``), and every layer or group left out with the reason.
 
     Raises:
         TypeError: ``model`` is not a module or ``example`` not a tensor.

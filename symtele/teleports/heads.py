@@ -23,6 +23,11 @@ embedding ``q * cos + rotate(q) * sin``, a nonlinearity, an addition, a second a
 output) drops the group with the reason, and so does a parameter used anywhere else; nothing is guessed.
 A rotary embedding keeps only the ``A`` that commute with its rotations (one scaled rotation per frequency
 pair); that subgroup is not built: the query–key group is dropped with the reason.
+
+The groups are then checked numerically like every other (:mod:`~symtele.teleports.verification`: a random
+``A`` per group on a float64 copy, every output in train and eval mode). ``torch.fx`` itself cannot trace a
+causal mask sliced by the traced length (``bias[:, :, :T, :T]``, as nanoGPT writes it); a mask of the full
+length, ``is_causal=True`` or ``F.scaled_dot_product_attention`` trace.
 """
 
 from __future__ import annotations
@@ -494,12 +499,10 @@ class HeadWalk:
                 layer_heads[(layer, kind)] = head + 1
                 name = f"{layer}.{kind}[{head}]"
                 why = self.reused([s.left.weight, *([s.right.weight] if s.right else [])])
-                if why:
-                    pass
-                elif kind == "qk":
-                    why = self.stray(s.left.weight, left_rows, {("q", site)})
+                if kind == "qk":
+                    why = why or self.stray(s.left.weight, left_rows, {("q", site)})
                     why = why or self.stray(s.right.weight, right_rows, {("k", site)})
-                else:
+                elif not why:
                     why = self.stray(s.left.weight, left_rows, {("v", site), ("o", site)})
                     if len(reads) != 1 and (not why or " times in attention" in why):
                         why = "its output is read by no linear layer" if not reads else "its output is read twice"

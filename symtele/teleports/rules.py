@@ -14,6 +14,23 @@ gives the scales of a traced value (``walk.value(x)``: a :class:`Value`, its uni
 (``walk.produce``, divided by the scale) or reads them (``walk.read``, multiplied), and pins
 (``walk.pin_inputs(node, why)``); ``args`` are the call's arguments by name; ``module`` the called module.
 
+**Attention.** Attention has no positive scale of its own but a larger matrix symmetry per head
+(:mod:`~symtele.teleports.symmetry` has the math, :mod:`~symtele.teleports.heads` finds it beside this table);
+the rules here are the diagonal scales around it:
+
+* ``nn.MultiheadAttention``: its query, key and value projections read the units of their inputs (a normaliser
+  before it: ``W[:, j] · d_j``); its output is not rescaled (:func:`_attention_module`);
+* ``nn.TransformerEncoderLayer``/``DecoderLayer`` (and ``nn.TransformerEncoder``/``Decoder``, layer by layer),
+  pre-norm: each normaliser's ``γ, β`` into the projections after it (self-attention's q, k, v; the decoder's
+  cross-attention query; the MLP's ``linear1``) (:func:`_transformer_layer`);
+* the same layers, post-norm: the normalisers before the last feed a residual sum (pinned), the last one's units
+  leave the layer with its output;
+* their MLP: ``linear1``'s hidden units rescaled through ReLU into ``linear2``; GELU (or any other activation)
+  has no positive scale, said so (:func:`_feed_forward`);
+* a hand-written block needs no rule of its own: ``LayerNorm`` into ``c_attn`` (a ``Linear``) and ReLU MLPs are
+  the rules above; ``split`` is not in the table, so ``c_attn``'s own output units are pinned (its heads' matrix
+  groups move them instead).
+
 **Adding a layer.** Say ``torch.abs`` were missing. ``|x / d| = |x| / d`` for ``d > 0``, so its output
 carries the scales of its input on the same axis: the rule is :func:`_through` (input scales pass
 unchanged; shapes must match). Add the entry to the table, with the signature its arguments are read
