@@ -12,7 +12,7 @@ from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from symtele.teleports import heads
-from symtele.teleports.attention import act, gradient_norm, pair_gradient_norm_reference
+from symtele.teleports.attention import act, gradient_norm, grams, pair_gradient_norm_reference, pair_slope
 from symtele.teleports.discovery import discover
 from symtele.teleports.verification import random_element
 
@@ -29,7 +29,11 @@ class SelfAttention(nn.Module):
 
     def __init__(self, sdpa=True, variant=None):
         super().__init__()
-        self.c_attn, self.c_proj = nn.Linear(WIDTH, 3 * WIDTH), nn.Linear(WIDTH, WIDTH)
+        self.c_proj = nn.Linear(WIDTH, WIDTH)
+        if variant == "separate":  # three projections instead of one
+            self.q_proj, self.k_proj, self.v_proj = (nn.Linear(WIDTH, WIDTH, bias=False) for _ in range(3))
+        else:
+            self.c_attn = nn.Linear(WIDTH, 3 * WIDTH)
         self.sdpa, self.variant = sdpa, variant
         self.register_buffer("mask", torch.tril(torch.ones(T, T)).view(1, 1, T, T))
         angle = torch.arange(T)[:, None] * torch.tensor([1.0, 0.1])[None, :]
@@ -42,7 +46,10 @@ class SelfAttention(nn.Module):
 
     def forward(self, x):
         b, t, c = x.size()
-        q, k, v = self.c_attn(x).split(WIDTH, dim=2)
+        if self.variant == "separate":
+            q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
+        else:
+            q, k, v = self.c_attn(x).split(WIDTH, dim=2)
         q = q.view(b, t, HEADS, c // HEADS).transpose(1, 2)
         k = k.view(b, t, HEADS, c // HEADS).transpose(1, 2)
         v = v.view(b, t, HEADS, c // HEADS).transpose(1, 2)
@@ -78,6 +85,35 @@ class GPTBlock(nn.Module):
         return x + self.proj(F.relu(self.fc(self.ln_2(x))))
 
 
+class GPT(nn.Module):
+    """Token and position embeddings, two blocks, a final LayerNorm and a linear head: integer inputs."""
+
+    def __init__(self, vocabulary=11):
+        super().__init__()
+        self.tokens, self.positions = nn.Embedding(vocabulary, WIDTH), nn.Embedding(T, WIDTH)
+        self.blocks = nn.ModuleList(GPTBlock() for _ in range(2))
+        self.ln_f, self.head = nn.LayerNorm(WIDTH), nn.Linear(WIDTH, vocabulary, bias=False)
+        self.register_buffer("position", torch.arange(T))
+
+    def forward(self, idx):
+        x = self.tokens(idx) + self.positions(self.position)
+        for block in self.blocks:
+            x = block(x)
+        return self.head(self.ln_f(x))
+
+
+class Shared(nn.Module):
+    """One ``nn.MultiheadAttention`` called twice."""
+
+    def __init__(self):
+        super().__init__()
+        self.attn = nn.MultiheadAttention(WIDTH, HEADS, batch_first=True)
+
+    def forward(self, x):
+        x = self.attn(x, x, x)[0]
+        return self.attn(x, x, x)[0]
+
+
 class Attention(nn.Module):
     """``nn.MultiheadAttention`` on ``x``; with ``kdim``/``vdim``, the keys and values from linear maps of ``x``."""
 
@@ -96,12 +132,15 @@ class Attention(nn.Module):
 
 
 class Layer(nn.Module):
-    """An ``nn.TransformerEncoderLayer`` (or decoder layer, reading ``x`` as its memory too) and a linear head."""
+    """An ``nn.TransformerEncoderLayer`` (or decoder layer, reading ``x`` as its memory too; or a stack of two
+    encoder layers) and a linear head."""
 
-    def __init__(self, decoder=False, **options):
+    def __init__(self, decoder=False, stack=False, **options):
         super().__init__()
         kind = nn.TransformerDecoderLayer if decoder else nn.TransformerEncoderLayer
         self.layer = kind(WIDTH, HEADS, 2 * WIDTH, batch_first=True, **options)
+        if stack:
+            self.layer = nn.TransformerEncoder(self.layer, 2, enable_nested_tensor=False)
         self.decoder, self.head = decoder, nn.Linear(WIDTH, 3)
 
     def forward(self, x):
@@ -111,6 +150,7 @@ class Layer(nn.Module):
 FORMS = {
     "gpt-sdpa": lambda: GPTBlock(sdpa=True),
     "gpt-softmax": lambda: GPTBlock(sdpa=False),
+    "gpt-separate": lambda: GPTBlock(sdpa=False, variant="separate"),
     "mha": lambda: Attention(),
     "mha-no-bias": lambda: Attention(bias=False),
     "mha-kdim-vdim": lambda: Attention(kdim=5, vdim=7),
@@ -119,6 +159,7 @@ FORMS = {
     "encoder-pre-gelu": lambda: Layer(norm_first=True, activation="gelu"),
     "decoder-pre-relu": lambda: Layer(decoder=True, norm_first=True),
     "decoder-post-gelu": lambda: Layer(decoder=True, activation="gelu"),
+    "stack-pre-relu": lambda: Layer(stack=True, norm_first=True),
 }
 #: the attention layers of each form (two groups per head each)
 LAYERS = {
@@ -126,6 +167,7 @@ LAYERS = {
     "mha": ["attn"],
     "encoder": ["layer.self_attn"],
     "decoder": ["layer.self_attn", "layer.multihead_attn"],
+    "stack": ["layer.layers.0.self_attn", "layer.layers.1.self_attn"],
 }
 
 
@@ -198,8 +240,11 @@ def test_the_closed_form_is_double_backpropagation(form, found):
     g = torch.Generator().manual_seed(2)
     for group in found[form].pair_groups:
         a = random_element(group.d, g, spread=1.0)
-        value, _ = pair_gradient_norm_reference(loss_of, params, group, a, torch.zeros_like(a))
+        direction = torch.randn(group.d, group.d, generator=g, dtype=torch.float64)
+        value, slope = pair_gradient_norm_reference(loss_of, params, group, a, direction)
         assert float(gradient_norm(group, grads, a)) == pytest.approx(float(value), rel=1e-10)
+        closed_slope = 2 * float((direction @ pair_slope(*grams(group, grads), a)).trace())
+        assert closed_slope == pytest.approx(float(slope), rel=1e-8, abs=1e-14)
 
 
 def _dropped(symmetry, kind):
@@ -262,3 +307,23 @@ def test_the_normalisers_and_the_relu_mlp_inside_transformer_layers(found):
     assert "no positive scale passes" in found["encoder-pre-gelu"].left["layer.linear1"]
     gpt = {(g.producers, g.consumers) for g in found["gpt-sdpa"].groups}
     assert {(("ln_1",), ("attn.c_attn",)), (("ln_2",), ("fc",)), (("fc",), ("proj",))} <= gpt
+    assert (("keys",), ("attn",)) in {(g.producers, g.consumers) for g in found["mha-kdim-vdim"].groups}
+    stack = {(g.producers, g.consumers) for g in found["stack-pre-relu"].groups}
+    assert (("layer.layers.1.norm2",), ("layer.layers.1.linear1",)) in stack
+
+
+def test_a_gpt_on_tokens_has_every_head_of_every_block():
+    torch.manual_seed(0)
+    model = GPT()
+    symmetry = discover(model, torch.randint(0, 11, (2, T)))
+    expected = {f"blocks.{b}.attn.{kind}[{h}]" for b in (0, 1) for kind in ("qk", "vo") for h in (0, 1)}
+    assert {g.name for g in symmetry.pair_groups} == expected
+    assert symmetry.verified and "random A" in symmetry.verified
+
+
+def test_an_attention_called_twice_is_dropped_with_the_reason():
+    torch.manual_seed(0)
+    symmetry = discover(Shared(), torch.randn(2, T, WIDTH))
+    assert not symmetry.pair_groups
+    reasons = {d.layer: d.reason for d in symmetry.dropped}
+    assert all("is called 2 times" in reasons[f"attn.{kind}[{h}]"] for kind in ("qk", "vo") for h in (0, 1))
