@@ -23,8 +23,8 @@ class SelfAttention(nn.Module):
     """A GPT block's causal self-attention: one ``c_attn`` split into q, k, v, viewed into heads.
 
     ``variant`` adds what the rules must refuse: ``"leak"`` (the queries also reach the output), ``"rotary"``
-    (a rotary-like position embedding of q and k), ``"gelu"`` (a nonlinearity on q), ``"tied"`` (``c_attn``'s
-    weight read again elsewhere).
+    (a rotary-like position embedding of q and k), ``"gelu"`` (a nonlinearity on q; ``"value-gelu"``: on v),
+    ``"tied"`` (``c_attn``'s weight read again elsewhere); or ``"separate"`` q, k, v projections.
     """
 
     def __init__(self, sdpa=True, variant=None):
@@ -57,6 +57,8 @@ class SelfAttention(nn.Module):
             q, k = self.rotate(q), self.rotate(k)
         if self.variant == "gelu":
             q = F.gelu(q)
+        if self.variant == "value-gelu":
+            v = F.gelu(v)
         if self.sdpa:
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
         else:
@@ -327,3 +329,11 @@ def test_an_attention_called_twice_is_dropped_with_the_reason():
     assert not symmetry.pair_groups
     reasons = {d.layer: d.reason for d in symmetry.dropped}
     assert all("is called 2 times" in reasons[f"attn.{kind}[{h}]"] for kind in ("qk", "vo") for h in (0, 1))
+
+
+@pytest.mark.parametrize("sdpa", [True, False], ids=["sdpa", "softmax"])
+def test_a_nonlinearity_on_the_values_drops_only_the_value_output_groups(sdpa):
+    torch.manual_seed(0)
+    symmetry = discover(GPTBlock(sdpa=sdpa, variant="value-gelu"), torch.randn(2, T, WIDTH))
+    assert sorted(g.name for g in symmetry.pair_groups) == ["attn.qk[0]", "attn.qk[1]"]
+    assert "`gelu`" in symmetry.left["attn.vo"]

@@ -182,7 +182,7 @@ def act(group: PairGroup, a: torch.Tensor, params: dict[str, torch.Tensor]) -> d
     inverse = torch.linalg.inv(a)
     for block in group.blocks:
         p = out[block.param]
-        m = (a.T if block.side == "left" else inverse).to(p.dtype)
+        m = (a.T if block.side == "left" else inverse).to(device=p.device, dtype=p.dtype)
         rows = _rows(p, block)
         moved = (m @ rows).reshape(p[:, block.index].T.shape if block.columns else p[block.index].shape)
         p = p.clone()

@@ -167,6 +167,7 @@ class HeadWalk:
         self.groups: list[PairGroup] = []
         self.dropped: list[Dropped] = []
         self.lost: dict[fx.Node, str] = {}  # values made from rows by something not followed, and where
+        self.scored: set[fx.Node] = set()  # values made from attention scores
 
     # ---- bookkeeping ----------------------------------------------------------------------------------
     def note(self, value: _Rows, use: tuple) -> None:
@@ -227,7 +228,10 @@ class HeadWalk:
     def run(self) -> HeadWalk:
         for node in self.gm.graph.nodes:
             if node.op in ("call_module", "call_function", "call_method"):
-                self.call(node)
+                try:
+                    self.call(node)
+                except Exception as error:  # noqa: BLE001 (an operation the rules misread: end its rows, say why)
+                    self.other(node, f"{node.name}, where following the rows failed ({type(error).__name__}: {error})")
             elif node.op == "output":
                 self.other(node, "the network's output")
         self.finish()
@@ -241,18 +245,28 @@ class HeadWalk:
             return
         target = node.target
         name = target if node.op == "call_method" else getattr(target, "__name__", str(target))
+        if any(arg in self.scored for arg in node.all_input_nodes):
+            self.scored.add(node)  # made from attention scores (attention weights)
         followed = [v for arg in node.all_input_nodes for v in self._listed(self.values.get(arg))]
         if isinstance(module, nn.Linear) or target is F.linear:
             self.linear(node, module)
             return
         lost = set()
         if target in SCALED_DOT_PRODUCT:
-            bound = SDPA.bind(*node.args, **node.kwargs).arguments
+            try:
+                bound = SDPA.bind(*node.args, **node.kwargs).arguments
+            except TypeError:
+                self.other(node, "scaled_dot_product_attention with unknown arguments")
+                return
             lost = self.lost_operands(node, {r: bound.get(n) for r, n in ROLES})
         elif target in MATMUL or name in ("matmul", "bmm", "__matmul__"):
             left, right = node.args[:2]
-            scores = left in self.values or left in self.lost
-            lost = self.lost_operands(node, {"queries": left, "keys": right} if scores else {"values": right})
+            operands = {}  # scores of two projections' products, or attention weights applied to one
+            if (left in self.values or left in self.lost) and (right in self.values or right in self.lost):
+                operands = {"queries": left, "keys": right}
+            elif left in self.scored:
+                operands = {"values": right}
+            lost = self.lost_operands(node, operands)
             if lost:
                 self.other(node, "an attention whose other operand is lost")
                 return
@@ -348,6 +362,7 @@ class HeadWalk:
         if q.site is not None or k.site is not None:
             self.other(node, "attention scores of an attention's output")
             return
+        self.scored.add(node)
         heads, why = _pairs(q.rows, k.rows)
         site = f"{site}:scores"
         self.sites[site] = _Site("qk", q, k, heads or None, why)
