@@ -105,6 +105,21 @@ class GPT(nn.Module):
         return self.head(self.ln_f(x))
 
 
+class MergedHeads(nn.Module):
+    """Heads merged into the batch (``(B·H, T, d)``, ``torch.bmm``), at the model's top level."""
+
+    def __init__(self):
+        super().__init__()
+        self.qkv, self.out = nn.Linear(WIDTH, 3 * WIDTH), nn.Linear(WIDTH, WIDTH)
+
+    def forward(self, x):
+        b, t, c = x.shape
+        q, k, v = self.qkv(x).chunk(3, dim=-1)
+        q, k, v = (z.view(b, t, HEADS, c // HEADS).transpose(1, 2).reshape(b * HEADS, t, c // HEADS) for z in (q, k, v))
+        att = torch.softmax(torch.bmm(q, k.transpose(1, 2)) / 2.0, dim=-1)
+        return self.out(torch.bmm(att, v).view(b, HEADS, t, c // HEADS).transpose(1, 2).reshape(b, t, c))
+
+
 class Shared(nn.Module):
     """One ``nn.MultiheadAttention`` called twice."""
 
@@ -338,3 +353,14 @@ def test_a_nonlinearity_on_the_values_drops_only_the_value_output_groups(sdpa):
     symmetry = discover(GPTBlock(sdpa=sdpa, variant="value-gelu"), torch.randn(2, T, WIDTH))
     assert sorted(g.name for g in symmetry.pair_groups) == ["attn.qk[0]", "attn.qk[1]"]
     assert "`gelu`" in symmetry.left["attn.vo"]
+
+
+def test_heads_merged_into_the_batch_are_followed_through_the_copies():
+    torch.manual_seed(0)
+    symmetry = discover(MergedHeads(), torch.randn(3, T, WIDTH))
+    assert sorted(g.name for g in symmetry.pair_groups) == ["qkv.qk[0]", "qkv.qk[1]", "qkv.vo[0]", "qkv.vo[1]"]
+    qk = symmetry.pair_groups[0]
+    assert [(b.param, b.index, b.side) for b in qk.blocks][::2] == [
+        ("qkv.weight", slice(0, 4), "left"),
+        ("qkv.weight", slice(8, 12), "right"),
+    ]

@@ -107,11 +107,18 @@ def _distinct(rows: torch.Tensor) -> list[int]:
     return rows[index].unique().tolist()
 
 
+def _free(rows: torch.Tensor, axis: int) -> bool:
+    """Whether the rows are the same all along ``axis`` (stride 0, size 1, or equal entries, checked)."""
+    if rows.shape[axis] == 1 or rows.stride(axis) == 0:
+        return True
+    return rows.numel() <= LARGEST and bool((rows == rows.narrow(axis, 0, 1)).all())
+
+
 def _leading(rows: torch.Tensor) -> str | None:
     """Why the second-to-last axis (the sequence) is not free of rows, or ``None``."""
     if rows.dim() < 2:
         return "it has no sequence axis"
-    if rows.shape[-2] != 1 and rows.stride(-2) != 0:
+    if not _free(rows, -2):
         return "its sequence axis carries features"
     return None
 
@@ -212,7 +219,8 @@ class HeadWalk:
 
     def site_name(self, node: fx.Node, value: _Rows) -> str:
         stack = node.meta.get("nn_module_stack") or {}
-        scope = next(reversed(stack.values()))[0] if stack else value.weight.rpartition(".")[0].rpartition(".")[0]
+        projection = value.weight.rpartition(".")[0]  # the module of the projection, then the one holding it
+        scope = next(reversed(stack.values()))[0] if stack else projection.rpartition(".")[0] or projection
         return f"{scope}:{node.name}" if scope else node.name
 
     def param(self, tensor) -> str | None:
@@ -309,7 +317,7 @@ class HeadWalk:
 
     def output_projection(self, node, value: _Rows, wname: str, wshape: tuple) -> None:
         rows = value.rows
-        free = all(rows.stride(i) == 0 or rows.shape[i] == 1 for i in range(rows.dim() - 1))
+        free = all(_free(rows, i) for i in range(rows.dim() - 1))
         if not free or rows.shape[-1] != wshape[1]:
             self.other(node, "an output projection reading the heads along another axis")
             return
