@@ -9,7 +9,9 @@
 * :mod:`~symtele.teleports.discovery`: every positive rescaling of any ``nn.Module``, from its ``torch.fx``
   graph, by the rule table of :mod:`~symtele.teleports.rules` (how to add a layer is there), checked by
   :mod:`~symtele.teleports.verification`, described by :mod:`~symtele.teleports.symmetry`;
-  :mod:`~symtele.teleports.rescale` teleports along them in closed form;
+  :mod:`~symtele.teleports.rescale` teleports along them in closed form; attention heads' GL(d) groups are found
+  by :mod:`~symtele.teleports.heads` (in ``nn.MultiheadAttention``, ``nn.Transformer*`` layers and hand-written
+  attention) and ascended in closed form by :mod:`~symtele.teleports.attention`;
 * :mod:`~symtele.teleports.chains`: which parameters of a network form scalable layer chains;
 * :mod:`~symtele.teleports.invariance`: when an exact-symmetry teleport counts as loss-preserving.
 
@@ -32,7 +34,7 @@ __getattr__, __dir__, __all__ = exports(
     {
         "base": ["Teleport"],
         "discovery": ["discover"],
-        "symmetry": ["Dropped", "Group", "Symmetry", "Term"],
+        "symmetry": ["Block", "Dropped", "Group", "PairGroup", "Symmetry", "Term"],
         "gln": ["GLn", "gln_teleport"],
         "level_set": ["LevelSet", "level_set_teleport"],
         "level_set_slp": ["LevelSetSLP", "level_set_slp_teleport"],

@@ -3,11 +3,14 @@
 An attention head sees its queries and keys only through the scores ``q kᵀ`` and its values only through
 ``attn · v`` followed by the output projection. For any invertible ``A ∈ GL(d_head)``,
 
-    q ← q A,   k ← k A^{−T}   keep every score,      v ← v B,   W_O^h ← W_O^h B^{−T}   keep every output.
+    q ← q A,   k ← k A^{−T}   keep every score,      v ← v B,   W_O^h ← B^{−1} W_O^h   keep every output
+
+(``W_O^h``: the rows of the output projection, in ``x W`` layout, that read head ``h``).
 
 In the weights of ``torch.nn.Linear`` layout (a head's ``d`` rows of the query, key and value projections,
 its bias entries as one more column; the output projection's ``d`` columns for the head, transposed to rows)
-both are one *pair action* on row blocks:
+both are one *pair action* on row blocks (:class:`~symtele.teleports.symmetry.PairGroup`, found in every form by
+:func:`~symtele.teleports.discovery.discover`, see :mod:`~symtele.teleports.heads`):
 
     left blocks  P ← Aᵀ P   (the queries' rows; the values' rows, with ``A = B``),
     right blocks R ← A^{−1} R   (the keys' rows; the output projection's columns, transposed).
@@ -34,48 +37,16 @@ the closed form is tested against).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-
-@dataclass(frozen=True)
-class Block:
-    """Rows of a parameter that one head's pair action moves.
-
-    Attributes:
-        param: the parameter's name.
-        rows: a slice of its first dimension, or of its second when ``columns`` is true (the output
-            projection's).
-        side: ``"left"`` (``P ← Aᵀ P``) or ``"right"`` (``R ← A^{−1} R``).
-        columns: whether ``rows`` slices the second dimension.
-    """
-
-    param: str
-    rows: slice
-    side: str
-    columns: bool = False
-
-
-@dataclass(frozen=True)
-class PairGroup:
-    """One head's GL(d) symmetry.
-
-    Attributes:
-        name: which module and head (``"attn.qk[3]"``).
-        d: the head's dimension.
-        blocks: the blocks it moves (:class:`Block`).
-    """
-
-    name: str
-    d: int
-    blocks: tuple[Block, ...]
+from .symmetry import Block, PairGroup
 
 
 def _rows(tensor: torch.Tensor, block: Block) -> torch.Tensor:
     """The block's rows as a ``d × m`` matrix (a bias as one column)."""
-    part = tensor[:, block.rows].T if block.columns else tensor[block.rows]
+    part = tensor[:, block.index].T if block.columns else tensor[block.index]
     return part.reshape(part.shape[0], -1)
 
 
@@ -85,7 +56,7 @@ def multihead_attention_groups(module: nn.MultiheadAttention, prefix: str = "") 
     Args:
         module: an ``nn.MultiheadAttention`` (fused ``in_proj_weight``, or separate ``q/k/v_proj_weight`` when
             ``kdim``/``vdim`` differ from ``embed_dim``), with or without biases.
-        prefix: the module's name in the model (``"encoder.layers.0.self_attn."``).
+        prefix: the module's name in the model followed by a dot (``"encoder.layers.0.self_attn."``).
 
     Returns:
         Two groups per head, query–key first.
@@ -99,6 +70,7 @@ def multihead_attention_groups(module: nn.MultiheadAttention, prefix: str = "") 
     d = e // heads
     fused = module.in_proj_weight is not None
     bias = module.in_proj_bias is not None
+    layer = prefix.removesuffix(".")
     groups = []
     for h in range(heads):
         rows = slice(h * d, (h + 1) * d)
@@ -113,8 +85,8 @@ def multihead_attention_groups(module: nn.MultiheadAttention, prefix: str = "") 
             qk += [Block(f"{prefix}in_proj_bias", q, "left"), Block(f"{prefix}in_proj_bias", k, "right")]
             vo.append(Block(f"{prefix}in_proj_bias", v, "left"))
         vo.append(Block(f"{prefix}out_proj.weight", rows, "right", columns=True))
-        groups.append(PairGroup(f"{prefix or 'attention.'}qk[{h}]", d, tuple(qk)))
-        groups.append(PairGroup(f"{prefix or 'attention.'}vo[{h}]", d, tuple(vo)))
+        groups.append(PairGroup(layer, "qk", h, d, tuple(qk)))
+        groups.append(PairGroup(layer, "vo", h, d, tuple(vo)))
     return groups
 
 
@@ -126,6 +98,39 @@ def grams(group: PairGroup, grads: dict[str, torch.Tensor]) -> tuple[torch.Tenso
         g = _rows(grads[block.param], block).double()
         out[block.side] = out[block.side].to(g.device) + g @ g.T
     return out["left"], out["right"]
+
+
+def outside(group: PairGroup, grads: dict[str, torch.Tensor]) -> torch.Tensor:
+    """``Σ ‖g‖²`` over every gradient entry the group does not move (the rest of ``‖∇L‖²``, kept by it), float64."""
+    total = torch.zeros((), dtype=torch.float64)
+    moved = {}
+    for block in group.blocks:
+        mask = moved.setdefault(block.param, torch.zeros_like(grads[block.param], dtype=torch.bool))
+        if block.columns:
+            mask[:, block.index] = True
+        else:
+            mask[block.index] = True
+    for name, g in grads.items():
+        part = g[~moved[name]] if name in moved else g
+        total = total.to(g.device) + part.double().square().sum()
+    return total
+
+
+def gradient_norm(group: PairGroup, grads: dict[str, torch.Tensor], a: torch.Tensor) -> torch.Tensor:
+    """``‖∇L(g_A·w)‖²`` in closed form from the gradient at ``w``.
+
+    :func:`pair_objective` of the group's Gram matrices plus the entries it does not move (:func:`outside`).
+
+    Args:
+        group: the pair group.
+        grads: every parameter's gradient at ``w``, by name.
+        a: the group element ``A``.
+
+    Returns:
+        The squared norm (float64).
+    """
+    c_left, c_right = grams(group, grads)
+    return pair_objective(c_left, c_right, a.to(c_left.device)) + outside(group, grads).to(c_left.device)
 
 
 def pair_objective(c_left: torch.Tensor, c_right: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
@@ -177,14 +182,14 @@ def act(group: PairGroup, a: torch.Tensor, params: dict[str, torch.Tensor]) -> d
     inverse = torch.linalg.inv(a)
     for block in group.blocks:
         p = out[block.param]
-        m = (a.T if block.side == "left" else inverse).to(p.dtype)
+        m = (a.T if block.side == "left" else inverse).to(device=p.device, dtype=p.dtype)
         rows = _rows(p, block)
-        moved = (m @ rows).reshape(p[:, block.rows].T.shape if block.columns else p[block.rows].shape)
+        moved = (m @ rows).reshape(p[:, block.index].T.shape if block.columns else p[block.index].shape)
         p = p.clone()
         if block.columns:
-            p[:, block.rows] = moved.T
+            p[:, block.index] = moved.T
         else:
-            p[block.rows] = moved
+            p[block.index] = moved
         out[block.param] = p
     return out
 

@@ -21,6 +21,11 @@ affine output starts new units instead. Running statistics never change.
 
 The rules for each operation are a table (:mod:`~symtele.teleports.rules`; how to add a layer is there).
 
+**Attention.** Beside the positive scales, every attention head's query–key and value–output matrix groups
+(``GL(d_head)`` each) are found in the same graphs (:mod:`~symtele.teleports.heads`) and carried in
+``Symmetry.pair_groups``: kept only if found alike in train and eval mode, on parameters that are trainable and
+under no hook, and verified numerically with a random group element.
+
 **Identity.** Every parameter is tracked by the tensor itself, not by a module's name: a parameter used
 twice (a layer called twice, a shared encoder, tied weights, a weight read outside its layer) pins every
 scale acting on it. Frozen parameters (``requires_grad=False``), modules with forward hooks or pre-hooks,
@@ -49,6 +54,7 @@ from torch import nn
 from torch.fx.passes.shape_prop import ShapeProp
 from torch.nn.utils import parametrize
 
+from .heads import find_heads
 from .rules import (
     CONV_T,
     FUNCTIONS,
@@ -63,7 +69,7 @@ from .rules import (
     _shape,
     _text,
 )
-from .symmetry import Dropped, Group, Symmetry, Term
+from .symmetry import Dropped, Group, PairGroup, Symmetry, Term
 from .verification import restore, set_modes
 from .verification import verify as verify_symmetry
 
@@ -510,8 +516,8 @@ def discover(model: nn.Module, example: torch.Tensor, *, verify: bool = True, se
         seed: the seed of the verification's random scales and of the forked random number generator.
 
     Returns:
-        The :class:`~symtele.teleports.symmetry.Symmetry`: the scales, their terms, the groups, and every layer
-        left out with the reason.
+        The :class:`~symtele.teleports.symmetry.Symmetry`: the scales, their terms, the groups, the attention
+        heads' matrix groups (``pair_groups``), and every layer or group left out with the reason.
 
     Raises:
         TypeError: ``model`` is not a module or ``example`` not a tensor.
@@ -534,7 +540,7 @@ def discover(model: nn.Module, example: torch.Tensor, *, verify: bool = True, se
         params = {id(q): q for q in work.parameters()}
         kinds = {n: type(m).__name__ for n, m in work.named_modules()}
         found = _walk(work, graphs, copies, params, kinds)
-        if verify and found.n_scales:
+        if verify and (found.n_scales or found.pair_groups):
             found = verify_symmetry(found, work, x, modes, buffers, copies, seed)
     return found
 
@@ -603,7 +609,40 @@ def _walk(work, graphs, names, params, kinds) -> Symmetry:
             pin_param(pid, f"`{name}` is frozen (requires_grad=False)")
     for _, units, why in sorted(d.pins, key=lambda pin: pin[0]):
         d.units.fix(units, why)
-    return _symmetry(d)
+    found = _symmetry(d)
+    found.pair_groups, dropped = _pair_groups(work, graphs, walks, names, params)
+    found.dropped += dropped
+    return found
+
+
+def _pair_groups(work, graphs, walks, names, params) -> tuple[list[PairGroup], list[Dropped]]:
+    """The attention heads' matrix groups found in every graph (:mod:`~symtele.teleports.heads`), without those
+    whose parameters are frozen or under a hook; the others dropped with the reason."""
+    found = [find_heads(gm, names, walk.uses) for gm, walk in zip(graphs, walks)]
+    dropped = list(dict.fromkeys(d for f in found for d in f.dropped))
+    gone = {d.layer for d in dropped}
+    keys = [{(g.name, repr(g.blocks)): g for g in f.groups} for f in found]  # (a slice is not hashable)
+    every = {k: g for ks in keys for k, g in ks.items()}
+    hooked = _hooked(work)
+    frozen = {names[pid] for pid, p in params.items() if not p.requires_grad}
+    kept = []
+    for key, group in every.items():
+        if group.name in gone:
+            continue
+        why = ""
+        if any(key not in ks for ks in keys):
+            why = "found in one of train and eval mode only"
+        for name in group.params:
+            under = [path for path in hooked if path == "" or name.startswith(f"{path}.")]
+            if under:
+                why = why or hooked[under[0]]
+            if name in frozen:
+                why = why or f"`{name}` is frozen (requires_grad=False)"
+        if why:
+            dropped.append(Dropped(group.name, why))
+        else:
+            kept.append(group)
+    return kept, dropped
 
 
 def _symmetry(d: _Discovery) -> Symmetry:

@@ -14,6 +14,23 @@ gives the scales of a traced value (``walk.value(x)``: a :class:`Value`, its uni
 (``walk.produce``, divided by the scale) or reads them (``walk.read``, multiplied), and pins
 (``walk.pin_inputs(node, why)``); ``args`` are the call's arguments by name; ``module`` the called module.
 
+**Attention.** Attention has no positive scale of its own but a larger matrix symmetry per head
+(:mod:`~symtele.teleports.symmetry` has the math, :mod:`~symtele.teleports.heads` finds it beside this table);
+the rules here are the diagonal scales around it:
+
+* ``nn.MultiheadAttention``: its query, key and value projections read the units of their inputs (a normaliser
+  before it: ``W[:, j] · d_j``); its output is not rescaled (:func:`_attention_module`);
+* ``nn.TransformerEncoderLayer``/``DecoderLayer`` (and ``nn.TransformerEncoder``/``Decoder``, layer by layer),
+  pre-norm: each normaliser's ``γ, β`` into the projections after it (self-attention's q, k, v; the decoder's
+  cross-attention query; the MLP's ``linear1``) (:func:`_transformer_layer`);
+* the same layers, post-norm: the normalisers before the last feed a residual sum (pinned), the last one's units
+  leave the layer with its output;
+* their MLP: ``linear1``'s hidden units rescaled through ReLU into ``linear2``; GELU (or any other activation)
+  has no positive scale, said so (:func:`_feed_forward`);
+* a hand-written block needs no rule of its own: ``LayerNorm`` into ``c_attn`` (a ``Linear``) and ReLU MLPs are
+  the rules above; ``split`` is not in the table, so ``c_attn``'s own output units are pinned (its heads' matrix
+  groups move them instead).
+
 **Adding a layer.** Say ``torch.abs`` were missing. ``|x / d| = |x| / d`` for ``d > 0``, so its output
 carries the scales of its input on the same axis: the rule is :func:`_through` (input scales pass
 unchanged; shapes must match). Add the entry to the table, with the signature its arguments are read
@@ -429,6 +446,152 @@ def _normaliser(channel_axis):
     return handle
 
 
+def _affine(walk, layer: str, norm: nn.Module) -> torch.Tensor | None:
+    """New units for the affine ``γ, β`` of the normaliser ``norm`` (named ``layer``), produced by them; ``None``
+    if it has none or they are not plain parameters (then pinned with the reason)."""
+    weight, bias = walk.weight_of(norm, "weight"), walk.weight_of(norm, "bias")
+    if weight is None:
+        return None
+    walk.d.kinds[layer] = type(norm).__name__
+    if weight.role != "plain" or weight.param.dim() != 1 or (bias is not None and bias.role != "plain"):
+        walk.pin(walk.d.keyed(id(norm), 1), weight.why or (bias.why if bias else "") or "not one scale per channel")
+        return None
+    out = walk.d.keyed(id(weight.param), weight.param.numel())
+    walk.produce(layer, id(weight.param), out)
+    if bias is not None:
+        walk.produce(layer, id(bias.param), out)
+    return out
+
+
+def _read_projections(walk, layer: str, attention: nn.MultiheadAttention, inputs) -> None:
+    """``nn.MultiheadAttention``'s query, key and value projections read the units of ``inputs`` (three
+    :class:`Value`\\ s or ``None``, on their last axis): ``W[:, j] · d_j`` undoes ``x_j / d_j``."""
+    e = attention.embed_dim
+    if attention.in_proj_weight is not None:
+        w = walk.weight_of(attention, "in_proj_weight")
+        if w is None or w.role != "plain":
+            for v in inputs:
+                if v is not None:
+                    walk.pin(v.units, f"read by {layer}: {w.why if w else 'no weight'}")
+            return
+        units = torch.zeros(3 * e, e, dtype=torch.long)
+        for i, v in enumerate(inputs):
+            if v is not None:
+                units[i * e : (i + 1) * e] = v.units.reshape(1, -1)
+        whole = torch.cat([v.units for v in inputs if v is not None]) if any(inputs) else None
+        if whole is not None:
+            walk.read(layer, id(w.param), units, whole)
+        return
+    for v, attr in zip(inputs, ("q_proj_weight", "k_proj_weight", "v_proj_weight")):
+        if v is None:
+            continue
+        w = walk.weight_of(attention, attr)
+        if w is None or w.role != "plain":
+            walk.pin(v.units, f"read by {layer}: {w.why if w else 'no weight'}")
+        else:
+            walk.read(layer, id(w.param), v.units.reshape(1, -1), v.units)
+
+
+def _attention_module(walk, node, a, module):
+    """``nn.MultiheadAttention``: its projections read the units of its inputs (on their last axis; a normaliser
+    before it); its own head groups are matrix groups (:mod:`~symtele.teleports.heads`); its output is not
+    rescaled."""
+    inputs = []
+    for key in ("query", "key", "value"):
+        v, shape = walk.value(a[key]), _shape(a[key])
+        if v is not None and (shape is None or v.axis != len(shape) - 1):
+            walk.pin(v.units, f"read by {walk.label(node)} along another axis")
+            v = None
+        inputs.append(v)
+    walk.d.kinds.setdefault(str(node.target), type(module).__name__)
+    _read_projections(walk, str(node.target), module, inputs)
+
+
+def _feed_forward(walk, path: str, layer: nn.Module, reads: torch.Tensor | None) -> None:
+    """A transformer layer's MLP ``linear2(σ(linear1(x)))``: ``linear1`` reads ``reads`` (the units of the
+    normaliser before it, or ``None``) and produces a unit per hidden neuron, rescaled through σ = ReLU and
+    read by ``linear2``; any other σ (GELU) has no positive scale, said so."""
+    first, second = layer.linear1, layer.linear2
+    w1, b1, w2 = (walk.weight_of(m, k) for m, k in ((first, "weight"), (first, "bias"), (second, "weight")))
+    name = f"{path}.linear1"
+    walk.d.kinds.setdefault(name, type(first).__name__)
+    if reads is not None:
+        if w1 is not None and w1.role == "plain":
+            walk.read(name, id(w1.param), reads.reshape(1, -1), reads)
+        else:
+            walk.pin(reads, f"read by {name}: {w1.why if w1 else 'no weight'}")
+    if w1 is None or w1.role != "plain":
+        return
+    hidden = walk.d.keyed(id(w1.param), w1.param.shape[0])
+    walk.produce(name, id(w1.param), hidden)
+    if b1 is not None:
+        if b1.role == "plain":
+            walk.produce(name, id(b1.param), hidden)
+        else:
+            walk.pin(hidden, b1.why, STRUCTURE)
+    relu = layer.activation is F.relu or isinstance(layer.activation, nn.ReLU)
+    if not relu:
+        kind = getattr(layer.activation, "__name__", type(layer.activation).__name__)
+        walk.pin(hidden, f"passes through {kind} in {path}, which no positive scale passes (supported: {SUPPORTED})")
+    elif w2 is not None and w2.role == "plain":
+        walk.read(f"{path}.linear2", id(w2.param), hidden.reshape(1, -1), hidden)
+    else:
+        walk.pin(hidden, f"read by {path}.linear2: {w2.why if w2 else 'no weight'}")
+
+
+def _transformer_layer(walk, path: str, layer: nn.Module) -> torch.Tensor | None:
+    """The positive scales inside one ``nn.TransformerEncoderLayer``/``DecoderLayer`` (a ``torch.fx`` leaf).
+
+    Pre-norm (``norm_first``): each normaliser's ``γ, β`` are read by the projections after it (``norm1``: the
+    self-attention's query, key and value; a decoder's ``norm2``: the cross-attention's query; the last: the
+    MLP's ``linear1``). Post-norm: the normalisers before the last feed a residual sum (pinned); the last one's
+    units are the layer's output (returned). The MLP's hidden units with ReLU. Returns the output's units or
+    ``None``.
+    """
+    decoder = isinstance(layer, nn.TransformerDecoderLayer)
+    norms = [f"norm{i}" for i in ((1, 2, 3) if decoder else (1, 2))]
+    units = [_affine(walk, f"{path}.{n}", getattr(layer, n)) for n in norms]
+    if layer.norm_first:
+        _read_projections(walk, f"{path}.self_attn", layer.self_attn, [_value(units[0])] * 3)
+        if decoder:
+            _read_projections(walk, f"{path}.multihead_attn", layer.multihead_attn, [_value(units[1]), None, None])
+        _feed_forward(walk, path, layer, units[-1])
+        return None
+    for n, u in zip(norms[:-1], units[:-1]):
+        if u is not None:
+            walk.pin(u, f"{path}.{n}'s output is added to the residual stream inside {path}")
+    _feed_forward(walk, path, layer, None)
+    return units[-1]
+
+
+def _value(units: torch.Tensor | None) -> Value | None:
+    return None if units is None else Value(units, -1)
+
+
+def _transformer_module(walk, node, a, module):
+    """``nn.TransformerEncoderLayer``/``DecoderLayer`` and their stacks ``nn.TransformerEncoder``/``Decoder``
+    (``torch.fx`` leaves): the scales inside each layer (:func:`_transformer_layer`); their inputs enter a
+    residual stream or a normaliser (pinned); the output carries the units of the last normaliser."""
+    name, path = walk.label(node), str(node.target)
+    walk.d.kinds.setdefault(path, type(module).__name__)
+    walk.pin_inputs(node, f"enters {name}, whose residual stream or normalisers fix its scale")
+    if isinstance(module, (nn.TransformerEncoderLayer, nn.TransformerDecoderLayer)):
+        out = _transformer_layer(walk, path, module)
+    else:
+        out = None
+        for i, layer in enumerate(module.layers):
+            out = _transformer_layer(walk, f"{path}.layers.{i}", layer)
+            if out is not None and i + 1 < len(module.layers):
+                walk.pin(out, f"{path}.layers.{i}'s output enters the next layer's residual stream")
+        if module.norm is not None:
+            if out is not None:
+                walk.pin(out, f"{path}.layers.{len(module.layers) - 1}'s output feeds {path}.norm")
+            out = _affine(walk, f"{path}.norm", module.norm)
+    shape = _shape(node)
+    if out is not None and shape is not None and shape[-1] == out.numel():
+        walk.set(node, Value(out, len(shape) - 1))
+
+
 CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 CONV_T = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 
@@ -469,6 +632,11 @@ MODULES: dict[type, Rule] = {
     nn.InstanceNorm1d: Rule(_normaliser(lambda rank: rank - 2)),
     nn.InstanceNorm2d: Rule(_normaliser(lambda rank: rank - 3)),
     nn.InstanceNorm3d: Rule(_normaliser(lambda rank: rank - 4)),
+    nn.MultiheadAttention: Rule(_attention_module),
+    **{
+        t: Rule(_transformer_module)
+        for t in (nn.TransformerEncoderLayer, nn.TransformerDecoderLayer, nn.TransformerEncoder, nn.TransformerDecoder)
+    },
 }
 
 #: functions (``call_function`` targets) and their rules

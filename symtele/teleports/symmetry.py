@@ -1,9 +1,21 @@
-"""The positive rescalings of a network as data: which parameters each log-scale acts on, how the scales
-group, and what was left out and why (:func:`~symtele.teleports.discovery.discover` builds them).
+"""The symmetries of a network as data: which parameters each log-scale acts on, how the scales group, the
+attention heads' matrix groups, and what was left out and why (:func:`~symtele.teleports.discovery.discover`
+builds them).
 
 A :class:`Symmetry` has ``n_scales`` log-scales ``s``; parameter ``p`` becomes ``p · exp(a_p(s))`` with
 ``a_p(s) = Σ_t sign_t · s[units_t]`` over its :class:`Term`\\ s. Scales that rescale the same layers form a
 :class:`Group`; every layer (or group) that is not rescaled is a :class:`Dropped` record with its reason.
+
+Beside these diagonal scalings, every attention head has two matrix groups (:class:`PairGroup`), each an
+invertible ``A ∈ GL(d_head)`` acting on row blocks (:class:`Block`) of the projections in
+``torch.nn.Linear`` layout (``out × in``, so a head's queries are ``q = x W_Qᵀ``):
+
+    query–key (``"qk"``):  W_Q ← Aᵀ W_Q, b_Q ← Aᵀ b_Q, W_K ← A^{−1} W_K, b_K ← A^{−1} b_K,
+        that is ``q ← q A`` and ``k ← k A^{−T}``, so every score ``q kᵀ`` is kept;
+    value–output (``"vo"``, ``A = B``):  W_V ← Bᵀ W_V, b_V ← Bᵀ b_V, W_Oᵀ ← B^{−1} W_Oᵀ (the head's columns of
+        the output projection), that is ``v ← v B`` and ``O ← B^{−1} O``, so ``attn · v · O`` is kept.
+
+Blocks multiplied by ``Aᵀ`` are on the ``"left"`` side, those by ``A^{−1}`` on the ``"right"``.
 """
 
 from __future__ import annotations
@@ -50,6 +62,85 @@ class Dropped:
     reason: str
 
 
+@dataclass(frozen=True)
+class Block:
+    """The rows of one parameter that a head's matrix group moves, as a ``d × m`` matrix.
+
+    Args:
+        param: the parameter's name in ``model.named_parameters()``.
+        rows: its ``d`` rows (a slice, or the row indices in the head's order), of the first dimension, or of
+            the second when ``columns`` is true (the output projection's columns, transposed to rows).
+        side: ``"left"`` (``P ← Aᵀ P``: queries, values) or ``"right"`` (``R ← A^{−1} R``: keys, the output
+            projection's columns).
+        columns: whether ``rows`` index the second dimension.
+    """
+
+    param: str
+    rows: slice | tuple[int, ...]
+    side: str
+    columns: bool = False
+
+    @property
+    def index(self) -> slice | list[int]:
+        """``rows`` as an index of a tensor dimension."""
+        return self.rows if isinstance(self.rows, slice) else list(self.rows)
+
+    def describe(self) -> str:
+        """``"c_attn.weight rows 0:4"``: the parameter and its rows (or columns)."""
+        if isinstance(self.rows, slice):
+            span = f"{self.rows.start}:{self.rows.stop}"
+        else:
+            span = "[" + ",".join(map(str, self.rows)) + "]"
+        return f"{self.param} {'columns' if self.columns else 'rows'} {span}"
+
+
+@dataclass(frozen=True)
+class PairGroup:
+    """One attention head's query–key or value–output symmetry: ``A ∈ GL(d)`` on its blocks (module docstring).
+
+    Args:
+        layer: the attention's name (its module, or where its scores are computed).
+        kind: ``"qk"`` (queries and keys) or ``"vo"`` (values and the output projection).
+        head: the head's index in the layer.
+        d: the head's dimension.
+        blocks: the row blocks it moves (:class:`Block`).
+    """
+
+    layer: str
+    kind: str
+    head: int
+    d: int
+    blocks: tuple[Block, ...]
+
+    @property
+    def name(self) -> str:
+        """``"blocks.0.attn.qk[1]"``."""
+        return f"{self.layer or 'attention'}.{self.kind}[{self.head}]"
+
+    @property
+    def params(self) -> list[str]:
+        """The parameters it moves, in the order of its blocks."""
+        return list(dict.fromkeys(b.param for b in self.blocks))
+
+    def to_dict(self) -> dict:
+        """The group as plain data (JSON-ready)."""
+        return {
+            "layer": self.layer,
+            "kind": self.kind,
+            "head": self.head,
+            "d": self.d,
+            "blocks": [
+                {
+                    "param": b.param,
+                    "rows": [b.rows.start, b.rows.stop] if isinstance(b.rows, slice) else list(b.rows),
+                    "side": b.side,
+                    "columns": b.columns,
+                }
+                for b in self.blocks
+            ],
+        }
+
+
 @dataclass
 class Symmetry:
     """The positive rescalings of a network (see the module's docstring).
@@ -61,6 +152,7 @@ class Symmetry:
         dropped: every layer (or group) not rescaled, with the reason.
         kinds: the type name of every layer named in ``groups`` and ``dropped``, for messages.
         verified: how the symmetry was checked numerically (``None`` if it was not).
+        pair_groups: the attention heads' matrix groups (:class:`PairGroup`).
     """
 
     n_scales: int
@@ -69,6 +161,7 @@ class Symmetry:
     dropped: list[Dropped] = field(default_factory=list)
     kinds: dict[str, str] = field(default_factory=dict)
     verified: str | None = None
+    pair_groups: list[PairGroup] = field(default_factory=list)
 
     @property
     def left(self) -> dict[str, str]:
@@ -111,7 +204,17 @@ class Symmetry:
             group = self.groups[g]
             groups.append(Group(group.size, group.producers, group.consumers, tuple(range(start, start + group.size))))
             start += group.size
-        return Symmetry(len(old), terms, groups, [*self.dropped, *dropped], self.kinds, self.verified)
+        return Symmetry(
+            len(old), terms, groups, [*self.dropped, *dropped], self.kinds, self.verified, list(self.pair_groups)
+        )
+
+    def keep_pairs(self, kept: list[int], dropped: list[Dropped] = ()) -> Symmetry:
+        """The symmetry with only the matrix groups ``kept`` (indices into ``pair_groups``), and ``dropped`` added
+        to the records."""
+        pairs = [self.pair_groups[i] for i in kept]
+        return Symmetry(
+            self.n_scales, self.terms, self.groups, [*self.dropped, *dropped], self.kinds, self.verified, pairs
+        )
 
     def label(self, layer: str) -> str:
         """``layer`` with its type when its name alone does not say it (``1 (ReLU)`` in an ``nn.Sequential``)."""
@@ -126,6 +229,7 @@ class Symmetry:
             "groups": [
                 {"size": g.size, "producers": list(g.producers), "consumers": list(g.consumers)} for g in self.groups
             ],
+            "pair_groups": [g.to_dict() for g in self.pair_groups],
             "dropped": [{"layer": d.layer, "reason": d.reason} for d in self.dropped],
             "verified": self.verified,
         }
@@ -138,6 +242,12 @@ class Symmetry:
                 f"  group {i}: {g.size} scales; divided: {', '.join(self.label(p) for p in g.producers)}; "
                 f"multiplied: {consumers}"
             )
+        if self.pair_groups:
+            lines.append(f"{len(self.pair_groups)} attention head groups (GL(d) each)")
+            for g in self.pair_groups:
+                left = ", ".join(b.describe() for b in g.blocks if b.side == "left")
+                right = ", ".join(b.describe() for b in g.blocks if b.side == "right")
+                lines.append(f"  {g.name}: d={g.d}; times Aᵀ: {left}; times A⁻¹: {right}")
         if self.dropped:
             lines.append("not rescaled:")
             lines += [f"  {self.label(d.layer)}: {d.reason}" for d in self.dropped]

@@ -118,16 +118,14 @@ def verify(
         restore(work, buffers)
         baseline.append(_outputs(work, x, seed))
 
-    def change(groups: list[int]) -> tuple[float, int]:
-        """The worst relative change of any output with the scales of ``groups`` applied, and in which mode."""
-        t = torch.zeros_like(s)
-        for i in groups:
-            idx = list(found.groups[i].scales)
-            t[idx] = s[idx]
+    def run(values: dict[str, torch.Tensor]) -> tuple[float, int]:
+        """The worst relative change of any output, and in which mode, with the parameters ``values``.
+
+        The parameters not in ``values`` (by name) are as they are; all are restored after.
+        """
         with torch.no_grad():
-            for name in found.params:
-                p = by_name[name]
-                p.copy_(original[name] * torch.exp(found.log_factor(name, t, p)))
+            for name, value in values.items():
+                by_name[name].copy_(value)
         worst = (0.0, 0)
         try:
             for k, mode in enumerate(modes):
@@ -136,42 +134,135 @@ def verify(
                 worst = max(worst, (_change(baseline[k], _outputs(work, x, seed)), k))
         finally:
             with torch.no_grad():
-                for name in found.params:
+                for name in values:
                     by_name[name].copy_(original[name])
         return worst
 
-    def failing(groups: list[int]) -> dict[int, tuple[float, int]]:
-        worst = change(groups)
+    def scaled(groups: list[int]) -> dict[str, torch.Tensor]:
+        """The parameters with the random log-scales of ``groups`` applied."""
+        t = torch.zeros_like(s)
+        for i in groups:
+            idx = list(found.groups[i].scales)
+            t[idx] = s[idx]
+        return {n: original[n] * torch.exp(found.log_factor(n, t, by_name[n])) for n in found.params}
+
+    kept, failed = _drop_failing(lambda groups: run(scaled(groups)), list(range(len(found.groups))), rtol)
+    records = []
+    for i, (worst, k) in failed.items():
+        group = found.groups[i]
+        records.append(
+            Dropped(
+                ", ".join(group.producers),
+                f"group of {', '.join(group.producers)} failed numerical verification: an output changed by "
+                f"{worst:.1e} (relative) in {_mode_name(modes[k])} mode",
+            )
+        )
+    with_scales = scaled(kept)
+    result = found.keep(kept, records)
+    if result.pair_groups:
+        result = _verify_pairs(result, original, with_scales, run, modes, rtol, seed)
+    restore(work, buffers)
+    mode_names = ["train", "eval", "the model's own"][: len(modes)]
+    result.verified = (
+        f"verified: every output kept within {rtol:g} ({str(dtype).removeprefix('torch.')}, random log-scales in "
+        f"±{VERIFY_SPREAD:g}"
+        + (f"; random A = exp(X) with ‖X‖₂ = {VERIFY_SPREAD:g} per attention group" if result.pair_groups else "")
+        + f") in {', '.join(mode_names)} mode"
+    )
+    return result
+
+
+def _mode_name(mode: dict[str, bool]) -> str:
+    return "train" if all(mode.values()) else "eval" if not any(mode.values()) else "the model's"
+
+
+def _drop_failing(change, items: list[int], rtol: float) -> tuple[list[int], dict[int, tuple[float, int]]]:
+    """Split ``items`` into those kept and those that fail, found by bisection.
+
+    Args:
+        change: ``change(subset)`` is the worst relative change of any output with the subset applied, and the
+            mode it was seen in.
+        items: the indices to check.
+        rtol: the largest change allowed.
+
+    Returns:
+        ``(kept, failed)``: the indices kept, and each failing one with its change and mode.
+    """
+
+    def failing(subset: list[int]) -> dict[int, tuple[float, int]]:
+        worst = change(subset)
         if worst[0] <= rtol:
             return {}
-        if len(groups) == 1:
-            return {groups[0]: worst}
-        half = len(groups) // 2
-        out = {**failing(groups[:half]), **failing(groups[half:])}
-        return out or dict.fromkeys(groups, worst)  # each half alone keeps the outputs, together they do not
+        if len(subset) == 1:
+            return {subset[0]: worst}
+        half = len(subset) // 2
+        out = {**failing(subset[:half]), **failing(subset[half:])}
+        return out or dict.fromkeys(subset, worst)  # each half alone keeps the outputs, together they do not
 
-    kept, dropped = list(range(len(found.groups))), []
+    kept, dropped = list(items), {}
     while kept:
         bad = failing(kept)
         if not bad:
             break
-        for i, (worst, k) in bad.items():
-            group = found.groups[i]
-            mode = "train" if all(modes[k].values()) else "eval" if not any(modes[k].values()) else "the model's"
-            dropped.append(
-                Dropped(
-                    ", ".join(group.producers),
-                    f"group of {', '.join(group.producers)} failed numerical verification: an output changed by "
-                    f"{worst:.1e} (relative) in {mode} mode",
-                )
-            )
+        dropped.update(bad)
         kept = [i for i in kept if i not in bad]
-    restore(work, buffers)
-    result = found.keep(kept, dropped)
-    mode_names = ["train", "eval", "the model's own"][: len(modes)]
-    result.verified = (
-        f"verified: every output kept within {rtol:g} ({str(dtype).removeprefix('torch.')}, random log-scales in "
-        f"±{VERIFY_SPREAD:g}) "
-        f"in {', '.join(mode_names)} mode"
-    )
-    return result
+    return kept, dropped
+
+
+def random_element(d: int, generator: torch.Generator, spread: float = VERIFY_SPREAD) -> torch.Tensor:
+    """A random ``A = exp(X) ∈ GL(d)`` with ``‖X‖₂ = spread``, float64.
+
+    Its condition number is at most ``e^{2·spread}``.
+
+    Args:
+        d: the dimension.
+        generator: the random number generator of ``X``'s entries (standard normal before scaling).
+        spread: ``‖X‖₂``.
+
+    Returns:
+        ``A`` (``d × d``).
+    """
+    x = torch.randn(d, d, generator=generator, dtype=torch.float64)
+    return torch.linalg.matrix_exp(x * (spread / torch.linalg.matrix_norm(x, 2)))
+
+
+def _verify_pairs(found: Symmetry, original, with_scales, run, modes, rtol, seed) -> Symmetry:
+    """Drop the attention groups that change an output with a random group element each.
+
+    Then all of them if they change one together with the kept positive scales (``with_scales``: the parameters
+    scaled).
+    """
+    from .attention import act
+
+    g = torch.Generator().manual_seed(seed + 1)
+    elements = [random_element(group.d, g) for group in found.pair_groups]
+
+    def change(subset: list[int], start: dict[str, torch.Tensor] = original) -> tuple[float, int]:
+        moved = {**original, **start}
+        for i in subset:
+            group = found.pair_groups[i]
+            moved = act(group, elements[i].to(moved[group.params[0]].dtype), moved)
+        return run(moved)
+
+    kept, failed = _drop_failing(change, list(range(len(found.pair_groups))), rtol)
+    records = [
+        Dropped(
+            found.pair_groups[i].name,
+            f"failed numerical verification: an output changed by {worst:.1e} (relative) in "
+            f"{_mode_name(modes[k])} mode with a random A",
+        )
+        for i, (worst, k) in failed.items()
+    ]
+    if kept and with_scales:
+        worst, k = change(kept, with_scales)
+        if worst > rtol:
+            records += [
+                Dropped(
+                    found.pair_groups[i].name,
+                    f"failed numerical verification together with the positive scales: an output changed by "
+                    f"{worst:.1e} (relative) in {_mode_name(modes[k])} mode",
+                )
+                for i in kept
+            ]
+            kept = []
+    return found.keep_pairs(kept, records)

@@ -1,0 +1,366 @@
+"""Attention's matrix groups found by discovery in three forms (nn.MultiheadAttention, nn.Transformer*Layer, a
+hand-written GPT block): every output kept by a random group element in train and eval mode, the closed-form
+‖∇L‖² equal to double backpropagation, and what the rules cannot follow dropped with the reason."""
+
+import copy
+import json
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+from symtele.teleports import heads
+from symtele.teleports.attention import act, gradient_norm, grams, pair_gradient_norm_reference, pair_slope
+from symtele.teleports.discovery import discover
+from symtele.teleports.verification import random_element
+
+WIDTH, HEADS, T = 8, 2, 4
+
+
+class SelfAttention(nn.Module):
+    """A GPT block's causal self-attention: one ``c_attn`` split into q, k, v, viewed into heads.
+
+    ``variant`` adds what the rules must refuse: ``"leak"`` (the queries also reach the output), ``"rotary"``
+    (a rotary-like position embedding of q and k), ``"gelu"`` (a nonlinearity on q; ``"value-gelu"``: on v),
+    ``"tied"`` (``c_attn``'s weight read again elsewhere); or ``"separate"`` q, k, v projections.
+    """
+
+    def __init__(self, sdpa=True, variant=None):
+        super().__init__()
+        self.c_proj = nn.Linear(WIDTH, WIDTH)
+        if variant == "separate":  # three projections instead of one
+            self.q_proj, self.k_proj, self.v_proj = (nn.Linear(WIDTH, WIDTH, bias=False) for _ in range(3))
+        else:
+            self.c_attn = nn.Linear(WIDTH, 3 * WIDTH)
+        self.sdpa, self.variant = sdpa, variant
+        self.register_buffer("mask", torch.tril(torch.ones(T, T)).view(1, 1, T, T))
+        angle = torch.arange(T)[:, None] * torch.tensor([1.0, 0.1])[None, :]
+        self.register_buffer("cos", angle.cos().repeat(1, 2))
+        self.register_buffer("sin", angle.sin().repeat(1, 2))
+
+    def rotate(self, x):
+        first, second = x.chunk(2, dim=-1)
+        return x * self.cos + torch.cat((-second, first), dim=-1) * self.sin
+
+    def forward(self, x):
+        b, t, c = x.size()
+        if self.variant == "separate":
+            q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
+        else:
+            q, k, v = self.c_attn(x).split(WIDTH, dim=2)
+        q = q.view(b, t, HEADS, c // HEADS).transpose(1, 2)
+        k = k.view(b, t, HEADS, c // HEADS).transpose(1, 2)
+        v = v.view(b, t, HEADS, c // HEADS).transpose(1, 2)
+        if self.variant == "rotary":
+            q, k = self.rotate(q), self.rotate(k)
+        if self.variant == "gelu":
+            q = F.gelu(q)
+        if self.variant == "value-gelu":
+            v = F.gelu(v)
+        if self.sdpa:
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        else:
+            att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(c // HEADS))
+            att = F.softmax(att.masked_fill(self.mask == 0, float("-inf")), dim=-1)
+            y = att @ v
+        y = self.c_proj(y.transpose(1, 2).contiguous().view(b, t, c))
+        if self.variant == "leak":
+            y = y + q.mean()
+        if self.variant == "tied":
+            y = y + F.linear(x, self.c_attn.weight)[..., :WIDTH]
+        return y
+
+
+class GPTBlock(nn.Module):
+    """Pre-norm: ``x + attn(ln_1(x))``, then ``x + proj(relu(fc(ln_2(x))))``."""
+
+    def __init__(self, sdpa=True, variant=None):
+        super().__init__()
+        self.ln_1, self.ln_2 = nn.LayerNorm(WIDTH), nn.LayerNorm(WIDTH)
+        self.attn = SelfAttention(sdpa, variant)
+        self.fc, self.proj = nn.Linear(WIDTH, 2 * WIDTH), nn.Linear(2 * WIDTH, WIDTH)
+
+    def forward(self, x):
+        x = x + self.attn(self.ln_1(x))
+        return x + self.proj(F.relu(self.fc(self.ln_2(x))))
+
+
+class GPT(nn.Module):
+    """Token and position embeddings, two blocks, a final LayerNorm and a linear head: integer inputs."""
+
+    def __init__(self, vocabulary=11):
+        super().__init__()
+        self.tokens, self.positions = nn.Embedding(vocabulary, WIDTH), nn.Embedding(T, WIDTH)
+        self.blocks = nn.ModuleList(GPTBlock() for _ in range(2))
+        self.ln_f, self.head = nn.LayerNorm(WIDTH), nn.Linear(WIDTH, vocabulary, bias=False)
+        self.register_buffer("position", torch.arange(T))
+
+    def forward(self, idx):
+        x = self.tokens(idx) + self.positions(self.position)
+        for block in self.blocks:
+            x = block(x)
+        return self.head(self.ln_f(x))
+
+
+class MergedHeads(nn.Module):
+    """Heads merged into the batch (``(B·H, T, d)``, ``torch.bmm``), at the model's top level."""
+
+    def __init__(self):
+        super().__init__()
+        self.qkv, self.out = nn.Linear(WIDTH, 3 * WIDTH), nn.Linear(WIDTH, WIDTH)
+
+    def forward(self, x):
+        b, t, c = x.shape
+        q, k, v = self.qkv(x).chunk(3, dim=-1)
+        q, k, v = (z.view(b, t, HEADS, c // HEADS).transpose(1, 2).reshape(b * HEADS, t, c // HEADS) for z in (q, k, v))
+        att = torch.softmax(torch.bmm(q, k.transpose(1, 2)) / 2.0, dim=-1)
+        return self.out(torch.bmm(att, v).view(b, HEADS, t, c // HEADS).transpose(1, 2).reshape(b, t, c))
+
+
+class Shared(nn.Module):
+    """One ``nn.MultiheadAttention`` called twice."""
+
+    def __init__(self):
+        super().__init__()
+        self.attn = nn.MultiheadAttention(WIDTH, HEADS, batch_first=True)
+
+    def forward(self, x):
+        x = self.attn(x, x, x)[0]
+        return self.attn(x, x, x)[0]
+
+
+class Attention(nn.Module):
+    """``nn.MultiheadAttention`` on ``x``; with ``kdim``/``vdim``, the keys and values from linear maps of ``x``."""
+
+    def __init__(self, **options):
+        super().__init__()
+        self.batch_first = options.get("batch_first", True)
+        self.attn = nn.MultiheadAttention(WIDTH, HEADS, **options)
+        self.keys = nn.Linear(WIDTH, options.get("kdim", WIDTH))
+        self.values = nn.Linear(WIDTH, options.get("vdim", WIDTH))
+
+    def forward(self, x):
+        if not self.batch_first:
+            x = x.transpose(0, 1)
+        out, weights = self.attn(x, self.keys(x), self.values(x))
+        return out, weights
+
+
+class Layer(nn.Module):
+    """An ``nn.TransformerEncoderLayer`` (or decoder layer, reading ``x`` as its memory too; or a stack of two
+    encoder layers) and a linear head."""
+
+    def __init__(self, decoder=False, stack=False, **options):
+        super().__init__()
+        kind = nn.TransformerDecoderLayer if decoder else nn.TransformerEncoderLayer
+        self.layer = kind(WIDTH, HEADS, 2 * WIDTH, batch_first=True, **options)
+        if stack:
+            self.layer = nn.TransformerEncoder(self.layer, 2, enable_nested_tensor=False)
+        self.decoder, self.head = decoder, nn.Linear(WIDTH, 3)
+
+    def forward(self, x):
+        return self.head(self.layer(x, x) if self.decoder else self.layer(x))
+
+
+FORMS = {
+    "gpt-sdpa": lambda: GPTBlock(sdpa=True),
+    "gpt-softmax": lambda: GPTBlock(sdpa=False),
+    "gpt-separate": lambda: GPTBlock(sdpa=False, variant="separate"),
+    "mha": lambda: Attention(),
+    "mha-no-bias": lambda: Attention(bias=False),
+    "mha-kdim-vdim": lambda: Attention(kdim=5, vdim=7),
+    "mha-sequence-first": lambda: Attention(batch_first=False),
+    "encoder-post-relu": lambda: Layer(),
+    "encoder-pre-gelu": lambda: Layer(norm_first=True, activation="gelu"),
+    "decoder-pre-relu": lambda: Layer(decoder=True, norm_first=True),
+    "decoder-post-gelu": lambda: Layer(decoder=True, activation="gelu"),
+    "stack-pre-relu": lambda: Layer(stack=True, norm_first=True),
+}
+#: the attention layers of each form (two groups per head each)
+LAYERS = {
+    "gpt": ["attn"],
+    "mha": ["attn"],
+    "encoder": ["layer.self_attn"],
+    "decoder": ["layer.self_attn", "layer.multihead_attn"],
+    "stack": ["layer.layers.0.self_attn", "layer.layers.1.self_attn"],
+}
+
+
+def _model(form, seed=0):
+    torch.manual_seed(seed)
+    model = FORMS[form]().double()
+    with torch.no_grad():  # biases start at zero in nn.MultiheadAttention: nothing would move them
+        for p in model.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    x = torch.randn(2, T, WIDTH, dtype=torch.float64)
+    return model, x
+
+
+def _outputs(model, params, x, train):
+    model.train(train)
+    torch.manual_seed(7)  # the same dropout masks in both runs
+    out = torch.func.functional_call(model, params, (x,))
+    return out if isinstance(out, tuple) else (out,)
+
+
+@pytest.fixture(scope="module")
+def found():
+    """Each form's symmetry, found once."""
+    out = {}
+    for form in FORMS:
+        model, x = _model(form)
+        out[form] = discover(model, x)
+    return out
+
+
+@pytest.mark.parametrize("form", sorted(FORMS))
+def test_every_head_of_every_form_is_found(form, found):
+    symmetry = found[form]
+    expected = [f"{layer}.{kind}[{h}]" for layer in LAYERS[form.split("-")[0]] for kind in ("qk", "vo") for h in (0, 1)]
+    assert sorted(g.name for g in symmetry.pair_groups) == sorted(expected)
+    assert all(g.d == WIDTH // HEADS for g in symmetry.pair_groups)
+    assert "attention head groups" in str(symmetry) and "A⁻¹" in str(symmetry)
+    assert len(json.loads(json.dumps(symmetry.to_dict()))["pair_groups"]) == len(expected)
+
+
+@pytest.mark.parametrize("form", sorted(FORMS))
+@pytest.mark.parametrize("train", [True, False], ids=["train", "eval"])
+def test_a_random_group_element_keeps_every_output(form, train, found):
+    model, x = _model(form)
+    params = {n: p.detach() for n, p in model.named_parameters()}
+    before = _outputs(model, params, x, train)
+    moved, g = dict(params), torch.Generator().manual_seed(1)
+    for group in found[form].pair_groups:
+        moved = act(group, random_element(group.d, g, spread=1.0), moved)
+    assert all(not torch.equal(moved[n], params[n]) for g in found[form].pair_groups for n in g.params)
+    after = _outputs(model, moved, x, train)
+    for a, b in zip(after, before):
+        assert float((a - b).abs().max()) <= 1e-10 * float(b.abs().max())
+
+
+@pytest.mark.parametrize("form", sorted(FORMS))
+def test_the_closed_form_is_double_backpropagation(form, found):
+    model, x = _model(form)
+    model.train(False)
+    params = {n: p.detach() for n, p in model.named_parameters()}
+    target = torch.randn_like(_outputs(model, params, x, False)[0])
+
+    def loss_of(p):
+        with sdpa_kernel(SDPBackend.MATH):  # the fused kernels have no second derivative
+            out = torch.func.functional_call(model, p, (x,))
+        return ((out[0] if isinstance(out, tuple) else out) - target).square().mean()
+
+    leaves = {n: p.clone().requires_grad_(True) for n, p in params.items()}
+    grads = dict(zip(leaves, torch.autograd.grad(loss_of(leaves), list(leaves.values()))))
+    g = torch.Generator().manual_seed(2)
+    for group in found[form].pair_groups:
+        a = random_element(group.d, g, spread=1.0)
+        direction = torch.randn(group.d, group.d, generator=g, dtype=torch.float64)
+        value, slope = pair_gradient_norm_reference(loss_of, params, group, a, direction)
+        assert float(gradient_norm(group, grads, a)) == pytest.approx(float(value), rel=1e-10)
+        closed_slope = 2 * float((direction @ pair_slope(*grams(group, grads), a)).trace())
+        assert closed_slope == pytest.approx(float(slope), rel=1e-8, abs=1e-14)
+
+
+def _dropped(symmetry, kind):
+    return {d.layer: d.reason for d in symmetry.dropped if f".{kind}[" in d.layer}
+
+
+@pytest.mark.parametrize(
+    "variant, reason",
+    [
+        ("leak", "`mean`"),
+        ("rotary", "(the rows are followed only through"),
+        ("gelu", "`gelu`"),
+        ("tied", "used more than once"),
+    ],
+)
+def test_what_the_rules_cannot_follow_drops_the_query_key_groups(variant, reason):
+    torch.manual_seed(0)
+    model = GPTBlock(sdpa=variant != "rotary", variant=variant)
+    symmetry = discover(model, torch.randn(2, T, WIDTH))
+    assert not [g for g in symmetry.pair_groups if g.kind == "qk"]
+    dropped = {d.layer: d.reason for d in symmetry.dropped if ".qk" in d.layer}
+    assert sorted(dropped) == (["attn.qk"] if variant in ("rotary", "gelu") else ["attn.qk[0]", "attn.qk[1]"])
+    assert all(reason in why for why in dropped.values()), dropped
+    if variant != "tied":  # the values still reach only their heads and the output projection
+        assert sorted(g.name for g in symmetry.pair_groups) == ["attn.vo[0]", "attn.vo[1]"]
+
+
+def test_a_wrong_group_is_dropped_by_the_numerical_check(monkeypatch):
+    """Verification is the safety net: a group the rules got wrong (the keys of the other head) is dropped."""
+    check = heads.HeadWalk.check
+
+    def wrong(self, group):
+        if group.kind == "qk" and group.head == 0:
+            blocks = list(group.blocks)
+            blocks[2] = type(blocks[2])(blocks[2].param, slice(12, 16), "right")
+            group = type(group)(group.layer, group.kind, group.head, group.d, tuple(blocks))
+        check(self, group)
+
+    monkeypatch.setattr(heads.HeadWalk, "check", wrong)
+    torch.manual_seed(0)
+    symmetry = discover(GPTBlock(), torch.randn(2, T, WIDTH))
+    assert "attn.qk[0]" not in [g.name for g in symmetry.pair_groups]
+    assert "failed numerical verification" in _dropped(symmetry, "qk")["attn.qk[0]"]
+    assert len(symmetry.pair_groups) == 3
+
+
+def test_discovery_leaves_the_model_as_it_was():
+    model, x = _model("gpt-sdpa")
+    before = copy.deepcopy(model.state_dict())
+    symmetry = discover(model, x)
+    assert symmetry.pair_groups and all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_the_normalisers_and_the_relu_mlp_inside_transformer_layers(found):
+    groups = {(g.producers, g.consumers) for g in found["decoder-pre-relu"].groups}
+    assert (("layer.norm1",), ("layer.self_attn",)) in groups
+    assert (("layer.norm2",), ("layer.multihead_attn",)) in groups
+    assert (("layer.norm3",), ("layer.linear1",)) in groups
+    assert (("layer.linear1",), ("layer.linear2",)) in groups
+    assert "no positive scale passes" in found["encoder-pre-gelu"].left["layer.linear1"]
+    gpt = {(g.producers, g.consumers) for g in found["gpt-sdpa"].groups}
+    assert {(("ln_1",), ("attn.c_attn",)), (("ln_2",), ("fc",)), (("fc",), ("proj",))} <= gpt
+    assert (("keys",), ("attn",)) in {(g.producers, g.consumers) for g in found["mha-kdim-vdim"].groups}
+    stack = {(g.producers, g.consumers) for g in found["stack-pre-relu"].groups}
+    assert (("layer.layers.1.norm2",), ("layer.layers.1.linear1",)) in stack
+
+
+def test_a_gpt_on_tokens_has_every_head_of_every_block():
+    torch.manual_seed(0)
+    model = GPT()
+    symmetry = discover(model, torch.randint(0, 11, (2, T)))
+    expected = {f"blocks.{b}.attn.{kind}[{h}]" for b in (0, 1) for kind in ("qk", "vo") for h in (0, 1)}
+    assert {g.name for g in symmetry.pair_groups} == expected
+    assert symmetry.verified and "random A" in symmetry.verified
+
+
+def test_an_attention_called_twice_is_dropped_with_the_reason():
+    torch.manual_seed(0)
+    symmetry = discover(Shared(), torch.randn(2, T, WIDTH))
+    assert not symmetry.pair_groups
+    reasons = {d.layer: d.reason for d in symmetry.dropped}
+    assert all("is called 2 times" in reasons[f"attn.{kind}[{h}]"] for kind in ("qk", "vo") for h in (0, 1))
+
+
+@pytest.mark.parametrize("sdpa", [True, False], ids=["sdpa", "softmax"])
+def test_a_nonlinearity_on_the_values_drops_only_the_value_output_groups(sdpa):
+    torch.manual_seed(0)
+    symmetry = discover(GPTBlock(sdpa=sdpa, variant="value-gelu"), torch.randn(2, T, WIDTH))
+    assert sorted(g.name for g in symmetry.pair_groups) == ["attn.qk[0]", "attn.qk[1]"]
+    assert "`gelu`" in symmetry.left["attn.vo"]
+
+
+def test_heads_merged_into_the_batch_are_followed_through_the_copies():
+    torch.manual_seed(0)
+    symmetry = discover(MergedHeads(), torch.randn(3, T, WIDTH))
+    assert sorted(g.name for g in symmetry.pair_groups) == ["qkv.qk[0]", "qkv.qk[1]", "qkv.vo[0]", "qkv.vo[1]"]
+    qk = symmetry.pair_groups[0]
+    assert [(b.param, b.index, b.side) for b in qk.blocks][::2] == [
+        ("qkv.weight", slice(0, 4), "left"),
+        ("qkv.weight", slice(8, 12), "right"),
+    ]
