@@ -12,10 +12,10 @@ is computed on), finds the steepest point along the network's positive rescaling
 (:class:`~symtele.teleports.rescale.Rescale`), and, by default, applies it only as far as the user's next
 optimiser step goes further from there than from where it stands, consistently over the chunks of another
 batch (a paired test: :mod:`~symtele.lookahead`). It rescales the parameters in place, under
-``torch.no_grad``. BatchNorm running statistics are left exactly as they were (the teleport's forward passes run on copies of them), and so is
-the global random number generator: every forward pass of a teleport draws the same dropout masks from a
-forked generator, so the loss checks compare like with like, and a run whose teleports are all declined is
-the run without teleports, bit for bit.
+``torch.no_grad``. BatchNorm running statistics are left exactly as they were (the teleport's forward passes
+run on copies of them), and so is the global random number generator: every forward pass of a teleport draws
+the same dropout masks from a forked generator, so the loss checks compare like with like, and a run whose
+teleports are all declined is the run without teleports, bit for bit.
 
 **Optimiser state** at a teleport, ``state=`` (:mod:`~symtele.optimizer_state`): ``"transport"`` (moved by the
 same group action as the gradient: the state the same run would have had in the teleported coordinates),
