@@ -578,8 +578,14 @@ class PositiveScale(Teleport):
         )
 
     def log_step(self, slope: torch.Tensor) -> torch.Tensor:
-        """The change of the log-scales for one ascent step from ``slope = ∂‖∇L‖²/∂s``:
-        ``log(1 + lr · clip(slope, ±clamp/lr))``."""
+        """The change of the log-scales for one ascent step, ``log(1 + lr · clip(slope, ±clamp/lr))``.
+
+        Args:
+            slope: ``∂‖∇L‖²/∂s`` at the current scales (equal to ``∂‖∇L‖²/∂d`` at ``d = 1``).
+
+        Returns:
+            ``Δs``, the shape of ``slope``.
+        """
         if self.clamp is not None:
             slope = slope.clamp(-self.clamp / self.lr, self.clamp / self.lr)
         return torch.log1p(self.lr * slope)
