@@ -13,6 +13,8 @@ from symtele.study.settings import DIGITS, REGRESSION, SEEDS
 from symtele.tasks import digits_cnn_task
 from symtele.teleports.discovery import discover
 from symtele.teleports.positive_scale import PositiveScaleReference, positive_scale_teleport
+from symtele.teleports.rescale import reference_teleport
+from symtele.teleports.symmetry import Group, Symmetry, Term
 
 LOSSES = {
     "mse": nn.functional.mse_loss,
@@ -211,3 +213,30 @@ def test_a_cnn_teleport_is_the_double_backprop_one():
         assert (a - b).abs().max().item() <= 1e-10 * b.abs().max().item()
         moved = max(moved, (a - p).abs().max().item() / p.abs().max().item())
     assert moved > 1e-3  # the scales moved, so the comparison says something
+
+
+def test_units_that_no_scale_acts_on_stay_and_the_rest_match_double_backprop():
+    # a symmetry that rescales only the first three of W1's six hidden units (index 3 = "no scale"), and
+    # reads them in W2's columns out of order: the closed form's gather path, against double backpropagation
+    objective, weights = course_regression_task(0, dtype=torch.float64)
+    units = torch.tensor([2, 3, 0, 3, 1, 3])
+    symmetry = Symmetry(3, [Term("0", units[:, None], -1), Term("1", units[None, :], 1)], [Group(3, ("0",), ("1",))])
+    loss, grads = objective.loss_and_grad(weights)
+    teleport = st.PositiveScale(lr=1e-2, steps=10, clamp=0.1)
+    closed, _, _, record = positive_scale_teleport(
+        weights, grads, symmetry, objective.loss, loss_before=loss, lr=1e-2, steps=10, clamp=0.1
+    )
+    assert record.steps_taken == 10
+    assert torch.equal(closed[0][units == 3], weights[0][units == 3])
+    assert torch.equal(closed[1][:, units == 3], weights[1][:, units == 3])
+    assert torch.equal(closed[2], weights[2])
+    reference = reference_teleport(
+        lambda p: objective.loss([p[n] for n in objective.names]),
+        dict(zip(objective.names, weights)),
+        symmetry,
+        teleport.log_step,
+        teleport.steps,
+    )
+    for a, n in zip(closed, objective.names):
+        assert (a - reference[n]).abs().max().item() <= 1e-10 * reference[n].abs().max().item()
+    assert not torch.equal(closed[0], weights[0])
