@@ -5,8 +5,8 @@ as a function of the list ``θ = list(model.parameters())``, evaluated with
 ``torch.func.functional_call`` so the module itself is never mutated during a run (an ``nn.Sequential``
 whose only parameters are those of its ``nn.Linear`` layers is evaluated layer by layer instead, with
 ``F.linear`` on the given tensors: the same arithmetic, without functional_call's parameter swapping).
-For an ``nn.Sequential`` of ``Linear`` and ReLU/LeakyReLU layers it also knows its
-positively scalable layer chains, so the positive-scale teleport applies.
+It also knows the module's positive rescalings (:meth:`ModuleObjective.symmetry`, found by
+:func:`~symtele.teleports.discovery.discover`), so the positive-scale teleport applies.
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ from torch import nn
 
 from . import checks
 from .objective import Objective
-from .teleports.chains import sequential_chains
+from .teleports.rescale import symmetry_of
+from .teleports.symmetry import Symmetry
 
 
 class ModuleObjective(Objective):
@@ -37,10 +38,21 @@ class ModuleObjective(Objective):
         self.names = [name for name, _ in model.named_parameters()]
         self.layers = _linear_sequence(model)
 
-    @property
-    def chains(self):
-        """Positively scalable chains; raises ``TypeError`` naming an unsupported layer."""
-        return sequential_chains(self.model)
+    def symmetry(self, params=None) -> Symmetry:
+        """The module's positive rescalings, found once per model and input shape
+        (:func:`~symtele.teleports.rescale.symmetry_of`); terms name parameters as :attr:`names` does.
+
+        Args:
+            params: unused (the module states its structure); accepted so that every objective with a
+                symmetry is asked alike.
+
+        Returns:
+            The :class:`~symtele.teleports.symmetry.Symmetry`; layers it leaves out are in its ``dropped``.
+
+        Raises:
+            ValueError: the module has no rescalable units (naming its layers and why).
+        """
+        return symmetry_of(self.model, self.inputs)
 
     def initial_params(self) -> list[torch.Tensor]:
         return [p.detach().clone() for p in self.model.parameters()]

@@ -13,17 +13,54 @@ drawn as the course project drew it: ``torch.manual_seed(s)``, then ``torch.rand
 Several seeds can be stacked along a leading dimension and trained as one batched
 computation; the gradient is computed by hand-written backpropagation (one forward
 and one backward pass of matrix products, no autograd bookkeeping).
+
+Its positive rescalings (:func:`weight_chain_symmetry`) are those of every hidden unit: dividing row ``a``
+of ``W_k`` by ``d > 0`` and multiplying column ``a`` of ``W_{k+1}`` by it leaves the output unchanged, because
+``σ(x / d) = σ(x) / d`` for ReLU and LeakyReLU.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import lru_cache
 
 import torch
 
 from . import checks
 from .objective import Objective
-from .teleports.chains import weight_chain
+from .teleports.symmetry import Group, Symmetry, Term
+
+
+@lru_cache(maxsize=64)
+def weight_chain_symmetry(widths: tuple[int, ...]) -> Symmetry:
+    """The positive rescalings of a bias-free chain of weight matrices ``W_1, …, W_n``.
+
+    The matrices are named ``"0"``, …, ``"n−1"`` by position; each hidden layer is one group of scales,
+    ``W_k``'s rows divided and ``W_{k+1}``'s columns multiplied. The terms act on the matrices' last two
+    dimensions, so a parameter list with leading (seed) dimensions takes the same symmetry, each copy its
+    own scales.
+
+    The same data :func:`~symtele.teleports.discovery.discover` finds in an ``nn.Sequential`` of bias-free
+    ``Linear`` and ReLU layers. Cached: the same widths give the same (unmodified) object.
+
+    Args:
+        widths: the hidden layers' widths ``d_1, …, d_{n−1}`` (empty for a single matrix: no scales).
+
+    Returns:
+        The :class:`~symtele.teleports.symmetry.Symmetry`.
+
+    Raises:
+        ValueError: a width that is not a count ``≥ 1``.
+    """
+    terms, groups, start = [], [], 0
+    for k, width in enumerate(widths):
+        checks.count(f"widths[{k}]", width, minimum=1)
+        units = torch.arange(start, start + width)
+        terms += [Term(str(k), units[:, None], -1), Term(str(k + 1), units[None, :], 1)]
+        groups.append(Group(width, (str(k),), (str(k + 1),), tuple(range(start, start + width))))
+        start += width
+    kinds = {str(k): "weight" for k in range(len(widths) + 1)}
+    return Symmetry(start, terms, groups, kinds=kinds, verified="exact: ReLU and LeakyReLU are positively homogeneous")
 
 
 class MLPRegression(Objective):
@@ -47,7 +84,19 @@ class MLPRegression(Objective):
         self.X, self.Y = X, Y
         self.n_layers = checks.count("n_layers", n_layers, minimum=1)
         self.negative_slope = checks.non_negative("negative_slope", negative_slope)
-        self.chains = weight_chain(self.n_layers)
+        self.names = [str(k) for k in range(self.n_layers)]
+
+    def symmetry(self, params: Sequence[torch.Tensor]) -> Symmetry:
+        """The positive rescalings of the weights' hidden units (:func:`weight_chain_symmetry`).
+
+        Args:
+            params: the weight matrices (their shapes give the hidden widths).
+
+        Returns:
+            The :class:`~symtele.teleports.symmetry.Symmetry`; its terms name ``W_k`` by its position, as
+            :attr:`names` does.
+        """
+        return weight_chain_symmetry(tuple(int(w.shape[-2]) for w in params[:-1]))
 
     def check_params(self, params: Sequence[torch.Tensor]) -> None:
         """Check that the weights chain from ``X`` to ``Y``.

@@ -196,8 +196,8 @@ def validate(s: Controls) -> None:
         raise TypeError(f"Invalid teleport group: positive scale acts on ReLU networks, not on {label}")
     if s.group == "posscale" and s.problem == "digits-cnn":
         raise TypeError(
-            f"Invalid teleport group: positive scale acts on chains of Linear layers, not on the {label} "
-            f"(choose '{GROUP_LABELS['rescale']}')"
+            "Invalid teleport group: positive scale (the course project's step) is offered on the MLPs, not on "
+            f"the {label} (choose '{GROUP_LABELS['rescale']}')"
         )
     if s.group == "rescale" and s.problem not in ("digits", "digits-cnn"):
         raise TypeError(

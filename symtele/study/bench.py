@@ -31,8 +31,7 @@ from .. import checks
 from ..schedule import Schedule
 from ..teleports.gln import gln_teleport
 from ..teleports.level_set import flatten, level_set_teleport, unflatten
-from ..teleports.positive_scale import PositiveScale
-from ..teleports.positive_scale_reference import PositiveScaleReference, positive_scale_teleport_reference
+from ..teleports.positive_scale import PositiveScale, PositiveScaleReference
 from ..training import train
 from . import published
 from .bench_protocol import interleaved_times
@@ -80,16 +79,10 @@ def _teleport_calls(method, dims, steps, dtype, dev, seed):
         def call():
             return teleport(objective, weights, grads, loss)
     elif method == "posscale-ref":
+        reference = PositiveScaleReference(lr=REGRESSION.teleport_lr_gd, steps=steps, clamp=REGRESSION.clamp)
 
         def call():
-            return positive_scale_teleport_reference(
-                weights,
-                objective.chains,
-                objective.loss,
-                lr=REGRESSION.teleport_lr_gd,
-                steps=steps,
-                clamp=REGRESSION.clamp,
-            )
+            return reference.teleported(objective, weights)
     elif method == "gln":
 
         def call():

@@ -16,6 +16,8 @@ numerical verification and with the rules alone, against one forward pass of the
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -24,7 +26,7 @@ from .. import checks
 from ..lookahead import chunk_losses
 from ..models import digits_cnn, digits_resnet, resnet18
 from ..teleports.discovery import discover
-from ..teleports.rescale import Rescale, ascent_step, gradient_norm_reference, rescale_teleport, scale_factors
+from ..teleports.rescale import Rescale, ascent_step, reference_teleport, rescale_teleport
 from . import published
 from .bench_protocol import interleaved_times
 from .bench_records import record
@@ -64,16 +66,6 @@ def _setup(name: str, dtype, dev, seed: int):
         return loss.detach(), dict(zip(params, torch.autograd.grad(loss, list(leaves.values()))))
 
     return model, x, params, loss_of, grad
-
-
-def _reference(loss_of, params, symmetry, o: Rescale):
-    """The teleport by double backpropagation: each step differentiates ``‖∇L(g_s·w)‖²`` through the network."""
-    s = torch.zeros(symmetry.n_scales, dtype=torch.float64, device=next(iter(params.values())).device)
-    for _ in range(o.steps):
-        _, slope = gradient_norm_reference(loss_of, params, symmetry, s)
-        s = s + ascent_step(slope, o)
-    factors = scale_factors(symmetry, s, params)
-    return {n: p * factors[n] if n in factors else p for n, p in params.items()}
 
 
 def _copies(buffers: dict) -> dict:
@@ -144,7 +136,7 @@ def network_teleport_cost(
     Args:
         model: a key of :data:`MODELS`.
         methods: among :data:`METHODS`: ``rescale`` (the closed form), ``rescale-ref`` (double
-            backpropagation through :func:`~symtele.teleports.rescale.gradient_norm_reference`) and
+            backpropagation, :func:`~symtele.teleports.rescale.reference_teleport`) and
             ``lookahead`` (the Teleporter's look-ahead for the teleport ``rescale`` finds).
         steps: ascent steps per teleport.
         reps: rounds.
@@ -176,7 +168,7 @@ def network_teleport_cost(
     last = {}
     calls = {
         "rescale": lambda: last.__setitem__("rescale", rescale_teleport(params, grads, symmetry, loss_of, loss, o)),
-        "rescale-ref": lambda: _reference(loss_of, params, symmetry, o),
+        "rescale-ref": lambda: reference_teleport(loss_of, params, symmetry, partial(ascent_step, o=o), steps),
     }
     if "lookahead" in methods:
         look = _lookahead_call(net, x, params, grads, symmetry, loss_of, loss, o, seed)

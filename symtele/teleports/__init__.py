@@ -1,18 +1,19 @@
 """The teleport groups: one module each, and what finds the positively scalable layers.
 
 * :mod:`~symtele.teleports.so2`: rotations of a 2-D problem's hidden coordinates (SO(2));
-* :mod:`~symtele.teleports.positive_scale`: positive per-unit rescaling of ReLU/LeakyReLU layers, in
-  closed form; :mod:`~symtele.teleports.positive_scale_reference` is its double-backprop definition;
+* :mod:`~symtele.teleports.positive_scale`: positive per-unit rescaling along a network's symmetry with the
+  course project's step (``lr``, ``steps``, ``clamp``), in closed form, and the same steps by double
+  backpropagation (``posscale-ref``, the method the writeup timed);
 * :mod:`~symtele.teleports.gln`: the GL(n) teleport of Zhao et al. (2022), the baseline;
 * :mod:`~symtele.teleports.level_set`: level-set teleportation (no symmetry needed), the writeup's
   formulation; :mod:`~symtele.teleports.level_set_slp` is the formulation of Mishkin et al. (2024);
 * :mod:`~symtele.teleports.discovery`: every positive rescaling of any ``nn.Module``, from its ``torch.fx``
   graph, by the rule table of :mod:`~symtele.teleports.rules` (how to add a layer is there), checked by
   :mod:`~symtele.teleports.verification`, described by :mod:`~symtele.teleports.symmetry`;
-  :mod:`~symtele.teleports.rescale` teleports along them in closed form; attention heads' GL(d) groups are found
-  by :mod:`~symtele.teleports.heads` (in ``nn.MultiheadAttention``, ``nn.Transformer*`` layers and hand-written
-  attention) and ascended in closed form by :mod:`~symtele.teleports.attention`;
-* :mod:`~symtele.teleports.chains`: which parameters of a network form scalable layer chains;
+  :mod:`~symtele.teleports.rescale` teleports along them in closed form and holds the one definition of
+  the teleport by double backpropagation (``gradient_norm_reference``, ``reference_teleport``); attention heads'
+  GL(d) groups are found by :mod:`~symtele.teleports.heads` (in ``nn.MultiheadAttention``, ``nn.Transformer*``
+  layers and hand-written attention) and ascended in closed form by :mod:`~symtele.teleports.attention`;
 * :mod:`~symtele.teleports.invariance`: when an exact-symmetry teleport counts as loss-preserving.
 
 A new group is a module here with two things: a function ``<group>_teleport(...)`` that moves the
@@ -38,9 +39,8 @@ __getattr__, __dir__, __all__ = exports(
         "gln": ["GLn", "gln_teleport"],
         "level_set": ["LevelSet", "level_set_teleport"],
         "level_set_slp": ["LevelSetSLP", "level_set_slp_teleport"],
-        "positive_scale": ["PositiveScale", "positive_scale_teleport", "teleport_sequential"],
-        "positive_scale_reference": ["PositiveScaleReference", "positive_scale_teleport_reference"],
-        "rescale": ["Rescale", "gradient_norm_reference", "rescale_teleport"],
+        "positive_scale": ["PositiveScale", "PositiveScaleReference", "positive_scale_teleport", "teleport_sequential"],
+        "rescale": ["Rescale", "gradient_norm_reference", "reference_teleport", "rescale_teleport"],
         "so2": ["SO2", "so2_teleport"],
     },
 )
@@ -50,7 +50,7 @@ __all__ = [*__all__, "TELEPORTS", "make_teleport"]
 TELEPORTS = {
     "so2": "so2:SO2",
     "posscale": "positive_scale:PositiveScale",
-    "posscale-ref": "positive_scale_reference:PositiveScaleReference",
+    "posscale-ref": "positive_scale:PositiveScaleReference",
     "gln": "gln:GLn",
     "levelset": "level_set:LevelSet",
     "levelset-slp": "level_set_slp:LevelSetSLP",

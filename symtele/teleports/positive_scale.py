@@ -1,47 +1,53 @@
-"""Positive-scale teleportation in closed form, through gradient equivariance.
+"""Positive-scale teleportation in closed form, through gradient equivariance, along a :class:`Symmetry`.
 
-For a chain of linear layers joined by ReLU/LeakyReLU, rescaling hidden unit ``a`` of
-layer ``k`` by ``d_a > 0`` acts as ``W_k ← D_k⁻¹ W_k D_{k−1}``, ``b_k ← D_k⁻¹ b_k``
-(``D = diag(d)``, ``D_{−1} = D_n = I``) and leaves the loss unchanged. Because the
-action is linear, the gradient is equivariant:
+A :class:`~symtele.teleports.symmetry.Symmetry` lists the positive per-unit rescalings of a network
+(:func:`~symtele.teleports.discovery.discover` finds them in any ``nn.Module``;
+:func:`~symtele.regression.weight_chain_symmetry` states them for a list of bias-free weights). Rescaling
+unit ``u`` by ``d_u > 0`` divides the entries of the parameters that produce it by ``d_u`` and multiplies
+those of the parameters that read it, ``W_k ← D_k⁻¹ W_k D_{k−1}``, ``b_k ← D_k⁻¹ b_k`` in a chain of linear
+layers, and leaves the loss unchanged. Because the action is linear, the gradient is equivariant:
 
     ∇_{W_k} L(g·w) = D_k ∇_{W_k} L(w) D_{k−1}⁻¹,     ∇_{b_k} L(g·w) = D_k ∇_{b_k} L(w).
 
-So ``‖∇L(g·w)‖²`` is an explicit function of the scales and of the current gradient
-``G``. With ``C_k`` the product of all scales applied so far and ``s_k = c_k²``,
+So ``‖∇L(g·w)‖²`` is an explicit function of the scales and of the current gradient ``G``. With ``c`` the
+product of all the scales applied so far and ``s = c²``, every unit ``u`` has
 
-    ‖row_a ∇_{W_k}‖² = s_k[a] · Σ_b G_k[a,b]² / s_{k−1}[b] + s_k[a] · ∇_{b_k}[a]²
-    ‖col_a ∇_{W_{k+1}}‖² = Σ_c s_{k+1}[c] G_{k+1}[c,a]² / s_k[a]
+    row_u = Σ_{p producing u} Σ_{entries e of p on u} G_p[e]² / s[reader of e]
+    col_u = Σ_{p reading u} Σ_{entries e of p on u} G_p[e]² · s[producer of e]
 
-and the derivative of ``‖∇L‖²`` in ``d_k[a]`` at ``d = 1`` is
-``2 (‖row_a ∇_{W_k}‖² − ‖col_a ∇_{W_{k+1}}‖²)``. Each ascent step sets
+(``s = 1`` where no scale acts), and the derivative of ``‖∇L‖²`` in ``d_u`` at ``d = 1`` is
+``2 (s_u · row_u − col_u / s_u)``. Each ascent step sets
 
-    d_k = 1 + lr · clip(∂‖∇L‖²/∂d_k, −clamp/lr, clamp/lr),     c_k ← c_k · d_k,
+    d = 1 + lr · clip(∂‖∇L‖²/∂d, −clamp/lr, clamp/lr),     c ← c · d,
 
-which is what double backpropagation through ``‖∇L(g·w)‖²`` computes, at the cost of
-two matrix–vector products per layer instead of a forward–backward–backward pass.
-A ``k``-step teleport therefore costs one gradient (given), ``O(k · #params)``
-arithmetic and one forward pass to confirm the loss is unchanged. On small networks
-the cost is the number of operations, not their size, so the arithmetic runs in NumPy
-and the input checks are single reductions (a sum is finite only if every entry is).
+the course project's step, which is what double backpropagation through ``‖∇L(g·w)‖²``
+(:func:`~symtele.teleports.rescale.gradient_norm_reference`) computes, at the cost of two matrix–vector
+products per parameter instead of a forward–backward–backward pass. A ``k``-step teleport therefore costs
+one gradient (given), ``O(k · #params)`` arithmetic and one forward pass to confirm the loss is unchanged.
+The closed form handles any parameter that its producing scales act on along one axis and its reading scales
+along another (``Linear`` and convolution weights, biases); the other axes are summed once. On small networks
+the cost is the number of operations, not their size, so the arithmetic runs in NumPy and the input checks
+are single reductions (a sum is finite only if every entry is).
 """
 
 from __future__ import annotations
 
 import time
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torch import nn
 
 from .. import checks
-from ..history import TeleportRecord
+from ..history import TeleportRecord, to_list
 from ..module_objective import ModuleObjective
+from ..objective import grad_norm_sq
 from .base import Teleport
-from .chains import Chain, check_shapes
 from .invariance import default_rtol, preserved
+from .rescale import reference_teleport
+from .symmetry import Symmetry
 
 #: below this many gradient entries on the CPU, every step but the loss runs in NumPy on views
 #: of the tensors (no copies), whose per-operation overhead is a fraction of torch's; the
@@ -65,60 +71,209 @@ def _all_finite_or_raise(name: str, tensors, arrays, xp) -> None:
             checks.finite_tensor(f"{name}[{i}]", tensors[i])
 
 
-class _ChainState:
-    """Squared gradients of one chain and the cumulative scales of all its hidden units.
+@dataclass(frozen=True)
+class _Axis:
+    """Where a parameter's producing (or reading) scales act: along ``axis`` (of the parameter's own, non-batch
+    dimensions), entry ``j`` by scale ``units[j]`` (a long tensor; ``n_scales`` means none)."""
 
-    ``scale`` holds ``c_0, …, c_{n−2}`` side by side (``segments[k]`` is the slice of
-    hidden layer ``k``), so each ascent step is a few operations on one vector whatever
-    the depth. Works on torch tensors or NumPy arrays alike (``xp`` is the array module);
-    ``sq`` holds the squared gradient of every parameter.
+    axis: int
+    units: torch.Tensor
+
+
+def _axis_of(name: str, units: torch.Tensor, shape: tuple, producer: bool) -> _Axis:
+    """The one axis along which the units of a term vary; a term with one unit for the whole parameter acts
+    along its first (producer) or last (reader) axis of size 1, else along its first or last axis."""
+    varying = [i for i, n in enumerate(units.shape) if n > 1]
+    if len(varying) > 1:
+        raise ValueError(
+            f"Invalid symmetry: {name} is rescaled along {len(varying)} axes by one term; the positive-scale "
+            "teleport's closed form needs one axis per term (Rescale acts on any symmetry)"
+        )
+    if varying:
+        axis = varying[0]
+    else:
+        ones = [i for i, n in enumerate(shape) if n == 1] or list(range(len(shape)))
+        axis = ones[0] if producer else ones[-1]
+    return _Axis(axis, units.reshape(-1).expand(shape[axis]).contiguous())
+
+
+@dataclass(frozen=True)
+class _Acted:
+    """One parameter a scale acts on: its index in the parameter list, the axes of its producing and reading
+    scales (``None``: no such scale), and its other axes, summed once."""
+
+    index: int
+    name: str
+    producer: _Axis | None
+    reader: _Axis | None
+    free: tuple[int, ...]
+
+
+def _acted(symmetry: Symmetry, names: Sequence[str], shapes: Sequence[tuple]) -> tuple[list[_Acted], int]:
+    """The parameters ``symmetry`` acts on, as :class:`_Acted`, and the number of leading batch dimensions of
+    the parameters (the same for all); raises ``ValueError`` naming a parameter the terms do not fit."""
+    position = {n: i for i, n in enumerate(names)}
+    acted, batch_ndim = [], None
+    for name in symmetry.params:
+        if name not in position:
+            raise ValueError(f"Invalid symmetry: it acts on {name!r}, which is not among the parameters {list(names)}")
+        i = position[name]
+        terms = [t for t in symmetry.terms if t.param == name]
+        shape = shapes[i]
+        ndim = terms[0].units.dim()
+        own = tuple(shape[len(shape) - ndim :]) if len(shape) >= ndim else None
+        if own is None or any(
+            t.units.dim() != ndim or any(a not in (1, b) for a, b in zip(t.units.shape, own)) for t in terms
+        ):
+            raise ValueError(
+                f"Invalid params[{i}] ({name}): shape {tuple(shape)} does not fit the symmetry's units of shape "
+                f"{tuple(terms[0].units.shape)}"
+            )
+        if batch_ndim is None:
+            batch_ndim = len(shape) - ndim
+        elif len(shape) - ndim != batch_ndim:
+            raise ValueError(
+                f"Invalid params[{i}] ({name}): {len(shape) - ndim} batch dimensions, the first parameter has "
+                f"{batch_ndim}"
+            )
+        producing = [t for t in terms if t.sign < 0]
+        reading = [t for t in terms if t.sign > 0]
+        if len(producing) > 1 or len(reading) > 1:
+            raise ValueError(
+                f"Invalid symmetry: {name} has {len(producing)} producing and {len(reading)} reading terms; the "
+                "positive-scale teleport's closed form needs at most one of each (Rescale acts on any symmetry)"
+            )
+        producer = _axis_of(name, producing[0].units, own, True) if producing else None
+        reader = _axis_of(name, reading[0].units, own, False) if reading else None
+        if producer is not None and reader is not None and producer.axis == reader.axis:
+            raise ValueError(
+                f"Invalid symmetry: {name} is divided and multiplied along the same axis {producer.axis}; the "
+                "positive-scale teleport's closed form needs two (Rescale acts on any symmetry)"
+            )
+        used = {a.axis for a in (producer, reader) if a is not None}
+        acted.append(_Acted(i, name, producer, reader, tuple(a for a in range(ndim) if a not in used)))
+    return acted, batch_ndim or 0
+
+
+class _Index:
+    """A parameter axis's units for the array module at hand: a slice when they are consecutive scales (a view,
+    and the sums of a chain's arithmetic bit for bit), else an index array."""
+
+    def __init__(self, units: torch.Tensor, n: int, xp, device):
+        first = int(units[0]) if units.numel() else 0
+        consecutive = units.numel() and int(units[-1]) < n
+        consecutive = consecutive and bool((units == torch.arange(first, first + units.numel())).all())
+        self.slice = slice(first, first + units.numel()) if consecutive else None
+        self.array = None if consecutive else (units.cpu().numpy() if xp is np else units.to(device))
+
+    def take(self, values, padded):
+        """``values[..., units]``; ``padded`` is ``values`` with a 1 appended (the "no scale" entry)."""
+        return values[..., self.slice] if self.slice is not None else padded[..., self.array]
+
+    def add(self, total, part, xp) -> None:
+        """``total[..., units] += part``, repeated units summed."""
+        if self.slice is not None:
+            total[..., self.slice] += part
+        elif xp is np:
+            np.add.at(total, (Ellipsis, self.array), part)
+        else:
+            total.index_add_(-1, self.array, part)
+
+
+class _Plan:
+    """How the symmetry acts on the parameter list, for one array module and device (see :func:`_plan`)."""
+
+    def __init__(self, symmetry: Symmetry, acted: list[_Acted], batch_ndim: int, xp, device):
+        self.n, self.acted, self.batch_ndim = symmetry.n_scales, acted, batch_ndim
+        n = self.n
+
+        def index(axis):
+            return None if axis is None else _Index(axis.units, n, xp, device)
+
+        self.indices = [(index(a.producer), index(a.reader)) for a in acted]
+        self.padded = any(i is not None and i.slice is None for pair in self.indices for i in pair)
+
+
+_PLANS: dict[int, dict] = {}
+
+
+def _plan(symmetry: Symmetry, names, shapes, xp, device) -> _Plan:
+    """:class:`_Plan` of ``symmetry`` for parameters of these names and shapes, kept while ``symmetry`` lives."""
+    plans = _PLANS.get(id(symmetry))
+    if plans is None:
+        plans = _PLANS[id(symmetry)] = {}
+        weakref.finalize(symmetry, _PLANS.pop, id(symmetry), None)
+    key = (tuple(names), tuple(shapes), xp is np, str(device))
+    found = plans.get(key)
+    if found is None:
+        acted, batch_ndim = _acted(symmetry, names, shapes)
+        found = plans[key] = _Plan(symmetry, acted, batch_ndim, xp, device)
+    return found
+
+
+def _with_one(values, xp):
+    """``values`` with a 1 appended along the last axis: the factor of "no scale"."""
+    if xp is np:
+        return np.concatenate([values, np.ones((*values.shape[:-1], 1), values.dtype)], -1)
+    return torch.cat([values, values.new_ones(*values.shape[:-1], 1)], -1)
+
+
+class _ScaleState:
+    """The squared gradients the ascent needs and the cumulative scales ``c`` of every unit.
+
+    Each acted parameter's squared gradient is summed once over its free axes and laid out as
+    ``(…, producer axis, reader axis)``; the row and column sums that no scale changes (a parameter with
+    only a producing or only a reading scale) are summed once into ``base_rows``/``base_cols``, so each
+    ascent step is two matrix–vector products per parameter with both and a few operations on one vector
+    of all the scales. Works on torch tensors or NumPy arrays alike (``xp`` is the array module).
     """
 
-    def __init__(self, chain: Chain, sq, xp):
-        self.chain, self.xp = chain, xp
-        sq_w = [sq[layer.weight] for layer in chain]
-        # Row sums of layer 0 (unscaled inputs) and column sums of the last layer (unscaled
-        # outputs) never change; a bias adds its squared gradient to its unit's row.
-        self.row_extra = [None if layer.bias is None else sq[layer.bias] for layer in chain]
-        self.first_rows = sq_w[0].sum(-1)
-        if self.row_extra[0] is not None:
-            self.first_rows = self.first_rows + self.row_extra[0]
-        self.last_cols = sq_w[-1].sum(-2)
-        self.sq_w = sq_w
-        self.segments, start = [], 0
-        for w in sq_w[:-1]:
-            self.segments.append(slice(start, start + w.shape[-2]))
-            start += w.shape[-2]
-        shape = (*self.first_rows.shape[:-1], start)
-        self.scale = (
-            np.ones(shape, dtype=sq_w[0].dtype)
-            if xp is np
-            else torch.ones(shape, dtype=sq_w[0].dtype, device=sq_w[0].device)
-        )
+    def __init__(self, plan: _Plan, sq, xp):
+        self.plan, self.xp = plan, xp
+        b = plan.batch_ndim
+        like = sq[plan.acted[0].index] if plan.acted else sq[0]
+        shape = (*like.shape[:b], plan.n + 1)
+        if xp is np:
+            self.base_rows, self.base_cols = np.zeros(shape, like.dtype), np.zeros(shape, like.dtype)
+        else:
+            self.base_rows = torch.zeros(shape, dtype=like.dtype, device=like.device)
+            self.base_cols = torch.zeros_like(self.base_rows)
+        self.both = []  # (squares as (…, P, C), producer index, reader index)
+        for a, (p_index, r_index) in zip(plan.acted, plan.indices):
+            red = sq[a.index]
+            if a.free:
+                red = red.sum(tuple(b + f for f in a.free))
+            if p_index is None:
+                r_index.add(self.base_cols, red, xp)
+            elif r_index is None:
+                p_index.add(self.base_rows, red, xp)
+            else:
+                if a.producer.axis > a.reader.axis:
+                    red = red.swapaxes(-1, -2) if xp is np else red.transpose(-1, -2)
+                self.both.append((red, p_index, r_index))
+        ones = (*shape[:-1], plan.n)
+        self.scale = np.ones(ones, like.dtype) if xp is np else torch.ones(ones, dtype=like.dtype, device=like.device)
+
+    def _padded(self, values):
+        return _with_one(values, self.xp) if self.plan.padded else None
 
     def half_slopes(self):
-        """``½ ∂‖∇L(g·w)‖²/∂d`` at ``d = 1``, every hidden unit: ``s · row − col / s``, ``s = c²``."""
-        n = len(self.chain)
+        """``½ ∂‖∇L(g·w)‖²/∂d`` at ``d = 1``, every unit: ``s · row − col / s``, ``s = c²``."""
+        n = self.plan.n
         s = self.scale * self.scale
-        parts = [s[..., seg] for seg in self.segments]
-        rows, cols = [self.first_rows], []
-        for k in range(1, n - 1):
-            row = (self.sq_w[k] @ (1.0 / parts[k - 1])[..., None])[..., 0]
-            rows.append(row if self.row_extra[k] is None else row + self.row_extra[k])
-        for k in range(n - 2):
-            cols.append((parts[k + 1][..., None, :] @ self.sq_w[k + 1])[..., 0, :])
-        cols.append(self.last_cols)
-        cat = np.concatenate if self.xp is np else torch.cat
-        row = rows[0] if len(rows) == 1 else cat(rows, -1)
-        col = cols[0] if len(cols) == 1 else cat(cols, -1)
-        return s * row - col / s
-
-    def layer_scales(self, scale) -> list:
-        """``scale`` split into the hidden layers' ``c_k``."""
-        return [scale[..., seg] for seg in self.segments]
+        if not self.both:
+            return s * self.base_rows[..., :n] - self.base_cols[..., :n] / s
+        inv = 1.0 / s
+        s_pad, inv_pad = self._padded(s), self._padded(inv)
+        rows = self.base_rows.copy() if self.xp is np else self.base_rows.clone()
+        cols = self.base_cols.copy() if self.xp is np else self.base_cols.clone()
+        for red, p_index, r_index in self.both:
+            p_index.add(rows, (red @ r_index.take(inv, inv_pad)[..., None])[..., 0], self.xp)
+            r_index.add(cols, (p_index.take(s, s_pad)[..., None, :] @ red)[..., 0, :], self.xp)
+        return s * rows[..., :n] - cols[..., :n] / s
 
 
-def _ascend(states, steps, lr, bound, xp, trail, factors):
+def _ascend(state, steps, lr, bound, xp, trail, factors):
     """``steps`` rounds of ``d = 1 + lr · clip(2 · half_slope, ±bound)``, ``c ← c · d``.
 
     Written as ``d = 1 + 2lr · clip(half_slope, ±bound/2)``: scaling by two is exact in
@@ -141,11 +296,10 @@ def _ascend(states, steps, lr, bound, xp, trail, factors):
 
     lr2 = 2.0 * lr
     for _ in range(steps):
-        for i, st in enumerate(states):
-            d = 1.0 + lr2 * clip(st.half_slopes())
-            factors[i].append(d)
-            st.scale = st.scale * d
-        trail.append([st.scale for st in states])
+        d = 1.0 + lr2 * clip(state.half_slopes())
+        factors.append(d)
+        state.scale = state.scale * d
+        trail.append(state.scale)
 
 
 def _good_steps(trail, factors, steps, batch, xp, info, device, clamp):
@@ -157,25 +311,22 @@ def _good_steps(trail, factors, steps, batch, xp, info, device, clamp):
     the same test, at a fraction of the operations.
     """
     zeros = np.zeros if xp is np else (lambda shape, dtype: torch.zeros(shape, dtype=dtype, device=device))
-    if not steps or not factors:
+    if not steps:
         return zeros(batch, dtype=np.int64 if xp is np else torch.long)
     tiny, huge = info.tiny**0.25, info.max**0.25
     if clamp is not None and clamp < 1 and (1 - clamp) ** steps > 2 * tiny and (1 + clamp) ** steps < huge / 2:
-        if all(bool(xp.isfinite(c).all()) for c in trail[-1]):
+        if bool(xp.isfinite(trail[-1]).all()):
             return zeros(batch, dtype=np.int64 if xp is np else torch.long) + steps
-    ok = None
-    for i, ds in enumerate(factors):
-        d = xp.stack(ds)
-        c = xp.stack([t[i] for t in trail[1:]])
-        good = (xp.isfinite(d) & (d > 0) & (c > tiny) & (c < huge)).all(-1)
-        ok = good if ok is None else ok & good
+    d = xp.stack(factors)
+    c = xp.stack(trail[1:])
+    ok = (xp.isfinite(d) & (d > 0) & (c > tiny) & (c < huge)).all(-1)
     taken = ok.cumprod(0).sum(0)
     return np.asarray(taken) if xp is np else taken.long()
 
 
-def _pick(trail, taken, i, xp):
-    """Per copy, the scales of chain ``i`` after ``taken`` steps."""
-    stacked = xp.stack([t[i] for t in trail])
+def _pick(trail, taken, xp):
+    """Per copy, the scales after ``taken`` steps."""
+    stacked = xp.stack(trail)
     if xp is np:
         index = np.broadcast_to(taken[None, ..., None], (1, *stacked.shape[1:]))
         return np.take_along_axis(stacked, index, 0)[0]
@@ -183,23 +334,22 @@ def _pick(trail, taken, i, xp):
     return stacked.gather(0, index)[0]
 
 
-def _apply_scales(params, grads, states, scales):
-    """``(params, grads)`` after each chain's cumulative scales ``scales[i]`` are applied (torch or NumPy)."""
+def _apply_scales(params, grads, plan: _Plan, scale, xp):
+    """``(params, grads)`` after the cumulative scales ``scale`` are applied (torch or NumPy): a parameter is
+    divided by its producing scales and multiplied by its reading ones, its gradient the other way round."""
     params, grads = list(params), list(grads)
-    for st, scale in zip(states, scales):
-        chain, cs = st.chain, st.layer_scales(scale)
-        for k, layer in enumerate(chain):
-            left = cs[k] if k < len(chain) - 1 else None
-            right = cs[k - 1] if k > 0 else None
-            w, g = params[layer.weight], grads[layer.weight]
-            if left is not None:
-                w, g = w / left[..., None], g * left[..., None]
-            if right is not None:
-                w, g = w * right[..., None, :], g / right[..., None, :]
-            params[layer.weight], grads[layer.weight] = w, g
-            if layer.bias is not None and left is not None:
-                params[layer.bias] = params[layer.bias] / left
-                grads[layer.bias] = grads[layer.bias] * left
+    padded = _with_one(scale, xp) if plan.padded else None
+    b = plan.batch_ndim
+    for a, (p_index, r_index) in zip(plan.acted, plan.indices):
+        w, g = params[a.index], grads[a.index]
+        ndim = w.ndim - b
+        for axis, index, divide in ((a.producer, p_index, True), (a.reader, r_index, False)):
+            if index is None:
+                continue
+            f = index.take(scale, padded)
+            f = f.reshape(*f.shape[:-1], *(f.shape[-1] if k == axis.axis else 1 for k in range(ndim)))
+            w, g = (w / f, g * f) if divide else (w * f, g / f)
+        params[a.index], grads[a.index] = w, g
     return params, grads
 
 
@@ -268,17 +418,16 @@ def _checked_loss(loss_fn, params, loss_before, batch_ndim: int) -> torch.Tensor
     return loss_before
 
 
-def _walk_back(arrays, states, trail, taken, loss_fn, loss_before, rtol, record):
+def _walk_back(arrays, plan, scale, trail, taken, loss_fn, loss_before, rtol, record):
     """Apply each copy's scales after ``taken`` steps; a copy whose loss is not preserved within ``rtol``
     (or whose point is not finite) goes back one step at a time, down to step 0, the identity.
 
     Returns ``(params, grads, loss, taken)`` at the accepted points.
     """
     xp = arrays.xp
-    scales = [st.scale for st in states]
     back = int(taken.max())
     while True:
-        new, new_grads = _apply_scales(arrays.params, arrays.grads, states, scales)
+        new, new_grads = _apply_scales(arrays.params, arrays.grads, plan, scale, xp)
         new_params = arrays.tensors(new)
         loss_after = loss_fn(new_params).detach()
         good = preserved(loss_before, loss_after, rtol)
@@ -288,47 +437,62 @@ def _walk_back(arrays, states, trail, taken, loss_fn, loss_before, rtol, record)
         back -= 1
         record.stopped = "loss not preserved: walked back to the last step that preserved it"
         taken = xp.where(good, taken, taken.clip(max=back))
-        scales = [_pick(trail, taken, i, xp) for i in range(len(states))]
+        scale = _pick(trail, taken, xp)
 
 
 def positive_scale_teleport(
     params: Sequence[torch.Tensor],
     grads: Sequence[torch.Tensor],
-    chains: Sequence[Chain],
+    symmetry: Symmetry,
     loss_fn: Callable[[list[torch.Tensor]], torch.Tensor],
     *,
+    names: Sequence[str] | None = None,
     loss_before: torch.Tensor | None = None,
     **options,
 ):
     """Gradient ascent on ``‖∇L‖²`` over positive per-unit scales, in closed form.
 
-    ``params``/``grads``: the parameters and ``∇L`` at them (leading batch dimensions
-    allowed; they index independent copies, and ``loss_fn`` returns one loss per copy).
-    ``chains`` says which parameters are linear layers joined by positively homogeneous
-    activations (:mod:`symtele.teleports.chains`). ``options`` are the fields of
-    :class:`PositiveScale` (``lr``, ``steps``, ``clamp``, ``loss_rtol``): ``clamp`` bounds every
-    scale to ``[1 − clamp, 1 + clamp]`` per step (``None``: no clipping).
+    Args:
+        params: the parameters; leading batch dimensions (the same for every parameter a scale acts on)
+            index independent copies, each with its own scales.
+        grads: ``∇L`` at ``params``, one tensor per parameter.
+        symmetry: the rescalings (:func:`~symtele.teleports.rescale.symmetry_of` of a module,
+            :func:`~symtele.regression.weight_chain_symmetry` of a list of weights).
+        loss_fn: maps a list of parameters to the loss, one value per copy.
+        names: the name of each parameter in ``symmetry``'s terms (``None``: ``"0"``, ``"1"``, … by position).
+        loss_before: ``loss_fn(params)`` if already known.
+        **options: the fields of :class:`PositiveScale`: ``lr``, ``steps``, ``clamp`` (every scale stays within
+            ``[1 − clamp, 1 + clamp]`` per step; ``None``: no clipping) and ``loss_rtol``.
 
-    Returns ``(params, grads, loss, record)`` at the teleported point; the gradient
-    is the equivariantly transformed one, no new gradient is computed. A step that
-    would make a scale non-positive or non-finite is rejected for that copy, and a
-    final point whose loss is not preserved within ``loss_rtol`` (or that is not
-    finite) is walked back to the last step that is.
+    Returns:
+        ``(params, grads, loss, record)`` at the teleported point; the gradient is the equivariantly transformed
+        one, no new gradient is computed. A step that would make a scale non-positive or non-finite is rejected
+        for that copy, and a final point whose loss is not preserved within ``loss_rtol`` (or that is not finite)
+        is walked back to the last step that is.
+
+    Raises:
+        ValueError: bad options, mismatched or non-finite ``params``/``grads``, or a ``symmetry`` that does not
+            fit the parameters or that the closed form does not handle.
+        TypeError: parameters that are not floating point.
     """
-    return _teleport(params, grads, chains, loss_fn, PositiveScale(**options), loss_before)
+    o = PositiveScale(**options)
+    names = [str(i) for i in range(len(params))] if names is None else list(names)
+    return _teleport(params, grads, symmetry, names, loss_fn, o, loss_before)
 
 
-def _teleport(params, grads, chains, loss_fn, o: PositiveScale, loss_before):
+def _teleport(params, grads, symmetry, names, loss_fn, o: PositiveScale, loss_before):
     """:func:`positive_scale_teleport` with its options checked: check, ascend, verify or walk back, record."""
     lr, steps, clamp = o.lr, o.steps, o.clamp
     params, grads = _checked_pairs(params, grads)
+    if len(names) != len(params):
+        raise ValueError(f"Invalid names: {len(names)} for {len(params)} params")
     arrays = _Arrays.of(params, grads)
     xp = arrays.xp
 
     with np.errstate(all="ignore"):  # overflow and nan are detected and handled below
         _all_finite_or_raise("params", params, arrays.params, xp)
-        arrays.batch_ndim = params[chains[0][0].weight].dim() - 2 if chains and chains[0] else 0
-        check_shapes(params, chains, arrays.batch_ndim)
+        plan = _plan(symmetry, names, [p.shape for p in params], xp, params[0].device)
+        arrays.batch_ndim = plan.batch_ndim
         sq = [g * g for g in arrays.grads]
         norm_before = arrays.norm_per_copy(sq)
         if not bool(xp.isfinite(norm_before).all()):
@@ -341,21 +505,20 @@ def _teleport(params, grads, chains, loss_fn, o: PositiveScale, loss_before):
             method="posscale", loss_before=loss_before.tolist(), grad_norm_sq_before=norm_before.tolist()
         )
 
-        # Ascend: every step on all chains at once, keeping the scales after each step.
-        states = [_ChainState(chain, sq, xp) for chain in chains if len(chain) > 1]
-        trail = [[st.scale for st in states]]  # trail[j][i]: the scales of chain i after j steps
-        factors = [[] for _ in states]  # per chain, the factors d of each step
-        _ascend(states, steps, lr, None if clamp is None else clamp / lr, xp, trail, factors)
+        # Ascend, keeping the scales after each step.
+        state = _ScaleState(plan, sq, xp)
+        trail, factors = [state.scale], []  # trail[j]: the scales after j steps; factors[j]: step j's d
+        _ascend(state, steps, lr, None if clamp is None else clamp / lr, xp, trail, factors)
 
         # Verify all steps at once and keep each copy's good prefix of steps, then walk back if needed.
         info = (np.finfo if xp is np else torch.finfo)(sq[0].dtype)
         taken = _good_steps(trail, factors, steps, loss_before.shape, xp, info, loss_before.device, clamp)
+        scale = state.scale
         if bool((taken < steps).any()):
             record.stopped = "step rejected: a scale left (0, ∞) or overflowed"
-            for i, st in enumerate(states):
-                st.scale = _pick(trail, taken, i, xp)
+            scale = _pick(trail, taken, xp)
         new_params, new_grads, loss_after, taken = _walk_back(
-            arrays, states, trail, taken, loss_fn, loss_before, rtol, record
+            arrays, plan, scale, trail, taken, loss_fn, loss_before, rtol, record
         )
         norm_after = arrays.norm_per_copy([g * g for g in new_grads])
 
@@ -366,11 +529,39 @@ def _teleport(params, grads, chains, loss_fn, o: PositiveScale, loss_before):
     return new_params, arrays.tensors(new_grads), loss_after, record
 
 
+def _symmetry_of(objective, params) -> Symmetry:
+    """The objective's rescalings (its ``symmetry(params)``); raises naming an objective that has none."""
+    find = getattr(objective, "symmetry", None)
+    if find is None or not hasattr(objective, "names"):
+        raise TypeError(
+            f"Invalid teleport: positive scaling needs a ReLU/LeakyReLU network, not {type(objective).__name__}"
+        )
+    symmetry = find(params)
+    if symmetry.n_scales == 0:
+        reasons = "; ".join(f"{symmetry.label(k)}: {v}" for k, v in symmetry.left.items()) or "no hidden layer"
+        raise ValueError(f"Invalid teleport: positive scaling found no rescalable units ({reasons})")
+    return symmetry
+
+
 @dataclass(frozen=True)
 class PositiveScale(Teleport):
-    """Positive per-unit rescaling of every pair of adjacent layers, in closed form: ``steps`` ascent
-    steps of size ``lr``, each scale kept within ``1 ± clamp`` per step, the loss kept within
-    ``loss_rtol`` (``None``: the dtype's default, :mod:`symtele.teleports.invariance`)."""
+    """Positive per-unit rescaling along the objective's symmetry, in closed form: ``steps`` ascent steps of
+    size ``lr``, each scale kept within ``1 ± clamp`` per step, the loss kept within ``loss_rtol`` (``None``: the
+    dtype's default, :mod:`symtele.teleports.invariance`).
+
+    The objective states its rescalings: ``objective.symmetry(params)`` and ``objective.names``
+    (:class:`~symtele.module_objective.ModuleObjective`: those ``discover`` finds in the module;
+    :class:`~symtele.regression.MLPRegression`: its chain of weights).
+
+    Args:
+        lr: the ascent step on the scales.
+        steps: ascent steps.
+        clamp: the largest change of a scale per step (``None``: no clipping).
+        loss_rtol: the relative change of the loss a teleport may make.
+
+    Raises:
+        ValueError: an option that is not positive (``steps``: a count).
+    """
 
     name = "posscale"
     lr: float = 1e-4
@@ -386,33 +577,107 @@ class PositiveScale(Teleport):
             loss_rtol=None if self.loss_rtol is None else checks.positive("loss_rtol", self.loss_rtol),
         )
 
+    def log_step(self, slope: torch.Tensor) -> torch.Tensor:
+        """The change of the log-scales for one ascent step, ``log(1 + lr · clip(slope, ±clamp/lr))``.
+
+        Args:
+            slope: ``∂‖∇L‖²/∂s`` at the current scales (equal to ``∂‖∇L‖²/∂d`` at ``d = 1``).
+
+        Returns:
+            ``Δs``, the shape of ``slope``.
+        """
+        if self.clamp is not None:
+            slope = slope.clamp(-self.clamp / self.lr, self.clamp / self.lr)
+        return torch.log1p(self.lr * slope)
+
     def check(self, objective, params):
-        chains = getattr(objective, "chains", None)
-        if chains is None:
-            raise TypeError(
-                f"Invalid teleport: positive scaling needs a ReLU/LeakyReLU network, not {type(objective).__name__}"
-            )
-        if not any(len(chain) > 1 for chain in chains):
-            raise ValueError("Invalid teleport: positive scaling needs at least 2 layers")
+        symmetry = _symmetry_of(objective, params)
+        _plan(symmetry, objective.names, [p.shape for p in params], np, params[0].device)
 
     def __call__(self, objective, params, grads, loss):
-        return _teleport(params, grads, objective.chains, objective.loss, self, loss)
+        symmetry = _symmetry_of(objective, params)
+        return _teleport(params, grads, symmetry, objective.names, objective.loss, self, loss)
+
+
+@dataclass(frozen=True)
+class PositiveScaleReference(PositiveScale):
+    """The positive-scale teleport by double backpropagation as a training-loop teleport (``name``
+    ``posscale-ref``): the method the writeup timed. The same options and the same steps as
+    :class:`PositiveScale`, each slope differentiated through the network
+    (:func:`~symtele.teleports.rescale.reference_teleport`); after the ascent the loss and the gradient are
+    computed afresh at the new point (no safety checks: ``loss_rtol`` is not used)."""
+
+    name = "posscale-ref"
+
+    def teleported(self, objective, params) -> list[torch.Tensor]:
+        """The parameters after ``steps`` double-backprop ascent steps along the objective's symmetry.
+
+        Args:
+            objective: an objective with ``symmetry(params)`` and ``names`` (see :class:`PositiveScale`).
+            params: its parameters (leading batch dimensions index copies, each with its own scales).
+
+        Returns:
+            The teleported parameters, in order.
+        """
+        symmetry = _symmetry_of(objective, params)
+        names = objective.names
+        plan = _plan(symmetry, names, [p.shape for p in params], np, params[0].device)
+        batch = tuple(params[plan.acted[0].index].shape[: plan.batch_ndim])
+        new = reference_teleport(
+            lambda p: objective.loss([p[n] for n in names]),
+            dict(zip(names, params)),
+            symmetry,
+            self.log_step,
+            self.steps,
+            batch_shape=batch,
+        )
+        return [new[n] for n in names]
+
+    def __call__(self, objective, params, grads, loss):
+        start = time.perf_counter()
+        before = grad_norm_sq(grads, loss.dim())
+        new = self.teleported(objective, params)
+        new_loss, new_grads = objective.loss_and_grad(new)
+        record = TeleportRecord(
+            method=self.name,
+            steps_taken=self.steps,
+            loss_before=to_list(loss),
+            loss_after=to_list(new_loss),
+            grad_norm_sq_before=to_list(before),
+            grad_norm_sq_after=to_list(grad_norm_sq(new_grads, loss.dim())),
+        )
+        record.cost_s = time.perf_counter() - start
+        return new, new_grads, new_loss, record
 
 
 def teleport_sequential(
-    model: nn.Sequential, loss_fn: Callable, inputs: torch.Tensor, targets: torch.Tensor, **options
+    model: torch.nn.Module, loss_fn: Callable, inputs: torch.Tensor, targets: torch.Tensor, **options
 ):
-    """Positive-scale teleport of an ``nn.Sequential``, written back into the module.
+    """Positive-scale teleport of a module (an ``nn.Sequential`` of ``Linear`` and ReLU/LeakyReLU layers, or any
+    module :func:`~symtele.teleports.discovery.discover` finds rescalings in), written back into the module.
 
-    One forward and backward pass gives ``∇L``; the ``steps`` ascent steps on ``‖∇L‖²`` then
-    cost only vector arithmetic (:func:`positive_scale_teleport`; ``options`` are the fields of
-    :class:`PositiveScale`). Returns the :class:`~symtele.history.TeleportRecord`.
+    One forward and backward pass gives ``∇L``; the ``steps`` ascent steps on ``‖∇L‖²`` then cost only vector
+    arithmetic (:func:`positive_scale_teleport`).
+
+    Args:
+        model: the network; its parameters are overwritten with the teleported ones.
+        loss_fn: ``loss_fn(model(inputs), targets)`` is the loss.
+        inputs: a batch of inputs.
+        targets: their targets.
+        **options: the fields of :class:`PositiveScale`.
+
+    Returns:
+        The :class:`~symtele.history.TeleportRecord`.
+
+    Raises:
+        ValueError: bad options, or a model without rescalable units (the message names the layers and why).
+        TypeError: a ``model`` that is not an ``nn.Module`` or a ``loss_fn`` that is not callable.
     """
     teleport = PositiveScale(**options)  # checks the options before any compute
     objective = ModuleObjective(model, loss_fn, inputs, targets)
-    chains = objective.chains  # validates the layers before any compute
     params = objective.initial_params()
+    teleport.check(objective, params)  # finds the rescalings before any compute
     loss, grads = objective.loss_and_grad(params)
-    new_params, _, _, record = _teleport(params, grads, chains, objective.loss, teleport, loss)
+    new_params, _, _, record = teleport(objective, params, grads, loss)
     objective.write_back(new_params)
     return record

@@ -15,7 +15,8 @@ Summing ``(∇_p L)²`` once over the axes no scale depends on (a 3×3 kernel, s
 fraction of the weights' size; each ascent step is then a few passes over those, and the teleport
 costs about one pass over the weights to apply the scales plus one forward pass to confirm the loss,
 instead of a forward–backward–backward pass per step. :func:`gradient_norm_reference` computes the
-same objective by double backpropagation, the definition the closed form is tested against.
+same objective by double backpropagation, the definition the closed form is tested against, and
+:func:`reference_teleport` ascends with it (the teleport by double backpropagation, for tests and benchmarks).
 
 Each ascent step moves the log-scales along ``∂‖∇L‖²/∂s``. By default the step is scale-free: the
 largest change of any log-scale per step is ``max_log_step`` (0.1: each scale moves by at most a factor
@@ -120,9 +121,24 @@ def gradient_norm_reference(
     symmetry: Symmetry,
     s: torch.Tensor,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``‖∇L(g_s·w)‖²`` and its gradient in ``s`` by double backpropagation: act on the parameters with
-    ``s``, differentiate the loss, square, and differentiate again. ``loss_of`` maps a dict of all the
-    parameters to the loss. The definition the closed form is tested against."""
+    """``‖∇L(g_s·w)‖²`` and its gradient in ``s`` by double backpropagation: act on the parameters with ``s``,
+    differentiate the loss, square, and differentiate again. The package's one definition of the teleport's
+    objective by double backpropagation: the closed forms of :class:`Rescale` and of
+    :class:`~symtele.teleports.positive_scale.PositiveScale` are tested against it, and
+    :func:`reference_teleport` ascends with it.
+
+    Args:
+        loss_of: maps a dict of all the parameters to the loss (one value per copy when batched).
+        params: all the parameters, by name.
+        symmetry: the rescalings.
+        s: the log-scales, ``(*batch, n_scales)``: leading dimensions index copies of the network (the leading
+            dimensions of its parameters), each with its own scales.
+
+    Returns:
+        ``(value, slope)``: ``‖∇L(g_s·w)‖²`` per copy (shape ``batch``) and its gradient in ``s`` (the shape of
+        ``s``).
+    """
+    batch = s.shape[:-1]
     with torch.enable_grad():
         s = s.detach().clone().requires_grad_(True)
         moved = {}
@@ -130,10 +146,46 @@ def gradient_norm_reference(
             a = symmetry.log_factor(name, s, p)
             moved[name] = p.detach() * torch.exp(a).to(p.dtype) if a is not None else p.detach().requires_grad_(True)
         leaves = [moved[n] for n in params]
-        grads = torch.autograd.grad(loss_of(moved), leaves, create_graph=True)
-        value = sum(g.square().sum() for g in grads)
-        (slope,) = torch.autograd.grad(value, s)
+        grads = torch.autograd.grad(loss_of(moved).sum(), leaves, create_graph=True)
+        value = sum(g.square().reshape(*batch, -1).sum(-1) for g in grads)
+        (slope,) = torch.autograd.grad(value.sum(), s)
     return value.detach(), slope
+
+
+def reference_teleport(
+    loss_of: Callable[[dict[str, torch.Tensor]], torch.Tensor],
+    params: dict[str, torch.Tensor],
+    symmetry: Symmetry,
+    log_step: Callable[[torch.Tensor], torch.Tensor],
+    steps: int,
+    *,
+    batch_shape: tuple[int, ...] = (),
+) -> dict[str, torch.Tensor]:
+    """The teleport by double backpropagation: ``steps`` rounds of ``s ← s + log_step(∂‖∇L(g_s·w)‖²/∂s)`` from
+    ``s = 0``, each slope differentiated through the network (:func:`gradient_norm_reference`); no safety checks.
+
+    Args:
+        loss_of: maps a dict of all the parameters to the loss (one value per copy when batched).
+        params: all the parameters, by name.
+        symmetry: the rescalings.
+        log_step: the change of the log-scales for a slope (:func:`ascent_step` for :class:`Rescale`,
+            :meth:`~symtele.teleports.positive_scale.PositiveScale.log_step` for the course project's step).
+        steps: ascent steps.
+        batch_shape: the leading dimensions of the parameters that index copies of the network.
+
+    Returns:
+        ``g_s·w``: every parameter after the ascent, by name.
+    """
+    device = next(iter(params.values())).device
+    s = torch.zeros(*batch_shape, symmetry.n_scales, dtype=torch.float64, device=device)
+    for _ in range(steps):
+        _, slope = gradient_norm_reference(loss_of, params, symmetry, s)
+        s = s + log_step(slope)
+    moved = {}
+    for name, p in params.items():
+        a = symmetry.log_factor(name, s, p)
+        moved[name] = p.detach() if a is None else p.detach() * torch.exp(a).to(p.dtype)
+    return moved
 
 
 @dataclass(frozen=True)

@@ -178,14 +178,15 @@ class Symmetry:
 
     def log_factor(self, name: str, s: torch.Tensor, like: torch.Tensor) -> torch.Tensor | None:
         """``a_p(s) = Σ_t sign_t · s[units_t]`` for the parameter ``name`` (broadcastable to it, in ``like``'s
-        dtype and device), or ``None`` if no scale acts on it."""
+        dtype and device), or ``None`` if no scale acts on it. Leading dimensions of ``s`` index copies of the
+        network, each with its own scales (the parameter then has them too)."""
         terms = [t for t in self.terms if t.param == name]
         if not terms:
             return None
-        padded = torch.cat([s, s.new_zeros(1)]).to(device=like.device)
+        padded = torch.cat([s, s.new_zeros(*s.shape[:-1], 1)], -1).to(device=like.device)
         out = torch.zeros((), dtype=padded.dtype, device=like.device)
         for t in terms:
-            out = out + t.sign * padded[t.units.to(like.device)]
+            out = out + t.sign * padded[..., t.units.to(like.device)]
         return out.to(like.dtype)
 
     def keep(self, kept: list[int], dropped: list[Dropped] = ()) -> Symmetry:
