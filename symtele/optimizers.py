@@ -91,10 +91,12 @@ class Optimizer:
         return trial, eta.tolist()
 
     def _armijo_in_batches(self, params, grads, loss, loss_fn, gsq):
-        """The one-problem Armijo search with ``trials`` halvings per evaluation of ``loss_fn`` (the trial
-        points stacked along a new leading dimension); the first that passes is the one the sequential
-        search accepts, with the same arithmetic: each η (a power of two times ``lr``) is rounded to the
-        parameters' type once, as the sequential search's Python float is."""
+        """The one-problem Armijo search with ``trials`` halvings per evaluation of ``loss_fn``.
+
+        The trial points are stacked along a new leading dimension; the first that passes is the one the
+        sequential search accepts, with the same arithmetic: each η (a power of two times ``lr``) is rounded
+        to the parameters' type once, as the sequential search's Python float is.
+        """
         halvings = [self.lr * 0.5**j for j in range(self.max_halvings + 2)]
         for first in range(0, self.max_halvings + 1, self.trials):
             etas = halvings[first : min(first + self.trials, self.max_halvings + 1)]
