@@ -102,8 +102,11 @@ DIGITS_TELEPORT_LR = 1e-2
 
 @dataclass(frozen=True)
 class Controls:
-    """The value of every control; the defaults are the course project's regression with one positive-scale
-    teleport, at the writeup's settings."""
+    """The value of every control.
+
+    The defaults are the course project's regression with one positive-scale teleport, at the writeup's
+    settings.
+    """
 
     problem: str = "relu-mlp"
     optimizer: str = "gd"

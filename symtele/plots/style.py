@@ -72,6 +72,7 @@ class UnicodeLogFormatter(LogFormatterSciNotation):
     """
 
     def __call__(self, x, pos=None):
+        """The label of the tick at ``x`` (``pos``: its index, as matplotlib passes it)."""
         label = super().__call__(x, pos)
         match = _MATH_LABEL.match(label)
         if match is None:
