@@ -27,6 +27,7 @@ def g(value) -> str:
 
 
 def point(p) -> str:
+    """A point as the writeup prints it: ``(x, y)``, each coordinate as :func:`g` prints it."""
     return "(" + ", ".join(g(v) for v in p) + ")"
 
 
@@ -47,14 +48,26 @@ def one(records, method) -> dict:
 
 
 def after_teleport(plain, tele, key="loss") -> tuple[float, float]:
-    """Fractions of the epochs after ``tele``'s first teleport (the teleport's own epoch excluded: there the
-    loss is the one it kept) where ``tele``'s ``key`` is strictly below, and strictly above, ``plain``'s."""
+    """Fractions of the epochs after ``tele``'s first teleport where ``tele``'s ``key`` is below and above ``plain``'s.
+
+    Strictly below, and strictly above; the teleport's own epoch is excluded (there the loss is the one it
+    kept).
+
+    Args:
+        plain: the run without teleports (its ``key`` curve).
+        tele: the teleported run (its ``key`` curve and ``teleport_epochs``).
+        key: the curve compared.
+
+    Returns:
+        ``(below, above)``.
+    """
     first = tele["teleport_epochs"][0]
     shifted = {**tele, "teleport_epochs": [first + 1]}
     return below_and_above(plain, shifted, key)
 
 
 def share(fraction: float) -> str:
+    """A fraction as a whole percentage, ``"42%"``."""
     return f"{100 * fraction:.0f}%"
 
 
@@ -64,9 +77,19 @@ def rounds_text(agreeing: int, total: int) -> str:
 
 
 def cost_against_reference(ours: dict, ref: dict, most: float, factor: float) -> tuple[float, float, str, dict]:
-    """A cost claim from two cost records' ``wall_ratios``: the closed form at most ``most`` gradient
-    evaluations and the reference at least ``factor`` times it. Returns ``(ours, reference, verdict, extra)``;
-    ``extra`` marks the row as timed and says in how many interleaved rounds the verdict held."""
+    """A cost claim: the closed form at most ``most`` gradient evaluations, the reference ``factor`` times it or more.
+
+    Args:
+        ours: the closed form's cost record's ``wall_ratios`` (``grad_evals``, and per round
+            ``grad_evals_rounds``).
+        ref: the reference's, alike.
+        most: the closed form's largest cost that passes, in gradient evaluations.
+        factor: the smallest ratio of the reference's cost to the closed form's that passes.
+
+    Returns:
+        ``(ours, reference, verdict, extra)``: the two costs, the verdict, and ``extra``, which marks the row as
+        timed and says in how many interleaved rounds the verdict held.
+    """
     a, b = ours["grad_evals"], ref["grad_evals"]
     pairs = list(zip(ours.get("grad_evals_rounds") or [a], ref.get("grad_evals_rounds") or [b]))
     holds = a <= most and b >= factor * a
