@@ -28,6 +28,7 @@ SOURCES = [Path(__file__), HERE / "appendix.html.j2", HERE / "__init__.py", HERE
 
 
 def appendix_path(build: Path, stem: str) -> Path:
+    """Where the appendix of notebook ``stem`` goes: ``<build>/report/appendix/<stem>.html``."""
     return build / "report" / "appendix" / f"{stem}.html"
 
 
@@ -89,6 +90,7 @@ def export(build: Path, stems: list[str], katex_dir: Path | None) -> None:
 
 
 def main(argv=None) -> int:
+    """Write the stale appendices of the notebooks named on the command line; 0 when done."""
     parser = stems_command_line(__doc__.splitlines()[0], nargs="+", stems_help="the executed notebooks, without .ipynb")
     args = parser.parse_args(argv)
     export(args.build, stale(args.build, args.stems), args.katex)

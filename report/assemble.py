@@ -63,6 +63,7 @@ class Outline:
         return HEADING.sub(number, fragment)
 
     def toc(self) -> str:
+        """The table of contents: a list linking every numbered section met so far."""
         items = "".join(f'<li><a href="#{a}">{f"{n} " if n else ""}{t}</a></li>' for a, n, t in self.entries)
         return f'<ol class="toc-list" style="list-style:none">{items}</ol>'
 
@@ -74,6 +75,7 @@ class Figures:
         self.count = 0
 
     def figure(self, mime: str, data: str, caption_html: str) -> str:
+        """The next numbered figure: the image (base64 ``data`` of type ``mime``) and its caption, as HTML."""
         self.count += 1
         return (
             f'<figure id="figure-{self.count}"><img src="data:{mime};base64,{data}" '
@@ -83,6 +85,7 @@ class Figures:
 
 
 def image_data(value) -> str:
+    """An output's base64 image data as one string (a list of lines joined, newlines removed)."""
     return "".join(value).replace("\n", "") if isinstance(value, list) else value.replace("\n", "")
 
 
@@ -121,6 +124,7 @@ def notebook_section(nb, stem: str, shift: int, outline: Outline, figures: Figur
 
 
 def notebook_title(nb, stem: str) -> str:
+    """The first level-1 Markdown heading of the notebook, else its ``stem``."""
     for cell in nb.cells:
         match = re.search(r"^#\s+(.+)$", cell.source, re.MULTILINE) if cell.cell_type == "markdown" else None
         if match:
@@ -193,6 +197,7 @@ def assemble(build: Path, stems: list[str], katex_dir: Path | None) -> Path:
 
 
 def main(argv=None) -> int:
+    """Assemble the report from the notebooks named on the command line; 0 when written."""
     parser = stems_command_line(
         __doc__.splitlines()[0], nargs="*", stems_help="the numbered notebooks, in report order"
     )

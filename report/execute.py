@@ -36,10 +36,12 @@ KERNELSPEC = {"name": KERNEL, "display_name": "Python (symtele)", "language": "p
 
 
 def staging(build: Path, stem: str) -> Path:
+    """The folder where a run of notebook ``stem`` writes its outputs before they are promoted."""
     return build / ".staging" / stem
 
 
 def remove(path: Path) -> None:
+    """Remove a file, a link or a folder with its contents; nothing when ``path`` does not exist."""
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path)
     elif path.exists() or path.is_symlink():
@@ -72,6 +74,7 @@ def source_cell_index(notebook: Path, source: str) -> int | None:
 
 
 def strip_ansi(text: str) -> str:
+    """``text`` without its ANSI colour codes."""
     return re.sub(r"\x1b\[[0-9;]*m", "", text)
 
 
@@ -96,8 +99,10 @@ def describe_failure(stem: str, notebook: Path, error, kept: Path) -> str:
 
 
 def restore_stamp(build: Path, stem: str, params_file: Path) -> None:
-    """Put back the parameter stamp the last good run used (kept, as text, in its executed notebook's metadata),
-    older than that notebook; or remove the stamp when there is no good run."""
+    """Put back the parameter stamp the last good run used, or remove the stamp when there is no good run.
+
+    The stamp is kept, as text, in the executed notebook's metadata; it is put back older than that notebook.
+    """
     done = build / "notebooks" / f"{stem}.ipynb"
     if not done.exists():
         remove(params_file)
@@ -118,6 +123,7 @@ class Progress:
         self.stem, self.total, self.done, self.start = stem, total, 0, time.perf_counter()
 
     def __call__(self, cell=None, cell_index=None, execute_reply=None) -> None:
+        """Count one more cell done and print the progress line (papermill's arguments are unused)."""
         self.done += 1
         elapsed = time.perf_counter() - self.start
         print(
@@ -128,12 +134,14 @@ class Progress:
 
 
 def local_kernel_manager(sockets: Path, log: Path):
-    """A kernel manager class whose kernel listens on IPC sockets under ``sockets`` (a folder of this run's own,
-    so that notebooks running side by side never share one): local, and no 'TCP without encryption'. The
-    kernel process's own standard error (its log lines, not the cells' output, which reaches the notebook) goes
-    to the file ``log``: jupyter_client interrupts a kernel before shutting it down, and an idle kernel logs
-    that as "KeyboardInterrupt caught in kernel". Only public settings change: the manager's ``transport`` and
-    ``ip``, and the ``stderr`` that ``start_kernel`` passes to the process.
+    """A kernel manager class whose kernel listens on IPC sockets under ``sockets``, logging to ``log``.
+
+    ``sockets`` is a folder of this run's own, so that notebooks running side by side never share one: local,
+    and no 'TCP without encryption'. The kernel process's own standard error (its log lines, not the cells'
+    output, which reaches the notebook) goes to the file ``log``: jupyter_client interrupts a kernel before
+    shutting it down, and an idle kernel logs that as "KeyboardInterrupt caught in kernel". Only public
+    settings change: the manager's ``transport`` and ``ip``, and the ``stderr`` that ``start_kernel`` passes
+    to the process.
     """
     from jupyter_client.manager import AsyncKernelManager
     from traitlets import default
@@ -214,6 +222,7 @@ def execute(notebook: Path, build: Path, params_file: Path) -> int:
 
 
 def main(argv=None) -> int:
+    """Execute the notebook named on the command line; its exit status (0 when it ran)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("notebook", type=Path)
     parser.add_argument("--build", type=Path, default=Path("build"))

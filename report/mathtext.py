@@ -1,6 +1,6 @@
-"""Markdown with LaTeX math to HTML whose math renders with no network.
+r"""Markdown with LaTeX math to HTML whose math renders with no network.
 
-``$...$`` is inline math and ``$$...$$`` display math; ``\\$`` is a literal dollar sign. The math
+``$...$`` is inline math and ``$$...$$`` display math; ``\$`` is a literal dollar sign. The math
 is cut out before the Markdown is parsed (so ``_`` and ``*`` inside it stay math), every formula
 of the whole report is typeset in one batch, and the results are put back into the HTML:
 
@@ -42,6 +42,7 @@ class Typesetter:
 
     @property
     def engine(self) -> str:
+        """The typesetter in use: ``KaTeX`` or ``MathML``."""
         return "KaTeX" if self.katex_dir else "MathML"
 
     def protect(self, text: str, where: str) -> str:

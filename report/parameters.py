@@ -221,6 +221,7 @@ def parse_file(path: Path, notebooks: dict) -> dict:
 
 
 def parse_quick(text: str) -> bool:
+    """``QUICK``'s value as a flag: ``""`` or ``"0"`` (no), ``"1"`` (the smoke build); else ParameterError."""
     if text not in ("", "0", "1"):
         raise ParameterError(f"QUICK={text!r}: expected 1 (quick smoke build) or 0")
     return text == "1"
@@ -239,8 +240,11 @@ def check_values(stem: str, entry: dict, values: dict, typed: dict) -> None:
 
 
 def as_text(content) -> str:
-    """``content`` as the JSON of a stamp. Keys keep their order: a dict parameter's order is meaningful
-    (``lrs`` lists the optimisers in the order they run)."""
+    """``content`` as the JSON of a stamp.
+
+    Keys keep their order: a dict parameter's order is meaningful (``lrs`` lists the optimisers in the order
+    they run).
+    """
     return json.dumps(content, indent=1) + "\n"
 
 
@@ -281,6 +285,7 @@ def resolve(
 
 
 def main(argv=None) -> int:
+    """Resolve and stamp the parameters of the notebooks named on the command line; 0 when done."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("stems", nargs="*", help="the numbered notebooks, without .ipynb")
     parser.add_argument("--notebooks", type=Path, default=Path("notebooks"))
