@@ -68,7 +68,11 @@ class Plot:
             ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
 
     def show(self, result) -> None:
-        """Put ``result`` into the figure's artists."""
+        """Put ``result`` into the figure's artists.
+
+        Args:
+            result: the :class:`~symtele.explorer.runs.Result` to show.
+        """
         shown = {"baseline": result.baseline, "teleported": result.teleported}
         for which, c in shown.items():
             for key in [("loss", which), ("grad_norm_sq", which), ("time", which)]:
