@@ -97,7 +97,15 @@ class UnicodeLogFormatter(LogFormatterSciNotation):
     """
 
     def __call__(self, x, pos=None):
-        """The label of the tick at ``x`` (``pos``: its index, as matplotlib passes it)."""
+        """The label of the tick at ``x``.
+
+        Args:
+            x: the tick's value.
+            pos: its position, as matplotlib passes it.
+
+        Returns:
+            The label, with Unicode superscripts and minus signs.
+        """
         label = super().__call__(x, pos)
         match = _MATH_LABEL.match(label)
         if match is None:
