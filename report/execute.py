@@ -167,7 +167,12 @@ def restore_stamp(build: Path, stem: str, params_file: Path) -> None:
 
 
 class Progress:
-    """One line per executed code cell, named by its notebook, so that parallel notebooks read clearly."""
+    """One line per executed code cell, named by its notebook, so that parallel notebooks read clearly.
+
+    Args:
+        stem: the notebook's name.
+        total: its number of code cells.
+    """
 
     def __init__(self, stem: str, total: int):
         self.stem, self.total, self.done, self.start = stem, total, 0, time.perf_counter()

@@ -33,6 +33,9 @@ class Plot:
     The curves' artists are made once and updated in place by :meth:`show` (a
     redraw recreates no ticks, which is most of a redraw's cost); the mean over
     seeds is a line, their range a shaded band, the teleports dotted verticals.
+
+    Args:
+        figure: the matplotlib figure to draw on (its 2 × 2 axes are made here).
     """
 
     WHICH = {"baseline": "C0", "teleported": "C1"}

@@ -32,6 +32,9 @@ class Explorer:
     the first run. Choosing a problem, optimiser or group fills the numeric fields with
     suggested values, which can then be edited. ``wait()`` blocks until the latest run
     has finished; ``log`` lists ``(generation, outcome)`` of every run started.
+
+    Args:
+        **values: initial values of controls, by field name.
     """
 
     def __init__(self, **values):
