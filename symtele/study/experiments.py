@@ -231,7 +231,7 @@ def level_set(
     Records carry ``path``, the per-epoch ``step_size``, ``start``, ``lr`` and ``dtype``.
 
     Args:
-        problem: ``quadratic``, ``booth`` or ``rosenbrock``.
+        problem: ``booth`` or ``rosenbrock`` (the problems the settings have runs of).
         settings: the notebook's settings (by default ``LEVEL_SET``, the writeup's).
         optimizers: the optimisers to run, among ``gd-ls`` and ``gd``, in this order.
         teleport_only: run only the teleported runs.
@@ -301,7 +301,7 @@ def same_budget(
     left out of both runs).
 
     Args:
-        problem: ``quadratic``, ``booth`` or ``rosenbrock``.
+        problem: ``booth`` or ``rosenbrock`` (the problems the settings have runs of).
         settings: the notebook's settings (by default ``LEVEL_SET``, the writeup's).
         teleported: the teleported Armijo run's record, if it has been run already.
         device: the device the runs compute on.
