@@ -18,7 +18,16 @@ sys.modules.setdefault("rfc3987_syntax", None)
 
 
 def stems_command_line(description: str, *, nargs: str, stems_help: str) -> argparse.ArgumentParser:
-    """The command line of a step that acts on notebooks: their stems, ``--build`` and ``--katex``."""
+    """The command line of a step that acts on notebooks: their stems, ``--build`` and ``--katex``.
+
+    Args:
+        description: the step's description, for ``--help``.
+        nargs: how many stems (``argparse``'s ``nargs``: ``"*"``, ``"+"``).
+        stems_help: the stems' help text.
+
+    Returns:
+        The parser.
+    """
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("stems", nargs=nargs, help=stems_help)
     parser.add_argument("--build", type=Path, default=Path("build"))

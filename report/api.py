@@ -74,7 +74,14 @@ def write_api(build: Path) -> Path:
 
 
 def main(argv=None) -> int:
-    """The command line: ``python -m report.api --build BUILD``; returns the exit status."""
+    """The command line: ``python -m report.api --build BUILD``.
+
+    Args:
+        argv: the command line's arguments; by default ``sys.argv[1:]``.
+
+    Returns:
+        The exit status, 0.
+    """
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--build", type=Path, default=Path("build"))
     args = parser.parse_args(argv)

@@ -28,11 +28,28 @@ SOURCES = [Path(__file__), HERE / "appendix.html.j2", HERE / "__init__.py", HERE
 
 
 def appendix_path(build: Path, stem: str) -> Path:
+    """Where the appendix of notebook ``stem`` goes: ``<build>/report/appendix/<stem>.html``.
+
+    Args:
+        build: the build folder.
+        stem: the notebook's name, without ``.ipynb``.
+
+    Returns:
+        The appendix's path.
+    """
     return build / "report" / "appendix" / f"{stem}.html"
 
 
 def stale(build: Path, stems: list[str]) -> list[str]:
-    """The stems whose appendix is missing or older than its notebook or than ``SOURCES``."""
+    """The stems whose appendix is missing or older than its notebook or than ``SOURCES``.
+
+    Args:
+        build: the build folder (its executed notebooks and appendices).
+        stems: the notebooks' names.
+
+    Returns:
+        The stale ones, in the order given.
+    """
     newest_source = max(p.stat().st_mtime for p in SOURCES if p.exists())
     out = []
     for stem in stems:
@@ -43,7 +60,15 @@ def stale(build: Path, stems: list[str]) -> list[str]:
 
 
 def prerender(nb, math: Typesetter, stem: str) -> None:
-    """Replace the notebook's Markdown (cells and outputs) by HTML with formula tokens, in place."""
+    """Replace the notebook's Markdown (cells and outputs) by HTML with formula tokens, in place.
+
+    A first cell linking back to the report is added.
+
+    Args:
+        nb: the executed notebook.
+        math: the typesetter that collects the formulas.
+        stem: the notebook's name, for warnings.
+    """
     back = nbformat.v4.new_markdown_cell('<p><a href="../report.html">&larr; back to the report</a></p>')
     for index, cell in enumerate(nb.cells):
         if cell.cell_type == "markdown":
@@ -59,7 +84,12 @@ def prerender(nb, math: Typesetter, stem: str) -> None:
 
 
 def fill(nb, math: Typesetter) -> None:
-    """Put the typeset formulas in place of their tokens (cells and HTML outputs)."""
+    """Put the typeset formulas in place of their tokens (cells and HTML outputs), in place.
+
+    Args:
+        nb: a notebook :func:`prerender` has rendered.
+        math: its typesetter, after ``typeset()``.
+    """
     for cell in nb.cells:
         if cell.cell_type == "markdown":
             cell.source = math.fill(cell.source)
@@ -69,7 +99,13 @@ def fill(nb, math: Typesetter) -> None:
 
 
 def export(build: Path, stems: list[str], katex_dir: Path | None) -> None:
-    """Export these executed notebooks as appendices."""
+    """Export these executed notebooks as appendices.
+
+    Args:
+        build: the build folder.
+        stems: the notebooks' names.
+        katex_dir: the ``katex`` npm package, or ``None`` (MathML).
+    """
     if not stems:
         return
     from nbconvert import HTMLExporter
@@ -89,6 +125,14 @@ def export(build: Path, stems: list[str], katex_dir: Path | None) -> None:
 
 
 def main(argv=None) -> int:
+    """Write the stale appendices of the notebooks named on the command line.
+
+    Args:
+        argv: the command line's arguments; by default ``sys.argv[1:]``.
+
+    Returns:
+        The exit status, 0.
+    """
     parser = stems_command_line(__doc__.splitlines()[0], nargs="+", stems_help="the executed notebooks, without .ipynb")
     args = parser.parse_args(argv)
     export(args.build, stale(args.build, args.stems), args.katex)

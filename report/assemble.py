@@ -42,7 +42,15 @@ class Outline:
         self.section, self.subsection, self.entries = 0, 0, []
 
     def headings(self, fragment: str, shift: int = 0) -> str:
-        """The fragment with headings moved ``shift`` levels down, numbered and given ids."""
+        """The fragment with headings moved ``shift`` levels down, numbered and given ids.
+
+        Args:
+            fragment: an HTML fragment.
+            shift: how many levels its headings move down (at most to h6).
+
+        Returns:
+            The fragment; its h2 headings join the contents list.
+        """
 
         def number(match: re.Match) -> str:
             level, text = min(int(match.group(1)) + shift, 6), match.group(2).strip()
@@ -63,6 +71,7 @@ class Outline:
         return HEADING.sub(number, fragment)
 
     def toc(self) -> str:
+        """The table of contents: a list linking every numbered section met so far."""
         items = "".join(f'<li><a href="#{a}">{f"{n} " if n else ""}{t}</a></li>' for a, n, t in self.entries)
         return f'<ol class="toc-list" style="list-style:none">{items}</ol>'
 
@@ -74,6 +83,16 @@ class Figures:
         self.count = 0
 
     def figure(self, mime: str, data: str, caption_html: str) -> str:
+        """The next numbered figure, as HTML.
+
+        Args:
+            mime: the image's MIME type.
+            data: the image, base64.
+            caption_html: the caption, as HTML.
+
+        Returns:
+            A ``<figure>`` with its number.
+        """
         self.count += 1
         return (
             f'<figure id="figure-{self.count}"><img src="data:{mime};base64,{data}" '
@@ -83,11 +102,29 @@ class Figures:
 
 
 def image_data(value) -> str:
+    """An output's base64 image data as one string (a list of lines joined, newlines removed).
+
+    Args:
+        value: the data, a string or a list of lines.
+
+    Returns:
+        The data.
+    """
     return "".join(value).replace("\n", "") if isinstance(value, list) else value.replace("\n", "")
 
 
 def output_html(output, where: str, figures: Figures, math: Typesetter) -> str:
-    """One cell output as shown in the report: figures, HTML, Markdown and images; nothing else."""
+    """One cell output as shown in the report: figures, HTML, Markdown and images; nothing else.
+
+    Args:
+        output: a display or result output.
+        where: the cell, for warnings.
+        figures: the report's figure numbering.
+        math: the report's typesetter.
+
+    Returns:
+        The output's HTML, or ``""``.
+    """
     if output.output_type not in ("display_data", "execute_result"):
         return ""
     data, meta = output.get("data", {}), output.get("metadata", {})
@@ -109,7 +146,19 @@ def output_html(output, where: str, figures: Figures, math: Typesetter) -> str:
 
 
 def notebook_section(nb, stem: str, shift: int, outline: Outline, figures: Figures, math: Typesetter) -> str:
-    """A notebook as a report section: Markdown cells and shown outputs, in order."""
+    """A notebook as a report section: Markdown cells and shown outputs, in order.
+
+    Args:
+        nb: the executed notebook.
+        stem: its name.
+        shift: how many levels its headings move down.
+        outline: the report's heading numbering.
+        figures: the report's figure numbering.
+        math: the report's typesetter.
+
+    Returns:
+        The ``<section>``.
+    """
     parts = []
     for index, cell in enumerate(nb.cells):
         where = f"{stem} cell {index}"
@@ -121,6 +170,15 @@ def notebook_section(nb, stem: str, shift: int, outline: Outline, figures: Figur
 
 
 def notebook_title(nb, stem: str) -> str:
+    """The first level-1 Markdown heading of the notebook, else its ``stem``.
+
+    Args:
+        nb: the notebook.
+        stem: its name.
+
+    Returns:
+        The title.
+    """
     for cell in nb.cells:
         match = re.search(r"^#\s+(.+)$", cell.source, re.MULTILINE) if cell.cell_type == "markdown" else None
         if match:
@@ -129,7 +187,17 @@ def notebook_title(nb, stem: str) -> str:
 
 
 def build_info(build: Path, stems: list[str], notebooks: dict, engine: str) -> str:
-    """When and how fast the report was built, with which parameters."""
+    """When and how fast the report was built, with which parameters.
+
+    Args:
+        build: the build folder (its parameter stamps).
+        stems: the notebooks' names.
+        notebooks: the executed notebooks, by name.
+        engine: the math typesetter's name.
+
+    Returns:
+        One line of escaped HTML.
+    """
     now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     parts = [f"Built {now}"]
     start = os.environ.get("REPORT_START")
@@ -155,7 +223,16 @@ def build_info(build: Path, stems: list[str], notebooks: dict, engine: str) -> s
 
 
 def assemble(build: Path, stems: list[str], katex_dir: Path | None) -> Path:
-    """Write ``<build>/report/report.html``."""
+    """Write ``<build>/report/report.html``.
+
+    Args:
+        build: the build folder (its executed notebooks).
+        stems: the notebooks, in report order (the claims notebook's section comes last).
+        katex_dir: the ``katex`` npm package, or ``None`` (MathML).
+
+    Returns:
+        The report's path.
+    """
     math, outline, figures = Typesetter(katex_dir), Outline(), Figures()
     notebooks = {s: nbformat.read(build / "notebooks" / f"{s}.ipynb", as_version=4) for s in stems}
     claims = [s for s in stems if s.endswith("_claims")]
@@ -193,6 +270,14 @@ def assemble(build: Path, stems: list[str], katex_dir: Path | None) -> Path:
 
 
 def main(argv=None) -> int:
+    """Assemble the report from the notebooks named on the command line.
+
+    Args:
+        argv: the command line's arguments; by default ``sys.argv[1:]``.
+
+    Returns:
+        The exit status, 0.
+    """
     parser = stems_command_line(
         __doc__.splitlines()[0], nargs="*", stems_help="the numbered notebooks, in report order"
     )

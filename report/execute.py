@@ -36,10 +36,24 @@ KERNELSPEC = {"name": KERNEL, "display_name": "Python (symtele)", "language": "p
 
 
 def staging(build: Path, stem: str) -> Path:
+    """The folder where a run of notebook ``stem`` writes its outputs before they are promoted.
+
+    Args:
+        build: the build folder.
+        stem: the notebook's name.
+
+    Returns:
+        ``<build>/.staging/<stem>``.
+    """
     return build / ".staging" / stem
 
 
 def remove(path: Path) -> None:
+    """Remove a file, a link or a folder with its contents; nothing when ``path`` does not exist.
+
+    Args:
+        path: what to remove.
+    """
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path)
     elif path.exists() or path.is_symlink():
@@ -47,7 +61,15 @@ def remove(path: Path) -> None:
 
 
 def promote(build: Path, stem: str, stage: Path) -> None:
-    """Move the staged outputs into the build, one atomic rename per file; the executed notebook last."""
+    """Move the staged outputs into the build, one atomic rename per file; the executed notebook last.
+
+    Figures of the notebook that the run did not write again are removed, and so is the staging folder.
+
+    Args:
+        build: the build folder.
+        stem: the notebook's name.
+        stage: its staging folder.
+    """
     figures, staged_figures = build / "figures" / stem, stage / "figures" / stem
     figures.mkdir(parents=True, exist_ok=True)
     new = sorted(p.name for p in staged_figures.iterdir()) if staged_figures.is_dir() else []
@@ -66,17 +88,43 @@ def promote(build: Path, stem: str, stage: Path) -> None:
 
 
 def source_cell_index(notebook: Path, source: str) -> int | None:
-    """Index (0-based) of the cell with this source in the notebook as written."""
+    """Index (0-based) of the cell with this source in the notebook as written.
+
+    Args:
+        notebook: the notebook's path.
+        source: the cell's source.
+
+    Returns:
+        The index, or ``None`` when no cell has that source.
+    """
     cells = nbformat.read(notebook, as_version=4).cells
     return next((i for i, cell in enumerate(cells) if cell.source == source), None)
 
 
 def strip_ansi(text: str) -> str:
+    """``text`` without its ANSI colour codes.
+
+    Args:
+        text: a traceback's text.
+
+    Returns:
+        The text.
+    """
     return re.sub(r"\x1b\[[0-9;]*m", "", text)
 
 
 def describe_failure(stem: str, notebook: Path, error, kept: Path) -> str:
-    """The message naming the notebook, the failing cell and its error."""
+    """The message naming the notebook, the failing cell and its error.
+
+    Args:
+        stem: the notebook's name.
+        notebook: its path.
+        error: what papermill (or the run) raised.
+        kept: where the failed executed notebook is kept.
+
+    Returns:
+        The message, several lines.
+    """
     from papermill.exceptions import PapermillExecutionError
 
     lines = [f"make report: notebook {stem} FAILED"]
@@ -96,8 +144,15 @@ def describe_failure(stem: str, notebook: Path, error, kept: Path) -> str:
 
 
 def restore_stamp(build: Path, stem: str, params_file: Path) -> None:
-    """Put back the parameter stamp the last good run used (kept, as text, in its executed notebook's metadata),
-    older than that notebook; or remove the stamp when there is no good run."""
+    """Put back the parameter stamp the last good run used, or remove the stamp when there is no good run.
+
+    The stamp is kept, as text, in the executed notebook's metadata; it is put back older than that notebook.
+
+    Args:
+        build: the build folder.
+        stem: the notebook's name.
+        params_file: the stamp's path.
+    """
     done = build / "notebooks" / f"{stem}.ipynb"
     if not done.exists():
         remove(params_file)
@@ -112,12 +167,24 @@ def restore_stamp(build: Path, stem: str, params_file: Path) -> None:
 
 
 class Progress:
-    """One line per executed code cell, named by its notebook, so that parallel notebooks read clearly."""
+    """One line per executed code cell, named by its notebook, so that parallel notebooks read clearly.
+
+    Args:
+        stem: the notebook's name.
+        total: its number of code cells.
+    """
 
     def __init__(self, stem: str, total: int):
         self.stem, self.total, self.done, self.start = stem, total, 0, time.perf_counter()
 
     def __call__(self, cell=None, cell_index=None, execute_reply=None) -> None:
+        """Count one more cell done and print the progress line.
+
+        Args:
+            cell: the cell (unused).
+            cell_index: its index (unused).
+            execute_reply: the kernel's reply (unused).
+        """
         self.done += 1
         elapsed = time.perf_counter() - self.start
         print(
@@ -128,12 +195,21 @@ class Progress:
 
 
 def local_kernel_manager(sockets: Path, log: Path):
-    """A kernel manager class whose kernel listens on IPC sockets under ``sockets`` (a folder of this run's own,
-    so that notebooks running side by side never share one): local, and no 'TCP without encryption'. The
-    kernel process's own standard error (its log lines, not the cells' output, which reaches the notebook) goes
-    to the file ``log``: jupyter_client interrupts a kernel before shutting it down, and an idle kernel logs
-    that as "KeyboardInterrupt caught in kernel". Only public settings change: the manager's ``transport`` and
-    ``ip``, and the ``stderr`` that ``start_kernel`` passes to the process.
+    """A kernel manager class whose kernel listens on IPC sockets under ``sockets``, logging to ``log``.
+
+    ``sockets`` is a folder of this run's own, so that notebooks running side by side never share one: local,
+    and no 'TCP without encryption'. The kernel process's own standard error (its log lines, not the cells'
+    output, which reaches the notebook) goes to the file ``log``: jupyter_client interrupts a kernel before
+    shutting it down, and an idle kernel logs that as "KeyboardInterrupt caught in kernel". Only public
+    settings change: the manager's ``transport`` and ``ip``, and the ``stderr`` that ``start_kernel`` passes
+    to the process.
+
+    Args:
+        sockets: the folder of the kernel's IPC sockets.
+        log: the file the kernel process's standard error goes to.
+
+    Returns:
+        The kernel manager class, for papermill.
     """
     from jupyter_client.manager import AsyncKernelManager
     from traitlets import default
@@ -156,7 +232,16 @@ def local_kernel_manager(sockets: Path, log: Path):
 
 
 def execute(notebook: Path, build: Path, params_file: Path) -> int:
-    """Run the notebook; 0 on success, 1 on failure (after the clean-up described above)."""
+    """Run the notebook; 0 on success, 1 on failure (after the clean-up described above).
+
+    Args:
+        notebook: the notebook's path.
+        build: the build folder.
+        params_file: the notebook's parameter stamp (JSON).
+
+    Returns:
+        The exit status.
+    """
     import papermill
 
     stem = notebook.stem
@@ -214,6 +299,14 @@ def execute(notebook: Path, build: Path, params_file: Path) -> int:
 
 
 def main(argv=None) -> int:
+    """Execute the notebook named on the command line.
+
+    Args:
+        argv: the command line's arguments; by default ``sys.argv[1:]``.
+
+    Returns:
+        The exit status: 0 when the notebook ran, 1 when it failed.
+    """
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("notebook", type=Path)
     parser.add_argument("--build", type=Path, default=Path("build"))

@@ -1,6 +1,6 @@
-"""Markdown with LaTeX math to HTML whose math renders with no network.
+r"""Markdown with LaTeX math to HTML whose math renders with no network.
 
-``$...$`` is inline math and ``$$...$$`` display math; ``\\$`` is a literal dollar sign. The math
+``$...$`` is inline math and ``$$...$$`` display math; ``\$`` is a literal dollar sign. The math
 is cut out before the Markdown is parsed (so ``_`` and ``*`` inside it stay math), every formula
 of the whole report is typeset in one batch, and the results are put back into the HTML:
 
@@ -32,7 +32,11 @@ _markdown = mistune.create_markdown(escape=False, plugins=["table", "strikethrou
 
 
 class Typesetter:
-    """Collects the formulas of many Markdown texts, then typesets them all at once."""
+    """Collects the formulas of many Markdown texts, then typesets them all at once.
+
+    Args:
+        katex_dir: the ``katex`` npm package; KaTeX is used when it and Node.js are present, else MathML.
+    """
 
     def __init__(self, katex_dir: Path | None = None):
         node = shutil.which("node")
@@ -42,10 +46,19 @@ class Typesetter:
 
     @property
     def engine(self) -> str:
+        """The typesetter in use: ``KaTeX`` or ``MathML``."""
         return "KaTeX" if self.katex_dir else "MathML"
 
     def protect(self, text: str, where: str) -> str:
-        """The text with each formula replaced by a token that Markdown leaves alone."""
+        """The text with each formula replaced by a token that Markdown leaves alone.
+
+        Args:
+            text: Markdown with LaTeX math.
+            where: the text's origin, for warnings.
+
+        Returns:
+            The text with tokens; the formulas are collected for :meth:`typeset`.
+        """
 
         def keep(match: re.Match) -> str:
             display = match.group(1) is not None
@@ -56,7 +69,15 @@ class Typesetter:
         return MATH.sub(keep, text)
 
     def markdown(self, text: str, where: str) -> str:
-        """Markdown to an HTML fragment, its formulas still as tokens (see ``fill``)."""
+        """Markdown to an HTML fragment, its formulas still as tokens (see ``fill``).
+
+        Args:
+            text: Markdown with LaTeX math.
+            where: the text's origin, for warnings.
+
+        Returns:
+            The HTML fragment.
+        """
         html = _markdown(self.protect(text, where))
         return re.sub(rf"<p>\s*({TOKEN.pattern})\s*</p>", r"\1", html).replace("\\$", "$")
 
@@ -70,7 +91,14 @@ class Typesetter:
             self.typeset_html.append(f'<div class="math-display">{result}</div>' if display else result)
 
     def fill(self, text: str) -> str:
-        """The text with every token replaced by its typeset formula (after ``typeset``)."""
+        """The text with every token replaced by its typeset formula (after ``typeset``).
+
+        Args:
+            text: HTML with tokens.
+
+        Returns:
+            The HTML with the formulas.
+        """
         return TOKEN.sub(lambda m: self.typeset_html[int(m.group(1))], text)
 
     def stylesheet(self) -> str:

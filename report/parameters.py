@@ -46,7 +46,14 @@ class ParameterError(ValueError):
 
 
 def type_name(value) -> str:
-    """The type name of a default value, or ``"any"`` for a type the checks do not know (or None)."""
+    """The type name of a default value, or ``"any"`` for a type the checks do not know (or None).
+
+    Args:
+        value: the default.
+
+    Returns:
+        The name.
+    """
     name = type(value).__name__
     return name if name in TYPES else "any"
 
@@ -72,6 +79,15 @@ def inspect_defaults(path: Path) -> dict:
     is run twice, as written and with ``quick = True``, to learn the defaults of both builds.
     (``papermill.inspect_notebook`` silently skips a line whose comment holds an ``=``, so it cannot be
     trusted to list them all.)
+
+    Args:
+        path: the notebook's path.
+
+    Returns:
+        The parameters and the names of the settings classes the cell uses.
+
+    Raises:
+        ParameterError: no cell tagged ``parameters``, or one that does not parse or run.
     """
     import nbformat
 
@@ -108,7 +124,19 @@ def _settings_digest() -> str:
 
 
 def load_defaults(notebook_dir: Path, stems: list[str], cache: Path) -> dict:
-    """Every notebook's :func:`inspect_defaults`, re-inspecting only the notebooks (or settings) that changed."""
+    """Every notebook's :func:`inspect_defaults`, re-inspecting only the notebooks (or settings) that changed.
+
+    Args:
+        notebook_dir: the notebooks' folder.
+        stems: the notebooks' names.
+        cache: the JSON file of earlier inspections (rewritten when it changes).
+
+    Returns:
+        ``{stem: entry}``.
+
+    Raises:
+        ParameterError: a parameters cell that cannot be inspected, or that misses a reserved name.
+    """
     cached = json.loads(cache.read_text()) if cache.exists() else {}
     result, changed = {}, False
     settings = _settings_digest()
@@ -128,7 +156,20 @@ def load_defaults(notebook_dir: Path, stems: list[str], cache: Path) -> dict:
 
 
 def coerce(label: str, value, spec: dict, text: str | None = None):
-    """``value`` checked against the type of the default in ``spec``; ``text`` is its raw form from PARAMS."""
+    """``value`` checked against the type of the default in ``spec``.
+
+    Args:
+        label: the assignment, for the message.
+        value: the value given.
+        spec: the parameter's ``default``, ``quick`` and ``type``.
+        text: the value's raw form from PARAMS (a string parameter takes it as written), or ``None``.
+
+    Returns:
+        The value (a float parameter's as a float, tuples as lists).
+
+    Raises:
+        ParameterError: a value of another type than the default's.
+    """
     kind = spec["type"]
     if kind == "str" and text is not None and not isinstance(value, str):
         value = text  # a string parameter takes the text as written
@@ -150,7 +191,18 @@ def coerce(label: str, value, spec: dict, text: str | None = None):
 
 
 def parse_value(label: str, text: str):
-    """``text`` read as a Python literal (``(1, 2)``, ``1e-4``) if it is one, else as YAML (a bare word: a string)."""
+    """``text`` read as a Python literal (``(1, 2)``, ``1e-4``) if it is one, else as YAML (a bare word: a string).
+
+    Args:
+        label: the assignment, for the message.
+        text: the value as written.
+
+    Returns:
+        The value (blank text as it is).
+
+    Raises:
+        ParameterError: text that is neither.
+    """
     if not text.strip():
         return text
     try:
@@ -164,7 +216,20 @@ def parse_value(label: str, text: str):
 
 
 def targets(label: str, stem: str | None, name: str, notebooks: dict) -> list[str]:
-    """The notebooks an assignment applies to; refuses unknown notebooks and parameters."""
+    """The notebooks an assignment applies to.
+
+    Args:
+        label: the assignment, for the message.
+        stem: the notebook named, or ``None`` for every notebook that has the parameter.
+        name: the parameter.
+        notebooks: every notebook's parameters (:func:`load_defaults`).
+
+    Returns:
+        The notebooks' names.
+
+    Raises:
+        ParameterError: a parameter the build sets, an unknown notebook, or a parameter no notebook named has.
+    """
     if name in RESERVED:
         raise ParameterError(f"parameter {label}: '{name}' is set by the build; use {RESERVED[name]}")
     if stem is not None:
@@ -183,7 +248,19 @@ def targets(label: str, stem: str | None, name: str, notebooks: dict) -> list[st
 
 
 def parse_assignments(params: str, notebooks: dict) -> dict:
-    """``{stem: {name: value}}`` from a PARAMS string such as ``"02_relu_posscale.epochs=500 seeds=[0,1]"``."""
+    """``{stem: {name: value}}`` from a PARAMS string such as ``"02_relu_posscale.epochs=500 seeds=[0,1]"``.
+
+    Args:
+        params: the PARAMS string.
+        notebooks: every notebook's parameters (:func:`load_defaults`).
+
+    Returns:
+        The values, checked, by notebook and name.
+
+    Raises:
+        ParameterError: an item that is not ``[notebook.]name=value``; what :func:`targets`, :func:`parse_value`
+            and :func:`coerce` raise.
+    """
     overrides: dict = {}
     try:
         items = shlex.split(params)
@@ -202,7 +279,19 @@ def parse_assignments(params: str, notebooks: dict) -> dict:
 
 
 def parse_file(path: Path, notebooks: dict) -> dict:
-    """``{stem: {name: value}}`` from a YAML file mapping notebook stems to their parameters."""
+    """``{stem: {name: value}}`` from a YAML file mapping notebook stems to their parameters.
+
+    Args:
+        path: the file.
+        notebooks: every notebook's parameters (:func:`load_defaults`).
+
+    Returns:
+        The values, checked, by notebook and name.
+
+    Raises:
+        ParameterError: no such file, invalid YAML, another shape; what :func:`targets` and :func:`coerce`
+            raise.
+    """
     if not path.is_file():
         raise ParameterError(f"PARAMS_FILE={path}: no such file")
     try:
@@ -221,13 +310,34 @@ def parse_file(path: Path, notebooks: dict) -> dict:
 
 
 def parse_quick(text: str) -> bool:
+    """``QUICK``'s value as a flag.
+
+    Args:
+        text: ``""`` or ``"0"`` (the full build), ``"1"`` (the smoke build).
+
+    Returns:
+        Whether the build is the smoke build.
+
+    Raises:
+        ParameterError: another value.
+    """
     if text not in ("", "0", "1"):
         raise ParameterError(f"QUICK={text!r}: expected 1 (quick smoke build) or 0")
     return text == "1"
 
 
 def check_values(stem: str, entry: dict, values: dict, typed: dict) -> None:
-    """Run the checks of every settings object the notebook uses on its parameters; refuse naming the value."""
+    """Run the checks of every settings object the notebook uses on its parameters.
+
+    Args:
+        stem: the notebook's name.
+        entry: its :func:`inspect_defaults` entry.
+        values: every parameter's value.
+        typed: the values the user gave, named in the message.
+
+    Raises:
+        ParameterError: what a settings check refused, naming the value.
+    """
     from symtele.study import settings as writeup
 
     for cls_name in entry["settings"]:
@@ -239,13 +349,30 @@ def check_values(stem: str, entry: dict, values: dict, typed: dict) -> None:
 
 
 def as_text(content) -> str:
-    """``content`` as the JSON of a stamp. Keys keep their order: a dict parameter's order is meaningful
-    (``lrs`` lists the optimisers in the order they run)."""
+    """``content`` as the JSON of a stamp.
+
+    Keys keep their order: a dict parameter's order is meaningful (``lrs`` lists the optimisers in the order
+    they run).
+
+    Args:
+        content: JSON-ready data.
+
+    Returns:
+        The JSON text, with a final newline.
+    """
     return json.dumps(content, indent=1) + "\n"
 
 
 def write_if_changed(path: Path, content) -> bool:
-    """Write ``content`` as JSON unless the file already holds exactly that; True when written."""
+    """Write ``content`` as JSON unless the file already holds exactly that.
+
+    Args:
+        path: the file.
+        content: JSON-ready data.
+
+    Returns:
+        True when written.
+    """
     text = as_text(content)
     if path.exists() and path.read_text() == text:
         return False
@@ -256,7 +383,22 @@ def write_if_changed(path: Path, content) -> bool:
 def resolve(
     notebook_dir: Path, build: Path, stems: list[str], quick: str, params: str = "", params_file: str = ""
 ) -> dict:
-    """Check every parameter of every notebook, then write the stamps; returns ``{stem: parameters}``."""
+    """Check every parameter of every notebook, then write the stamps.
+
+    Args:
+        notebook_dir: the notebooks' folder.
+        build: the build folder (the stamps go to ``<build>/params``).
+        stems: the notebooks' names.
+        quick: ``QUICK``'s value.
+        params: ``PARAMS``'s value.
+        params_file: ``PARAMS_FILE``'s value (``""``: none).
+
+    Returns:
+        ``{stem: parameters}``, as stamped.
+
+    Raises:
+        ParameterError: any parameter refused (no stamp is written then).
+    """
     quick_flag = parse_quick(quick)
     notebooks = load_defaults(notebook_dir, stems, build / "params" / "defaults.json")
     overrides = parse_assignments(params, notebooks)
@@ -281,6 +423,14 @@ def resolve(
 
 
 def main(argv=None) -> int:
+    """Resolve and stamp the parameters of the notebooks named on the command line.
+
+    Args:
+        argv: the command line's arguments; by default ``sys.argv[1:]``.
+
+    Returns:
+        The exit status: 0, or 2 when a parameter is refused (the message goes to standard error).
+    """
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("stems", nargs="*", help="the numbered notebooks, without .ipynb")
     parser.add_argument("--notebooks", type=Path, default=Path("notebooks"))

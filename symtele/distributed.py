@@ -22,14 +22,28 @@ import torch.distributed as dist
 
 
 def group_size(group) -> int:
-    """The number of processes in ``group`` (``None``: no process group, 1)."""
+    """The number of processes in ``group``.
+
+    Args:
+        group: a ``torch.distributed`` process group, or ``None`` (no process group: one process).
+
+    Returns:
+        The group's world size; 1 for ``None``.
+    """
     return 1 if group is None else dist.get_world_size(group)
 
 
 def default_group(wrapper_group, process_group):
-    """The process group a teleport averages over: the one given, else the ``DistributedDataParallel``
-    wrapper's, else the default group when ``torch.distributed`` is initialised; ``None`` when that is none or
-    a group of one process (nothing to send)."""
+    """The process group a teleport averages over.
+
+    Args:
+        wrapper_group: the ``DistributedDataParallel`` wrapper's process group, or ``None``.
+        process_group: the group the user gave, or ``None``.
+
+    Returns:
+        ``process_group`` if given, else ``wrapper_group``, else the default group when ``torch.distributed``
+        is initialised; ``None`` when that is none or a group of one process (nothing to send).
+    """
     group = process_group if process_group is not None else wrapper_group
     if group is None and dist.is_available() and dist.is_initialized():
         group = dist.group.WORLD
@@ -39,8 +53,10 @@ def default_group(wrapper_group, process_group):
 def mean_over(
     group, tensors: list[torch.Tensor], extra: list[float], buffer: torch.Tensor | None = None
 ) -> tuple[list[torch.Tensor], list[float], torch.Tensor]:
-    """The mean over the processes of ``group`` of every tensor and number, by one ``all_reduce`` (a sum) of
-    one flat buffer, in float32 or wider (the tensors' widest floating dtype).
+    """The mean over the processes of ``group`` of every tensor and number, by one ``all_reduce``.
+
+    The all-reduce is a sum of one flat buffer, in float32 or wider (the tensors' widest floating dtype),
+    divided by the number of processes.
 
     Args:
         group: the process group.
@@ -71,22 +87,43 @@ def mean_over(
 
 
 def mean_value(group, value: float) -> float:
-    """The mean of a number over the processes of ``group`` (float64: every process gets the same)."""
+    """The mean of a number over the processes of ``group`` (float64: every process gets the same).
+
+    Args:
+        group: the process group.
+        value: this process's number.
+
+    Returns:
+        The mean of the processes' numbers.
+    """
     buffer = torch.tensor([value], dtype=torch.float64)
     dist.all_reduce(buffer, op=dist.ReduceOp.SUM, group=group)
     return float(buffer[0] / group_size(group))
 
 
 def mean_values(group, values: list[float]) -> list[float]:
-    """The mean of each number of ``values`` over the processes of ``group`` (one ``all_reduce``, float64)."""
+    """The mean of each number of ``values`` over the processes of ``group`` (one ``all_reduce``, float64).
+
+    Args:
+        group: the process group.
+        values: this process's numbers (the same length on every process).
+
+    Returns:
+        The means, in the order of ``values``.
+    """
     buffer = torch.tensor(values, dtype=torch.float64)
     dist.all_reduce(buffer, op=dist.ReduceOp.SUM, group=group)
     return (buffer / group_size(group)).tolist()
 
 
 def check_same_settings(group, settings: dict) -> None:
-    """Raise on every process unless all processes of ``group`` have the same ``settings`` (one
-    ``all_gather_object``).
+    """Raise on every process unless all processes of ``group`` have the same ``settings``.
+
+    One ``all_gather_object`` of the settings.
+
+    Args:
+        group: the process group.
+        settings: this process's settings, by name (values compared with ``==``).
 
     Raises:
         ValueError: naming every setting that differs and its value on each process.

@@ -37,7 +37,19 @@ def _expand(t, like):
 
 
 class Optimizer:
-    """A stateful optimiser over a list of tensors; ``step`` returns the new parameters."""
+    """A stateful optimiser over a list of tensors; ``step`` returns the new parameters.
+
+    Args:
+        name: one of :data:`OPTIMIZERS`.
+        lr: the step (``gd-ls``: the first step the Armijo search tries).
+        max_halvings: the most halvings of the Armijo search.
+        eps: AdaGrad's term added to the root of the summed squares.
+        trials: Armijo steps tried per evaluation of the loss (for objectives that take batches of points).
+
+    Raises:
+        ValueError: an unknown ``name``; a ``lr`` or ``eps`` not > 0; ``max_halvings`` < 0 or ``trials`` < 1.
+        TypeError: counts that are not integers, numbers that are not real.
+    """
 
     def __init__(self, name: str, lr: float, *, max_halvings: int = 50, eps: float = 1e-10, trials: int = 1):
         self.name = checks.choice("optimizer", name, OPTIMIZERS)
@@ -54,7 +66,17 @@ class Optimizer:
         self.leaves = None
 
     def step(self, params, grads, loss, loss_fn: Callable | None = None):
-        """One update from ``params`` with gradient ``grads``; returns ``(params, step_size)``."""
+        """One update from ``params`` with gradient ``grads``.
+
+        Args:
+            params: the current point, a list of tensors.
+            grads: the gradient at ``params``, one tensor per parameter.
+            loss: the loss at ``params`` (one value per copy of a batched problem).
+            loss_fn: the loss of a list of parameters; the Armijo search (``gd-ls``) evaluates it.
+
+        Returns:
+            ``(params, step_size)``: the new point, and the step taken (per copy for a batched Armijo search).
+        """
         if self.name == "gd":
             return [p - self.lr * g for p, g in zip(params, grads)], self.lr
         if self.name == "gd-ls":
@@ -91,10 +113,12 @@ class Optimizer:
         return trial, eta.tolist()
 
     def _armijo_in_batches(self, params, grads, loss, loss_fn, gsq):
-        """The one-problem Armijo search with ``trials`` halvings per evaluation of ``loss_fn`` (the trial
-        points stacked along a new leading dimension); the first that passes is the one the sequential
-        search accepts, with the same arithmetic: each η (a power of two times ``lr``) is rounded to the
-        parameters' type once, as the sequential search's Python float is."""
+        """The one-problem Armijo search with ``trials`` halvings per evaluation of ``loss_fn``.
+
+        The trial points are stacked along a new leading dimension; the first that passes is the one the
+        sequential search accepts, with the same arithmetic: each η (a power of two times ``lr``) is rounded
+        to the parameters' type once, as the sequential search's Python float is.
+        """
         halvings = [self.lr * 0.5**j for j in range(self.max_halvings + 2)]
         for first in range(0, self.max_halvings + 1, self.trials):
             etas = halvings[first : min(first + self.trials, self.max_halvings + 1)]

@@ -69,8 +69,7 @@ def _with_context(error: Exception, context: str) -> Exception:
 
 
 def _batch(name: str, batch):
-    """``(inputs, targets)`` checked (``inputs`` a tensor or a list of micro-batches' inputs); ``None`` stays
-    ``None``."""
+    """``(inputs, targets)`` checked (inputs: a tensor or a list of micro-batches' inputs); ``None`` stays."""
     if batch is None:
         return None
     if not isinstance(batch, (tuple, list)) or len(batch) != 2:
@@ -80,8 +79,10 @@ def _batch(name: str, batch):
 
 
 def _micro_batches(name: str, inputs, targets) -> list[tuple[torch.Tensor, object]]:
-    """``[(inputs, targets)]``, or the micro-batches ``[(x1, y1), (x2, y2), …]`` when ``inputs`` and
-    ``targets`` are lists of the same length (gradient accumulation); every input checked."""
+    """``[(inputs, targets)]``, or the micro-batches ``[(x1, y1), …]`` (gradient accumulation), checked.
+
+    ``inputs`` and ``targets`` are either one batch's, or lists of the same length of the micro-batches'.
+    """
     if isinstance(inputs, (list, tuple)):
         if not isinstance(targets, (list, tuple)) or len(targets) != len(inputs) or not inputs:
             given = f"{len(targets)} targets" if isinstance(targets, (list, tuple)) else type(targets).__name__
@@ -108,9 +109,18 @@ def _detached_copy(value):
 
 
 def unwrap(model: nn.Module) -> tuple[nn.Module, object]:
-    """The module a teleport acts on, under ``DistributedDataParallel`` (``.module``) and ``torch.compile``
-    (``._orig_mod``, which shares its parameters with the compiled module), and the wrapper's process group
-    (``None`` without one)."""
+    """The module a teleport acts on, and the process group of its ``DistributedDataParallel`` wrapper.
+
+    The wrappers are taken off in turn: ``DistributedDataParallel`` (``.module``) and ``torch.compile``
+    (``._orig_mod``, which shares its parameters with the compiled module).
+
+    Args:
+        model: the network as the user trains it, wrapped or not.
+
+    Returns:
+        ``(module, group)``: the unwrapped module, and the ``DistributedDataParallel`` wrapper's process
+        group (``None`` without one).
+    """
     group = None
     while True:
         if isinstance(model, DistributedDataParallel):
@@ -165,7 +175,8 @@ class Teleporter:
             ``torch.distributed``, settings that differ between the processes (at the first call of
             :meth:`maybe` or :meth:`teleport`, on every process).
 
-    ``records`` keeps one :class:`~symtele.history.TeleportRecord` per teleport (``epoch`` is the step).
+    Attributes:
+        records: one :class:`~symtele.history.TeleportRecord` per teleport (``epoch`` is the step).
     """
 
     def __init__(
@@ -267,6 +278,11 @@ class Teleporter:
 
         Returns:
             The teleport's record, or ``None`` when ``step`` is not on the schedule.
+
+        Raises:
+            TypeError: a ``step`` that is not an integer.
+            ValueError: a negative ``step``.
+            Exception: the errors of :meth:`teleport`, at a step on the schedule.
         """
         checks.count("step", step)
         self._check_processes()
@@ -276,8 +292,10 @@ class Teleporter:
         return record
 
     def teleport(self, inputs, targets, *, step: int | None = None, lookahead_batch=None):
-        """Teleport now, on the batch ``(inputs, targets)``: one gradient, the closed-form ascent, the look-ahead
-        (unless ``accept="always"``), the parameters rescaled in place, the optimiser's state treated.
+        """Teleport now, on the batch ``(inputs, targets)``.
+
+        One gradient, the closed-form ascent, the look-ahead (unless ``accept="always"``), the parameters
+        rescaled in place, the optimiser's state treated.
 
         Args:
             inputs: the teleport batch's inputs (the batch the next optimiser step is computed on), or a list
@@ -290,8 +308,10 @@ class Teleporter:
             The :class:`~symtele.history.TeleportRecord`.
 
         Raises:
-            ValueError: a batch that does not run through the model, a loss that is not a scalar, a model
-                without rescalable units (before anything changes).
+            TypeError: inputs that are not tensors, or a ``lookahead_batch`` that is not a pair.
+            ValueError: micro-batch lists of different lengths, non-finite inputs, a batch that does not run
+                through the model, a loss that is not a scalar or not finite, a model without rescalable units
+                (all before anything changes).
             Exception: what the model or the loss function raised on the teleport batch, with that context.
         """
         batches = _micro_batches("inputs", inputs, targets)
@@ -366,9 +386,12 @@ class Teleporter:
         return record
 
     def _gradient(self, outputs, named, batches, judged: bool):
-        """The mean loss over the micro-batches (and the processes) and its gradient in every parameter, whether
-        every process has a batch to judge the look-ahead on, and the bytes all-reduced; errors of the user's
-        model and loss are re-raised saying where they came from, before anything changes."""
+        """The mean loss and its gradient, whether there is a judging batch, and the bytes all-reduced.
+
+        The loss is the mean over the micro-batches (and the processes), its gradient is taken in every
+        parameter; errors of the user's model and loss are re-raised saying where they came from, before
+        anything changes.
+        """
         grads = dict.fromkeys(named)  # the first micro-batch's gradient as it comes, the others added to it
         total = 0.0
         with torch.enable_grad():
@@ -413,9 +436,11 @@ class Teleporter:
         return torch.tensor(total, dtype=torch.float64), grads, sent, judging == 1
 
     def _look_ahead(self, record, factors, grads, judge, losses_by_chunk) -> float:
-        """How far along the found path to go: ``t`` of :data:`~symtele.lookahead.TRIALS` or 0
-        (:mod:`~symtele.lookahead`); the trials, their chunk losses and paired statistics go to
-        ``record.trace["lookahead"]``."""
+        """How far along the found path to go: a ``t`` of :data:`~symtele.lookahead.TRIALS`, or 0.
+
+        See :mod:`~symtele.lookahead`; the trials, their mean losses and paired statistics go to
+        ``record.trace["lookahead"]``.
+        """
         if judge is None:
             record.stopped = (
                 "not teleported: no batch other than the teleport batch to judge the next step on "
@@ -494,8 +519,9 @@ class Teleporter:
 
 
 def teleport_model(model: nn.Module, loss_fn: Callable, inputs: torch.Tensor, targets, **options) -> TeleportRecord:
-    """Teleport ``model`` once, in place, on the batch ``(inputs, targets)``, to the point the ascent finds
-    (no optimiser, no look-ahead).
+    """Teleport ``model`` once, in place, on the batch ``(inputs, targets)``, to the point the ascent finds.
+
+    No optimiser and no look-ahead: ``Teleporter(..., state="keep", accept="always").teleport(inputs, targets)``.
 
     Args:
         model: the network.

@@ -26,7 +26,17 @@ ARMIJO_TRIALS = 16
 
 
 def method_name(optimizer: str, teleport: Teleport | None, schedule: Schedule | None, epochs: int) -> str:
-    """``gd``, ``adagrad+posscale``, ``gd-ls+levelset``, …: the names used in the results files."""
+    """``gd``, ``adagrad+posscale``, ``gd-ls+levelset``, …: the names used in the results files.
+
+    Args:
+        optimizer: the optimiser's name.
+        teleport: the teleport, or ``None``.
+        schedule: the teleport's schedule, or ``None``.
+        epochs: the run's number of epochs.
+
+    Returns:
+        ``optimizer``, followed by ``+`` and the teleport's name when the schedule teleports within the run.
+    """
     if teleport is None or schedule is None or not schedule.epochs_in(epochs):
         return optimizer
     return f"{optimizer}+{teleport.name}"
@@ -66,12 +76,30 @@ def train(
 ) -> History:
     """Run ``epochs`` optimiser steps from ``params``, teleporting as ``schedule`` says.
 
-    ``schedule`` may be a :class:`Schedule`, an epoch or a list of epochs. ``state``
-    (one of :data:`~symtele.states.TRAIN_STATES`: ``keep`` or ``reset``) says what happens to the
-    optimiser's state at a teleport.
-    ``should_stop`` is polled every epoch; returning True ends the run early.
-    ``keep_path`` stores every visited point in ``history.path`` (for trajectory plots).
     Every argument is checked before any compute.
+
+    Args:
+        objective: the :class:`~symtele.objective.Objective` (``loss``, ``loss_and_grad``).
+        params: the starting point: a list of finite floating-point tensors (not changed in place).
+        optimizer: one of :data:`~symtele.optimizers.OPTIMIZERS`.
+        lr: the step (``gd-ls``: the first step the Armijo search tries).
+        epochs: the number of steps (``≥ 1``).
+        teleport: the :class:`~symtele.teleports.base.Teleport` to apply, or ``None``.
+        schedule: a :class:`Schedule`, an epoch or a list of epochs; needed with ``teleport``.
+        state: what happens to the optimiser's state at a teleport, one of
+            :data:`~symtele.states.TRAIN_STATES`: ``keep`` or ``reset``.
+        max_halvings: the most halvings of the Armijo search (``gd-ls``).
+        progress: show a ``tqdm`` progress bar.
+        keep_path: store every visited point in ``history.path`` (for trajectory plots).
+        should_stop: polled every epoch; returning True ends the run early.
+
+    Returns:
+        The run's :class:`~symtele.history.History`.
+
+    Raises:
+        TypeError: a teleport that is not a symtele ``Teleport``; arguments of the wrong type.
+        ValueError: an unknown optimiser or ``state``; a teleport without a schedule; a scheduled epoch
+            outside the run; non-finite parameters; what the objective's and the teleport's checks raise.
     """
     epochs = checks.count("epochs", epochs, minimum=1)
     trials = ARMIJO_TRIALS if getattr(objective, "takes_batches", False) else 1

@@ -102,8 +102,11 @@ DIGITS_TELEPORT_LR = 1e-2
 
 @dataclass(frozen=True)
 class Controls:
-    """The value of every control; the defaults are the course project's regression with one positive-scale
-    teleport, at the writeup's settings."""
+    """The value of every control.
+
+    The defaults are the course project's regression with one positive-scale teleport, at the writeup's
+    settings.
+    """
 
     problem: str = "relu-mlp"
     optimizer: str = "gd"
@@ -125,6 +128,17 @@ def suggest(problem: str, optimizer: str, group: str) -> dict:
     Learning rates that train steadily; the writeup's teleport steps for each group; positive
     scaling at :data:`DIGITS_TELEPORT_LR` on the digits, else at the writeup's GD teleport step
     with gd, gd-ls and sgd and at its AdaGrad one with every other optimiser (momentum included).
+
+    Args:
+        problem: a key of :data:`PROBLEM_LABELS`.
+        optimizer: one of :data:`~symtele.optimizers.OPTIMIZERS`.
+        group: a key of :data:`GROUP_LABELS`.
+
+    Returns:
+        ``lr``, ``teleport_lr``, ``teleport_steps``, ``epochs`` and ``at`` (the teleport epochs), by name.
+
+    Raises:
+        ValueError: an unknown ``problem``, ``optimizer`` or ``group``.
     """
     checks.choice("problem", problem, PROBLEM_LABELS)
     checks.choice("optimizer", optimizer, OPTIMIZERS)
@@ -143,7 +157,17 @@ def suggest(problem: str, optimizer: str, group: str) -> dict:
 
 
 def schedule_of(settings: Controls) -> Schedule:
-    """The :class:`Schedule` the schedule controls describe."""
+    """The :class:`Schedule` the schedule controls describe.
+
+    Args:
+        settings: the controls (``schedule``, with ``every`` and ``start`` or ``at``).
+
+    Returns:
+        The schedule.
+
+    Raises:
+        ValueError: ``at`` that is not a list of integers, or empty; what :class:`Schedule` raises.
+    """
     if settings.schedule == "every":
         return Schedule.every_k(settings.every, settings.start)
     words = settings.at.replace(",", " ").split()
@@ -159,7 +183,17 @@ def schedule_of(settings: Controls) -> Schedule:
 
 
 def teleport_of(settings: Controls):
-    """The teleport object for the chosen group, or ``None``."""
+    """The teleport object for the chosen group, or ``None``.
+
+    ``teleport_lr`` is the group's step: SO(2)'s, positive scaling's and GL(n)'s ascent step, the rescaling's
+    largest log-step, the level-set teleport's first ρ.
+
+    Args:
+        settings: the controls (``group``, ``teleport_lr``, ``teleport_steps``).
+
+    Returns:
+        The teleport, or ``None`` for the group ``none``.
+    """
     lr, steps = settings.teleport_lr, settings.teleport_steps
     if settings.group == "so2":
         return SO2(lr=lr, steps=steps)
@@ -175,7 +209,15 @@ def teleport_of(settings: Controls):
 
 
 def validate(s: Controls) -> None:
-    """Raise ``ValueError``/``TypeError`` naming the first invalid control or combination."""
+    """Raise naming the first invalid control or combination.
+
+    Args:
+        s: the controls.
+
+    Raises:
+        ValueError: an invalid value, or a teleport schedule outside the run.
+        TypeError: a teleport group that does not act on the problem.
+    """
     checks.choice("problem", s.problem, PROBLEM_LABELS)
     checks.choice("teleport group", s.group, GROUP_LABELS)
     checks.choice("schedule", s.schedule, SCHEDULES)
@@ -214,7 +256,14 @@ def validate(s: Controls) -> None:
 
 
 def check(settings: Controls) -> str | None:
-    """A message naming what is wrong with ``settings``, or ``None`` when they can run."""
+    """A message naming what is wrong with ``settings``, or ``None`` when they can run.
+
+    Args:
+        settings: the controls.
+
+    Returns:
+        The message of :func:`validate`'s error, or ``None``.
+    """
     try:
         validate(settings)
     except (ValueError, TypeError) as error:

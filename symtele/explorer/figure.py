@@ -33,6 +33,9 @@ class Plot:
     The curves' artists are made once and updated in place by :meth:`show` (a
     redraw recreates no ticks, which is most of a redraw's cost); the mean over
     seeds is a line, their range a shaded band, the teleports dotted verticals.
+
+    Args:
+        figure: the matplotlib figure to draw on (its 2 × 2 axes are made here).
     """
 
     WHICH = {"baseline": "C0", "teleported": "C1"}
@@ -68,7 +71,11 @@ class Plot:
             ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
 
     def show(self, result) -> None:
-        """Put ``result`` into the figure's artists."""
+        """Put ``result`` into the figure's artists.
+
+        Args:
+            result: the :class:`~symtele.explorer.runs.Result` to show.
+        """
         shown = {"baseline": result.baseline, "teleported": result.teleported}
         for which, c in shown.items():
             for key in [("loss", which), ("grad_norm_sq", which), ("time", which)]:

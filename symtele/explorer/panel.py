@@ -32,6 +32,9 @@ class Explorer:
     the first run. Choosing a problem, optimiser or group fills the numeric fields with
     suggested values, which can then be edited. ``wait()`` blocks until the latest run
     has finished; ``log`` lists ``(generation, outcome)`` of every run started.
+
+    Args:
+        **values: initial values of controls, by field name.
     """
 
     def __init__(self, **values):
@@ -120,7 +123,14 @@ class Explorer:
         return Controls(**{name: control.value for name, control in self.controls.items()})
 
     def set(self, **values) -> None:
-        """Set several controls at once, then start one run (as a single change would)."""
+        """Set several controls at once, then start one run (as a single change would).
+
+        Args:
+            **values: new values of controls, by name.
+
+        Raises:
+            ValueError: a name that is not a control.
+        """
         with self._hold():
             for name, value in values.items():
                 if name not in self.controls:
@@ -186,7 +196,11 @@ class Explorer:
         worker.start()
 
     def wait(self, timeout: float = 120.0) -> None:
-        """Block until the latest run has finished."""
+        """Block until the latest run has finished, or ``timeout`` seconds have passed waiting for it.
+
+        Args:
+            timeout: the longest wait for one run, in seconds; a run started meanwhile is waited for in turn.
+        """
         worker = self._worker
         while worker is not None:
             worker.join(timeout)

@@ -75,7 +75,14 @@ class Curves:
     path: np.ndarray | None = None
 
     def reach(self, target: float):
-        """``(epoch, seconds)`` at which the mean loss first is ≤ ``target``, or ``None``."""
+        """``(epoch, seconds)`` at which the mean loss first is ≤ ``target``, or ``None``.
+
+        Args:
+            target: the loss to reach.
+
+        Returns:
+            The first epoch whose mean loss over the seeds is ``≤ target`` and its time, or ``None``.
+        """
         epoch = epochs_to_reach(self.loss.mean(1), target)
         return None if epoch is None else (epoch, float(self.time_s[epoch]))
 
@@ -142,7 +149,14 @@ def _train_curves(s: Controls, label: str, teleport: bool, poll: _Poll) -> Curve
 
 
 def baseline_key(s: Controls) -> tuple:
-    """The settings the baseline depends on (a teleport change can reuse it)."""
+    """The settings the baseline depends on (a teleport change can reuse it).
+
+    Args:
+        s: the controls.
+
+    Returns:
+        ``(problem, optimizer, lr, epochs, seeds)``.
+    """
     return s.problem, s.optimizer, s.lr, s.epochs, s.seeds
 
 
@@ -155,8 +169,18 @@ def run(
 ) -> Result | None:
     """Train with and without the teleport; ``None`` if ``should_stop`` ended the run early.
 
-    ``baseline`` reuses an earlier no-teleport run of the same :func:`baseline_key`.
-    ``progress`` receives the fraction of epochs done. Raises ``ValueError`` on invalid settings.
+    Args:
+        settings: the controls.
+        should_stop: polled every epoch; returning True ends the run early.
+        progress: receives the fraction of epochs done.
+        baseline: an earlier no-teleport run of the same :func:`baseline_key`, reused.
+
+    Returns:
+        The :class:`Result`, or ``None`` when stopped early.
+
+    Raises:
+        ValueError: invalid settings (:func:`~symtele.explorer.controls.validate`).
+        TypeError: a teleport group that does not act on the problem.
     """
     validate(settings)
     s = settings
@@ -181,7 +205,16 @@ def _reach_text(reach) -> str:
 
 
 def summary_line(s: Controls, baseline: Curves, teleported: Curves | None) -> str:
-    """Final loss, epochs and seconds to reach the baseline's final loss, the teleports' total cost."""
+    """Final loss, epochs and seconds to reach the baseline's final loss, the teleports' total cost.
+
+    Args:
+        s: the controls.
+        baseline: the run without teleport.
+        teleported: the teleported run, or ``None``.
+
+    Returns:
+        One sentence or a few, for the panel.
+    """
     seeds = f" (mean of {s.seeds} seeds)" if s.seeds > 1 else ""
     target = float(baseline.loss[-1].mean())
     if teleported is None:

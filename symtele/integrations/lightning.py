@@ -45,7 +45,8 @@ class TeleportCallback(Callback):
         ValueError: the module has more than one optimiser (when training starts); and what the Teleporter
             raises on its arguments.
 
-    ``records`` is the Teleporter's list of :class:`~symtele.history.TeleportRecord` (empty before training).
+    Attributes:
+        records: the Teleporter's list of :class:`~symtele.history.TeleportRecord` (empty before training).
     """
 
     def __init__(self, loss_fn: Callable, *, batch_to_pair: Callable | None = None, **options):
@@ -57,9 +58,19 @@ class TeleportCallback(Callback):
 
     @property
     def records(self) -> list:
+        """The Teleporter's records, one per teleport (empty before training starts)."""
         return [] if self.teleporter is None else self.teleporter.records
 
     def on_train_start(self, trainer, pl_module) -> None:
+        """Build the :class:`~symtele.teleporter.Teleporter` on the module and its optimiser.
+
+        Args:
+            trainer: the Lightning ``Trainer``.
+            pl_module: the ``LightningModule`` being trained.
+
+        Raises:
+            ValueError: the trainer has other than one optimiser; what the Teleporter raises on its arguments.
+        """
         if len(trainer.optimizers) != 1:
             raise ValueError(
                 f"Invalid optimizers: {len(trainer.optimizers)}; TeleportCallback treats the state of one optimiser"
@@ -67,6 +78,20 @@ class TeleportCallback(Callback):
         self.teleporter = Teleporter(pl_module, self.loss_fn, trainer.optimizers[0], **self.options)
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        """Teleport on ``batch`` if the step ``trainer.global_step`` is on the schedule.
+
+        Only at the first micro-batch of an optimiser step (``batch_idx`` a multiple of
+        ``accumulate_grad_batches``).
+
+        Args:
+            trainer: the Lightning ``Trainer``.
+            pl_module: the ``LightningModule`` being trained.
+            batch: the training batch, mapped to ``(inputs, targets)`` by ``batch_to_pair``.
+            batch_idx: the batch's index in the epoch.
+
+        Raises:
+            TypeError: a batch that is not a pair (by default).
+        """
         if batch_idx % trainer.accumulate_grad_batches:  # not the first micro-batch of an optimiser step
             return
         inputs, targets = self.batch_to_pair(batch)

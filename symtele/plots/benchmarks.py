@@ -23,12 +23,26 @@ _MARKERS = {"cpu": "o", "cuda": "s"}
 
 
 def device_type(record) -> str:
-    """``cpu`` or ``cuda`` (the device without its index)."""
+    """``cpu`` or ``cuda``: a benchmark record's device without its index.
+
+    Args:
+        record: a benchmark record (its ``device``).
+
+    Returns:
+        The device type.
+    """
     return str(record["device"]).split(":")[0]
 
 
 def cost_table(records):
-    """A ``pandas.DataFrame`` of ``grad_evals``: rows ``dims``, columns ``(device, method)``; NaN where not run."""
+    """A ``pandas.DataFrame`` of ``grad_evals``: rows ``dims``, columns ``(device, method)``; NaN where not run.
+
+    Args:
+        records: the teleport-cost benchmark records (``dims``, ``device``, ``method``, ``grad_evals``).
+
+    Returns:
+        The table, its rows in the records' order.
+    """
     import pandas as pd
 
     rows = [
@@ -57,6 +71,19 @@ def scaling(records, *, methods=("posscale", "posscale-ref"), y: str = "seconds"
 
     ``y="seconds"``: ``teleport_s`` of each method and ``grad_s`` (one gradient, dashed);
     ``y="grad_evals"``: the teleports' cost in gradient evaluations.
+
+    Args:
+        records: the teleport-cost benchmark records; those without ``grad_evals`` are left out.
+        methods: the teleport methods drawn.
+        y: ``seconds`` or ``grad_evals``.
+        ax: the axes to draw on; by default a new figure's.
+        title: the axes' title.
+
+    Returns:
+        The figure.
+
+    Raises:
+        ValueError: another ``y``.
     """
     if y not in ("seconds", "grad_evals"):
         raise ValueError(f"Invalid y: {y!r} (use 'seconds' or 'grad_evals')")
@@ -98,7 +125,18 @@ def scaling(records, *, methods=("posscale", "posscale-ref"), y: str = "seconds"
 
 
 def target_bars(result, *, labels: dict | None = None, ax=None, title: str | None = None):
-    """Bars of ``result["seconds"]`` (:func:`symtele.study.bench.time_to_target`), speed-ups on the teleport bars."""
+    """Bars of ``result["seconds"]`` (:func:`symtele.study.bench.time_to_target`), speed-ups on the teleport bars.
+
+    Args:
+        result: the time-to-target result (``seconds`` and ``speedup`` by run; runs that never reached the
+            target, ``None``, are left out).
+        labels: tick labels by run, instead of the run names.
+        ax: the axes to draw on; by default a new figure's.
+        title: the axes' title.
+
+    Returns:
+        The figure.
+    """
     if ax is None:
         _, ax = plt.subplots(figsize=(5.0, 3.6))
     labels = labels or {}

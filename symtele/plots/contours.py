@@ -69,8 +69,25 @@ def level_sets(
 
     Consecutive path entries with the same epoch are a teleport: drawn as a dashed arrow
     from the point before to the point after. The minimum is marked as "target".
-    ``labels`` maps a method to its legend text (default: the method name). A range left
-    ``None`` spans every drawn point and the minimum, with a 10 % margin.
+    A range left ``None`` spans every drawn point and the minimum, with a 10 % margin.
+
+    Args:
+        problem: the 2-D problem's name (``quadratic``, ``booth``, ``rosenbrock``).
+        records: run records with ``path`` and ``path_epochs``.
+        x_range: ``(low, high)`` of the x axis, or ``None``.
+        y_range: ``(low, high)`` of the y axis, or ``None``.
+        levels: the number of contour levels.
+        log_levels: space the levels logarithmically.
+        labels: a method → its legend text (default: the method name).
+        title: the axes' title.
+        colorbar: add a colour bar.
+        ax: the axes to draw on; by default a new figure's.
+
+    Returns:
+        The figure.
+
+    Raises:
+        ValueError: an unknown ``problem``.
     """
     prob = get_problem(problem)
     fig, ax = axes_of(ax, figsize=(4.6, 4.2))

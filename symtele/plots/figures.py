@@ -21,11 +21,21 @@ PDF_VARIABLE = "SYMTELE_FIGURE_PDF"
 
 
 def save_figure(fig, directory, name: str, dpi: int = 150, pdf: bool | None = None) -> Path:
-    """Write ``name.png`` (and ``name.pdf`` when ``pdf``; ``None``: when ``$SYMTELE_FIGURE_PDF`` is 1)
-    under ``directory``; returns the PNG's path. A stale ``name.pdf`` is removed when none is written.
+    """Write ``name.png`` (and ``name.pdf``) under ``directory``.
 
-    The figure's layout engine (constrained layout in ``symtele.plots``) runs once, here, and
-    is then switched off, so the two files share one layout instead of each redoing it.
+    A stale ``name.pdf`` is removed when none is written. The figure's layout engine (constrained layout in
+    ``symtele.plots``) runs once, here, and is then switched off, so the two files share one layout instead
+    of each redoing it.
+
+    Args:
+        fig: the matplotlib figure.
+        directory: the folder to write in (made if missing).
+        name: the files' name, without extension.
+        dpi: the PNG's resolution.
+        pdf: write the PDF too; ``None``: when ``$SYMTELE_FIGURE_PDF`` is 1.
+
+    Returns:
+        The PNG's path.
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -46,8 +56,19 @@ def save_figure(fig, directory, name: str, dpi: int = 150, pdf: bool | None = No
 
 
 def show_figure(fig, directory, name: str, caption: str, dpi: int = 150, pdf: bool | None = None) -> Path:
-    """Save the figure (PNG; PDF as :func:`save_figure` says), display it with its caption metadata, and
-    close it."""
+    """Save the figure, display it with its caption metadata, and close it.
+
+    Args:
+        fig: the matplotlib figure.
+        directory: the folder to write in (made if missing).
+        name: the files' name, without extension.
+        caption: the figure's caption, in the displayed output's metadata.
+        dpi: the PNG's resolution.
+        pdf: write the PDF too, as :func:`save_figure` says.
+
+    Returns:
+        The PNG's path.
+    """
     import matplotlib.pyplot as plt
     from IPython.display import Image, display
 

@@ -30,6 +30,18 @@ def sweep_heatmaps(rows: list[dict], value: str, *, optimizer: str, note: str | 
     ``value`` and ``note`` are columns of the summary rows (:data:`VALUES`); ``note``,
     if given, is printed under each cell's value. Lower values, the better ones for all
     three, are brighter (reversed viridis).
+
+    Args:
+        rows: the sweep's summary rows.
+        value: the column shown by colour, a key of :data:`VALUES`.
+        optimizer: the optimiser whose grid points are shown.
+        note: another column of :data:`VALUES` printed under each value, or ``None``.
+
+    Returns:
+        The figure.
+
+    Raises:
+        ValueError: a ``value`` or ``note`` not in :data:`VALUES`; no rows for ``optimizer``.
     """
     import matplotlib.pyplot as plt
 

@@ -30,12 +30,29 @@ def curves(
     reference_label: str = "writeup",
     ax=None,
 ):
-    """``key`` (``loss``, ``test_loss`` or ``grad_norm_sq``) per epoch, against wall-clock time (``x="time_s"``) or
-    against the gradients and Hessian-vector products computed (``x="evaluations"``, records that have them).
+    """``key`` of each method's runs against the epochs, the wall-clock time or the gradients computed.
 
     One line per method: the mean over its records, with a ±1 std band when there are
-    several seeds. ``mark_teleports`` draws a dotted line at each teleport epoch; ``reference``
-    (``{epoch: value}``) adds published values as black crosses labelled ``reference_label``.
+    several seeds.
+
+    Args:
+        records: run records (:mod:`symtele.study.results`).
+        key: ``loss``, ``test_loss`` or ``grad_norm_sq``.
+        x: ``epoch``; ``time_s`` (wall-clock time); ``evaluations`` (the gradients and Hessian-vector products
+            computed, for records that have them).
+        labels: legend labels by method, instead of the method names.
+        logy: a log-scaled y axis.
+        mark_teleports: draw a dotted line at each teleport epoch.
+        title: the axes' title.
+        reference: published values ``{epoch: value}``, drawn as black crosses.
+        reference_label: the legend label of ``reference``.
+        ax: the axes to draw on; by default a new figure's.
+
+    Returns:
+        The figure.
+
+    Raises:
+        ValueError: another ``key`` or ``x``.
     """
     if key not in ("loss", "test_loss", "grad_norm_sq"):
         raise ValueError(f"Invalid key: {key!r} (choose 'loss', 'test_loss' or 'grad_norm_sq')")
@@ -70,7 +87,17 @@ def curves(
 
 
 def loss_vs_grad(records, *, labels: dict | None = None, title: str | None = None, ax=None):
-    """Loss against ‖∇L‖² along each method's run (means over seeds), on log–log axes."""
+    """Loss against ‖∇L‖² along each method's run (means over seeds), on log–log axes.
+
+    Args:
+        records: run records (:mod:`symtele.study.results`).
+        labels: legend labels by method, instead of the method names.
+        title: the axes' title.
+        ax: the axes to draw on; by default a new figure's.
+
+    Returns:
+        The figure.
+    """
     fig, ax = axes_of(ax)
     losses, grads = [], []
     for method, group in by_method(records).items():
@@ -91,7 +118,17 @@ def loss_vs_grad(records, *, labels: dict | None = None, title: str | None = Non
 
 
 def final_bars(records, *, key: str = "test_accuracy", title: str | None = None, ax=None):
-    """Mean ± std over seeds of a per-run scalar (e.g. ``test_accuracy``), one bar per method."""
+    """Mean ± std over seeds of a per-run scalar (e.g. ``test_accuracy``), one bar per method.
+
+    Args:
+        records: run records (:mod:`symtele.study.results`) that hold ``key``.
+        key: the scalar's field.
+        title: the axes' title.
+        ax: the axes to draw on; by default a new figure's.
+
+    Returns:
+        The figure.
+    """
     fig, ax = axes_of(ax, figsize=(6.4, 3.4))
     groups = by_method(records)
     names = list(groups)
@@ -118,8 +155,17 @@ _FRACTION_COLOR = {0.0: "0.6", 0.25: "C0", 0.5: "C1", 1.0: "C2"}
 def fraction_bars(counts: dict, *, title: str | None = None, ax=None):
     """Stacked bars of the fractions ``t`` of the teleports' paths a Teleporter applied (0: declined).
 
-    ``counts`` maps a bar's label (an optimiser) to the list of the ``t`` its teleports took; each bar is
-    split by the values of ``t`` met, from 0 up (declined in grey, the look-ahead's ¼, ½, 1 in fixed colours)."""
+    Each bar is split by the values of ``t`` met, from 0 up (declined in grey, the look-ahead's ¼, ½, 1 in
+    fixed colours).
+
+    Args:
+        counts: a bar's label (an optimiser) → the list of the ``t`` its teleports took.
+        title: the axes' title.
+        ax: the axes to draw on; by default a new figure's.
+
+    Returns:
+        The figure.
+    """
     fig, ax = axes_of(ax, figsize=(5.0, 3.4))
     labels = list(counts)
     values = sorted({float(t) for ts in counts.values() for t in ts})

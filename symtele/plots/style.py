@@ -36,7 +36,16 @@ _TELEPORT_COLOR = {
 
 
 def method_color(method: str) -> str:
-    """A fixed colour per method: ``C<k>`` for the optimiser, ``C<k+1>`` when it teleports."""
+    """A fixed colour per method: ``C<k>`` for the optimiser, ``C<k+1>`` when it teleports.
+
+    Some teleports have a colour of their own, whatever the optimiser.
+
+    Args:
+        method: the method's name, ``optimizer`` or ``optimizer+teleport``.
+
+    Returns:
+        A matplotlib colour.
+    """
     base, _, teleport = method.partition("+")
     if teleport in _TELEPORT_COLOR:
         return _TELEPORT_COLOR[teleport]
@@ -44,7 +53,16 @@ def method_color(method: str) -> str:
 
 
 def panels(n: int, *, width: float = 4.4, height: float = 3.5):
-    """A row of ``n`` axes for the sub-figures (a), (b), … of one report figure: ``(fig, axes)``."""
+    """A row of ``n`` axes for the sub-figures (a), (b), … of one report figure.
+
+    Args:
+        n: the number of axes.
+        width: each axes' width, in inches.
+        height: the figure's height, in inches.
+
+    Returns:
+        ``(fig, axes)``: the figure and the list of its axes.
+    """
     fig, axes = plt.subplots(1, n, figsize=(width * n, height), layout="constrained", squeeze=False)
     return fig, list(axes[0])
 
@@ -54,7 +72,14 @@ DIVERGED = 1e100
 
 
 def finite(values) -> np.ndarray:
-    """``values`` with non-finite and diverged entries turned into NaN, which matplotlib leaves out."""
+    """``values`` with non-finite and diverged entries turned into NaN, which matplotlib leaves out.
+
+    Args:
+        values: numbers (a list or an array).
+
+    Returns:
+        A float array; entries of magnitude :data:`DIVERGED` or more, or not finite, are NaN.
+    """
     values = np.asarray(values, dtype=float)
     with np.errstate(invalid="ignore"):
         return np.where(np.abs(values) < DIVERGED, values, np.nan)
@@ -72,6 +97,15 @@ class UnicodeLogFormatter(LogFormatterSciNotation):
     """
 
     def __call__(self, x, pos=None):
+        """The label of the tick at ``x``.
+
+        Args:
+            x: the tick's value.
+            pos: its position, as matplotlib passes it.
+
+        Returns:
+            The label, with Unicode superscripts and minus signs.
+        """
         label = super().__call__(x, pos)
         match = _MATH_LABEL.match(label)
         if match is None:
@@ -82,7 +116,12 @@ class UnicodeLogFormatter(LogFormatterSciNotation):
 
 
 def log_axis(axis, values=None) -> None:
-    """Unicode tick labels on a log axis; minor ticks only when ``values`` span under two decades."""
+    """Unicode tick labels on a log axis; minor ticks only when ``values`` span at most two decades.
+
+    Args:
+        axis: the matplotlib axis (``ax.xaxis`` or ``ax.yaxis``).
+        values: the values drawn along it (their positive finite entries count), or ``None``: minor ticks kept.
+    """
     axis.set_major_formatter(UnicodeLogFormatter())
     axis.set_minor_formatter(UnicodeLogFormatter(labelOnlyBase=False))
     if values is None:
@@ -93,7 +132,15 @@ def log_axis(axis, values=None) -> None:
 
 
 def axes_of(ax, figsize=(5.0, 3.6)):
-    """``(figure, ax)``: the given axes' figure, or a new figure with one axes."""
+    """``(figure, ax)``: the given axes' figure, or a new figure with one axes.
+
+    Args:
+        ax: the axes to draw on, or ``None``.
+        figsize: the new figure's size, in inches.
+
+    Returns:
+        ``(figure, ax)``.
+    """
     if ax is not None:
         return ax.figure, ax
     fig, ax = plt.subplots(figsize=figsize, layout="constrained")

@@ -96,6 +96,12 @@ def distributed_teleport_cost(world: int = 2, batch: int = 16, rounds: int = 5) 
 
 
 def main(argv=None) -> None:
+    """Run :func:`distributed_teleport_cost` from the command line and write its JSON.
+
+    Args:
+        argv: the command line's arguments (``--out``, ``--world``, ``--batch``, ``--rounds``); by default
+            ``sys.argv[1:]``.
+    """
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("build/bench/distributed_teleport.json"))
     parser.add_argument("--world", type=int, default=2)

@@ -57,8 +57,18 @@ def course_regression_task(
     dtype=torch.float32,
     device="cpu",
 ):
-    """The course project's regression task (:func:`symtele.regression_task`) with the writeup's
-    dims and seeds by default: ``(objective, weights)``, the seeds stacked on a leading dimension."""
+    """The course project's regression task (:func:`symtele.regression_task`), the writeup's dims and seeds by default.
+
+    Args:
+        seeds: a seed or several; the seeds' tasks are stacked on a leading dimension.
+        dims: the layer widths, input first.
+        negative_slope: the LeakyReLU slope (0: ReLU).
+        dtype: the floating dtype of the data and weights.
+        device: the device they are made on.
+
+    Returns:
+        ``(objective, weights)`` of :func:`symtele.regression_task`.
+    """
     return regression_task(seeds, dims, negative_slope=negative_slope, dtype=dtype, device=device)
 
 
@@ -89,6 +99,18 @@ def convex_so2(problem: str = "quadratic", settings: ConvexSettings = CONVEX, *,
     The teleport, before the step of ``teleport_epoch``, draws θ₀ ~ U[0, π) from a generator
     seeded with ``seed`` and takes ``teleport_steps`` ascent steps on ``‖∇f(g_θ·w)‖²`` in θ.
     Records carry the visited points (``path``, ``path_epochs``), ``start`` and ``lr``.
+
+    Args:
+        problem: ``quadratic``, ``booth`` or ``rosenbrock``.
+        settings: the notebook's settings (by default ``CONVEX``, the writeup's).
+        device: the device the runs compute on.
+
+    Returns:
+        One record per run, in the results schema of :mod:`symtele.study.results`.
+
+    Raises:
+        TypeError: ``settings`` that is not a :class:`~symtele.study.settings.ConvexSettings`.
+        ValueError: an unknown ``problem``.
     """
     prob = get_problem(problem)
     s = _checked(settings, ConvexSettings)
@@ -107,6 +129,16 @@ def relu_posscale(settings: RegressionSettings = REGRESSION, *, device="cpu") ->
     All ``seeds`` are trained as one batched computation; the teleport (before the step of
     ``teleport_epoch``) takes ``teleport_steps`` clipped ascent steps on ``‖∇L‖²`` over the
     per-unit scales. Runs ``gd``, ``gd+posscale``, ``adagrad``, ``adagrad+posscale`` (REFERENCE §2).
+
+    Args:
+        settings: the notebook's settings (by default ``REGRESSION``, the writeup's).
+        device: the device the runs compute on.
+
+    Returns:
+        One record per run and seed, in the results schema of :mod:`symtele.study.results`.
+
+    Raises:
+        TypeError: ``settings`` that is not a :class:`~symtele.study.settings.RegressionSettings`.
     """
     s = _checked(settings, RegressionSettings)
     objective, weights = regression_task(list(s.seeds), s.dims, device=device)
@@ -121,14 +153,25 @@ def relu_posscale(settings: RegressionSettings = REGRESSION, *, device="cpu") ->
 
 
 def gln_baseline(settings: RegressionSettings = REGRESSION, *, device="cpu") -> list[dict]:
-    """GD and AdaGrad on the LeakyReLU version of the course project's regression: no teleport, the GL(n)
-    teleport as the original code applies it (``gln``) and with the network's actual activations
-    (``gln-updated``), and the positive-scale teleport.
+    """GD and AdaGrad on the LeakyReLU version of the course project's regression, ± GL(n) or positive scales.
+
+    The runs: no teleport, the GL(n) teleport as the original code applies it (``gln``) and with the
+    network's actual activations (``gln-updated``), and the positive-scale teleport.
 
     Every teleport acts once, before the step of ``teleport_epoch``, with the original code's step and
     steps for that optimiser (GD: 1e-7 × 8, AdaGrad: 1e-5 × 2; REFERENCE §3). GL(n) is only
     approximately loss-preserving, and each record's ``teleports`` says by how much the loss moved.
     Methods: ``gd``, ``gd+gln``, ``gd+gln-updated``, ``gd+posscale``, and the same for ``adagrad``.
+
+    Args:
+        settings: the notebook's settings (by default ``REGRESSION``, the writeup's).
+        device: the device the runs compute on.
+
+    Returns:
+        One record per run and seed, in the results schema of :mod:`symtele.study.results`.
+
+    Raises:
+        TypeError: ``settings`` that is not a :class:`~symtele.study.settings.RegressionSettings`.
     """
     s = _checked(settings, RegressionSettings)
     objective, weights = regression_task(list(s.seeds), s.dims, negative_slope=s.negative_slope, device=device)
@@ -186,6 +229,22 @@ def level_set(
     and ``line_search_steps`` halvings of ρ each; ``teleport`` replaces it by another teleport object
     (the second solver, an SO(2) teleport). ``teleport_only`` skips the runs without teleport.
     Records carry ``path``, the per-epoch ``step_size``, ``start``, ``lr`` and ``dtype``.
+
+    Args:
+        problem: ``booth`` or ``rosenbrock`` (the problems the settings have runs of).
+        settings: the notebook's settings (by default ``LEVEL_SET``, the writeup's).
+        optimizers: the optimisers to run, among ``gd-ls`` and ``gd``, in this order.
+        teleport_only: run only the teleported runs.
+        teleport_steps: the level-set teleport's steps, instead of the settings'.
+        teleport: another teleport object to use instead of the level-set teleport.
+        device: the device the runs compute on.
+
+    Returns:
+        One record per run, in the results schema of :mod:`symtele.study.results`.
+
+    Raises:
+        TypeError: ``settings`` that is not a :class:`~symtele.study.settings.LevelSetSettings`.
+        ValueError: an unknown ``problem`` or optimiser; ``teleport_steps`` < 0.
     """
     prob = get_problem(problem)
     s = _checked(settings, LevelSetSettings)
@@ -230,14 +289,29 @@ def level_set(
 def same_budget(
     problem: str = "rosenbrock", settings: LevelSetSettings = LEVEL_SET, *, teleported: dict | None = None, device="cpu"
 ) -> list[dict]:
-    """Armijo GD with level-set teleports, and plain Armijo GD run until it has computed as many
-    gradients and Hessian-vector products as the teleported run did, teleports included.
+    """Armijo GD with level-set teleports, and plain Armijo GD given as many gradients and Hessian-vector products.
+
+    The plain run goes on until it has computed as many gradients and Hessian-vector products as the
+    teleported run did, teleports included.
 
     ``teleported`` is the teleported Armijo run's record if it has been run already (by :func:`level_set`
     with the same settings); otherwise it is run here. Each record adds ``evaluations``: per epoch, the
     gradients and Hessian-vector products computed before that epoch's loss was known (one gradient per
     epoch, plus each teleport's ``grad_evals`` and ``hvp_evals``; the Armijo search's loss-only trials are
     left out of both runs).
+
+    Args:
+        problem: ``booth`` or ``rosenbrock`` (the problems the settings have runs of).
+        settings: the notebook's settings (by default ``LEVEL_SET``, the writeup's).
+        teleported: the teleported Armijo run's record, if it has been run already.
+        device: the device the runs compute on.
+
+    Returns:
+        ``[plain, teleported]``: the two records (the teleported one without its path and step sizes).
+
+    Raises:
+        TypeError: ``settings`` that is not a :class:`~symtele.study.settings.LevelSetSettings`.
+        ValueError: an unknown ``problem``.
     """
     s = _checked(settings, LevelSetSettings)
     if teleported is None:
@@ -254,8 +328,17 @@ def same_budget(
 
 
 def evaluations(record: dict) -> list[int]:
-    """Per epoch of a run, the gradients and Hessian-vector products computed until its loss was known:
-    one per epoch before it and this one, plus those of every teleport up to it."""
+    """Per epoch of a run, the gradients and Hessian-vector products computed until its loss was known.
+
+    One per epoch before it and this one, plus those of every teleport up to it (``grad_evals`` and
+    ``hvp_evals``).
+
+    Args:
+        record: a run's record (``loss``, ``teleports``).
+
+    Returns:
+        The running counts, one per entry of ``record["loss"]``.
+    """
     extra = {}
     for t in record["teleports"]:
         extra[t["epoch"]] = extra.get(t["epoch"], 0) + (t.get("grad_evals") or 0) + (t.get("hvp_evals") or 0)
@@ -267,12 +350,24 @@ def evaluations(record: dict) -> list[int]:
 
 
 def level_set_mlp(settings: LevelSetSettings = LEVEL_SET, *, teleports=None, device="cpu") -> list[dict]:
-    """GD with step ``mlp_lr`` on the 2-layer Softplus MLP (``mlp_hidden`` units), without and with level-set
-    teleports at ``mlp_teleport_epochs``, for each of ``mlp_seeds``.
+    """GD on the 2-layer Softplus MLP, without and with level-set teleports, for each of ``mlp_seeds``.
+
+    The step is ``mlp_lr``, the MLP has ``mlp_hidden`` units, the teleports act at ``mlp_teleport_epochs``.
 
     The data and network come from :func:`symtele.softplus_mlp` with the seed; the loss is the
     mean squared error on ``mlp_samples`` points. ``teleports`` lists the teleport objects to run (each a
     run of its own after the plain one; by default the level-set teleport of the settings).
+
+    Args:
+        settings: the notebook's settings (by default ``LEVEL_SET``, the writeup's).
+        teleports: the teleport objects to run, one run each.
+        device: the device the runs compute on.
+
+    Returns:
+        One record per run and seed, in the results schema of :mod:`symtele.study.results`.
+
+    Raises:
+        TypeError: ``settings`` that is not a :class:`~symtele.study.settings.LevelSetSettings`.
     """
     s = _checked(settings, LevelSetSettings)
     teleports = [_level_set_teleport(s)] if teleports is None else list(teleports)
@@ -300,6 +395,16 @@ def beyond_optimizers(settings: DigitsSettings = DIGITS, *, device="cpu") -> lis
     For each seed and each optimiser of ``lrs`` (in its order), one run without and one with the
     teleport at ``teleport_epochs`` (optimiser state kept). Records add ``optimizer``, ``lr``, and
     ``train_accuracy`` and ``test_accuracy`` of the final parameters (held-out quarter of the digits).
+
+    Args:
+        settings: the notebook's settings (by default ``DIGITS``, the writeup's).
+        device: the device the runs compute on.
+
+    Returns:
+        One record per run and seed, in the results schema of :mod:`symtele.study.results`.
+
+    Raises:
+        TypeError: ``settings`` that is not a :class:`~symtele.study.settings.DigitsSettings`.
     """
     s = _checked(settings, DigitsSettings)
     teleport = PositiveScale(lr=s.teleport_lr, steps=s.teleport_steps, clamp=s.clamp)
@@ -342,8 +447,10 @@ def _digits_images(seed: int, device):
 
 
 def _on_training_set(model, x, y) -> tuple[float, float]:
-    """Loss and accuracy on the whole set ``(x, y)`` (the training set, or the held-out one), from one forward
-    pass in eval mode (running statistics)."""
+    """Loss and accuracy on the whole set ``(x, y)``, the training set or the held-out one.
+
+    From one forward pass in eval mode (running statistics).
+    """
     model.eval()
     with torch.no_grad():
         logits = model(x)
@@ -354,9 +461,22 @@ def _on_training_set(model, x, y) -> tuple[float, float]:
 
 
 def minibatch_order(n: int, batch_size: int, epochs: int, seed: int, device="cpu") -> list[torch.Tensor]:
-    """The minibatches of a run: per epoch, a permutation of the ``n`` training examples drawn from a generator
-    seeded with ``seed`` (one generator for the whole run), cut into batches of ``batch_size`` (the last one of
-    an epoch smaller when ``batch_size`` does not divide ``n``)."""
+    """The minibatches of a run, as index tensors.
+
+    Per epoch, a permutation of the ``n`` training examples drawn from a generator seeded with ``seed`` (one
+    generator for the whole run), cut into batches of ``batch_size`` (the last one of an epoch smaller when
+    ``batch_size`` does not divide ``n``).
+
+    Args:
+        n: the number of training examples.
+        batch_size: the examples per minibatch.
+        epochs: the number of epochs.
+        seed: the generator's seed.
+        device: the device the index tensors are moved to.
+
+    Returns:
+        The minibatches' indices, epoch after epoch.
+    """
     order = torch.Generator().manual_seed(seed)
     return [
         perm[i : i + batch_size]
@@ -366,10 +486,12 @@ def minibatch_order(n: int, batch_size: int, epochs: int, seed: int, device="cpu
 
 
 class _MinibatchRun:
-    """A network, its optimiser and the log of one minibatch run, which can be continued step by step and
-    copied at any step: the runs with a teleport are copies of the run without, taken just before its first
-    teleport (everything before it is the same computation). With ``test=(x_test, y_test)`` the held-out loss
-    and accuracy are logged too, at the start and after every epoch (``test_losses``, ``test_accuracies``)."""
+    """A network, its optimiser and the log of one minibatch run, continued step by step and copied at any step.
+
+    The runs with a teleport are copies of the run without, taken just before its first teleport (everything
+    before it is the same computation). With ``test=(x_test, y_test)`` the held-out loss and accuracy are
+    logged too, at the start and after every epoch (``test_losses``, ``test_accuracies``).
+    """
 
     def __init__(self, model, optimizer, x, y, test=None):
         self.model, self.optimizer, self.x, self.y, self.test = model, optimizer, x, y, test
@@ -393,9 +515,11 @@ class _MinibatchRun:
     def advance(
         self, batches: list, start: int, stop: int, steps_per_epoch: int, teleporter=None, *, asked: int | None = None
     ) -> None:
-        """Minibatch steps ``start … stop − 1`` (each teleporting first if ``teleporter`` says so, except step
-        ``asked``, whose teleport was asked already); after the last step of an epoch, the training loss and the
-        epoch's mean minibatch ``‖∇L‖²`` are logged."""
+        """Take the minibatch steps ``start … stop − 1``, each teleporting first if ``teleporter`` says so.
+
+        Step ``asked`` does not ask: its teleport was asked already. After the last step of an epoch, the
+        training loss and the epoch's mean minibatch ``‖∇L‖²`` are logged.
+        """
         model, opt, x, y = self.model, self.optimizer, self.x, self.y
         began = time.perf_counter() - self.elapsed
         for step in range(start, stop):
@@ -420,16 +544,31 @@ class _MinibatchRun:
 def network_runs(
     model_name: str, optimizer: str, seed: int, s: NetworkSettings, *, states=(), device="cpu", share=True
 ) -> list[dict]:
-    """Minibatch runs of ``model_name`` on the digits with ``optimizer``: one without teleport, then one per
-    entry of ``states`` (``keep``, ``reset`` or ``transport``) in which a
-    :class:`~symtele.teleporter.Teleporter` teleports before the steps of ``s.teleport_at``. All start from
+    """Minibatch runs of ``model_name`` on the digits with ``optimizer``, without teleport and with it.
+
+    One run without teleport, then one per entry of ``states`` (``keep``, ``reset`` or ``transport``) in
+    which a :class:`~symtele.teleporter.Teleporter` teleports before the steps of ``s.teleport_at``. All start from
     the same initial weights and take the same minibatches. With ``share`` the teleported runs continue a
     copy of the plain run made before the first teleport (the same numbers as running each from the start,
     which ``share=False`` does).
 
     The records' ``loss`` is the whole training set's (eval mode) at the start and after every epoch;
     ``grad_norm_sq`` the first minibatch's ``‖∇L‖²``, then each epoch's mean over its minibatches;
-    ``teleport_epochs`` are minibatch steps."""
+    ``teleport_epochs`` are minibatch steps.
+
+    Args:
+        model_name: ``digits-cnn`` or ``digits-resnet``.
+        optimizer: a name of :data:`~symtele.study.settings.NETWORK_OPTIMIZERS` with a learning rate in
+            ``s.lrs``.
+        seed: the seed of the data split, the initial weights and the minibatch order.
+        s: the :class:`~symtele.study.settings.NetworkSettings`.
+        states: the treatments of the optimiser's state to run, one teleported run each.
+        device: the device the runs compute on.
+        share: continue copies of the plain run made before the first teleport (else run each from the start).
+
+    Returns:
+        One record per run: the plain run's first.
+    """
     from ..models import digits_cnn, digits_resnet
     from ..teleporter import Teleporter
     from ..teleports.rescale import Rescale
@@ -489,9 +628,21 @@ def network_runs(
 
 
 def networks(settings: NetworkSettings = NETWORKS, *, device="cpu") -> list[dict]:
-    """Every model × optimiser × seed without teleport and with it, the optimiser's state transported; and for
-    the optimisers that have state (not plain SGD) the other ways of treating it at the teleport. One
-    record per run (:func:`network_runs`)."""
+    """Every model × optimiser × seed without teleport and with it (:func:`network_runs`).
+
+    With the teleport, the optimiser's state is treated in each of the settings' ``states``; plain SGD has no
+    state, and is run with ``transport`` alone.
+
+    Args:
+        settings: the notebook's settings (by default ``NETWORKS``, the writeup's).
+        device: the device the runs compute on.
+
+    Returns:
+        One record per run.
+
+    Raises:
+        TypeError: ``settings`` that is not a :class:`~symtele.study.settings.NetworkSettings`.
+    """
     s = _checked(settings, NetworkSettings)
     records = []
     for model_name in s.models:

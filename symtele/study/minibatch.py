@@ -1,5 +1,6 @@
-"""When a teleport hurts: minibatch training without teleports and with ``symtele.Teleporter``, its teleports
-accepted every time or only after their look-ahead (the report's notebook 09).
+"""When a teleport hurts: minibatch training without teleports and with ``symtele.Teleporter`` (notebook 09).
+
+The Teleporter's teleports are accepted every time or only after their look-ahead.
 
 * :func:`safety_runs`      — one network, optimiser and seed: the run without teleports, then one per ``accept``.
 * :func:`minibatch_safety` — every network × optimiser × seed of the settings.
@@ -33,8 +34,15 @@ __all__ = ["ARM_SUFFIX", "digits_inputs", "minibatch_order", "minibatch_safety",
 
 
 def network(model_name: str, hidden=(32, 32)) -> torch.nn.Module:
-    """A fresh network of ``model_name`` (``digits-mlp`` with hidden widths ``hidden``, ``digits-cnn``,
-    ``digits-resnet``), initialised from torch's global generator."""
+    """A fresh network of ``model_name``, initialised from torch's global generator.
+
+    Args:
+        model_name: ``digits-mlp``, ``digits-cnn`` or ``digits-resnet``.
+        hidden: the MLP's hidden widths (``digits-mlp`` only).
+
+    Returns:
+        The network.
+    """
     from ..models import digits_cnn, digits_mlp_net, digits_resnet
 
     if model_name == "digits-mlp":
@@ -43,8 +51,16 @@ def network(model_name: str, hidden=(32, 32)) -> torch.nn.Module:
 
 
 def digits_inputs(model_name: str, seed: int, device="cpu"):
-    """``(x, y, x_test, y_test)``: the digits split and standardised with ``seed``, as 64 features for the MLP
-    and as 1×8×8 images for the convolutional networks."""
+    """The digits split and standardised with ``seed``, shaped for ``model_name``.
+
+    Args:
+        model_name: ``digits-mlp`` (64 features), or a convolutional network's name (1×8×8 images).
+        seed: the seed of the split.
+        device: the device the tensors are made on.
+
+    Returns:
+        ``(x, y, x_test, y_test)``.
+    """
     from ..tasks import digits_data
 
     data = digits_data(seed, device=device)
@@ -55,9 +71,11 @@ def digits_inputs(model_name: str, seed: int, device="cpu"):
 def safety_runs(
     model_name: str, optimizer: str, seed: int, settings: SafetySettings = SAFETY, *, device="cpu", share=True
 ) -> list[dict]:
-    """Minibatch runs of ``model_name`` on the digits with ``optimizer``: one without teleports, then one per
-    entry of ``settings.accepts`` in which ``Teleporter(model, cross_entropy, optimizer, every=settings.every,
-    accept=accept)`` (every other argument at its default) is asked before every step whether to teleport.
+    """Minibatch runs of ``model_name`` on the digits with ``optimizer``, without teleports and with them.
+
+    One run without teleports, then one per entry of ``settings.accepts`` in which
+    ``Teleporter(model, cross_entropy, optimizer, every=settings.every, accept=accept)`` (every other argument
+    at its default) is asked before every step whether to teleport.
 
     Args:
         model_name: ``digits-mlp``, ``digits-cnn`` or ``digits-resnet``.
@@ -74,6 +92,10 @@ def safety_runs(
         after every epoch; ``grad_norm_sq`` is the first minibatch's ``‖∇L‖²``, then each epoch's mean over its
         minibatches; ``time_s`` the run's clock after every epoch (teleports included); ``teleports`` the
         Teleporter's records (``epoch`` is the minibatch step); ``final_*`` the last epoch's values.
+
+    Raises:
+        TypeError: ``settings`` that is not a :class:`~symtele.study.settings.SafetySettings`.
+        ValueError: an ``optimizer`` that ``settings.lrs`` does not name.
     """
     s = _checked(settings, SafetySettings)
     if optimizer not in s.lrs:
@@ -152,8 +174,11 @@ class _Follower:
         self.asked_s: list[tuple[int, float]] = []  # (step, seconds) of each teleport asked while following
 
     def ask(self, plain: _MinibatchRun, batches: list, step: int) -> None:
-        """Before ``plain`` takes ``step``: ask the teleport on a copy when it is due (the copy goes on alone
-        if the teleport is applied), else let the teleporter see the step's minibatch."""
+        """Before ``plain`` takes ``step``: ask the teleport on a copy when it is due, else show the minibatch.
+
+        The copy goes on alone if the teleport is applied; a step that is not due lets the teleporter see the
+        step's minibatch.
+        """
         if self.run is not None:
             return
         batch = batches[step]
@@ -187,7 +212,18 @@ class _Follower:
 
 
 def minibatch_safety(settings: SafetySettings = SAFETY, *, device="cpu") -> list[dict]:
-    """Every network × optimiser × seed of ``settings``, each :func:`safety_runs` (one record per arm)."""
+    """Every network × optimiser × seed of ``settings``, each :func:`safety_runs` (one record per arm).
+
+    Args:
+        settings: the notebook's settings (by default ``SAFETY``, the writeup's).
+        device: the device the runs compute on.
+
+    Returns:
+        The records of every run.
+
+    Raises:
+        TypeError: ``settings`` that is not a :class:`~symtele.study.settings.SafetySettings`.
+    """
     s = _checked(settings, SafetySettings)
     records = []
     for model_name in s.models:

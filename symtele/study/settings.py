@@ -104,14 +104,19 @@ class Settings:
     """What every settings group offers: checked copies, and a copy with a notebook's parameters."""
 
     def __post_init__(self):
+        """Run every field's own check, then :meth:`check`."""
         for f in dataclasses.fields(self):
             if "check" in f.metadata:
                 f.metadata["check"](f.name, getattr(self, f.name))
         self.check()
 
     def check(self) -> None:
-        """Check what relates several fields (each field's own check has run): raise ``ValueError``/``TypeError``
-        naming the first field whose value cannot run."""
+        """Check what relates several fields (each field's own check has run).
+
+        Raises:
+            ValueError: naming the first field whose value cannot run (or ``TypeError``, for a value of the
+                wrong kind).
+        """
 
     @classmethod
     def names(cls) -> list[str]:
@@ -119,14 +124,31 @@ class Settings:
         return [f.name for f in dataclasses.fields(cls)]
 
     def replace(self, **changes):
-        """A copy with ``changes``, checked; a name that is not a field is refused, naming it."""
+        """A copy with ``changes``, checked.
+
+        Args:
+            **changes: new values of fields, by name.
+
+        Returns:
+            The copy.
+
+        Raises:
+            TypeError: a name that is not a field (naming it); what the fields' checks raise on the values.
+        """
         unknown = sorted(set(changes) - set(self.names()))
         if unknown:
             raise TypeError(f"Invalid setting: {unknown[0]!r} ({type(self).__name__} has {', '.join(self.names())})")
         return dataclasses.replace(self, **changes)
 
     def with_parameters(self, namespace: Mapping):
-        """A copy whose fields take the values ``namespace`` holds for them (a notebook passes ``globals()``)."""
+        """A copy whose fields take the values ``namespace`` holds for them (a notebook passes ``globals()``).
+
+        Args:
+            namespace: values by name; names that are not fields are ignored.
+
+        Returns:
+            The copy, checked.
+        """
         return self.replace(**{name: namespace[name] for name in self.names() if name in namespace})
 
     def quick(self):
@@ -139,7 +161,14 @@ class Settings:
 
 
 def plain(value):
-    """``value`` as JSON-ready data: tuples become lists, within lists and dicts too."""
+    """``value`` as JSON-ready data: tuples become lists, within lists and dicts too.
+
+    Args:
+        value: a setting's value.
+
+    Returns:
+        The value, with every tuple a list.
+    """
     if isinstance(value, (list, tuple)):
         return [plain(v) for v in value]
     if isinstance(value, dict):
@@ -166,23 +195,37 @@ class ConvexSettings(Settings):
     rosenbrock_epochs: int = setting(1000, _at_least(1))
 
     def run(self, problem: str) -> tuple[tuple, float, int]:
-        """``(start, lr, epochs)`` of the runs on ``problem``: ``quadratic``, ``booth`` or ``rosenbrock``."""
+        """``(start, lr, epochs)`` of the runs on ``problem``.
+
+        Args:
+            problem: ``quadratic``, ``booth`` or ``rosenbrock``.
+
+        Returns:
+            The problem's start, step and epochs.
+
+        Raises:
+            ValueError: another ``problem``.
+        """
         checks.choice("problem", problem, ("quadratic", "booth", "rosenbrock"))
         prefix = "" if problem == "quadratic" else f"{problem}_"
         return tuple(getattr(self, prefix + key) for key in ("start", "lr", "epochs"))
 
     def quick(self) -> ConvexSettings:
+        """The smoke build's variant: 100 epochs on Rosenbrock."""
         return self.replace(rosenbrock_epochs=100)
 
     def check(self) -> None:
+        """Raise unless ``teleport_epoch`` lies within the shortest of the runs."""
         shortest = min(self.epochs, self.booth_epochs, self.rosenbrock_epochs)
         checks.epoch_of_run("teleport_epoch", self.teleport_epoch, shortest)
 
 
 @dataclass(frozen=True)
 class RegressionSettings(Settings):
-    """The course project's ReLU regression with one positive-scale teleport (REFERENCE §2), and the GL(n)
-    teleport of Zhao et al. (2022) on its LeakyReLU version (REFERENCE §3)."""
+    """The course project's ReLU regression with one positive-scale teleport (REFERENCE §2), and GL(n).
+
+    The GL(n) teleport of Zhao et al. (2022) runs on the regression's LeakyReLU version (REFERENCE §3).
+    """
 
     seeds: tuple = setting(SEEDS, _distinct_counts)
     dims: tuple = setting((4, 5, 6, 7, 8), checks.dims)  # samples, then layer widths: X 5×4, W1 6×5, …, Y 8×4
@@ -201,16 +244,37 @@ class RegressionSettings(Settings):
     gln_steps_adagrad: int = setting(2, _steps)  # GL(n) teleport steps with AdaGrad
 
     def lr(self, optimizer: str) -> float:
-        """The optimiser's step: ``gd`` or ``adagrad``."""
+        """The optimiser's step.
+
+        Args:
+            optimizer: ``gd`` or ``adagrad``.
+
+        Returns:
+            ``gd_lr`` or ``adagrad_lr``.
+        """
         return {"gd": self.gd_lr, "adagrad": self.adagrad_lr}[optimizer]
 
     def teleport_lr(self, optimizer: str) -> float:
-        """The positive-scale teleport's ascent step with ``gd`` or ``adagrad``."""
+        """The positive-scale teleport's ascent step with an optimiser.
+
+        Args:
+            optimizer: ``gd`` or ``adagrad``.
+
+        Returns:
+            ``teleport_lr_gd`` or ``teleport_lr_adagrad``.
+        """
         return {"gd": self.teleport_lr_gd, "adagrad": self.teleport_lr_adagrad}[optimizer]
 
     def gln(self, optimizer: str, hidden: str = "start"):
-        """The GL(n) teleport the original code pairs with ``gd`` or ``adagrad`` (``hidden``: see
-        :class:`~symtele.teleports.GLn`)."""
+        """The GL(n) teleport the original code pairs with an optimiser.
+
+        Args:
+            optimizer: ``gd``; any other name gets AdaGrad's teleport (``gln_lr_adagrad``, ``gln_steps_adagrad``).
+            hidden: which hidden activations the teleport uses (see :class:`~symtele.teleports.GLn`).
+
+        Returns:
+            The :class:`~symtele.teleports.GLn` teleport.
+        """
         from ..teleports import GLn
 
         if optimizer == "gd":
@@ -218,9 +282,11 @@ class RegressionSettings(Settings):
         return GLn(lr=self.gln_lr_adagrad, steps=self.gln_steps_adagrad, hidden=hidden)
 
     def quick(self) -> RegressionSettings:
+        """The smoke build's variant: 60 epochs."""
         return self.replace(epochs=60)
 
     def check(self) -> None:
+        """Raise unless ``teleport_epoch`` lies within the run."""
         checks.epoch_of_run("teleport_epoch", self.teleport_epoch, self.epochs)
 
 
@@ -229,7 +295,8 @@ class LevelSetSettings(Settings):
     """Level-set teleportation (REFERENCE §4): the 2-D runs and the Softplus MLP.
 
     The main Rosenbrock runs are writeup Figs. 6 and 9 (start, epochs, teleport epochs and float32
-    arithmetic read off the figures); ``second_*`` are the report's own runs from another start."""
+    arithmetic read off the figures); ``second_*`` are the report's own runs from another start.
+    """
 
     # teleport epochs are checked against their runs' epochs in check()
     booth_start: tuple = setting(BOOTH_START, checks.point)
@@ -268,17 +335,47 @@ class LevelSetSettings(Settings):
     mlp_samples: int = setting(128, _at_least(1))  # synthetic regression points (the report's)
 
     def run(self, problem: str) -> tuple[tuple, int, tuple, float]:
-        """``(start, epochs, teleport_epochs, gd_lr)`` of the runs on ``problem``: ``booth`` or ``rosenbrock``."""
+        """``(start, epochs, teleport_epochs, gd_lr)`` of the runs on ``problem``.
+
+        Args:
+            problem: ``booth`` or ``rosenbrock``.
+
+        Returns:
+            The problem's start, epochs, teleport epochs (Armijo runs) and fixed step.
+
+        Raises:
+            ValueError: another ``problem``.
+        """
         checks.choice("problem", problem, ("booth", "rosenbrock"))
         return tuple(getattr(self, f"{problem}_{key}") for key in ("start", "epochs", "teleport_epochs", "gd_lr"))
 
     def fixed_teleport_epochs(self, problem: str) -> tuple:
-        """The teleport epochs of the fixed-step runs on ``problem`` (Booth's are those of its Armijo runs)."""
+        """The teleport epochs of the fixed-step runs on ``problem`` (Booth's are those of its Armijo runs).
+
+        Args:
+            problem: ``booth`` or ``rosenbrock``.
+
+        Returns:
+            The epochs.
+
+        Raises:
+            ValueError: another ``problem``.
+        """
         checks.choice("problem", problem, ("booth", "rosenbrock"))
         return self.rosenbrock_fixed_teleport_epochs if problem == "rosenbrock" else self.booth_teleport_epochs
 
     def dtype(self, problem: str) -> str:
-        """The arithmetic of the runs on ``problem``: Rosenbrock's is ``rosenbrock_dtype``, Booth's float64."""
+        """The arithmetic of the runs on ``problem``: Rosenbrock's is ``rosenbrock_dtype``, Booth's float64.
+
+        Args:
+            problem: ``booth`` or ``rosenbrock``.
+
+        Returns:
+            The dtype's name.
+
+        Raises:
+            ValueError: another ``problem``.
+        """
         checks.choice("problem", problem, ("booth", "rosenbrock"))
         return self.rosenbrock_dtype if problem == "rosenbrock" else "float64"
 
@@ -302,6 +399,7 @@ class LevelSetSettings(Settings):
         return self._rosenbrock_runs(self.local_start, self.local_epochs, self.local_teleport_epochs)
 
     def quick(self) -> LevelSetSettings:
+        """The smoke build's variant: shorter Rosenbrock and MLP runs, two MLP seeds."""
         return self.replace(
             rosenbrock_epochs=120,
             rosenbrock_teleport_epochs=(50, 100),
@@ -316,6 +414,7 @@ class LevelSetSettings(Settings):
         )
 
     def check(self) -> None:
+        """Raise unless every run's teleport epochs lie within its epochs."""
         for prefix in ("booth_", "rosenbrock_", "second_", "local_", "mlp_"):
             epochs = getattr(self, f"{prefix}epochs")
             checks.epochs_of_run(f"{prefix}teleport_epochs", getattr(self, f"{prefix}teleport_epochs"), epochs)
@@ -344,9 +443,11 @@ class DigitsSettings(Settings):
     clamp: float = setting(RegressionSettings.clamp, checks.positive)
 
     def quick(self) -> DigitsSettings:
+        """The smoke build's variant: one seed, 12 epochs."""
         return self.replace(seeds=self.seeds[:1], epochs=12)
 
     def check(self) -> None:
+        """Raise unless ``teleport_epochs`` lie within the run."""
         checks.epochs_of_run("teleport_epochs", self.teleport_epochs, self.epochs)
 
 
@@ -369,12 +470,14 @@ def _network_lrs() -> dict:
 
 @dataclass(frozen=True)
 class NetworkSettings(Settings):
-    """A CNN and a ResNet on the digits, trained by minibatches with ``torch.optim`` optimisers, without and
-    with a teleport along every rescaling of the network (the report's own experiment, notebook 08).
+    """A CNN and a ResNet on the digits, trained by minibatches with ``torch.optim`` optimisers, ± a teleport.
+
+    The teleport moves along every rescaling of the network (the report's own experiment, notebook 08).
 
     ``lrs`` names the optimisers that run, each with its step; the teleport comes before the minibatch
     steps listed in ``teleport_at``, ``teleport_steps`` ascent steps each moving no log-scale by more
-    than ``max_log_step``; ``states`` are the ways the optimiser's state is treated at a teleport."""
+    than ``max_log_step``; ``states`` are the ways the optimiser's state is treated at a teleport.
+    """
 
     models: tuple = setting(NETWORK_MODELS, _distinct_of(NETWORK_MODELS))
     seeds: tuple = setting((0, 1, 2), _distinct_counts)
@@ -387,6 +490,7 @@ class NetworkSettings(Settings):
     states: tuple = setting(OPTIMIZER_STATES, _distinct_of(OPTIMIZER_STATES))
 
     def quick(self) -> NetworkSettings:
+        """The smoke build's variant: one seed, one epoch."""
         return self.replace(seeds=self.seeds[:1], epochs=1)
 
 
@@ -404,12 +508,14 @@ def _safety_lrs() -> dict:
 
 @dataclass(frozen=True)
 class SafetySettings(Settings):
-    """Minibatch training of three digits networks with ``torch.optim`` optimisers, without teleports and with
-    ``symtele.Teleporter(model, cross_entropy, optimizer, every=every, accept=...)``, every other argument of
-    the Teleporter at its default (the report's own experiment, notebook 09).
+    """Minibatch training of three digits networks with ``torch.optim`` optimisers, ± ``symtele.Teleporter``.
+
+    The teleported runs use ``symtele.Teleporter(model, cross_entropy, optimizer, every=every, accept=...)``,
+    every other argument of the Teleporter at its default (the report's own experiment, notebook 09).
 
     ``lrs`` names the optimisers that run, each with a step that trains these networks; ``accepts`` the
-    teleported runs beside the one without teleports."""
+    teleported runs beside the one without teleports.
+    """
 
     models: tuple = setting(SAFETY_MODELS, _distinct_of(SAFETY_MODELS))
     seeds: tuple = setting((0, 1, 2, 3, 4), _distinct_counts)
@@ -425,6 +531,7 @@ class SafetySettings(Settings):
     hidden: tuple = setting((32, 32), lambda name, value: checks.sequence(name, value, _at_least(1)))  # MLP widths
 
     def quick(self) -> SafetySettings:
+        """The smoke build's variant: two networks, two seeds, one epoch, a teleport every 10 steps."""
         return self.replace(models=self.models[:2], seeds=self.seeds[:2], epochs=1, every=10)
 
 
@@ -467,6 +574,7 @@ class Grid(Settings):
     teleport_steps: dict = field(default_factory=dict)
 
     def check(self) -> None:
+        """Check every field and store it normalised (tuples, the defaults of ``lrs`` and ``teleport_steps``)."""
         epochs = checks.count("epochs", self.epochs, minimum=1)
         teleport_epochs = checks.sequence(
             "teleport_epochs", self.teleport_epochs, lambda n, v: checks.epoch_of_run(n, v, epochs), distinct=True
@@ -497,6 +605,10 @@ class Grid(Settings):
             object.__setattr__(self, name, value)
 
     def quick(self) -> Grid:
+        """The smoke build's variant: 60 epochs, two seeds, the teleport epochs in 1 … 29.
+
+        Each group keeps its first two teleport learning rates.
+        """
         # no teleport at epoch 0 in the smoke build: GL(n) diverges there (a result of the full build)
         return self.replace(
             epochs=60,
@@ -507,6 +619,7 @@ class Grid(Settings):
 
     @property
     def groups(self) -> tuple:
+        """The groups swept: the keys of ``teleport_lrs``."""
         return tuple(self.teleport_lrs)
 
     def points(self) -> list[tuple]:
@@ -524,8 +637,10 @@ SWEEP = Grid()
 
 @dataclass(frozen=True)
 class PerformanceSettings(Settings):
-    """The performance notebook (05): where it reads ``make bench``'s files, and the reduced benchmark it
-    runs when there are none (the report's own settings)."""
+    """The performance notebook (05): where it reads ``make bench``'s files, and its reduced benchmark.
+
+    The reduced benchmark runs when there are no files (the report's own settings).
+    """
 
     device: str = setting("cpu", checks.device_name)  # of the reduced benchmark ("cuda" needs a GPU)
     threads: int = setting(1, checks.count)  # torch CPU threads, as `make bench` (0: torch's default)
@@ -537,6 +652,7 @@ class PerformanceSettings(Settings):
     target_rounds: int = setting(7, _at_least(1))  # interleaved rounds of the reduced time-to-target measurement
 
     def quick(self) -> PerformanceSettings:
+        """The smoke build's variant: at most 10 epochs of the batched comparison."""
         return self.replace(batched_epochs=min(self.batched_epochs, 10))
 
 

@@ -24,10 +24,17 @@ CLAIMS = [*convex.ROWS, *regression.ROWS, *timing.ROWS, *level_set.ROWS, *schedu
 
 
 def check_claims(results: dict) -> list[dict]:
-    """One row per entry of :data:`CLAIMS`: ``claim``, ``source``, ``measured``, ``holds`` (and, for the
-    claims measured from wall-clock time, ``timing: True`` and ``sure``).
+    """Check every claim of :data:`CLAIMS` against the results, one row each.
 
-    ``results`` maps a notebook stem to its loaded results file, or to ``None`` when missing.
+    Args:
+        results: a notebook stem → its loaded results file, or ``None`` when missing.
+
+    Returns:
+        One row per claim: ``claim``, ``source``, ``measured``, ``holds`` (and, for the claims measured from
+        wall-clock time, ``timing: True`` and ``sure``).
+
+    Raises:
+        TypeError: ``results`` that is not a dict.
     """
     if not isinstance(results, dict):
         raise TypeError(f"Invalid results: expected a dict of notebook stem → results, got {type(results).__name__}")

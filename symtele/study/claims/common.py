@@ -17,21 +17,56 @@ LABELS = {"gd": "GD", "gd+posscale": "GD + teleport", "adagrad": "AdaGrad", "ada
 
 
 def verdict(all_ok: bool, any_ok: bool = False) -> str:
-    """``yes`` when the criterion holds everywhere, ``partly`` when it holds somewhere, else ``no``."""
+    """``yes`` when the criterion holds everywhere, ``partly`` when it holds somewhere, else ``no``.
+
+    Args:
+        all_ok: the criterion holds everywhere.
+        any_ok: it holds somewhere.
+
+    Returns:
+        The verdict word.
+    """
     return YES if all_ok else (PARTLY if any_ok else NO)
 
 
 def g(value) -> str:
-    """A number as the writeup prints it (shortest form, Unicode minus)."""
+    """A number as the writeup prints it (shortest form, Unicode minus).
+
+    Args:
+        value: the number.
+
+    Returns:
+        Its text.
+    """
     return f"{value:g}".replace("-", "−")
 
 
 def point(p) -> str:
+    """A point as the writeup prints it: ``(x, y)``, each coordinate as :func:`g` prints it.
+
+    Args:
+        p: the point's coordinates.
+
+    Returns:
+        Its text.
+    """
     return "(" + ", ".join(g(v) for v in p) + ")"
 
 
 def records_of(results, stem, problem=None) -> list[dict]:
-    """The records of a notebook (of one ``problem`` if given); ``LookupError`` if there are none."""
+    """The records of a notebook (of one ``problem`` if given).
+
+    Args:
+        results: the loaded results, ``{notebook stem: results file}``.
+        stem: the notebook.
+        problem: the records' ``problem``, or ``None`` for all.
+
+    Returns:
+        The records.
+
+    Raises:
+        LookupError: there are none.
+    """
     found = [r for r in results[stem]["records"] if problem is None or r.get("problem") == problem]
     if not found:
         raise LookupError(f"{stem} has no records{'' if problem is None else f' of {problem}'}")
@@ -39,7 +74,18 @@ def records_of(results, stem, problem=None) -> list[dict]:
 
 
 def one(records, method) -> dict:
-    """The first record of ``method``; ``LookupError`` naming it if there is none."""
+    """The first record of ``method``.
+
+    Args:
+        records: run records.
+        method: the method's name.
+
+    Returns:
+        The record.
+
+    Raises:
+        LookupError: naming ``method``, if no record has it.
+    """
     groups = by_method(records)
     if method not in groups:
         raise LookupError(f"no {method} run")
@@ -47,26 +93,63 @@ def one(records, method) -> dict:
 
 
 def after_teleport(plain, tele, key="loss") -> tuple[float, float]:
-    """Fractions of the epochs after ``tele``'s first teleport (the teleport's own epoch excluded: there the
-    loss is the one it kept) where ``tele``'s ``key`` is strictly below, and strictly above, ``plain``'s."""
+    """Fractions of the epochs after ``tele``'s first teleport where ``tele``'s ``key`` is below and above ``plain``'s.
+
+    Strictly below, and strictly above; the teleport's own epoch is excluded (there the loss is the one it
+    kept).
+
+    Args:
+        plain: the run without teleports (its ``key`` curve).
+        tele: the teleported run (its ``key`` curve and ``teleport_epochs``).
+        key: the curve compared.
+
+    Returns:
+        ``(below, above)``.
+    """
     first = tele["teleport_epochs"][0]
     shifted = {**tele, "teleport_epochs": [first + 1]}
     return below_and_above(plain, shifted, key)
 
 
 def share(fraction: float) -> str:
+    """A fraction as a whole percentage, ``"42%"``.
+
+    Args:
+        fraction: a number in ``[0, 1]``.
+
+    Returns:
+        Its text.
+    """
     return f"{100 * fraction:.0f}%"
 
 
 def rounds_text(agreeing: int, total: int) -> str:
-    """How sure a timing verdict is: in how many of the interleaved rounds its criterion held."""
+    """How sure a timing verdict is: in how many of the interleaved rounds its criterion held.
+
+    Args:
+        agreeing: the rounds that agree with the verdict.
+        total: the rounds.
+
+    Returns:
+        ``"<agreeing> of <total> rounds"``.
+    """
     return f"{agreeing} of {total} rounds"
 
 
 def cost_against_reference(ours: dict, ref: dict, most: float, factor: float) -> tuple[float, float, str, dict]:
-    """A cost claim from two cost records' ``wall_ratios``: the closed form at most ``most`` gradient
-    evaluations and the reference at least ``factor`` times it. Returns ``(ours, reference, verdict, extra)``;
-    ``extra`` marks the row as timed and says in how many interleaved rounds the verdict held."""
+    """A cost claim: the closed form at most ``most`` gradient evaluations, the reference ``factor`` times it or more.
+
+    Args:
+        ours: the closed form's cost record's ``wall_ratios`` (``grad_evals``, and per round
+            ``grad_evals_rounds``).
+        ref: the reference's, alike.
+        most: the closed form's largest cost that passes, in gradient evaluations.
+        factor: the smallest ratio of the reference's cost to the closed form's that passes.
+
+    Returns:
+        ``(ours, reference, verdict, extra)``: the two costs, the verdict, and ``extra``, which marks the row as
+        timed and says in how many interleaved rounds the verdict held.
+    """
     a, b = ours["grad_evals"], ref["grad_evals"]
     pairs = list(zip(ours.get("grad_evals_rounds") or [a], ref.get("grad_evals_rounds") or [b]))
     holds = a <= most and b >= factor * a

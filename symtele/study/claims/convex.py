@@ -11,8 +11,10 @@ STEM = "01_convex_so2"
 
 
 def _agreement(losses, printed) -> tuple[int, float]:
-    """How many values print as the reference does (within half a unit of its last digit), and the largest
-    relative difference."""
+    """How many values print as the reference does, and the largest relative difference.
+
+    A value agrees when it lies within half a unit of the printed value's last digit.
+    """
     agree = sum(abs(v - float(p)) <= published.tolerance(p) for v, p in zip(losses, printed))
     return agree, max(abs(v / float(p) - 1) for v, p in zip(losses, printed))
 
@@ -31,6 +33,17 @@ def _reproduces(method: str, printed):
 
 
 def steepest_point(results):
+    """The teleport lands where ‖∇f‖² is largest on the quadratic's level set: ``36 f``.
+
+    Args:
+        results: the loaded results, ``{notebook stem: results file}``.
+
+    Returns:
+        ``(measured, holds)``, as :mod:`~symtele.study.claims.common` says.
+
+    Raises:
+        LookupError: naming what the results lack that the claim needs.
+    """
     jump = one(records_of(results, STEM, "quadratic"), "gd+so2")["teleports"][0]
     most = 2 * published.QUADRATIC_CURVATURE  # on the level set f = c, ‖∇f‖² is at most 36c
     ratio = jump["grad_norm_sq_after"] / (most * jump["loss_after"])
@@ -41,6 +54,17 @@ def steepest_point(results):
 
 
 def contraction(results):
+    """After the teleport each GD step multiplies the quadratic's loss by the published rate.
+
+    Args:
+        results: the loaded results, ``{notebook stem: results file}``.
+
+    Returns:
+        ``(measured, holds)``, as :mod:`~symtele.study.claims.common` says.
+
+    Raises:
+        LookupError: naming what the results lack that the claim needs.
+    """
     record = one(records_of(results, STEM, "quadratic"), "gd+so2")
     start = record["teleport_epochs"][0]
     ratios = [b / a for a, b in zip(record["loss"][start:], record["loss"][start + 1 :])]
@@ -53,6 +77,17 @@ def contraction(results):
 
 
 def other_problems(results):
+    """The SO(2) teleport ends GD at a lower final loss on Booth and on Rosenbrock.
+
+    Args:
+        results: the loaded results, ``{notebook stem: results file}``.
+
+    Returns:
+        ``(measured, holds)``, as :mod:`~symtele.study.claims.common` says.
+
+    Raises:
+        LookupError: naming what the results lack that the claim needs.
+    """
     parts, wins = [], []
     for problem in ("booth", "rosenbrock"):
         records = records_of(results, STEM, problem)

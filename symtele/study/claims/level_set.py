@@ -36,6 +36,17 @@ def _figure_runs(results):
 
 
 def figure_gd_curve(results):
+    """GD's loss on Rosenbrock matches the values read off writeup Fig. 6, within the reading error.
+
+    Args:
+        results: the loaded results, ``{notebook stem: results file}``.
+
+    Returns:
+        ``(measured, holds)``, as :mod:`~symtele.study.claims.common` says.
+
+    Raises:
+        LookupError: naming what the results lack that the claim needs.
+    """
     loss = one(_figure_runs(results), "gd-ls")["loss"]
     gaps = {k: abs(loss[k] / v - 1) for k, v in published.ROSENBROCK_FIGURE_GD.items()}
     worst = max(gaps.values())
@@ -53,7 +64,17 @@ def _pair(records, optimizer, teleport="levelset"):
 
 
 def below_gd(results):
-    """ "The curves lie below GD's": the teleported loss strictly below at every epoch after the first teleport."""
+    """“The curves lie below GD's”: the teleported loss strictly below at every epoch after the first teleport.
+
+    Args:
+        results: the loaded results, ``{notebook stem: results file}``.
+
+    Returns:
+        ``(measured, holds)``, as :mod:`~symtele.study.claims.common` says.
+
+    Raises:
+        LookupError: naming what the results lack that the claim needs.
+    """
     parts, every, most = [], [], []
     for problem in ("booth", "rosenbrock"):
         records = _figure_runs(results) if problem == "rosenbrock" else records_of(results, STEM, problem)
@@ -72,6 +93,17 @@ def below_gd(results):
 
 
 def above_gd_gradient(results):
+    """The teleported run's ‖∇L‖² lies above GD's at every epoch after the first teleport.
+
+    Args:
+        results: the loaded results, ``{notebook stem: results file}``.
+
+    Returns:
+        ``(measured, holds)``, as :mod:`~symtele.study.claims.common` says.
+
+    Raises:
+        LookupError: naming what the results lack that the claim needs.
+    """
     parts, every, most = [], [], []
     for problem in ("booth", "rosenbrock"):
         records = _figure_runs(results) if problem == "rosenbrock" else records_of(results, STEM, problem)
@@ -91,6 +123,17 @@ def above_gd_gradient(results):
 
 
 def figure_teleported_run(results):
+    """The teleported run of writeup Fig. 6 falls below 1e-8 by the epoch the figure's does.
+
+    Args:
+        results: the loaded results, ``{notebook stem: results file}``.
+
+    Returns:
+        ``(measured, holds)``, as :mod:`~symtele.study.claims.common` says.
+
+    Raises:
+        LookupError: naming what the results lack that the claim needs.
+    """
     tele = one(_figure_runs(results), "gd-ls+levelset")
     end = epochs_to_reach(tele["loss"], 1e-8)
     jumps = "; ".join(
@@ -109,6 +152,17 @@ def figure_teleported_run(results):
 
 
 def fixed_step(results):
+    """With GD's fixed step on Rosenbrock, the teleported loss lies below GD's after the first teleport.
+
+    Args:
+        results: the loaded results, ``{notebook stem: results file}``.
+
+    Returns:
+        ``(measured, holds)``, as :mod:`~symtele.study.claims.common` says.
+
+    Raises:
+        LookupError: naming what the results lack that the claim needs.
+    """
     plain, tele = _pair(_figure_runs(results), "gd")
     below, _ = after_teleport(plain, tele)
     final_ok = _final(tele) < _final(plain)
@@ -121,8 +175,19 @@ def fixed_step(results):
 
 
 def guarantee(results):
-    """ "Never raise the loss and always steepen": every level-set teleport kept or lowered the loss *and*
-    raised ‖∇L‖²."""
+    """“Never raise the loss and always steepen”: every level-set teleport kept the loss and raised ‖∇L‖².
+
+    Kept means ``L ≤ L(w_k) + delta``: the loss stayed or was lowered.
+
+    Args:
+        results: the loaded results, ``{notebook stem: results file}``.
+
+    Returns:
+        ``(measured, holds)``, as :mod:`~symtele.study.claims.common` says.
+
+    Raises:
+        LookupError: naming what the results lack that the claim needs.
+    """
     teleports = [t for r in results[STEM]["records"] if r["method"].endswith("+levelset") for t in r["teleports"]]
     if not teleports:
         raise LookupError(f"{STEM} has no level-set teleports")
@@ -140,7 +205,17 @@ def guarantee(results):
 
 
 def newton(results):
-    """Writeup §2.3: at a KKT point of the teleport, ∇²L ∇L = λ ∇L; measured as the angle between them."""
+    """Writeup §2.3: at a KKT point of the teleport, ∇²L ∇L = λ ∇L; measured as the angle between them.
+
+    Args:
+        results: the loaded results, ``{notebook stem: results file}``.
+
+    Returns:
+        ``(measured, holds)``, as :mod:`~symtele.study.claims.common` says.
+
+    Raises:
+        LookupError: naming what the results lack that the claim needs.
+    """
     rows = {}
     for r in results[STEM]["records"]:
         if r["method"].endswith("+levelset"):
@@ -165,8 +240,19 @@ def newton(results):
 
 
 def same_budget(results):
-    """At every budget (gradients + Hessian-vector products) the teleported run has spent since its first
-    teleport, its loss against GD's after as many evaluations."""
+    """The teleported run's loss against GD's after as many gradients and Hessian-vector products.
+
+    At every budget the teleported run has spent since its first teleport.
+
+    Args:
+        results: the loaded results, ``{notebook stem: results file}``.
+
+    Returns:
+        ``(measured, holds)``, as :mod:`~symtele.study.claims.common` says.
+
+    Raises:
+        LookupError: naming what the results lack that the claim needs.
+    """
     records = records_of(results, STEM, "rosenbrock-same-budget")
     plain, tele = one(records, "gd-ls"), one(records, "gd-ls+levelset")
     spent, first = plain["evaluations"], tele["teleport_epochs"][0]
@@ -187,8 +273,20 @@ def same_budget(results):
 
 
 def comparable_to_symmetry(results):
-    """ "Comparable performance with symmetry teleportation": on the same problem, start and schedule, the
-    level-set run's final loss within a factor of 10 of the SO(2) run's, both below GD's."""
+    """“Comparable performance with symmetry teleportation”: final losses within a factor of 10, both below GD's.
+
+    On the same problem, start and schedule, the level-set run's final loss within a factor of 10 of the
+    SO(2) run's.
+
+    Args:
+        results: the loaded results, ``{notebook stem: results file}``.
+
+    Returns:
+        ``(measured, holds)``, as :mod:`~symtele.study.claims.common` says.
+
+    Raises:
+        LookupError: naming what the results lack that the claim needs.
+    """
     parts, ok = [], []
     for problem in ("booth", "rosenbrock"):
         records = records_of(results, STEM, problem)
@@ -210,6 +308,17 @@ def _mlp(results):
 
 
 def mlp_accelerates(results):
+    """On the Softplus MLP, GD + teleport reaches GD's final loss within half the epochs, every seed.
+
+    Args:
+        results: the loaded results, ``{notebook stem: results file}``.
+
+    Returns:
+        ``(measured, holds)``, as :mod:`~symtele.study.claims.common` says.
+
+    Raises:
+        LookupError: naming what the results lack that the claim needs.
+    """
     plain, tele = _mlp(results)
     n = len(plain[0]["loss"])
     epochs = [epochs_to_reach(t["loss"], p["loss"][-1]) for p, t in zip(plain, tele)]
@@ -223,6 +332,17 @@ def mlp_accelerates(results):
 
 
 def mlp_gradient(results):
+    """On the Softplus MLP, every teleport raised ‖∇L‖² and the mean ‖∇L‖² stays above GD's after it.
+
+    Args:
+        results: the loaded results, ``{notebook stem: results file}``.
+
+    Returns:
+        ``(measured, holds)``, as :mod:`~symtele.study.claims.common` says.
+
+    Raises:
+        LookupError: naming what the results lack that the claim needs.
+    """
     plain, tele = _mlp(results)
     mean_plain = {"grad_norm_sq": list(curve_stats(plain, "grad_norm_sq")[0])}
     mean_tele = {

@@ -29,6 +29,17 @@ def _writeup_run(results, problem):
 
 
 def per_seed(results):
+    """The final loss of every seed and method agrees with the reference to its four printed decimals.
+
+    Args:
+        results: the loaded results, ``{notebook stem: results file}``.
+
+    Returns:
+        ``(measured, holds)``, as :mod:`~symtele.study.claims.common` says.
+
+    Raises:
+        LookupError: naming what the results lack that the claim needs.
+    """
     groups = _writeup_run(results, "relu-mlp")
     agree, total, worst = 0, 0, 0.0
     for method, reference in published.RELU_FINAL.items():
@@ -42,6 +53,17 @@ def per_seed(results):
 
 
 def mean_std(results):
+    """The final losses' means and standard deviations over the seeds agree with the reference's.
+
+    Args:
+        results: the loaded results, ``{notebook stem: results file}``.
+
+    Returns:
+        ``(measured, holds)``, as :mod:`~symtele.study.claims.common` says.
+
+    Raises:
+        LookupError: naming what the results lack that the claim needs.
+    """
     groups = _writeup_run(results, "relu-mlp")
     text, gaps = [], []
     for method, (mean, std) in published.RELU_FINAL_MEAN_STD.items():
@@ -56,6 +78,17 @@ def mean_std(results):
 
 
 def epoch_mean(results):
+    """The mean loss at the reference's epoch agrees with its three printed decimals, for each method.
+
+    Args:
+        results: the loaded results, ``{notebook stem: results file}``.
+
+    Returns:
+        ``(measured, holds)``, as :mod:`~symtele.study.claims.common` says.
+
+    Raises:
+        LookupError: naming what the results lack that the claim needs.
+    """
     groups = _writeup_run(results, "relu-mlp")
     at = published.RELU_MEAN_EPOCH
     values = {m: curve_stats(groups[m])[0][at] for m in published.RELU_EPOCH_MEAN}
@@ -68,6 +101,17 @@ def epoch_mean(results):
 
 
 def epochs_to_target(results):
+    """The epochs each method takes to reach GD's final mean loss equal the reference's.
+
+    Args:
+        results: the loaded results, ``{notebook stem: results file}``.
+
+    Returns:
+        ``(measured, holds)``, as :mod:`~symtele.study.claims.common` says.
+
+    Raises:
+        LookupError: naming what the results lack that the claim needs.
+    """
     groups = _writeup_run(results, "relu-mlp")
     target = curve_stats(groups["gd"])[0][-1]
     epochs = {m: epochs_to_reach(curve_stats(groups[m])[0], target) for m in published.RELU_EPOCHS_TO_GD_FINAL}
@@ -80,8 +124,19 @@ def epochs_to_target(results):
 
 
 def same_epochs(results):
-    """ "A lower loss after the same number of epochs": the mean curve with the teleport lies strictly below
-    the one without at every epoch after the teleport."""
+    """“A lower loss after the same number of epochs”, with GD and with AdaGrad.
+
+    The mean curve with the teleport lies strictly below the one without at every epoch after the teleport.
+
+    Args:
+        results: the loaded results, ``{notebook stem: results file}``.
+
+    Returns:
+        ``(measured, holds)``, as :mod:`~symtele.study.claims.common` says.
+
+    Raises:
+        LookupError: naming what the results lack that the claim needs.
+    """
     groups = _writeup_run(results, "relu-mlp")
     parts, every, most = [], [], []
     for base in ("gd", "adagrad"):
@@ -107,6 +162,17 @@ def _leaky(results):
 
 
 def gln_reproduces(results):
+    """The GL(n) runs' final losses agree with the original code's (the losses after the teleport shown beside).
+
+    Args:
+        results: the loaded results, ``{notebook stem: results file}``.
+
+    Returns:
+        ``(measured, holds)``, as :mod:`~symtele.study.claims.common` says.
+
+    Raises:
+        LookupError: naming what the results lack that the claim needs.
+    """
     groups = _leaky(results)
     agree, total, parts = 0, 0, []
     for method, reference in published.GLN_FINAL.items():
@@ -133,6 +199,17 @@ def _teleports(records) -> list[dict]:
 
 
 def gln_not_exact(results):
+    """GL(n)'s relative loss change at the teleport is at least 1000× positive scaling's.
+
+    Args:
+        results: the loaded results, ``{notebook stem: results file}``.
+
+    Returns:
+        ``(measured, holds)``, as :mod:`~symtele.study.claims.common` says.
+
+    Raises:
+        LookupError: naming what the results lack that the claim needs.
+    """
     groups = _leaky(results)
     change = {
         m: np.mean(
@@ -174,6 +251,17 @@ def _best_sweep_points(results):
 
 
 def posscale_beats_gln(results):
+    """Positive scaling ends lower than GL(n), in the regression runs and at the sweep's best points.
+
+    Args:
+        results: the loaded results, ``{notebook stem: results file}``.
+
+    Returns:
+        ``(measured, holds)``, as :mod:`~symtele.study.claims.common` says.
+
+    Raises:
+        LookupError: naming what the results lack that the claim needs.
+    """
     groups = _leaky(results)
     parts, wins = [], []
     for base in ("gd", "adagrad"):

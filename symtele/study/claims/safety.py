@@ -1,5 +1,8 @@
-"""The claims about teleports in a minibatch loop with a fixed learning rate (notebook 09): whether accepting
-every teleport hurts, whether the look-ahead makes the Teleporter's defaults safe, and where teleports help."""
+"""The claims about teleports in a minibatch loop with a fixed learning rate (notebook 09).
+
+Whether accepting every teleport hurts, whether the look-ahead makes the Teleporter's defaults safe, and where
+teleports help.
+"""
 
 from __future__ import annotations
 
@@ -36,7 +39,17 @@ def _ratio_text(ratio) -> str:
 
 
 def always_hurts(results):
-    """With every teleport accepted, the mean final training loss is higher than without teleports."""
+    """With every teleport accepted, the mean final training loss is higher than without teleports.
+
+    Args:
+        results: the loaded results, ``{notebook stem: results file}``.
+
+    Returns:
+        ``(measured, holds)``, as :mod:`~symtele.study.claims.common` says.
+
+    Raises:
+        LookupError: naming what the results lack that the claim needs.
+    """
     rows = _rows(results, "always")
     worse = [row for row in rows if row["ratio"]["always"]["mean_ratio"] > 1]
     parts = [f"{_case(row)} ×{g(round(row['ratio']['always']['mean_ratio'], 2))}" for row in worse]
@@ -49,8 +62,20 @@ def always_hurts(results):
 
 
 def lookahead_safe(results):
-    """With the look-ahead (the Teleporter's defaults), the mean final training loss is at most ``MEAN_BOUND``
-    times the run without teleports in every case, and no seed's more than ``SEED_BOUND`` times its own."""
+    """With the look-ahead (the Teleporter's defaults), the final training loss is no worse than without teleports.
+
+    The mean final training loss is at most ``MEAN_BOUND`` times the run without teleports in every case, and
+    no seed's more than ``SEED_BOUND`` times its own.
+
+    Args:
+        results: the loaded results, ``{notebook stem: results file}``.
+
+    Returns:
+        ``(measured, holds)``, as :mod:`~symtele.study.claims.common` says.
+
+    Raises:
+        LookupError: naming what the results lack that the claim needs.
+    """
     rows = _rows(results, "lookahead")
     failed = []
     for row in rows:
@@ -75,8 +100,19 @@ def lookahead_safe(results):
 
 
 def lookahead_helps(results):
-    """Where the look-ahead's teleports lower the final training loss, by how much: the cases whose interval of
-    the per-seed ratio lies wholly below 1."""
+    """Where the look-ahead's teleports lower the final training loss, and by how much.
+
+    The cases whose interval of the per-seed ratio lies wholly below 1.
+
+    Args:
+        results: the loaded results, ``{notebook stem: results file}``.
+
+    Returns:
+        ``(measured, holds)``, as :mod:`~symtele.study.claims.common` says.
+
+    Raises:
+        LookupError: naming what the results lack that the claim needs.
+    """
     rows = _rows(results, "lookahead")
     if len(rows[0]["seeds"]) < 2:
         raise LookupError(f"{STEM} has one seed per case: no interval over seeds (run it with two or more)")

@@ -11,6 +11,17 @@ from .common import records_of, verdict
 
 
 def other_optimizers(results):
+    """Every torch optimiser ends at a lower final mean training loss with the teleport.
+
+    Args:
+        results: the loaded results, ``{notebook stem: results file}``.
+
+    Returns:
+        ``(measured, holds)``, as :mod:`~symtele.study.claims.common` says.
+
+    Raises:
+        LookupError: naming what the results lack that the claim needs.
+    """
     groups = by_method(records_of(results, "04_beyond_optimizers"))
     bases = [m for m in groups if "+" not in m]
     better = [m for m in bases if curve_stats(groups[m + "+posscale"])[0][-1] < curve_stats(groups[m])[0][-1]]
@@ -22,6 +33,17 @@ def other_optimizers(results):
 
 
 def single_teleport(results):
+    """Every positive-scale point of the sweep ends below its no-teleport baseline.
+
+    Args:
+        results: the loaded results, ``{notebook stem: results file}``.
+
+    Returns:
+        ``(measured, holds)``, as :mod:`~symtele.study.claims.common` says.
+
+    Raises:
+        LookupError: naming what the results lack that the claim needs.
+    """
     points = {}
     for r in records_of(results, "06_schedule_sweep"):
         if r.get("group") == "posscale":
