@@ -280,14 +280,15 @@ def hessian_diagonal(
 
     The estimate is unbiased (``E[z_i (Hz)_i] = H_ii``), with variance ``Σ_{j≠i} H_ij²`` per probe. With
     ``probes=0`` the diagonal is exact: ``e_iᵀ H e_i`` for every entry, one Hessian-vector product per
-    parameter entry (forward-over-reverse, ``chunk`` at a time under ``torch.func.vmap``): for small networks.
+    parameter entry: for small networks. The products are forward-over-reverse, ``chunk`` at a time under
+    ``torch.func.vmap``.
 
     Args:
         loss_of: the loss as a function of a dict of every parameter.
         params: ``w`` by name.
-        probes: the probes (one Hessian-vector product each, by double backpropagation); 0 for the exact diagonal.
+        probes: the probes (one Hessian-vector product each); 0 for the exact diagonal.
         seed: the seed of the probes.
-        chunk: basis vectors per batched product (exact diagonal only).
+        chunk: probes or basis vectors per batched product.
 
     Returns:
         The diagonal, by name, each the parameter's shape and dtype.
@@ -299,43 +300,38 @@ def hessian_diagonal(
     seed = checks.count("seed", seed)
     chunk = checks.count("chunk", chunk, minimum=1)
     params = {n: p.detach() for n, p in params.items()}
-    if probes == 0:
-        return _exact_diagonal(loss_of, params, chunk)
-    gen = torch.Generator().manual_seed(seed)
-    names = list(params)
-    total = {n: torch.zeros_like(p) for n, p in params.items()}
-    with torch.enable_grad():
-        leaves = {n: p.clone().requires_grad_(True) for n, p in params.items()}
-        grads = torch.autograd.grad(loss_of(leaves), [leaves[n] for n in names], create_graph=True)
-        for i in range(probes):
-            z = [(torch.randint(0, 2, p.shape, generator=gen) * 2 - 1).to(p) for p in params.values()]
-            dot = sum((g * v).sum() for g, v in zip(grads, z))
-            hz = torch.autograd.grad(dot, [leaves[n] for n in names], retain_graph=i < probes - 1)
-            for n, v, h in zip(names, z, hz):
-                total[n] += v * h.detach()
-    return {n: t / probes for n, t in total.items()}
-
-
-def _exact_diagonal(loss_of: LossOf, params: dict[str, torch.Tensor], chunk: int) -> dict[str, torch.Tensor]:
-    """``H_ii = e_iᵀ H e_i`` for every entry, by batched forward-over-reverse Hessian-vector products."""
     names = list(params)
     sizes = [params[n].numel() for n in names]
     first = params[names[0]]
+    total, rows = sum(sizes), torch.arange(chunk, device=first.device)
+    out = torch.zeros(total, dtype=first.dtype, device=first.device)
+    gen = torch.Generator().manual_seed(seed)
+    for start in range(0, total if probes == 0 else probes, chunk):
+        if probes == 0:  # the basis vectors e_i of this chunk: the diagonal entries themselves
+            index = torch.arange(start, min(total, start + chunk), device=first.device)
+            vectors = torch.zeros(len(index), total, dtype=first.dtype, device=first.device)
+            vectors[rows[: len(index)], index] = 1
+            out[index] = _hessian_vector_products(loss_of, params, vectors)[rows[: len(index)], index]
+        else:  # Rademacher probes z: the sum of z ⊙ Hz
+            count = min(probes, start + chunk) - start
+            vectors = (torch.randint(0, 2, (count, total), generator=gen) * 2 - 1).to(first)
+            out += (vectors * _hessian_vector_products(loss_of, params, vectors)).sum(0)
+    if probes:
+        out /= probes
+    return {n: v.view_as(params[n]).clone() for n, v in zip(names, out.split(sizes))}
 
-    def diagonal_rows(basis: torch.Tensor) -> torch.Tensor:
-        tangent = {n: v.view_as(params[n]) for n, v in zip(names, basis.split(sizes))}
+
+def _hessian_vector_products(loss_of: LossOf, params: dict[str, torch.Tensor], vectors: torch.Tensor) -> torch.Tensor:
+    """``H v`` for every row ``v`` of ``vectors`` (flat over ``params``), forward-over-reverse under ``vmap``."""
+    names = list(params)
+    sizes = [params[n].numel() for n in names]
+
+    def product(v: torch.Tensor) -> torch.Tensor:
+        tangent = {n: x.view_as(params[n]) for n, x in zip(names, v.split(sizes))}
         _, hv = torch.func.jvp(torch.func.grad(loss_of), (params,), (tangent,))
         return torch.cat([hv[n].reshape(-1) for n in names])
 
-    total = sum(sizes)
-    out = []
-    for start in range(0, total, chunk):
-        index = torch.arange(start, min(total, start + chunk), device=first.device)
-        basis = torch.zeros(len(index), total, dtype=first.dtype, device=first.device)
-        basis[torch.arange(len(index)), index] = 1
-        out.append(torch.func.vmap(diagonal_rows)(basis)[torch.arange(len(index)), index])
-    flat = torch.cat(out)
-    return {n: v.view_as(params[n]).clone() for n, v in zip(names, flat.split(sizes))}
+    return torch.func.vmap(product)(vectors)
 
 
 @dataclass
