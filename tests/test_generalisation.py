@@ -56,9 +56,7 @@ def _random_s(symmetry, seed: int = 3) -> torch.Tensor:
 @pytest.mark.parametrize("adaptive", [False, True])
 def test_sharpness_value_and_gradient_match_forward_mode(adaptive):
     _, loss_of, params, symmetry, _ = _tiny()
-    sharp = Sharpness(
-        loss_of, params, symmetry, directions=6, t_range=(0.2, 1.5), t_count=3, adaptive=adaptive, chunk=7
-    )
+    sharp = Sharpness(loss_of, params, symmetry, directions=6, t_range=(0.2, 1.5), t_count=3, adaptive=adaptive)
     s = _random_s(symmetry)
 
     def reference(s):
@@ -205,8 +203,9 @@ def test_teleport_decreases_sharpness_at_the_same_loss():
 
 @pytest.mark.xfail(
     strict=True,
-    reason="not reached: on the digits MLP the sampled sharpness has a local minimum about 0.7 of its starting "
-    "value along the rescalings (t in [0.5, 5]); the curvature's maximum is about 1.1 of its start",
+    reason="not reached: from the Adam-trained digits MLP the sampled sharpness (100 directions x 10 steps, t in "
+    "[0.5, 5]) stops at a stationary point 0.77 of its start along the rescalings, and the curvature at 1.09 of its "
+    "start",
 )
 def test_teleport_halves_sharpness_on_the_digits_mlp():
     model, batch = _digits_trained()

@@ -75,7 +75,7 @@ def module_loss(model: torch.nn.Module, loss_fn: Callable, inputs: torch.Tensor,
         targets: their targets.
 
     Returns:
-        The function of the parameters, usable under ``torch.func.vmap``.
+        The function of the parameters.
     """
 
     def loss_of(params: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -109,7 +109,8 @@ class Sharpness:
     """``φ(g_s·w)``, the mean loss at ``g_s·w + t_j d_k`` (adaptive: ``g_s·w + t_j |g_s·w| ⊙ d_k``).
 
     Args:
-        loss_of: the loss as a function of a dict of every parameter (:func:`module_loss`).
+        loss_of: the loss as a function of a dict of every parameter (:func:`module_loss`); called once per
+            perturbed point (a loop: on a CPU it is faster than ``torch.func.vmap``, and any module works).
         params: the parameters ``w`` by name.
         symmetry: the network's positive rescalings.
         directions: ``K``, the random directions.
@@ -117,7 +118,6 @@ class Sharpness:
         t_count: ``T``, the step sizes, evenly spaced over ``t_range`` (both ends included when ``T > 1``).
         adaptive: scale each direction entrywise by ``|g_s·w|``.
         seed: the seed of the directions.
-        chunk: perturbed points per batched (``torch.func.vmap``) loss evaluation.
 
     Raises:
         ValueError: a count below 1, a negative or reversed ``t_range``, a seed below 0.
@@ -131,7 +131,6 @@ class Sharpness:
     t_count: int = 10
     adaptive: bool = False
     seed: int = 0
-    chunk: int = 100
     _d: dict[str, torch.Tensor] = field(init=False, repr=False)
     _t: torch.Tensor = field(init=False, repr=False)
 
@@ -141,7 +140,6 @@ class Sharpness:
         self.t_count = checks.count("t_count", self.t_count, minimum=1)
         self.t_range = _t_range(self.t_range)
         self.seed = checks.count("seed", self.seed)
-        self.chunk = checks.count("chunk", self.chunk, minimum=1)
         self.params = {n: p.detach() for n, p in self.params.items()}
         gen = torch.Generator().manual_seed(self.seed)
         raw = {
@@ -163,23 +161,22 @@ class Sharpness:
             The mean loss over the ``K·T`` perturbed points, a scalar in the parameters' dtype.
         """
         base = act(self.symmetry, s, self.params)
+        return sum(self._direction(base, k) for k in range(self.directions)) / (self.directions * self.t_count)
+
+    def _direction(self, base: dict[str, torch.Tensor], k: int) -> torch.Tensor:
+        """The summed loss at ``base + t_j d_k`` (adaptive: ``base + t_j |base| ⊙ d_k``) over the step sizes."""
         total = 0
-        n = self.directions * self.t_count
-        ks = torch.arange(self.directions).repeat_interleave(self.t_count)
-        js = torch.arange(self.t_count).repeat(self.directions)
-        batched = torch.func.vmap(self.loss_of)
-        for start in range(0, n, self.chunk):
-            k, j = ks[start : start + self.chunk], js[start : start + self.chunk]
-            points = {}
-            for name, p in base.items():
-                t = self._t[j].view(-1, *[1] * p.dim())
-                step = self._d[name][k] * (p.abs() if self.adaptive else 1)
-                points[name] = p + t * step
-            total = total + batched(points).sum()
-        return total / n
+        for t in self._t:
+            total = total + self.loss_of(
+                {name: p + t * self._d[name][k] * (p.abs() if self.adaptive else 1) for name, p in base.items()}
+            )
+        return total
 
     def value_and_slope(self, s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``φ(g_s·w)`` and its gradient in ``s`` (autograd through the group action).
+
+        The gradient with respect to the moved parameters ``v = g_s·w`` is accumulated one direction at a time
+        (one direction's graph in memory), then carried to ``s`` by the chain rule through ``v = g_s·w``.
 
         Args:
             s: the log-scales.
@@ -187,11 +184,19 @@ class Sharpness:
         Returns:
             ``(value, slope)``, detached.
         """
+        n = self.directions * self.t_count
         with torch.enable_grad():
             s = s.detach().clone().requires_grad_(True)
-            value = self.value(s)
-            (slope,) = torch.autograd.grad(value, s)
-        return value.detach(), slope
+            moved = act(self.symmetry, s, self.params)
+            base = {name: p.detach().requires_grad_(True) for name, p in moved.items()}
+            value = 0
+            for k in range(self.directions):
+                part = self._direction(base, k) / n
+                part.backward()
+                value = value + part.detach()
+            acted = [name for name in moved if moved[name].requires_grad]
+            (slope,) = torch.autograd.grad([moved[a] for a in acted], s, [base[a].grad for a in acted])
+        return value, slope
 
 
 def _t_range(value) -> tuple[float, float]:
