@@ -100,8 +100,24 @@ def test_sharpness_directions_are_unit_and_seeded():
     assert torch.allclose(a._t, torch.linspace(0.1, 1.0, 10, dtype=torch.float64))
 
 
-def test_curvature_closed_form_matches_the_orbit_derivatives():
-    _, _, params, symmetry, _ = _tiny()
+def _tiny_cnn():
+    """A float64 CNN whose convolution kernels have axes no scale depends on (the closed forms sum over them)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(1, 3, 3, padding=1), nn.ReLU(), nn.Conv2d(3, 2, 3), nn.ReLU(), nn.Flatten(), nn.Linear(8, 3)
+    ).double()
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(6, 1, 4, 4, generator=gen, dtype=torch.float64)
+    y = torch.randint(0, 3, (6,), generator=gen)
+    symmetry = discover(model, x)
+    assert symmetry.n_scales == 5
+    params = {n: p.detach() for n, p in model.named_parameters()}
+    return model, module_loss(model, F.cross_entropy, x, y), params, symmetry, (x, y)
+
+
+@pytest.mark.parametrize("network", ["mlp", "cnn"])
+def test_curvature_closed_form_matches_the_orbit_derivatives(network):
+    _, _, params, symmetry, _ = _tiny() if network == "mlp" else _tiny_cnn()
     curvature = Curvature(params, symmetry, samples=8, seed=1)
     s = _random_s(symmetry)
 
@@ -142,8 +158,9 @@ def _exact_trace(loss_of, params, symmetry, s):
     return torch.func.hessian(loss_flat)(flat).diagonal().sum()
 
 
-def test_hessian_trace_closed_form_matches_the_exact_hessian():
-    _, loss_of, params, symmetry, _ = _tiny()
+@pytest.mark.parametrize("network", ["mlp", "cnn"])
+def test_hessian_trace_closed_form_matches_the_exact_hessian(network):
+    _, loss_of, params, symmetry, _ = _tiny() if network == "mlp" else _tiny_cnn()
     diagonal = hessian_diagonal(loss_of, params, probes=0, chunk=9)
     s = _random_s(symmetry)
     zero = torch.zeros_like(s)
