@@ -33,6 +33,7 @@ _EXPORTS = {
     "regression": ["MLPRegression", "regression_task"],
     "schedule": ["Schedule"],
     "tasks": ["accuracy", "digits_data", "digits_mlp", "softplus_mlp"],
+    "tasks_generalisation": ["mnist1d", "mnist_5k"],
     "teleports": [
         "GLn",
         "LevelSet",
@@ -49,6 +50,7 @@ _EXPORTS = {
         "make_teleport",
         "positive_scale_teleport",
         "so2_teleport",
+        "teleport_objective",
         "teleport_sequential",
     ],
     "optimizer_state": ["transport_state"],
@@ -74,6 +76,7 @@ if TYPE_CHECKING:  # for type checkers and editors: the same names, imported eag
     from .regression import MLPRegression, regression_task
     from .schedule import Schedule
     from .tasks import accuracy, digits_data, digits_mlp, softplus_mlp
+    from .tasks_generalisation import mnist1d, mnist_5k
     from .teleporter import Teleporter, teleport_model
     from .teleports import (
         SO2,
@@ -91,6 +94,7 @@ if TYPE_CHECKING:  # for type checkers and editors: the same names, imported eag
         make_teleport,
         positive_scale_teleport,
         so2_teleport,
+        teleport_objective,
         teleport_sequential,
     )
     from .training import method_name, train

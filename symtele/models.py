@@ -3,6 +3,7 @@
 They are defined here so that nothing needs torchvision (whose PyPI wheel is built against the CUDA torch).
 
 * :func:`digits_mlp_net`: a ReLU MLP for scikit-learn's 8×8 digits as 64 features;
+* :func:`leaky_mlp`: the bias-free LeakyReLU(0.1) MLPs of Zhao et al. (2024) (784-16-10-10 for MNIST);
 * :func:`digits_cnn`: a small CNN for the same digits as images;
 * :func:`digits_resnet`: a small ResNet for the same images (BasicBlocks with BatchNorm);
 * :func:`resnet18`: torchvision's ResNet-18 architecture with torchvision's module names (``conv1``,
@@ -33,6 +34,32 @@ def digits_mlp_net(hidden: tuple[int, ...] = (32, 32), inputs: int = 64, classes
     for a, b in zip(widths, widths[1:]):
         layers += [nn.Linear(a, b), nn.ReLU()]
     return nn.Sequential(*layers, nn.Linear(widths[-1], classes))
+
+
+def leaky_mlp(widths: tuple[int, ...] = (784, 16, 10, 10), negative_slope: float = 0.1) -> nn.Sequential:
+    """A bias-free LeakyReLU MLP, the network of Zhao et al. (2024)'s generalisation experiments.
+
+    ``Linear(w₀→w₁, bias=False) → LeakyReLU → … → Linear(w_{k−1}→w_k, bias=False)``.
+
+    Args:
+        widths: ``(inputs, hidden…, outputs)``, at least two entries (784-16-10-10 for MNIST; 40-16-10-10 is
+            the same shape for MNIST-1D).
+        negative_slope: LeakyReLU's slope for negative inputs.
+
+    Returns:
+        The network (initialised by torch's default, from the global random state).
+
+    Raises:
+        ValueError: fewer than two widths, or a width below 1.
+    """
+    if len(widths) < 2 or any(isinstance(w, bool) or not isinstance(w, int) or w < 1 for w in widths):
+        raise ValueError(f"Invalid widths: {widths!r} (need at least two positive integers)")
+    layers: list[nn.Module] = []
+    for i, (a, b) in enumerate(zip(widths, widths[1:])):
+        layers.append(nn.Linear(a, b, bias=False))
+        if i < len(widths) - 2:
+            layers.append(nn.LeakyReLU(negative_slope))
+    return nn.Sequential(*layers)
 
 
 def digits_cnn(channels: tuple[int, int] = (8, 16), hidden: int = 32, classes: int = 10) -> nn.Sequential:

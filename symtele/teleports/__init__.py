@@ -36,6 +36,7 @@ __getattr__, __dir__, __all__ = exports(
         "base": ["Teleport"],
         "discovery": ["discover"],
         "symmetry": ["Block", "Dropped", "Group", "PairGroup", "Symmetry", "Term"],
+        "generalisation": ["Curvature", "HessianTrace", "Sharpness", "hessian_diagonal", "teleport_objective"],
         "gln": ["GLn", "gln_teleport"],
         "level_set": ["LevelSet", "level_set_teleport"],
         "level_set_slp": ["LevelSetSLP", "level_set_slp_teleport"],
