@@ -18,8 +18,12 @@ energy, ``Σ_{i>k} s_i² ≤ ε Σ_i s_i²``, as ``V_k``, and project
 With ``ε = 0`` and fewer independent inputs than ``d_in + 1`` the projection is exact and, every layer's
 pre-activations being unchanged, so is every output on the batch, whatever the step; when the inputs span
 the whole space (``n ≥ d_in + 1`` rows in general position, as a transformer's ``B·T`` tokens do) only
-``ε > 0`` leaves a direction to move in, and the loss on the batch changes by an amount the record reports.
-Off the batch nothing is kept: :func:`held_out_loss_change` measures the loss change on other batches.
+``ε > 0`` leaves a direction to move in, and the loss on the batch changes by an amount the record reports;
+a step that changes it by more than ``max_loss_change`` (relative) is undone and ends the teleport. Off the
+batch nothing is kept: :func:`held_out_loss_change` measures the loss change on other batches.
+
+A layer's move in its null space changes ``‖∇L‖²`` only through the backward signal ``δ W`` it sends to the
+layers below it; the first Linear layer of an MLP (no trainable parameter below it) therefore never moves.
 
 Each of ``steps`` steps computes the gradient ``g = ∇L`` with its graph, then the ascent direction
 ``∇(½‖g‖²) = H g`` (one Hessian-vector product by double backpropagation) in the Linear weights, projects it
@@ -29,8 +33,9 @@ stay valid. Attention by ``F.scaled_dot_product_attention`` runs in its composit
 second derivative. A Linear layer whose weight is also used elsewhere (an ``lm_head`` tied to the token
 embedding) or frozen is left out, and the record says so.
 
-Cost: ``steps`` gradients with their graph and ``steps`` Hessian-vector products, plus one plain gradient
-at the end for the record; the record also gives the whole teleport's time in units of that gradient's.
+Cost: ``steps`` gradients with their graph and ``steps`` Hessian-vector products, one plain gradient at the
+teleported point (the record's values after), and one eigendecomposition of ``X̃ᵀ X̃`` per layer; the record
+also gives the whole teleport's time in units of that plain gradient's (one measurement, not a benchmark).
 """
 
 from __future__ import annotations
