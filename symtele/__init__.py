@@ -27,12 +27,14 @@ from .lazy import exports
 
 _EXPORTS = {
     "history": ["History", "TeleportRecord"],
+    "models_gpt": ["GPT", "GPTConfig", "next_token_loss"],
     "module_objective": ["ModuleObjective"],
     "objective": ["Objective", "grad_norm_sq"],
     "problems": ["BOOTH", "PROBLEMS_2D", "QUADRATIC", "ROSENBROCK", "Problem2D", "get_problem"],
     "regression": ["MLPRegression", "regression_task"],
     "schedule": ["Schedule"],
     "tasks": ["accuracy", "digits_data", "digits_mlp", "softplus_mlp"],
+    "text": ["BatchSampler", "CharCorpus", "char_corpus", "shakespeare_corpus"],
     "teleports": [
         "GLn",
         "LevelSet",

@@ -68,6 +68,7 @@ class GPTConfig:
     tie_weights: bool = False
 
     def __post_init__(self):
+        """Check every field (the errors of the class's ``Raises``)."""
         for name in ("vocab_size", "context", "n_layer", "n_head", "d_model", "mlp_ratio"):
             checks.count(name, getattr(self, name), minimum=1)
         if self.d_model % self.n_head:

@@ -36,6 +36,7 @@ __getattr__, __dir__, __all__ = exports(
         "gln": ["GLn", "gln_teleport"],
         "level_set": ["LevelSet", "level_set_teleport"],
         "level_set_slp": ["LevelSetSLP", "level_set_slp_teleport"],
+        "null_space": ["held_out_loss_change", "null_space_basis", "null_space_teleport"],
         "positive_scale": ["PositiveScale", "positive_scale_teleport", "teleport_sequential"],
         "positive_scale_reference": ["PositiveScaleReference", "positive_scale_teleport_reference"],
         "rescale": ["Rescale", "gradient_norm_reference", "rescale_teleport"],

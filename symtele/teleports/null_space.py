@@ -363,7 +363,8 @@ def _loss(model, loss_fn, params, inputs, targets) -> torch.Tensor:
     """``loss_fn(model(inputs), targets)`` at ``params``, checked to be a scalar tensor.
 
     ``F.scaled_dot_product_attention`` runs its composite (math) form, which has a second derivative (the
-    fused CPU and CUDA kernels have none)."""
+    fused CPU and CUDA kernels have none).
+    """
     with sdpa_kernel(SDPBackend.MATH):
         loss = loss_fn(functional_call(model, params, (inputs,)), targets)
     if not isinstance(loss, torch.Tensor) or loss.dim() != 0:
