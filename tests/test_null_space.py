@@ -95,11 +95,10 @@ def test_with_epsilon_the_pre_activations_move_within_the_bound():
         moved = (inputs[name] @ delta.T).norm()
         bound = torch.linalg.matrix_norm(delta, ord=2) * epsilon**0.5 * inputs[name].norm()
         assert 0 < moved <= bound * (1 + 1e-9)
-    assert null_space_teleport(net, F.cross_entropy, x, y, steps=1, lr=0.5, epsilon=0.0)[1].trace["free_dims"] == [
-        0,
-        0,
-        0,
-    ]
+    unmoved, record = null_space_teleport(net, F.cross_entropy, x, y, steps=3, lr=0.5, epsilon=0.0)
+    assert record.trace["free_dims"] == [0, 0, 0] and "no moved layer has a null space" in record.stopped
+    assert record.steps_taken == 0 and record.hvp_evals == 0 and record.grad_evals == 1
+    assert all(torch.equal(unmoved[n], p) for n, p in net.named_parameters())
 
 
 def test_null_space_basis_keeps_the_energy_asked_for():

@@ -123,8 +123,8 @@ def null_space_teleport(
     trace: dict[str, list] = {"loss": [], "grad_norm_sq": [], "dropped": dropped}
     bases: dict[str, torch.Tensor] = {}
     stopped, grad_evals, hvp_evals, forward_evals, gradient_s, previous = None, 0, 0, 0, None, params
+    last = steps  # the last step only evaluates the gradient at the teleported point (a plain one: it is timed)
     try:
-        # step `steps` only evaluates the gradient at the teleported point (a plain one: it times a gradient)
         for step in range(steps + 1):
             tick = time.perf_counter()
             current = {n: t.detach().requires_grad_(True) for n, t in params.items()}
@@ -134,6 +134,9 @@ def null_space_teleport(
                 if not math.isfinite(value):
                     raise ValueError(f"Invalid inputs: the loss on the teleport batch is not finite ({value})")
                 moved, bases = _null_spaces(model, moved, activations, hooks, dropped, epsilon)
+                if all(b.shape[1] == b.shape[0] for b in bases.values()):
+                    stopped = f"no moved layer has a null space on this batch at epsilon={epsilon:g}: nothing moved"
+                    last = 0
             else:
                 change = abs(value - trace["loss"][0]) / max(abs(trace["loss"][0]), 1e-30)
                 if not math.isfinite(value) or (max_loss_change is not None and change > max_loss_change):
@@ -143,7 +146,7 @@ def null_space_teleport(
                     )
                     params, forward_evals = previous, forward_evals + 1
                     break
-            grads = torch.autograd.grad(loss, [current[n] for n in names], create_graph=step < steps)
+            grads = torch.autograd.grad(loss, [current[n] for n in names], create_graph=step < last)
             grad_norm_sq = sum(g.pow(2).sum() for g in grads)
             grad_evals += 1
             if not math.isfinite(float(grad_norm_sq.detach())):
@@ -154,7 +157,7 @@ def null_space_teleport(
                 break
             trace["loss"].append(value)
             trace["grad_norm_sq"].append(float(grad_norm_sq.detach()))
-            if step == steps:
+            if step == last:
                 gradient_s = time.perf_counter() - tick
                 break
             ascent = iter(torch.autograd.grad(0.5 * grad_norm_sq, [current[n] for n in _moved_names(model, moved)]))
@@ -181,8 +184,6 @@ def null_space_teleport(
     steps_taken = len(trace["loss"]) - 1
     trace["layers"] = list(moved)
     trace["free_dims"] = [int(b.shape[0] - b.shape[1]) for b in bases.values()]
-    if not any(trace["free_dims"]):
-        stopped = f"no moved layer has a null space on this batch at epsilon={epsilon:g}: the point is unchanged"
     trace["gradient_s"] = gradient_s
     trace["cost_in_gradients"] = (end - start) / max(gradient_s, 1e-12)
     record = TeleportRecord(
