@@ -157,8 +157,8 @@ class Block(nn.Module):
 class GPT(nn.Module):
     """A decoder-only transformer: token ids ``(B, T)`` to next-token logits ``(B, T, vocab_size)``.
 
-    See the module's description for the layout and the initialisation. Calling the model checks its input
-    (a forward pre-hook, which ``torch.fx.symbolic_trace`` leaves out of the traced graph).
+    See the module's description for the layout and the initialisation. The forward checks its input when it is
+    a tensor (under ``torch.fx.symbolic_trace`` it is a ``Proxy``, and the traced graph has no check).
 
     Args:
         config: a :class:`GPTConfig`, or ``None`` to build one from ``options``.
@@ -186,7 +186,6 @@ class GPT(nn.Module):
         self._initialise()
         if config.tie_weights:
             self.lm_head.weight = self.wte.weight
-        self.register_forward_pre_hook(_check_tokens)
 
     def _initialise(self) -> None:
         residual_std = 0.02 / math.sqrt(2 * self.config.n_layer)
@@ -198,7 +197,14 @@ class GPT(nn.Module):
                 nn.init.zeros_(module.bias)
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
-        """Logits ``(B, T, vocab_size)`` of the token after each position of ``idx`` ``(B, T)``."""
+        """Logits ``(B, T, vocab_size)`` of the token after each position of ``idx`` ``(B, T)``.
+
+        Raises:
+            TypeError: ``idx`` is not an integer tensor.
+            ValueError: ``idx`` is not ``(B, T)`` with ``1 ≤ T ≤ context``, or has an id outside the vocabulary.
+        """
+        if isinstance(idx, torch.Tensor):
+            _check_tokens(idx, self.config)
         T = idx.size(1)
         pos = torch.arange(T, device=idx.device)
         x = self.wte(idx) + self.wpe(pos)
@@ -207,14 +213,10 @@ class GPT(nn.Module):
         return self.lm_head(self.ln_f(x))
 
 
-def _check_tokens(model: GPT, args) -> None:
-    """Raise unless the input is ``(B, T)`` integer tokens with ``1 ≤ T ≤ context`` and ids in the vocabulary."""
-    if len(args) != 1:
-        raise TypeError(f"Invalid inputs: GPT takes one tensor of token ids, got {len(args)} arguments")
-    (idx,) = args
-    if not isinstance(idx, torch.Tensor) or idx.is_floating_point() or idx.is_complex() or idx.dtype == torch.bool:
-        raise TypeError(f"Invalid idx: expected an integer tensor of token ids, got {getattr(idx, 'dtype', idx)!r}")
-    config = model.config
+def _check_tokens(idx: torch.Tensor, config: GPTConfig) -> None:
+    """Raise unless ``idx`` is ``(B, T)`` integer tokens with ``1 ≤ T ≤ context`` and ids in the vocabulary."""
+    if idx.is_floating_point() or idx.is_complex() or idx.dtype == torch.bool:
+        raise TypeError(f"Invalid idx: expected an integer tensor of token ids, got {idx.dtype}")
     if idx.dim() != 2 or not 1 <= idx.size(1) <= config.context:
         raise ValueError(
             f"Invalid idx: shape {tuple(idx.shape)} (expected (batch, T) with 1 <= T <= context = {config.context})"

@@ -196,3 +196,16 @@ def test_gpt_rejects_both_config_and_options():
 def test_gpt_rejects_bad_tokens(x, error, match):
     with pytest.raises(error, match=match):
         _gpt()(x)
+
+
+def test_gpt_input_check_stays_out_of_the_traced_graph_and_discovery_reads_it():
+    import symtele
+
+    model = _gpt()
+    traced = torch.fx.symbolic_trace(model)
+    assert not any("check" in str(n.target) for n in traced.graph.nodes)
+    x = torch.randint(0, 11, (2, 8), generator=torch.Generator().manual_seed(3))
+    symmetry = symtele.discover(model, x)
+    groups = {(g.producers, g.consumers) for g in symmetry.groups}
+    for block in ("blocks.0", "blocks.1"):
+        assert ((f"{block}.mlp.c_fc",), (f"{block}.mlp.c_proj",)) in groups  # the ReLU MLP's per-neuron scales
