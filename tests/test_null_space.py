@@ -170,6 +170,7 @@ def test_bad_arguments_raise_before_any_compute():
         ({"max_loss_change": -1.0}, ValueError, "max_loss_change"),
         ({"layers": ["1"]}, ValueError, "layers"),
         ({"layers": "0"}, TypeError, "layers"),
+        ({"layers": []}, ValueError, "layers"),
     ]
     for options, error, match in cases:
         with pytest.raises(error, match=match):

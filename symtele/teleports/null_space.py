@@ -96,8 +96,9 @@ def null_space_teleport(
     Raises:
         TypeError: ``model`` is not an ``nn.Module``, ``loss_fn`` is not callable, or it does not return a
             scalar tensor.
-        ValueError: a bad ``steps``, ``lr``, ``epsilon`` or ``layers`` (a name that is not a Linear submodule,
-            or no Linear layer left to move).
+        ValueError: a bad ``steps``, ``lr``, ``epsilon``, ``max_loss_change`` or ``layers`` (a name that is not
+            a Linear submodule, or no Linear layer left to move), or a loss or ``‖∇L‖²`` on the teleport batch
+            that is not finite at the start.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"Invalid model: expected an nn.Module, got {type(model).__name__}")
@@ -282,6 +283,8 @@ def _movable_layers(model: nn.Module, layers) -> tuple[list[str], list[dict]]:
     else:
         if isinstance(layers, str) or not isinstance(layers, Sequence):
             raise TypeError(f"Invalid layers: {layers!r} (expected a list of Linear submodule names)")
+        if not layers:
+            raise ValueError("Invalid layers: [] (name at least one nn.Linear submodule, or pass None for all)")
         missing = [name for name in layers if name not in linears]
         if missing:
             raise ValueError(f"Invalid layers: {missing} are not nn.Linear submodules (the model has {linears})")
