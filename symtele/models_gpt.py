@@ -91,22 +91,27 @@ class CausalSelfAttention(nn.Module):
         super().__init__()
         self.n_head = config.n_head
         self.d_model = config.d_model
+        self.d_head = config.d_model // config.n_head
+        self.scale = 1.0 / math.sqrt(self.d_head)  # a number, not a traced size: the fx graph multiplies by it
         self.explicit = config.attention == "explicit"
         self.c_attn = nn.Linear(config.d_model, 3 * config.d_model, bias=config.bias)
         self.c_proj = nn.Linear(config.d_model, config.d_model, bias=config.bias)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``(B, T, d_model) → (B, T, d_model)``; position ``t`` attends to positions ``≤ t`` only."""
+    def forward(self, x: torch.Tensor, future: torch.Tensor) -> torch.Tensor:
+        """``(B, T, d_model) → (B, T, d_model)``; position ``t`` attends to positions ``≤ t`` only.
+
+        Args:
+            x: the block's normalised input.
+            future: ``(T, T)`` boolean, true where the key's position is after the query's (the explicit form
+                masks these scores; the ``sdpa`` form does the same by ``is_causal=True`` and ignores it).
+        """
         B, T, C = x.size()
         q, k, v = self.c_attn(x).split(self.d_model, dim=2)
-        d_head = C // self.n_head
-        q = q.view(B, T, self.n_head, d_head).transpose(1, 2)
-        k = k.view(B, T, self.n_head, d_head).transpose(1, 2)
-        v = v.view(B, T, self.n_head, d_head).transpose(1, 2)
+        q = q.view(B, T, self.n_head, self.d_head).transpose(1, 2)
+        k = k.view(B, T, self.n_head, self.d_head).transpose(1, 2)
+        v = v.view(B, T, self.n_head, self.d_head).transpose(1, 2)
         if self.explicit:
-            scores = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(k.size(-1)))
-            position = torch.arange(T, device=x.device)
-            future = position.unsqueeze(0) > position.unsqueeze(1)
+            scores = (q @ k.transpose(-2, -1)) * self.scale
             scores = scores.masked_fill(future, float("-inf"))
             y = F.softmax(scores, dim=-1) @ v
         else:
@@ -148,9 +153,9 @@ class Block(nn.Module):
         self.ln_2 = nn.LayerNorm(config.d_model, bias=config.bias)
         self.mlp = MLP(config)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``(B, T, d_model) → (B, T, d_model)``."""
-        x = x + self.attn(self.ln_1(x))
+    def forward(self, x: torch.Tensor, future: torch.Tensor) -> torch.Tensor:
+        """``(B, T, d_model) → (B, T, d_model)``; ``future`` is the causal mask (see :class:`CausalSelfAttention`)."""
+        x = x + self.attn(self.ln_1(x), future)
         return x + self.mlp(self.ln_2(x))
 
 
@@ -208,8 +213,11 @@ class GPT(nn.Module):
         T = idx.size(1)
         pos = torch.arange(T, device=idx.device)
         x = self.wte(idx) + self.wpe(pos)
+        # the causal mask from the input's length (not from an activation's, so that a traced graph does not
+        # make the mask depend on a layer's output)
+        future = pos.unsqueeze(0) > pos.unsqueeze(1)
         for block in self.blocks:
-            x = block(x)
+            x = block(x, future)
         return self.lm_head(self.ln_f(x))
 
 
