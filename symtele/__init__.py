@@ -27,6 +27,7 @@ from .lazy import exports
 
 _EXPORTS = {
     "history": ["History", "TeleportRecord"],
+    "models_gpt": ["GPT", "GPTConfig", "next_token_loss"],
     "module_objective": ["ModuleObjective"],
     "objective": ["Objective", "grad_norm_sq"],
     "problems": ["BOOTH", "PROBLEMS_2D", "QUADRATIC", "ROSENBROCK", "Problem2D", "get_problem"],
@@ -34,6 +35,7 @@ _EXPORTS = {
     "schedule": ["Schedule"],
     "tasks": ["accuracy", "digits_data", "digits_mlp", "softplus_mlp"],
     "tasks_generalisation": ["mnist1d", "mnist_5k"],
+    "text": ["BatchSampler", "CharCorpus", "char_corpus", "shakespeare_corpus"],
     "teleports": [
         "GLn",
         "LevelSet",
@@ -69,6 +71,7 @@ __getattr__, __dir__, __all__ = exports(__name__, _EXPORTS, _RENAMED)
 
 if TYPE_CHECKING:  # for type checkers and editors: the same names, imported eagerly
     from .history import History, TeleportRecord
+    from .models_gpt import GPT, GPTConfig, next_token_loss
     from .module_objective import ModuleObjective
     from .objective import Objective, grad_norm_sq
     from .optimizer_state import transport_state
@@ -97,6 +100,7 @@ if TYPE_CHECKING:  # for type checkers and editors: the same names, imported eag
         teleport_objective,
         teleport_sequential,
     )
+    from .text import BatchSampler, CharCorpus, char_corpus, shakespeare_corpus
     from .training import method_name, train
 
 __version__ = "0.1.0"

@@ -39,6 +39,7 @@ __getattr__, __dir__, __all__ = exports(
         "generalisation": ["Curvature", "HessianTrace", "Sharpness", "hessian_diagonal", "teleport_objective"],
         "gln": ["GLn", "gln_teleport"],
         "level_set": ["LevelSet", "level_set_teleport"],
+        "null_space": ["held_out_loss_change", "null_space_basis", "null_space_teleport"],
         "level_set_slp": ["LevelSetSLP", "level_set_slp_teleport"],
         "positive_scale": ["PositiveScale", "PositiveScaleReference", "positive_scale_teleport", "teleport_sequential"],
         "rescale": ["Rescale", "gradient_norm_reference", "reference_teleport", "rescale_teleport"],
