@@ -570,6 +570,7 @@ class PositiveScale(Teleport):
     loss_rtol: float | None = None
 
     def __post_init__(self):
+        """Check the fields and store them normalised (raising as the class docstring says)."""
         self._set(
             lr=checks.positive("lr", self.lr),
             steps=checks.count("steps", self.steps),

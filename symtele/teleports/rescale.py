@@ -205,6 +205,7 @@ class Rescale(Teleport):
     loss_rtol: float | None = None
 
     def __post_init__(self):
+        """Check the fields and store them normalised (raising as the class docstring says)."""
         self._set(
             steps=checks.count("steps", self.steps),
             max_log_step=checks.positive("max_log_step", self.max_log_step),
