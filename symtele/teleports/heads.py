@@ -1,5 +1,7 @@
-"""Attention heads found in a ``torch.fx`` graph: their query–key and value–output matrix groups
-(:class:`~symtele.teleports.symmetry.PairGroup`, the math is in :mod:`~symtele.teleports.symmetry`).
+"""Attention heads found in a ``torch.fx`` graph: their query–key and value–output matrix groups.
+
+The groups are :class:`~symtele.teleports.symmetry.PairGroup` objects; the math is in
+:mod:`~symtele.teleports.symmetry`.
 
 Three forms are recognised:
 
@@ -124,8 +126,11 @@ def _leading(rows: torch.Tensor) -> str | None:
 
 
 def _pairs(left: torch.Tensor, right: torch.Tensor) -> tuple[list, str]:
-    """The heads of a product over the last axis: ``left[..., 0, :]`` against ``right[..., 0, :]`` along the
-    broadcast leading axes, each distinct pairing one head (``(pairs, "")``, or ``([], why)``)."""
+    """The heads of a product over the last axis.
+
+    ``left[..., 0, :]`` against ``right[..., 0, :]`` along the broadcast leading axes, each distinct pairing one
+    head (``(pairs, "")``, or ``([], why)``).
+    """
     for side in (left, right):
         why = _leading(side)
         if why:
@@ -178,6 +183,13 @@ class HeadWalk:
 
     # ---- bookkeeping ----------------------------------------------------------------------------------
     def note(self, value: _Rows, use: tuple) -> None:
+        """Record that every row ``value`` holds reaches ``use``.
+
+        Args:
+            value: rows of a projection.
+            use: ``(role, where)``: ``"q"``, ``"k"``, ``"v"``, ``"o"`` with the attention's site, or ``"other"``
+                with a description.
+        """
         for r in _distinct(value.rows):
             self.row_uses.setdefault((value.weight, r), []).append(use)
 
@@ -195,8 +207,17 @@ class HeadWalk:
                 self.lost.setdefault(node, self.lost[arg])
 
     def lost_operands(self, node: fx.Node, operands: dict[str, object]) -> set[str]:
-        """Drop the groups of an attention whose operands are lost (made from projections by an operation that
-        is not followed), with the reason; the kinds dropped (``"qk"``, ``"vo"``)."""
+        """Drop the groups of an attention whose operands are lost, with the reason.
+
+        An operand is lost when it is made from projections by an operation that is not followed.
+
+        Args:
+            node: the attention's node.
+            operands: its operands by role (``"queries"``, ``"keys"``, ``"values"``).
+
+        Returns:
+            The kinds dropped (``"qk"``, ``"vo"``).
+        """
         lost = {role: self.lost[x] for role, x in operands.items() if isinstance(x, fx.Node) and x in self.lost}
         out = set()
         scope = self.site_name(node, _Rows("", None, torch.zeros(0))).rpartition(":")[0]
@@ -218,15 +239,41 @@ class HeadWalk:
         return [] if value is None else value if isinstance(value, list) else [value]
 
     def site_name(self, node: fx.Node, value: _Rows) -> str:
+        """The name of the attention at ``node``: ``"<module>:<node>"``.
+
+        Args:
+            node: the attention's node.
+            value: one of its operands; its projection's module names the attention when the node has no
+                module stack.
+
+        Returns:
+            The site's name (the node's name alone when no module is known).
+        """
         stack = node.meta.get("nn_module_stack") or {}
         projection = value.weight.rpartition(".")[0]  # the module of the projection, then the one holding it
         scope = next(reversed(stack.values()))[0] if stack else projection.rpartition(".")[0] or projection
         return f"{scope}:{node.name}" if scope else node.name
 
     def param(self, tensor) -> str | None:
+        """The model's name of ``tensor`` if it is one of its parameters.
+
+        Args:
+            tensor: any object.
+
+        Returns:
+            The parameter's name, or ``None``.
+        """
         return self.names.get(id(tensor)) if isinstance(tensor, torch.Tensor) else None
 
     def attr(self, node) -> torch.Tensor | None:
+        """The tensor a ``get_attr`` node fetches.
+
+        Args:
+            node: a graph node (or any argument of one).
+
+        Returns:
+            The attribute (``None`` if absent), or ``None`` for any other node or object.
+        """
         if not isinstance(node, fx.Node) or node.op != "get_attr":
             return None
         owner, _, name = str(node.target).rpartition(".")
@@ -234,6 +281,13 @@ class HeadWalk:
 
     # ---- the walk -------------------------------------------------------------------------------------
     def run(self) -> HeadWalk:
+        """Walk the graph's nodes in order, then make the groups (:meth:`finish`).
+
+        An operation where following the rows fails ends its rows, with the error as the reason.
+
+        Returns:
+            This walk, with ``groups`` and ``dropped``.
+        """
         for node in self.gm.graph.nodes:
             if node.op in ("call_module", "call_function", "call_method"):
                 try:
@@ -246,6 +300,11 @@ class HeadWalk:
         return self
 
     def call(self, node: fx.Node) -> None:
+        """Handle one call: an attention module, a linear layer, an attention product, or a followed operation.
+
+        Args:
+            node: a ``call_module``, ``call_function`` or ``call_method`` node.
+        """
         module = self.gm.get_submodule(node.target) if node.op == "call_module" else None
         if isinstance(module, ATTENTION_MODULES):
             self.other(node, f"{node.target} ({type(module).__name__})")
@@ -316,6 +375,14 @@ class HeadWalk:
         self.values[node] = _Rows(wname, bname, torch.arange(shape[-1]).expand(*shape))
 
     def output_projection(self, node, value: _Rows, wname: str, wshape: tuple) -> None:
+        """A linear layer reading an attention's output: record its column of each value row.
+
+        Args:
+            node: the linear layer's node.
+            value: the attention's output rows.
+            wname: the layer's weight's name.
+            wshape: the weight's shape.
+        """
         rows = value.rows
         free = all(_free(rows, i) for i in range(rows.dim() - 1))
         if not free or rows.shape[-1] != wshape[1]:
@@ -329,6 +396,12 @@ class HeadWalk:
         self.reads.setdefault(value.site, []).append((wname, columns))
 
     def sdpa(self, node: fx.Node, lost: set[str]) -> None:
+        """``F.scaled_dot_product_attention``: its scores (queries and keys) and its values.
+
+        Args:
+            node: the call's node.
+            lost: the kinds (``"qk"``, ``"vo"``) already dropped for lost operands.
+        """
         try:
             bound = SDPA.bind(*node.args, **node.kwargs)
         except TypeError:
@@ -352,6 +425,11 @@ class HeadWalk:
             self.apply(node, site, v)
 
     def matmul(self, node: fx.Node) -> None:
+        """A matrix product: attention scores of two projections, or attention weights applied to values.
+
+        Args:
+            node: the product's node.
+        """
         left, right = (self.values.get(a) if isinstance(a, fx.Node) else None for a in node.args[:2])
         if len(node.args) != 2 or node.kwargs or not all(isinstance(t, _Rows) or t is None for t in (left, right)):
             self.other(node, "a product the attention rules do not know")
@@ -478,6 +556,13 @@ class HeadWalk:
                 self.module_group(group)
 
     def module_group(self, group: PairGroup) -> None:
+        """Rename ``group``'s blocks to the model's parameter names and keep it if :meth:`check` allows.
+
+        A block whose tensor is not a parameter of the model drops the group, with the reason.
+
+        Args:
+            group: a group of an ``nn.MultiheadAttention``, its blocks named from the graph's root.
+        """
         blocks = []
         for b in group.blocks:
             owner, _, attr = b.param.rpartition(".")
