@@ -194,14 +194,23 @@ class HeadWalk:
             self.row_uses.setdefault((value.weight, r), []).append(use)
 
     def other(self, node: fx.Node, what: str) -> None:
-        """Every followed input of ``node`` reaches ``what``: not an attention use (its output is lost)."""
+        """Every followed input of ``node`` reaches ``what``: not an attention use (its output is lost).
+
+        Args:
+            node: the node its inputs reach.
+            what: a description of the use, for the reasons of groups dropped.
+        """
         for arg in node.all_input_nodes:
             for value in self._listed(self.values.get(arg)):
                 self.note(value, ("other", f"{what} at {node.name}"))
                 self.lost.setdefault(node, f"{what} at {node.name}")
 
     def lose(self, node: fx.Node) -> None:
-        """``node`` is made from a lost value: lost too (for the reason an attention after it gives)."""
+        """``node`` is made from a lost value: lost too (for the reason an attention after it gives).
+
+        Args:
+            node: a node none of whose inputs is followed.
+        """
         for arg in node.all_input_nodes:
             if arg in self.lost:
                 self.lost.setdefault(node, self.lost[arg])
@@ -352,7 +361,12 @@ class HeadWalk:
             self.follow(node, name)
 
     def linear(self, node: fx.Node, module: nn.Module | None) -> None:
-        """A source of rows (its output), and maybe an attention's output projection (its input)."""
+        """A source of rows (its output), and maybe an attention's output projection (its input).
+
+        Args:
+            node: an ``nn.Linear`` call or an ``F.linear`` call.
+            module: the ``nn.Linear``, or ``None`` for ``F.linear``.
+        """
         if module is not None:
             x, weight, bias = node.args[0] if node.args else node.kwargs.get("input"), module.weight, module.bias
             wname, bname = self.param(weight), self.param(bias)
@@ -441,7 +455,14 @@ class HeadWalk:
             self.other(node, "a product with an untracked matrix on the right, or with an attention's output")
 
     def scores(self, node: fx.Node, site: str, q: _Rows | None, k: _Rows | None) -> None:
-        """``q kᵀ`` per head (``k`` with its feature axis last)."""
+        """``q kᵀ`` per head (``k`` with its feature axis last).
+
+        Args:
+            node: the scores' node.
+            site: the attention's name.
+            q: the queries' rows (``None``: not from a projection).
+            k: the keys' rows (``None``: not from a projection).
+        """
         if q is None or k is None:
             self.other(node, "attention scores whose other operand is no projection")
             return
@@ -456,7 +477,13 @@ class HeadWalk:
         self.note(k, ("k", site))
 
     def apply(self, node: fx.Node, site: str, v: _Rows) -> None:
-        """``attn · v`` per head: the output carries ``v``'s rows, to be read by the output projection."""
+        """``attn · v`` per head: the output carries ``v``'s rows, to be read by the output projection.
+
+        Args:
+            node: the product's node.
+            site: the attention's name.
+            v: the values' rows.
+        """
         shape, why = _shape(node), _leading(v.rows)
         heads = []
         if not why and shape is not None and len(shape) == v.rows.dim():
@@ -476,7 +503,12 @@ class HeadWalk:
             self.values[node] = _Rows(v.weight, v.bias, out, site)
 
     def follow(self, node: fx.Node, name: str) -> None:
-        """A reshape, a split or a scaling by a number: the rows go along; anything else ends them."""
+        """A reshape, a split or a scaling by a number: the rows go along; anything else ends them.
+
+        Args:
+            node: the operation's node.
+            name: the operation's name (the method's, or the function's ``__name__``).
+        """
         out = self._followed(node, name)
         if out is None:
             self.other(node, f"`{name}` (the rows are followed only through {FOLLOWED})")
@@ -542,7 +574,12 @@ class HeadWalk:
         return None
 
     def attention_module(self, target: str, module: nn.Module) -> None:
-        """The groups of every ``nn.MultiheadAttention`` in a leaf module (see the module's docstring)."""
+        """The groups of every ``nn.MultiheadAttention`` in a leaf module (see the module's docstring).
+
+        Args:
+            target: the module's path in the graph.
+            module: the module (an attention or transformer module of :data:`ATTENTION_MODULES`).
+        """
         for sub, m in module.named_modules():
             if not isinstance(m, nn.MultiheadAttention):
                 continue
@@ -575,7 +612,11 @@ class HeadWalk:
 
     # ---- the groups -----------------------------------------------------------------------------------
     def check(self, group: PairGroup) -> None:
-        """Keep ``group`` if each of its parameters is used once in the graph, else drop it with the reason."""
+        """Keep ``group`` if each of its parameters is used once in the graph, else drop it with the reason.
+
+        Args:
+            group: the group found.
+        """
         why = self.reused(group.params)
         if why:
             self.dropped.append(Dropped(group.name, why))
@@ -583,7 +624,14 @@ class HeadWalk:
             self.groups.append(group)
 
     def reused(self, params) -> str:
-        """Why one of ``params`` (names) is used more than once in the graph, or ``""``."""
+        """Why one of ``params`` is used more than once in the graph.
+
+        Args:
+            params: parameter names.
+
+        Returns:
+            The reason, naming the parameter and its users, or ``""``.
+        """
         for name in params:
             pid = next((pid for pid, n in self.names.items() if n == name), None)
             who = self.uses.get(pid, [])
@@ -635,7 +683,16 @@ class HeadWalk:
                 self.check(PairGroup(layer, kind, head, d, tuple(blocks)))
 
     def stray(self, weight: str, rows, allowed: set) -> str:
-        """Why some of ``rows`` of ``weight`` reach more than the ``allowed`` uses (each once), or ``""``."""
+        """Why some of ``rows`` of ``weight`` reach more than the ``allowed`` uses (each once).
+
+        Args:
+            weight: the projection's weight's name.
+            rows: its rows the group moves.
+            allowed: the uses ``(role, site)`` each row must reach, once each, and nothing else.
+
+        Returns:
+            The reason (the first row that strays), or ``""``.
+        """
         for r in rows:
             uses = self.row_uses.get((weight, r), [])
             extra = [u for u in uses if u not in allowed]
