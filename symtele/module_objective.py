@@ -23,7 +23,20 @@ from .teleports.symmetry import Symmetry
 
 
 class ModuleObjective(Objective):
-    """``L(θ) = loss_fn(model_θ(inputs), targets)`` over the module's parameters."""
+    """``L(θ) = loss_fn(model_θ(inputs), targets)`` over the module's parameters.
+
+    Args:
+        model: the network; its parameters, in the order of ``model.parameters()``, are ``θ``. It is evaluated
+            at the given parameters without being mutated (:meth:`write_back` copies them in).
+        loss_fn: called as ``loss_fn(outputs, targets)``.
+        inputs: the inputs the loss is evaluated on (finite floating-point).
+        targets: the targets given to ``loss_fn`` (checked finite when floating-point).
+
+    Raises:
+        TypeError: ``model`` is not an ``nn.Module``, ``loss_fn`` is not callable, or ``inputs`` (or floating-point
+            ``targets``) is not a floating-point tensor.
+        ValueError: ``inputs`` or floating-point ``targets`` has a nan or inf entry.
+    """
 
     def __init__(self, model: nn.Module, loss_fn: Callable, inputs: torch.Tensor, targets: torch.Tensor):
         if not isinstance(model, nn.Module):
@@ -39,8 +52,9 @@ class ModuleObjective(Objective):
         self.layers = _linear_sequence(model)
 
     def symmetry(self, params=None) -> Symmetry:
-        """The module's positive rescalings, found once per model and input shape
-        (:func:`~symtele.teleports.rescale.symmetry_of`); terms name parameters as :attr:`names` does.
+        """The module's positive rescalings, found once per model and input shape.
+
+        Found by :func:`~symtele.teleports.rescale.symmetry_of`; terms name parameters as :attr:`names` does.
 
         Args:
             params: unused (the module states its structure); accepted so that every objective with a
@@ -55,9 +69,22 @@ class ModuleObjective(Objective):
         return symmetry_of(self.model, self.inputs)
 
     def initial_params(self) -> list[torch.Tensor]:
+        """The module's current parameters, detached copies in the order of ``model.parameters()``.
+
+        Returns:
+            One tensor per parameter.
+        """
         return [p.detach().clone() for p in self.model.parameters()]
 
     def check_params(self, params) -> None:
+        """Raise unless ``params`` has one tensor of the right shape per parameter of the module.
+
+        Args:
+            params: the parameter tensors, in the order of ``model.parameters()``.
+
+        Raises:
+            ValueError: the number of tensors differs from the module's, or a shape differs (naming the parameter).
+        """
         own = list(self.model.parameters())
         if len(params) != len(own):
             raise ValueError(f"Invalid params: {len(params)} tensors for a model with {len(own)} parameters")
@@ -66,6 +93,15 @@ class ModuleObjective(Objective):
                 raise ValueError(f"Invalid params for {name}: shape {tuple(p.shape)}, the model has {tuple(q.shape)}")
 
     def output(self, params, inputs=None) -> torch.Tensor:
+        """The module's output at ``params``, without mutating it.
+
+        Args:
+            params: the parameter tensors, in the order of ``model.parameters()``.
+            inputs: the inputs; ``None`` for the objective's own.
+
+        Returns:
+            ``model_θ(inputs)``.
+        """
         inputs = self.inputs if inputs is None else inputs
         if self.layers is None:
             return torch.func.functional_call(self.model, dict(zip(self.names, params)), (inputs,))
@@ -78,18 +114,33 @@ class ModuleObjective(Objective):
         return h
 
     def loss(self, params) -> torch.Tensor:
+        """``loss_fn(model_θ(inputs), targets)`` at ``params``.
+
+        Args:
+            params: the parameter tensors, in the order of ``model.parameters()``.
+
+        Returns:
+            The loss, as ``loss_fn`` returns it.
+        """
         return self.loss_fn(self.output(params), self.targets)
 
     def write_back(self, params) -> None:
-        """Copy ``params`` into the module's parameters in place."""
+        """Copy ``params`` into the module's parameters in place.
+
+        Args:
+            params: the parameter tensors, in the order of ``model.parameters()``.
+        """
         with torch.no_grad():
             for p, new in zip(self.model.parameters(), params):
                 p.copy_(new)
 
 
 def _linear_sequence(model: nn.Module) -> list[nn.Module] | None:
-    """The layers of an ``nn.Sequential`` in which only plain ``nn.Linear`` layers hold parameters or
-    buffers (weight before bias, the order of ``parameters()``); ``None`` for any other module."""
+    """The layers of ``model`` if it can be evaluated layer by layer with ``F.linear``, else ``None``.
+
+    That is an ``nn.Sequential`` in which only plain ``nn.Linear`` layers hold parameters or buffers (weight
+    before bias, the order of ``parameters()``); ``None`` for any other module.
+    """
     if type(model) is not nn.Sequential:
         return None
     layers = list(model)

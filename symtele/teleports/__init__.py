@@ -61,8 +61,18 @@ TELEPORTS = {
 
 
 def make_teleport(name: str, **options):
-    """A teleport by its name (a key of :data:`TELEPORTS`: ``so2``, ``posscale``, ``gln``, ``levelset``, ...)
-    and its options."""
+    """A teleport object by its name and its options.
+
+    Args:
+        name: a key of :data:`TELEPORTS` (``so2``, ``posscale``, ``gln``, ``levelset``, ...).
+        **options: the teleport's hyper-parameters, passed to its class (checked there).
+
+    Returns:
+        The :class:`~symtele.teleports.base.Teleport` of that name, built from ``options``.
+
+    Raises:
+        ValueError: ``name`` is not a key of :data:`TELEPORTS`.
+    """
     checks.choice("teleport", name, TELEPORTS)
     module, _, cls = TELEPORTS[name].partition(":")
     return getattr(import_module(f"{__name__}.{module}"), cls)(**options)

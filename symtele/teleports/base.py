@@ -21,9 +21,31 @@ class Teleport:
     name = "teleport"
 
     def check(self, objective, params) -> None:
-        """Raise ``TypeError``/``ValueError`` if this teleport cannot act on ``objective``."""
+        """Raise ``TypeError``/``ValueError`` if this teleport cannot act on ``objective``.
+
+        The base class accepts every objective; a group that cannot act on some overrides this.
+
+        Args:
+            objective: the objective the training loop will teleport.
+            params: the parameters it will teleport.
+        """
 
     def __call__(self, objective, params, grads, loss):
+        """Teleport ``params`` along the group.
+
+        Args:
+            objective: the objective whose loss the group keeps.
+            params: the current parameters.
+            grads: the gradient of the loss at ``params``.
+            loss: the loss at ``params``.
+
+        Returns:
+            ``(params, grads, loss, record)``: the teleported point, the gradient and loss there, and a
+            :class:`~symtele.history.TeleportRecord` of what the teleport did.
+
+        Raises:
+            NotImplementedError: always, in the base class; each group overrides it.
+        """
         raise NotImplementedError
 
     def _set(self, **values) -> None:

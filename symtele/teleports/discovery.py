@@ -77,7 +77,8 @@ from .verification import verify as verify_symmetry
 class _Units:
     """Scale variables with a union–find: units joined must share a scale; unit 0 is "fixed at 1".
 
-    No path compression, so a fixed unit's chain still leads to the unit that was fixed, and to why."""
+    No path compression, so a fixed unit's chain still leads to the unit that was fixed, and to why.
+    """
 
     def __init__(self):
         self.parent = [0]
@@ -121,7 +122,8 @@ class _Weight:
 
     ``role`` is ``"plain"`` (the tensor itself: produced and read), ``"magnitude"`` (a weight-normalised
     weight's magnitude ``g`` along ``axis``: it may be divided per output channel, its input channels not
-    rescaled) or ``"refused"`` (``why`` says why); ``None`` for an absent bias."""
+    rescaled) or ``"refused"`` (``why`` says why); ``None`` for an absent bias.
+    """
 
     param: torch.Tensor | None
     role: str
@@ -131,8 +133,11 @@ class _Weight:
 
 # ---- the walk -----------------------------------------------------------------------------------------------
 class _Discovery:
-    """What the walks of one model's graphs (train and eval mode) share: the scales, the terms, who produces
-    and reads which units, and the pins (applied at the end, the most telling reason first)."""
+    """What the walks of one model's graphs (train and eval mode) share.
+
+    The scales, the terms, who produces and reads which units, and the pins (applied at the end, the most
+    telling reason first).
+    """
 
     def __init__(self, names: dict[int, str], params: dict[int, torch.Tensor], kinds: dict[str, str]):
         self.names, self.params, self.kinds = names, params, kinds
@@ -213,8 +218,10 @@ class _Walk:
         return name
 
     def produce(self, layer: str, pid: int, units: torch.Tensor, label: str | None = None, shape=None) -> None:
-        """``param`` produces ``units`` (divided by their scales), laid out as ``shape`` (default: the
-        parameter's first axis, or the units as they are)."""
+        """``param`` produces ``units`` (divided by their scales).
+
+        The units are laid out as ``shape`` (default: the parameter's first axis, or the units as they are).
+        """
         param = self.d.params[pid]
         if shape is None:
             shape = (-1, *([1] * (param.dim() - 1))) if param.dim() > 0 else ()
@@ -279,8 +286,10 @@ class _Walk:
         return getattr(self.gm.get_submodule(owner) if owner else self.gm, name)
 
     def layer(self, node, x, weight: _Weight, bias: _Weight | None, kind: str, groups: int) -> None:
-        """A linear layer (``kind`` ``linear``, ``conv`` or ``transpose``) reading ``x``: its weight reads the
-        input's units (multiplied), its weight and bias produce new ones (divided)."""
+        """A linear layer (``kind`` ``linear``, ``conv`` or ``transpose``) reading ``x``.
+
+        Its weight reads the input's units (multiplied), its weight and bias produce new ones (divided).
+        """
         name = self.label(node)
         layer = str(node.target) if node.op == "call_module" else name
         module = self.gm.get_submodule(node.target) if node.op == "call_module" else None
@@ -452,8 +461,11 @@ def _in_scope(node, path: str) -> bool:
 
 # ---- discover -----------------------------------------------------------------------------------------------
 def _copy(model: nn.Module, double: bool) -> nn.Module:
-    """A deep copy (in float64 if ``double``); tensors a hook computes (``weight`` of the old ``weight_norm`` or
-    of ``prune``) are copied detached, the hook recomputes them."""
+    """A deep copy of ``model`` (in float64 if ``double``).
+
+    Tensors a hook computes (``weight`` of the old ``weight_norm`` or of ``prune``) are copied detached, the
+    hook recomputes them.
+    """
     memo = {}
     for m in model.modules():
         for value in vars(m).values():
@@ -555,8 +567,11 @@ def _prepare(base: nn.Module, example: torch.Tensor, modes, double: bool):
 
 @contextlib.contextmanager
 def _one_thread(cpu: bool):
-    """Discovery's forward passes are small (one example batch): on the CPU one thread runs them fastest, and
-    steadily on a busy machine (many short parallel regions wait on a second thread); restored after."""
+    """Run with one torch thread when ``cpu``; the thread count is restored after.
+
+    Discovery's forward passes are small (one example batch): on the CPU one thread runs them fastest, and
+    steadily on a busy machine (many short parallel regions wait on a second thread).
+    """
     threads = torch.get_num_threads()
     if cpu:
         torch.set_num_threads(1)
@@ -567,8 +582,10 @@ def _one_thread(cpu: bool):
 
 
 def _walk(work, graphs, names, params, kinds) -> Symmetry:
-    """Walk every graph, pin what the graphs do not show (shared and frozen parameters, hooks), and number the
-    scales."""
+    """Walk every graph, pin what the graphs do not show, and number the scales.
+
+    What the graphs do not show: shared and frozen parameters, and hooks.
+    """
     d = _Discovery(names, params, kinds)
     walks = []
     for gm in graphs:
@@ -616,8 +633,11 @@ def _walk(work, graphs, names, params, kinds) -> Symmetry:
 
 
 def _pair_groups(work, graphs, walks, names, params) -> tuple[list[PairGroup], list[Dropped]]:
-    """The attention heads' matrix groups found in every graph (:mod:`~symtele.teleports.heads`), without those
-    whose parameters are frozen or under a hook; the others dropped with the reason."""
+    """The attention heads' matrix groups found in every graph (:mod:`~symtele.teleports.heads`).
+
+    A group found in one of the graphs only, or whose parameters are frozen or under a hook, is left out and
+    dropped with the reason.
+    """
     found = [find_heads(gm, names, walk.uses) for gm, walk in zip(graphs, walks)]
     dropped = list(dict.fromkeys(d for f in found for d in f.dropped))
     gone = {d.layer for d in dropped}

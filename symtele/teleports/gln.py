@@ -43,9 +43,11 @@ from .base import Teleport
 
 
 def _act_pairs(objective: MLPRegression, weights, ts, pairs, inputs=None):
-    """Apply ``I + T`` to every listed pair ``(W_m, W_{m+1})``, first layer first, each pair acting on the
-    weights the previous one left; pair ``m``'s input is ``inputs[i]`` if given, else the activations of
-    those weights."""
+    """Apply ``I + T`` to every listed pair ``(W_m, W_{m+1})``, first layer first.
+
+    Each pair acts on the weights the previous one left; pair ``m``'s input is ``inputs[i]`` if given, else
+    the activations of those weights.
+    """
     out = list(weights)
     for i, (m, t) in enumerate(zip(pairs, ts)):
         h = objective.hidden(out, m) if inputs is None else inputs[i]
@@ -59,10 +61,25 @@ def _act_pairs(objective: MLPRegression, weights, ts, pairs, inputs=None):
 def gln_teleport(objective: MLPRegression, weights: Sequence[torch.Tensor], **options):
     """Teleport ``weights`` by gradient ascent on ``‖∇L‖²`` over GL(k) for each pair of layers.
 
-    ``options`` are the fields of :class:`GLn`: ``lr``, ``steps``, ``pairs`` (the indices ``m`` of the
-    pairs ``(W_m, W_{m+1})`` to act on; default: all) and ``hidden`` (``"start"`` or ``"updated"``: the
-    inputs a pair uses when a step is applied). Returns ``(weights, grads, loss, record)``.
-    A step that produces non-finite weights is rejected and the teleport stops at the last finite point.
+    A step that produces non-finite weights (or whose pseudo-inverse fails on them) is rejected and the
+    teleport stops at the last finite point.
+
+    Args:
+        objective: the LeakyReLU MLP regression (``negative_slope > 0``).
+        weights: its weights ``W_0, W_1, …`` (at least two), finite.
+        **options: the fields of :class:`GLn`: ``lr``, ``steps``, ``pairs`` (the indices ``m`` of the pairs
+            ``(W_m, W_{m+1})`` to act on, taken modulo the number of pairs; default: all) and ``hidden``
+            (``"start"`` or ``"updated"``: the inputs a pair uses when a step is applied).
+
+    Returns:
+        ``(weights, grads, loss, record)``: the teleported weights, the gradient and loss there, and the
+        :class:`~symtele.history.TeleportRecord`.
+
+    Raises:
+        TypeError: ``objective`` is not an :class:`~symtele.regression.MLPRegression`, ``weights`` are not
+            floating-point tensors, or an option has the wrong type.
+        ValueError: an option out of range, ``negative_slope ≤ 0``, non-finite ``weights``, weights that do not
+            fit the objective, or fewer than two of them.
     """
     o = GLn(**options)
     o.check(objective, weights)
@@ -117,10 +134,24 @@ def gln_teleport(objective: MLPRegression, weights: Sequence[torch.Tensor], **op
 
 @dataclass(frozen=True)
 class GLn(Teleport):
-    """The GL(n) teleport of Zhao et al. (2022) on LeakyReLU MLPs (approximately loss-preserving):
-    ``steps`` ascent steps of size ``lr`` on every pair of layers, or on the listed ``pairs``; ``hidden``
-    says which inputs a pair uses when a step is applied (``"start"``, the original code's, or
-    ``"updated"``; see the module's docstring). Its method name is ``gln``, or ``gln-updated``."""
+    """The GL(n) teleport of Zhao et al. (2022) on LeakyReLU MLPs (approximately loss-preserving).
+
+    ``steps`` ascent steps of size ``lr`` on every pair of layers, or on the listed ``pairs``. Its method name
+    is ``gln``, or ``gln-updated``.
+
+    Args:
+        lr: the step size ``T = lr · ∂‖∇L‖²/∂T`` (positive).
+        steps: the number of ascent steps (``≥ 0``).
+        pairs: the indices ``m`` of the pairs ``(W_m, W_{m+1})`` to act on (non-negative integers, taken
+            modulo the number of pairs); ``None`` for all.
+        hidden: which inputs a pair uses when a step is applied: ``"start"`` (the original code's) or
+            ``"updated"`` (see the module's docstring).
+
+    Raises:
+        TypeError: ``lr``, ``steps`` or an entry of ``pairs`` of the wrong type, or ``pairs`` not a sequence.
+        ValueError: ``lr ≤ 0`` or not finite, a negative ``steps`` or entry of ``pairs``, an empty ``pairs``,
+            or another ``hidden``.
+    """
 
     lr: float = 1e-7
     steps: int = 8
@@ -128,15 +159,27 @@ class GLn(Teleport):
     hidden: str = "start"
 
     def __post_init__(self):
+        """Check the fields and store them normalised (raising as the class docstring says)."""
         pairs = None if self.pairs is None else checks.sequence("pairs", list(self.pairs), checks.count)
         checks.choice("hidden", self.hidden, ("start", "updated"))
         self._set(lr=checks.positive("lr", self.lr), steps=checks.count("steps", self.steps), pairs=pairs)
 
     @property
     def name(self) -> str:
+        """The method name: ``gln`` (``hidden="start"``) or ``gln-updated``."""
         return "gln" if self.hidden == "start" else "gln-updated"
 
     def check(self, objective, params):
+        """Raise unless ``objective`` is a LeakyReLU MLP regression with an invertible activation.
+
+        Args:
+            objective: the objective to teleport.
+            params: its weights (not inspected).
+
+        Raises:
+            TypeError: ``objective`` is not an :class:`~symtele.regression.MLPRegression`.
+            ValueError: its ``negative_slope ≤ 0``.
+        """
         if not isinstance(objective, MLPRegression):
             raise TypeError(f"Invalid teleport: GL(n) acts on MLPRegression only, not on {type(objective).__name__}")
         if objective.negative_slope <= 0:
@@ -146,4 +189,15 @@ class GLn(Teleport):
             )
 
     def __call__(self, objective, params, grads, loss):
+        """Teleport ``params`` with :func:`gln_teleport` and this object's options.
+
+        Args:
+            objective: the LeakyReLU MLP regression.
+            params: its weights.
+            grads: the gradient at ``params`` (unused: recomputed).
+            loss: the loss at ``params`` (unused: recomputed).
+
+        Returns:
+            ``(params, grads, loss, record)``, as :func:`gln_teleport`.
+        """
         return gln_teleport(objective, params, lr=self.lr, steps=self.steps, pairs=self.pairs, hidden=self.hidden)

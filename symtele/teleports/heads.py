@@ -1,5 +1,7 @@
-"""Attention heads found in a ``torch.fx`` graph: their query–key and value–output matrix groups
-(:class:`~symtele.teleports.symmetry.PairGroup`, the math is in :mod:`~symtele.teleports.symmetry`).
+"""Attention heads found in a ``torch.fx`` graph: their query–key and value–output matrix groups.
+
+The groups are :class:`~symtele.teleports.symmetry.PairGroup` objects; the math is in
+:mod:`~symtele.teleports.symmetry`.
 
 Three forms are recognised:
 
@@ -124,8 +126,11 @@ def _leading(rows: torch.Tensor) -> str | None:
 
 
 def _pairs(left: torch.Tensor, right: torch.Tensor) -> tuple[list, str]:
-    """The heads of a product over the last axis: ``left[..., 0, :]`` against ``right[..., 0, :]`` along the
-    broadcast leading axes, each distinct pairing one head (``(pairs, "")``, or ``([], why)``)."""
+    """The heads of a product over the last axis.
+
+    ``left[..., 0, :]`` against ``right[..., 0, :]`` along the broadcast leading axes, each distinct pairing one
+    head (``(pairs, "")``, or ``([], why)``).
+    """
     for side in (left, right):
         why = _leading(side)
         if why:
@@ -178,25 +183,50 @@ class HeadWalk:
 
     # ---- bookkeeping ----------------------------------------------------------------------------------
     def note(self, value: _Rows, use: tuple) -> None:
+        """Record that every row ``value`` holds reaches ``use``.
+
+        Args:
+            value: rows of a projection.
+            use: ``(role, where)``: ``"q"``, ``"k"``, ``"v"``, ``"o"`` with the attention's site, or ``"other"``
+                with a description.
+        """
         for r in _distinct(value.rows):
             self.row_uses.setdefault((value.weight, r), []).append(use)
 
     def other(self, node: fx.Node, what: str) -> None:
-        """Every followed input of ``node`` reaches ``what``: not an attention use (its output is lost)."""
+        """Every followed input of ``node`` reaches ``what``: not an attention use (its output is lost).
+
+        Args:
+            node: the node its inputs reach.
+            what: a description of the use, for the reasons of groups dropped.
+        """
         for arg in node.all_input_nodes:
             for value in self._listed(self.values.get(arg)):
                 self.note(value, ("other", f"{what} at {node.name}"))
                 self.lost.setdefault(node, f"{what} at {node.name}")
 
     def lose(self, node: fx.Node) -> None:
-        """``node`` is made from a lost value: lost too (for the reason an attention after it gives)."""
+        """``node`` is made from a lost value: lost too (for the reason an attention after it gives).
+
+        Args:
+            node: a node none of whose inputs is followed.
+        """
         for arg in node.all_input_nodes:
             if arg in self.lost:
                 self.lost.setdefault(node, self.lost[arg])
 
     def lost_operands(self, node: fx.Node, operands: dict[str, object]) -> set[str]:
-        """Drop the groups of an attention whose operands are lost (made from projections by an operation that
-        is not followed), with the reason; the kinds dropped (``"qk"``, ``"vo"``)."""
+        """Drop the groups of an attention whose operands are lost, with the reason.
+
+        An operand is lost when it is made from projections by an operation that is not followed.
+
+        Args:
+            node: the attention's node.
+            operands: its operands by role (``"queries"``, ``"keys"``, ``"values"``).
+
+        Returns:
+            The kinds dropped (``"qk"``, ``"vo"``).
+        """
         lost = {role: self.lost[x] for role, x in operands.items() if isinstance(x, fx.Node) and x in self.lost}
         out = set()
         scope = self.site_name(node, _Rows("", None, torch.zeros(0))).rpartition(":")[0]
@@ -218,15 +248,41 @@ class HeadWalk:
         return [] if value is None else value if isinstance(value, list) else [value]
 
     def site_name(self, node: fx.Node, value: _Rows) -> str:
+        """The name of the attention at ``node``: ``"<module>:<node>"``.
+
+        Args:
+            node: the attention's node.
+            value: one of its operands; its projection's module names the attention when the node has no
+                module stack.
+
+        Returns:
+            The site's name (the node's name alone when no module is known).
+        """
         stack = node.meta.get("nn_module_stack") or {}
         projection = value.weight.rpartition(".")[0]  # the module of the projection, then the one holding it
         scope = next(reversed(stack.values()))[0] if stack else projection.rpartition(".")[0] or projection
         return f"{scope}:{node.name}" if scope else node.name
 
     def param(self, tensor) -> str | None:
+        """The model's name of ``tensor`` if it is one of its parameters.
+
+        Args:
+            tensor: any object.
+
+        Returns:
+            The parameter's name, or ``None``.
+        """
         return self.names.get(id(tensor)) if isinstance(tensor, torch.Tensor) else None
 
     def attr(self, node) -> torch.Tensor | None:
+        """The tensor a ``get_attr`` node fetches.
+
+        Args:
+            node: a graph node (or any argument of one).
+
+        Returns:
+            The attribute (``None`` if absent), or ``None`` for any other node or object.
+        """
         if not isinstance(node, fx.Node) or node.op != "get_attr":
             return None
         owner, _, name = str(node.target).rpartition(".")
@@ -234,6 +290,13 @@ class HeadWalk:
 
     # ---- the walk -------------------------------------------------------------------------------------
     def run(self) -> HeadWalk:
+        """Walk the graph's nodes in order, then make the groups (:meth:`finish`).
+
+        An operation where following the rows fails ends its rows, with the error as the reason.
+
+        Returns:
+            This walk, with ``groups`` and ``dropped``.
+        """
         for node in self.gm.graph.nodes:
             if node.op in ("call_module", "call_function", "call_method"):
                 try:
@@ -246,6 +309,11 @@ class HeadWalk:
         return self
 
     def call(self, node: fx.Node) -> None:
+        """Handle one call: an attention module, a linear layer, an attention product, or a followed operation.
+
+        Args:
+            node: a ``call_module``, ``call_function`` or ``call_method`` node.
+        """
         module = self.gm.get_submodule(node.target) if node.op == "call_module" else None
         if isinstance(module, ATTENTION_MODULES):
             self.other(node, f"{node.target} ({type(module).__name__})")
@@ -293,7 +361,12 @@ class HeadWalk:
             self.follow(node, name)
 
     def linear(self, node: fx.Node, module: nn.Module | None) -> None:
-        """A source of rows (its output), and maybe an attention's output projection (its input)."""
+        """A source of rows (its output), and maybe an attention's output projection (its input).
+
+        Args:
+            node: an ``nn.Linear`` call or an ``F.linear`` call.
+            module: the ``nn.Linear``, or ``None`` for ``F.linear``.
+        """
         if module is not None:
             x, weight, bias = node.args[0] if node.args else node.kwargs.get("input"), module.weight, module.bias
             wname, bname = self.param(weight), self.param(bias)
@@ -316,6 +389,14 @@ class HeadWalk:
         self.values[node] = _Rows(wname, bname, torch.arange(shape[-1]).expand(*shape))
 
     def output_projection(self, node, value: _Rows, wname: str, wshape: tuple) -> None:
+        """A linear layer reading an attention's output: record its column of each value row.
+
+        Args:
+            node: the linear layer's node.
+            value: the attention's output rows.
+            wname: the layer's weight's name.
+            wshape: the weight's shape.
+        """
         rows = value.rows
         free = all(_free(rows, i) for i in range(rows.dim() - 1))
         if not free or rows.shape[-1] != wshape[1]:
@@ -329,6 +410,12 @@ class HeadWalk:
         self.reads.setdefault(value.site, []).append((wname, columns))
 
     def sdpa(self, node: fx.Node, lost: set[str]) -> None:
+        """``F.scaled_dot_product_attention``: its scores (queries and keys) and its values.
+
+        Args:
+            node: the call's node.
+            lost: the kinds (``"qk"``, ``"vo"``) already dropped for lost operands.
+        """
         try:
             bound = SDPA.bind(*node.args, **node.kwargs)
         except TypeError:
@@ -352,6 +439,11 @@ class HeadWalk:
             self.apply(node, site, v)
 
     def matmul(self, node: fx.Node) -> None:
+        """A matrix product: attention scores of two projections, or attention weights applied to values.
+
+        Args:
+            node: the product's node.
+        """
         left, right = (self.values.get(a) if isinstance(a, fx.Node) else None for a in node.args[:2])
         if len(node.args) != 2 or node.kwargs or not all(isinstance(t, _Rows) or t is None for t in (left, right)):
             self.other(node, "a product the attention rules do not know")
@@ -363,7 +455,14 @@ class HeadWalk:
             self.other(node, "a product with an untracked matrix on the right, or with an attention's output")
 
     def scores(self, node: fx.Node, site: str, q: _Rows | None, k: _Rows | None) -> None:
-        """``q kᵀ`` per head (``k`` with its feature axis last)."""
+        """``q kᵀ`` per head (``k`` with its feature axis last).
+
+        Args:
+            node: the scores' node.
+            site: the attention's name.
+            q: the queries' rows (``None``: not from a projection).
+            k: the keys' rows (``None``: not from a projection).
+        """
         if q is None or k is None:
             self.other(node, "attention scores whose other operand is no projection")
             return
@@ -378,7 +477,13 @@ class HeadWalk:
         self.note(k, ("k", site))
 
     def apply(self, node: fx.Node, site: str, v: _Rows) -> None:
-        """``attn · v`` per head: the output carries ``v``'s rows, to be read by the output projection."""
+        """``attn · v`` per head: the output carries ``v``'s rows, to be read by the output projection.
+
+        Args:
+            node: the product's node.
+            site: the attention's name.
+            v: the values' rows.
+        """
         shape, why = _shape(node), _leading(v.rows)
         heads = []
         if not why and shape is not None and len(shape) == v.rows.dim():
@@ -398,7 +503,12 @@ class HeadWalk:
             self.values[node] = _Rows(v.weight, v.bias, out, site)
 
     def follow(self, node: fx.Node, name: str) -> None:
-        """A reshape, a split or a scaling by a number: the rows go along; anything else ends them."""
+        """A reshape, a split or a scaling by a number: the rows go along; anything else ends them.
+
+        Args:
+            node: the operation's node.
+            name: the operation's name (the method's, or the function's ``__name__``).
+        """
         out = self._followed(node, name)
         if out is None:
             self.other(node, f"`{name}` (the rows are followed only through {FOLLOWED})")
@@ -464,7 +574,12 @@ class HeadWalk:
         return None
 
     def attention_module(self, target: str, module: nn.Module) -> None:
-        """The groups of every ``nn.MultiheadAttention`` in a leaf module (see the module's docstring)."""
+        """The groups of every ``nn.MultiheadAttention`` in a leaf module (see the module's docstring).
+
+        Args:
+            target: the module's path in the graph.
+            module: the module (an attention or transformer module of :data:`ATTENTION_MODULES`).
+        """
         for sub, m in module.named_modules():
             if not isinstance(m, nn.MultiheadAttention):
                 continue
@@ -478,6 +593,13 @@ class HeadWalk:
                 self.module_group(group)
 
     def module_group(self, group: PairGroup) -> None:
+        """Rename ``group``'s blocks to the model's parameter names and keep it if :meth:`check` allows.
+
+        A block whose tensor is not a parameter of the model drops the group, with the reason.
+
+        Args:
+            group: a group of an ``nn.MultiheadAttention``, its blocks named from the graph's root.
+        """
         blocks = []
         for b in group.blocks:
             owner, _, attr = b.param.rpartition(".")
@@ -490,7 +612,11 @@ class HeadWalk:
 
     # ---- the groups -----------------------------------------------------------------------------------
     def check(self, group: PairGroup) -> None:
-        """Keep ``group`` if each of its parameters is used once in the graph, else drop it with the reason."""
+        """Keep ``group`` if each of its parameters is used once in the graph, else drop it with the reason.
+
+        Args:
+            group: the group found.
+        """
         why = self.reused(group.params)
         if why:
             self.dropped.append(Dropped(group.name, why))
@@ -498,7 +624,14 @@ class HeadWalk:
             self.groups.append(group)
 
     def reused(self, params) -> str:
-        """Why one of ``params`` (names) is used more than once in the graph, or ``""``."""
+        """Why one of ``params`` is used more than once in the graph.
+
+        Args:
+            params: parameter names.
+
+        Returns:
+            The reason, naming the parameter and its users, or ``""``.
+        """
         for name in params:
             pid = next((pid for pid, n in self.names.items() if n == name), None)
             who = self.uses.get(pid, [])
@@ -550,7 +683,16 @@ class HeadWalk:
                 self.check(PairGroup(layer, kind, head, d, tuple(blocks)))
 
     def stray(self, weight: str, rows, allowed: set) -> str:
-        """Why some of ``rows`` of ``weight`` reach more than the ``allowed`` uses (each once), or ``""``."""
+        """Why some of ``rows`` of ``weight`` reach more than the ``allowed`` uses (each once).
+
+        Args:
+            weight: the projection's weight's name.
+            rows: its rows the group moves.
+            allowed: the uses ``(role, site)`` each row must reach, once each, and nothing else.
+
+        Returns:
+            The reason (the first row that strays), or ``""``.
+        """
         for r in rows:
             uses = self.row_uses.get((weight, r), [])
             extra = [u for u in uses if u not in allowed]

@@ -14,11 +14,28 @@ DEFAULT_RTOL = {torch.float64: 1e-10, torch.float32: 1e-5, torch.float16: 1e-2, 
 
 
 def default_rtol(dtype: torch.dtype) -> float:
+    """The relative tolerance on the loss change that a step in ``dtype`` is accepted with.
+
+    Args:
+        dtype: the dtype of the loss.
+
+    Returns:
+        The entry of :data:`DEFAULT_RTOL` for ``dtype``, ``1e-4`` for a dtype not listed.
+    """
     return DEFAULT_RTOL.get(dtype, 1e-4)
 
 
 def preserved(before: torch.Tensor, after: torch.Tensor, rtol: float) -> torch.Tensor:
-    """Boolean per problem copy: ``after`` is finite and within ``rtol`` of ``before``."""
+    """Whether each loss was kept: ``after`` is finite and ``|after − before| ≤ rtol · max(|before|, tiny)``.
+
+    Args:
+        before: the loss before the teleport, one entry per problem copy.
+        after: the loss after it, of the same shape.
+        rtol: the relative tolerance (see :func:`default_rtol`).
+
+    Returns:
+        A boolean tensor, one entry per problem copy.
+    """
     tiny = torch.finfo(before.dtype).tiny
     scale = before.abs().clamp_min(tiny)
     return torch.isfinite(after) & ((after - before).abs() <= rtol * scale)

@@ -83,7 +83,8 @@ def _restore(loss_fn, x, level, delta, steps, counts, known=None):
 
     ``known`` is ``(L(x), ∇L(x))`` when the caller has them (they are not computed again). Returns the
     point, or ``None`` if it is not back within ``delta`` of the level after ``steps`` steps, or as soon
-    as a step fails to shrink the gap (the iteration is then not converging)."""
+    as a step fails to shrink the gap (the iteration is then not converging).
+    """
     previous = None
     for _ in range(steps + 1):
         loss, g = known if known is not None else _loss_grad(loss_fn, x, counts)[:2]
@@ -109,12 +110,12 @@ def _merit(loss, grad_sq, level, gamma):
 
 
 def _line_search(loss_fn, x, loss, g, q, level, gamma, rho, o, counts):
-    """One sequential step from ``x``: halve ρ from ``rho`` until a trial point passes the merit test and,
-    when it lies above the level by more than ``delta``, can be pulled back onto it.
+    """One sequential step from ``x``, halving ρ from ``rho`` until a trial point is accepted.
 
-    A trial point that is not finite, fails the test, or cannot be pulled back is a rejected trial.
-    Returns ``(ρ, x_new)`` for the accepted step (pulled back if it had to be), or ``None`` when
-    ``line_search_steps`` trials fail, with the reason.
+    A trial point is accepted when it passes the merit test and, when it lies above the level by more than
+    ``delta``, can be pulled back onto it; one that is not finite, fails the test, or cannot be pulled back is
+    a rejected trial. Returns ``(ρ, x_new, None)`` for the accepted step (pulled back if it had to be), or
+    ``(None, None, reason)`` when ``line_search_steps`` trials fail.
     """
     gsq, gap = g.square().sum(), loss - level
     phi = _merit(loss, gsq, level, gamma)
@@ -153,13 +154,22 @@ def _stop_reason(gsq, kkt, gap, eps, delta) -> str | None:
 def level_set_teleport(loss_fn: Callable[[torch.Tensor], torch.Tensor], w: torch.Tensor, **options):
     """Teleport the parameter vector ``w`` towards the steepest point of its sub-level set.
 
-    ``loss_fn`` maps a 1-D tensor to a scalar and must be twice differentiable by autograd.
-    ``options`` are the fields of :class:`LevelSet` (``rho``, ``steps``, ``line_search_steps``,
-    ``eps``, ``delta``, ``penalty``, ``restore_steps``, ``gamma``). Returns ``(w_new, record)``;
-    ``record.trace`` holds per iteration the objective ``½‖∇L‖²``, the constraint gap
-    ``L − L(w_k)``, the KKT residual ``‖P q‖`` and the accepted step size ρ; ``record.grad_evals``
-    and ``record.hvp_evals`` count the gradients and Hessian-vector products it took. When the
-    returned point is ``w`` itself, ``record.stopped`` begins with "moved nothing".
+    Args:
+        loss_fn: maps a 1-D tensor to a scalar; must be twice differentiable by autograd.
+        w: the parameter vector (1-D, finite).
+        **options: the fields of :class:`LevelSet` (``rho``, ``steps``, ``line_search_steps``, ``eps``,
+            ``delta``, ``penalty``, ``restore_steps``, ``gamma``).
+
+    Returns:
+        ``(w_new, record)``: the teleported vector and the :class:`~symtele.history.TeleportRecord`.
+        ``record.trace`` holds per iteration the objective ``½‖∇L‖²``, the constraint gap ``L − L(w_k)``, the
+        KKT residual ``‖P q‖`` and the accepted step size ρ; ``record.grad_evals`` and ``record.hvp_evals``
+        count the gradients and Hessian-vector products it took. When the returned point is ``w`` itself,
+        ``record.stopped`` begins with "moved nothing".
+
+    Raises:
+        TypeError: ``w`` is not a floating-point tensor, or an option has the wrong type.
+        ValueError: an option out of range, a non-finite ``w``, or a ``w`` that is not 1-D.
     """
     return _teleport(loss_fn, w, LevelSet(**options))
 
@@ -218,7 +228,15 @@ def _teleport(loss_fn, w: torch.Tensor, o: LevelSet):
 
 
 def newton_angle(g: torch.Tensor, q: torch.Tensor) -> float | None:
-    """The angle in degrees between the gradient ``g`` and ``q = ∇²L g`` (``None`` if either is zero)."""
+    """The angle in degrees between the lines of the gradient ``g`` and of ``q = ∇²L g``.
+
+    Args:
+        g: the gradient, a vector.
+        q: the Hessian-vector product ``∇²L g``, a vector of the same size.
+
+    Returns:
+        ``arccos(|⟨g, q⟩| / (‖g‖ ‖q‖))`` in degrees (between 0 and 90), or ``None`` if either is zero.
+    """
     norms = g.norm() * q.norm()
     if not bool(norms > 0):
         return None
@@ -227,12 +245,27 @@ def newton_angle(g: torch.Tensor, q: torch.Tensor) -> float | None:
 
 
 def flatten(params) -> torch.Tensor:
-    """The parameters as one vector."""
+    """The parameters as one vector.
+
+    Args:
+        params: the parameter tensors.
+
+    Returns:
+        Their entries concatenated, each tensor flattened in turn.
+    """
     return torch.cat([p.reshape(-1) for p in params])
 
 
 def unflatten(vector: torch.Tensor, like) -> list[torch.Tensor]:
-    """``vector`` cut into views shaped like ``like``."""
+    """``vector`` cut into views shaped like ``like`` (the inverse of :func:`flatten`).
+
+    Args:
+        vector: a 1-D tensor with at least as many entries as ``like`` has in all.
+        like: the tensors whose shapes the pieces take, in order.
+
+    Returns:
+        One view of ``vector`` per tensor of ``like``.
+    """
     out, i = [], 0
     for p in like:
         out.append(vector[i : i + p.numel()].view_as(p))
@@ -241,13 +274,36 @@ def unflatten(vector: torch.Tensor, like) -> list[torch.Tensor]:
 
 
 class OnFlatParameters(Teleport):
-    """What the level-set teleports share: they act on one problem copy's parameters flattened into one
-    vector, through ``solve(loss_fn, w) -> (w_new, record)``."""
+    """What the level-set teleports share: they act on one problem copy's parameters flattened into one vector.
+
+    A subclass implements ``solve(loss_fn, w) -> (w_new, record)``.
+    """
 
     def solve(self, loss_fn, w):
+        """Teleport the flat parameter vector ``w``.
+
+        Args:
+            loss_fn: the loss as a function of the flat parameter vector.
+            w: the flat parameter vector.
+
+        Returns:
+            ``(w_new, record)``: the teleported vector and the :class:`~symtele.history.TeleportRecord`.
+
+        Raises:
+            NotImplementedError: always, in this class; each level-set teleport overrides it.
+        """
         raise NotImplementedError
 
     def check(self, objective, params):
+        """Raise unless ``objective`` at ``params`` is one problem copy (a scalar loss).
+
+        Args:
+            objective: the objective to teleport.
+            params: its parameters, at which the loss is evaluated.
+
+        Raises:
+            ValueError: the loss is not a scalar (a batch of problem copies).
+        """
         loss = objective.loss(params)
         if loss.dim() != 0:
             raise ValueError(
@@ -255,6 +311,18 @@ class OnFlatParameters(Teleport):
             )
 
     def __call__(self, objective, params, grads, loss):
+        """Flatten ``params``, teleport them with :meth:`solve`, and cut the result back to their shapes.
+
+        Args:
+            objective: the objective (one problem copy).
+            params: its parameters.
+            grads: the gradient at ``params`` (unused: recomputed).
+            loss: the loss at ``params`` (unused: recomputed).
+
+        Returns:
+            ``(params, grads, loss, record)``: the teleported parameters, the gradient and loss there, and the
+            record of :meth:`solve`.
+        """
         like = [p.detach() for p in params]
         w, record = self.solve(lambda v: objective.loss(unflatten(v, like)), flatten(like))
         params = [p.clone() for p in unflatten(w, like)]
@@ -264,12 +332,29 @@ class OnFlatParameters(Teleport):
 
 @dataclass(frozen=True)
 class LevelSet(OnFlatParameters):
-    """Level-set teleport on the flattened parameters (any twice-differentiable objective): at most
-    ``steps`` iterations, each with at most ``line_search_steps`` halvings of ρ from twice the last
-    accepted step (``rho`` at first); the merit's penalty is ``γ = penalty · ‖∇L‖² / L``, or ``gamma``
-    when given (an absolute value, such as the writeup's ``1e9``); the
-    iteration ends early when the KKT residual is at most ``eps`` and ``L − L(w_k) ≤ delta``; an
-    iterate above the level is pulled back with at most ``restore_steps`` Newton steps."""
+    """Level-set teleport on the flattened parameters (any twice-differentiable objective).
+
+    At most ``steps`` iterations, each with at most ``line_search_steps`` trials, halving ρ from twice the
+    last accepted step (``rho`` at first; never more than ``rho · 2²⁰``).
+
+    Args:
+        rho: the first step size ρ (positive).
+        steps: the most iterations (``≥ 0``).
+        line_search_steps: the most trials of one line search (``≥ 1``).
+        eps: the tolerance on the KKT residual (``≥ 0``): the iteration ends early when the residual is at most
+            ``eps`` and ``L − L(w_k) ≤ delta``.
+        delta: the rise of the loss allowed (``≥ 0``): a trial point more than ``delta`` above the level is
+            pulled back, and the point returned has ``L ≤ L(w_k) + delta``.
+        penalty: scales the merit's penalty, ``γ = penalty · ‖∇L(w_k)‖² / max(|L(w_k)|, tiny)`` (positive).
+        restore_steps: the most Newton steps that pull a trial point above the level back (``≥ 0``).
+        gamma: the merit's penalty ``γ`` as an absolute value (such as the writeup's ``1e9``; positive) instead
+            of the scaled one; ``None`` for the scaled one.
+
+    Raises:
+        TypeError: a field of the wrong type.
+        ValueError: a field out of range (``rho``, ``penalty`` or ``gamma`` not finite and positive, a negative
+            ``steps``, ``eps``, ``delta`` or ``restore_steps``, ``line_search_steps < 1``).
+    """
 
     name = "levelset"
     rho: float = 1.0
@@ -282,6 +367,7 @@ class LevelSet(OnFlatParameters):
     gamma: float | None = None
 
     def __post_init__(self):
+        """Check the fields and store them normalised (raising as the class docstring says)."""
         self._set(
             rho=checks.positive("rho", self.rho),
             steps=checks.count("steps", self.steps),
@@ -294,4 +380,17 @@ class LevelSet(OnFlatParameters):
         )
 
     def solve(self, loss_fn, w):
+        """Teleport the flat parameter vector ``w`` as :func:`level_set_teleport` does, with these options.
+
+        Args:
+            loss_fn: the loss as a function of the flat parameter vector.
+            w: the flat parameter vector.
+
+        Returns:
+            ``(w_new, record)``, as :func:`level_set_teleport`.
+
+        Raises:
+            TypeError: ``w`` is not a floating-point tensor.
+            ValueError: a non-finite ``w``, or a ``w`` that is not 1-D.
+        """
         return _teleport(loss_fn, w, self)

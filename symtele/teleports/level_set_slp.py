@@ -140,10 +140,21 @@ def _pull_back(evaluate, x, loss, g, level, delta):
 def level_set_slp_teleport(loss_fn: Callable[[torch.Tensor], torch.Tensor], w: torch.Tensor, **options):
     """Teleport the parameter vector ``w`` towards the steepest point of its sub-level set (normalised SLP).
 
-    ``loss_fn`` maps a 1-D tensor to a scalar and must be twice differentiable by autograd.
-    ``options`` are the fields of :class:`LevelSetSLP`. Returns ``(w_new, record)``;
-    ``record.trace`` holds per iteration the objective ``½‖∇L‖²``, the constraint gap ``L − L₀``,
-    the KKT residual ``‖(s/G) g − u‖²`` and the accepted step size ρ (0.0 when none).
+    Args:
+        loss_fn: maps a 1-D tensor to a scalar; must be twice differentiable by autograd.
+        w: the parameter vector (1-D, finite).
+        **options: the fields of :class:`LevelSetSLP`.
+
+    Returns:
+        ``(w_new, record)``: the teleported vector and the :class:`~symtele.history.TeleportRecord`.
+        ``record.trace`` holds per iteration the objective ``½‖∇L‖²``, the constraint gap ``L − L₀``, the KKT
+        residual ``‖(s/G) g − u‖²`` and the accepted step size ρ (0.0 when none); ``record.grad_evals`` and
+        ``record.hvp_evals`` count the gradients and Hessian-vector products it took. When the returned point
+        is ``w`` itself, ``record.stopped`` begins with "moved nothing".
+
+    Raises:
+        TypeError: ``w`` is not a floating-point tensor, or an option has the wrong type.
+        ValueError: an option out of range, a non-finite ``w``, or a ``w`` that is not 1-D.
     """
     return _teleport(loss_fn, w, LevelSetSLP(**options))
 
@@ -227,14 +238,30 @@ def _fraction(name: str, value) -> float:
 class LevelSetSLP(OnFlatParameters):
     """Normalised-SLP level-set teleport on the flattened parameters (any twice-differentiable objective).
 
-    At most ``steps`` iterations, each a line search of at most ``line_search_steps`` trials from
-    the carried step size (``rho`` at first), shrinking it by ``beta`` after each rejection and
-    growing it by ``1/beta`` after an acceptance whose Armijo ratio is at least ``grow_ratio``;
-    ``alpha`` is the Armijo fraction, ``penalty`` the scale of the merit's penalty γ, ``tol`` the
-    stopping tolerance of the KKT residual and of the constraint gap, ``min_rho`` the step size
-    below which the iteration stops. The returned point has ``L ≤ L₀ + delta``; ``pull_back`` lets
-    the last iterate compete after Newton steps back onto the level set. The defaults are the
-    constants of the paper's main code; :data:`FIGURE_1` holds those of its 2-D experiments.
+    At most ``steps`` iterations, each a line search of at most ``line_search_steps`` trials from the carried
+    step size (``rho`` at first). The defaults are the constants of the paper's main code; :data:`FIGURE_1`
+    holds those of its 2-D experiments.
+
+    Args:
+        rho: the first step size ρ (positive).
+        steps: the most iterations (``≥ 0``).
+        beta: the step size shrinks by ``beta`` after each rejected trial and grows by ``1/beta`` after an
+            acceptance whose Armijo ratio is at least ``grow_ratio`` (in (0, 1)).
+        line_search_steps: the most trials of one line search (``≥ 1``).
+        alpha: the Armijo fraction (in (0, 1)).
+        penalty: the scale of the merit's penalty γ (positive).
+        grow_ratio: the Armijo ratio at which the step size grows (positive).
+        tol: the stopping tolerance of the KKT residual and of the constraint gap (``≥ 0``).
+        min_rho: the step size at or below which the iteration stops (``≥ 0``).
+        delta: the returned point has ``L ≤ L₀ + delta`` (``≥ 0``).
+        pull_back: let the last iterate compete after at most :data:`PULL_BACK_STEPS` Newton steps back onto
+            the level set.
+
+    Raises:
+        TypeError: ``pull_back`` not a bool, or another field of the wrong type.
+        ValueError: a field out of range (``rho``, ``penalty`` or ``grow_ratio`` not finite and positive,
+            ``beta`` or ``alpha`` outside (0, 1), a negative ``steps``, ``tol``, ``min_rho`` or ``delta``,
+            ``line_search_steps < 1``).
     """
 
     name = "levelset-slp"
@@ -251,6 +278,7 @@ class LevelSetSLP(OnFlatParameters):
     pull_back: bool = True
 
     def __post_init__(self):
+        """Check the fields and store them normalised (raising as the class docstring says)."""
         if not isinstance(self.pull_back, bool):
             raise TypeError(f"Invalid pull_back: {self.pull_back!r} (expected True or False)")
         self._set(
@@ -267,4 +295,17 @@ class LevelSetSLP(OnFlatParameters):
         )
 
     def solve(self, loss_fn, w):
+        """Teleport the flat parameter vector ``w`` as :func:`level_set_slp_teleport` does, with these options.
+
+        Args:
+            loss_fn: the loss as a function of the flat parameter vector.
+            w: the flat parameter vector.
+
+        Returns:
+            ``(w_new, record)``, as :func:`level_set_slp_teleport`.
+
+        Raises:
+            TypeError: ``w`` is not a floating-point tensor.
+            ValueError: a non-finite ``w``, or a ``w`` that is not 1-D.
+        """
         return _teleport(loss_fn, w, self)

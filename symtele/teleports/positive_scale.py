@@ -73,16 +73,22 @@ def _all_finite_or_raise(name: str, tensors, arrays, xp) -> None:
 
 @dataclass(frozen=True)
 class _Axis:
-    """Where a parameter's producing (or reading) scales act: along ``axis`` (of the parameter's own, non-batch
-    dimensions), entry ``j`` by scale ``units[j]`` (a long tensor; ``n_scales`` means none)."""
+    """Where a parameter's producing (or reading) scales act.
+
+    Along ``axis`` (of the parameter's own, non-batch dimensions), entry ``j`` by scale ``units[j]`` (a long
+    tensor; ``n_scales`` means none).
+    """
 
     axis: int
     units: torch.Tensor
 
 
 def _axis_of(name: str, units: torch.Tensor, shape: tuple, producer: bool) -> _Axis:
-    """The one axis along which the units of a term vary; a term with one unit for the whole parameter acts
-    along its first (producer) or last (reader) axis of size 1, else along its first or last axis."""
+    """The one axis along which the units of a term vary.
+
+    A term with one unit for the whole parameter acts along its first (producer) or last (reader) axis of
+    size 1, else along its first or last axis. Raises ``ValueError`` if the units vary along several axes.
+    """
     varying = [i for i, n in enumerate(units.shape) if n > 1]
     if len(varying) > 1:
         raise ValueError(
@@ -99,8 +105,11 @@ def _axis_of(name: str, units: torch.Tensor, shape: tuple, producer: bool) -> _A
 
 @dataclass(frozen=True)
 class _Acted:
-    """One parameter a scale acts on: its index in the parameter list, the axes of its producing and reading
-    scales (``None``: no such scale), and its other axes, summed once."""
+    """One parameter a scale acts on.
+
+    Its index in the parameter list, its name, the axes of its producing and reading scales (``None``: no such
+    scale), and its other axes, summed once.
+    """
 
     index: int
     name: str
@@ -110,8 +119,11 @@ class _Acted:
 
 
 def _acted(symmetry: Symmetry, names: Sequence[str], shapes: Sequence[tuple]) -> tuple[list[_Acted], int]:
-    """The parameters ``symmetry`` acts on, as :class:`_Acted`, and the number of leading batch dimensions of
-    the parameters (the same for all); raises ``ValueError`` naming a parameter the terms do not fit."""
+    """The parameters ``symmetry`` acts on, as :class:`_Acted`, and the number of their leading batch dimensions.
+
+    The batch dimensions are the same for all the parameters; raises ``ValueError`` naming a parameter the
+    terms do not fit, or one that the closed form does not handle.
+    """
     position = {n: i for i, n in enumerate(names)}
     acted, batch_ndim = [], None
     for name in symmetry.params:
@@ -156,8 +168,11 @@ def _acted(symmetry: Symmetry, names: Sequence[str], shapes: Sequence[tuple]) ->
 
 
 class _Index:
-    """A parameter axis's units for the array module at hand: a slice when they are consecutive scales (a view,
-    and the sums of a chain's arithmetic bit for bit), else an index array."""
+    """A parameter axis's units for the array module at hand.
+
+    A slice when they are consecutive scales (a view, and the sums of a chain's arithmetic bit for bit), else an
+    index array.
+    """
 
     def __init__(self, units: torch.Tensor, n: int, xp, device):
         first = int(units[0]) if units.numel() else 0
@@ -335,8 +350,11 @@ def _pick(trail, taken, xp):
 
 
 def _apply_scales(params, grads, plan: _Plan, scale, xp):
-    """``(params, grads)`` after the cumulative scales ``scale`` are applied (torch or NumPy): a parameter is
-    divided by its producing scales and multiplied by its reading ones, its gradient the other way round."""
+    """``(params, grads)`` after the cumulative scales ``scale`` are applied (torch or NumPy).
+
+    A parameter is divided by its producing scales and multiplied by its reading ones, its gradient the other
+    way round.
+    """
     params, grads = list(params), list(grads)
     padded = _with_one(scale, xp) if plan.padded else None
     b = plan.batch_ndim
@@ -354,7 +372,10 @@ def _apply_scales(params, grads, plan: _Plan, scale, xp):
 
 
 def _checked_pairs(params, grads) -> tuple[list, list]:
-    """Detached ``params`` and ``grads``, pairwise of one shape and floating point; raises naming any that is not."""
+    """Detached ``params`` and ``grads``, pairwise of one shape and floating point.
+
+    Raises ``ValueError``/``TypeError`` naming any that is not, and ``ValueError`` for an empty ``params``.
+    """
     params = [p.detach() for p in params]
     grads = [g.detach() for g in grads]
     if len(params) != len(grads):
@@ -371,8 +392,10 @@ def _checked_pairs(params, grads) -> tuple[list, list]:
 
 @dataclass
 class _Arrays:
-    """The parameters and gradients as the arithmetic sees them: NumPy views (no copies) of small CPU
-    tensors, else the tensors themselves; ``xp`` is the array module."""
+    """The parameters and gradients as the arithmetic sees them.
+
+    NumPy views (no copies) of small CPU tensors, else the tensors themselves; ``xp`` is the array module.
+    """
 
     xp: object
     params: list
@@ -381,11 +404,28 @@ class _Arrays:
 
     @classmethod
     def of(cls, params, grads) -> _Arrays:
+        """NumPy views when the tensors are on the CPU with fewer than :data:`NUMPY_BELOW` gradient entries.
+
+        Args:
+            params: the parameters (tensors).
+            grads: their gradients (tensors).
+
+        Returns:
+            The :class:`_Arrays` (``batch_ndim`` is 0 until the caller sets it).
+        """
         if params[0].device.type == "cpu" and sum(g.numel() for g in grads) < NUMPY_BELOW:
             return cls(np, [p.numpy() for p in params], [g.numpy() for g in grads])
         return cls(torch, params, grads)
 
     def tensors(self, arrays) -> list[torch.Tensor]:
+        """``arrays`` as torch tensors (sharing memory with NumPy arrays).
+
+        Args:
+            arrays: arrays of this object's array module.
+
+        Returns:
+            The tensors.
+        """
         return [torch.from_numpy(a) for a in arrays] if self.xp is np else arrays
 
     def norm_per_copy(self, squares):
@@ -419,8 +459,10 @@ def _checked_loss(loss_fn, params, loss_before, batch_ndim: int) -> torch.Tensor
 
 
 def _walk_back(arrays, plan, scale, trail, taken, loss_fn, loss_before, rtol, record):
-    """Apply each copy's scales after ``taken`` steps; a copy whose loss is not preserved within ``rtol``
-    (or whose point is not finite) goes back one step at a time, down to step 0, the identity.
+    """Apply each copy's scales after ``taken`` steps, walking back where the loss is not kept.
+
+    A copy whose loss is not preserved within ``rtol`` (or whose point is not finite) goes back one step at a
+    time, down to step 0, the identity.
 
     Returns ``(params, grads, loss, taken)`` at the accepted points.
     """
@@ -545,22 +587,24 @@ def _symmetry_of(objective, params) -> Symmetry:
 
 @dataclass(frozen=True)
 class PositiveScale(Teleport):
-    """Positive per-unit rescaling along the objective's symmetry, in closed form: ``steps`` ascent steps of
-    size ``lr``, each scale kept within ``1 ± clamp`` per step, the loss kept within ``loss_rtol`` (``None``: the
-    dtype's default, :mod:`symtele.teleports.invariance`).
+    """Positive per-unit rescaling along the objective's symmetry, in closed form.
+
+    ``steps`` ascent steps of size ``lr``, each scale kept within ``1 ± clamp`` per step, the loss kept within
+    ``loss_rtol`` (``None``: the dtype's default, :mod:`symtele.teleports.invariance`).
 
     The objective states its rescalings: ``objective.symmetry(params)`` and ``objective.names``
     (:class:`~symtele.module_objective.ModuleObjective`: those ``discover`` finds in the module;
     :class:`~symtele.regression.MLPRegression`: its chain of weights).
 
     Args:
-        lr: the ascent step on the scales.
-        steps: ascent steps.
-        clamp: the largest change of a scale per step (``None``: no clipping).
-        loss_rtol: the relative change of the loss a teleport may make.
+        lr: the ascent step on the scales (positive).
+        steps: ascent steps (``≥ 0``).
+        clamp: the largest change of a scale per step (positive; ``None``: no clipping).
+        loss_rtol: the relative change of the loss a teleport may make (positive; ``None``: the dtype's default).
 
     Raises:
-        ValueError: an option that is not positive (``steps``: a count).
+        TypeError: an option of the wrong type.
+        ValueError: an option that is not finite and positive (``steps``: a negative count).
     """
 
     name = "posscale"
@@ -570,6 +614,7 @@ class PositiveScale(Teleport):
     loss_rtol: float | None = None
 
     def __post_init__(self):
+        """Check the fields and store them normalised (raising as the class docstring says)."""
         self._set(
             lr=checks.positive("lr", self.lr),
             steps=checks.count("steps", self.steps),
@@ -591,21 +636,49 @@ class PositiveScale(Teleport):
         return torch.log1p(self.lr * slope)
 
     def check(self, objective, params):
+        """Raise unless the objective states rescalings that the closed form handles for ``params``.
+
+        Args:
+            objective: an objective with ``symmetry(params)`` and ``names``.
+            params: its parameters.
+
+        Raises:
+            TypeError: the objective states no rescalings (no ``symmetry`` or no ``names``).
+            ValueError: it has no rescalable units (naming its layers and why), or its symmetry does not fit
+                ``params`` or is one the closed form does not handle.
+        """
         symmetry = _symmetry_of(objective, params)
         _plan(symmetry, objective.names, [p.shape for p in params], np, params[0].device)
 
     def __call__(self, objective, params, grads, loss):
+        """Teleport ``params`` as :func:`positive_scale_teleport` does, along the objective's symmetry.
+
+        Args:
+            objective: an objective with ``symmetry(params)``, ``names`` and ``loss``.
+            params: its parameters.
+            grads: the gradient at ``params``.
+            loss: the loss at ``params``, one value per copy.
+
+        Returns:
+            ``(params, grads, loss, record)``, as :func:`positive_scale_teleport`.
+
+        Raises:
+            TypeError: as :meth:`check`, or parameters that are not floating point.
+            ValueError: as :meth:`check`, or mismatched or non-finite ``params``/``grads``.
+        """
         symmetry = _symmetry_of(objective, params)
         return _teleport(params, grads, symmetry, objective.names, objective.loss, self, loss)
 
 
 @dataclass(frozen=True)
 class PositiveScaleReference(PositiveScale):
-    """The positive-scale teleport by double backpropagation as a training-loop teleport (``name``
-    ``posscale-ref``): the method the writeup timed. The same options and the same steps as
-    :class:`PositiveScale`, each slope differentiated through the network
+    """The positive-scale teleport by double backpropagation as a training-loop teleport.
+
+    Its ``name`` is ``posscale-ref``: the method the writeup timed. The same options (see
+    :class:`PositiveScale`) and the same steps, each slope differentiated through the network
     (:func:`~symtele.teleports.rescale.reference_teleport`); after the ascent the loss and the gradient are
-    computed afresh at the new point (no safety checks: ``loss_rtol`` is not used)."""
+    computed afresh at the new point (no safety checks: ``loss_rtol`` is not used).
+    """
 
     name = "posscale-ref"
 
@@ -634,6 +707,21 @@ class PositiveScaleReference(PositiveScale):
         return [new[n] for n in names]
 
     def __call__(self, objective, params, grads, loss):
+        """Teleport ``params`` with :meth:`teleported`, then compute the loss and gradient afresh.
+
+        Args:
+            objective: an objective with ``symmetry(params)``, ``names`` and ``loss_and_grad``.
+            params: its parameters.
+            grads: the gradient at ``params`` (for the record's ``‖∇L‖²`` before).
+            loss: the loss at ``params`` (for the record; its dimensions are the batch's).
+
+        Returns:
+            ``(params, grads, loss, record)`` at the new point; the record counts all ``steps`` as taken.
+
+        Raises:
+            TypeError: the objective states no rescalings.
+            ValueError: it has no rescalable units, or its symmetry does not fit ``params``.
+        """
         start = time.perf_counter()
         before = grad_norm_sq(grads, loss.dim())
         new = self.teleported(objective, params)
@@ -653,8 +741,10 @@ class PositiveScaleReference(PositiveScale):
 def teleport_sequential(
     model: torch.nn.Module, loss_fn: Callable, inputs: torch.Tensor, targets: torch.Tensor, **options
 ):
-    """Positive-scale teleport of a module (an ``nn.Sequential`` of ``Linear`` and ReLU/LeakyReLU layers, or any
-    module :func:`~symtele.teleports.discovery.discover` finds rescalings in), written back into the module.
+    """Positive-scale teleport of a module, written back into the module.
+
+    The module is an ``nn.Sequential`` of ``Linear`` and ReLU/LeakyReLU layers, or any module
+    :func:`~symtele.teleports.discovery.discover` finds rescalings in.
 
     One forward and backward pass gives ``∇L``; the ``steps`` ascent steps on ``‖∇L‖²`` then cost only vector
     arithmetic (:func:`positive_scale_teleport`).
@@ -670,8 +760,10 @@ def teleport_sequential(
         The :class:`~symtele.history.TeleportRecord`.
 
     Raises:
-        ValueError: bad options, or a model without rescalable units (the message names the layers and why).
-        TypeError: a ``model`` that is not an ``nn.Module`` or a ``loss_fn`` that is not callable.
+        ValueError: bad options, non-finite ``inputs``, or a model without rescalable units (the message names
+            the layers and why).
+        TypeError: a ``model`` that is not an ``nn.Module``, a ``loss_fn`` that is not callable, or ``inputs``
+            that are not a floating-point tensor.
     """
     teleport = PositiveScale(**options)  # checks the options before any compute
     objective = ModuleObjective(model, loss_fn, inputs, targets)

@@ -43,8 +43,11 @@ from .symmetry import Symmetry
 
 
 class _Squares:
-    """Per parameter: the squared gradient summed over the axes no scale depends on, in float64; and the
-    squared gradient of the parameters no scale acts on, which no scale changes."""
+    """The squared gradient, reduced to what the closed form of ``‖∇L(g_s·w)‖²`` needs.
+
+    Per parameter: the squared gradient summed over the axes no scale depends on, in float64; and the squared
+    gradient of the parameters no scale acts on, which no scale changes.
+    """
 
     def __init__(self, symmetry: Symmetry, grads: dict[str, torch.Tensor]):
         self.n = symmetry.n_scales
@@ -78,7 +81,16 @@ class _Squares:
 
 
 def ascent_step(slope: torch.Tensor, o: Rescale) -> torch.Tensor:
-    """The change of the log-scales for one ascent step (see the module's docstring)."""
+    """The change of the log-scales for one ascent step (see the module's docstring).
+
+    Args:
+        slope: ``∂‖∇L(g_s·w)‖²/∂s``.
+        o: the options: with ``o.lr`` given, ``log(1 + clip(lr · slope, ±clamp))``; otherwise the scale-free
+            ``max_log_step · slope / max_u |slope_u|`` (zero for a zero slope).
+
+    Returns:
+        The change of every log-scale, the shape of ``slope``.
+    """
     if o.lr is not None:
         return torch.log1p(torch.clamp(o.lr * slope, -o.clamp, o.clamp))
     top = slope.abs().max()
@@ -88,8 +100,18 @@ def ascent_step(slope: torch.Tensor, o: Rescale) -> torch.Tensor:
 def ascend(symmetry: Symmetry, grads: dict[str, torch.Tensor], o: Rescale):
     """``o.steps`` ascent steps on ``‖∇L(g_s·w)‖²`` from ``s = 0``, in closed form from ``grads``.
 
-    Returns the log-scales after every step (``trail[0]`` is 0) and the objective at each of them.
-    A step whose objective is not finite ends the ascent (the record says so)."""
+    A step whose objective or log-scales are not finite ends the ascent (:func:`rescale_teleport`'s record
+    says so).
+
+    Args:
+        symmetry: the rescalings.
+        grads: the gradient at ``w`` of every parameter, by name.
+        o: the options (``steps``, and the step of :func:`ascent_step`).
+
+    Returns:
+        ``(trail, values)``: the log-scales after every step (``trail[0]`` is 0), float64, and the objective at
+        each of them.
+    """
     squares = _Squares(symmetry, grads)
     s = torch.zeros(symmetry.n_scales, dtype=torch.float64, device=next(iter(grads.values())).device)
     value, slope = squares.objective_and_slope(s)
@@ -106,7 +128,16 @@ def ascend(symmetry: Symmetry, grads: dict[str, torch.Tensor], o: Rescale):
 
 
 def scale_factors(symmetry: Symmetry, s: torch.Tensor, params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """``e^{a_p(s)}`` for every parameter a scale acts on, in the parameter's dtype and device."""
+    """``e^{a_p(s)}`` for every parameter a scale acts on, in the parameter's dtype and device.
+
+    Args:
+        symmetry: the rescalings.
+        s: the log-scales, ``n_scales`` entries.
+        params: the parameters, by name (at least those a scale acts on).
+
+    Returns:
+        The factor of every parameter a scale acts on, by name, broadcastable to the parameter.
+    """
     out = {}
     for name in symmetry.params:
         p = params[name]
@@ -121,9 +152,11 @@ def gradient_norm_reference(
     symmetry: Symmetry,
     s: torch.Tensor,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``‖∇L(g_s·w)‖²`` and its gradient in ``s`` by double backpropagation: act on the parameters with ``s``,
-    differentiate the loss, square, and differentiate again. The package's one definition of the teleport's
-    objective by double backpropagation: the closed forms of :class:`Rescale` and of
+    """``‖∇L(g_s·w)‖²`` and its gradient in ``s`` by double backpropagation.
+
+    Act on the parameters with ``s``, differentiate the loss, square, and differentiate again. The package's
+    one definition of the teleport's objective by double backpropagation: the closed forms of :class:`Rescale`
+    and of
     :class:`~symtele.teleports.positive_scale.PositiveScale` are tested against it, and
     :func:`reference_teleport` ascends with it.
 
@@ -161,8 +194,10 @@ def reference_teleport(
     *,
     batch_shape: tuple[int, ...] = (),
 ) -> dict[str, torch.Tensor]:
-    """The teleport by double backpropagation: ``steps`` rounds of ``s ← s + log_step(∂‖∇L(g_s·w)‖²/∂s)`` from
-    ``s = 0``, each slope differentiated through the network (:func:`gradient_norm_reference`); no safety checks.
+    """The teleport by double backpropagation, with no safety checks.
+
+    ``steps`` rounds of ``s ← s + log_step(∂‖∇L(g_s·w)‖²/∂s)`` from ``s = 0``, each slope differentiated
+    through the network (:func:`gradient_norm_reference`).
 
     Args:
         loss_of: maps a dict of all the parameters to the loss (one value per copy when batched).
@@ -190,12 +225,25 @@ def reference_teleport(
 
 @dataclass(frozen=True)
 class Rescale(Teleport):
-    """Closed-form teleport along every positive rescaling of a ``torch.nn.Module`` that ``torch.fx`` finds
-    (any MLP, CNN or ResNet; see :mod:`~symtele.teleports.discovery`): ``steps`` ascent steps on
-    ``‖∇L‖²`` over the log-scales, each moving no log-scale by more than ``max_log_step``, or with
-    ``lr`` given the course project's ``d = 1 + clip(lr·∂, ±clamp)``. The loss is checked with one forward
-    pass (within ``loss_rtol``; by default 1e-5 in float32, 1e-10 in float64); if rounding breaks it, the
-    teleport walks back to the last step that keeps it. Method name ``rescale``."""
+    """Closed-form teleport along every positive rescaling of a ``torch.nn.Module`` that ``torch.fx`` finds.
+
+    Any MLP, CNN or ResNet (see :mod:`~symtele.teleports.discovery`): ``steps`` ascent steps on ``‖∇L‖²`` over
+    the log-scales, keeping the steepest step. The loss is checked with one forward pass; if rounding breaks
+    it, the teleport walks back to the last step that keeps it. Method name ``rescale``.
+
+    Args:
+        steps: the number of ascent steps (``≥ 0``).
+        max_log_step: the largest change of any log-scale per step (positive), when ``lr`` is ``None``.
+        lr: with ``lr`` given, the course project's step ``d = 1 + clip(lr·∂, ±clamp)`` instead (positive).
+        clamp: the clip of that step (in (0, 1), so that ``1 − clamp`` stays positive).
+        loss_rtol: the relative change of the loss the teleport may make (positive); ``None`` for the
+            parameters' dtype's default (1e-5 in float32, 1e-10 in float64).
+
+    Raises:
+        TypeError: a field of the wrong type.
+        ValueError: a negative ``steps``; ``max_log_step``, ``lr``, ``clamp`` or ``loss_rtol`` not finite and
+            positive; or ``clamp ≥ 1``.
+    """
 
     name = "rescale"
     steps: int = 10
@@ -205,6 +253,7 @@ class Rescale(Teleport):
     loss_rtol: float | None = None
 
     def __post_init__(self):
+        """Check the fields and store them normalised (raising as the class docstring says)."""
         self._set(
             steps=checks.count("steps", self.steps),
             max_log_step=checks.positive("max_log_step", self.max_log_step),
@@ -216,6 +265,16 @@ class Rescale(Teleport):
             raise ValueError(f"Invalid clamp: {self.clamp} (must be < 1: a scale 1 − clamp must stay positive)")
 
     def check(self, objective, params):
+        """Raise unless ``objective`` is a module's objective with positively rescalable units.
+
+        Args:
+            objective: the objective to teleport.
+            params: its parameters (not inspected).
+
+        Raises:
+            TypeError: ``objective`` is not a :class:`~symtele.module_objective.ModuleObjective`.
+            ValueError: its model has no positively rescalable units (:func:`symmetry_of`).
+        """
         from ..module_objective import ModuleObjective
 
         if not isinstance(objective, ModuleObjective):
@@ -226,6 +285,21 @@ class Rescale(Teleport):
         symmetry_of(objective.model, objective.inputs)
 
     def __call__(self, objective, params, grads, loss):
+        """Teleport ``params`` with :func:`rescale_teleport` along the model's rescalings.
+
+        Args:
+            objective: the :class:`~symtele.module_objective.ModuleObjective`.
+            params: its parameters, in the order of its ``names``.
+            grads: the gradient at ``params``, in the same order.
+            loss: the loss at ``params``.
+
+        Returns:
+            ``(params, grads, loss, record)``: the teleported parameters, their gradient by equivariance, the
+            loss of the confirming forward pass, and the :class:`~symtele.history.TeleportRecord`.
+
+        Raises:
+            ValueError: the model has no positively rescalable units (:func:`symmetry_of`).
+        """
         names = objective.names
         symmetry = symmetry_of(objective.model, objective.inputs)
         new, new_grads, _, record = rescale_teleport(
@@ -244,9 +318,11 @@ _SYMMETRIES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def _structure(model: torch.nn.Module) -> tuple:
-    """What a discovery depends on besides the input: the module tree, the parameters (and whether they are
-    frozen), the hooks (global ones too), and the modes when they are mixed (all-train and all-eval are both
-    covered by every discovery)."""
+    """What a discovery depends on besides the input.
+
+    That is the module tree, the parameters (and whether they are frozen), the hooks (global ones too), and the
+    modes when they are mixed (all-train and all-eval are both covered by every discovery).
+    """
     modules = tuple(
         (name, id(m), tuple(m._forward_hooks), tuple(m._forward_pre_hooks)) for name, m in model.named_modules()
     )
@@ -257,9 +333,21 @@ def _structure(model: torch.nn.Module) -> tuple:
 
 
 def symmetry_of(model: torch.nn.Module, example: torch.Tensor) -> Symmetry:
-    """:func:`~symtele.teleports.discovery.discover` once per model, :func:`_structure` and input shape past the
-    batch dimension (flattening maps a channel to as many features as its spatial size); kept while the model
-    lives and its structure stays; raises ``ValueError`` if the model has no rescalable units."""
+    """The model's positive rescalings, :func:`~symtele.teleports.discovery.discover` cached.
+
+    Discovered once per model, :func:`_structure` and input shape past the batch dimension (flattening maps a
+    channel to as many features as its spatial size); kept while the model lives and its structure stays.
+
+    Args:
+        model: the network.
+        example: an input batch (its shape past the batch dimension is part of the cache's key).
+
+    Returns:
+        The :class:`~symtele.teleports.symmetry.Symmetry`.
+
+    Raises:
+        ValueError: the model has no rescalable units (naming its layers left out and why).
+    """
     structure = _structure(model)
     cached = _SYMMETRIES.get(model)
     if cached is None or cached[0] != structure:
@@ -276,9 +364,11 @@ def symmetry_of(model: torch.nn.Module, example: torch.Tensor) -> Symmetry:
 
 
 def _why_walked_back(symmetry, s, params, loss_of, before, after, rtol, k) -> str:
-    """The record's reason for walking back from step ``k``: a loss that is not finite, a change the size of
-    rounding, or a change far beyond it, in which case the group whose scales alone break the loss is named
-    (one forward pass per group, on this rare path only)."""
+    """The record's reason for walking back from step ``k``.
+
+    That is a loss that is not finite, a change the size of rounding, or a change far beyond it, in which case
+    the group whose scales alone break the loss is named (one forward pass per group, on this rare path only).
+    """
     change = float((after - before).abs() / before.abs().clamp_min(torch.finfo(before.dtype).tiny))
     if not bool(torch.isfinite(after)):
         return f"the loss is not finite ({float(after)}) after step {k}: walked back to step {k - 1}"
@@ -311,10 +401,24 @@ def rescale_teleport(
 ):
     """Teleport ``params`` (all of a model's, by name) along ``symmetry`` from the gradient ``grads`` at hand.
 
-    Returns ``(params, grads, factors, record)``: the new parameters, their gradient by equivariance (no
-    backward pass), the factor ``e^{a_p(s)}`` of every parameter a scale acts on, and a record whose
-    ``trace`` holds ``‖∇L‖²`` per step and the final ``log_scales``. One forward pass (``loss_of``)
-    confirms the loss; the record's ``loss_after`` is that value."""
+    The ascent runs in closed form (:func:`ascend`) and keeps its steepest step; one forward pass (``loss_of``)
+    confirms the loss, and if it is not kept within the tolerance the teleport walks back a step at a time
+    (one forward pass each; step 0 is the start). The record's ``loss_after`` is the confirming value.
+
+    Args:
+        params: all of a model's parameters, by name.
+        grads: the gradient at ``params``, by name.
+        symmetry: the rescalings.
+        loss_of: maps a dict of all the parameters to the loss.
+        loss_before: the loss at ``params``.
+        o: the options (:class:`Rescale`).
+
+    Returns:
+        ``(params, grads, factors, record)``: the new parameters, their gradient by equivariance (no backward
+        pass), the factor ``e^{a_p(s)}`` of every parameter a scale acts on, and a
+        :class:`~symtele.history.TeleportRecord` whose ``trace["objective"]`` holds ``‖∇L‖²`` per step up to
+        the one kept and whose ``log_scales`` are the final log-scales.
+    """
     start = time.perf_counter()
     record = TeleportRecord(method=o.name, loss_before=float(loss_before))
     trail, values = ascend(symmetry, grads, o)

@@ -1,5 +1,6 @@
-"""The rule table of :func:`~symtele.teleports.discovery.discover`: how per-channel scales pass through each
-operation a ``torch.fx`` graph can hold.
+"""The rule table of :func:`~symtele.teleports.discovery.discover`.
+
+How per-channel scales pass through each operation a ``torch.fx`` graph can hold.
 
 Each operation (a module type in :data:`MODULES`, a function in :data:`FUNCTIONS`, a tensor method in
 :data:`METHODS`) has a :class:`Rule`: a handler that says how the scales of its inputs reach its output (on
@@ -70,7 +71,12 @@ STRUCTURE, RULE, OUTPUT = 0, 1, 2
 
 @dataclass
 class Value:
-    """A traced tensor whose channels along ``axis`` carry the scales ``units`` (one per channel)."""
+    """A traced tensor whose channels along ``axis`` carry the scales ``units`` (one per channel).
+
+    Args:
+        units: the scale of each channel (a long tensor, one entry per channel).
+        axis: the channel axis of the tensor.
+    """
 
     units: torch.Tensor
     axis: int
@@ -78,7 +84,12 @@ class Value:
 
 @dataclass
 class ParamValue:
-    """A traced tensor that is a 1-D parameter laid along ``axis`` (size 1 on every other axis)."""
+    """A traced tensor that is a 1-D parameter laid along ``axis`` (size 1 on every other axis).
+
+    Args:
+        pid: the parameter's ``id``.
+        axis: the axis its entries lie along.
+    """
 
     pid: int
     axis: int
@@ -156,8 +167,10 @@ def _leaky(walk, node, a, module=None):
 
 
 def _spatial(pooled: int | None):
-    """Pooling over the last ``pooled`` axes (``None``: every axis after the channels, as ``Upsample``): the
-    scales pass only when the channel axis is not pooled and the channel count is kept."""
+    """Pooling over the last ``pooled`` axes (``None``: every axis after the channels, as ``Upsample``).
+
+    The scales pass only when the channel axis is not pooled and the channel count is kept.
+    """
 
     def handle(walk, node, a, module=None):
         x = a["input"]
@@ -177,8 +190,10 @@ def _spatial(pooled: int | None):
 
 
 def _pad(walk, node, a, module=None):
-    """Padding of the last axes with zeros or with the channel's own entries (reflect, replicate, circular):
-    the scales pass when the channel axis is not padded."""
+    """Padding of the last axes with zeros or with the channel's own entries (reflect, replicate, circular).
+
+    The scales pass when the channel axis is not padded.
+    """
     if module is not None:
         pad, value = module.padding, getattr(module, "value", 0.0)
         mode = "constant" if hasattr(module, "value") else "copies"
@@ -300,8 +315,10 @@ def _reduce(walk, node, a, module=None):
 
 
 def _add(walk, node, a, module=None):
-    """``x + y`` and ``x − y`` (with any ``alpha``): both scaled alike, or a parameter added to a scaled value
-    (that parameter produces the unit too)."""
+    """``x + y`` and ``x − y`` (with any ``alpha``).
+
+    Both scaled alike, or a parameter added to a scaled value (that parameter produces the unit too).
+    """
     x, y = a["input"], a["other"]
     vx, vy = walk.value(x), walk.value(y)
     if vx is None and vy is None:
@@ -329,8 +346,11 @@ def _add(walk, node, a, module=None):
 
 
 def _factor(y, node, x) -> bool:
-    """Whether ``x * y`` (or ``x / y``), ``y`` unscaled, acts on ``x`` channel by channel: ``y`` a number, a
-    number computed in the graph (``w.shape[0]``: no tensor), or a tensor that broadcasts to ``x``'s shape."""
+    """Whether ``x * y`` (or ``x / y``), ``y`` unscaled, acts on ``x`` channel by channel.
+
+    That is ``y`` a number, a number computed in the graph (``w.shape[0]``: no tensor), or a tensor that
+    broadcasts to ``x``'s shape.
+    """
     if _number(y):
         return True
     if not isinstance(y, fx.Node):
@@ -420,8 +440,10 @@ def _layer_function(kind):
 
 
 def _normaliser(channel_axis):
-    """A normaliser: its input is pinned (see the module's docstring); its affine output, per channel along
-    ``channel_axis(rank)``, starts new units."""
+    """A normaliser: its input is pinned (see the module's docstring).
+
+    Its affine output, per channel along ``channel_axis(rank)``, starts new units.
+    """
 
     def handle(walk, node, a, module):
         name, layer = walk.label(node), str(node.target)
@@ -447,8 +469,10 @@ def _normaliser(channel_axis):
 
 
 def _affine(walk, layer: str, norm: nn.Module) -> torch.Tensor | None:
-    """New units for the affine ``γ, β`` of the normaliser ``norm`` (named ``layer``), produced by them; ``None``
-    if it has none or they are not plain parameters (then pinned with the reason)."""
+    """New units for the affine ``γ, β`` of the normaliser ``norm`` (named ``layer``), produced by them.
+
+    ``None`` if it has none or they are not plain parameters (then pinned with the reason).
+    """
     weight, bias = walk.weight_of(norm, "weight"), walk.weight_of(norm, "bias")
     if weight is None:
         return None
@@ -464,8 +488,11 @@ def _affine(walk, layer: str, norm: nn.Module) -> torch.Tensor | None:
 
 
 def _read_projections(walk, layer: str, attention: nn.MultiheadAttention, inputs) -> None:
-    """``nn.MultiheadAttention``'s query, key and value projections read the units of ``inputs`` (three
-    :class:`Value`\\ s or ``None``, on their last axis): ``W[:, j] · d_j`` undoes ``x_j / d_j``."""
+    r"""``nn.MultiheadAttention``'s query, key and value projections read the units of ``inputs``.
+
+    ``inputs`` are three :class:`Value`\ s or ``None``, on their last axis: ``W[:, j] · d_j`` undoes
+    ``x_j / d_j``.
+    """
     e = attention.embed_dim
     if attention.in_proj_weight is not None:
         w = walk.weight_of(attention, "in_proj_weight")
@@ -493,9 +520,11 @@ def _read_projections(walk, layer: str, attention: nn.MultiheadAttention, inputs
 
 
 def _attention_module(walk, node, a, module):
-    """``nn.MultiheadAttention``: its projections read the units of its inputs (on their last axis; a normaliser
-    before it); its own head groups are matrix groups (:mod:`~symtele.teleports.heads`); its output is not
-    rescaled."""
+    """``nn.MultiheadAttention``: its projections read the units of its inputs.
+
+    The inputs' units are on their last axis (a normaliser before it); its own head groups are matrix groups
+    (:mod:`~symtele.teleports.heads`); its output is not rescaled.
+    """
     inputs = []
     for key in ("query", "key", "value"):
         v, shape = walk.value(a[key]), _shape(a[key])
@@ -508,9 +537,12 @@ def _attention_module(walk, node, a, module):
 
 
 def _feed_forward(walk, path: str, layer: nn.Module, reads: torch.Tensor | None) -> None:
-    """A transformer layer's MLP ``linear2(σ(linear1(x)))``: ``linear1`` reads ``reads`` (the units of the
-    normaliser before it, or ``None``) and produces a unit per hidden neuron, rescaled through σ = ReLU and
-    read by ``linear2``; any other σ (GELU) has no positive scale, said so."""
+    """A transformer layer's MLP ``linear2(σ(linear1(x)))``.
+
+    ``linear1`` reads ``reads`` (the units of the normaliser before it, or ``None``) and produces a unit per
+    hidden neuron, rescaled through σ = ReLU and read by ``linear2``; any other σ (GELU) has no positive scale,
+    said so.
+    """
     first, second = layer.linear1, layer.linear2
     w1, b1, w2 = (walk.weight_of(m, k) for m, k in ((first, "weight"), (first, "bias"), (second, "weight")))
     name = f"{path}.linear1"
@@ -569,9 +601,11 @@ def _value(units: torch.Tensor | None) -> Value | None:
 
 
 def _transformer_module(walk, node, a, module):
-    """``nn.TransformerEncoderLayer``/``DecoderLayer`` and their stacks ``nn.TransformerEncoder``/``Decoder``
-    (``torch.fx`` leaves): the scales inside each layer (:func:`_transformer_layer`); their inputs enter a
-    residual stream or a normaliser (pinned); the output carries the units of the last normaliser."""
+    """``nn.TransformerEncoderLayer``/``DecoderLayer`` and their stacks ``nn.TransformerEncoder``/``Decoder``.
+
+    These are ``torch.fx`` leaves: the scales inside each layer (:func:`_transformer_layer`); their inputs enter
+    a residual stream or a normaliser (pinned); the output carries the units of the last normaliser.
+    """
     name, path = walk.label(node), str(node.target)
     walk.d.kinds.setdefault(path, type(module).__name__)
     walk.pin_inputs(node, f"enters {name}, whose residual stream or normalisers fix its scale")

@@ -81,9 +81,12 @@ def _ascend(problem, w, theta, lr, steps, rtol, record) -> list[torch.Tensor]:
 
 
 def _chosen_angle(problem, w, angles, start_grad_sq, keep, record) -> torch.Tensor:
-    """Per copy, the last angle (``keep="last"``) or the visited angle of largest ``‖∇f(g_θ · w)‖²``, and then
-    0 (the start) if none is steeper (``keep="steepest"``); the record says when the result is less steep
-    than the start, when an earlier angle was kept, and when the teleport moved nothing."""
+    """Per copy, the angle the teleport keeps.
+
+    That is the last angle (``keep="last"``), or the visited angle of largest ``‖∇f(g_θ · w)‖²``, and then 0
+    (the start) if none is steeper (``keep="steepest"``); the record says when the result is less steep than
+    the start, when an earlier angle was kept, and when the teleport moved nothing.
+    """
     values = torch.stack([_loss_and_grad(problem, problem.rotate(w, theta))[1].square().sum(-1) for theta in angles])
     last = len(angles) - 1
     if keep == "last":
@@ -129,10 +132,25 @@ def so2_teleport(
 ):
     """Teleport ``w`` (shape ``(..., 2)``) along the problem's rotations.
 
-    ``options`` are the fields of :class:`SO2` (``lr``, ``steps``, ``seed``, ``loss_rtol``, ``keep``).
-    Returns ``(w_teleported, record)``. ``angle`` fixes θ₀ (a float or a tensor of the batch
-    shape); otherwise θ₀ ~ U[0, π) from ``generator`` (by default a new one seeded with ``seed``).
-    The ascent runs in double precision; the point is handed back in ``w``'s dtype.
+    The ascent runs in double precision; the point is handed back in ``w``'s dtype (walking back to an
+    earlier angle, or to ``w``, if rounding to that dtype breaks the loss).
+
+    Args:
+        problem: the 2-D problem, whose ``rotate`` is the group action.
+        w: the point, shape ``(..., 2)`` (a batch of copies), finite.
+        angle: θ₀ (a float or a tensor of the batch shape); ``None`` to draw θ₀ ~ U[0, π) from ``generator``.
+        generator: the generator θ₀ is drawn from; by default a new one seeded with ``seed``.
+        **options: the fields of :class:`SO2` (``lr``, ``steps``, ``seed``, ``loss_rtol``, ``keep``).
+
+    Returns:
+        ``(w_teleported, record)``: the teleported point in ``w``'s dtype and the
+        :class:`~symtele.history.TeleportRecord` (its ``trace["angle"]`` is the angle kept).
+
+    Raises:
+        TypeError: ``problem`` is not a :class:`~symtele.problems.Problem2D`, ``w`` is not a floating-point
+            tensor, or an option has the wrong type.
+        ValueError: an option out of range, a non-finite ``w`` or ``angle``, or a last dimension of ``w`` other
+            than 2.
     """
     o = SO2(**options)
     o.check(problem, [w])
@@ -170,10 +188,25 @@ def _teleport(problem, w, o: SO2, angle, generator):
 
 @dataclass(frozen=True)
 class SO2(Teleport):
-    """Rotation of ``φ(w)`` for a 2-D problem: ``steps`` ascent steps of size ``lr`` on the angle from
-    θ₀ ~ U[0, π), drawn from a generator seeded with ``seed`` (one per object, so the angles of a
-    run's teleports differ and repeat from run to run); the loss kept within ``loss_rtol``; ``keep`` is
-    ``"last"`` (the last angle, the writeup's) or ``"steepest"`` (the steepest angle visited, or none)."""
+    """Rotation of ``φ(w)`` for a 2-D problem: ``steps`` ascent steps of size ``lr`` on the angle.
+
+    The start θ₀ ~ U[0, π) is drawn from a generator seeded with ``seed`` (one per object, so the angles of a
+    run's teleports differ and repeat from run to run).
+
+    Args:
+        lr: the ascent's step size on the angle (positive).
+        steps: the number of ascent steps (``≥ 0``).
+        seed: the seed of the object's generator of θ₀ (``≥ 0``).
+        loss_rtol: the relative change of the loss a step may make
+            (:func:`~symtele.teleports.invariance.preserved`); ``None`` for the dtype's default
+            (:func:`~symtele.teleports.invariance.default_rtol`).
+        keep: ``"last"`` (the last angle, the writeup's) or ``"steepest"`` (the steepest angle visited, or none).
+
+    Raises:
+        TypeError: ``lr``, ``steps``, ``seed`` or ``loss_rtol`` of the wrong type.
+        ValueError: ``lr`` or ``loss_rtol`` not finite and positive, a negative ``steps`` or ``seed``, or another
+            ``keep``.
+    """
 
     name = "so2"
     lr: float = 1e-3
@@ -184,6 +217,7 @@ class SO2(Teleport):
     _generator: torch.Generator = field(init=False, repr=False, compare=False)
 
     def __post_init__(self):
+        """Check the fields and store them normalised (raising as the class docstring says)."""
         self._set(
             lr=checks.positive("lr", self.lr),
             steps=checks.count("steps", self.steps),
@@ -194,10 +228,34 @@ class SO2(Teleport):
         )
 
     def check(self, objective, params):
+        """Raise unless ``objective`` is a 2-D problem.
+
+        Args:
+            objective: the objective to teleport.
+            params: its parameters (not inspected).
+
+        Raises:
+            TypeError: ``objective`` is not a :class:`~symtele.problems.Problem2D`.
+        """
         if not isinstance(objective, Problem2D):
             raise TypeError(f"Invalid teleport: SO(2) acts on 2-D problems only, not on {type(objective).__name__}")
 
     def __call__(self, objective, params, grads, loss):
+        """Teleport ``params[0]`` as :func:`so2_teleport` does, θ₀ drawn from this object's generator.
+
+        Args:
+            objective: the 2-D problem.
+            params: ``[w]``, the point.
+            grads: the gradient at ``w`` (unused: recomputed).
+            loss: the loss at ``w`` (unused: recomputed).
+
+        Returns:
+            ``([w_teleported], grads, loss, record)``: the gradient and loss at the teleported point.
+
+        Raises:
+            TypeError: ``w`` is not a floating-point tensor.
+            ValueError: a non-finite ``w`` or a last dimension other than 2.
+        """
         w, record = _teleport(objective, params[0], self, None, self._generator)
         loss, grads = objective.loss_and_grad([w])
         return [w], grads, loss, record

@@ -1,9 +1,10 @@
-"""The symmetries of a network as data: which parameters each log-scale acts on, how the scales group, the
-attention heads' matrix groups, and what was left out and why (:func:`~symtele.teleports.discovery.discover`
-builds them).
+r"""The symmetries of a network as data, as :func:`~symtele.teleports.discovery.discover` builds them.
+
+Which parameters each log-scale acts on, how the scales group, the attention heads' matrix groups, and what
+was left out and why.
 
 A :class:`Symmetry` has ``n_scales`` log-scales ``s``; parameter ``p`` becomes ``p · exp(a_p(s))`` with
-``a_p(s) = Σ_t sign_t · s[units_t]`` over its :class:`Term`\\ s. Scales that rescale the same layers form a
+``a_p(s) = Σ_t sign_t · s[units_t]`` over its :class:`Term`\ s. Scales that rescale the same layers form a
 :class:`Group`; every layer (or group) that is not rescaled is a :class:`Dropped` record with its reason.
 
 Beside these diagonal scalings, every attention head has two matrix groups (:class:`PairGroup`), each an
@@ -45,8 +46,14 @@ class Term:
 
 @dataclass(frozen=True)
 class Group:
-    """Scales that rescale the same layers: ``size`` independent scales, the layers that produce their units
-    (divided by the scale) and those that read them (multiplied); ``scales`` are their indices in ``s``."""
+    """Scales that rescale the same layers.
+
+    Args:
+        size: the number of independent scales.
+        producers: the layers that produce their units (divided by the scale).
+        consumers: the layers that read them (multiplied).
+        scales: their indices in ``s``.
+    """
 
     size: int
     producers: tuple[str, ...]
@@ -56,7 +63,12 @@ class Group:
 
 @dataclass(frozen=True)
 class Dropped:
-    """A layer (or a group of layers) whose scales are fixed at 1, and why."""
+    """A layer (or a group of layers) whose scales are fixed at 1, and why.
+
+    Args:
+        layer: the layer's name (or the group's).
+        reason: why it is not rescaled.
+    """
 
     layer: str
     reason: str
@@ -177,9 +189,18 @@ class Symmetry:
         return list(dict.fromkeys(t.param for t in self.terms))
 
     def log_factor(self, name: str, s: torch.Tensor, like: torch.Tensor) -> torch.Tensor | None:
-        """``a_p(s) = Σ_t sign_t · s[units_t]`` for the parameter ``name`` (broadcastable to it, in ``like``'s
-        dtype and device), or ``None`` if no scale acts on it. Leading dimensions of ``s`` index copies of the
-        network, each with its own scales (the parameter then has them too)."""
+        """``a_p(s) = Σ_t sign_t · s[units_t]`` for the parameter ``name``.
+
+        Args:
+            name: the parameter's name.
+            s: the log-scales, ``(*batch, n_scales)``: leading dimensions index copies of the network, each with
+                its own scales (the parameter then has them too).
+            like: the parameter (for its dtype and device).
+
+        Returns:
+            ``a_p(s)``, broadcastable to the parameter, in ``like``'s dtype and device; ``None`` if no scale acts
+            on it.
+        """
         terms = [t for t in self.terms if t.param == name]
         if not terms:
             return None
@@ -190,8 +211,15 @@ class Symmetry:
         return out.to(like.dtype)
 
     def keep(self, kept: list[int], dropped: list[Dropped] = ()) -> Symmetry:
-        """The symmetry with only the groups ``kept`` (indices into ``groups``), the scales renumbered, and
-        ``dropped`` added to the records."""
+        """The symmetry with only the groups ``kept``, the scales renumbered.
+
+        Args:
+            kept: indices into ``groups``, in the order the new groups take.
+            dropped: records to add to ``dropped``.
+
+        Returns:
+            A new :class:`Symmetry` (terms left with no kept scale are removed; the matrix groups are kept).
+        """
         old = [i for g in kept for i in self.groups[g].scales]
         lookup = torch.full((self.n_scales + 1,), len(old), dtype=torch.long)
         lookup[torch.tensor(old, dtype=torch.long)] = torch.arange(len(old))
@@ -210,15 +238,30 @@ class Symmetry:
         )
 
     def keep_pairs(self, kept: list[int], dropped: list[Dropped] = ()) -> Symmetry:
-        """The symmetry with only the matrix groups ``kept`` (indices into ``pair_groups``), and ``dropped`` added
-        to the records."""
+        """The symmetry with only the matrix groups ``kept``.
+
+        Args:
+            kept: indices into ``pair_groups``.
+            dropped: records to add to ``dropped``.
+
+        Returns:
+            A new :class:`Symmetry` with the same scales.
+        """
         pairs = [self.pair_groups[i] for i in kept]
         return Symmetry(
             self.n_scales, self.terms, self.groups, [*self.dropped, *dropped], self.kinds, self.verified, pairs
         )
 
     def label(self, layer: str) -> str:
-        """``layer`` with its type when its name alone does not say it (``1 (ReLU)`` in an ``nn.Sequential``)."""
+        """``layer`` with its type when its name alone does not say it (``1 (ReLU)`` in an ``nn.Sequential``).
+
+        Args:
+            layer: a layer's name.
+
+        Returns:
+            The name, followed by the type in parentheses when the name is empty or ends in an index and the
+            type is known.
+        """
         kind = self.kinds.get(layer)
         last = layer.rsplit(".", 1)[-1]
         return f"{layer} ({kind})" if kind and (last.isdigit() or not layer) else layer
@@ -236,6 +279,7 @@ class Symmetry:
         }
 
     def __str__(self) -> str:
+        """The groups, the attention head groups, the layers not rescaled and the check, one per line."""
         lines = [f"{self.n_scales} independent scales in {len(self.groups)} groups"]
         for i, g in enumerate(self.groups):
             consumers = ", ".join(self.label(c) for c in g.consumers) or "(none)"
