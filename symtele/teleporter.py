@@ -17,6 +17,12 @@ run on copies of them), and so is the global random number generator: every forw
 the same dropout masks from a forked generator, so the loss checks compare like with like, and a run whose
 teleports are all declined is the run without teleports, bit for bit.
 
+**Attention.** A transformer's heads have GL(d) groups (:mod:`~symtele.teleports.attention`), found by the same
+discovery. With ``accept="always"`` and ``state="keep"`` or ``"reset"`` they are moved after the positive scales
+(:func:`teleport_model` does so); the look-ahead's path and the transport of optimiser state are defined for the
+positive scales only, so otherwise the attention groups are left as they are and the record's
+``trace["attention"]`` says so.
+
 **Optimiser state** at a teleport, ``state=`` (:mod:`~symtele.optimizer_state`): ``"transport"`` (moved by the
 same group action as the gradient: the state the same run would have had in the teleported coordinates),
 ``"keep"`` (left as it is, what the course project does) or ``"reset"`` (cleared).
@@ -52,6 +58,8 @@ from .objective import grad_norm_sq
 from .optimizer_state import DecayPart, check_optimizer, l2_penalty, transport_state, transported
 from .schedule import Schedule
 from .states import STATES
+from .teleports.attention import attention_teleport
+from .teleports.invariance import default_rtol, preserved
 from .teleports.rescale import Rescale, rescale_teleport, symmetry_of
 
 #: how a teleport is accepted: after the look-ahead agrees, or always (the writeup's experiments)
@@ -365,6 +373,10 @@ class Teleporter:
                     record.grad_norm_sq_after = float(
                         grad_norm_sq([g / by_param[named[n]] if named[n] in by_param else g for n, g in grads.items()])
                     )
+                pairs = None
+                if symmetry.pair_groups:
+                    at_t = {n: named_factor**t for n, named_factor in factors.items()} if t else {}
+                    pairs = self._attention(symmetry.pair_groups, params, grads, at_t, batches, mean_loss)
             finally:
                 with torch.no_grad():  # the teleport's forward passes must not move the running statistics
                     for n, b in model.named_buffers():
@@ -379,6 +391,8 @@ class Teleporter:
         else:
             record.log_scales = [t * v for v in record.log_scales]
             self._apply(record, by_param)
+        if pairs is not None:
+            self._apply_attention(record, pairs)
         if record.state is None:
             record.state = "untouched (not teleported)"
         record.epoch = step
@@ -497,6 +511,68 @@ class Teleporter:
                 )
             )
         return chosen
+
+    def _attention(self, groups, params, grads, factors, batches, mean_loss) -> dict:
+        """The attention heads' groups teleported after the positive scales (their factors ``factors``, by name).
+
+        Each group ascends on its own Gram matrices (:func:`~symtele.teleports.attention.attention_teleport`), and
+        one forward pass checks the loss of the whole move. Only with ``accept="always"`` and the optimiser's
+        state kept or reset: the look-ahead's path and the transport of optimiser state are defined for the
+        positive scales alone, so otherwise the groups are left as they are and the record says so.
+
+        Returns:
+            ``trace`` (what the record's ``trace["attention"]`` gets), and when the move is applied the moved
+            parameters (``moved``, by name), the rise of ``‖∇L‖²`` (``gain``) and the loss after (``loss``).
+        """
+        if self.accept != "always" or self.state == "transport":
+            why = (
+                f"{len(groups)} attention head groups found and left as they are: with accept={self.accept!r} and "
+                f"state={self.state!r} the Teleporter moves the positive scales only (the look-ahead and the "
+                "transport of optimiser state are built for them); accept='always' with state='keep' or 'reset' "
+                "moves the attention groups too"
+            )
+            return {"trace": {"groups": len(groups), "moved": 0, "why": why}}
+        current = {n: p * factors[n] if n in factors else p for n, p in params.items()}
+        at_current = {n: g / factors[n] if n in factors else g for n, g in grads.items()}
+        o = self.teleport_
+        moved, _, rows = attention_teleport(current, at_current, groups, steps=o.steps, max_step=o.max_log_step)
+        gain = sum(r["after"] - r["before"] for r in rows)
+        count = sum(1 for r in rows if r["step"])
+        trace = {"groups": rows, "moved": count}
+        if not count or not gain > 0:
+            trace["why"] = "no attention group's ascent raised ‖∇L‖²"
+            return {"trace": trace}
+        loss = mean_loss(moved, batches)
+        before = mean_loss(current, batches)
+        rtol = default_rtol(next(iter(params.values())).dtype) if o.loss_rtol is None else o.loss_rtol
+        if not bool(preserved(torch.tensor(before), torch.tensor(loss), rtol)):
+            trace["moved"] = 0
+            trace["why"] = f"not applied: the loss went from {before:.8g} to {loss:.8g} (beyond rtol {rtol:g})"
+            return {"trace": trace, "forwards": 2}
+        touched = {b.param for g in groups for b in g.blocks}
+        return {"trace": trace, "moved": {n: moved[n] for n in touched}, "gain": gain, "loss": loss, "forwards": 2}
+
+    def _apply_attention(self, record, pairs: dict) -> None:
+        """Write the attention groups' move (:meth:`_attention`) into the parameters; the record says what moved."""
+        record.trace["attention"] = pairs["trace"]
+        record.forward_evals += pairs.get("forwards", 0)
+        if "moved" not in pairs:
+            return
+        named = dict(self.module.named_parameters())
+        with torch.no_grad():
+            for n, value in pairs["moved"].items():
+                named[n].copy_(value)
+        if self.state == "reset":
+            if self.optimizer is not None:
+                for p in self.module.parameters():
+                    self.optimizer.state.pop(p, None)
+            record.state = "reset"
+        elif record.state is None or record.state.startswith("untouched"):
+            record.state = "kept"
+        record.grad_norm_sq_after = float(record.grad_norm_sq_after) + pairs["gain"]
+        record.loss_after = pairs["loss"]
+        if record.stopped and record.stopped.startswith("moved nothing"):
+            record.stopped += f"; {pairs['trace']['moved']} attention head groups moved"
 
     def _apply(self, record, factors) -> None:
         """Rescale the parameters in place and treat the optimiser's state; the record says what happened."""

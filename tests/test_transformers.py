@@ -364,3 +364,83 @@ def test_heads_merged_into_the_batch_are_followed_through_the_copies():
         ("qkv.weight", slice(0, 4), "left"),
         ("qkv.weight", slice(8, 12), "right"),
     ]
+
+
+# ---- teleporting the attention groups ------------------------------------------------------------------------
+
+
+def _small_gpt():
+    from symtele.models_gpt import GPT
+
+    torch.manual_seed(0)
+    model = GPT(vocab_size=20, n_layer=2, d_model=32, n_head=4, context=16).double()
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.randint(0, 20, (8, 16), generator=g), torch.randint(0, 20, (8, 16), generator=g)
+    return model, x, y
+
+
+def _token_loss(out, targets):
+    return F.cross_entropy(out.reshape(-1, out.shape[-1]), targets.reshape(-1))
+
+
+def _grad_norm_sq(model, x, y):
+    with sdpa_kernel(SDPBackend.MATH):
+        grads = torch.autograd.grad(_token_loss(model(x), y), list(model.parameters()))
+    return float(sum(g.square().sum() for g in grads))
+
+
+@pytest.mark.parametrize("train", [False, True], ids=["eval", "train"])
+def test_teleport_model_moves_the_attention_groups_and_keeps_every_output(train):
+    """A one-shot teleport moves the heads' GL(d) groups after the positive scales: every output the same, and
+    the record's ‖∇L‖² after is the gradient's at the new point (computed again by autograd)."""
+    import symtele as st
+
+    model, x, y = _small_gpt()
+    model.train(train)
+    attention = [p for n, p in model.named_parameters() if "c_attn" in n or "attn.c_proj.weight" in n]
+    before = [p.detach().clone() for p in attention]
+    torch.manual_seed(5)
+    with torch.no_grad():
+        out = model(x)
+    record = st.teleport_model(model, _token_loss, x, y)
+    torch.manual_seed(5)
+    with torch.no_grad():
+        moved_out = model(x)
+    assert float((moved_out - out).abs().max()) <= 1e-10 * float(out.abs().max())
+    trace = record.trace["attention"]
+    assert trace["moved"] == sum(1 for g in trace["groups"] if g["step"]) > 0
+    assert any(not torch.equal(p, q) for p, q in zip(attention, before))
+    if not train:  # no dropout in the GPT's defaults either way; eval mode keeps the check deterministic
+        assert record.grad_norm_sq_after == pytest.approx(_grad_norm_sq(model, x, y), rel=1e-8)
+    assert record.grad_norm_sq_after > record.grad_norm_sq_before
+    assert record.loss_after == pytest.approx(record.loss_before, rel=1e-10)
+
+
+def test_the_teleporter_with_its_look_ahead_leaves_the_attention_groups_and_says_why():
+    import symtele as st
+
+    model, x, y = _small_gpt()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    teleporter = st.Teleporter(model, _token_loss, optimizer, schedule=[1], lookahead_batch=(x, y))
+    qkv = model.blocks[0].attn.c_attn.weight.detach().clone()
+    teleporter.maybe(0, x, y)
+    record = teleporter.maybe(1, x, y)
+    trace = record.trace["attention"]
+    assert trace["moved"] == 0 and "left as they are" in trace["why"] and "accept='always'" in trace["why"]
+    if record.t == 0:  # declined: nothing moved at all
+        assert torch.equal(model.blocks[0].attn.c_attn.weight, qkv)
+
+
+def test_the_readme_transformer_example_runs_and_prints_what_it_says(capsys):
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = text[text.index("### Transformers") :].split("\n### ")[0]
+    code = re.findall(r"```python\n(.*?)```", section, re.S)[0]
+    shown = re.findall(r"```text\n(.*?)```", section, re.S)[0].strip()
+    namespace: dict = {}
+    exec(compile(code, "README.md", "exec"), namespace)
+    printed = capsys.readouterr().out
+    assert "832 independent scales in 7 groups" in printed and "16 attention head groups" in printed
+    assert printed.strip().splitlines()[-1] == shown

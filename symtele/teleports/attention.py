@@ -224,3 +224,57 @@ def pair_gradient_norm_reference(
         value = sum(g.square().sum() for g in grads)
         (slope,) = torch.autograd.grad(value, eps)
     return value.detach(), slope
+
+
+def act_on_gradient(group: PairGroup, a: torch.Tensor, grads: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The gradient at ``g_A·w`` from the gradient at ``w``: ``G_P ← A^{−1} G_P``, ``G_R ← Aᵀ G_R``.
+
+    The action is linear and keeps the loss, so the gradient moves by the inverse transpose of the action on
+    the weights (module docstring); no backward pass.
+
+    Args:
+        group: the pair group.
+        a: the group element ``A``.
+        grads: every parameter's gradient at ``w``, by name.
+
+    Returns:
+        The gradients, new tensors for the parameters the group touches.
+    """
+    inverse = torch.linalg.inv(a)
+    return act(group, inverse.T, grads)  # left: (A^{-T})ᵀ G = A^{-1} G; right: (A^{-T})^{-1} G = Aᵀ G
+
+
+def attention_teleport(
+    params: dict[str, torch.Tensor],
+    grads: dict[str, torch.Tensor],
+    groups: list[PairGroup],
+    *,
+    steps: int = 10,
+    max_step: float = 0.1,
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], list[dict]]:
+    """Every attention head group moved to the steepest point its closed-form ascent finds.
+
+    The groups act on disjoint blocks, so each ascends on its own Gram matrices (:func:`ascend_pair`, keeping
+    its steepest step) and they compose in any order; the gradient follows by :func:`act_on_gradient`.
+
+    Args:
+        params: all of a model's parameters, by name.
+        grads: the gradient at ``params``, by name.
+        groups: the pair groups (``Symmetry.pair_groups``, verified at discovery).
+        steps: ascent steps per group.
+        max_step: the spectral norm of each step's Lie-algebra element.
+
+    Returns:
+        ``(params, grads, rows)``: the moved parameters and their gradient, and per group its ``name``, the
+        group's part of ``‖∇L‖²`` ``before`` and ``after``, and the ``step`` kept.
+    """
+    rows = []
+    for group in groups:
+        c_left, c_right = grams(group, grads)
+        trail, values = ascend_pair(c_left, c_right, steps, max_step)
+        best = max(range(len(trail)), key=lambda i: float(values[i]))
+        rows.append({"name": group.name, "before": float(values[0]), "after": float(values[best]), "step": best})
+        if best:
+            params = act(group, trail[best], params)
+            grads = act_on_gradient(group, trail[best], grads)
+    return params, grads, rows
