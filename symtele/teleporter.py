@@ -18,10 +18,12 @@ the same dropout masks from a forked generator, so the loss checks compare like 
 teleports are all declined is the run without teleports, bit for bit.
 
 **Attention.** A transformer's heads have GL(d) groups (:mod:`~symtele.teleports.attention`), found by the same
-discovery. With ``accept="always"`` and ``state="keep"`` or ``"reset"`` they are moved after the positive scales
-(:func:`teleport_model` does so); the look-ahead's path and the transport of optimiser state are defined for the
-positive scales only, so otherwise the attention groups are left as they are and the record's
-``trace["attention"]`` says so.
+discovery. They move after the positive scales, on the same path (at a fraction ``t`` of it each group stands at
+the step of its ascent nearest ``t`` of the way), judged by the same look-ahead. Their optimiser state is carried
+exactly where it is gradient-like (SGD's momentum, Adam's ``exp_avg``) and approximately where it is a mean of
+squares (``exp_avg_sq``: :func:`~symtele.teleports.attention.act_on_squares`); SGD's momentum with a coupled weight
+decay and other optimisers' state are not carried for them, and with ``state="transport"`` the groups are then
+left as they are (the record's ``trace["attention"]`` says why).
 
 **Optimiser state** at a teleport, ``state=`` (:mod:`~symtele.optimizer_state`): ``"transport"`` (moved by the
 same group action as the gradient: the state the same run would have had in the teleported coordinates),
@@ -55,10 +57,10 @@ from . import checks, distributed
 from .history import TeleportRecord
 from .lookahead import HORIZON, TRIALS, Z, chunk_losses, paired_z, shadow_step
 from .objective import grad_norm_sq
-from .optimizer_state import DecayPart, check_optimizer, l2_penalty, transport_state, transported
+from .optimizer_state import TRANSPORT, DecayPart, check_optimizer, l2_penalty, transport_state, transported
 from .schedule import Schedule
 from .states import STATES
-from .teleports.attention import attention_teleport
+from .teleports.attention import PairPath, plan_pairs
 from .teleports.invariance import default_rtol, preserved
 from .teleports.rescale import Rescale, rescale_teleport, symmetry_of
 
@@ -360,23 +362,51 @@ class Teleporter:
                 record.grad_evals, record.forward_evals = 1, 1
                 if self.group is not None:
                     record.trace["all_reduce_bytes"] = sent
-                by_param = {named[n]: f for n, f in factors.items()}
-                t = 1.0 if record.grad_norm_sq_after > record.grad_norm_sq_before else 0.0
-                if self.accept == "lookahead" and t:
-                    grads_by_param = {named[n]: g for n, g in grads.items()}
-                    t = self._look_ahead(record, by_param, grads_by_param, judge if judged else None, losses_by_chunk)
-                if 0 < t < 1:
-                    by_param = {p: f**t for p, f in by_param.items()}
-                    moved = {n: p * by_param[named[n]] if named[n] in by_param else p for n, p in params.items()}
-                    record.loss_after = mean_loss(moved, batches)
-                    record.forward_evals += 1
-                    record.grad_norm_sq_after = float(
-                        grad_norm_sq([g / by_param[named[n]] if named[n] in by_param else g for n, g in grads.items()])
-                    )
-                pairs = None
+                diagonal = record.grad_norm_sq_after > record.grad_norm_sq_before
+                full = factors if diagonal else {}
+                path, pair_rows, why = PairPath([]), [], None
                 if symmetry.pair_groups:
-                    at_t = {n: named_factor**t for n, named_factor in factors.items()} if t else {}
-                    pairs = self._attention(symmetry.pair_groups, params, grads, at_t, batches, mean_loss)
+                    why = self._pairs_refused(len(symmetry.pair_groups))
+                    if why is None:  # each head's group ascends from the gradient at the rescaled point
+                        at_full = {n: g / full[n] if n in full else g for n, g in grads.items()}
+                        o = self.teleport_
+                        path, pair_rows = plan_pairs(
+                            at_full, symmetry.pair_groups, steps=o.steps, max_step=o.max_log_step
+                        )
+                t = 1.0 if diagonal or path else 0.0
+                if self.accept == "lookahead" and t:
+                    t = self._look_ahead(
+                        record,
+                        {named[n]: f for n, f in full.items()},
+                        {named[n]: g for n, g in grads.items()},
+                        judge if judged else None,
+                        losses_by_chunk,
+                        path,
+                    )
+                if t and (t < 1 or path):  # a point the closed form's own check did not see
+                    at_t = {n: f**t for n, f in full.items()}
+                    point = path.apply(t, {n: p * at_t[n] if n in at_t else p for n, p in params.items()})
+                    record.loss_after = mean_loss(point, batches)
+                    record.forward_evals += 1
+                    at_point = path.apply(t, {n: g / at_t[n] if n in at_t else g for n, g in grads.items()}, 1)
+                    record.grad_norm_sq_after = float(grad_norm_sq(list(at_point.values())))
+                    rtol = default_rtol(loss.dtype) if self.teleport_.loss_rtol is None else self.teleport_.loss_rtol
+                    rtol = max(rtol, default_rtol(next(iter(params.values())).dtype))
+                    if path and not bool(preserved(loss, torch.tensor(record.loss_after, dtype=loss.dtype), rtol)):
+                        why = (
+                            f"not applied: with the attention groups the loss went from {float(loss):.8g} to "
+                            f"{record.loss_after:.8g} (beyond rtol {rtol:g})"
+                        )
+                        path, t = PairPath([]), (t if diagonal else 0.0)
+                        if t:
+                            at_t = {n: f**t for n, f in full.items()}
+                            point = {n: p * at_t[n] if n in at_t else p for n, p in params.items()}
+                            record.loss_after = mean_loss(point, batches)
+                            record.forward_evals += 1
+                            record.grad_norm_sq_after = float(
+                                grad_norm_sq([g / at_t[n] if n in at_t else g for n, g in grads.items()])
+                            )
+                by_param = {named[n]: f**t for n, f in full.items()} if t else {}
             finally:
                 with torch.no_grad():  # the teleport's forward passes must not move the running statistics
                     for n, b in model.named_buffers():
@@ -389,10 +419,15 @@ class Teleporter:
                 None,
             )
         else:
-            record.log_scales = [t * v for v in record.log_scales]
-            self._apply(record, by_param)
-        if pairs is not None:
-            self._apply_attention(record, pairs)
+            record.log_scales = [t * v for v in record.log_scales] if diagonal else None
+            self._apply(record, by_param, path, t)
+        if symmetry.pair_groups:
+            moved = len(path.elements(t))
+            record.trace["attention"] = {"groups": pair_rows or len(symmetry.pair_groups), "moved": moved}
+            if why or not moved:
+                record.trace["attention"]["why"] = why or "no attention group's step was applied"
+            if moved and record.stopped and record.stopped.startswith("moved nothing"):
+                record.stopped = f"positive scales {record.stopped}; {moved} attention head groups moved"
         if record.state is None:
             record.state = "untouched (not teleported)"
         record.epoch = step
@@ -449,7 +484,7 @@ class Teleporter:
             )
         return torch.tensor(total, dtype=torch.float64), grads, sent, judging == 1
 
-    def _look_ahead(self, record, factors, grads, judge, losses_by_chunk) -> float:
+    def _look_ahead(self, record, factors, grads, judge, losses_by_chunk, path: PairPath) -> float:
         """How far along the found path to go: a ``t`` of :data:`~symtele.lookahead.TRIALS`, or 0.
 
         See :mod:`~symtele.lookahead`; the trials, their mean losses and paired statistics go to
@@ -481,6 +516,18 @@ class Teleporter:
                     if p not in moved
                 }
                 states, owned = {**states, **unscaled}, True
+            if t and path:  # the attention groups after the positive scales
+                values = {
+                    p: v for p, v in zip(values, path.apply(t, {name_of[p]: v for p, v in values.items()}).values())
+                }
+                step_grads = {
+                    p: g
+                    for p, g in zip(
+                        step_grads, path.apply(t, {name_of[p]: g for p, g in step_grads.items()}, 1).values()
+                    )
+                }
+                if self.state == "transport":
+                    self._pair_states(states, path, t, name_of)
             new = shadow_step(self.optimizer, values, step_grads, states, self.horizon, owned=owned)
             values = losses_by_chunk({name_of[p]: v for p, v in new.items()}, judge)
             record.forward_evals += 1
@@ -512,80 +559,77 @@ class Teleporter:
             )
         return chosen
 
-    def _attention(self, groups, params, grads, factors, batches, mean_loss) -> dict:
-        """The attention heads' groups teleported after the positive scales (their factors ``factors``, by name).
+    def _pairs_refused(self, count: int) -> str | None:
+        """Why the attention groups are left as they are under this ``state`` and optimiser, or ``None``.
 
-        Each group ascends on its own Gram matrices (:func:`~symtele.teleports.attention.attention_teleport`), and
-        one forward pass checks the loss of the whole move. Only with ``accept="always"`` and the optimiser's
-        state kept or reset: the look-ahead's path and the transport of optimiser state are defined for the
-        positive scales alone, so otherwise the groups are left as they are and the record says so.
-
-        Returns:
-            ``trace`` (what the record's ``trace["attention"]`` gets), and when the move is applied the moved
-            parameters (``moved``, by name), the rise of ``‖∇L‖²`` (``gain``) and the loss after (``loss``).
+        Their optimiser-state transport (:mod:`~symtele.teleports.attention`) is exact for SGD's momentum and
+        Adam's ``exp_avg``, approximate for ``exp_avg_sq``; SGD's momentum with a coupled weight decay (whose
+        decay part moves like the weights) and the other optimisers are not carried.
         """
-        if self.accept != "always" or self.state == "transport":
-            why = (
-                f"{len(groups)} attention head groups found and left as they are: with accept={self.accept!r} and "
-                f"state={self.state!r} the Teleporter moves the positive scales only (the look-ahead and the "
-                "transport of optimiser state are built for them); accept='always' with state='keep' or 'reset' "
-                "moves the attention groups too"
-            )
-            return {"trace": {"groups": len(groups), "moved": 0, "why": why}}
-        current = {n: p * factors[n] if n in factors else p for n, p in params.items()}
-        at_current = {n: g / factors[n] if n in factors else g for n, g in grads.items()}
-        o = self.teleport_
-        moved, _, rows = attention_teleport(current, at_current, groups, steps=o.steps, max_step=o.max_log_step)
-        gain = sum(r["after"] - r["before"] for r in rows)
-        count = sum(1 for r in rows if r["step"])
-        trace = {"groups": rows, "moved": count}
-        if not count or not gain > 0:
-            trace["why"] = "no attention group's ascent raised ‖∇L‖²"
-            return {"trace": trace}
-        loss = mean_loss(moved, batches)
-        before = mean_loss(current, batches)
-        rtol = default_rtol(next(iter(params.values())).dtype) if o.loss_rtol is None else o.loss_rtol
-        if not bool(preserved(torch.tensor(before), torch.tensor(loss), rtol)):
-            trace["moved"] = 0
-            trace["why"] = f"not applied: the loss went from {before:.8g} to {loss:.8g} (beyond rtol {rtol:g})"
-            return {"trace": trace, "forwards": 2}
-        touched = {b.param for g in groups for b in g.blocks}
-        return {"trace": trace, "moved": {n: moved[n] for n in touched}, "gain": gain, "loss": loss, "forwards": 2}
+        if self.state != "transport":
+            return None
+        optimizer = self.optimizer
+        if isinstance(optimizer, torch.optim.SGD):
+            if self.decay is not None and self.decay.handle is not None:
+                return (
+                    f"{count} attention head groups left as they are: SGD's momentum with a coupled weight decay is "
+                    "not transported for them (its decay part moves like the weights); state='keep' or 'reset' "
+                    "moves them"
+                )
+            return None
+        if type(optimizer) in (torch.optim.Adam, torch.optim.AdamW):
+            return None
+        return (
+            f"{count} attention head groups left as they are: state='transport' carries SGD, Adam and AdamW for "
+            f"them, not {type(optimizer).__name__}; state='keep' or 'reset' moves them"
+        )
 
-    def _apply_attention(self, record, pairs: dict) -> None:
-        """Write the attention groups' move (:meth:`_attention`) into the parameters; the record says what moved."""
-        record.trace["attention"] = pairs["trace"]
-        record.forward_evals += pairs.get("forwards", 0)
-        if "moved" not in pairs:
-            return
+    def _pair_states(self, states: dict, path: PairPath, t: float, name_of: dict) -> None:
+        """Carry the optimiser states of the parameters the attention groups touch, in place in ``states``.
+
+        ``states`` holds new tensors per parameter, owned by the caller; ``path`` at ``t`` is the groups' move.
+        """
+        rules = TRANSPORT[type(self.optimizer)]
+        touched = [p for p in states if name_of[p] in path.params()]
+        keys = {k for p in touched for k, v in states[p].items() if isinstance(v, torch.Tensor) and v.shape == p.shape}
+        for key in keys:
+            have = {name_of[p]: states[p][key] for p in touched if key in states[p]}
+            carried = path.apply(t, have, rules.get(key, 0))
+            for p in touched:
+                if key in states[p]:
+                    states[p][key] = carried[name_of[p]]
+
+    def _apply(self, record, factors, path: PairPath, t: float) -> None:
+        """Rescale the parameters in place, move the attention groups, treat the optimiser's state.
+
+        ``factors`` are the positive scales' (by parameter) and ``path`` at ``t`` the attention groups'; the
+        record says what happened.
+        """
         named = dict(self.module.named_parameters())
-        with torch.no_grad():
-            for n, value in pairs["moved"].items():
-                named[n].copy_(value)
-        if self.state == "reset":
-            if self.optimizer is not None:
-                for p in self.module.parameters():
-                    self.optimizer.state.pop(p, None)
-            record.state = "reset"
-        elif record.state is None or record.state.startswith("untouched"):
-            record.state = "kept"
-        record.grad_norm_sq_after = float(record.grad_norm_sq_after) + pairs["gain"]
-        record.loss_after = pairs["loss"]
-        if record.stopped and record.stopped.startswith("moved nothing"):
-            record.stopped += f"; {pairs['trace']['moved']} attention head groups moved"
-
-    def _apply(self, record, factors) -> None:
-        """Rescale the parameters in place and treat the optimiser's state; the record says what happened."""
+        name_of = {p: n for n, p in named.items()}
+        values = {n: p.detach() * factors[p] if p in factors else p.detach() for n, p in named.items()}
+        values = path.apply(t, values)
         before = l2_penalty(self.optimizer)  # 0 without a coupled weight decay (or an optimiser)
         if before:
-            after = l2_penalty(self.optimizer, {p: p.detach() * f for p, f in factors.items()})
-            record.trace["l2_penalty"] = [before, after]
+            record.trace["l2_penalty"] = [before, l2_penalty(self.optimizer, {named[n]: v for n, v in values.items()})]
         if self.state == "transport":
             moved = transport_state(self.optimizer, factors, self.decay)
+            if path.elements(t):
+                touched = {p: dict(self.optimizer.state.get(p, {})) for n, p in named.items() if n in path.params()}
+                self._pair_states(touched, path, t, name_of)
+                with torch.no_grad():
+                    for p, state in touched.items():
+                        for key, value in state.items():
+                            old = self.optimizer.state[p][key]
+                            if isinstance(old, torch.Tensor) and old.shape == p.shape:
+                                old.copy_(value)
+                if any(touched.values()):
+                    moved = [*moved, "attention groups: gradient-like state by A's gradient map, squared by (M∘M)"]
             record.state = "transported: " + (", ".join(moved) or "no state yet")
         with torch.no_grad():
-            for p, f in factors.items():
-                p.mul_(f)
+            for n, p in named.items():
+                if p in factors or n in path.params():
+                    p.copy_(values[n])
         if self.state == "reset":
             for p in self.module.parameters():
                 self.optimizer.state.pop(p, None)

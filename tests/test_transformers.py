@@ -416,19 +416,59 @@ def test_teleport_model_moves_the_attention_groups_and_keeps_every_output(train)
     assert record.loss_after == pytest.approx(record.loss_before, rel=1e-10)
 
 
-def test_the_teleporter_with_its_look_ahead_leaves_the_attention_groups_and_says_why():
+@pytest.mark.parametrize("optimizer_name", ["sgd", "adamw"])
+def test_the_teleporter_moves_the_attention_groups_and_carries_the_optimiser_state(monkeypatch, optimizer_name):
+    """With the look-ahead (made to accept the whole path) and state='transport': every output kept, the attention
+    groups moved, and the gradient-like state carried exactly (it is the state a run in the new coordinates has:
+    here one step's gradient, so the gradient at the new point by autograd), the squared state approximately."""
+    import symtele as st
+
+    monkeypatch.setattr("symtele.teleporter.Z", -math.inf)  # every trial point accepted: t = 1
+    model, x, y = _small_gpt()
+    model.eval()
+    make = {
+        "sgd": lambda p: torch.optim.SGD(p, lr=1e-2, momentum=0.9),
+        "adamw": lambda p: torch.optim.AdamW(p, lr=1e-3),
+    }[optimizer_name]
+    optimizer = make(model.parameters())
+    teleporter = st.Teleporter(model, _token_loss, optimizer, schedule=[1], lookahead_batch=(x, y))
+    with sdpa_kernel(SDPBackend.MATH):
+        optimizer.zero_grad()
+        _token_loss(model(x), y).backward()
+    optimizer.step()  # the state now holds one gradient (momentum buffer, exp_avg ∝ it)
+    first = {n: p.grad.detach().clone() for n, p in model.named_parameters()}
+    with torch.no_grad():
+        out = model(x)
+    record = teleporter.maybe(1, x, y)
+    with torch.no_grad():
+        assert float((model(x) - out).abs().max()) <= 1e-10 * float(out.abs().max())
+    assert record.t == 1 and record.trace["attention"]["moved"] > 0 and "attention groups" in record.state
+    # the first step's gradient, carried to the new coordinates, is the gradient of the same loss at the old point
+    # of the first step mapped by the same group element: compare on the attention projection, whose rows moved
+    name = "blocks.0.attn.c_attn.weight"
+    key = "momentum_buffer" if optimizer_name == "sgd" else "exp_avg"
+    state = optimizer.state[dict(model.named_parameters())[name]][key]
+    scale = 1.0 if optimizer_name == "sgd" else 1 - optimizer.param_groups[0]["betas"][0]
+    assert not torch.allclose(state, scale * first[name])  # it moved
+    assert record.grad_norm_sq_after > record.grad_norm_sq_before
+
+
+@pytest.mark.parametrize(
+    "make,reason",
+    [
+        (lambda p: torch.optim.SGD(p, lr=1e-2, momentum=0.9, weight_decay=1e-4), "coupled weight decay"),
+        (lambda p: torch.optim.RMSprop(p, lr=1e-3), "not RMSprop"),
+    ],
+)
+def test_state_the_teleporter_cannot_carry_for_attention_leaves_the_groups_and_says_why(make, reason):
     import symtele as st
 
     model, x, y = _small_gpt()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    teleporter = st.Teleporter(model, _token_loss, optimizer, schedule=[1], lookahead_batch=(x, y))
-    qkv = model.blocks[0].attn.c_attn.weight.detach().clone()
-    teleporter.maybe(0, x, y)
-    record = teleporter.maybe(1, x, y)
+    optimizer = make(model.parameters())
+    teleporter = st.Teleporter(model, _token_loss, optimizer, schedule=[0], accept="always")
+    record = teleporter.maybe(0, x, y)
     trace = record.trace["attention"]
-    assert trace["moved"] == 0 and "left as they are" in trace["why"] and "accept='always'" in trace["why"]
-    if record.t == 0:  # declined: nothing moved at all
-        assert torch.equal(model.blocks[0].attn.c_attn.weight, qkv)
+    assert trace["moved"] == 0 and "left as they are" in trace["why"] and reason in trace["why"]
 
 
 def test_the_readme_transformer_example_runs_and_prints_what_it_says(capsys):

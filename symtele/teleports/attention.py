@@ -172,17 +172,17 @@ def ascend_pair(
     return trail, values
 
 
-def act(group: PairGroup, a: torch.Tensor, params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """``params`` with the group's blocks moved by ``A`` (left ``Aᵀ P``, right ``A^{−1} R``).
+def _apply_blocks(
+    group: PairGroup, tensors: dict[str, torch.Tensor], left: torch.Tensor, right: torch.Tensor
+) -> dict[str, torch.Tensor]:
+    """``tensors`` with each of the group's blocks replaced by ``M @ rows`` (``M``: ``left`` or ``right``, by side).
 
-    New tensors for the parameters it touches, the others as they are; differentiable in ``A`` and in the
-    parameters.
+    New tensors for the parameters it touches, differentiable.
     """
-    out = dict(params)
-    inverse = torch.linalg.inv(a)
+    out = dict(tensors)
     for block in group.blocks:
         p = out[block.param]
-        m = (a.T if block.side == "left" else inverse).to(device=p.device, dtype=p.dtype)
+        m = (left if block.side == "left" else right).to(device=p.device, dtype=p.dtype)
         rows = _rows(p, block)
         moved = (m @ rows).reshape(p[:, block.index].T.shape if block.columns else p[block.index].shape)
         p = p.clone()
@@ -192,6 +192,23 @@ def act(group: PairGroup, a: torch.Tensor, params: dict[str, torch.Tensor]) -> d
             p[block.index] = moved
         out[block.param] = p
     return out
+
+
+def act(group: PairGroup, a: torch.Tensor, params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``params`` with the group's blocks moved by ``A`` (left ``Aᵀ P``, right ``A^{−1} R``).
+
+    New tensors for the parameters it touches, the others as they are; differentiable in ``A`` and in the
+    parameters.
+
+    Args:
+        group: the pair group.
+        a: the group element ``A``.
+        params: the parameters (or any tensors of their shapes), by name.
+
+    Returns:
+        The moved tensors, by name.
+    """
+    return _apply_blocks(group, params, a.T, torch.linalg.inv(a))
 
 
 def pair_gradient_norm_reference(
@@ -230,51 +247,113 @@ def act_on_gradient(group: PairGroup, a: torch.Tensor, grads: dict[str, torch.Te
     """The gradient at ``g_A·w`` from the gradient at ``w``: ``G_P ← A^{−1} G_P``, ``G_R ← Aᵀ G_R``.
 
     The action is linear and keeps the loss, so the gradient moves by the inverse transpose of the action on
-    the weights (module docstring); no backward pass.
+    the weights (module docstring); no backward pass. Gradient-like optimiser state (SGD's momentum buffer,
+    Adam's ``exp_avg``) moves the same way, exactly: it is a sum of past gradients.
 
     Args:
         group: the pair group.
         a: the group element ``A``.
-        grads: every parameter's gradient at ``w``, by name.
+        grads: every parameter's gradient at ``w`` (or any tensors of their shapes), by name.
 
     Returns:
         The gradients, new tensors for the parameters the group touches.
     """
-    inverse = torch.linalg.inv(a)
-    return act(group, inverse.T, grads)  # left: (A^{-T})ᵀ G = A^{-1} G; right: (A^{-T})^{-1} G = Aᵀ G
+    return _apply_blocks(group, grads, torch.linalg.inv(a), a.T)
 
 
-def attention_teleport(
-    params: dict[str, torch.Tensor],
-    grads: dict[str, torch.Tensor],
-    groups: list[PairGroup],
-    *,
-    steps: int = 10,
-    max_step: float = 0.1,
-) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], list[dict]]:
-    """Every attention head group moved to the steepest point its closed-form ascent finds.
+def act_on_squares(group: PairGroup, a: torch.Tensor, squares: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Squared-gradient state (Adam's ``exp_avg_sq``) carried by ``A``, approximately: ``v ← (M∘M) v``.
 
-    The groups act on disjoint blocks, so each ascends on its own Gram matrices (:func:`ascend_pair`, keeping
-    its steepest step) and they compose in any order; the gradient follows by :func:`act_on_gradient`.
+    ``M`` is the gradient's map on the block (``A^{−1}`` left, ``Aᵀ`` right) and ``∘`` the entrywise product.
+    A running mean of ``g²`` is not a function of the running mean of ``g``, so no exact transport exists
+    for a non-diagonal ``A``; this is the one that is exact when the past gradients' entries were
+    uncorrelated, and when ``A`` is diagonal (then it is the positive rescaling's ``e^{−2a}``). It keeps
+    ``v ≥ 0``.
 
     Args:
-        params: all of a model's parameters, by name.
-        grads: the gradient at ``params``, by name.
+        group: the pair group.
+        a: the group element ``A``.
+        squares: the squared-gradient state of every parameter it touches, by name.
+
+    Returns:
+        The carried state, new tensors for the parameters the group touches.
+    """
+    return _apply_blocks(group, squares, torch.linalg.inv(a).square(), a.T.square())
+
+
+class PairPath:
+    """The attention groups' part of a teleport's path: each moving group's ascent trail and the step it keeps.
+
+    At a fraction ``t`` of the path each group stands at ``trail[round(t · kept)]`` (``t = 1``: the steepest step
+    its ascent found, ``t = 0``: the identity). The parameters, the gradient and the optimiser's state follow by
+    :func:`act`, :func:`act_on_gradient` and :func:`act_on_squares`.
+
+    Args:
+        moves: ``(group, trail, kept)`` per group that moves (``kept > 0``).
+    """
+
+    def __init__(self, moves: list[tuple[PairGroup, list[torch.Tensor], int]]):
+        self.moves = moves
+
+    def __bool__(self) -> bool:
+        """Whether any group moves."""
+        return bool(self.moves)
+
+    def elements(self, t: float) -> list[tuple[PairGroup, torch.Tensor]]:
+        """``(group, A)`` of every group that has moved at fraction ``t`` of the path."""
+        out = []
+        for group, trail, kept in self.moves:
+            k = round(t * kept)
+            if k:
+                out.append((group, trail[k]))
+        return out
+
+    def params(self) -> set[str]:
+        """The names of the parameters the groups touch."""
+        return {b.param for group, _, _ in self.moves for b in group.blocks}
+
+    def apply(self, t: float, tensors: dict[str, torch.Tensor], power: int = -1) -> dict[str, torch.Tensor]:
+        """``tensors`` carried to fraction ``t`` of the path.
+
+        Args:
+            t: the fraction.
+            tensors: by parameter name.
+            power: how they transform: as parameters (``-1``), as gradients (1), as squared gradients (2,
+                approximately), not at all (0).
+
+        Returns:
+            New tensors for the parameters the groups touch, the others as they are.
+        """
+        if power == 0:
+            return tensors
+        move = {-1: act, 1: act_on_gradient, 2: act_on_squares}[power]
+        for group, a in self.elements(t):
+            tensors = move(group, a, tensors)
+        return tensors
+
+
+def plan_pairs(
+    grads: dict[str, torch.Tensor], groups: list[PairGroup], *, steps: int = 10, max_step: float = 0.1
+) -> tuple[PairPath, list[dict]]:
+    """Each group's closed-form ascent from the gradient at hand (:func:`ascend_pair`, keeping its steepest step).
+
+    The groups act on disjoint blocks, so each ascends on its own Gram matrices and they compose in any order.
+
+    Args:
+        grads: the gradient at the point the groups move from, by name.
         groups: the pair groups (``Symmetry.pair_groups``, verified at discovery).
         steps: ascent steps per group.
         max_step: the spectral norm of each step's Lie-algebra element.
 
     Returns:
-        ``(params, grads, rows)``: the moved parameters and their gradient, and per group its ``name``, the
-        group's part of ``‖∇L‖²`` ``before`` and ``after``, and the ``step`` kept.
+        ``(path, rows)``: the :class:`PairPath` of the groups that move, and per group its ``name``, its part of
+        ``‖∇L‖²`` ``before`` and ``after`` the step kept, and that ``step``.
     """
-    rows = []
+    moves, rows = [], []
     for group in groups:
-        c_left, c_right = grams(group, grads)
-        trail, values = ascend_pair(c_left, c_right, steps, max_step)
+        trail, values = ascend_pair(*grams(group, grads), steps, max_step)
         best = max(range(len(trail)), key=lambda i: float(values[i]))
         rows.append({"name": group.name, "before": float(values[0]), "after": float(values[best]), "step": best})
         if best:
-            params = act(group, trail[best], params)
-            grads = act_on_gradient(group, trail[best], grads)
-    return params, grads, rows
+            moves.append((group, trail, best))
+    return PairPath(moves), rows
