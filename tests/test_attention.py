@@ -114,3 +114,23 @@ def test_the_ascent_raises_the_objective_by_bounded_steps():
 def test_learned_key_and_value_rows_are_refused_by_name():
     with pytest.raises(ValueError, match="add_bias_kv"):
         multihead_attention_groups(nn.MultiheadAttention(8, 2, add_bias_kv=True))
+
+
+def test_stacked_groups_ascend_each_by_its_own_steps():
+    """Groups stacked along a leading axis take the steps each would take alone; one whose slope vanishes stays."""
+    module, outputs = _attention("fused", seed=4)
+    target = torch.randn_like(outputs(dict(module.named_parameters()))[0])
+    leaves = {n: p.detach().clone().requires_grad_(True) for n, p in module.named_parameters()}
+    loss = (outputs(leaves)[0] - target).square().mean()
+    grads = dict(zip(leaves, torch.autograd.grad(loss, list(leaves.values()))))
+    pairs = [grams(group, grads) for group in multihead_attention_groups(module)]
+    still = torch.eye(4, dtype=torch.float64)  # C_L = C_R = I: D = 0 at A = I, the group stays
+    pairs.append((still, still))
+    c_left, c_right = (torch.stack(c) for c in zip(*pairs))
+    trail, values = ascend_pair(c_left, c_right, steps=5, max_step=0.1)
+    assert len(trail) == 6 and trail[-1].shape == (len(pairs), 4, 4) and values[-1].shape == (len(pairs),)
+    for i, (cl, cr) in enumerate(pairs[:-1]):
+        alone, alone_values = ascend_pair(cl, cr, steps=5, max_step=0.1)
+        assert torch.allclose(trail[-1][i], alone[-1], rtol=1e-12, atol=1e-14)
+        assert float(values[-1][i]) == pytest.approx(float(alone_values[-1]), rel=1e-12)
+    assert torch.equal(trail[-1][-1], still) and len(ascend_pair(still, still, steps=5)[0]) == 1
