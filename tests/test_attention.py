@@ -1,6 +1,8 @@
 """The GL(d) pair symmetry of attention heads: exact on nn.MultiheadAttention in every layout, and its closed-form
 objective and slope equal to double backpropagation."""
 
+from dataclasses import replace
+
 import pytest
 import torch
 from torch import nn
@@ -134,3 +136,37 @@ def test_stacked_groups_ascend_each_by_its_own_steps():
         assert torch.allclose(trail[-1][i], alone[-1], rtol=1e-12, atol=1e-14)
         assert float(values[-1][i]) == pytest.approx(float(alone_values[-1]), rel=1e-12)
     assert torch.equal(trail[-1][-1], still) and len(ascend_pair(still, still, steps=5)[0]) == 1
+
+
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+def test_the_stacked_groups_are_the_groups_one_by_one(layout):
+    """HeadStack's Gram matrices and action equal grams and act of each group; ascend_heads is their ascent."""
+    from symtele.teleports.attention_stack import HeadStack, ascend_heads
+
+    module, outputs = _attention(layout, seed=5)
+    params = {n: p.detach().clone() for n, p in module.named_parameters()}
+    g = torch.Generator().manual_seed(6)
+    grads = {n: torch.randn(p.shape, generator=g, dtype=p.dtype) for n, p in params.items()}
+    groups = multihead_attention_groups(module)
+    stack = HeadStack(groups)
+    c_left, c_right = stack.grams(grads)
+    elements = torch.stack([_random_element(4, seed) for seed in range(len(groups))])
+    one_by_one = dict(params)
+    for i, group in enumerate(groups):
+        assert torch.allclose(c_left[i], grams(group, grads)[0], rtol=1e-13, atol=0)
+        assert torch.allclose(c_right[i], grams(group, grads)[1], rtol=1e-13, atol=0)
+        one_by_one = act(group, elements[i], one_by_one)
+    stacked = stack.act(elements, params)
+    for name in params:
+        assert torch.allclose(stacked[name], one_by_one[name], rtol=1e-12, atol=1e-14), name
+    for before, after in zip(outputs(params), outputs(stacked)):  # every output kept
+        assert torch.allclose(before, after, rtol=1e-10, atol=1e-12)
+    moved, found = ascend_heads(groups, params, grads, steps=3)
+    trail, _ = ascend_pair(c_left, c_right, steps=3)
+    assert all(torch.equal(a, b) for a, b in zip(found, trail[-1]))
+    for name, p in stack.act(trail[-1], params).items():
+        assert torch.equal(moved[name], p)
+    with pytest.raises(ValueError, match="Invalid groups"):
+        HeadStack([])
+    with pytest.raises(ValueError, match="head dimensions"):
+        HeadStack([groups[0], replace(groups[1], d=3)])

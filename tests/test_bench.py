@@ -347,8 +347,9 @@ def test_the_reference_slopes_are_the_double_backprop_definition_and_the_closed_
     """``reference_slopes`` in ``X_g`` against ``pair_gradient_norm_reference`` along X, and ``2 D`` in closed form."""
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
-    from symtele.study.bench_attention import closed_form_teleport, reference_slopes, reference_teleport
+    from symtele.study.bench_attention import reference_slopes, reference_teleport
     from symtele.teleports.attention import grams, pair_gradient_norm_reference, pair_slope
+    from symtele.teleports.attention_stack import ascend_heads
     from symtele.teleports.discovery import discover
 
     model, tokens, params, loss_of, grad = _tiny_gpt()
@@ -363,7 +364,7 @@ def test_the_reference_slopes_are_the_double_backprop_definition_and_the_closed_
         with sdpa_kernel(SDPBackend.MATH):  # the CPU's fused attention has no second derivative
             _, along = pair_gradient_norm_reference(loss_of, params, group, start[0], x)
         assert float((slope * x).sum()) == pytest.approx(float(along), rel=1e-9, abs=1e-15)
-    moved, closed = closed_form_teleport(groups, params, grads, steps=4)
+    moved, closed = ascend_heads(groups, params, grads, steps=4)
     moved_ref, ref = reference_teleport(loss_of, params, groups, steps=4)
     for a, b in zip(closed, ref):
         assert not torch.allclose(a, torch.eye(4, dtype=a.dtype)) and torch.allclose(a, b, rtol=0, atol=1e-10)

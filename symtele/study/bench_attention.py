@@ -5,10 +5,10 @@
 and ``steps`` ascent steps on ``‖∇L‖²`` along every attention head group
 :func:`~symtele.teleports.discovery.discover` keeps (:mod:`~symtele.teleports.attention`), two ways:
 
-* ``attention`` (:func:`closed_form_teleport`), the closed form, from the gradient at hand: the Gram matrices
-  ``C_L, C_R`` of every group, the ascent of all groups at once (stacked, one batched
-  :func:`~symtele.teleports.attention.ascend_pair`), and the group elements applied to the weights. Its time is
-  the cost *beyond* the gradient; no forward pass confirms the loss.
+* ``attention`` (:func:`~symtele.teleports.attention_stack.ascend_heads`), the closed form, from the gradient
+  at hand: the Gram matrices ``C_L, C_R`` of every group, the ascent of all groups at once, and the group
+  elements applied to the weights, each stacked over the groups. Its time is the cost *beyond* the gradient;
+  no forward pass confirms the loss.
 * ``attention-ref`` (:func:`reference_teleport`), the same steps by double backpropagation: each step acts on
   the weights by ``A_g exp(X_g)`` for every group ``g``, differentiates the loss, squares, and differentiates
   again in all the ``X_g`` at once (one forward and two backward passes per step, the cheapest way to get every
@@ -27,7 +27,8 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from .. import checks
 from ..models_gpt import GPT, GPTConfig, next_token_loss
-from ..teleports.attention import act, ascend_pair, grams, pair_objective
+from ..teleports.attention import act, grams, pair_objective
+from ..teleports.attention_stack import ascend_heads
 from ..teleports.discovery import discover
 from ..teleports.symmetry import PairGroup
 from .bench_protocol import interleaved_times
@@ -38,50 +39,6 @@ VOCAB_SIZE = 85
 #: the GPT timed by default: :class:`~symtele.models_gpt.GPTConfig`'s default sizes on that vocabulary
 GPT_CONFIG = GPTConfig(vocab_size=VOCAB_SIZE)
 METHODS = ("attention", "attention-ref")
-
-
-def _stacked(groups: list[PairGroup]) -> dict[int, list[int]]:
-    """The groups' indices by head dimension ``d``: each list ascends as one stack."""
-    by_d: dict[int, list[int]] = {}
-    for i, group in enumerate(groups):
-        by_d.setdefault(group.d, []).append(i)
-    return by_d
-
-
-def closed_form_teleport(
-    groups: list[PairGroup],
-    params: dict[str, torch.Tensor],
-    grads: dict[str, torch.Tensor],
-    steps: int,
-    max_step: float = 0.1,
-) -> tuple[dict[str, torch.Tensor], list[torch.Tensor]]:
-    """``steps`` closed-form ascent steps along every group, from the gradient at ``params``.
-
-    The Gram matrices of each group (:func:`~symtele.teleports.attention.grams`), stacked by head dimension
-    and ascended together (:func:`~symtele.teleports.attention.ascend_pair`, ``A ← A exp(max_step · D/‖D‖₂)``
-    per group), then every group's ``A`` applied (:func:`~symtele.teleports.attention.act`; the groups move
-    disjoint rows, so the order does not matter).
-
-    Args:
-        groups: the attention head groups (``Symmetry.pair_groups``).
-        params: every parameter, by name.
-        grads: every parameter's gradient at ``params``, by name.
-        steps: ascent steps.
-        max_step: the spectral norm of each step's ``X``.
-
-    Returns:
-        ``(moved, elements)``: the parameters after the teleport, by name, and each group's ``A`` (float64).
-    """
-    elements: list[torch.Tensor | None] = [None] * len(groups)
-    for indices in _stacked(groups).values():
-        c_left, c_right = (torch.stack(c) for c in zip(*(grams(groups[i], grads) for i in indices)))
-        trail, _ = ascend_pair(c_left, c_right, steps=steps, max_step=max_step)
-        for i, a in zip(indices, trail[-1]):
-            elements[i] = a
-    moved = dict(params)
-    for group, a in zip(groups, elements):
-        moved = act(group, a, moved)
-    return moved, elements
 
 
 def reference_slopes(loss_of, params: dict[str, torch.Tensor], groups: list[PairGroup], elements: list[torch.Tensor]):
@@ -116,7 +73,7 @@ def reference_slopes(loss_of, params: dict[str, torch.Tensor], groups: list[Pair
 def reference_teleport(
     loss_of, params: dict[str, torch.Tensor], groups: list[PairGroup], steps: int, max_step: float = 0.1
 ) -> tuple[dict[str, torch.Tensor], list[torch.Tensor]]:
-    """The teleport of :func:`closed_form_teleport`, each step's slopes by double backpropagation.
+    """The teleport of :func:`~symtele.teleports.attention_stack.ascend_heads`, each step's slopes by double backprop.
 
     ``steps`` rounds of ``A_g ← A_g exp(max_step · D_g/‖D_g‖₂)`` for every group from ``A_g = I``, ``2 D_g`` from
     :func:`reference_slopes`; a group whose ``D_g`` vanishes stays.
@@ -129,7 +86,7 @@ def reference_teleport(
         max_step: the spectral norm of each step's ``X``.
 
     Returns:
-        ``(moved, elements)``, as :func:`closed_form_teleport`.
+        ``(moved, elements)``, as :func:`~symtele.teleports.attention_stack.ascend_heads`.
     """
     device = next(iter(params.values())).device
     elements = [torch.eye(g.d, dtype=torch.float64, device=device) for g in groups]
@@ -187,7 +144,8 @@ def attention_teleport_cost(
     beyond the gradient, the reference's is whole (see the module's docstring).
 
     Args:
-        methods: among :data:`METHODS`: ``attention`` (:func:`closed_form_teleport`) and ``attention-ref``
+        methods: among :data:`METHODS`: ``attention`` (:func:`~symtele.teleports.attention_stack.ascend_heads`)
+            and ``attention-ref``
             (:func:`reference_teleport`).
         config: the GPT's sizes.
         batch: ``(sequences, tokens per sequence)`` of the random batch; tokens per sequence at most
@@ -241,13 +199,13 @@ def attention_teleport_cost(
     if not groups:
         raise ValueError(f"Invalid config: {config!r} (discover keeps no attention head group of this GPT)")
     _, grads = grad()
-    _, closed = closed_form_teleport(groups, params, grads, steps, max_step)
+    _, closed = ascend_heads(groups, params, grads, steps, max_step)
     _, ref = reference_teleport(loss_of, params, groups, steps, max_step)
     max_a_diff = max(float((a - b).abs().max()) for a, b in zip(closed, ref))
     gain = _gain(groups, grads, closed)
 
     calls = {
-        "attention": lambda: closed_form_teleport(groups, params, grads, steps, max_step),
+        "attention": lambda: ascend_heads(groups, params, grads, steps, max_step),
         "attention-ref": lambda: reference_teleport(loss_of, params, groups, steps, max_step),
     }
     fns = {"grad": grad, **{m: calls[m] for m in methods}}
