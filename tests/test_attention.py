@@ -170,3 +170,21 @@ def test_the_stacked_groups_are_the_groups_one_by_one(layout):
         HeadStack([])
     with pytest.raises(ValueError, match="head dimensions"):
         HeadStack([groups[0], replace(groups[1], d=3)])
+
+
+def test_the_stack_reads_blocks_given_by_row_lists():
+    """Hand-written attention names its rows by index: the stack reads them as it reads slices."""
+    from symtele.teleports.attention_stack import HeadStack
+    from symtele.teleports.symmetry import Block, PairGroup
+
+    module, _ = _attention("fused", seed=7)
+    params = {n: p.detach().clone() for n, p in module.named_parameters()}
+    listed = [
+        PairGroup(g.layer, g.kind, g.head, g.d, tuple(replace(b, rows=tuple(range(64)[b.rows])) for b in g.blocks))
+        for g in multihead_attention_groups(module)
+    ]
+    assert all(isinstance(b, Block) and isinstance(b.rows, tuple) for g in listed for b in g.blocks)
+    elements = torch.stack([_random_element(4, seed) for seed in range(len(listed))])
+    by_slices = HeadStack(multihead_attention_groups(module)).act(elements, params)
+    by_lists = HeadStack(listed).act(elements, params)
+    assert all(torch.equal(by_slices[n], by_lists[n]) for n in params)

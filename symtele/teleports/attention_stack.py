@@ -24,6 +24,11 @@ from .attention import ascend_pair
 from .symmetry import PairGroup
 
 
+def _rows_of(rows: slice | tuple[int, ...], size: int) -> list[int]:
+    """A block's row indices in a dimension of ``size``."""
+    return list(range(size)[rows]) if isinstance(rows, slice) else list(rows)
+
+
 class HeadStack:
     """Attention head groups of one head dimension, laid out for stacked computation.
 
@@ -53,8 +58,7 @@ class HeadStack:
         key = (param, columns, size)
         if key not in self._layout:
             blocks = self.parts[(param, columns)]
-            every = torch.arange(size)
-            rows = torch.cat([every[b.index] for _, b in blocks])
+            rows = torch.tensor([r for _, b in blocks for r in _rows_of(b.rows, size)])
             owner = torch.tensor([i for i, _ in blocks])
             left = torch.tensor([b.side == "left" for _, b in blocks])
             self._layout[key] = (rows, owner, left, {})
