@@ -13,6 +13,9 @@ results can sit side by side, e.g. committed under ``benchmarks/results/``):
 * ``network_cost.json``: :func:`symtele.study.bench_networks.network_teleport_cost` for every network of
   ``MODELS`` (an MLP, the digits CNN and ResNet, a ResNet-18 on batches of 32 images of 32×32), the
   closed form against double backpropagation.
+* ``attention_cost.json``: :func:`symtele.study.bench_attention.attention_teleport_cost` on the GPT of
+  ``GPT_CONFIG`` (batches of 16 sequences of 64 random tokens), 1 and 10 ascent steps: the closed form beyond
+  the gradient against double backpropagation.
 * ``discovery_time.json``: :func:`symtele.study.bench_networks.discovery_time` for every network of ``MODELS``
   on an example batch of 2 inputs, with and without the numerical verification.
 
@@ -31,13 +34,14 @@ from pathlib import Path
 import torch
 
 from symtele import checks
-from symtele.study import bench, bench_networks, bench_records
+from symtele.study import bench, bench_attention, bench_networks, bench_records
 from symtele.study.bench import sweep_dims
 from symtele.study.bench_protocol import machine as measured_on
 
 SWEEP_WIDTHS = (64, 128, 256, 512, 1024, 2048)
 SWEEP_REF_MAX = 512  # widest sweep network timed with posscale-ref unless --full
-PARTS = ("cost", "target", "batched", "networks", "discovery")
+PARTS = ("cost", "target", "batched", "networks", "attention", "discovery")
+ATTENTION_STEPS = (1, 10)  # ascent steps of the attention teleports timed
 
 
 def not_measured(method, dims, device, why):
@@ -128,6 +132,13 @@ def main(argv=None) -> int:
             records += bench_networks.network_teleport_cost(model, bench_networks.METHODS, device=device, max_reps=caps)
         path = out / f"network_cost{suffix}.json"
         log(f"wrote {bench_records.write(path, 'network_teleport_cost', records, machine)}")
+    if "attention" in parts:
+        records = []
+        for steps in ATTENTION_STEPS:
+            log(f"attention teleport cost: GPT, {steps} step(s)")
+            records += bench_attention.attention_teleport_cost(steps=steps, device=device)
+        path = out / f"attention_cost{suffix}.json"
+        log(f"wrote {bench_records.write(path, 'attention_teleport_cost', records, machine)}")
     if "discovery" in parts:
         records = []
         for model in bench_networks.MODELS:

@@ -1,6 +1,8 @@
 """The GL(d) pair symmetry of attention heads: exact on nn.MultiheadAttention in every layout, and its closed-form
 objective and slope equal to double backpropagation."""
 
+from dataclasses import replace
+
 import pytest
 import torch
 from torch import nn
@@ -114,3 +116,75 @@ def test_the_ascent_raises_the_objective_by_bounded_steps():
 def test_learned_key_and_value_rows_are_refused_by_name():
     with pytest.raises(ValueError, match="add_bias_kv"):
         multihead_attention_groups(nn.MultiheadAttention(8, 2, add_bias_kv=True))
+
+
+def test_stacked_groups_ascend_each_by_its_own_steps():
+    """Groups stacked along a leading axis take the steps each would take alone; one whose slope vanishes stays."""
+    module, outputs = _attention("fused", seed=4)
+    target = torch.randn_like(outputs(dict(module.named_parameters()))[0])
+    leaves = {n: p.detach().clone().requires_grad_(True) for n, p in module.named_parameters()}
+    loss = (outputs(leaves)[0] - target).square().mean()
+    grads = dict(zip(leaves, torch.autograd.grad(loss, list(leaves.values()))))
+    pairs = [grams(group, grads) for group in multihead_attention_groups(module)]
+    still = torch.eye(4, dtype=torch.float64)  # C_L = C_R = I: D = 0 at A = I, the group stays
+    pairs.append((still, still))
+    c_left, c_right = (torch.stack(c) for c in zip(*pairs))
+    trail, values = ascend_pair(c_left, c_right, steps=5, max_step=0.1)
+    assert len(trail) == 6 and trail[-1].shape == (len(pairs), 4, 4) and values[-1].shape == (len(pairs),)
+    for i, (cl, cr) in enumerate(pairs[:-1]):
+        alone, alone_values = ascend_pair(cl, cr, steps=5, max_step=0.1)
+        assert torch.allclose(trail[-1][i], alone[-1], rtol=1e-12, atol=1e-14)
+        assert float(values[-1][i]) == pytest.approx(float(alone_values[-1]), rel=1e-12)
+    assert torch.equal(trail[-1][-1], still) and len(ascend_pair(still, still, steps=5)[0]) == 1
+
+
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+def test_the_stacked_groups_are_the_groups_one_by_one(layout):
+    """HeadStack's Gram matrices and action equal grams and act of each group; ascend_heads is their ascent."""
+    from symtele.teleports.attention_stack import HeadStack, ascend_heads
+
+    module, outputs = _attention(layout, seed=5)
+    params = {n: p.detach().clone() for n, p in module.named_parameters()}
+    g = torch.Generator().manual_seed(6)
+    grads = {n: torch.randn(p.shape, generator=g, dtype=p.dtype) for n, p in params.items()}
+    groups = multihead_attention_groups(module)
+    stack = HeadStack(groups)
+    c_left, c_right = stack.grams(grads)
+    elements = torch.stack([_random_element(4, seed) for seed in range(len(groups))])
+    one_by_one = dict(params)
+    for i, group in enumerate(groups):
+        assert torch.allclose(c_left[i], grams(group, grads)[0], rtol=1e-13, atol=0)
+        assert torch.allclose(c_right[i], grams(group, grads)[1], rtol=1e-13, atol=0)
+        one_by_one = act(group, elements[i], one_by_one)
+    stacked = stack.act(elements, params)
+    for name in params:
+        assert torch.allclose(stacked[name], one_by_one[name], rtol=1e-12, atol=1e-14), name
+    for before, after in zip(outputs(params), outputs(stacked)):  # every output kept
+        assert torch.allclose(before, after, rtol=1e-10, atol=1e-12)
+    moved, found = ascend_heads(groups, params, grads, steps=3)
+    trail, _ = ascend_pair(c_left, c_right, steps=3)
+    assert all(torch.equal(a, b) for a, b in zip(found, trail[-1]))
+    for name, p in stack.act(trail[-1], params).items():
+        assert torch.equal(moved[name], p)
+    with pytest.raises(ValueError, match="Invalid groups"):
+        HeadStack([])
+    with pytest.raises(ValueError, match="head dimensions"):
+        HeadStack([groups[0], replace(groups[1], d=3)])
+
+
+def test_the_stack_reads_blocks_given_by_row_lists():
+    """Hand-written attention names its rows by index: the stack reads them as it reads slices."""
+    from symtele.teleports.attention_stack import HeadStack
+    from symtele.teleports.symmetry import Block, PairGroup
+
+    module, _ = _attention("fused", seed=7)
+    params = {n: p.detach().clone() for n, p in module.named_parameters()}
+    listed = [
+        PairGroup(g.layer, g.kind, g.head, g.d, tuple(replace(b, rows=tuple(range(64)[b.rows])) for b in g.blocks))
+        for g in multihead_attention_groups(module)
+    ]
+    assert all(isinstance(b, Block) and isinstance(b.rows, tuple) for g in listed for b in g.blocks)
+    elements = torch.stack([_random_element(4, seed) for seed in range(len(listed))])
+    by_slices = HeadStack(multihead_attention_groups(module)).act(elements, params)
+    by_lists = HeadStack(listed).act(elements, params)
+    assert all(torch.equal(by_slices[n], by_lists[n]) for n in params)

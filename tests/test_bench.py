@@ -309,3 +309,139 @@ def test_bench_plots_draw_from_records():
     fig = bench_plots.target_bars(result)
     assert len(fig.axes[0].patches) == 2
     plt.close(fig)
+
+
+TINY_GPT = dict(vocab_size=11, context=8, n_layer=1, n_head=2, d_model=8)
+
+
+def _tiny_gpt(dtype=torch.float64, seed=0):
+    from symtele.models_gpt import GPTConfig
+    from symtele.study import bench_attention
+
+    return bench_attention._setup(GPTConfig(**TINY_GPT), (2, 8), dtype, torch.device("cpu"), seed)
+
+
+def test_attention_cost_records_both_methods_and_their_teleports_agree(tmp_path):
+    from symtele.models_gpt import GPTConfig
+    from symtele.study.bench_attention import METHODS, attention_teleport_cost
+
+    records = attention_teleport_cost(
+        config=GPTConfig(**TINY_GPT), batch=(2, 8), steps=3, reps=2, min_time=0.0, dtype=torch.float64
+    )
+    assert [r["method"] for r in records] == list(METHODS)
+    closed, ref = records
+    for r in records:
+        assert r["model"] == "gpt" and r["config"]["d_model"] == 8 and r["batch"] == [2, 8]
+        assert r["n_groups"] == 4 and r["d_head"] == 4 and r["steps"] == 3 and r["dtype"] == "float64"
+        assert r["grad_evals"] > 0 and len(r["grad_evals_rounds"]) == r["reps"] == 2
+        # the closed form and double backpropagation take the same steps: the same A per group, to rounding
+        assert r["max_a_diff"] < 1e-10 and r["gain"] > 1
+    assert closed["speedup"] == pytest.approx(ref["grad_evals"] / closed["grad_evals"])
+    assert len(closed["speedup_rounds"]) == 2 and "speedup" not in ref
+    assert json.loads(json.dumps(records)) == records
+    path = bench_records.write(tmp_path / "a.json", "attention_teleport_cost", records)
+    assert len(json.loads(path.read_text())) == 2
+
+
+def test_the_reference_slopes_are_the_double_backprop_definition_and_the_closed_form():
+    """``reference_slopes`` in ``X_g`` against ``pair_gradient_norm_reference`` along X, and ``2 D`` in closed form."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    from symtele.study.bench_attention import reference_slopes, reference_teleport
+    from symtele.teleports.attention import grams, pair_gradient_norm_reference, pair_slope
+    from symtele.teleports.attention_stack import ascend_heads
+    from symtele.teleports.discovery import discover
+
+    model, tokens, params, loss_of, grad = _tiny_gpt()
+    groups = discover(model, tokens).pair_groups
+    _, grads = grad()
+    start = [torch.eye(g.d, dtype=torch.float64) for g in groups]
+    value, slopes = reference_slopes(loss_of, params, groups, start)
+    assert float(value) == pytest.approx(sum(float(g.square().sum()) for g in grads.values()), rel=1e-12)
+    x = torch.randn(4, 4, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    for group, slope in zip(groups, slopes):
+        assert torch.allclose(slope, 2 * pair_slope(*grams(group, grads), start[0]), rtol=1e-9, atol=1e-13)
+        with sdpa_kernel(SDPBackend.MATH):  # the CPU's fused attention has no second derivative
+            _, along = pair_gradient_norm_reference(loss_of, params, group, start[0], x)
+        assert float((slope * x).sum()) == pytest.approx(float(along), rel=1e-9, abs=1e-15)
+    moved, closed = ascend_heads(groups, params, grads, steps=4)
+    moved_ref, ref = reference_teleport(loss_of, params, groups, steps=4)
+    for a, b in zip(closed, ref):
+        assert not torch.allclose(a, torch.eye(4, dtype=a.dtype)) and torch.allclose(a, b, rtol=0, atol=1e-10)
+    for name in params:
+        assert torch.allclose(moved[name], moved_ref[name], rtol=0, atol=1e-10)
+    with torch.no_grad():  # the teleport keeps the function: the same logits
+        before = torch.func.functional_call(model, params, (tokens,))
+        after = torch.func.functional_call(model, moved, (tokens,))
+    assert torch.allclose(before, after, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(methods=["attention", "adam"]), "method"),
+        (dict(methods=[]), "methods"),
+        (dict(batch=(2,)), "batch"),
+        (dict(batch=(2, 9)), "batch"),
+        (dict(batch=(0, 8)), r"batch\[0\]"),
+        (dict(steps=0), "steps"),
+        (dict(max_step=0.0), "max_step"),
+        (dict(dtype=torch.int64), "dtype"),
+        (dict(device="nonsense"), "device"),
+        (dict(max_reps={"attention-ref": 1}, methods=["attention"]), "max_reps"),
+        (dict(config="gpt"), "config"),
+    ],
+)
+def test_attention_cost_rejects_bad_input_before_any_compute(kwargs, match):
+    from symtele.models_gpt import GPTConfig
+    from symtele.study.bench_attention import attention_teleport_cost
+
+    with pytest.raises((ValueError, TypeError), match=f"Invalid {match}"):
+        attention_teleport_cost(**{"config": GPTConfig(**TINY_GPT), "batch": (2, 8), **kwargs})
+
+
+def _attention_results(closed, ref, steps=1):
+    def one(method, grad_evals):
+        fields = dict(method=method, steps=steps, device="cpu", n_params=1000, n_groups=16, d_head=16, dtype="float32")
+        return {"kind": "attention_teleport_cost", **fields, "batch": [16, 64], "wall_ratios": grad_evals}
+
+    return {
+        "05_performance": {
+            "records": [
+                one("attention", {"grad_evals": closed, "grad_evals_rounds": [closed, 2 * closed]}),
+                one("attention-ref", {"grad_evals": ref, "grad_evals_rounds": [ref, ref]}),
+            ]
+        }
+    }
+
+
+@pytest.mark.parametrize(
+    "closed, ref, holds", [(0.3, 9.0, "yes"), (0.3, 6.0, "partly"), (0.6, 30.0, "partly"), (0.6, 9.0, "no")]
+)
+def test_the_attention_cost_claim_reads_the_one_step_records(closed, ref, holds):
+    from symtele.study.claims import timing
+
+    measured, verdict, extra = timing.attention_cost(_attention_results(closed, ref))
+    assert verdict == holds and extra["timing"] and f"closed form {closed:.2f}" in measured
+    with pytest.raises(LookupError, match="one-step attention"):
+        timing.attention_cost(_attention_results(closed, ref, steps=10))
+
+
+def test_bench_script_writes_attention_cost_json(tmp_path, monkeypatch):
+    from symtele.models_gpt import GPTConfig
+
+    run = _script("run")
+    measure = run.bench_attention.attention_teleport_cost
+    monkeypatch.setattr(
+        run.bench_attention,
+        "attention_teleport_cost",
+        lambda steps, device: measure(
+            config=GPTConfig(**TINY_GPT), batch=(2, 8), steps=steps, reps=1, min_time=0.0, device=device
+        ),
+    )
+    assert run.main(["--only", "attention", "--out", str(tmp_path)]) == 0
+    written = json.loads((tmp_path / "attention_cost.json").read_text())
+    assert [(r["steps"], r["method"]) for r in written] == [
+        (s, m) for s in run.ATTENTION_STEPS for m in ("attention", "attention-ref")
+    ]
+    assert all("torch" in r["machine"] for r in written)

@@ -8,9 +8,9 @@
 * :mod:`~symtele.study.summaries`: reductions of records to the numbers the report quotes;
 * :mod:`~symtele.study.claims`: each claim of the writeup checked against the results files;
 * :mod:`~symtele.study.sweep`: grids of teleport schedules, locally or on a Dask cluster;
-* :mod:`~symtele.study.bench`, :mod:`~symtele.study.bench_networks`: what teleportation costs and buys, in
-  wall-clock time, by the protocol of :mod:`~symtele.study.bench_protocol`, as the records of
-  :mod:`~symtele.study.bench_records`.
+* :mod:`~symtele.study.bench`, :mod:`~symtele.study.bench_networks`, :mod:`~symtele.study.bench_attention`: what
+  teleportation costs and buys, in wall-clock time, by the protocol of :mod:`~symtele.study.bench_protocol`, as
+  the records of :mod:`~symtele.study.bench_records`.
 
 The library core and :mod:`symtele.teleports` never import from here. ``settings``, ``published``,
 ``results``, ``summaries`` and ``claims`` load without torch.

@@ -1,4 +1,4 @@
-"""The timing protocol every benchmark of :mod:`~symtele.study.bench` and :mod:`~symtele.study.bench_networks` follows.
+"""The timing protocol every benchmark of :mod:`~symtele.study` follows (``bench``, ``bench_networks``, ...).
 
 All the functions being compared run in one process, *interleaved*: each round times every function once,
 in turn, so a slow spell of the machine hits them all alike, after warm-up calls. The estimate of a time

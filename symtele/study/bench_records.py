@@ -91,6 +91,30 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "trials": _plain(int, required=False),
         "machine": MACHINE,
     },
+    # bench_attention.attention_teleport_cost
+    "attention_teleport_cost": {
+        "method": _plain(str),
+        "model": _plain(str),
+        "config": _plain(dict),
+        "n_params": _plain(int),
+        "n_groups": _plain(int),
+        "d_head": _plain(int),
+        "batch": _plain(list),
+        "steps": _plain(int),
+        "max_step": _plain(float),
+        "device": _plain(str),
+        "dtype": _plain(str),
+        "grad_evals": _ratio(),
+        "grad_evals_rounds": _ratio(of=(list,)),
+        "teleport_s": _seconds(),
+        "grad_s": _seconds(),
+        "reps": _plain(int),
+        "max_a_diff": _plain(float),
+        "gain": _plain(float),
+        "speedup": _ratio(required=False),
+        "speedup_rounds": _ratio(required=False, of=(list,)),
+        "machine": MACHINE,
+    },
     # bench_networks.discovery_time
     "discovery_time": {
         "method": _plain(str),
@@ -172,6 +196,7 @@ SCHEMA: dict[str, dict[str, Field]] = {
 FILE_SHAPE = {
     "teleport_cost": "list",
     "network_teleport_cost": "list",
+    "attention_teleport_cost": "list",
     "discovery_time": "list",
     "time_to_target": "one",
     "batched_seeds": "wrapped",
@@ -279,7 +304,12 @@ def _split(measurement: dict, kind: str, rename: dict | None = None) -> dict:
 
 
 def as_records(
-    cost: list[dict], target: dict, batched: list[dict], build: dict | None = None, networks: list[dict] | None = None
+    cost: list[dict],
+    target: dict,
+    batched: list[dict],
+    build: dict | None = None,
+    networks: list[dict] | None = None,
+    attention: list[dict] | None = None,
 ) -> list[dict]:
     """The measurements as the records of a results file, one per measurement, each with its ``kind``.
 
@@ -289,6 +319,7 @@ def as_records(
         batched: :func:`~symtele.study.bench.batched_vs_loop` records.
         build: the report build's timing (``benchmarks/report_build.py``), if measured.
         networks: :func:`~symtele.study.bench_networks.network_teleport_cost` records, if measured.
+        attention: :func:`~symtele.study.bench_attention.attention_teleport_cost` records, if measured.
 
     Returns:
         One record per measurement; what depends on the machine's speed is under ``wall_s`` (seconds)
@@ -297,6 +328,7 @@ def as_records(
     """
     records = [_split(r, "teleport_cost", {"method": "teleport"}) for r in cost]
     records += [_split(r, "network_teleport_cost") for r in networks or []]
+    records += [_split(r, "attention_teleport_cost") for r in attention or []]
     for run, seconds in target["seconds"].items():
         measured = {
             "run": run,

@@ -13,7 +13,8 @@
   :mod:`~symtele.teleports.rescale` teleports along them in closed form and holds the one definition of
   the teleport by double backpropagation (``gradient_norm_reference``, ``reference_teleport``); attention heads'
   GL(d) groups are found by :mod:`~symtele.teleports.heads` (in ``nn.MultiheadAttention``, ``nn.Transformer*``
-  layers and hand-written attention) and ascended in closed form by :mod:`~symtele.teleports.attention`;
+  layers and hand-written attention) and ascended in closed form by :mod:`~symtele.teleports.attention`
+  (all of a network's at once, stacked, by :mod:`~symtele.teleports.attention_stack`);
 * :mod:`~symtele.teleports.invariance`: when an exact-symmetry teleport counts as loss-preserving.
 
 A new group is a module here with two things: a function ``<group>_teleport(...)`` that moves the

@@ -134,15 +134,22 @@ def gradient_norm(group: PairGroup, grads: dict[str, torch.Tensor], a: torch.Ten
 
 
 def pair_objective(c_left: torch.Tensor, c_right: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
-    """``tr(A^{−1} C_L A^{−T}) + tr(Aᵀ C_R A)``: the group's part of ``‖∇L(g_A·w)‖²``."""
+    """``tr(A^{−1} C_L A^{−T}) + tr(Aᵀ C_R A)``: the group's part of ``‖∇L(g_A·w)‖²``.
+
+    Stacked ``… × d × d`` arguments give one value per group.
+    """
     inverse = torch.linalg.inv(a)
-    return (inverse @ c_left @ inverse.T).trace() + (a.T @ c_right @ a).trace()
+    both = inverse @ c_left @ inverse.mT + a.mT @ c_right @ a
+    return both.diagonal(dim1=-2, dim2=-1).sum(-1)
 
 
 def pair_slope(c_left: torch.Tensor, c_right: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
-    """``D = C_R' − C_L'``: half the derivative of :func:`pair_objective` in ``X`` for ``A ← A exp(X)`` at 0."""
+    """``D = C_R' − C_L'``: half the derivative of :func:`pair_objective` in ``X`` for ``A ← A exp(X)`` at 0.
+
+    Stacked ``… × d × d`` arguments give one ``D`` per group.
+    """
     inverse = torch.linalg.inv(a)
-    return a.T @ c_right @ a - inverse @ c_left @ inverse.T
+    return a.mT @ c_right @ a - inverse @ c_left @ inverse.mT
 
 
 def ascend_pair(
@@ -150,23 +157,30 @@ def ascend_pair(
 ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     """``steps`` ascent steps ``A ← A exp(max_step · D / ‖D‖₂)`` from ``A = I`` (module docstring).
 
+    Several groups of one ``d`` ascend at once from their Gram matrices stacked along leading axes, each by its
+    own steps; a group whose slope ``D`` vanishes (or is not finite) stays where it is while the others go on,
+    and the ascent ends early only when every group has stopped.
+
     Args:
-        c_left: ``C_L`` of the group (``d × d``, float64).
-        c_right: ``C_R``.
+        c_left: ``C_L`` of the group (``d × d``, float64), or of several groups stacked (``… × d × d``).
+        c_right: ``C_R``, alike.
         steps: ascent steps.
         max_step: the spectral norm of each step's ``X``.
 
     Returns:
-        ``(trail, values)``: ``A`` after every step (``trail[0]`` is the identity) and the objective at each.
+        ``(trail, values)``: ``A`` after every step (``trail[0]`` is the identity) and the objective at each
+        (stacked like the arguments).
     """
-    a = torch.eye(c_left.shape[0], dtype=c_left.dtype, device=c_left.device)
+    a = torch.eye(c_left.shape[-1], dtype=c_left.dtype, device=c_left.device).expand_as(c_left).clone()
     trail, values = [a], [pair_objective(c_left, c_right, a)]
     for _ in range(steps):
         d = pair_slope(c_left, c_right, a)
         norm = torch.linalg.matrix_norm(d, 2)
-        if not bool(norm > 0) or not bool(torch.isfinite(norm)):
+        moving = (norm > 0) & torch.isfinite(norm)
+        if not bool(moving.any()):
             break
-        a = a @ torch.linalg.matrix_exp(d * (max_step / norm))
+        x = torch.where(moving[..., None, None], d * (max_step / norm)[..., None, None], torch.zeros_like(d))
+        a = a @ torch.linalg.matrix_exp(x)
         trail.append(a)
         values.append(pair_objective(c_left, c_right, a))
     return trail, values

@@ -1,0 +1,158 @@
+"""Every attention head group of a network at once: Gram matrices, ascent and action, stacked.
+
+The math is :mod:`~symtele.teleports.attention`'s, group by group; here the groups of one head dimension ``d``
+are computed together, so that a teleport of all the heads of a model costs a few batched operations per
+parameter instead of a few per block of every head. The blocks of all the groups that sit in one parameter
+(the query, key and value rows of a fused projection, say) are gathered by one index into a stack of
+``d × m`` matrices:
+
+* the Gram matrices: each block's ``G Gᵀ`` in one batched product, summed into its group's ``C_L`` or ``C_R``;
+* the action: each block multiplied by its group's ``Aᵀ`` (left) or ``A^{−1}`` (right) in one batched product,
+  written back by the same index.
+
+Blocks of different groups never share a row (discovery keeps a group only if each of its rows reaches its one
+place), so the order of the groups does not matter. :func:`ascend_heads` runs the whole closed-form teleport:
+the Gram matrices, ``steps`` ascent steps of every group at once (:func:`~symtele.teleports.attention.ascend_pair`
+on the stack) and the action.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .attention import ascend_pair
+from .symmetry import PairGroup
+
+
+def _rows_of(rows: slice | tuple[int, ...], size: int) -> list[int]:
+    """A block's row indices in a dimension of ``size``."""
+    return list(range(size)[rows]) if isinstance(rows, slice) else list(rows)
+
+
+class HeadStack:
+    """Attention head groups of one head dimension, laid out for stacked computation.
+
+    Args:
+        groups: the groups (``Symmetry.pair_groups``, or those of one ``d``).
+
+    Raises:
+        ValueError: ``groups`` empty, or of more than one head dimension.
+    """
+
+    def __init__(self, groups: list[PairGroup]):
+        if not groups:
+            raise ValueError("Invalid groups: empty")
+        dims = sorted({g.d for g in groups})
+        if len(dims) != 1:
+            raise ValueError(f"Invalid groups: head dimensions {dims} (stack the groups of one d at a time)")
+        self.groups, self.d = list(groups), dims[0]
+        # (param, columns) -> [(group index, block)], in the groups' order
+        self.parts: dict[tuple[str, bool], list[tuple[int, object]]] = {}
+        for i, group in enumerate(self.groups):
+            for block in group.blocks:
+                self.parts.setdefault((block.param, block.columns), []).append((i, block))
+        self._layout: dict[tuple[str, bool, int], tuple] = {}
+
+    def _index(self, param: str, columns: bool, size: int, device) -> tuple:
+        """``(rows, owner, left)`` of one parameter's blocks: their rows (``n·d``), groups and sides (``n``)."""
+        key = (param, columns, size)
+        if key not in self._layout:
+            blocks = self.parts[(param, columns)]
+            rows = torch.tensor([r for _, b in blocks for r in _rows_of(b.rows, size)])
+            owner = torch.tensor([i for i, _ in blocks])
+            left = torch.tensor([b.side == "left" for _, b in blocks])
+            self._layout[key] = (rows, owner, left, {})
+        rows, owner, left, placed = self._layout[key]
+        if device not in placed:
+            placed[device] = (rows.to(device), owner.to(device), left.to(device))
+        return placed[device]
+
+    def _blocks(self, tensor: torch.Tensor, param: str, columns: bool) -> tuple[torch.Tensor, tuple]:
+        """The parameter's blocks of ``tensor`` as an ``n × d × m`` stack, and their ``(rows, owner, left)``."""
+        view = tensor.T if columns else tensor
+        rows, owner, left = self._index(param, columns, view.shape[0], tensor.device)
+        return view.index_select(0, rows).reshape(owner.shape[0], self.d, -1), (rows, owner, left)
+
+    def grams(self, grads: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(C_L, C_R)`` of every group, stacked ``G × d × d`` (float64), as :func:`~.attention.grams` of each.
+
+        Args:
+            grads: every parameter's gradient, by name.
+
+        Returns:
+            The stacked Gram matrices, in the order of the groups.
+        """
+        device = next(iter(grads.values())).device
+        c_left = torch.zeros(len(self.groups), self.d, self.d, dtype=torch.float64, device=device)
+        c_right = torch.zeros_like(c_left)
+        for param, columns in self.parts:
+            stack, (_, owner, left) = self._blocks(grads[param], param, columns)
+            stack = stack.double()
+            products = stack @ stack.mT
+            c_left.index_add_(0, owner[left], products[left])
+            c_right.index_add_(0, owner[~left], products[~left])
+        return c_left, c_right
+
+    def act(self, elements: torch.Tensor, params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """``params`` with every group's blocks moved by its ``A`` (left ``Aᵀ P``, right ``A^{−1} R``).
+
+        Args:
+            elements: the groups' ``A``, stacked ``G × d × d``.
+            params: every parameter, by name.
+
+        Returns:
+            New tensors for the parameters the groups touch, the others as they are; equal to
+            :func:`~.attention.act` of each group in turn.
+        """
+        inverse = torch.linalg.inv(elements)
+        out = dict(params)
+        for param, columns in self.parts:
+            p = out[param]
+            stack, (rows, owner, left) = self._blocks(p, param, columns)
+            m = torch.where(left[:, None, None], elements.mT[owner], inverse[owner]).to(device=p.device, dtype=p.dtype)
+            moved = p.clone()
+            target = moved.T if columns else moved
+            target.index_copy_(0, rows, (m @ stack).reshape(rows.shape[0], *target.shape[1:]))
+            out[param] = moved
+        return out
+
+
+def ascend_heads(
+    groups: list[PairGroup],
+    params: dict[str, torch.Tensor],
+    grads: dict[str, torch.Tensor],
+    steps: int = 10,
+    max_step: float = 0.1,
+) -> tuple[dict[str, torch.Tensor], list[torch.Tensor]]:
+    """The closed-form teleport along every attention head group, from the gradient at ``params``.
+
+    The groups' Gram matrices (:meth:`HeadStack.grams`), ``steps`` steps ``A ← A exp(max_step · D/‖D‖₂)`` of
+    every group at once (:func:`~symtele.teleports.attention.ascend_pair` on the stack), and the action
+    (:meth:`HeadStack.act`), one stack per head dimension. No forward pass checks the loss.
+
+    Args:
+        groups: the attention head groups (``Symmetry.pair_groups``).
+        params: every parameter, by name.
+        grads: every parameter's gradient at ``params``, by name.
+        steps: ascent steps.
+        max_step: the spectral norm of each step's ``X``.
+
+    Returns:
+        ``(moved, elements)``: the parameters after the teleport, by name, and each group's ``A`` (float64, in
+        the order of ``groups``).
+
+    Raises:
+        ValueError: ``groups`` empty.
+    """
+    if not groups:
+        raise ValueError("Invalid groups: empty")
+    elements: list[torch.Tensor | None] = [None] * len(groups)
+    moved = dict(params)
+    for d in dict.fromkeys(g.d for g in groups):
+        indices = [i for i, g in enumerate(groups) if g.d == d]
+        stack = HeadStack([groups[i] for i in indices])
+        trail, _ = ascend_pair(*stack.grams(grads), steps=steps, max_step=max_step)
+        moved = stack.act(trail[-1], moved)
+        for i, a in zip(indices, trail[-1]):
+            elements[i] = a
+    return moved, elements
