@@ -132,7 +132,7 @@ $(BUILD)/notebooks/%.ipynb: $(NOTEBOOK_DIR)/%.ipynb $(BUILD)/params/%.json $(SYM
 # the performance notebook shows `make bench`'s measurements when there are any (only the files it reads),
 # from build/bench whatever the report's BUILD folder (its `bench_dir` parameter)
 BENCH_OUT := build/bench
-BENCH_FILES := teleport_cost time_to_target batched_seeds report_build network_cost
+BENCH_FILES := teleport_cost time_to_target batched_seeds report_build network_cost attention_cost
 $(BUILD)/notebooks/05_performance.ipynb: $(wildcard $(BENCH_FILES:%=$(BENCH_OUT)/%.json) benchmarks/results/*.json)
 
 # the claims notebook reads the results of all the others
