@@ -484,12 +484,13 @@ class Teleporter:
             )
         return torch.tensor(total, dtype=torch.float64), grads, sent, judging == 1
 
-    def _look_ahead(self, record, factors, grads, judge, losses_by_chunk, path: PairPath) -> float:
+    def _look_ahead(self, record, factors, grads, judge, losses_by_chunk, path: PairPath | None = None) -> float:
         """How far along the found path to go: a ``t`` of :data:`~symtele.lookahead.TRIALS`, or 0.
 
         See :mod:`~symtele.lookahead`; the trials, their mean losses and paired statistics go to
-        ``record.trace["lookahead"]``.
+        ``record.trace["lookahead"]``. ``path``: the attention groups' part of the path, if any.
         """
+        path = PairPath([]) if path is None else path
         if judge is None:
             record.stopped = (
                 "not teleported: no batch other than the teleport batch to judge the next step on "
