@@ -31,9 +31,8 @@ TINY = GENERALISATION.replace(
 
 def _numbers(record):
     """A record without what depends on the machine's speed."""
-    if record.get("teleport"):
-        record = {**record, "teleport": {k: v for k, v in record["teleport"].items() if k != "cost_s"}}
-    return record
+    teleports = [{k: v for k, v in t.items() if k != "cost_s"} for t in record["teleports"]]
+    return {**{k: v for k, v in record.items() if k != "time_s"}, "teleports": teleports}
 
 
 @pytest.fixture(scope="module")
@@ -45,15 +44,15 @@ def test_teleport_runs_are_well_formed_and_share_their_start(tiny_runs):
     assert [r["arm"] for r in tiny_runs] == ["none", *GENERALISATION_ARMS]
     assert [r["method"] for r in tiny_runs] == ["sgd", *(f"sgd+{a}" for a in GENERALISATION_ARMS)]
     plain = tiny_runs[0]
-    assert plain["teleport"] is None and plain["teleport_epochs"] == []
+    assert plain["teleports"] == [] and plain["teleport_epochs"] == []
     for r in tiny_runs:
         assert r["experiment"] == "teleport" and r["problem"] == "mnist-5k" and r["lr"] == 0.1
-        for key in ("loss", "test_loss", "test_accuracy"):
+        for key in ("loss", "test_loss", "test_accuracy", "grad_norm_sq", "time_s"):
             assert len(r[key]) == TINY.epochs + 1
         assert r["loss"][: TINY.teleport_epoch + 1] == plain["loss"][: TINY.teleport_epoch + 1]  # the same run so far
         assert r["final_test_loss"] == r["test_loss"][-1]
     for r in tiny_runs[1:]:
-        t = r["teleport"]
+        (t,) = r["teleports"]
         objective, direction = r["arm"].split("-")
         assert (t["objective"], t["direction"]) == (objective, direction) and r["teleport_epochs"] == [1]
         assert t["loss_change"] < 1e-5
@@ -130,7 +129,7 @@ def _run(problem, arm, seed, test_after, loss_change=1e-7):
         "seed": seed,
         "teleport_epoch": 1,
         "teleport_epochs": [] if teleport is None else [1],
-        "teleport": teleport,
+        "teleports": [] if teleport is None else [teleport],
         "loss": [2.0, 1.0, 0.5, 0.4],
         "test_loss": [2.0, 1.0, test_after, test_after],
     }

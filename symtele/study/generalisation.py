@@ -76,8 +76,10 @@ def teleport_runs(name: str, seed: int, settings: GeneralisationSettings = GENER
         One record per arm (``experiment`` ``"teleport"``), the run without a teleport first (``arm``
         ``"none"``, ``method`` ``"sgd"``; the others' ``method`` is ``"sgd+<arm>"``). ``loss``, ``test_loss``
         and ``test_accuracy`` are the whole training and validation sets' at the start and after every epoch;
-        ``teleport`` is the :class:`~symtele.teleports.generalisation.ObjectiveRecord` as a dict (``None``
-        without one); ``final_*`` the last epoch's values.
+        ``grad_norm_sq`` the first minibatch's ``‖∇L‖²``, then each epoch's mean over its minibatches; ``time_s``
+        the run's clock after every epoch (the teleport's time included); ``teleports`` the
+        :class:`~symtele.teleports.generalisation.ObjectiveRecord` as a dict (none without a teleport);
+        ``final_*`` the last epoch's values.
 
     Raises:
         TypeError: ``settings`` that is not a :class:`~symtele.study.settings.GeneralisationSettings`.
@@ -119,6 +121,8 @@ def teleport_runs(name: str, seed: int, settings: GeneralisationSettings = GENER
     records = []
     for arm, run, teleport in runs:
         run.advance(batches, at, len(batches), per_epoch)
+        if teleport is not None:  # the clock of every epoch after the teleport includes it
+            run.times[s.teleport_epoch + 1 :] = [t + teleport["cost_s"] for t in run.times[s.teleport_epoch + 1 :]]
         records.append(
             {
                 "experiment": "teleport",
@@ -129,8 +133,10 @@ def teleport_runs(name: str, seed: int, settings: GeneralisationSettings = GENER
                 "lr": s.lrs[name],
                 "teleport_epoch": s.teleport_epoch,
                 "teleport_epochs": [] if teleport is None else [s.teleport_epoch],
-                "teleport": teleport,
+                "teleports": [] if teleport is None else [teleport],
                 "loss": run.losses,
+                "grad_norm_sq": run.grads,
+                "time_s": run.times,
                 "test_loss": run.test_losses,
                 "test_accuracy": run.test_accuracies,
                 "final_loss": run.losses[-1],

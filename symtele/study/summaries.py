@@ -415,7 +415,7 @@ def generalisation_table(records, confidence: float = 0.95) -> list[dict]:
 
     Args:
         records: the teleport experiment's records (``problem``, ``arm``, ``seed``, ``teleport_epoch``,
-            ``loss``, ``test_loss``, ``teleport``).
+            ``loss``, ``test_loss``, ``teleports``).
         confidence: the intervals' coverage.
 
     Returns:
@@ -462,9 +462,9 @@ def generalisation_table(records, confidence: float = 0.95) -> list[dict]:
                     ),
                     "loss_after": paired([after(r, "loss") - after(b, "loss") for r, b in zip(group, base)]),
                     "objective_ratio": [
-                        r["teleport"]["objective_after"] / r["teleport"]["objective_before"] for r in group
+                        r["teleports"][0]["objective_after"] / r["teleports"][0]["objective_before"] for r in group
                     ],
-                    "loss_change": max(r["teleport"]["loss_change"] for r in group),
+                    "loss_change": max(r["teleports"][0]["loss_change"] for r in group),
                     "diverged": [r["seed"] for r in group if not np.isfinite(_loss_value(r["loss"][-1]))],
                 }
             )

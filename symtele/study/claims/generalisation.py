@@ -91,7 +91,7 @@ def teleports_keep_the_loss(results):
     Raises:
         LookupError: naming what the results lack that the claim needs.
     """
-    teleports = [r["teleport"] for r in _of(results, "teleport") if r["teleport"]]
+    teleports = [t for r in _of(results, "teleport") for t in r["teleports"]]
     if not teleports:
         raise LookupError(f"{STEM} has no teleported runs")
     worst = max(t["loss_change"] for t in teleports)
