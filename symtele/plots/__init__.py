@@ -17,7 +17,7 @@ __getattr__, __dir__, __all__ = exports(
     __name__,
     {
         "benchmarks": ["cost_table", "scaling", "target_bars"],
-        "runs": ["curves", "final_bars", "fraction_bars", "loss_vs_grad"],
+        "runs": ["curves", "final_bars", "fraction_bars", "loss_vs_grad", "measure_scatter"],
         "figures": ["FIGURE_KEY", "save_figure", "show_figure"],
         "heatmaps": ["sweep_heatmaps"],
         "contours": ["level_sets"],

@@ -5,6 +5,7 @@
 * :func:`loss_vs_grad` — loss against ‖∇L‖² along each run (mean over seeds), log–log.
 * :func:`final_bars`   — a per-run scalar (test accuracy) per method, mean ± std over seeds.
 * :func:`fraction_bars` — how often a Teleporter applied each fraction ``t`` of its teleports' paths.
+* :func:`measure_scatter` — a measure of trained nets (sharpness, curvature) against their loss, one dot a net.
 
 Each takes an optional ``ax`` and returns the matplotlib Figure.
 """
@@ -182,4 +183,30 @@ def fraction_bars(counts: dict, *, title: str | None = None, ax=None):
         ax.legend(fontsize=8, loc="upper center", ncol=len(values), handlelength=1, columnspacing=0.8)
     if title:
         ax.set_title(title)
+    return fig
+
+
+def measure_scatter(nets, measure: str, *, key: str = "test_loss", by: str = "lr", title: str | None = None, ax=None):
+    """A measure of each trained net against its ``key``, one dot per net, coloured by ``by``.
+
+    Args:
+        nets: records with ``measure``, ``key`` and ``by`` (the correlation experiment's).
+        measure: the record field on the x axis (``sharpness``, ``adaptive_sharpness``, ``curvature``).
+        key: the record field on the y axis (``test_loss`` or ``loss``).
+        by: the field whose values get a colour each (the nets' step).
+        title: the axes' title.
+        ax: the axes to draw on; by default a new figure's.
+
+    Returns:
+        The figure.
+    """
+    fig, ax = axes_of(ax, figsize=(4.2, 3.4))
+    for i, value in enumerate(sorted({n[by] for n in nets})):
+        group = [n for n in nets if n[by] == value]
+        ax.plot([n[measure] for n in group], [n[key] for n in group], "o", ms=4, color=f"C{i}", label=f"{by} {value:g}")
+    ax.set_xlabel(measure.replace("_", " "))
+    ax.set_ylabel(LABELS.get(key, key))
+    if title:
+        ax.set_title(title)
+    ax.legend(fontsize=8)
     return fig

@@ -26,6 +26,10 @@ LABELS = {
 _COLOR_INDEX = {"gd": 0, "gd-ls": 0, "sgd": 0, "adagrad": 2, "momentum": 2, "rmsprop": 4, "adam": 6, "adagrad-torch": 8}
 
 _TELEPORT_COLOR = {
+    "sharpness-decrease": "C2",
+    "sharpness-increase": "C3",
+    "curvature-decrease": "C8",
+    "curvature-increase": "C9",
     "gln": "C4",
     "gln-updated": "C6",
     "posscale-ref": "C7",

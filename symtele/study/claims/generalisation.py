@@ -1,0 +1,202 @@
+"""The claims of Zhao et al. (2024) about teleporting for generalisation (notebook 10).
+
+That teleporting to a flatter or more curved point lowers the validation loss (their Fig. 4), and that
+sharpness goes with a higher and curvature with a lower validation loss over many trained nets (their
+Table 1). Each is judged on this build's scaled-down runs, with intervals over seeds or bootstrap resamples.
+"""
+
+from __future__ import annotations
+
+from ..summaries import correlation_table, generalisation_table
+from .common import NO, YES, g, records_of, verdict
+
+STEM = "10_generalisation"
+#: the relative change of the training loss a teleport may make (the exact group's promise in float32)
+LOSS_RTOL = 1e-5
+
+
+def _of(results, experiment: str) -> list[dict]:
+    found = [r for r in records_of(results, STEM) if r.get("experiment") == experiment]
+    if not found:
+        raise LookupError(f"{STEM} has no records of its {experiment} experiment")
+    return found
+
+
+def _interval(d) -> str:
+    return f"{g(round(d['mean'], 4))} [{g(round(d['low'], 4))}, {g(round(d['high'], 4))}]"
+
+
+def _arm_lowers(results, arm: str):
+    """Whether ``arm``'s mean validation loss after the teleport is below the run without, per data set."""
+    rows = [row for row in generalisation_table(_of(results, "teleport")) if row["arm"] == arm]
+    if not rows:
+        raise LookupError(f"{STEM} has no runs teleported to {arm.replace('-', ' ')}")
+    if any(row["test_loss_after"]["low"] is None for row in rows):
+        raise LookupError(f"{STEM} has one seed per data set or a diverged run: no interval over seeds")
+    lower = [row for row in rows if row["test_loss_after"]["high"] < 0]
+    higher = [row for row in rows if row["test_loss_after"]["low"] > 0]
+    parts = [
+        f"{row['problem']} {_interval(row['test_loss_after'])} "
+        f"(objective ×{g(round(min(row['objective_ratio']), 3))}–×{g(round(max(row['objective_ratio']), 3))})"
+        for row in rows
+    ]
+    seeds = len(rows[0]["seeds"])
+    return (
+        f"validation loss after the teleport minus without it (mean over the epochs after, {seeds} seeds, 95% "
+        f"interval): {'; '.join(parts)}; wholly below 0 in {len(lower)} of {len(rows)} data sets, wholly above in "
+        f"{len(higher)} (yes: below in all)",
+        verdict(len(lower) == len(rows), bool(lower)),
+    )
+
+
+def flatter_generalises(results):
+    """Teleporting to lower sharpness lowers the validation loss after the teleport.
+
+    Args:
+        results: the loaded results, ``{notebook stem: results file}``.
+
+    Returns:
+        ``(measured, holds)``, as :mod:`~symtele.study.claims.common` says.
+
+    Raises:
+        LookupError: naming what the results lack that the claim needs.
+    """
+    return _arm_lowers(results, "sharpness-decrease")
+
+
+def curved_generalises(results):
+    """Teleporting to higher curvature lowers the validation loss after the teleport.
+
+    Args:
+        results: the loaded results, ``{notebook stem: results file}``.
+
+    Returns:
+        ``(measured, holds)``, as :mod:`~symtele.study.claims.common` says.
+
+    Raises:
+        LookupError: naming what the results lack that the claim needs.
+    """
+    return _arm_lowers(results, "curvature-increase")
+
+
+def teleports_keep_the_loss(results):
+    """Every teleport of the experiment changes the training loss by less than ``LOSS_RTOL`` (relative).
+
+    Args:
+        results: the loaded results, ``{notebook stem: results file}``.
+
+    Returns:
+        ``(measured, holds)``, as :mod:`~symtele.study.claims.common` says.
+
+    Raises:
+        LookupError: naming what the results lack that the claim needs.
+    """
+    teleports = [t for r in _of(results, "teleport") for t in r["teleports"]]
+    if not teleports:
+        raise LookupError(f"{STEM} has no teleported runs")
+    worst = max(t["loss_change"] for t in teleports)
+    return (
+        f"largest relative change of the training loss over {len(teleports)} teleports: {worst:.2g} "
+        f"(yes: below {LOSS_RTOL:g})",
+        YES if worst < LOSS_RTOL else NO,
+    )
+
+
+def _correlation(results, measure: str, sign: int):
+    nets = _of(results, "correlation")
+    rows = {row["measure"]: row for row in correlation_table(nets)}
+    r, confound = rows[measure]["test_loss"], rows[measure]["loss"]
+    inside = r["low"] > 0 if sign > 0 else r["high"] < 0
+    return (
+        f"{len(nets)} MLPs on {nets[0]['problem']}: Pearson r with the validation loss {g(round(r['r'], 3))} "
+        f"[{g(round(r['low'], 3))}, {g(round(r['high'], 3))}] (95% bootstrap); with the training loss "
+        f"{g(round(confound['r'], 3))} [{g(round(confound['low'], 3))}, {g(round(confound['high'], 3))}] "
+        f"(yes: the interval wholly {'above' if sign > 0 else 'below'} 0)",
+        YES if inside else NO,
+    )
+
+
+def sharpness_correlates(results):
+    """Sharpness φ correlates positively with the validation loss over trained nets.
+
+    Args:
+        results: the loaded results, ``{notebook stem: results file}``.
+
+    Returns:
+        ``(measured, holds)``, as :mod:`~symtele.study.claims.common` says.
+
+    Raises:
+        LookupError: naming what the results lack that the claim needs.
+    """
+    return _correlation(results, "sharpness", +1)
+
+
+def adaptive_sharpness_correlates(results):
+    """Adaptive sharpness (invariant under the rescalings) correlates positively with the validation loss.
+
+    Args:
+        results: the loaded results, ``{notebook stem: results file}``.
+
+    Returns:
+        ``(measured, holds)``, as :mod:`~symtele.study.claims.common` says.
+
+    Raises:
+        LookupError: naming what the results lack that the claim needs.
+    """
+    return _correlation(results, "adaptive_sharpness", +1)
+
+
+def curvature_correlates(results):
+    """Curvature ψ correlates negatively with the validation loss over trained nets.
+
+    Args:
+        results: the loaded results, ``{notebook stem: results file}``.
+
+    Returns:
+        ``(measured, holds)``, as :mod:`~symtele.study.claims.common` says.
+
+    Raises:
+        LookupError: naming what the results lack that the claim needs.
+    """
+    return _correlation(results, "curvature", -1)
+
+
+ROWS = [
+    (
+        "Teleporting to lower sharpness lowers the validation loss",
+        "Zhao et al. 2024, Fig. 4; this report's generalisation chapter (scaled down)",
+        [STEM],
+        flatter_generalises,
+    ),
+    (
+        "Teleporting to higher curvature lowers the validation loss",
+        "Zhao et al. 2024, Fig. 4; this report's generalisation chapter (scaled down)",
+        [STEM],
+        curved_generalises,
+    ),
+    (
+        f"Teleports along the positive rescalings that move sharpness or curvature change the training loss by "
+        f"less than {LOSS_RTOL:g} (relative)",
+        "this report's target for symtele's generalisation teleports",
+        [STEM],
+        teleports_keep_the_loss,
+    ),
+    (
+        "Sharpness correlates positively with the validation loss",
+        "Zhao et al. 2024, Table 1",
+        [STEM],
+        sharpness_correlates,
+    ),
+    (
+        "Curvature correlates negatively with the validation loss",
+        "Zhao et al. 2024, Table 1",
+        [STEM],
+        curvature_correlates,
+    ),
+    (
+        "Adaptive sharpness, invariant under the rescalings, correlates positively with the validation loss",
+        "this report's generalisation chapter",
+        [STEM],
+        adaptive_sharpness_correlates,
+    ),
+]

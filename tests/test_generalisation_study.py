@@ -1,0 +1,220 @@
+"""The generalisation chapter (notebook 10): its runs, its correlations, its tables and its claims."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from symtele.study import generalisation, summaries
+from symtele.study.claims import check_claims
+from symtele.study.claims.generalisation import ROWS, STEM
+from symtele.study.settings import GENERALISATION, GENERALISATION_ARMS
+
+TINY = GENERALISATION.replace(
+    lrs={"mnist-5k": 0.1},
+    seeds=(0,),
+    epochs=2,
+    teleport_epoch=1,
+    batch_size=256,
+    teleport_batch=128,
+    teleport_steps=3,
+    directions=2,
+    t_count=2,
+    samples=5,
+    net_data="mnist-5k",
+    nets=3,
+    net_epochs=1,
+    resamples=100,
+)
+
+
+def _numbers(record):
+    """A record without what depends on the machine's speed."""
+    teleports = [{k: v for k, v in t.items() if k != "cost_s"} for t in record["teleports"]]
+    return {**{k: v for k, v in record.items() if k != "time_s"}, "teleports": teleports}
+
+
+@pytest.fixture(scope="module")
+def tiny_runs():
+    return generalisation.teleport_runs("mnist-5k", 0, TINY)
+
+
+def test_teleport_runs_are_well_formed_and_share_their_start(tiny_runs):
+    assert [r["arm"] for r in tiny_runs] == ["none", *GENERALISATION_ARMS]
+    assert [r["method"] for r in tiny_runs] == ["sgd", *(f"sgd+{a}" for a in GENERALISATION_ARMS)]
+    plain = tiny_runs[0]
+    assert plain["teleports"] == [] and plain["teleport_epochs"] == []
+    for r in tiny_runs:
+        assert r["experiment"] == "teleport" and r["problem"] == "mnist-5k" and r["lr"] == 0.1
+        for key in ("loss", "test_loss", "test_accuracy", "grad_norm_sq", "time_s"):
+            assert len(r[key]) == TINY.epochs + 1
+        assert r["loss"][: TINY.teleport_epoch + 1] == plain["loss"][: TINY.teleport_epoch + 1]  # the same run so far
+        assert r["final_test_loss"] == r["test_loss"][-1]
+    for r in tiny_runs[1:]:
+        (t,) = r["teleports"]
+        objective, direction = r["arm"].split("-")
+        assert (t["objective"], t["direction"]) == (objective, direction) and r["teleport_epochs"] == [1]
+        assert t["loss_change"] < 1e-5
+        assert t["steps_taken"] > 0
+        moved = t["objective_after"] < t["objective_before"]
+        assert moved == (direction == "decrease")
+        assert r["loss"][-1] != plain["loss"][-1]  # a different point of the orbit trains on differently
+
+
+def test_teleport_runs_are_deterministic(tiny_runs):
+    again = generalisation.teleport_runs("mnist-5k", 0, TINY)
+    assert [_numbers(r) for r in again] == [_numbers(r) for r in tiny_runs]
+
+
+def test_teleport_runs_refuse_a_data_set_the_settings_do_not_name():
+    with pytest.raises(ValueError, match="mnist1d"):
+        generalisation.teleport_runs("mnist1d", 0, TINY)
+    with pytest.raises(TypeError, match="settings"):
+        generalisation.teleport_runs("mnist-5k", 0, object())
+
+
+def test_correlation_nets_are_measured_and_deterministic():
+    nets = generalisation.correlation_nets(TINY)
+    assert [(n["net"], n["lr"]) for n in nets] == [(0, 0.03), (1, 0.1), (2, 0.3)]
+    for n in nets:
+        assert n["experiment"] == "correlation" and n["problem"] == "mnist-5k"
+        assert all(math.isfinite(n[m]) and n[m] > 0 for m in (*summaries.MEASURES, "loss", "test_loss"))
+    assert generalisation.correlation_nets(TINY) == nets
+
+
+@pytest.mark.parametrize(
+    "changes,match",
+    [
+        ({"teleport_epoch": 2}, "teleport_epoch"),
+        ({"lrs": {"cifar": 0.1}}, "lrs key"),
+        ({"t_range": (2.0, 1.0)}, "t_range"),
+        ({"arms": ("sharpness-sideways",)}, "arms"),
+        ({"nets": 2}, "nets"),
+    ],
+)
+def test_settings_refuse_bad_values(changes, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        TINY.replace(**changes)
+
+
+def test_pearson_interval_matches_numpy_and_brackets_r():
+    gen = np.random.default_rng(0)
+    x = gen.normal(size=30)
+    y = 0.5 * x + gen.normal(size=30)
+    out = summaries.pearson_interval(x, y, resamples=500, seed=1)
+    assert out["r"] == pytest.approx(np.corrcoef(x, y)[0, 1], abs=1e-12)
+    assert out["low"] < out["r"] < out["high"] and out["n"] == 30
+    assert summaries.pearson_interval(x, y, resamples=500, seed=1) == out
+    line = summaries.pearson_interval(x, 3 * x - 1, resamples=100)
+    assert line["r"] == pytest.approx(1) and line["low"] == pytest.approx(1)
+    with pytest.raises(ValueError, match="constant"):
+        summaries.pearson_interval(x, np.ones(30))
+    with pytest.raises(ValueError, match="values"):
+        summaries.pearson_interval([1, 2], [3, 4])
+    with pytest.raises(ValueError, match="confidence"):
+        summaries.pearson_interval(x, y, confidence=1.5)
+
+
+def _run(problem, arm, seed, test_after, loss_change=1e-7):
+    """A synthetic teleport record: validation loss 1 up to the teleport (epoch 1), ``test_after`` after it."""
+    teleport = None
+    if arm != "none":
+        teleport = {"objective_before": 2.0, "objective_after": 1.0, "loss_change": loss_change, "steps_taken": 3}
+    return {
+        "experiment": "teleport",
+        "problem": problem,
+        "method": "sgd" if arm == "none" else f"sgd+{arm}",
+        "arm": arm,
+        "seed": seed,
+        "teleport_epoch": 1,
+        "teleport_epochs": [] if teleport is None else [1],
+        "teleports": [] if teleport is None else [teleport],
+        "loss": [2.0, 1.0, 0.5, 0.4],
+        "test_loss": [2.0, 1.0, test_after, test_after],
+    }
+
+
+def _results(shift, *, seeds=(0, 1, 2), slope=1.0, loss_change=1e-7):
+    """Runs whose arms end ``shift`` (+ a small per-seed jitter) above the run without a teleport, and nets whose
+    sharpness and adaptive sharpness rise and curvature falls with ``slope`` × the validation loss."""
+    records = []
+    for seed in seeds:
+        records.append(_run("mnist1d", "none", seed, 1.0))
+        for arm in GENERALISATION_ARMS:
+            records.append(_run("mnist1d", arm, seed, 1.0 + shift + 0.01 * seed, loss_change))
+    gen = np.random.default_rng(0)
+    for i in range(20):
+        test_loss = 1 + 0.1 * i
+        records.append(
+            {
+                "experiment": "correlation",
+                "problem": "mnist1d",
+                "net": i,
+                "lr": 0.1,
+                "loss": float(test_loss + gen.normal()),
+                "test_loss": test_loss,
+                "sharpness": float(slope * test_loss + 0.05 * gen.normal()),
+                "adaptive_sharpness": float(slope * test_loss + 0.05 * gen.normal()),
+                "curvature": float(-slope * test_loss + 0.05 * gen.normal()),
+            }
+        )
+    return {STEM: {"parameters": {}, "records": records}}
+
+
+def _rows(results):
+    ours = {claim for claim, *_ in ROWS}
+    return {row["claim"]: row for row in check_claims(results) if row["claim"] in ours}
+
+
+def test_the_table_pairs_each_arm_with_its_seeds_run():
+    records = _results(-0.1)[STEM]["records"]
+    table = summaries.generalisation_table([r for r in records if r["experiment"] == "teleport"])
+    assert [(row["problem"], row["arm"]) for row in table] == [("mnist1d", a) for a in GENERALISATION_ARMS]
+    row = table[0]
+    assert row["test_loss_after"]["differences"] == pytest.approx([-0.1, -0.09, -0.08])
+    assert row["test_loss_after"]["high"] < 0 < row["test_loss_after"]["low"] + 0.2
+    assert row["objective_ratio"] == [0.5, 0.5, 0.5] and row["diverged"] == []
+
+
+def test_claims_hold_on_runs_that_agree_with_the_paper():
+    rows = _rows(_results(-0.1))
+    assert len(rows) == 6
+    assert {row["holds"] for row in rows.values()} == {"yes"}, rows
+
+
+def test_claims_fail_on_runs_that_disagree_with_the_paper():
+    rows = _rows(_results(+0.1, slope=-1.0, loss_change=1e-3))
+    assert {row["holds"] for row in rows.values()} == {"no"}, rows
+    flat = next(row for claim, row in rows.items() if "lower sharpness" in claim)
+    assert "wholly below 0 in 0 of 1" in flat["measured"]
+
+
+def test_claims_are_not_measured_without_results_or_with_one_seed():
+    assert {row["holds"] for row in _rows({STEM: None}).values()} == {"not measured"}
+    rows = _rows(_results(-0.1, seeds=(0,)))
+    assert {row["holds"] for claim, row in rows.items() if "Teleporting" in claim} == {"not measured"}
+
+
+def test_adaptive_sharpness_of_a_trained_net_is_unchanged_by_a_rescaling():
+    """The measure the correlations use is invariant: the net rescaled along its symmetry measures the same."""
+    from torch.nn import functional as F
+
+    from symtele.models import leaky_mlp
+    from symtele.teleports.generalisation import act, make_objective, module_loss
+    from symtele.teleports.rescale import symmetry_of
+
+    data = generalisation.data("mnist-5k", 0)
+    torch.manual_seed(0)
+    model = leaky_mlp((784, 16, 10, 10))
+    batch = (data.x_train[:64], data.y_train[:64])
+    params = {n: p.detach() for n, p in model.named_parameters()}
+    symmetry = symmetry_of(model, batch[0])
+    s = 0.5 * torch.randn(symmetry.n_scales, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    loss_of = module_loss(model, F.cross_entropy, *batch)
+    zero = torch.zeros(symmetry.n_scales, dtype=torch.float64)
+    values = []
+    for point in (params, act(symmetry, s, params)):
+        objective = make_objective("adaptive_sharpness", loss_of, point, symmetry, directions=3, t_count=2)
+        values.append(float(objective.value(zero)))
+    assert values[1] == pytest.approx(values[0], rel=1e-5)
