@@ -390,8 +390,7 @@ class Teleporter:
                     record.forward_evals += 1
                     at_point = path.apply(t, {n: g / at_t[n] if n in at_t else g for n, g in grads.items()}, 1)
                     record.grad_norm_sq_after = float(grad_norm_sq(list(at_point.values())))
-                    rtol = default_rtol(loss.dtype) if self.teleport_.loss_rtol is None else self.teleport_.loss_rtol
-                    rtol = max(rtol, default_rtol(next(iter(params.values())).dtype))
+                    rtol = self.teleport_.loss_rtol or default_rtol(next(iter(params.values())).dtype)
                     if path and not bool(preserved(loss, torch.tensor(record.loss_after, dtype=loss.dtype), rtol)):
                         why = (
                             f"not applied: with the attention groups the loss went from {float(loss):.8g} to "

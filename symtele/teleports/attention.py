@@ -194,7 +194,9 @@ def _apply_blocks(
     New tensors for the parameters it touches, differentiable.
     """
     out = dict(tensors)
-    for block in group.blocks:
+    for block in group.blocks:  # each block moves on its own: a missing one (no optimiser state yet) is skipped
+        if block.param not in out:
+            continue
         p = out[block.param]
         m = (left if block.side == "left" else right).to(device=p.device, dtype=p.dtype)
         rows = _rows(p, block)
