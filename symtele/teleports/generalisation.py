@@ -208,8 +208,31 @@ def _t_range(value) -> tuple[float, float]:
     return lo, hi
 
 
+class _ClosedForm:
+    """An objective with a closed form ``value(s)`` in the log-scales, differentiated by autograd."""
+
+    def value(self, s: torch.Tensor) -> torch.Tensor:  # pragma: no cover (each objective defines it)
+        """The objective at ``g_s·w``."""
+        raise NotImplementedError
+
+    def value_and_slope(self, s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The objective at ``g_s·w`` and its gradient in ``s`` (autograd through the closed form).
+
+        Args:
+            s: the log-scales.
+
+        Returns:
+            ``(value, slope)``, detached, float64.
+        """
+        with torch.enable_grad():
+            s = s.detach().double().clone().requires_grad_(True)
+            value = self.value(s)
+            (slope,) = torch.autograd.grad(value, s)
+        return value.detach(), slope
+
+
 @dataclass
-class Curvature:
+class Curvature(_ClosedForm):
     """``ψ(g_s·w)``, the mean curvature of the orbits ``t ↦ exp(t m)·g_s·w`` over random directions ``m``.
 
     The closed form of the module's docstring, on arrays summed over the axes no scale depends on.
@@ -261,21 +284,6 @@ class Curvature:
                 moments[i] = moments[i] + (alpha**k * q).sum(dims)
         a2, a3, a4 = moments
         return (torch.sqrt((a2 * a4 - a3**2).clamp_min(0)) / a2**1.5).mean()
-
-    def value_and_slope(self, s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``ψ(g_s·w)`` and its gradient in ``s`` (autograd through the closed form).
-
-        Args:
-            s: the log-scales.
-
-        Returns:
-            ``(value, slope)``, detached, float64.
-        """
-        with torch.enable_grad():
-            s = s.detach().double().clone().requires_grad_(True)
-            value = self.value(s)
-            (slope,) = torch.autograd.grad(value, s)
-        return value.detach(), slope
 
 
 def hessian_diagonal(
@@ -340,7 +348,7 @@ def _hessian_vector_products(loss_of: LossOf, params: dict[str, torch.Tensor], v
 
 
 @dataclass
-class HessianTrace:
+class HessianTrace(_ClosedForm):
     """``tr H(g_s·w) = Σ_i e^{−2 a_i(s)} H_ii(w)`` from ``diag H(w)`` (the closed form of the module's docstring).
 
     Args:
@@ -383,21 +391,6 @@ class HessianTrace:
         for diag, terms in self._items:
             out = out + (diag * torch.exp(-2 * _log_factor(terms, s.double().to(diag.device)))).sum()
         return out
-
-    def value_and_slope(self, s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``tr H(g_s·w)`` and its gradient in ``s`` (autograd through the closed form).
-
-        Args:
-            s: the log-scales.
-
-        Returns:
-            ``(value, slope)``, detached, float64.
-        """
-        with torch.enable_grad():
-            s = s.detach().double().clone().requires_grad_(True)
-            value = self.value(s)
-            (slope,) = torch.autograd.grad(value, s)
-        return value.detach(), slope
 
 
 def make_objective(

@@ -7,6 +7,8 @@ Table 1). Each is judged on this build's scaled-down runs, with intervals over s
 
 from __future__ import annotations
 
+from functools import partial
+
 from ..summaries import correlation_table, generalisation_table
 from .common import NO, YES, g, records_of, verdict
 
@@ -26,8 +28,19 @@ def _interval(d) -> str:
     return f"{g(round(d['mean'], 4))} [{g(round(d['low'], 4))}, {g(round(d['high'], 4))}]"
 
 
-def _arm_lowers(results, arm: str):
-    """Whether ``arm``'s mean validation loss after the teleport is below the run without, per data set."""
+def arm_lowers(results, arm: str):
+    """Whether teleporting to ``arm`` lowers the mean validation loss after the teleport, per data set.
+
+    Args:
+        results: the loaded results, ``{notebook stem: results file}``.
+        arm: the teleported arm (``"sharpness-decrease"``, ``"curvature-increase"``, …).
+
+    Returns:
+        ``(measured, holds)``, as :mod:`~symtele.study.claims.common` says.
+
+    Raises:
+        LookupError: naming what the results lack that the claim needs.
+    """
     rows = [row for row in generalisation_table(_of(results, "teleport")) if row["arm"] == arm]
     if not rows:
         raise LookupError(f"{STEM} has no runs teleported to {arm.replace('-', ' ')}")
@@ -47,36 +60,6 @@ def _arm_lowers(results, arm: str):
         f"{len(higher)} (yes: below in all)",
         verdict(len(lower) == len(rows), bool(lower)),
     )
-
-
-def flatter_generalises(results):
-    """Teleporting to lower sharpness lowers the validation loss after the teleport.
-
-    Args:
-        results: the loaded results, ``{notebook stem: results file}``.
-
-    Returns:
-        ``(measured, holds)``, as :mod:`~symtele.study.claims.common` says.
-
-    Raises:
-        LookupError: naming what the results lack that the claim needs.
-    """
-    return _arm_lowers(results, "sharpness-decrease")
-
-
-def curved_generalises(results):
-    """Teleporting to higher curvature lowers the validation loss after the teleport.
-
-    Args:
-        results: the loaded results, ``{notebook stem: results file}``.
-
-    Returns:
-        ``(measured, holds)``, as :mod:`~symtele.study.claims.common` says.
-
-    Raises:
-        LookupError: naming what the results lack that the claim needs.
-    """
-    return _arm_lowers(results, "curvature-increase")
 
 
 def teleports_keep_the_loss(results):
@@ -102,7 +85,20 @@ def teleports_keep_the_loss(results):
     )
 
 
-def _correlation(results, measure: str, sign: int):
+def correlates(results, measure: str, sign: int):
+    """Whether ``measure`` correlates with the validation loss over the trained nets with the sign ``sign``.
+
+    Args:
+        results: the loaded results, ``{notebook stem: results file}``.
+        measure: ``"sharpness"``, ``"adaptive_sharpness"`` or ``"curvature"``.
+        sign: ``+1`` (positively) or ``-1`` (negatively).
+
+    Returns:
+        ``(measured, holds)``, as :mod:`~symtele.study.claims.common` says.
+
+    Raises:
+        LookupError: naming what the results lack that the claim needs.
+    """
     nets = _of(results, "correlation")
     rows = {row["measure"]: row for row in correlation_table(nets)}
     r, confound = rows[measure]["test_loss"], rows[measure]["loss"]
@@ -116,63 +112,18 @@ def _correlation(results, measure: str, sign: int):
     )
 
 
-def sharpness_correlates(results):
-    """Sharpness φ correlates positively with the validation loss over trained nets.
-
-    Args:
-        results: the loaded results, ``{notebook stem: results file}``.
-
-    Returns:
-        ``(measured, holds)``, as :mod:`~symtele.study.claims.common` says.
-
-    Raises:
-        LookupError: naming what the results lack that the claim needs.
-    """
-    return _correlation(results, "sharpness", +1)
-
-
-def adaptive_sharpness_correlates(results):
-    """Adaptive sharpness (invariant under the rescalings) correlates positively with the validation loss.
-
-    Args:
-        results: the loaded results, ``{notebook stem: results file}``.
-
-    Returns:
-        ``(measured, holds)``, as :mod:`~symtele.study.claims.common` says.
-
-    Raises:
-        LookupError: naming what the results lack that the claim needs.
-    """
-    return _correlation(results, "adaptive_sharpness", +1)
-
-
-def curvature_correlates(results):
-    """Curvature ψ correlates negatively with the validation loss over trained nets.
-
-    Args:
-        results: the loaded results, ``{notebook stem: results file}``.
-
-    Returns:
-        ``(measured, holds)``, as :mod:`~symtele.study.claims.common` says.
-
-    Raises:
-        LookupError: naming what the results lack that the claim needs.
-    """
-    return _correlation(results, "curvature", -1)
-
-
 ROWS = [
     (
         "Teleporting to lower sharpness lowers the validation loss",
         "Zhao et al. 2024, Fig. 4; this report's generalisation chapter (scaled down)",
         [STEM],
-        flatter_generalises,
+        partial(arm_lowers, arm="sharpness-decrease"),
     ),
     (
         "Teleporting to higher curvature lowers the validation loss",
         "Zhao et al. 2024, Fig. 4; this report's generalisation chapter (scaled down)",
         [STEM],
-        curved_generalises,
+        partial(arm_lowers, arm="curvature-increase"),
     ),
     (
         f"Teleports along the positive rescalings that move sharpness or curvature change the training loss by "
@@ -185,18 +136,18 @@ ROWS = [
         "Sharpness correlates positively with the validation loss",
         "Zhao et al. 2024, Table 1",
         [STEM],
-        sharpness_correlates,
+        partial(correlates, measure="sharpness", sign=+1),
     ),
     (
         "Curvature correlates negatively with the validation loss",
         "Zhao et al. 2024, Table 1",
         [STEM],
-        curvature_correlates,
+        partial(correlates, measure="curvature", sign=-1),
     ),
     (
         "Adaptive sharpness, invariant under the rescalings, correlates positively with the validation loss",
         "this report's generalisation chapter",
         [STEM],
-        adaptive_sharpness_correlates,
+        partial(correlates, measure="adaptive_sharpness", sign=+1),
     ),
 ]
