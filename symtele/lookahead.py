@@ -139,7 +139,8 @@ def shadow_step(
         grads: the gradient at that point, per parameter (parameters not given have none and do not move).
         states: the optimiser state to step with, per parameter (missing: no state yet).
         lr_scale: every group's learning rate is multiplied by this for the step (the look-ahead's horizon).
-        owned: ``states`` holds tensors made for this step, which it may change in place (no copies).
+        owned: ``values`` and ``states`` hold tensors made for this step, which it may change in place (no
+            copies; a parameter missing from ``values`` is still copied).
 
     Returns:
         The parameters' values after the step, per parameter of ``values``.
@@ -147,7 +148,7 @@ def shadow_step(
     copies = {}
     for group in optimizer.param_groups:
         for p in group["params"]:
-            q = values.get(p, p).detach().clone()
+            q = values[p] if owned and p in values else values.get(p, p).detach().clone()
             g = grads.get(p)
             q.grad = None if g is None else g.detach().to(q.dtype)
             copies[p] = q

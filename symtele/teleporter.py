@@ -112,6 +112,11 @@ def _inputs(name: str, inputs: torch.Tensor) -> torch.Tensor:
     return inputs
 
 
+def _fresh(state: dict) -> dict:
+    """A copy of an optimiser state whose tensors are new (the look-ahead's shadow step changes them in place)."""
+    return {k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in state.items()}
+
+
 def _detached_copy(value):
     if isinstance(value, (list, tuple)):
         return [_detached_copy(v) for v in value]
@@ -500,22 +505,15 @@ class Teleporter:
         name_of = {p: n for n, p in named.items()}
         own = {p: self.optimizer.state.get(p, {}) for p in named.values()}
 
-        def after_step(t: float) -> list[float]:
+        def after_step(t: float) -> list[float]:  # new tensors throughout: the shadow step may change them in place
             f = {p: v**t for p, v in factors.items()} if t else {}
-            values = {p: p.detach() * f[p] if p in f else p.detach() for p in named.values()}
+            values = {p: p.detach() * f[p] if p in f else p.detach().clone() for p in named.values()}
             step_grads = {p: grads[p] / f[p] if p in f else grads[p] for p in named.values()}
-            states, owned = own, False
             if t and self.state == "reset":
                 states = {p: {} for p in named.values()}
-            elif t and self.state == "transport":  # new tensors for every scaled parameter; the others' own
-                moved = transported(self.optimizer, f, self.decay)[0]
-                states = {p: moved[p] if p in moved else own[p] for p in named.values()}
-                unscaled = {
-                    p: {k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in s.items()}
-                    for p, s in states.items()
-                    if p not in moved
-                }
-                states, owned = {**states, **unscaled}, True
+            else:
+                moved = transported(self.optimizer, f, self.decay)[0] if t and self.state == "transport" else {}
+                states = {p: moved[p] if p in moved else _fresh(own[p]) for p in named.values()}
             if t and path:  # the attention groups after the positive scales
                 values = {
                     p: v for p, v in zip(values, path.apply(t, {name_of[p]: v for p, v in values.items()}).values())
@@ -528,7 +526,7 @@ class Teleporter:
                 }
                 if self.state == "transport":
                     self._pair_states(states, path, t, name_of)
-            new = shadow_step(self.optimizer, values, step_grads, states, self.horizon, owned=owned)
+            new = shadow_step(self.optimizer, values, step_grads, states, self.horizon, owned=True)
             values = losses_by_chunk({name_of[p]: v for p, v in new.items()}, judge)
             record.forward_evals += 1
             return [v if v == v else float("inf") for v in values]  # nan: no better than anything

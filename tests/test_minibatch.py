@@ -8,6 +8,7 @@ import torch
 from symtele.study import experiments, minibatch, summaries
 from symtele.study.claims import check_claims
 from symtele.study.claims.safety import MEAN_BOUND, SEED_BOUND
+from symtele.study.experiments import cosine_lr_factor
 from symtele.study.settings import NETWORK_OPTIMIZERS, SAFETY
 
 TINY = SAFETY.replace(models=("digits-mlp",), seeds=(3,), epochs=2, batch_size=256, every=4)
@@ -73,13 +74,36 @@ def test_the_run_without_teleports_is_a_plain_training_loop(tiny_runs):
 
     measure()
     batches = minibatch.minibatch_order(len(y), TINY.batch_size, TINY.epochs, 3)
+    assert TINY.lr_schedule == "cosine"
     for step, batch in enumerate(batches):
+        opt.param_groups[0]["lr"] = TINY.lrs["momentum"] * 0.5 * (1 + math.cos(math.pi * step / len(batches)))
         opt.zero_grad()
         torch.nn.functional.cross_entropy(model(x[batch]), y[batch]).backward()
         opt.step()
         if (step + 1) % (len(batches) // TINY.epochs) == 0:
             measure()
     assert tiny_runs[0]["loss"] == losses and tiny_runs[0]["test_loss"] == test_losses
+    assert tiny_runs[0]["lr_schedule"] == "cosine"
+
+
+def test_the_cosine_factor_is_torchs_cosine_annealing_to_zero():
+    param = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([param], lr=0.3)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=37)
+    for step in range(37):
+        assert opt.param_groups[0]["lr"] == pytest.approx(0.3 * cosine_lr_factor(step, 37), rel=1e-12, abs=1e-15)
+        opt.step()
+        scheduler.step()
+
+
+def test_a_constant_schedule_keeps_the_optimizers_step():
+    s = TINY.replace(models=("digits-mlp",), epochs=1, every=3, accepts=("always",))
+    cosine, constant = (
+        minibatch.safety_runs("digits-mlp", "sgd", 1, s.replace(lr_schedule=k))[0] for k in ("cosine", "constant")
+    )
+    assert constant["lr_schedule"] == "constant" and constant["loss"][-1] != cosine["loss"][-1]
+    with pytest.raises(ValueError, match="lr_schedule"):
+        s.replace(lr_schedule="linear")
 
 
 @pytest.mark.parametrize("model_name,optimizer", [("digits-cnn", "adamw"), ("digits-resnet", "sgd")])
@@ -139,8 +163,9 @@ def test_the_network_optimisers_are_named_in_one_list():
     assert set(SAFETY.lrs) <= set(NETWORK_OPTIMIZERS)
 
 
-def _record(network, optimizer, seed, accept, final, ts=()):
+def _record(network, optimizer, seed, accept, final, ts=(), drop=0.01):
     return {
+        "loss": [2.3, final / (1 - drop), final],
         "problem": network,
         "optimizer": optimizer,
         "method": optimizer + minibatch.ARM_SUFFIX[accept or "none"],
@@ -153,15 +178,15 @@ def _record(network, optimizer, seed, accept, final, ts=()):
     }
 
 
-def _results(always, lookahead, seeds=(0, 1, 2, 3, 4)):
-    """Synthetic records: per case, the run without teleports ends at 0.1·(1 + seed/10), the arms at that times
-    ``always[case](seed)`` and ``lookahead[case](seed)``."""
+def _results(always, lookahead, seeds=(0, 1, 2, 3, 4), drop=0.01):
+    """Synthetic records: per case, the run without teleports ends at 0.1·(1 + seed/10), its last epoch lowering
+    its loss by ``drop``, the arms at that times ``always[case](seed)`` and ``lookahead[case](seed)``."""
     records = []
     for case in always:
         network, optimizer = case
         for seed in seeds:
             base = 0.1 * (1 + seed / 10)
-            records.append(_record(network, optimizer, seed, None, base))
+            records.append(_record(network, optimizer, seed, None, base, drop=drop))
             records.append(_record(network, optimizer, seed, "always", base * always[case](seed), [1.0, 1.0]))
             records.append(_record(network, optimizer, seed, "lookahead", base * lookahead[case](seed), [0.0, 0.5]))
     return {"09_minibatch_safety": {"parameters": {}, "records": records}}
@@ -178,7 +203,8 @@ def test_safety_claims_hold_when_the_records_say_so():
     cases = [("digits-mlp", "sgd"), ("digits-cnn", "adam")]
     always = {case: (lambda seed: 3.0 + seed) for case in cases}
     lookahead = {cases[0]: lambda seed: 0.8 + 0.01 * seed, cases[1]: lambda seed: 0.9 - 0.01 * seed}
-    hurts, safe, helps = _rows(_results(always, lookahead))
+    flat, hurts, safe, helps = _rows(_results(always, lookahead))
+    assert flat["holds"] == "yes" and "1% (median), 1% at most" in flat["measured"]
     assert hurts["holds"] == "yes" and "in 2 of 2" in hurts["measured"]
     assert safe["holds"] == "yes" and "×0.9" in safe["measured"]  # the largest mean ratio, quoted
     assert "the look-ahead applied 10 of the 20 teleports" in safe["measured"]
@@ -194,12 +220,13 @@ def test_safety_claims_fail_when_the_records_say_so():
     always = {cases[0]: lambda seed: 0.5, cases[1]: lambda seed: 2.0}
     # the means stay within MEAN_BOUND, but one seed ends worse than SEED_BOUND allows
     lookahead = {cases[0]: lambda seed: 1.0, cases[1]: lambda seed: SEED_BOUND + 0.05 if seed == 4 else 0.99}
-    hurts, safe, helps = _rows(_results(always, lookahead))
+    flat, hurts, safe, helps = _rows(_results(always, lookahead, drop=0.2))
+    assert flat["holds"] == "no" and "10 by 5% or more" in flat["measured"]
     assert hurts["holds"] == "partly" and "in 1 of 2" in hurts["measured"]
     assert safe["holds"] == "no" and "digits-cnn with adam" in safe["measured"]
     assert helps["holds"] == "no" and "in 0 of 2 cases" in helps["measured"]
     over = {cases[0]: lambda seed: MEAN_BOUND + 0.01, cases[1]: lambda seed: 1.0}
-    assert _rows(_results(always, over))[1]["holds"] == "no"
-    hurts, safe, helps = _rows(_results(always, lookahead, seeds=(0,)))
+    assert _rows(_results(always, over))[2]["holds"] == "no"
+    flat, hurts, safe, helps = _rows(_results(always, lookahead, seeds=(0,)))
     assert helps["holds"] == "not measured" and "one seed" in helps["measured"]
     assert {row["holds"] for row in _rows({"09_minibatch_safety": None})} == {"not measured"}

@@ -8,7 +8,9 @@ backpropagation (``rescale-ref``: a forward–backward–backward pass per step,
 look-ahead the :class:`~symtele.teleporter.Teleporter` runs before applying a teleport (``lookahead``: the
 user's optimiser step, SGD with momentum here, on copies from the original point and from the teleported
 ones, one forward pass on another batch each; ``trials`` says how many points it tried, two when the first
-teleported point is accepted). ``grad_evals`` is the time over the gradient's (minima over the rounds).
+teleported point is accepted, four when every one is declined; ``forwards`` is its time over one forward pass's, so
+that ``forwards − trials`` is what the shadow steps and the state transport cost). ``grad_evals`` is the time over
+the gradient's (minima over the rounds).
 
 :func:`discovery_time` times, interleaved likewise, :func:`~symtele.teleports.discovery.discover` with its
 numerical verification and with the rules alone, against one forward pass of the network.
@@ -70,6 +72,12 @@ def _setup(name: str, dtype, dev, seed: int):
 
 def _copies(buffers: dict) -> dict:
     return {n: b.clone() for n, b in buffers.items()}
+
+
+def _forward(loss_of, params) -> None:
+    """One forward pass of the loss, without a graph: the unit of the look-ahead's trials."""
+    with torch.no_grad():
+        loss_of(params)
 
 
 def _lookahead_call(net, x, params, grads, symmetry, loss_of, loss, o, seed):
@@ -150,7 +158,8 @@ def network_teleport_cost(
     Returns:
         One ``network_teleport_cost`` record (:mod:`~symtele.study.bench_records`) per method: ``method,
         model, n_params, n_scales, batch, steps, device, dtype, grad_evals, grad_evals_rounds, teleport_s,
-        grad_s, reps``, the closed form's ``steps_taken``/``stopped``, and the look-ahead's ``trials``.
+        grad_s, reps``, the closed form's ``steps_taken``/``stopped``, and the look-ahead's ``trials``, ``forwards``
+        and ``forward_s`` (one forward pass of the loss, timed in the same rounds).
 
     Raises:
         ValueError: an unknown model or method, a bad count, dtype or device.
@@ -170,10 +179,12 @@ def network_teleport_cost(
         "rescale": lambda: last.__setitem__("rescale", rescale_teleport(params, grads, symmetry, loss_of, loss, o)),
         "rescale-ref": lambda: reference_teleport(loss_of, params, symmetry, partial(ascent_step, o=o), steps),
     }
+    units = {"grad": grad}
     if "lookahead" in methods:
         look = _lookahead_call(net, x, params, grads, symmetry, loss_of, loss, o, seed)
         calls["lookahead"] = lambda: last.__setitem__("lookahead", look())
-    fns = {"grad": grad, **{m: calls[m] for m in methods}}
+        units["forward"] = partial(_forward, loss_of, params)
+    fns = {**units, **{m: calls[m] for m in methods}}
     times = interleaved_times(
         fns, reps=reps, warmup=warmup, min_time=min_time, device=dev, max_reps=dict(max_reps or {})
     )
@@ -200,7 +211,15 @@ def network_teleport_cost(
                 reps=len(times[m]),
                 steps_taken=None if taken is None else taken.steps_taken,
                 stopped=None if taken is None else taken.stopped,
-                **({} if trials is None else {"trials": trials}),
+                **(
+                    {}
+                    if trials is None
+                    else {
+                        "trials": trials,
+                        "forwards": min(times[m]) / min(times["forward"]),
+                        "forward_s": min(times["forward"]),
+                    }
+                ),
             )
         )
     return records

@@ -89,6 +89,8 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "steps_taken": _plain(int, NONE),
         "stopped": _plain(str, NONE),
         "trials": _plain(int, required=False),
+        "forwards": _ratio(required=False),
+        "forward_s": _seconds(required=False),
         "machine": MACHINE,
     },
     # bench_attention.attention_teleport_cost

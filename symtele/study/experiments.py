@@ -20,6 +20,7 @@ the plot functions of :mod:`symtele.plots`. Each takes ``device`` (``"cpu"`` by 
 from __future__ import annotations
 
 import copy
+import math
 import time
 from collections.abc import Sequence
 
@@ -485,16 +486,35 @@ def minibatch_order(n: int, batch_size: int, epochs: int, seed: int, device="cpu
     ]
 
 
+def cosine_lr_factor(step: int, total: int) -> float:
+    """The cosine schedule's factor of the learning rate at ``step`` of ``total``: ``½(1 + cos(π·step/total))``.
+
+    It starts at 1 and falls to nearly 0 at the last step, so that the loss flattens by the end of the run (the
+    annealing of ``torch.optim.lr_scheduler.CosineAnnealingLR`` to zero, per step).
+
+    Args:
+        step: the minibatch step (0-based).
+        total: the run's steps.
+
+    Returns:
+        The factor, in ``(0, 1]``.
+    """
+    return 0.5 * (1.0 + math.cos(math.pi * step / total))
+
+
 class _MinibatchRun:
     """A network, its optimiser and the log of one minibatch run, continued step by step and copied at any step.
 
     The runs with a teleport are copies of the run without, taken just before its first teleport (everything
     before it is the same computation). With ``test=(x_test, y_test)`` the held-out loss and accuracy are
-    logged too, at the start and after every epoch (``test_losses``, ``test_accuracies``).
+    logged too, at the start and after every epoch (``test_losses``, ``test_accuracies``). With ``lr_factor`` every
+    group's learning rate at step ``k`` is its first one times ``lr_factor(k)`` (a schedule such as
+    :func:`cosine_lr_factor`), set before the step's teleport is asked, so that a look-ahead sees the step's own rate.
     """
 
-    def __init__(self, model, optimizer, x, y, test=None):
+    def __init__(self, model, optimizer, x, y, test=None, lr_factor=None):
         self.model, self.optimizer, self.x, self.y, self.test = model, optimizer, x, y, test
+        self.lr_factor, self.base_lrs = lr_factor, [g["lr"] for g in optimizer.param_groups]
         loss, self.accuracy = _on_training_set(model, x, y)
         self.losses, self.grads, self.epoch_grads, self.times = [loss], [], [], [0.0]
         self.test_losses, self.test_accuracies = [], []
@@ -506,6 +526,12 @@ class _MinibatchRun:
             loss, accuracy = _on_training_set(self.model, *self.test)
             self.test_losses.append(loss)
             self.test_accuracies.append(accuracy)
+
+    def set_lr(self, step: int) -> None:
+        """Every group's learning rate for ``step`` (nothing without a schedule)."""
+        if self.lr_factor is not None:
+            for group, base in zip(self.optimizer.param_groups, self.base_lrs):
+                group["lr"] = base * self.lr_factor(step)
 
     def copy(self) -> _MinibatchRun:
         """A copy of the network, optimiser and log (the data is shared, not copied)."""
@@ -524,6 +550,7 @@ class _MinibatchRun:
         began = time.perf_counter() - self.elapsed
         for step in range(start, stop):
             batch = batches[step]
+            self.set_lr(step)
             if teleporter is not None and step != asked:
                 teleporter.maybe(step, x[batch], y[batch])
             opt.zero_grad()

@@ -21,11 +21,12 @@ from __future__ import annotations
 
 import copy
 import time
+from functools import partial
 
 import torch
 
 from ..teleporter import Teleporter
-from .experiments import NETWORK_OPTIMIZERS, _checked, _MinibatchRun, minibatch_order
+from .experiments import NETWORK_OPTIMIZERS, _checked, _MinibatchRun, cosine_lr_factor, minibatch_order
 from .settings import SAFETY, SafetySettings
 
 #: a record's ``method`` is the optimiser's name with this suffix, per arm (:data:`~symtele.study.summaries.ARMS`)
@@ -105,11 +106,13 @@ def safety_runs(
     per_epoch, total = -(-len(y) // s.batch_size), len(batches)
     fork = min(s.every - 1, total) if share else 0
 
+    factor = partial(cosine_lr_factor, total=total) if s.lr_schedule == "cosine" else None
+
     def fresh() -> _MinibatchRun:
         torch.manual_seed(seed)
         model = network(model_name, s.hidden).to(device)
         opt = NETWORK_OPTIMIZERS[optimizer](model.parameters(), s.lrs[optimizer])
-        return _MinibatchRun(model, opt, x, y, test=(x_test, y_test))
+        return _MinibatchRun(model, opt, x, y, test=(x_test, y_test), lr_factor=factor)
 
     def teleporter(run: _MinibatchRun, accept: str) -> Teleporter:
         return Teleporter(run.model, torch.nn.functional.cross_entropy, run.optimizer, every=s.every, accept=accept)
@@ -142,6 +145,7 @@ def safety_runs(
                 "seed": seed,
                 "optimizer": optimizer,
                 "lr": s.lrs[optimizer],
+                "lr_schedule": s.lr_schedule,
                 "accept": accept,
                 "every": None if accept is None else s.every,
                 "loss": run.losses,
@@ -187,6 +191,7 @@ class _Follower:
             return
         shared = (plain.x, plain.y, plain.test, *(plain.test or ()))
         run, own = copy.deepcopy((plain, self.teleporter), memo={id(t): t for t in shared})
+        run.set_lr(step)  # the step's own rate, which the look-ahead steps with
         began = time.perf_counter()
         record = own.maybe(step, run.x[batch], run.y[batch])
         self.asked_s.append((step, time.perf_counter() - began))

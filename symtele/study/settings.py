@@ -498,6 +498,8 @@ class NetworkSettings(Settings):
 SAFETY_MODELS = ("digits-mlp", "digits-cnn", "digits-resnet")
 #: how a teleport is accepted (``symtele.Teleporter``'s ``accept``): every time, or after its look-ahead
 ACCEPTS = ("always", "lookahead")
+#: the learning-rate schedules of the minibatch runs: the optimiser's step throughout, or annealed to zero by a cosine
+LR_SCHEDULES = ("constant", "cosine")
 
 
 def _safety_lrs() -> dict:
@@ -519,11 +521,14 @@ class SafetySettings(Settings):
 
     models: tuple = setting(SAFETY_MODELS, _distinct_of(SAFETY_MODELS))
     seeds: tuple = setting((0, 1, 2, 3, 4), _distinct_counts)
-    # ten: four teleports per run, two more than in the five epochs of the report of teleports hurting; the losses
-    # still fall by then (the notebook says by how much), and each ten more epochs cost about 150 s of CPU time
+    # ten: four teleports per run, two more than in the five epochs of the report of teleports hurting; each ten more
+    # epochs cost about 150 s of CPU time
     epochs: int = setting(10, _at_least(1))
     batch_size: int = setting(64, _at_least(1))
     lrs: dict = setting(check=_steps_of(NETWORK_OPTIMIZERS), factory=_safety_lrs)
+    # cosine: each step annealed from its rate to nearly zero over the run, so that the loss has flattened at its end
+    # (at a constant rate these losses still fall 3-30x over the last five of ten epochs)
+    lr_schedule: str = setting("cosine", lambda name, value: checks.choice(name, value, LR_SCHEDULES))
     # teleport before every 50th minibatch step, from step 50 on (at least 2: the look-ahead judges a teleport on
     # the minibatch of the step before it)
     every: int = setting(50, _at_least(2))
