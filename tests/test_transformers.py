@@ -437,6 +437,7 @@ def test_the_teleporter_moves_the_attention_groups_and_carries_the_optimiser_sta
         _token_loss(model(x), y).backward()
     optimizer.step()  # the state now holds one gradient (momentum buffer, exp_avg ∝ it)
     first = {n: p.grad.detach().clone() for n, p in model.named_parameters()}
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
     with torch.no_grad():
         out = model(x)
     record = teleporter.maybe(1, x, y)
@@ -450,6 +451,20 @@ def test_the_teleporter_moves_the_attention_groups_and_carries_the_optimiser_sta
     state = optimizer.state[dict(model.named_parameters())[name]][key]
     scale = 1.0 if optimizer_name == "sgd" else 1 - optimizer.param_groups[0]["betas"][0]
     assert not torch.allclose(state, scale * first[name])  # it moved
+    # exactly: the rows of head h's query move as W_q ← Aᵀ W_q D and its key's as W_k ← A⁻¹ W_k D (D: the LayerNorm's
+    # scales, which the positive rescaling moves into c_attn's columns), so their gradients move as ∇ ← A⁻¹ ∇ D⁻¹ and
+    # ∇ ← Aᵀ ∇ D⁻¹; A and D are read back from the weights before and after, independently of the library
+    after = dict(model.named_parameters())
+    d_inv = torch.diag(after["blocks.0.ln_1.weight"].detach() / before["blocks.0.ln_1.weight"])
+    width, head = model.blocks[0].attn.c_attn.weight.shape[1], 8
+    for h in range(width // head):
+        q, k = slice(h * head, (h + 1) * head), slice(width + h * head, width + (h + 1) * head)
+        a_t = after[name].detach()[q] @ d_inv @ torch.linalg.pinv(before[name][q])
+        a_inv = torch.linalg.inv(a_t.T)
+        assert torch.allclose(after[name].detach()[k], a_inv @ before[name][k] @ torch.linalg.inv(d_inv), rtol=1e-8)
+        assert not torch.allclose(a_t, torch.eye(head, dtype=a_t.dtype))  # the head's A is not the identity
+        assert torch.allclose(state[q], a_inv @ (scale * first[name][q]) @ d_inv, rtol=1e-8, atol=1e-14)
+        assert torch.allclose(state[k], a_t @ (scale * first[name][k]) @ d_inv, rtol=1e-8, atol=1e-14)
     assert record.grad_norm_sq_after > record.grad_norm_sq_before
 
 
