@@ -60,7 +60,7 @@ from .objective import grad_norm_sq
 from .optimizer_state import TRANSPORT, DecayPart, check_optimizer, l2_penalty, transport_state, transported
 from .schedule import Schedule
 from .states import STATES
-from .teleports.attention import PairPath, plan_pairs
+from .teleports.attention_stack import PairPath, plan_pairs
 from .teleports.invariance import default_rtol, preserved
 from .teleports.rescale import Rescale, rescale_teleport, symmetry_of
 

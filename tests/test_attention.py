@@ -188,3 +188,38 @@ def test_the_stack_reads_blocks_given_by_row_lists():
     by_slices = HeadStack(multihead_attention_groups(module)).act(elements, params)
     by_lists = HeadStack(listed).act(elements, params)
     assert all(torch.equal(by_slices[n], by_lists[n]) for n in params)
+
+
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+def test_the_path_carries_parameters_gradients_and_squares_as_each_group_would(layout):
+    """PairPath moves every group at once (stacked) as act, act_on_gradient and act_on_squares of each group in turn
+    would, at every fraction of the path, and plan_pairs keeps the steepest step of each group's own ascent."""
+    from symtele.teleports.attention import act_on_gradient, act_on_squares
+    from symtele.teleports.attention_stack import plan_pairs
+
+    module, _ = _attention(layout, seed=8)
+    params = {n: p.detach().clone() for n, p in module.named_parameters()}
+    g = torch.Generator().manual_seed(9)
+    grads = {n: torch.randn(p.shape, generator=g, dtype=p.dtype) for n, p in params.items()}
+    groups = multihead_attention_groups(module)
+    path, rows = plan_pairs(grads, groups, steps=4, max_step=0.2)
+    assert [r["name"] for r in rows] == [group.name for group in groups]
+    for group, row in zip(groups, rows):
+        trail, values = ascend_pair(*grams(group, grads), steps=4, max_step=0.2)
+        best = max(range(len(values)), key=lambda i: float(values[i]))
+        assert row["step"] == best and row["after"] == pytest.approx(float(values[best]), rel=1e-12)
+    assert path and len(path.moves) == sum(1 for r in rows if r["step"])
+    squares = {n: v.square() for n, v in grads.items()}
+    missing = groups[0].blocks[0].param  # a parameter without optimiser state yet: skipped
+    partial = {n: v for n, v in grads.items() if n != missing}
+    for t in (1.0, 0.5, 0.25):
+        for power, move, tensors in ((-1, act, params), (1, act_on_gradient, grads), (2, act_on_squares, squares)):
+            expected = dict(tensors)
+            for group, a in path.elements(t):
+                expected = move(group, a, expected)
+            carried = path.apply(t, tensors, power)
+            for name in tensors:
+                assert torch.allclose(carried[name], expected[name], rtol=1e-12, atol=1e-14), (t, power, name)
+        carried = path.apply(t, partial, 1)
+        assert set(carried) == set(partial) and missing not in carried
+    assert path.apply(1.0, grads, 0) is grads

@@ -223,6 +223,7 @@ def test_safety_claims_fail_when_the_records_say_so():
     flat, hurts, safe, helps = _rows(_results(always, lookahead, drop=0.2))
     assert flat["holds"] == "no" and "10 by 5% or more" in flat["measured"]
     assert hurts["holds"] == "partly" and "in 1 of 2" in hurts["measured"]
+    assert "wholly below 1, in 1: digits-mlp with sgd ×0.5" in hurts["measured"]
     assert safe["holds"] == "no" and "digits-cnn with adam" in safe["measured"]
     assert helps["holds"] == "no" and "in 0 of 2 cases" in helps["measured"]
     over = {cases[0]: lambda seed: MEAN_BOUND + 0.01, cases[1]: lambda seed: 1.0}

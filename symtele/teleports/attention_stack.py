@@ -13,7 +13,10 @@ parameter instead of a few per block of every head. The blocks of all the groups
 Blocks of different groups never share a row (discovery keeps a group only if each of its rows reaches its one
 place), so the order of the groups does not matter. :func:`ascend_heads` runs the whole closed-form teleport:
 the Gram matrices, ``steps`` ascent steps of every group at once (:func:`~symtele.teleports.attention.ascend_pair`
-on the stack) and the action.
+on the stack) and the action. The :class:`~symtele.teleporter.Teleporter` goes the same way: :func:`plan_pairs`
+ascends, and the :class:`PairPath` it returns carries the parameters, the gradient and the optimiser's state to
+any fraction of the path, the blocks of the same stacks multiplied by ``Aᵀ``/``A^{−1}`` (parameters),
+``A^{−1}``/``Aᵀ`` (gradients) or their entrywise squares (squared-gradient state).
 """
 
 from __future__ import annotations
@@ -22,6 +25,14 @@ import torch
 
 from .attention import ascend_pair
 from .symmetry import PairGroup
+
+#: how tensors move with the groups, by the ``power`` of :meth:`PairPath.apply`: the blocks' matrices on the left
+#: and on the right side, from the groups' ``A`` and ``A^{−1}``
+_MAPS = {
+    -1: lambda a, inverse: (a.mT, inverse),  # parameters: left ``Aᵀ P``, right ``A^{−1} R``
+    1: lambda a, inverse: (inverse, a.mT),  # gradients and gradient-like state (act_on_gradient)
+    2: lambda a, inverse: (inverse.square(), a.mT.square()),  # squared-gradient state, approximately (act_on_squares)
+}
 
 
 def _rows_of(rows: slice | tuple[int, ...], size: int) -> list[int]:
@@ -93,6 +104,33 @@ class HeadStack:
             c_right.index_add_(0, owner[~left], products[~left])
         return c_left, c_right
 
+    def move(
+        self, left: torch.Tensor, right: torch.Tensor, tensors: dict[str, torch.Tensor]
+    ) -> dict[str, torch.Tensor]:
+        """``tensors`` with every block replaced by ``M @ block``, ``M`` its group's ``left`` or ``right`` matrix.
+
+        Args:
+            left: the matrices of the groups' left blocks, stacked ``G × d × d`` in the order of the groups.
+            right: those of their right blocks, alike.
+            tensors: tensors of the parameters' shapes, by name; a parameter missing from it (no optimiser state
+                yet) is skipped.
+
+        Returns:
+            New tensors for the parameters the groups touch, the others as they are.
+        """
+        out = dict(tensors)
+        for param, columns in self.parts:
+            if param not in out:
+                continue
+            p = out[param]
+            stack, (rows, owner, on_left) = self._blocks(p, param, columns)
+            m = torch.where(on_left[:, None, None], left[owner], right[owner]).to(device=p.device, dtype=p.dtype)
+            moved = p.clone()
+            target = moved.T if columns else moved
+            target.index_copy_(0, rows, (m @ stack).reshape(rows.shape[0], *target.shape[1:]))
+            out[param] = moved
+        return out
+
     def act(self, elements: torch.Tensor, params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """``params`` with every group's blocks moved by its ``A`` (left ``Aᵀ P``, right ``A^{−1} R``).
 
@@ -104,17 +142,7 @@ class HeadStack:
             New tensors for the parameters the groups touch, the others as they are; equal to
             :func:`~.attention.act` of each group in turn.
         """
-        inverse = torch.linalg.inv(elements)
-        out = dict(params)
-        for param, columns in self.parts:
-            p = out[param]
-            stack, (rows, owner, left) = self._blocks(p, param, columns)
-            m = torch.where(left[:, None, None], elements.mT[owner], inverse[owner]).to(device=p.device, dtype=p.dtype)
-            moved = p.clone()
-            target = moved.T if columns else moved
-            target.index_copy_(0, rows, (m @ stack).reshape(rows.shape[0], *target.shape[1:]))
-            out[param] = moved
-        return out
+        return self.move(*_MAPS[-1](elements, torch.linalg.inv(elements)), params)
 
 
 def ascend_heads(
@@ -156,3 +184,92 @@ def ascend_heads(
         for i, a in zip(indices, trail[-1]):
             elements[i] = a
     return moved, elements
+
+
+class PairPath:
+    """The attention groups' part of a teleport's path: each moving group's ascent trail and the step it keeps.
+
+    At a fraction ``t`` of the path each group stands at ``trail[round(t · kept)]`` (``t = 1``: the steepest step
+    its ascent found, ``t = 0``: the identity). The parameters, the gradient and the optimiser's state follow by
+    the action of :func:`~.attention.act`, :func:`~.attention.act_on_gradient` and
+    :func:`~.attention.act_on_squares`, computed for all the groups of one head dimension at once
+    (:class:`HeadStack`).
+
+    Args:
+        moves: ``(group, trail, kept)`` per group that moves (``kept > 0``).
+    """
+
+    def __init__(self, moves: list[tuple[PairGroup, list[torch.Tensor], int]]):
+        self.moves = moves
+        self._stacks: dict[tuple[int, ...], HeadStack] = {}  # by the indices of the moves that have moved
+
+    def __bool__(self) -> bool:
+        """Whether any group moves."""
+        return bool(self.moves)
+
+    def elements(self, t: float) -> list[tuple[PairGroup, torch.Tensor]]:
+        """``(group, A)`` of every group that has moved at fraction ``t`` of the path."""
+        return [(group, trail[k]) for group, trail, k in self._at(t)]
+
+    def _at(self, t: float) -> list[tuple[PairGroup, list[torch.Tensor], int]]:
+        return [(group, trail, round(t * kept)) for group, trail, kept in self.moves if round(t * kept)]
+
+    def params(self) -> set[str]:
+        """The names of the parameters the groups touch."""
+        return {b.param for group, _, _ in self.moves for b in group.blocks}
+
+    def apply(self, t: float, tensors: dict[str, torch.Tensor], power: int = -1) -> dict[str, torch.Tensor]:
+        """``tensors`` carried to fraction ``t`` of the path.
+
+        Args:
+            t: the fraction.
+            tensors: by parameter name (a parameter missing is skipped).
+            power: how they transform: as parameters (``-1``), as gradients (1), as squared gradients (2,
+                approximately), not at all (0).
+
+        Returns:
+            New tensors for the parameters the groups touch, the others as they are.
+        """
+        if power == 0:
+            return tensors
+        moved = [i for i, (_, _, kept) in enumerate(self.moves) if round(t * kept)]
+        for d in dict.fromkeys(self.moves[i][0].d for i in moved):
+            of_d = tuple(i for i in moved if self.moves[i][0].d == d)
+            if of_d not in self._stacks:
+                self._stacks[of_d] = HeadStack([self.moves[i][0] for i in of_d])
+            a = torch.stack([self.moves[i][1][round(t * self.moves[i][2])] for i in of_d])
+            tensors = self._stacks[of_d].move(*_MAPS[power](a, torch.linalg.inv(a)), tensors)
+        return tensors
+
+
+def plan_pairs(
+    grads: dict[str, torch.Tensor], groups: list[PairGroup], *, steps: int = 10, max_step: float = 0.1
+) -> tuple[PairPath, list[dict]]:
+    """Every group's closed-form ascent from the gradient at hand, each keeping its steepest step.
+
+    The groups act on disjoint blocks, so each ascends on its own Gram matrices (:func:`~.attention.ascend_pair`,
+    all the groups of one head dimension at once on a :class:`HeadStack`) and they compose in any order.
+
+    Args:
+        grads: the gradient at the point the groups move from, by name.
+        groups: the pair groups (``Symmetry.pair_groups``, verified at discovery).
+        steps: ascent steps per group.
+        max_step: the spectral norm of each step's Lie-algebra element.
+
+    Returns:
+        ``(path, rows)``: the :class:`PairPath` of the groups that move, and per group (in the order of ``groups``)
+        its ``name``, its part of ``‖∇L‖²`` ``before`` and ``after`` the step kept, and that ``step``.
+    """
+    rows: list[dict | None] = [None] * len(groups)
+    moves: list[tuple | None] = [None] * len(groups)
+    for d in dict.fromkeys(g.d for g in groups):
+        indices = [i for i, g in enumerate(groups) if g.d == d]
+        trail, values = ascend_pair(*HeadStack([groups[i] for i in indices]).grams(grads), steps, max_step)
+        values = torch.stack(values)  # steps × groups
+        for j, i in enumerate(indices):
+            best = int(torch.argmax(values[:, j]))  # the first of equal maxima: a group that stopped keeps its step
+            rows[i] = {"name": groups[i].name, "before": float(values[0, j]), "after": float(values[best, j])}
+            rows[i]["step"] = best
+            if best:
+                moves[i] = (groups[i], [a[j] for a in trail[: best + 1]], best)
+    return PairPath([m for m in moves if m is not None]), rows

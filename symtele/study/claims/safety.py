@@ -87,6 +87,9 @@ def _ratio_text(ratio) -> str:
 def always_hurts(results):
     """With every teleport accepted, the mean final training loss is higher than without teleports.
 
+    The measured text also names the cases where every teleport accepted *lowered* the final training loss (the
+    interval of the per-seed ratio wholly below 1), and by how much.
+
     Args:
         results: the loaded results, ``{notebook stem: results file}``.
 
@@ -99,10 +102,17 @@ def always_hurts(results):
     rows = _rows(results, "always")
     worse = [row for row in rows if row["ratio"]["always"]["mean_ratio"] > 1]
     parts = [f"{_case(row)} ×{g(round(row['ratio']['always']['mean_ratio'], 2))}" for row in worse]
+    lower = [row for row in rows if (row["ratio"]["always"]["high"] or 1) < 1]
+    helped = [f"{_case(row)} {_ratio_text(row['ratio']['always'])}" for row in lower]
     return (
         f"{_period(results)}: mean final training loss higher with every teleport accepted in {len(worse)} of "
-        f"{len(rows)} (network, optimiser) cases{': ' + ', '.join(parts) if parts else ''} "
-        "(ratio of the means; yes: all)",
+        f"{len(rows)} (network, optimiser) cases{': ' + ', '.join(parts) if parts else ''} (ratio of the means)"
+        + (
+            f"; lower, the interval of the per-seed ratio wholly below 1, in {len(lower)}: {', '.join(helped)}"
+            if lower
+            else ""
+        )
+        + " (yes: higher in all)",
         verdict(len(worse) == len(rows), bool(worse)),
     )
 
