@@ -223,3 +223,14 @@ def test_the_path_carries_parameters_gradients_and_squares_as_each_group_would(l
         carried = path.apply(t, partial, 1)
         assert set(carried) == set(partial) and missing not in carried
     assert path.apply(1.0, grads, 0) is grads
+
+
+def test_a_stack_is_made_once_per_layout():
+    from symtele.teleports.attention_stack import stack_of
+
+    module, _ = _attention("fused", seed=10)
+    groups = multihead_attention_groups(module)
+    again = multihead_attention_groups(module)  # new objects, the same layout
+    assert stack_of(groups) is stack_of(again) and stack_of(groups[:2]) is not stack_of(groups)
+    shifted = [replace(g, blocks=tuple(replace(b, side="right") for b in g.blocks)) for g in groups]
+    assert stack_of(shifted) is not stack_of(groups)

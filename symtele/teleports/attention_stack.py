@@ -35,6 +35,41 @@ _MAPS = {
 }
 
 
+def stack_of(groups: list[PairGroup]) -> HeadStack:
+    """The :class:`HeadStack` of ``groups``, made once per layout and kept (the last few dozen).
+
+    A model's groups are the same at every teleport, and a stack's index tensors cost about as much to build as
+    its arithmetic on a small model: the stack is looked up by what its layout depends on (each group's blocks:
+    parameter, rows, side, columns).
+
+    Args:
+        groups: the groups, of one head dimension.
+
+    Returns:
+        Their stack.
+    """
+    key = tuple(
+        (
+            g.d,
+            tuple(
+                (b.param, (b.rows.start, b.rows.stop, b.rows.step) if isinstance(b.rows, slice) else b.rows, b.side)
+                + (b.columns,)
+                for b in g.blocks
+            ),
+        )
+        for g in groups
+    )
+    stack = _STACKS.pop(key, None) or HeadStack(groups)
+    _STACKS[key] = stack  # the most recent last
+    while len(_STACKS) > 32:
+        del _STACKS[next(iter(_STACKS))]
+    return stack
+
+
+#: :func:`stack_of`'s stacks, by layout, the least recently used first
+_STACKS: dict[tuple, HeadStack] = {}
+
+
 def _rows_of(rows: slice | tuple[int, ...], size: int) -> list[int]:
     """A block's row indices in a dimension of ``size``."""
     return list(range(size)[rows]) if isinstance(rows, slice) else list(rows)
@@ -178,7 +213,7 @@ def ascend_heads(
     moved = dict(params)
     for d in dict.fromkeys(g.d for g in groups):
         indices = [i for i, g in enumerate(groups) if g.d == d]
-        stack = HeadStack([groups[i] for i in indices])
+        stack = stack_of([groups[i] for i in indices])
         trail, _ = ascend_pair(*stack.grams(grads), steps=steps, max_step=max_step)
         moved = stack.act(trail[-1], moved)
         for i, a in zip(indices, trail[-1]):
@@ -201,7 +236,6 @@ class PairPath:
 
     def __init__(self, moves: list[tuple[PairGroup, list[torch.Tensor], int]]):
         self.moves = moves
-        self._stacks: dict[tuple[int, ...], HeadStack] = {}  # by the indices of the moves that have moved
 
     def __bool__(self) -> bool:
         """Whether any group moves."""
@@ -234,11 +268,9 @@ class PairPath:
             return tensors
         moved = [i for i, (_, _, kept) in enumerate(self.moves) if round(t * kept)]
         for d in dict.fromkeys(self.moves[i][0].d for i in moved):
-            of_d = tuple(i for i in moved if self.moves[i][0].d == d)
-            if of_d not in self._stacks:
-                self._stacks[of_d] = HeadStack([self.moves[i][0] for i in of_d])
+            of_d = [i for i in moved if self.moves[i][0].d == d]
             a = torch.stack([self.moves[i][1][round(t * self.moves[i][2])] for i in of_d])
-            tensors = self._stacks[of_d].move(*_MAPS[power](a, torch.linalg.inv(a)), tensors)
+            tensors = stack_of([self.moves[i][0] for i in of_d]).move(*_MAPS[power](a, torch.linalg.inv(a)), tensors)
         return tensors
 
 
@@ -264,7 +296,7 @@ def plan_pairs(
     moves: list[tuple | None] = [None] * len(groups)
     for d in dict.fromkeys(g.d for g in groups):
         indices = [i for i, g in enumerate(groups) if g.d == d]
-        trail, values = ascend_pair(*HeadStack([groups[i] for i in indices]).grams(grads), steps, max_step)
+        trail, values = ascend_pair(*stack_of([groups[i] for i in indices]).grams(grads), steps, max_step)
         values = torch.stack(values)  # steps × groups
         for j, i in enumerate(indices):
             best = int(torch.argmax(values[:, j]))  # the first of equal maxima: a group that stopped keeps its step
