@@ -138,7 +138,7 @@ def exact_keeps_held_out(results):
     rows = {row["method"]: row for row in comparison_table([r for v in by_method.values() for r in v])}
     exact, projected = rows["symmetry"], rows["nullspace"]
     return (
-        f"largest relative change of the loss on the held-out batches over {exact['points']} teleports: "
+        f"largest relative change of the loss on the held-out batches, teleported at {exact['points']} points: "
         f"{_short(exact['held_out_change'])} (its ‖∇L‖² ×{g(round(exact['gain']['median'], 2))} "
         f"median); the null-space teleport's at the same points: {_short(projected['held_out_change'])} "
         f"(yes: every change ≤ {g(LOSS_RTOL)})",
