@@ -76,7 +76,7 @@ CLAIMS := $(filter %_claims,$(STEMS))
 # the longest notebooks start first (make -j starts prerequisites in the order listed), so that the build's
 # last seconds are not spent with one core waiting on a notebook that started late; the first URGENT of them
 # run at normal priority and all others at `nice` NICE, so that those fill the cores around the long ones
-LONGEST_FIRST := 09_minibatch_safety 03_level_set 08_networks 10_generalisation 05_performance 04_beyond_optimizers 06_schedule_sweep
+LONGEST_FIRST := 09_minibatch_safety 11_transformers 03_level_set 08_networks 10_generalisation 05_performance 04_beyond_optimizers 06_schedule_sweep
 URGENT ?= 3
 NICE ?= 10
 ORDERED := $(foreach stem,$(LONGEST_FIRST),$(filter $(stem),$(STEMS))) $(filter-out $(LONGEST_FIRST),$(STEMS))

@@ -31,16 +31,17 @@ def curves(
     reference_label: str = "writeup",
     ax=None,
 ):
-    """``key`` of each method's runs against the epochs, the wall-clock time or the gradients computed.
+    """``key`` of each method's runs against the epochs or steps, the wall-clock time or the gradients computed.
 
     One line per method: the mean over its records, with a ±1 std band when there are
     several seeds.
 
     Args:
         records: run records (:mod:`symtele.study.results`).
-        key: ``loss``, ``test_loss`` or ``grad_norm_sq``.
-        x: ``epoch``; ``time_s`` (wall-clock time); ``evaluations`` (the gradients and Hessian-vector products
-            computed, for records that have them).
+        key: ``loss``, ``test_loss``, ``val_loss`` (the transformer chapter's held-out loss) or ``grad_norm_sq``.
+        x: ``epoch``; ``steps`` (the optimiser steps each entry was logged at, for records that have them);
+            ``time_s`` (wall-clock time); ``evaluations`` (the gradients and Hessian-vector products computed, for
+            records that have them).
         labels: legend labels by method, instead of the method names.
         logy: a log-scaled y axis.
         mark_teleports: draw a dotted line at each teleport epoch.
@@ -55,10 +56,10 @@ def curves(
     Raises:
         ValueError: another ``key`` or ``x``.
     """
-    if key not in ("loss", "test_loss", "grad_norm_sq"):
-        raise ValueError(f"Invalid key: {key!r} (choose 'loss', 'test_loss' or 'grad_norm_sq')")
-    if x not in ("epoch", "time_s", "evaluations"):
-        raise ValueError(f"Invalid x: {x!r} (choose 'epoch', 'time_s' or 'evaluations')")
+    if key not in ("loss", "test_loss", "val_loss", "grad_norm_sq"):
+        raise ValueError(f"Invalid key: {key!r} (choose 'loss', 'test_loss', 'val_loss' or 'grad_norm_sq')")
+    if x not in ("epoch", "steps", "time_s", "evaluations"):
+        raise ValueError(f"Invalid x: {x!r} (choose 'epoch', 'steps', 'time_s' or 'evaluations')")
     fig, ax = axes_of(ax)
     teleport_epochs, drawn = set(), []
     for method, group in by_method(records).items():

@@ -16,9 +16,11 @@ from matplotlib.ticker import LogFormatterSciNotation, NullLocator
 LABELS = {
     "loss": "Loss",
     "test_loss": "Held-out loss",
+    "val_loss": "Validation loss",
     "grad_norm_sq": "‖∇L‖²",
     "time_s": "Time (s)",
     "epoch": "Epoch",
+    "steps": "Step",
     "evaluations": "Gradients + Hessian-vector products",
 }
 #: tab10 index of each optimiser; its teleporting variant takes the next colour, except the teleports of
@@ -36,6 +38,10 @@ _TELEPORT_COLOR = {
     "levelset-slp": "C5",
     "so2": "C9",
     "rescale-lookahead": "C9",
+    "transport-always": "C3",
+    "reset-always": "C5",
+    "transport-lookahead": "C9",
+    "reset-lookahead": "C8",
 }
 
 

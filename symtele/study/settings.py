@@ -629,6 +629,92 @@ class GeneralisationSettings(Settings):
         checks.epoch_of_run("teleport_epoch", self.teleport_epoch, self.epochs)
 
 
+#: the optimisers of the transformer chapter (11): AdamW, and SGD with momentum 0.9
+TRANSFORMER_OPTIMIZERS = ("adamw", "momentum")
+
+
+def _transformer_lrs() -> dict:
+    # measured without teleports, 300 steps of 16 windows of 64 characters, seed 0: AdamW at 3e-3 reaches a
+    # validation loss of 2.39; SGD with momentum 0.9 reaches 2.52 at 0.1 and 0.2, and diverges at 0.6 and 1.0
+    return {"adamw": 3e-3, "momentum": 0.1}
+
+
+def _transformer_states() -> dict:
+    return {"adamw": ("transport", "reset"), "momentum": ("transport",)}
+
+
+def _states_by_optimizer(name: str, value) -> None:
+    if not isinstance(value, Mapping):
+        raise TypeError(f"Invalid {name}: {value!r} (expected a dict of optimiser -> states)")
+    for optimizer, states in value.items():
+        checks.choice(f"{name} key", optimizer, TRANSFORMER_OPTIMIZERS)
+        _distinct_of(OPTIMIZER_STATES)(f"{name}[{optimizer!r}]", states)
+
+
+@dataclass(frozen=True)
+class TransformerSettings(Settings):
+    """A small character-level GPT on Shakespeare, trained with AdamW and SGD, ± ``symtele.Teleporter`` (notebook 11).
+
+    The report's own experiment. The teleported runs use ``symtele.Teleporter(model, next_token_loss, optimizer,
+    every=every, state=..., accept=...)``, every other argument at its default: the positive scales and the
+    attention heads' GL(d) groups. ``lrs`` names the optimisers that run, each with its step; ``states`` the
+    treatments of the optimiser's state of each one's teleported runs, each once per entry of ``accepts`` (an
+    optimiser ``states`` does not name runs without teleports only; one ``lrs`` does not name does not run). At
+    the steps ``compare_at`` of the first optimiser's run without teleports, the exact symmetry's teleport and the
+    null-space projection teleport of Wu et al. (2025) are compared on the same model and minibatch.
+    """
+
+    seeds: tuple = setting((0, 1, 2), _distinct_counts)
+    plays: int = setting(0, checks.count)  # the first this many texts in file order (0: all 43 plays)
+    val_fraction: float = setting(0.1, checks.positive)  # the last part of the text, held out (check())
+    context: int = setting(64, _at_least(1))  # characters per window
+    n_layer: int = setting(2, _at_least(1))
+    n_head: int = setting(4, _at_least(1))  # divides d_model: check()
+    d_model: int = setting(64, _at_least(1))
+    batch_size: int = setting(16, _at_least(1))  # windows per minibatch
+    # 300 steps of 16 windows: the chapter (every run and seed) in about two minutes of one core
+    steps: int = setting(300, _at_least(1))
+    eval_every: int = setting(25, _at_least(1))  # training and validation loss after every this many steps
+    eval_batches: int = setting(4, _at_least(1))  # fixed batches (of batch_size windows) each loss is measured on
+    lrs: dict = setting(check=_steps_of(TRANSFORMER_OPTIMIZERS), factory=_transformer_lrs)
+    states: dict = setting(check=_states_by_optimizer, factory=_transformer_states)
+    # a teleport before every this many-th step, from that step on: five per run (every 25 measured: ten, and the
+    # teleports took about 60 of the chapter's 150 s of CPU time)
+    every: int = setting(50, _at_least(2))
+    accepts: tuple = setting(ACCEPTS, _distinct_of(ACCEPTS))
+    compare_at: tuple = setting((0, 100, 200), _distinct_counts)  # steps of the run (check())
+    # the null-space teleport: measured at step 100 of the AdamW run (seed 0), lr 1 gains ×1.1 in ‖∇L‖² in its 10
+    # steps, 3 gains ×2.35 (its 8th step changes the batch's loss by more than max_loss_change and is undone), 10
+    # gains ×2.7 (undone from the 4th)
+    null_space_steps: int = setting(10, _at_least(1))
+    null_space_lr: float = setting(3.0, checks.positive)
+    null_space_epsilon: float = setting(1e-3, checks.non_negative)  # energy left out of the kept subspace (check())
+    max_loss_change: float = setting(1e-3, checks.positive)  # relative, on the teleport batch
+
+    def quick(self) -> TransformerSettings:
+        """The smoke build's variant: one seed, the first four plays, 40 steps of 8 windows, a teleport every 15."""
+        return self.replace(
+            seeds=self.seeds[:1],
+            plays=4,
+            batch_size=8,
+            steps=40,
+            eval_every=10,
+            eval_batches=2,
+            every=15,
+            compare_at=(20,),
+        )
+
+    def check(self) -> None:
+        """Raise unless the heads divide the width, the split is a fraction, and ``compare_at`` lies in the run."""
+        if self.d_model % self.n_head:
+            raise ValueError(f"Invalid n_head: {self.n_head} (must divide d_model = {self.d_model})")
+        if self.val_fraction >= 1:
+            raise ValueError(f"Invalid val_fraction: {self.val_fraction!r} (must be in (0, 1))")
+        if self.null_space_epsilon >= 1:
+            raise ValueError(f"Invalid null_space_epsilon: {self.null_space_epsilon!r} (must be in [0, 1))")
+        checks.epochs_of_run("compare_at", self.compare_at, self.steps)
+
+
 CONVEX = ConvexSettings()
 REGRESSION = RegressionSettings()
 LEVEL_SET = LevelSetSettings()
@@ -636,6 +722,7 @@ DIGITS = DigitsSettings()
 NETWORKS = NetworkSettings()
 SAFETY = SafetySettings()
 GENERALISATION = GeneralisationSettings()
+TRANSFORMERS = TransformerSettings()
 
 
 def _mapping(name: str, value, keys) -> dict:
@@ -783,6 +870,7 @@ CLAIM_SOURCES = (
     "08_networks",
     "09_minibatch_safety",
     "10_generalisation",
+    "11_transformers",
 )
 
 

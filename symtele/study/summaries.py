@@ -469,3 +469,89 @@ def generalisation_table(records, confidence: float = 0.95) -> list[dict]:
                 }
             )
     return rows
+
+
+def transformer_table(records, confidence: float = 0.95) -> list[dict]:
+    """The transformer chapter's runs reduced to one row per teleported arm, in the records' order.
+
+    Args:
+        records: the run records of :func:`symtele.study.transformers.transformer_runs` (those without ``kind``).
+        confidence: the coverage of the ratios' intervals.
+
+    Returns:
+        Per (optimiser, state, accept): ``optimizer``, ``lr``, ``state``, ``accept``, ``method``, ``seeds``;
+        ``final_val_loss`` and ``final_loss``, each ``{"none": [...], "arm": [...]}`` by seed; ``ratio`` and
+        ``train_ratio``, the :func:`ratio_interval` of the arm's final validation (training) loss to the run
+        without teleports', paired by seed; ``teleports`` (``count``, ``applied`` with ``t > 0``, every ``t``);
+        ``diverged`` (the seeds whose arm stopped at a loss that is not finite). A diverged run's loss counts as
+        ``inf``.
+
+    Raises:
+        LookupError: an arm whose seeds are not those of its optimiser's run without teleports.
+    """
+    plain = {(r["optimizer"], r["seed"]): r for r in records if r["state"] is None}
+    rows = []
+    for method in dict.fromkeys(r["method"] for r in records if r["state"] is not None):
+        group = [r for r in records if r["method"] == method]
+        optimizer = group[0]["optimizer"]
+        missing = [r["seed"] for r in group if (optimizer, r["seed"]) not in plain]
+        if missing:
+            raise LookupError(f"{method}: no run without teleports with {optimizer} for seeds {missing}")
+        base = [plain[(optimizer, r["seed"])] for r in group]
+        finals = {
+            key: {"none": [_loss_value(b[key]) for b in base], "arm": [_loss_value(r[key]) for r in group]}
+            for key in ("final_val_loss", "final_loss")
+        }
+        ts = [chosen_fraction(t) for r in group for t in r["teleports"]]
+        rows.append(
+            {
+                "optimizer": optimizer,
+                "lr": group[0]["lr"],
+                "state": group[0]["state"],
+                "accept": group[0]["accept"],
+                "method": method,
+                "seeds": [r["seed"] for r in group],
+                **finals,
+                "ratio": ratio_interval(finals["final_val_loss"]["none"], finals["final_val_loss"]["arm"], confidence),
+                "train_ratio": ratio_interval(finals["final_loss"]["none"], finals["final_loss"]["arm"], confidence),
+                "teleports": {"count": len(ts), "applied": sum(t > 0 for t in ts), "t": ts},
+                "diverged": [r["seed"] for r in group if r.get("diverged_at") is not None],
+            }
+        )
+    return rows
+
+
+def comparison_table(records) -> list[dict]:
+    """The teleport comparisons of the transformer chapter, one row per method (``symmetry``, ``nullspace``).
+
+    Args:
+        records: the ``teleport_comparison`` records of :func:`symtele.study.transformers.teleport_comparison`.
+
+    Returns:
+        Per method, over its points (seeds × steps): ``method``, ``points``; ``gain`` (``‖∇L‖²`` after over
+        before on the teleport batch: ``min``, ``median``, ``max``); ``batch_change`` and ``held_out_change``
+        (the largest absolute relative change of the loss on the teleport batch, and on the held-out batches);
+        ``passes`` (the mean ``grad_evals``, ``hvp_evals`` and ``forward_evals``); ``grad_evals`` (the time of
+        the teleport in plain gradients: ``min``, ``median``, ``max``).
+    """
+    rows = []
+    for method in dict.fromkeys(r["method"] for r in records):
+        group = [r for r in records if r["method"] == method]
+
+        def spread(values):
+            return {"min": float(np.min(values)), "median": float(np.median(values)), "max": float(np.max(values))}
+
+        rows.append(
+            {
+                "method": method,
+                "points": len(group),
+                "gain": spread([r["gain"] for r in group]),
+                "batch_change": max(abs(r["batch_change"]) for r in group),
+                "held_out_change": max(r["max_held_out_change"] for r in group),
+                "passes": {
+                    k: float(np.mean([r[k] for r in group])) for k in ("grad_evals", "hvp_evals", "forward_evals")
+                },
+                "grad_evals": spread([r["wall_ratios"]["grad_evals"] for r in group]),
+            }
+        )
+    return rows

@@ -10,14 +10,14 @@ Rows measured from wall-clock time carry ``timing: True`` and ``sure``: in how m
 interleaved rounds their criterion held.
 
 One module per part of the report: :mod:`.convex` (01), :mod:`.regression` (02), :mod:`.level_set`
-(03), :mod:`.timing` (05), :mod:`.schedules` (04, 06), :mod:`.networks` (08), :mod:`.safety` (09) and
-:mod:`.generalisation` (10); each lists
+(03), :mod:`.timing` (05), :mod:`.schedules` (04, 06), :mod:`.networks` (08), :mod:`.safety` (09),
+:mod:`.generalisation` (10) and :mod:`.transformers` (11); each lists
 its ``ROWS`` as ``(claim, source, notebooks needed, check)``.
 """
 
 from __future__ import annotations
 
-from . import convex, generalisation, level_set, networks, regression, safety, schedules, timing
+from . import convex, generalisation, level_set, networks, regression, safety, schedules, timing, transformers
 from .common import NOT_MEASURED
 
 #: every claim, in the report's order: ``(claim, source, notebook stems it needs, check)``
@@ -30,6 +30,7 @@ CLAIMS = [
     *networks.ROWS,
     *safety.ROWS,
     *generalisation.ROWS,
+    *transformers.ROWS,
 ]
 
 
