@@ -17,7 +17,8 @@ class TeleportRecord:
     point says so there. ``trace`` holds per-step diagnostics (level-set teleport: objective,
     constraint gap, KKT residual, step size). ``grad_evals`` and ``hvp_evals`` count the loss
     gradients and Hessian-vector products the teleport computed (``None`` where not counted).
-    ``forward_evals`` counts its forward passes without a gradient (loss checks, look-ahead trials).
+    ``forward_evals`` counts its forward passes without a gradient (loss checks, look-ahead trials). ``cost_s``:
+    its wall-clock seconds (for the Teleporter's, the whole call: gradient, ascents, look-ahead and the move).
     ``t`` (the in-loop :class:`~symtele.teleporter.Teleporter`): how far along the path the ascent found the
     teleport went, 1 the whole way, 0 not at all (the look-ahead declined it). ``log_scales`` (rescaling
     teleports): the log-scale of every unit that was applied. ``state`` (the Teleporter): what happened to

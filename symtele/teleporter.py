@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+import time
 from collections.abc import Callable
 
 import torch
@@ -329,6 +330,7 @@ class Teleporter:
                 (all before anything changes).
             Exception: what the model or the loss function raised on the teleport batch, with that context.
         """
+        began = time.perf_counter()
         batches = _micro_batches("inputs", inputs, targets)
         judge = _batch("lookahead_batch", lookahead_batch) or self.lookahead_batch or self._previous
         judge = None if judge is None else _micro_batches("lookahead_batch", *judge)
@@ -435,6 +437,7 @@ class Teleporter:
         if record.state is None:
             record.state = "untouched (not teleported)"
         record.epoch = step
+        record.cost_s = time.perf_counter() - began  # the whole call: gradient, ascents, look-ahead, the move
         self.records.append(record)
         return record
 
