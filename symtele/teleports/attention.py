@@ -138,9 +138,7 @@ def pair_objective(c_left: torch.Tensor, c_right: torch.Tensor, a: torch.Tensor)
 
     Stacked ``… × d × d`` arguments give one value per group.
     """
-    inverse = torch.linalg.inv(a)
-    both = inverse @ c_left @ inverse.mT + a.mT @ c_right @ a
-    return both.diagonal(dim1=-2, dim2=-1).sum(-1)
+    return _objective(c_left, c_right, a, torch.linalg.inv(a))
 
 
 def pair_slope(c_left: torch.Tensor, c_right: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
@@ -148,8 +146,7 @@ def pair_slope(c_left: torch.Tensor, c_right: torch.Tensor, a: torch.Tensor) -> 
 
     Stacked ``… × d × d`` arguments give one ``D`` per group.
     """
-    inverse = torch.linalg.inv(a)
-    return a.mT @ c_right @ a - inverse @ c_left @ inverse.mT
+    return _slope(c_left, c_right, a, torch.linalg.inv(a))
 
 
 def ascend_pair(
@@ -159,7 +156,9 @@ def ascend_pair(
 
     Several groups of one ``d`` ascend at once from their Gram matrices stacked along leading axes, each by its
     own steps; a group whose slope ``D`` vanishes (or is not finite) stays where it is while the others go on,
-    and the ascent ends early only when every group has stopped.
+    and the ascent ends early only when every group has stopped. ``D`` is symmetric, so one eigendecomposition
+    ``D = V Λ Vᵀ`` gives its spectral norm ``max |λ|``, the step ``exp(X) = V e^{sΛ} Vᵀ`` and its inverse
+    ``V e^{−sΛ} Vᵀ`` (``s = max_step/‖D‖₂``); ``A^{−1}`` is carried along rather than recomputed.
 
     Args:
         c_left: ``C_L`` of the group (``d × d``, float64), or of several groups stacked (``… × d × d``).
@@ -172,18 +171,36 @@ def ascend_pair(
         (stacked like the arguments).
     """
     a = torch.eye(c_left.shape[-1], dtype=c_left.dtype, device=c_left.device).expand_as(c_left).clone()
-    trail, values = [a], [pair_objective(c_left, c_right, a)]
+    inverse = a.clone()  # A^{−1}, carried along: each step's exp(−X) comes with its exp(X)
+    trail, values = [a], [_objective(c_left, c_right, a, inverse)]
     for _ in range(steps):
-        d = pair_slope(c_left, c_right, a)
-        norm = torch.linalg.matrix_norm(d, 2)
-        moving = (norm > 0) & torch.isfinite(norm)
+        d = _slope(c_left, c_right, a, inverse)
+        d = (d + d.mT) / 2  # symmetric but for rounding
+        finite = torch.isfinite(d).all(-1).all(-1)
+        # D is symmetric: one eigendecomposition gives its spectral norm and exp(X) = V e^{Λ s} Vᵀ with its inverse
+        eigenvalues, vectors = torch.linalg.eigh(torch.where(finite[..., None, None], d, torch.zeros_like(d)))
+        norm = eigenvalues.abs().amax(-1)
+        moving = (norm > 0) & finite
         if not bool(moving.any()):
             break
-        x = torch.where(moving[..., None, None], d * (max_step / norm)[..., None, None], torch.zeros_like(d))
-        a = a @ torch.linalg.matrix_exp(x)
+        scale = torch.where(moving, max_step / torch.where(moving, norm, torch.ones_like(norm)), torch.zeros_like(norm))
+        grow = torch.exp(eigenvalues * scale[..., None])
+        a = a @ (vectors * grow[..., None, :]) @ vectors.mT
+        inverse = (vectors / grow[..., None, :]) @ vectors.mT @ inverse
         trail.append(a)
-        values.append(pair_objective(c_left, c_right, a))
+        values.append(_objective(c_left, c_right, a, inverse))
     return trail, values
+
+
+def _objective(c_left, c_right, a, inverse):
+    """:func:`pair_objective` with ``A^{−1}`` given."""
+    both = inverse @ c_left @ inverse.mT + a.mT @ c_right @ a
+    return both.diagonal(dim1=-2, dim2=-1).sum(-1)
+
+
+def _slope(c_left, c_right, a, inverse):
+    """:func:`pair_slope` with ``A^{−1}`` given."""
+    return a.mT @ c_right @ a - inverse @ c_left @ inverse.mT
 
 
 def _apply_blocks(
