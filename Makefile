@@ -179,11 +179,14 @@ $(KATEX)/package.json:
 BENCH_DEVICE ?= cpu
 BENCH_OPTIONS ?=
 
-.PHONY: bench bench-teleports bench-report
+.PHONY: bench bench-teleports bench-report bench-gpu-check
 bench: bench-teleports bench-report ## measure teleport cost, time to target, batched seeds and report build time -> build/bench/*.json
 
-bench-teleports: $(STAMP) ## teleport cost, time to target, batched seeds only (BENCH_DEVICE=cuda, BENCH_OPTIONS=--full)
+bench-teleports: $(STAMP) ## teleport cost, networks, attention, AMP on/off, discovery, time to target, batched seeds (BENCH_DEVICE=cuda, BENCH_OPTIONS=--full)
 	$(PY) benchmarks/run.py --device $(BENCH_DEVICE) --out $(BENCH_OUT) $(BENCH_OPTIONS)
+
+bench-gpu-check: ## on a GPU, about 5 minutes: AMP on/off (ResNet-18, GPT), attention, networks, discovery -> build/bench/*-cuda.json
+	PY=$(PY) OUT=$(BENCH_OUT) bash benchmarks/gpu_check.sh
 
 bench-report: $(STAMP) ## time `make report` cold, warm and no-op in a temporary copy -> build/bench/report_build.json
 	$(PY) benchmarks/report_build.py --out $(BENCH_OUT)/report_build.json

@@ -16,6 +16,10 @@ results can sit side by side, e.g. committed under ``benchmarks/results/``):
 * ``attention_cost.json``: :func:`symtele.study.bench_attention.attention_teleport_cost` on the GPT of
   ``GPT_CONFIG`` (batches of 16 sequences of 64 random tokens), 1 and 10 ascent steps: the closed form beyond
   the gradient against double backpropagation.
+* ``amp_cost.json``: :func:`symtele.study.bench_amp.amp_teleport_cost` for the ResNet-18 (batches of 32 images
+  of 32×32) and the GPT of ``GPT_CONFIG`` (16 sequences of 64 tokens): a Teleporter's teleport against the
+  training step's gradient, with automatic mixed precision off and on (bfloat16 autocast on a CPU, float16
+  with a ``GradScaler`` on a GPU).
 * ``discovery_time.json``: :func:`symtele.study.bench_networks.discovery_time` for every network of ``MODELS``
   on an example batch of 2 inputs, with and without the numerical verification.
 
@@ -34,13 +38,13 @@ from pathlib import Path
 import torch
 
 from symtele import checks
-from symtele.study import bench, bench_attention, bench_networks, bench_records
+from symtele.study import bench, bench_amp, bench_attention, bench_networks, bench_records
 from symtele.study.bench import sweep_dims
 from symtele.study.bench_protocol import machine as measured_on
 
 SWEEP_WIDTHS = (64, 128, 256, 512, 1024, 2048)
 SWEEP_REF_MAX = 512  # widest sweep network timed with posscale-ref unless --full
-PARTS = ("cost", "target", "batched", "networks", "attention", "discovery")
+PARTS = ("cost", "target", "batched", "networks", "attention", "amp", "discovery")
 ATTENTION_STEPS = (1, 10)  # ascent steps of the attention teleports timed
 
 
@@ -139,6 +143,12 @@ def main(argv=None) -> int:
             records += bench_attention.attention_teleport_cost(steps=steps, device=device)
         path = out / f"attention_cost{suffix}.json"
         log(f"wrote {bench_records.write(path, 'attention_teleport_cost', records, machine)}")
+    if "amp" in parts:
+        records = []
+        for model in bench_amp.MODELS:
+            log(f"teleport with AMP off and on: {model}")
+            records += bench_amp.amp_teleport_cost(model, device=device)
+        log(f"wrote {bench_records.write(out / f'amp_cost{suffix}.json', 'amp_teleport_cost', records, machine)}")
     if "discovery" in parts:
         records = []
         for model in bench_networks.MODELS:

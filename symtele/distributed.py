@@ -4,15 +4,20 @@ Under ``DistributedDataParallel`` every process holds the same parameters and a 
 step all of them take is the one of the mean loss over the union of their minibatches (of equal sizes),
 whose gradient is the mean of theirs, ``ḡ = (1/R) Σ_r g_r``. A teleport of that loss needs the same: the
 closed form's objective ``‖∇L(g_s·w)‖² = Σ_p Σ_entries ḡ_p² e^{−2 a_p(s)}`` squares the *averaged* gradient,
-which the mean of the processes' own squares is not (``(1/R) Σ_r g_r² ≠ ḡ²``). So each process computes
-its gradient once, the processes all-reduce one flat buffer (every gradient, then the loss: one
-``all_reduce`` per teleport), and each runs the same ascent on the same ``ḡ``: every process finds and
-applies the same group element, and transports its (identical) optimiser state the same way. The loss
-checks and the look-ahead's trial losses are means over the processes too (one all-reduce of a scalar
-each), so that every process makes the same decisions. The record's ``trace["all_reduce_bytes"]`` is the
-size of the buffer (the Teleporter keeps it from one teleport to the next). Each process computes one
-gradient, as a single process does. A model or loss that raises on one process only leaves the others
-waiting in the all-reduce, as it would in ``DistributedDataParallel``'s backward.
+which the mean of the processes' own squares is not (``(1/R) Σ_r g_r² ≠ ḡ²``), nor is any sum of per-unit
+squares of the processes' own gradients: ``ḡ²`` holds the cross terms ``g_r g_q`` of every pair of processes,
+so a process needs the others' gradients entry by entry. The closed form's per-unit sums, the look-ahead's
+shadow step and the attention groups' planning all use ``ḡ`` itself. So each process computes its gradient
+once, divided by ``R`` (the loss is, before the backward pass), the processes sum it (:func:`sum_over`: the
+large gradients all-reduced where they lie, the small ones, the loss and a flag in one flat buffer, all the
+all-reduces launched at once and then waited for), and each runs the same ascent on the same ``ḡ``: every
+process finds and applies the same group element, and transports its (identical) optimiser state the same
+way. The loss checks and the look-ahead's trial losses are means over the processes too (one all-reduce of a
+scalar each), so that every process makes the same decisions. The record's ``trace["all_reduce_bytes"]`` is
+what each process all-reduces of the gradient, a gradient's worth and two numbers (the Teleporter keeps the
+flat buffer from one teleport to the next). Each process computes one gradient, as a single process does. A
+model or loss that raises on one process only leaves the others waiting in the all-reduce, as it would in
+``DistributedDataParallel``'s backward.
 """
 
 from __future__ import annotations
@@ -50,40 +55,64 @@ def default_group(wrapper_group, process_group):
     return None if group is None or dist.get_world_size(group) == 1 else group
 
 
-def mean_over(
-    group, tensors: list[torch.Tensor], extra: list[float], buffer: torch.Tensor | None = None
-) -> tuple[list[torch.Tensor], list[float], torch.Tensor]:
-    """The mean over the processes of ``group`` of every tensor and number, by one ``all_reduce``.
+#: a tensor of at least this many bytes (float32 or float64) is all-reduced where it lies, not copied to the buffer
+IN_PLACE_BYTES = 1 << 20
 
-    The all-reduce is a sum of one flat buffer, in float32 or wider (the tensors' widest floating dtype),
-    divided by the number of processes.
+
+def sum_over(
+    group, tensors: list[torch.Tensor], extra: list[float], buffer: torch.Tensor | None = None
+) -> tuple[list[torch.Tensor], list[float], torch.Tensor, int]:
+    """The sum over the processes of ``group`` of every tensor and number, every all-reduce launched at once.
+
+    A caller after the mean divides by the number of processes *before* (the teleport divides its loss
+    before the backward pass, so its gradient comes out divided): no pass over the sums afterwards. A tensor
+    of at least :data:`IN_PLACE_BYTES` in float32 or float64 is all-reduced where it lies (its sum replaces
+    it; a copy only when it is not contiguous or shares its memory with another one); the others, in float32
+    or wider (their widest floating dtype), and the numbers go through one flat buffer. The all-reduces are
+    launched together (asynchronously) and waited for, in the same order on every process: which tensor
+    goes where depends only on the tensors' sizes and dtypes, the same on every process.
 
     Args:
         group: the process group.
-        tensors: the tensors to average (the gradient, say).
-        extra: numbers to average with them.
+        tensors: the tensors to sum (the gradient, say), owned by the caller: the large ones are overwritten.
+        extra: numbers to sum with them.
         buffer: the flat buffer of a previous call, reused when it fits (no new allocation).
 
     Returns:
-        ``(tensors, numbers, buffer)``: the means, shaped and typed as given (views of ``buffer`` where the type
-        is the buffer's), and the buffer sent.
+        ``(tensors, numbers, buffer, sent)``: the sums, shaped and typed as given (the large tensors themselves,
+        the others views of ``buffer`` where the type is the buffer's), the flat buffer, and the bytes
+        all-reduced in all.
     """
+    in_place = [
+        t.dtype in (torch.float32, torch.float64) and t.numel() * t.element_size() >= IN_PLACE_BYTES for t in tensors
+    ]
+    packed = [t for t, big in zip(tensors, in_place) if not big]
     dtype = torch.float32
-    for t in tensors:
+    for t in packed:
         dtype = torch.promote_types(dtype, t.dtype)
     device = tensors[0].device if tensors else torch.device("cpu")
-    numbers = torch.tensor(extra, dtype=dtype, device=device)
-    size = sum(t.numel() for t in tensors) + len(extra)
+    size = sum(t.numel() for t in packed) + len(extra)
     if buffer is None or buffer.numel() != size or buffer.dtype != dtype or buffer.device != device:
         buffer = torch.empty(size, dtype=dtype, device=device)
-    flat = torch.cat([t.detach().reshape(-1).to(dtype) for t in tensors] + [numbers], out=buffer)
-    dist.all_reduce(flat, op=dist.ReduceOp.SUM, group=group)
-    flat /= group_size(group)
-    out, start = [], 0
-    for t in tensors:
-        out.append(flat[start : start + t.numel()].view(t.shape).to(t.dtype))
-        start += t.numel()
-    return out, flat[start:].tolist(), flat
+    numbers = torch.tensor(extra, dtype=dtype, device=device)
+    flat = torch.cat([t.detach().reshape(-1).to(dtype) for t in packed] + [numbers], out=buffer)
+    out, seen, start = [], set(), 0
+    for t, big in zip(tensors, in_place):
+        if big:  # copied first when not contiguous (expanded) or sharing its memory with another one
+            t = t.detach()
+            if not t.is_contiguous() or t.untyped_storage().data_ptr() in seen:
+                t = t.contiguous().clone()
+            seen.add(t.untyped_storage().data_ptr())
+            out.append(t)
+        else:
+            out.append(flat[start : start + t.numel()].view(t.shape))
+            start += t.numel()
+    summed = [flat] + [t for t, big in zip(out, in_place) if big]  # every copy made before any sum starts
+    works = [dist.all_reduce(t, op=dist.ReduceOp.SUM, group=group, async_op=True) for t in summed]
+    for work in works:
+        work.wait()
+    out = [s.to(t.dtype) for s, t in zip(out, tensors)]
+    return out, flat[start:].tolist(), flat, sum(t.numel() * t.element_size() for t in summed)
 
 
 def mean_value(group, value: float) -> float:

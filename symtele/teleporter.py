@@ -449,7 +449,7 @@ class Teleporter:
         anything changes.
         """
         grads = dict.fromkeys(named)  # the first micro-batch's gradient as it comes, the others added to it
-        total = 0.0
+        total, processes = 0.0, distributed.group_size(self.group)  # each gradient divided by the processes: summed
         with torch.enable_grad():
             leaves = {n: p.detach().requires_grad_(True) for n, p in named.items()}
             batch_outputs = outputs(leaves, batches)
@@ -467,7 +467,7 @@ class Teleporter:
                 if not isinstance(loss, torch.Tensor) or loss.dim() != 0:
                     shape = tuple(loss.shape) if isinstance(loss, torch.Tensor) else type(loss).__name__
                     raise ValueError(f"Invalid loss_fn: returned {shape}, expected a scalar loss tensor")
-                parts = torch.autograd.grad(loss / len(batches), list(leaves.values()), allow_unused=True)
+                parts = torch.autograd.grad(loss / (len(batches) * processes), list(leaves.values()), allow_unused=True)
                 for n, g in zip(named, parts):
                     if g is not None:
                         grads[n] = g if grads[n] is None else grads[n].add_(g)
@@ -476,11 +476,10 @@ class Teleporter:
         sent, judging = 0, float(judged)
         if self.group is not None:
             names = list(grads)
-            reduced, (total, judging), self._buffer = distributed.mean_over(
-                self.group, list(grads.values()), [total, judging], self._buffer
+            reduced, (total, judging), self._buffer, sent = distributed.sum_over(
+                self.group, list(grads.values()), [total / processes, judging], self._buffer
             )
-            grads = dict(zip(names, reduced))
-            sent = self._buffer.numel() * self._buffer.element_size()
+            grads, judging = dict(zip(names, reduced)), judging / processes  # the processes with a judging batch
         if total != total or abs(total) == float("inf"):
             where = "on the teleport batch" if self.group is None else "on the global teleport batch"
             raise ValueError(f"Invalid loss: {total} {where} (not finite); nothing was changed")

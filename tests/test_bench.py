@@ -445,3 +445,75 @@ def test_bench_script_writes_attention_cost_json(tmp_path, monkeypatch):
         (s, m) for s in run.ATTENTION_STEPS for m in ("attention", "attention-ref")
     ]
     assert all("torch" in r["machine"] for r in written)
+
+
+def test_amp_cost_records_both_settings_for_both_networks_and_the_teleports_keep_the_loss(tmp_path):
+    from symtele.models_gpt import GPTConfig
+    from symtele.study.bench_amp import amp_teleport_cost
+
+    gpt = amp_teleport_cost("gpt", config=GPTConfig(**TINY_GPT), batch=(2, 8), reps=2, min_time=0.0)
+    resnet = amp_teleport_cost("resnet18", batch=(4, 16), reps=1, min_time=0.0)
+    for records, model in ((gpt, "gpt"), (resnet, "resnet18")):
+        assert [(r["model"], r["amp"]) for r in records] == [(model, False), (model, True)]
+        off, on = records
+        # on a CPU, AMP is bfloat16 autocast without a loss scale: the training step's output is in bfloat16
+        assert (off["amp_dtype"], off["output_dtype"], off["grad_scaler"]) == (None, "float32", False)
+        assert (on["amp_dtype"], on["output_dtype"], on["grad_scaler"]) == ("bfloat16", "bfloat16", False)
+        for r in records:
+            assert r["device"] == "cpu" and r["dtype"] == "float32" and r["method"] == "teleporter"
+            assert r["grad_evals"] > 0 and len(r["grad_evals_rounds"]) == r["reps"]
+            # the teleport runs in full precision under autocast: it moved and kept the loss to float32 rounding
+            assert r["t"] == 1.0 and r["stopped"] is None and r["loss_rel_change"] < 1e-5
+    assert resnet[0]["n_params"] == 11181642 and resnet[0]["batch"] == [4, 16]
+    path = bench_records.write(tmp_path / "a.json", "amp_teleport_cost", gpt + resnet)
+    assert len(json.loads(path.read_text())) == 4
+
+
+def test_amp_on_a_gpu_is_float16_with_a_loss_scale():
+    from symtele.study.bench_amp import amp_settings
+
+    assert amp_settings(torch.device("cuda")) == {"amp_dtype": torch.float16, "grad_scaler": True}
+    assert amp_settings(torch.device("cpu")) == {"amp_dtype": torch.bfloat16, "grad_scaler": False}
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(model="vgg"), "model"),
+        (dict(amps=()), "amps"),
+        (dict(amps=(True, True)), "amps"),
+        (dict(amps=("bf16",)), "amps"),
+        (dict(batch=(2,)), "batch"),
+        (dict(batch=(2, 9)), "batch"),
+        (dict(batch=(0, 8)), r"batch\[0\]"),
+        (dict(reps=0), "reps"),
+        (dict(device="nonsense"), "device"),
+        (dict(config="gpt"), "config"),
+    ],
+)
+def test_amp_cost_rejects_bad_input_before_any_compute(kwargs, match, monkeypatch):
+    from symtele.models_gpt import GPTConfig
+    from symtele.study import bench_amp
+
+    monkeypatch.setattr(bench_amp, "_setup", lambda *args: pytest.fail("computed before checking"))
+    with pytest.raises((ValueError, TypeError), match=f"Invalid {match}"):
+        bench_amp.amp_teleport_cost(**{"model": "gpt", "config": GPTConfig(**TINY_GPT), "batch": (2, 8), **kwargs})
+
+
+def test_bench_script_writes_amp_cost_json(tmp_path, monkeypatch):
+    from symtele.models_gpt import GPTConfig
+
+    run = _script("run")
+    measure = run.bench_amp.amp_teleport_cost
+    monkeypatch.setattr(run.bench_amp, "MODELS", {"gpt": (2, 8)})
+    monkeypatch.setattr(
+        run.bench_amp,
+        "amp_teleport_cost",
+        lambda model, device: measure(
+            model, config=GPTConfig(**TINY_GPT), batch=(2, 8), reps=1, min_time=0.0, device=device
+        ),
+    )
+    assert run.main(["--only", "amp", "--out", str(tmp_path)]) == 0
+    written = json.loads((tmp_path / "amp_cost.json").read_text())
+    assert [(r["model"], r["amp"]) for r in written] == [("gpt", False), ("gpt", True)]
+    assert all("torch" in r["machine"] for r in written)

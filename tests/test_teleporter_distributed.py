@@ -17,6 +17,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 import symtele as st
+import symtele.distributed
 import symtele.teleporter
 
 WORLD, STEPS, PER_RANK = 2, 10, 16
@@ -24,6 +25,8 @@ ROOT = Path(__file__).resolve().parents[1]
 #: the look-ahead's threshold in these tests: any consistently lower point is applied, so that some teleports are
 #: (each process's 8 chunks are the same samples as one process's 8 chunks of the union: the decisions agree)
 LENIENT_Z = 0.0
+#: the gradients of at least this many bytes are all-reduced in place in these tests, the others in the flat buffer
+IN_PLACE_BYTES = 24 * 24 * 8
 
 
 def _network():
@@ -62,20 +65,43 @@ def _readme_example() -> str:
     return re.findall(r"```python\n(.*?)```", section, re.S)[0]
 
 
+def _sums(rank):
+    """``sum_over`` on tensors large and small, one expanded and two sharing their memory, and their true sums."""
+    base = torch.arange(600.0, dtype=torch.float64) * (rank + 1)  # 4800 bytes: at least IN_PLACE_BYTES
+    shared = base.clone()
+    tensors = [
+        base.clone(),
+        torch.full((), rank + 1.0, dtype=torch.float64).expand(30, 30),
+        shared,
+        shared,
+        base[:5].float(),
+    ]
+    expected = [
+        base * 3 / (rank + 1),
+        torch.full((30, 30), 3.0, dtype=torch.float64),
+        *[base * 3 / (rank + 1)] * 2,
+        base[:5].float() * 3 / (rank + 1),
+    ]
+    sums, numbers, _, sent = symtele.distributed.sum_over(dist.group.WORLD, tensors, [rank + 1.0, 1.0])
+    return sums, expected, numbers, sent, [t.dtype for t in sums]
+
+
 def _on_each_process(rank, store, out):
     """Both scenarios in one start of the processes: training with teleports, then a Teleporter whose ``state``
     differs between the processes."""
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=WORLD)
     torch.set_num_threads(1)
     symtele.teleporter.Z = LENIENT_Z
+    symtele.distributed.IN_PLACE_BYTES = IN_PLACE_BYTES
     try:
+        result = {"sums": _sums(rank)}
         model = _network()
         ddp = DistributedDataParallel(model)
         optimizer = torch.optim.SGD(ddp.parameters(), lr=0.1, momentum=0.9)
         teleporter = _teleporter(ddp, optimizer)
         mine = [(x[rank::WORLD], y[rank::WORLD]) for x, y in _global_batches()]
         _train(model, ddp, teleporter, optimizer, mine)
-        result = {"params": [p.detach().clone() for p in model.parameters()], "records": _records(teleporter)}
+        result.update(params=[p.detach().clone() for p in model.parameters()], records=_records(teleporter))
         # the unwrapped model with a group given: all processes; a group of one: each process on its own batch
         everyone = dist.new_group(list(range(WORLD)))
         alone = [dist.new_group([r]) for r in range(WORLD)][rank]  # every process makes every group
@@ -129,6 +155,17 @@ def test_processes_teleport_the_global_batch_as_one_process_does_on_the_union(ra
         assert sent == (n + 2) * 8  # every gradient, the loss and a flag, in float64: one buffer
     for p, q in zip(ranks[0]["params"], model.parameters()):
         torch.testing.assert_close(p, q.detach(), rtol=1e-6, atol=1e-9)
+
+
+def test_large_gradients_are_summed_in_place_and_small_ones_and_numbers_in_one_buffer(ranks):
+    for rank in ranks:
+        sums, expected, numbers, sent, dtypes = rank["sums"]
+        for got, want in zip(sums, expected):
+            assert torch.equal(got, want)  # the expanded one copied, the second of the shared pair too
+        assert numbers == [3.0, 2.0]
+        assert dtypes == [torch.float64] * 4 + [torch.float32]
+        assert sent == (600 + 900 + 600 + 600) * 8 + (5 + 2) * 4  # the flat buffer in float32: small and numbers
+    assert symtele.distributed.IN_PLACE_BYTES == 1 << 20  # the tests' own threshold was set in their processes only
 
 
 def test_a_process_group_given_is_the_one_averaged_over(ranks):

@@ -2,8 +2,16 @@
 
 Each process times, interleaved round by round, a teleport of the global batch (the gradient all-reduced
 over all processes: :mod:`~symtele.distributed`) and a teleport of its own batch alone (a process group of
-one: no collective), on the same network and batch size, and the all-reduce of a buffer of the gradient's
-size by itself. The share is the median over rounds of ``(global − own) / own``.
+one: no collective), on the same network and batch size, and the all-reduce of one flat buffer of the
+gradient's size by itself; the processes start each timing together (a barrier). The global teleport waits
+for the slowest process at its first all-reduce, which is load imbalance, not communication: so the share
+is ``(global − own) / own`` with both of a round taken on its slowest process, the median over rounds
+(``share``), and also per process (``share_per_process``, which counts that wait) and as the ratio of the
+minima over rounds (``share_of_minima``, the protocol of :mod:`~symtele.study.bench_protocol`). On a
+shared machine the teleports' own times drift between one timing and the next by more than the all-reduce
+costs; the time spent inside the collectives (packing, sums, waits) is measured within the same teleport, so
+``collectives_share``, its fraction of the global teleport on the process that waited least, is the steadier
+estimate. The collectives one teleport makes are counted (``collectives``: calls and bytes).
 
     python -m symtele.study.bench_distributed --out build/bench/distributed_teleport.json
 """
@@ -22,6 +30,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
 
+from .. import distributed
 from ..models import resnet18
 from ..teleporter import Teleporter
 
@@ -30,6 +39,58 @@ def _timed(teleporter, x, y) -> float:
     start = time.perf_counter()
     teleporter.teleport(x, y)
     return time.perf_counter() - start
+
+
+#: the functions of :mod:`~symtele.distributed` a teleport communicates through (packing and unpacking included)
+COMMUNICATING = ("sum_over", "mean_value", "mean_values")
+
+
+def _timed_in_collectives(teleporter, x, y) -> tuple[float, float]:
+    """Seconds of one teleport, and of it the seconds spent in :data:`COMMUNICATING` (waits included)."""
+    spent, originals = [0.0], {name: getattr(distributed, name) for name in COMMUNICATING}
+
+    def timing(fn):
+        def call(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                spent[0] += time.perf_counter() - start
+
+        return call
+
+    try:
+        for name, fn in originals.items():
+            setattr(distributed, name, timing(fn))
+        total = _timed(teleporter, x, y)
+    finally:
+        for name, fn in originals.items():
+            setattr(distributed, name, fn)
+    return total, spent[0]
+
+
+def _collectives(teleporter, x, y) -> dict:
+    """The collective calls one teleport makes, by name: ``{"calls", "bytes"}`` (the tensors' sizes)."""
+    counted, originals = {}, {name: getattr(dist, name) for name in ("all_reduce", "all_gather_object", "barrier")}
+
+    def counting(name):
+        def call(*args, **kwargs):
+            entry = counted.setdefault(name, {"calls": 0, "bytes": 0})
+            entry["calls"] += 1
+            if args and isinstance(args[0], torch.Tensor):
+                entry["bytes"] += args[0].numel() * args[0].element_size()
+            return originals[name](*args, **kwargs)
+
+        return call
+
+    try:
+        for name in originals:
+            setattr(dist, name, counting(name))
+        teleporter.teleport(x, y)
+    finally:
+        for name, fn in originals.items():
+            setattr(dist, name, fn)
+    return counted
 
 
 def _on_each_process(rank, world, store, out, batch, rounds):
@@ -45,42 +106,62 @@ def _on_each_process(rank, world, store, out, batch, rounds):
         together = Teleporter(model, F.cross_entropy, process_group=dist.group.WORLD, **options)
         own = Teleporter(model, F.cross_entropy, process_group=alone, **options)
         together.teleport(x, y), own.teleport(x, y)  # discovery, the settings' check, warm caches
+        collectives = _collectives(together, x, y)
         flat = torch.zeros(sum(p.numel() for p in model.parameters()) + 2)
         rows = []
         for _ in range(rounds):
             dist.barrier()
-            t_together = _timed(together, x, y)
+            t_together, t_collectives = _timed_in_collectives(together, x, y)
             dist.barrier()
             t_own = _timed(own, x, y)
             dist.barrier()
             start = time.perf_counter()
             dist.all_reduce(flat)
-            rows.append({"global_s": t_together, "own_s": t_own, "all_reduce_s": time.perf_counter() - start})
+            t_alone = time.perf_counter() - start
+            rows.append(
+                {"global_s": t_together, "own_s": t_own, "all_reduce_s": t_alone, "collectives_s": t_collectives}
+            )
         sent = together.records[-1].trace["all_reduce_bytes"]
     finally:
         dist.destroy_process_group()
-    Path(out, f"{rank}.json").write_text(json.dumps({"rows": rows, "all_reduce_bytes": sent}))
+    Path(out, f"{rank}.json").write_text(
+        json.dumps({"rows": rows, "all_reduce_bytes": sent, "collectives": collectives})
+    )
 
 
-def distributed_teleport_cost(world: int = 2, batch: int = 16, rounds: int = 5) -> dict:
+def distributed_teleport_cost(world: int = 2, batch: int = 16, rounds: int = 9) -> dict:
     """Time teleports of a ResNet-18 on ``world`` CPU processes (gloo), ``batch`` 3×32×32 images each.
 
     Args:
         world: the number of processes.
         batch: each process's batch size.
-        rounds: the interleaved rounds timed (after one untimed).
+        rounds: the interleaved rounds timed (after one untimed, and one whose collectives are counted).
 
     Returns:
-        A dict: the settings, each process's ``rows`` (``global_s``: the teleport with the all-reduce, ``own_s``:
-        without, ``all_reduce_s``: the all-reduce alone, seconds), ``all_reduce_bytes``, and ``share``: the median
-        over processes and rounds of ``(global_s − own_s) / own_s``, and ``all_reduce_share``: of
-        ``all_reduce_s / own_s``.
+        A dict: the settings; ``ranks``, each process's rows (``global_s``: the teleport with the all-reduce,
+        ``own_s``: without, ``all_reduce_s``: the all-reduce of a flat buffer of the gradient's size alone,
+        ``collectives_s``: the part of ``global_s`` spent in :data:`COMMUNICATING`, seconds);
+        ``all_reduce_bytes`` (the record's); ``collectives`` (process 0's calls and bytes of one teleport, by
+        function); and the shares, fractions of a teleport: ``share``, the median over rounds of
+        ``(global − own) / own`` on the round's slowest process; ``share_rounds``, that ratio of every round;
+        ``share_per_process``, its median over processes and rounds taken per process; ``share_of_minima``,
+        ``min global / min own − 1`` over the rounds' slowest; ``all_reduce_share``, the median over processes
+        and rounds of ``all_reduce_s / own_s``; and ``collectives_share``, the median over rounds of
+        ``collectives_s / global_s`` on the process that spent least in them (the last to arrive at an
+        all-reduce waits least), with ``collectives_share_rounds`` every round's.
     """
     with tempfile.TemporaryDirectory() as folder:
         args = (world, Path(folder, "store"), folder, batch, rounds)
         mp.spawn(_on_each_process, args=args, nprocs=world, join=True)
         ranks = [json.loads(Path(folder, f"{r}.json").read_text()) for r in range(world)]
     rows = [row for rank in ranks for row in rank["rows"]]
+    slowest = [
+        {key: max(rank["rows"][i][key] for rank in ranks) for key in ("global_s", "own_s")} for i in range(rounds)
+    ]
+    by_round = [(r["global_s"] - r["own_s"]) / r["own_s"] for r in slowest]
+    inside = [
+        min(rank["rows"][i]["collectives_s"] / rank["rows"][i]["global_s"] for rank in ranks) for i in range(rounds)
+    ]
     return {
         "network": "resnet18",
         "world": world,
@@ -89,9 +170,15 @@ def distributed_teleport_cost(world: int = 2, batch: int = 16, rounds: int = 5) 
         "threads_per_process": 1,
         "rounds": rounds,
         "all_reduce_bytes": ranks[0]["all_reduce_bytes"],
+        "collectives": ranks[0]["collectives"],
         "ranks": [rank["rows"] for rank in ranks],
-        "share": statistics.median((r["global_s"] - r["own_s"]) / r["own_s"] for r in rows),
+        "share": statistics.median(by_round),
+        "share_rounds": by_round,
+        "share_per_process": statistics.median((r["global_s"] - r["own_s"]) / r["own_s"] for r in rows),
+        "share_of_minima": min(r["global_s"] for r in slowest) / min(r["own_s"] for r in slowest) - 1,
         "all_reduce_share": statistics.median(r["all_reduce_s"] / r["own_s"] for r in rows),
+        "collectives_share": statistics.median(inside),
+        "collectives_share_rounds": inside,
     }
 
 
@@ -106,14 +193,22 @@ def main(argv=None) -> None:
     parser.add_argument("--out", type=Path, default=Path("build/bench/distributed_teleport.json"))
     parser.add_argument("--world", type=int, default=2)
     parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=9)
     args = parser.parse_args(argv)
     result = distributed_teleport_cost(args.world, args.batch, args.rounds)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1))
+    keys = ("share", "share_per_process", "share_of_minima", "all_reduce_share", "collectives_share")
+    pct = {k: f"{100 * result[k]:.1f} %" for k in keys}
+    inside = statistics.quantiles(result["collectives_share_rounds"], n=4) if args.rounds > 1 else [0.0] * 3
+    low, _, high = statistics.quantiles(result["share_rounds"], n=4) if args.rounds > 1 else [result["share"]] * 3
+    calls = ", ".join(f"{v['calls']} {k}" for k, v in result["collectives"].items())
     print(
-        f"{args.out}: the all-reduce adds {100 * result['share']:.1f} % to a teleport (median), "
-        f"the all-reduce alone {100 * result['all_reduce_share']:.1f} %, {result['all_reduce_bytes']:,} bytes"
+        f"{args.out}: the all-reduce adds {pct['share']} to a teleport (median of {args.rounds} rounds, quartiles "
+        f"{100 * low:.1f} to {100 * high:.1f} %; per process {pct['share_per_process']}, of the minima "
+        f"{pct['share_of_minima']}), the all-reduce alone {pct['all_reduce_share']}, "
+        f"{result['all_reduce_bytes']:,} bytes; per teleport: {calls}; inside the collectives "
+        f"{pct['collectives_share']} of the teleport (quartiles {100 * inside[0]:.1f} to {100 * inside[2]:.1f} %)"
     )
 
 
