@@ -426,7 +426,8 @@ class Teleporter:
             )
         else:
             record.log_scales = [t * v for v in record.log_scales] if diagonal else None
-            self._apply(record, by_param, path, t)
+            with _full_precision(named.values()):  # the move in the parameters' precision, the one checked above
+                self._apply(record, by_param, path, t)
         if symmetry.pair_groups:
             moved = len(path.elements(t))
             record.trace["attention"] = {"groups": pair_rows or len(symmetry.pair_groups), "moved": moved}

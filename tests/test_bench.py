@@ -225,7 +225,7 @@ def test_the_timing_fields_follow_from_the_schema():
     """What strip_timing drops from the performance notebook's results: every wall-clock field, no other."""
     assert set(bench_records.WALL_S) == {
         "teleport_s", "grad_s", "seconds", "seconds_rounds", "time_s", "batched_s", "loop_s", "cold_s", "warm_s",
-        "noop_s",
+        "noop_s", "forward_s",
     }  # fmt: skip
     assert set(bench_records.WALL_RATIOS) == {
         "grad_evals", "grad_evals_rounds", "speedup", "speedup_rounds", "teleport_share", "forwards",

@@ -96,6 +96,31 @@ def test_under_bf16_autocast_the_teleport_runs_in_float32():
         assert (mixed(x).float() - original(x).float()).abs().max() < 0.1
 
 
+def test_under_bf16_autocast_the_attention_heads_move_in_float32():
+    """A GPT's head groups are moved by matrix products, which autocast would run in bf16: the move is computed
+    with autocast disabled, so the teleported weights are those of the same teleport without autocast."""
+    from symtele.models_gpt import GPT
+
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.randint(0, 20, (4, 16), generator=g), torch.randint(0, 20, (4, 16), generator=g)
+
+    def loss(out, targets):
+        return F.cross_entropy(out.reshape(-1, out.shape[-1]), targets.reshape(-1))
+
+    models = []
+    for autocast in (False, True):
+        torch.manual_seed(0)
+        model = GPT(vocab_size=20, n_layer=1, d_model=32, n_head=4, context=16)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+        teleporter = st.Teleporter(model, loss, optimizer, schedule=[0], accept="always")
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            record = teleporter.maybe(0, x, y)
+        assert record.t == 1 and record.trace["attention"]["moved"] > 0
+        models.append(model)
+    for (name, p), q in zip(models[0].named_parameters(), models[1].parameters()):
+        assert p.dtype == q.dtype == torch.float32 and torch.equal(p, q), name
+
+
 def test_a_mixed_precision_loop_with_a_grad_scaler_teleports_and_trains():
     model = _mlp(torch.float32)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
