@@ -30,6 +30,7 @@ from ..objective import grad_norm_sq
 from ..optimizers import TORCH_OPTIMIZERS
 from ..problems import get_problem
 from ..regression import regression_task
+from ..sam import SAM
 from ..tasks import accuracy, digits_data, digits_mlp, softplus_mlp
 from ..teleports import SO2, LevelSet, PositiveScale
 from ..training import train
@@ -529,7 +530,10 @@ class _MinibatchRun:
             opt.zero_grad()
             torch.nn.functional.cross_entropy(model(x[batch]), y[batch]).backward()
             self.epoch_grads.append(float(grad_norm_sq([p.grad for p in model.parameters()])))
-            opt.step()
+            if isinstance(opt, SAM):  # its second gradient, at the ascent point, on the same minibatch
+                opt.step(lambda b=batch: torch.nn.functional.cross_entropy(model(x[b]), y[b]).backward())
+            else:
+                opt.step()
             if (step + 1) % steps_per_epoch == 0:
                 self.times.append(time.perf_counter() - began)
                 loss, self.accuracy = _on_training_set(model, x, y)
