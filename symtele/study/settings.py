@@ -558,10 +558,12 @@ def _data_steps(name: str, value) -> None:
 
 def _generalisation_cnn() -> dict:
     # the report's choice: the digits CNN's runs are the chapter's with these replaced; its sharpness costs
-    # several times the MLPs' per loss, so fewer seeds, a shorter run and a smaller sample of it fit the chapter
+    # several times the MLPs' per loss, so a shorter run and a smaller sample of it fit the chapter (plain SGD at
+    # 0.05 learns the digits in 10 epochs, its validation loss jumping from epoch to epoch; 0.02 and 0.01 are
+    # still on the plateau of the start by then)
     return {
         "lrs": {"digits": 0.05},
-        "seeds": (0, 1, 2),
+        "seeds": (0, 1, 2, 3, 4),
         "epochs": 10,
         "teleport_epoch": 5,
         "teleport_batch": 128,
