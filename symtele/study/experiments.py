@@ -519,7 +519,8 @@ class _MinibatchRun:
         """Take the minibatch steps ``start … stop − 1``, each teleporting first if ``teleporter`` says so.
 
         Step ``asked`` does not ask: its teleport was asked already. After the last step of an epoch, the
-        training loss and the epoch's mean minibatch ``‖∇L‖²`` are logged.
+        training loss and the epoch's mean minibatch ``‖∇L‖²`` are logged. A :class:`~symtele.sam.SAM` optimiser
+        is given the closure it needs: the same minibatch's loss and gradient, at its ascent point.
         """
         model, opt, x, y = self.model, self.optimizer, self.x, self.y
         began = time.perf_counter() - self.elapsed
