@@ -646,11 +646,12 @@ class GeneralisationSettings(Settings):
     cnn: dict = setting(check=_cnn_overrides, factory=_generalisation_cnn)
 
     def quick(self) -> GeneralisationSettings:
-        """The smoke build's variant: MNIST-5k only (no generator to run), two seeds, 4 epochs, six small nets."""
+        """The smoke build's variant: MNIST-5k only, two seeds, 4 epochs of 64-example minibatches, six small nets."""
         return self.replace(
             lrs={"mnist-5k": 0.1},
             seeds=self.seeds[:2],
             epochs=4,
+            batch_size=64,
             teleport_epoch=2,
             teleport_steps=4,
             directions=4,
