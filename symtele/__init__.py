@@ -32,6 +32,7 @@ _EXPORTS = {
     "objective": ["Objective", "grad_norm_sq"],
     "problems": ["BOOTH", "PROBLEMS_2D", "QUADRATIC", "ROSENBROCK", "Problem2D", "get_problem"],
     "regression": ["MLPRegression", "regression_task"],
+    "sam": ["SAM"],
     "schedule": ["Schedule"],
     "tasks": ["accuracy", "digits_data", "digits_mlp", "softplus_mlp"],
     "tasks_generalisation": ["mnist1d", "mnist_5k"],

@@ -210,6 +210,9 @@ def test_teleport_decreases_sharpness_at_the_same_loss():
     assert record.loss_change < 1e-5
     assert record.objective_after < 0.9 * record.objective_before
     assert record.trace[0] == record.objective_before and record.trace[-1] == record.objective_after
+    # K·T loss gradients per evaluation of φ and its slope: at the start, then once per step tried (kept or not)
+    assert record.gradient_evaluations % 30 == 0 and 30 * (record.steps_taken + 1) <= record.gradient_evaluations
+    assert record.gradient_evaluations <= 30 * 13
     # the record's value is the objective at the returned parameters
     again = Sharpness(module_loss(model, F.cross_entropy, *batch), new, discover(model, batch[0]), **options)
     assert abs(float(again.value(torch.zeros(again.symmetry.n_scales))) - record.objective_after) < 1e-4
@@ -255,6 +258,9 @@ def test_teleport_moves_curvature_and_hessian_trace_at_the_same_loss(objective, 
     assert record.loss_change < 1e-10
     moved = record.objective_after > record.objective_before if direction == "increase" else record.ratio < 1
     assert moved and record.steps_taken > 0
+    # the curvature is a closed form of the weights; the exact diagonal takes one Hessian-vector product per entry
+    entries = sum(p.numel() for p in model.parameters())
+    assert record.gradient_evaluations == (0 if objective == "curvature" else 2 * entries)
 
 
 def test_teleport_refuses_adaptive_sharpness_and_bad_arguments():

@@ -74,6 +74,49 @@ def test_teleport_runs_refuse_a_data_set_the_settings_do_not_name():
         generalisation.teleport_runs("mnist-5k", 0, object())
 
 
+def test_sam_runs_spend_the_same_extra_compute_from_the_same_point(tiny_runs):
+    flat, sam = generalisation.sam_runs("mnist-5k", 0, TINY)
+    plain = tiny_runs[0]
+    assert [(r["experiment"], r["arm"], r["method"]) for r in (flat, sam)] == [
+        ("sam", "sharpness-decrease", "sgd+sharpness-decrease"),
+        ("sam", "sam", "sgd+sam"),
+    ]
+    after = 4000 * (TINY.epochs - TINY.teleport_epoch)  # the examples of the epochs after the teleport epoch
+    assert plain["gradient_examples"] == 4000 * TINY.epochs
+    assert sam["gradient_examples"] == plain["gradient_examples"] + after and sam["rho"] == TINY.sam_rho
+    (t,) = flat["teleports"]
+    assert t["gradient_evaluations"] > 0 and t["loss_change"] < 1e-5 and t["objective_after"] < t["objective_before"]
+    assert plain["gradient_examples"] < flat["gradient_examples"] <= sam["gradient_examples"]
+    assert t["sharpness_before"] > 0 and t["sharpness_after"] > 0
+    for r in (flat, sam):
+        assert r["loss"][: TINY.teleport_epoch + 1] == plain["loss"][: TINY.teleport_epoch + 1]
+        assert r["test_loss"][-1] != plain["test_loss"][-1]
+
+
+def test_matched_sampling_fits_the_budget():
+    per_direction = (TINY.teleport_steps + 1) * TINY.t_count  # 8 evaluations of the loss per direction
+    assert generalisation.matched_sampling(4000, TINY) == {"directions": 2, "teleport_batch": 128}  # capped
+    assert generalisation.matched_sampling(8 * 128, TINY) == {"directions": 1, "teleport_batch": 128}
+    assert generalisation.matched_sampling(500, TINY) == {"directions": 1, "teleport_batch": 500 // per_direction}
+    with pytest.raises(ValueError, match="budget"):
+        generalisation.matched_sampling(per_direction - 1, TINY)
+
+
+def test_the_cnn_runs_teleport_along_its_exact_rescalings():
+    tiny = TINY.replace(
+        cnn=dict(lrs={"digits": 0.05}, seeds=(0,), epochs=2, teleport_epoch=1, batch_size=256, teleport_batch=64)
+    ).for_cnn()
+    assert tiny.sam_data == "" and tiny.lrs == {"digits": 0.05} and tiny.teleport_batch == 64
+    runs = generalisation.generalisation_runs(tiny)
+    assert [(r["problem"], r["model"], r["arm"]) for r in runs] == [
+        ("digits", "digits-cnn", arm) for arm in ("none", *GENERALISATION_ARMS)
+    ]
+    for r in runs[1:]:
+        (t,) = r["teleports"]
+        assert t["loss_change"] < 1e-5 and t["steps_taken"] > 0
+        assert (t["objective_after"] < t["objective_before"]) == r["arm"].endswith("decrease")
+
+
 def test_correlation_nets_are_measured_and_deterministic():
     nets = generalisation.correlation_nets(TINY)
     assert [(n["net"], n["lr"]) for n in nets] == [(0, 0.03), (1, 0.1), (2, 0.3)]
@@ -91,6 +134,10 @@ def test_correlation_nets_are_measured_and_deterministic():
         ({"t_range": (2.0, 1.0)}, "t_range"),
         ({"arms": ("sharpness-sideways",)}, "arms"),
         ({"nets": 2}, "nets"),
+        ({"sam_data": "mnist1d"}, "sam_data"),
+        ({"cnn": {"nets": 5}}, "cnn key"),
+        ({"cnn": {"lrs": {"mnist1d": 0.1}}}, "cnn"),
+        ({"cnn": {"lrs": {"digits": 0.1}, "epochs": 0}}, "epochs"),
     ],
 )
 def test_settings_refuse_bad_values(changes, match):
@@ -116,14 +163,15 @@ def test_pearson_interval_matches_numpy_and_brackets_r():
         summaries.pearson_interval(x, y, confidence=1.5)
 
 
-def _run(problem, arm, seed, test_after, loss_change=1e-7):
+def _run(problem, arm, seed, test_after, loss_change=1e-7, *, experiment="teleport", model="leaky-mlp", examples=100):
     """A synthetic teleport record: validation loss 1 up to the teleport (epoch 1), ``test_after`` after it."""
     teleport = None
-    if arm != "none":
+    if arm not in ("none", "sam"):
         teleport = {"objective_before": 2.0, "objective_after": 1.0, "loss_change": loss_change, "steps_taken": 3}
     return {
-        "experiment": "teleport",
+        "experiment": experiment,
         "problem": problem,
+        "model": model,
         "method": "sgd" if arm == "none" else f"sgd+{arm}",
         "arm": arm,
         "seed": seed,
@@ -132,17 +180,23 @@ def _run(problem, arm, seed, test_after, loss_change=1e-7):
         "teleports": [] if teleport is None else [teleport],
         "loss": [2.0, 1.0, 0.5, 0.4],
         "test_loss": [2.0, 1.0, test_after, test_after],
+        "gradient_examples": examples,
+        "rho": 0.05,
     }
 
 
 def _results(shift, *, seeds=(0, 1, 2), slope=1.0, loss_change=1e-7):
-    """Runs whose arms end ``shift`` (+ a small per-seed jitter) above the run without a teleport, and nets whose
-    sharpness and adaptive sharpness rise and curvature falls with ``slope`` × the validation loss."""
+    """Runs whose arms end ``shift`` (+ a small per-seed jitter) above the run without a teleport (on the MLP and
+    the CNN; SAM ``shift`` and the teleport at SAM's compute ``2·shift`` above it), and nets whose sharpness and
+    adaptive sharpness rise and curvature falls with ``slope`` × the validation loss."""
     records = []
     for seed in seeds:
-        records.append(_run("mnist1d", "none", seed, 1.0))
-        for arm in GENERALISATION_ARMS:
-            records.append(_run("mnist1d", arm, seed, 1.0 + shift + 0.01 * seed, loss_change))
+        for problem, model in (("mnist1d", "leaky-mlp"), ("digits", "digits-cnn")):
+            records.append(_run(problem, "none", seed, 1.0, model=model))
+            for arm in GENERALISATION_ARMS:
+                records.append(_run(problem, arm, seed, 1.0 + shift + 0.01 * seed, loss_change, model=model))
+        for arm, after in (("sharpness-decrease", 1.0 + 2 * shift + 0.02 * seed), ("sam", 1.0 + shift + 0.01 * seed)):
+            records.append(_run("mnist1d", arm, seed, after, loss_change, experiment="sam", examples=150))
     gen = np.random.default_rng(0)
     for i in range(20):
         test_loss = 1 + 0.1 * i
@@ -169,31 +223,80 @@ def _rows(results):
 
 def test_the_table_pairs_each_arm_with_its_seeds_run():
     records = _results(-0.1)[STEM]["records"]
-    table = summaries.generalisation_table([r for r in records if r["experiment"] == "teleport"])
-    assert [(row["problem"], row["arm"]) for row in table] == [("mnist1d", a) for a in GENERALISATION_ARMS]
+    table = summaries.generalisation_table(records)  # the SAM experiment's records are not its
+    assert [(row["problem"], row["arm"]) for row in table] == [
+        (p, a) for p in ("mnist1d", "digits") for a in GENERALISATION_ARMS
+    ]
     row = table[0]
     assert row["test_loss_after"]["differences"] == pytest.approx([-0.1, -0.09, -0.08])
     assert row["test_loss_after"]["high"] < 0 < row["test_loss_after"]["low"] + 0.2
     assert row["objective_ratio"] == [0.5, 0.5, 0.5] and row["diverged"] == []
 
 
+def test_the_sam_table_pairs_each_arm_with_its_reference():
+    rows = summaries.sam_table(_results(-0.1)[STEM]["records"])
+    assert [(row["arm"], row["reference"]) for row in rows] == [
+        ("sharpness-decrease", "none"),
+        ("sam", "none"),
+        ("sharpness-decrease", "sam"),
+    ]
+    assert rows[0]["test_loss_after"]["differences"] == pytest.approx([-0.2, -0.18, -0.16])
+    assert rows[1]["test_loss_after"]["differences"] == pytest.approx([-0.1, -0.09, -0.08])
+    assert rows[2]["test_loss_after"]["differences"] == pytest.approx([-0.1, -0.09, -0.08])
+    assert rows[1]["compute"] == [1.5] * 3 and rows[2]["compute"] == [1.0] * 3
+    with pytest.raises(LookupError, match="no run without a teleport"):
+        summaries.sam_table([r for r in _results(-0.1)[STEM]["records"] if r.get("arm") != "none"])
+
+
+def test_partial_pearson_interval_is_the_correlation_of_the_residuals():
+    gen = np.random.default_rng(0)
+    z = gen.normal(size=40)
+    x = z + 0.5 * gen.normal(size=40)
+    y = 2 * z + 0.3 * x + 0.5 * gen.normal(size=40)
+
+    def residual(v):
+        design = np.stack([np.ones_like(z), z], 1)
+        return v - design @ np.linalg.lstsq(design, v, rcond=None)[0]
+
+    out = summaries.partial_pearson_interval(x, y, z, resamples=500, seed=1)
+    assert out["r"] == pytest.approx(np.corrcoef(residual(x), residual(y))[0, 1], abs=1e-12)
+    assert out["low"] < out["r"] < out["high"] and out["n"] == 40
+    assert np.corrcoef(x, y)[0, 1] > 0.8 > out["r"]  # most of x and y's correlation is z's
+    with pytest.raises(ValueError, match="determines"):
+        summaries.partial_pearson_interval(x, y, 2 * x + 1)
+    with pytest.raises(ValueError, match="values"):
+        summaries.partial_pearson_interval(x[:3], y[:3], z[:3])
+
+
 def test_claims_hold_on_runs_that_agree_with_the_paper():
     rows = _rows(_results(-0.1))
-    assert len(rows) == 6
+    assert len(rows) == len(ROWS) == 11
     assert {row["holds"] for row in rows.values()} == {"yes"}, rows
+    sam = next(row for claim, row in rows.items() if claim.startswith("SAM lowers"))
+    assert "compute ×1.5 of SGD's" in sam["measured"]
 
 
 def test_claims_fail_on_runs_that_disagree_with_the_paper():
     rows = _rows(_results(+0.1, slope=-1.0, loss_change=1e-3))
     assert {row["holds"] for row in rows.values()} == {"no"}, rows
-    flat = next(row for claim, row in rows.items() if "lower sharpness" in claim)
+    flat = next(row for claim, row in rows.items() if claim.startswith("Teleporting to lower sharpness"))
     assert "wholly below 0 in 0 of 1" in flat["measured"]
+
+
+def test_the_cnn_claims_judge_only_the_cnn():
+    results = _results(-0.1)
+    for r in results[STEM]["records"]:
+        if r.get("model") == "digits-cnn" and r["arm"] != "none":
+            r["test_loss"] = [2.0, 1.0, 1.2 + 0.01 * r["seed"], 1.2]
+    rows = _rows(results)
+    assert rows["Teleporting to lower sharpness lowers the validation loss"]["holds"] == "yes"
+    assert rows["On the digits CNN, teleporting to lower sharpness lowers the validation loss"]["holds"] == "no"
 
 
 def test_claims_are_not_measured_without_results_or_with_one_seed():
     assert {row["holds"] for row in _rows({STEM: None}).values()} == {"not measured"}
     rows = _rows(_results(-0.1, seeds=(0,)))
-    assert {row["holds"] for claim, row in rows.items() if "Teleporting" in claim} == {"not measured"}
+    assert {row["holds"] for claim, row in rows.items() if "eleporting" in claim or "SAM" in claim} == {"not measured"}
 
 
 def test_adaptive_sharpness_of_a_trained_net_is_unchanged_by_a_rescaling():

@@ -31,6 +31,7 @@ from ..objective import grad_norm_sq
 from ..optimizers import TORCH_OPTIMIZERS
 from ..problems import get_problem
 from ..regression import regression_task
+from ..sam import SAM
 from ..tasks import accuracy, digits_data, digits_mlp, softplus_mlp
 from ..teleports import SO2, LevelSet, PositiveScale
 from ..training import train
@@ -544,7 +545,8 @@ class _MinibatchRun:
         """Take the minibatch steps ``start … stop − 1``, each teleporting first if ``teleporter`` says so.
 
         Step ``asked`` does not ask: its teleport was asked already. After the last step of an epoch, the
-        training loss and the epoch's mean minibatch ``‖∇L‖²`` are logged.
+        training loss and the epoch's mean minibatch ``‖∇L‖²`` are logged. A :class:`~symtele.sam.SAM` optimiser
+        is given the closure it needs: the same minibatch's loss and gradient, at its ascent point.
         """
         model, opt, x, y = self.model, self.optimizer, self.x, self.y
         began = time.perf_counter() - self.elapsed
@@ -556,7 +558,10 @@ class _MinibatchRun:
             opt.zero_grad()
             torch.nn.functional.cross_entropy(model(x[batch]), y[batch]).backward()
             self.epoch_grads.append(float(grad_norm_sq([p.grad for p in model.parameters()])))
-            opt.step()
+            if isinstance(opt, SAM):  # its second gradient, at the ascent point, on the same minibatch
+                opt.step(lambda b=batch: torch.nn.functional.cross_entropy(model(x[b]), y[b]).backward())
+            else:
+                opt.step()
             if (step + 1) % steps_per_epoch == 0:
                 self.times.append(time.perf_counter() - began)
                 loss, self.accuracy = _on_training_set(model, x, y)

@@ -1,38 +1,45 @@
-"""Teleporting for generalisation: Zhao et al. (2024)'s Fig. 4 and Table 1, scaled down (notebook 10).
+"""Teleporting for generalisation: Zhao et al. (2024)'s Fig. 4 and Table 1, scaled down, and beyond (notebook 10).
 
 * :func:`teleport_runs`     — one data set and seed: SGD without a teleport, and one run per teleported arm.
-* :func:`generalisation_runs` — every data set × seed of the settings.
+* :func:`sam_runs`          — one data set and seed: SAM against a teleport to lower sharpness at equal compute.
+* :func:`generalisation_runs` — every data set × seed of the settings (and the SAM comparison on ``sam_data``).
 * :func:`correlation_nets`  — small MLPs trained with varied seeds and steps, each measured once at the end.
 
-Their records reduce to the report's tables with :func:`symtele.study.summaries.generalisation_table` and
-:func:`symtele.study.summaries.correlation_table`.
+Their records reduce to the report's tables with :func:`symtele.study.summaries.generalisation_table`,
+:func:`symtele.study.summaries.sam_table` and :func:`symtele.study.summaries.correlation_table`.
 
-The network is :func:`symtele.models.leaky_mlp` (bias-free, LeakyReLU 0.1), the group the positive rescalings
-of its hidden units, the teleport :func:`symtele.teleports.generalisation.teleport_objective`. Every arm of a
-(data set, seed) starts from the same initial weights and takes the same minibatches: the teleported arms
-continue copies of the run without a teleport made at the teleport epoch (plain SGD has no state to carry).
+The network is :func:`symtele.models.leaky_mlp` (bias-free, LeakyReLU 0.1) on the MNIST data sets and
+:func:`symtele.models.digits_cnn` on scikit-learn's digits (:data:`MODELS`), the group the positive rescalings
+of the hidden units or channels, the teleport :func:`symtele.teleports.generalisation.teleport_objective`.
+Every arm of a (data set, seed) starts from the same initial weights and takes the same minibatches: the
+teleported and SAM arms continue copies of the run without a teleport made at the teleport epoch (plain SGD has
+no state to carry). Compute is counted in per-example loss gradients: a minibatch step's examples once (SAM's
+twice), a teleport's gradient evaluations times its batch.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch.nn import functional as F
 
-from ..models import leaky_mlp
+from ..models import digits_cnn, leaky_mlp
+from ..sam import SAM
 from ..teleports.generalisation import make_objective, module_loss, teleport_objective
 from ..teleports.rescale import symmetry_of
 from .experiments import _checked, _MinibatchRun, minibatch_order
 from .settings import GENERALISATION, GeneralisationSettings
 from .summaries import MEASURES
 
-__all__ = ["correlation_nets", "data", "generalisation_runs", "teleport_runs"]
+__all__ = ["MODELS", "correlation_nets", "data", "generalisation_runs", "matched_sampling", "sam_runs", "teleport_runs"]
 
 
 def data(name: str, seed: int):
-    """The data set ``name`` split with ``seed`` (:mod:`symtele.tasks_generalisation`).
+    """The data set ``name`` split with ``seed`` (:mod:`symtele.tasks_generalisation`, :mod:`symtele.tasks`).
 
     Args:
-        name: ``mnist1d`` or ``mnist-5k``.
+        name: ``mnist1d``, ``mnist-5k`` or ``digits`` (scikit-learn's digits as 1×8×8 images).
         seed: the seed of the split.
 
     Returns:
@@ -41,22 +48,141 @@ def data(name: str, seed: int):
     Raises:
         ValueError: another name.
     """
+    from ..tasks import DigitsData, digits_data
     from ..tasks_generalisation import mnist1d, mnist_5k
 
-    loaders = {"mnist1d": mnist1d, "mnist-5k": mnist_5k}
+    def digits(seed):
+        flat = digits_data(seed)
+        return DigitsData(flat.x_train.view(-1, 1, 8, 8), flat.y_train, flat.x_test.view(-1, 1, 8, 8), flat.y_test)
+
+    loaders = {"mnist1d": mnist1d, "mnist-5k": mnist_5k, "digits": digits}
     if name not in loaders:
         raise ValueError(f"Invalid data set: {name!r} (choose {', '.join(loaders)})")
     return loaders[name](seed)
 
 
-def _network(inputs: int, hidden: tuple, seed: int) -> torch.nn.Module:
+#: the network each data set trains: Zhao et al.'s MLP, or the report's digits CNN
+MODELS = {"mnist1d": "leaky-mlp", "mnist-5k": "leaky-mlp", "digits": "digits-cnn"}
+
+
+def _network(name: str, inputs: int, hidden: tuple, seed: int) -> torch.nn.Module:
     torch.manual_seed(seed)
-    return leaky_mlp((inputs, *hidden, 10))
+    return digits_cnn() if MODELS[name] == "digits-cnn" else leaky_mlp((inputs, *hidden, 10))
 
 
 def _objective_options(s: GeneralisationSettings) -> dict:
     """The objectives' sampling, as :func:`~symtele.teleports.generalisation.make_objective` takes it."""
     return dict(directions=s.directions, t_range=tuple(s.t_range), t_count=s.t_count, samples=s.samples)
+
+
+@dataclass
+class _Start:
+    """A data set and seed's run without a teleport, stopped at the teleport epoch, and what its arms share."""
+
+    name: str
+    seed: int
+    s: GeneralisationSettings
+    split: object
+    batches: list
+    per_epoch: int
+    at: int
+    plain: _MinibatchRun
+
+    def batch(self, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The first ``size`` examples of the minibatch order after the teleport epoch."""
+        order = torch.cat(self.batches[self.at : self.at + -(-size // self.s.batch_size)])[:size]
+        return self.split.x_train[order], self.split.y_train[order]
+
+    def record(self, experiment: str, arm: str, method: str, run: _MinibatchRun, teleport, examples: int) -> dict:
+        """The record of one arm, ``run`` finished."""
+        s = self.s
+        return {
+            "experiment": experiment,
+            "problem": self.name,
+            "model": MODELS[self.name],
+            "method": method,
+            "arm": arm,
+            "seed": self.seed,
+            "lr": s.lrs[self.name],
+            "teleport_epoch": s.teleport_epoch,
+            "teleport_epochs": [] if teleport is None else [s.teleport_epoch],
+            "teleports": [] if teleport is None else [teleport],
+            "loss": run.losses,
+            "grad_norm_sq": run.grads,
+            "time_s": run.times,
+            "test_loss": run.test_losses,
+            "test_accuracy": run.test_accuracies,
+            "final_loss": run.losses[-1],
+            "final_test_loss": run.test_losses[-1],
+            "final_test_accuracy": run.test_accuracies[-1],
+            "gradient_examples": examples,
+        }
+
+
+def _start(name: str, seed: int, s: GeneralisationSettings) -> _Start:
+    if name not in s.lrs:
+        raise ValueError(f"Invalid data set: {name!r} (the settings' lrs name {', '.join(s.lrs)})")
+    split = data(name, seed)
+    x, y = split.x_train, split.y_train
+    batches = minibatch_order(len(y), s.batch_size, s.epochs, seed)
+    per_epoch = -(-len(y) // s.batch_size)
+    at = s.teleport_epoch * per_epoch
+    model = _network(name, x.shape[1], s.hidden, seed)
+    plain = _MinibatchRun(
+        model, torch.optim.SGD(model.parameters(), lr=s.lrs[name]), x, y, (split.x_test, split.y_test)
+    )
+    plain.advance(batches, 0, at, per_epoch)
+    return _Start(name, seed, s, split, batches, per_epoch, at, plain)
+
+
+def _teleported(start: _Start, objective: str, direction: str, batch, **sampling) -> tuple[_MinibatchRun, dict]:
+    """A copy of the run at the teleport epoch, teleported along the positive rescalings; its record as a dict."""
+    s = start.s
+    run = start.plain.copy()
+    params, record = teleport_objective(
+        run.model,
+        F.cross_entropy,
+        batch,
+        objective,
+        direction,
+        steps=s.teleport_steps,
+        max_log_step=s.max_log_step,
+        seed=start.seed,
+        **{**_objective_options(s), **sampling},
+    )
+    with torch.no_grad():
+        for n, p in run.model.named_parameters():
+            p.copy_(params[n])
+    return run, record.to_dict()
+
+
+def _finish(start: _Start, run: _MinibatchRun, teleport) -> None:
+    """Train ``run`` to the end; the clock of every epoch after the teleport includes the teleport's."""
+    run.advance(start.batches, start.at, len(start.batches), start.per_epoch)
+    if teleport is not None:
+        e = start.s.teleport_epoch
+        run.times[e + 1 :] = [t + teleport["cost_s"] for t in run.times[e + 1 :]]
+
+
+def _sgd_examples(start: _Start) -> int:
+    """The examples of every minibatch of the run: one gradient each."""
+    return sum(len(b) for b in start.batches)
+
+
+def _teleport_arms(start: _Start) -> list[dict]:
+    """The run without a teleport and one per arm of the settings, each finished (the plain run last)."""
+    s = start.s
+    batch = start.batch(s.teleport_batch)
+    runs = []
+    for arm in s.arms:
+        objective, direction = arm.split("-")
+        runs.append((arm, *_teleported(start, objective, direction, batch)))
+    records = []
+    for arm, run, teleport in [("none", start.plain, None), *runs]:
+        _finish(start, run, teleport)
+        examples = _sgd_examples(start) + (0 if teleport is None else teleport["gradient_evaluations"] * len(batch[1]))
+        records.append(start.record("teleport", arm, "sgd" if arm == "none" else f"sgd+{arm}", run, teleport, examples))
+    return records
 
 
 def teleport_runs(name: str, seed: int, settings: GeneralisationSettings = GENERALISATION) -> list[dict]:
@@ -65,93 +191,135 @@ def teleport_runs(name: str, seed: int, settings: GeneralisationSettings = GENER
     At the end of epoch ``settings.teleport_epoch`` the parameters are moved along the positive rescalings to
     decrease or increase the sharpness φ or the curvature ψ (``teleport_objective``, on the first
     ``teleport_batch`` examples of the next epoch's minibatch order), then SGD goes on with the same step and
-    minibatches.
+    minibatches. The network is :func:`symtele.models.leaky_mlp` on the MNIST data sets and
+    :func:`symtele.models.digits_cnn` on ``digits`` (:data:`MODELS`).
 
     Args:
-        name: ``mnist1d`` or ``mnist-5k`` (a key of ``settings.lrs``).
+        name: ``mnist1d``, ``mnist-5k`` or ``digits`` (a key of ``settings.lrs``).
         seed: the data split, the initial weights (``torch.manual_seed(seed)``) and the minibatch order.
         settings: the sizes and the teleport.
 
     Returns:
         One record per arm (``experiment`` ``"teleport"``), the run without a teleport first (``arm``
-        ``"none"``, ``method`` ``"sgd"``; the others' ``method`` is ``"sgd+<arm>"``). ``loss``, ``test_loss``
-        and ``test_accuracy`` are the whole training and validation sets' at the start and after every epoch;
-        ``grad_norm_sq`` the first minibatch's ``‖∇L‖²``, then each epoch's mean over its minibatches; ``time_s``
-        the run's clock after every epoch (the teleport's time included); ``teleports`` the
-        :class:`~symtele.teleports.generalisation.ObjectiveRecord` as a dict (none without a teleport);
-        ``final_*`` the last epoch's values.
+        ``"none"``, ``method`` ``"sgd"``; the others' ``method`` is ``"sgd+<arm>"``). ``model`` names the
+        network; ``loss``, ``test_loss`` and ``test_accuracy`` are the whole training and validation sets' at
+        the start and after every epoch; ``grad_norm_sq`` the first minibatch's ``‖∇L‖²``, then each epoch's
+        mean over its minibatches; ``time_s`` the run's clock after every epoch (the teleport's time included);
+        ``teleports`` the :class:`~symtele.teleports.generalisation.ObjectiveRecord` as a dict (none without a
+        teleport); ``final_*`` the last epoch's values; ``gradient_examples`` the run's compute, counted in
+        per-example loss gradients (each minibatch example once, plus the teleport's gradient evaluations
+        times its batch).
 
     Raises:
         TypeError: ``settings`` that is not a :class:`~symtele.study.settings.GeneralisationSettings`.
         ValueError: a ``name`` that ``settings.lrs`` does not name.
     """
     s = _checked(settings, GeneralisationSettings)
-    if name not in s.lrs:
-        raise ValueError(f"Invalid data set: {name!r} (the settings' lrs name {', '.join(s.lrs)})")
-    split = data(name, seed)
-    x, y = split.x_train, split.y_train
-    batches = minibatch_order(len(y), s.batch_size, s.epochs, seed)
-    per_epoch = -(-len(y) // s.batch_size)
-    at = s.teleport_epoch * per_epoch
-    model = _network(x.shape[1], s.hidden, seed)
-    plain = _MinibatchRun(
-        model, torch.optim.SGD(model.parameters(), lr=s.lrs[name]), x, y, (split.x_test, split.y_test)
+    return _teleport_arms(_start(name, seed, s))
+
+
+def matched_sampling(budget: int, settings: GeneralisationSettings) -> dict:
+    """The sharpness sampling of a teleport that spends at most ``budget`` per-example gradients.
+
+    Every evaluation of φ and its slope costs ``K·T`` gradients on the teleport's batch of ``b`` examples, and a
+    teleport evaluates it at most ``teleport_steps + 1`` times. The settings' ``t_count`` ``T`` and steps are
+    kept; ``K`` is the most directions (up to the settings' ``directions``) that fit on ``teleport_batch``
+    examples, and when not even one does, one direction on the most examples that fit.
+
+    Args:
+        budget: per-example gradients the teleport may spend.
+        settings: the chapter's settings.
+
+    Returns:
+        ``{"directions": K, "teleport_batch": b}``.
+
+    Raises:
+        ValueError: a budget that does not pay for one direction on one example.
+    """
+    s = settings
+    per_direction = (s.teleport_steps + 1) * s.t_count
+    directions = min(s.directions, budget // (per_direction * s.teleport_batch))
+    if directions >= 1:
+        return {"directions": int(directions), "teleport_batch": s.teleport_batch}
+    examples = budget // per_direction
+    if examples < 1:
+        raise ValueError(f"Invalid budget: {budget} (below one direction on one example, {per_direction} gradients)")
+    return {"directions": 1, "teleport_batch": int(examples)}
+
+
+def _sam_arms(start: _Start) -> list[dict]:
+    """SAM from the teleport epoch, and a teleport to lower φ that spends its extra gradients (copies of the run)."""
+    s = start.s
+    after = sum(len(b) for b in start.batches[start.at :])  # SAM's second gradient on every example after
+    sampling = matched_sampling(after, s)
+    batch = start.batch(sampling["teleport_batch"])
+    flat, teleport = _teleported(start, "sharpness", "decrease", batch, directions=sampling["directions"])
+    # φ as the chapter measures it (its directions, on its batch) before and after: not counted as compute
+    chapter = start.batch(s.teleport_batch)
+    symmetry = symmetry_of(start.plain.model, chapter[0])
+    measure = make_objective(
+        "sharpness",
+        module_loss(start.plain.model, F.cross_entropy, *chapter),
+        {n: p.detach() for n, p in start.plain.model.named_parameters()},
+        symmetry,
+        seed=start.seed,
+        **_objective_options(s),
     )
-    plain.advance(batches, 0, at, per_epoch)
-    order = torch.cat(batches[at : at + -(-s.teleport_batch // s.batch_size)])[: s.teleport_batch]
-    runs = [("none", plain, None)]
-    for arm in s.arms:
-        run = plain.copy()
-        objective, direction = arm.split("-")
-        params, record = teleport_objective(
-            run.model,
-            F.cross_entropy,
-            (x[order], y[order]),
-            objective,
-            direction,
-            steps=s.teleport_steps,
-            max_log_step=s.max_log_step,
-            seed=seed,
-            **_objective_options(s),
-        )
-        with torch.no_grad():
-            for n, p in run.model.named_parameters():
-                p.copy_(params[n])
-        runs.append((arm, run, record.to_dict()))
+    with torch.no_grad():
+        moved = torch.tensor(teleport["log_scales"], dtype=torch.float64)
+        teleport["sharpness_before"] = float(measure.value(torch.zeros_like(moved)))
+        teleport["sharpness_after"] = float(measure.value(moved))
+    sam = start.plain.copy()
+    sam.optimizer = SAM(torch.optim.SGD(sam.model.parameters(), lr=s.lrs[start.name]), rho=s.sam_rho)
     records = []
-    for arm, run, teleport in runs:
-        run.advance(batches, at, len(batches), per_epoch)
-        if teleport is not None:  # the clock of every epoch after the teleport includes it
-            run.times[s.teleport_epoch + 1 :] = [t + teleport["cost_s"] for t in run.times[s.teleport_epoch + 1 :]]
+    for arm, run, record, extra in (
+        ("sharpness-decrease", flat, teleport, teleport["gradient_evaluations"] * len(batch[1])),
+        ("sam", sam, None, after),
+    ):
+        _finish(start, run, record)
+        method = "sgd+sam" if arm == "sam" else "sgd+sharpness-decrease"
         records.append(
-            {
-                "experiment": "teleport",
-                "problem": name,
-                "method": "sgd" if arm == "none" else f"sgd+{arm}",
-                "arm": arm,
-                "seed": seed,
-                "lr": s.lrs[name],
-                "teleport_epoch": s.teleport_epoch,
-                "teleport_epochs": [] if teleport is None else [s.teleport_epoch],
-                "teleports": [] if teleport is None else [teleport],
-                "loss": run.losses,
-                "grad_norm_sq": run.grads,
-                "time_s": run.times,
-                "test_loss": run.test_losses,
-                "test_accuracy": run.test_accuracies,
-                "final_loss": run.losses[-1],
-                "final_test_loss": run.test_losses[-1],
-                "final_test_accuracy": run.test_accuracies[-1],
-            }
+            {**start.record("sam", arm, method, run, record, _sgd_examples(start) + extra), "rho": s.sam_rho}
         )
     return records
 
 
-def generalisation_runs(settings: GeneralisationSettings = GENERALISATION) -> list[dict]:
-    """Every data set × seed of ``settings``, each :func:`teleport_runs` (one record per arm).
+def sam_runs(name: str, seed: int, settings: GeneralisationSettings = GENERALISATION) -> list[dict]:
+    """Two ways to spend the same extra compute on flatness, from the run's weights at the teleport epoch.
+
+    After epoch ``teleport_epoch`` of SGD (the run of :func:`teleport_runs`): SAM (:class:`symtele.sam.SAM`
+    around the same SGD step, radius ``settings.sam_rho``) for the remaining epochs, which costs one more
+    gradient per minibatch example; or one teleport to lower the sharpness φ whose sampling spends at most
+    as many gradients (:func:`matched_sampling`), then SGD. Both take the same minibatches as the run without
+    a teleport.
 
     Args:
-        settings: the notebook's settings.
+        name: a data set of ``settings.lrs``.
+        seed: the data split, the initial weights and the minibatch order.
+        settings: the sizes, ``sam_rho`` and the teleport.
+
+    Returns:
+        Two records (``experiment`` ``"sam"``), ``arm`` ``"sharpness-decrease"`` then ``"sam"``, with the fields of
+        :func:`teleport_runs`' records and ``rho``; the teleport's record also has ``sharpness_before`` and
+        ``sharpness_after``, φ at the chapter's sampling before and after it (measured, not counted as
+        compute). The run without a teleport to compare with is :func:`teleport_runs`' ``"none"`` arm.
+
+    Raises:
+        TypeError: ``settings`` that is not a :class:`~symtele.study.settings.GeneralisationSettings`.
+        ValueError: a ``name`` that ``settings.lrs`` does not name.
+    """
+    s = _checked(settings, GeneralisationSettings)
+    return _sam_arms(_start(name, seed, s))
+
+
+def generalisation_runs(settings: GeneralisationSettings = GENERALISATION) -> list[dict]:
+    """Every data set × seed of ``settings``: :func:`teleport_runs`, and on ``sam_data`` :func:`sam_runs` too.
+
+    The SAM comparison continues the same run at the teleport epoch (computed once).
+
+    Args:
+        settings: the notebook's settings (:meth:`~symtele.study.settings.GeneralisationSettings.for_cnn` for
+            the digits CNN's).
 
     Returns:
         The records of every run.
@@ -160,7 +328,13 @@ def generalisation_runs(settings: GeneralisationSettings = GENERALISATION) -> li
         TypeError: ``settings`` that is not a :class:`~symtele.study.settings.GeneralisationSettings`.
     """
     s = _checked(settings, GeneralisationSettings)
-    return [record for name in s.lrs for seed in s.seeds for record in teleport_runs(name, seed, s)]
+    records = []
+    for name in s.lrs:
+        for seed in s.seeds:
+            start = _start(name, seed, s)
+            records += _sam_arms(start) if name == s.sam_data else []
+            records += _teleport_arms(start)
+    return records
 
 
 def correlation_nets(settings: GeneralisationSettings = GENERALISATION) -> list[dict]:
@@ -190,7 +364,7 @@ def correlation_nets(settings: GeneralisationSettings = GENERALISATION) -> list[
     records = []
     for i in range(s.nets):
         lr = s.net_lrs[i % len(s.net_lrs)]
-        model = _network(x.shape[1], s.hidden, i)
+        model = _network(s.net_data, x.shape[1], s.hidden, i)
         run = _MinibatchRun(model, torch.optim.SGD(model.parameters(), lr=lr), x, y, (split.x_test, split.y_test))
         batches = minibatch_order(len(y), s.batch_size, s.net_epochs, i)
         run.advance(batches, 0, len(batches), per_epoch)

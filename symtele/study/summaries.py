@@ -371,6 +371,62 @@ def pearson_interval(x, y, *, resamples: int = 2000, confidence: float = 0.95, s
     return {"r": float(r(a, b)), "low": float(low), "high": float(high), "n": len(a), "confidence": confidence}
 
 
+def partial_pearson_interval(x, y, z, *, resamples: int = 2000, confidence: float = 0.95, seed: int = 0) -> dict:
+    """Pearson's partial correlation of ``x`` and ``y`` given ``z``, with a percentile bootstrap interval.
+
+    The correlation of what is left of ``x`` and of ``y`` once each is fitted linearly on ``z``:
+    ``r_xy·z = (r_xy − r_xz r_yz) / ((1 − r_xz²)(1 − r_yz²))^{1/2}``. The interval is the central
+    ``confidence`` share of it over ``resamples`` resamples of the triples with replacement (a NumPy generator
+    seeded with ``seed``; degenerate resamples left out).
+
+    Args:
+        x: the first values.
+        y: the second values, paired with ``x``.
+        z: the values held fixed, paired with both.
+        resamples: bootstrap resamples.
+        confidence: the interval's coverage, in ``(0, 1)``.
+        seed: the bootstrap's seed.
+
+    Returns:
+        ``{"r", "low", "high", "n", "confidence"}``.
+
+    Raises:
+        ValueError: lists of different lengths or fewer than four triples, a constant list, ``z`` that
+            determines ``x`` or ``y`` exactly, or a bad ``resamples`` or ``confidence``.
+    """
+    a, b, c = (np.asarray(v, dtype=float) for v in (x, y, z))
+    if not a.shape == b.shape == c.shape or a.ndim != 1 or len(a) < 4:
+        raise ValueError(
+            f"Invalid values: shapes {a.shape}, {b.shape}, {c.shape} (need three equal lists of at least 4)"
+        )
+    if not a.std() or not b.std() or not c.std():
+        raise ValueError("Invalid values: a constant list has no correlation")
+    if isinstance(resamples, bool) or not isinstance(resamples, int) or resamples < 1:
+        raise ValueError(f"Invalid resamples: {resamples!r} (must be a positive integer)")
+    if not 0 < confidence < 1:
+        raise ValueError(f"Invalid confidence: {confidence!r} (must be in (0, 1))")
+
+    def r(u, v):
+        u, v = u - u.mean(-1, keepdims=True), v - v.mean(-1, keepdims=True)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return (u * v).sum(-1) / np.sqrt((u * u).sum(-1) * (v * v).sum(-1))
+
+    def partial(u, v, w):
+        uv, uw, vw = r(u, v), r(u, w), r(v, w)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return (uv - uw * vw) / np.sqrt((1 - uw**2) * (1 - vw**2))
+
+    whole = float(partial(a, b, c))
+    if not math.isfinite(whole):
+        raise ValueError("Invalid values: z determines x or y exactly (nothing is left to correlate)")
+    index = np.random.default_rng(seed).integers(0, len(a), (resamples, len(a)))
+    rs = partial(a[index], b[index], c[index])
+    rs = rs[np.isfinite(rs)]
+    tail = 100 * (1 - confidence) / 2
+    low, high = np.percentile(rs, [tail, 100 - tail])
+    return {"r": whole, "low": float(low), "high": float(high), "n": len(a), "confidence": confidence}
+
+
 #: the measures of a trained net that :func:`correlation_table` correlates with its losses
 MEASURES = ("sharpness", "adaptive_sharpness", "curvature")
 
@@ -382,7 +438,9 @@ def correlation_table(
 
     The training loss is the confound: nets that fit the training set better may be flatter or more curved and
     lower in validation loss at once, so a measure's r with the validation loss says little beyond its r with
-    the training loss. A last row correlates the training loss with the validation loss.
+    the training loss. Each measure's partial r with the validation loss given the training loss
+    (:func:`partial_pearson_interval`) is what is left. A last row correlates the training loss with the
+    validation loss.
 
     Args:
         nets: the correlation experiment's records (``test_loss``, ``loss`` and each measure).
@@ -392,7 +450,8 @@ def correlation_table(
 
     Returns:
         One row per measure, then one for ``loss``: ``measure``, ``test_loss`` and (but in the last row)
-        ``loss``, each :func:`pearson_interval`'s dict.
+        ``loss``, each :func:`pearson_interval`'s dict, and (but in the last row) ``test_loss_given_loss``,
+        :func:`partial_pearson_interval`'s.
     """
     rows = []
     for measure in (*MEASURES, "loss"):
@@ -401,7 +460,91 @@ def correlation_table(
             if target != measure:
                 pairs = [n[measure] for n in nets], [n[target] for n in nets]
                 row[target] = pearson_interval(*pairs, resamples=resamples, confidence=confidence, seed=seed)
+        if measure != "loss":
+            row["test_loss_given_loss"] = partial_pearson_interval(
+                *([n[key] for n in nets] for key in (measure, "test_loss", "loss")),
+                resamples=resamples,
+                confidence=confidence,
+                seed=seed,
+            )
         rows.append(row)
+    return rows
+
+
+def _after(record, key) -> float:
+    """The mean of ``record[key]`` over the epochs after its teleport epoch."""
+    return float(np.mean(_as_float(record[key][record["teleport_epoch"] + 1 :])))
+
+
+def _paired(differences, confidence: float) -> dict:
+    """The mean of paired differences with its Student-t interval (``None`` with one, or a non-finite one)."""
+    from scipy import stats
+
+    d = np.asarray(differences, dtype=float)
+    out = {"mean": float(d.mean()), "low": None, "high": None, "differences": [float(v) for v in d]}
+    if len(d) > 1 and np.all(np.isfinite(d)):
+        half = stats.t.ppf(0.5 + confidence / 2, len(d) - 1) * d.std(ddof=1) / math.sqrt(len(d))
+        out["low"], out["high"] = float(d.mean() - half), float(d.mean() + half)
+    return out
+
+
+def sam_table(records, confidence: float = 0.95) -> list[dict]:
+    """SAM against a teleport to lower sharpness at equal compute, per data set (the ``sam`` experiment).
+
+    For each seed, as :func:`generalisation_table` does: the mean validation loss over the epochs after the
+    teleport epoch, the final validation loss and the mean training loss after it, of an arm minus those of a
+    reference arm of the same data set and seed; the mean over seeds with its Student-t interval. Three
+    comparisons: each of ``sharpness-decrease`` and ``sam`` against the run without a teleport (``none``, of
+    the ``teleport`` experiment), and ``sharpness-decrease`` against ``sam``.
+
+    Args:
+        records: the records of both experiments (``experiment``, ``problem``, ``arm``, ``seed``,
+            ``teleport_epoch``, ``loss``, ``test_loss``, ``gradient_examples``).
+        confidence: the intervals' coverage.
+
+    Returns:
+        One row per (data set, comparison): ``problem``, ``arm``, ``reference``, ``seeds``, ``test_loss_after``,
+        ``final_test_loss``, ``loss_after`` (each ``{"mean", "low", "high", "differences"}``) and ``compute``
+        (per seed, the arm's ``gradient_examples`` over the reference's).
+
+    Raises:
+        LookupError: a (data set, seed) of the SAM experiment without its run without a teleport.
+    """
+    records = [r for r in records if r.get("experiment") in ("teleport", "sam")]
+    index = {(r["experiment"], r["problem"], r["arm"], r["seed"]): r for r in records}
+    sam = [r for r in records if r.get("experiment") == "sam"]
+    rows = []
+    for problem in dict.fromkeys(r["problem"] for r in sam):
+        seeds = list(dict.fromkeys(r["seed"] for r in sam if r["problem"] == problem))
+        missing = [seed for seed in seeds if ("teleport", problem, "none", seed) not in index]
+        if missing:
+            raise LookupError(f"no run without a teleport on {problem} for seeds {missing}")
+        for arm, reference in (
+            (("sam", "sharpness-decrease"), ("teleport", "none")),
+            (("sam", "sam"), ("teleport", "none")),
+            (("sam", "sharpness-decrease"), ("sam", "sam")),
+        ):
+            pairs = [
+                (index[(*arm[:1], problem, arm[1], seed)], index[(*reference[:1], problem, reference[1], seed)])
+                for seed in seeds
+            ]
+            rows.append(
+                {
+                    "problem": problem,
+                    "arm": arm[1],
+                    "reference": reference[1],
+                    "seeds": seeds,
+                    "test_loss_after": _paired(
+                        [_after(a, "test_loss") - _after(b, "test_loss") for a, b in pairs], confidence
+                    ),
+                    "final_test_loss": _paired(
+                        [_loss_value(a["test_loss"][-1]) - _loss_value(b["test_loss"][-1]) for a, b in pairs],
+                        confidence,
+                    ),
+                    "loss_after": _paired([_after(a, "loss") - _after(b, "loss") for a, b in pairs], confidence),
+                    "compute": [a["gradient_examples"] / b["gradient_examples"] for a, b in pairs],
+                }
+            )
     return rows
 
 
@@ -427,19 +570,12 @@ def generalisation_table(records, confidence: float = 0.95) -> list[dict]:
     Raises:
         LookupError: a (data set, seed) without its run without a teleport.
     """
-    from scipy import stats
-
-    def after(record, key):
-        return float(np.mean(_as_float(record[key][record["teleport_epoch"] + 1 :])))
 
     def paired(differences):
-        d = np.asarray(differences, dtype=float)
-        out = {"mean": float(d.mean()), "low": None, "high": None, "differences": [float(v) for v in d]}
-        if len(d) > 1 and np.all(np.isfinite(d)):
-            half = stats.t.ppf(0.5 + confidence / 2, len(d) - 1) * d.std(ddof=1) / math.sqrt(len(d))
-            out["low"], out["high"] = float(d.mean() - half), float(d.mean() + half)
-        return out
+        return _paired(differences, confidence)
 
+    after = _after
+    records = [r for r in records if r.get("experiment", "teleport") == "teleport"]
     plain = {(r["problem"], r["seed"]): r for r in records if r["arm"] == "none"}
     rows = []
     for problem in dict.fromkeys(r["problem"] for r in records):

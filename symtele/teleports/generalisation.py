@@ -453,6 +453,9 @@ class ObjectiveRecord:
         trace: the objective after every step taken (``trace[0]`` at ``w``).
         log_scales: the log-scale of every unit that was applied.
         cost_s: wall-clock seconds.
+        gradient_evaluations: the loss gradients on the batch the teleport computed: ``K·T`` per evaluation of
+            the sharpness and its slope, none for the curvature (a closed form of the weights), two per
+            Hessian-vector product of the Hessian trace's diagonal (the confirming forward passes not counted).
     """
 
     objective: str
@@ -467,6 +470,7 @@ class ObjectiveRecord:
     trace: list[float]
     log_scales: list[float]
     cost_s: float
+    gradient_evaluations: int = 0
 
     @property
     def ratio(self) -> float:
@@ -579,11 +583,15 @@ def teleport_objective(
     sign = 1.0 if direction == "increase" else -1.0
     device = next(iter(params.values())).device
     s = torch.zeros(symmetry.n_scales, dtype=torch.float64, device=device)
+    per_slope = directions * t_count if objective == "sharpness" else 0
+    evaluations = 0 if objective != "hessian_trace" else 2 * (probes or sum(p.numel() for p in params.values()))
     value, slope = measure.value_and_slope(s)
+    evaluations += per_slope
     trail, values, stopped, shrink = [s], [float(value)], None, 1.0
     for k in range(options.steps):
         candidate = s + shrink * ascent_step(sign * slope.double(), options)
         value, new_slope = measure.value_and_slope(candidate)
+        evaluations += per_slope
         if not bool(torch.isfinite(value)) or not bool(torch.isfinite(candidate).all()):
             stopped = f"step {k + 1} rejected: the objective is not finite"
             break
@@ -622,5 +630,6 @@ def teleport_objective(
         trace=values[: k + 1],
         log_scales=trail[k].tolist(),
         cost_s=time.perf_counter() - start,
+        gradient_evaluations=evaluations,
     )
     return {n: p.detach() for n, p in moved.items()}, record

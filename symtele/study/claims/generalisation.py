@@ -1,15 +1,18 @@
-"""The claims of Zhao et al. (2024) about teleporting for generalisation (notebook 10).
+"""The claims of Zhao et al. (2024) about teleporting for generalisation, and the report's beyond them (notebook 10).
 
-That teleporting to a flatter or more curved point lowers the validation loss (their Fig. 4), and that
-sharpness goes with a higher and curvature with a lower validation loss over many trained nets (their
-Table 1). Each is judged on this build's scaled-down runs, with intervals over seeds or bootstrap resamples.
+That teleporting to a flatter or more curved point lowers the validation loss (their Fig. 4, on their MLPs and
+on the report's digits CNN), and that sharpness goes with a higher and curvature with a lower validation loss
+over many trained nets (their Table 1); that SAM lowers it, and whether a teleport to lower sharpness does as
+well at equal compute; and whether adaptive sharpness, invariant under the rescalings, tells the validation
+loss beyond the training loss. Each is judged on this build's scaled-down runs, with intervals over seeds or
+bootstrap resamples.
 """
 
 from __future__ import annotations
 
 from functools import partial
 
-from ..summaries import correlation_table, generalisation_table
+from ..summaries import correlation_table, generalisation_table, sam_table
 from .common import NO, YES, g, records_of, verdict
 
 STEM = "10_generalisation"
@@ -28,12 +31,13 @@ def _interval(d) -> str:
     return f"{g(round(d['mean'], 4))} [{g(round(d['low'], 4))}, {g(round(d['high'], 4))}]"
 
 
-def arm_lowers(results, arm: str):
+def arm_lowers(results, arm: str, model: str = "leaky-mlp"):
     """Whether teleporting to ``arm`` lowers the mean validation loss after the teleport, per data set.
 
     Args:
         results: the loaded results, ``{notebook stem: results file}``.
         arm: the teleported arm (``"sharpness-decrease"``, ``"curvature-increase"``, …).
+        model: the network whose runs are judged (``"leaky-mlp"``, ``"digits-cnn"``).
 
     Returns:
         ``(measured, holds)``, as :mod:`~symtele.study.claims.common` says.
@@ -41,9 +45,10 @@ def arm_lowers(results, arm: str):
     Raises:
         LookupError: naming what the results lack that the claim needs.
     """
-    rows = [row for row in generalisation_table(_of(results, "teleport")) if row["arm"] == arm]
+    runs = [r for r in _of(results, "teleport") if r.get("model", "leaky-mlp") == model]
+    rows = [row for row in generalisation_table(runs) if row["arm"] == arm]
     if not rows:
-        raise LookupError(f"{STEM} has no runs teleported to {arm.replace('-', ' ')}")
+        raise LookupError(f"{STEM} has no runs of the {model} teleported to {arm.replace('-', ' ')}")
     if any(row["test_loss_after"]["low"] is None for row in rows):
         raise LookupError(f"{STEM} has one seed per data set or a diverged run: no interval over seeds")
     lower = [row for row in rows if row["test_loss_after"]["high"] < 0]
@@ -63,7 +68,7 @@ def arm_lowers(results, arm: str):
 
 
 def teleports_keep_the_loss(results):
-    """Every teleport of the experiment changes the training loss by less than ``LOSS_RTOL`` (relative).
+    """Every teleport of the chapter (MLPs and CNN) changes the training loss by less than ``LOSS_RTOL`` (relative).
 
     Args:
         results: the loaded results, ``{notebook stem: results file}``.
@@ -74,7 +79,7 @@ def teleports_keep_the_loss(results):
     Raises:
         LookupError: naming what the results lack that the claim needs.
     """
-    teleports = [t for r in _of(results, "teleport") for t in r["teleports"]]
+    teleports = [t for r in records_of(results, STEM) for t in r.get("teleports", [])]
     if not teleports:
         raise LookupError(f"{STEM} has no teleported runs")
     worst = max(t["loss_change"] for t in teleports)
@@ -109,6 +114,99 @@ def correlates(results, measure: str, sign: int):
         f"{g(round(confound['r'], 3))} [{g(round(confound['low'], 3))}, {g(round(confound['high'], 3))}] "
         f"(yes: the interval wholly {'above' if sign > 0 else 'below'} 0)",
         YES if inside else NO,
+    )
+
+
+def correlates_beyond_fit(results, measure: str, sign: int):
+    """Whether ``measure`` correlates with the validation loss with the sign ``sign`` at a fixed training loss.
+
+    The partial correlation over the trained nets, given their training loss.
+
+    Args:
+        results: the loaded results, ``{notebook stem: results file}``.
+        measure: ``"sharpness"``, ``"adaptive_sharpness"`` or ``"curvature"``.
+        sign: ``+1`` (positively) or ``-1`` (negatively).
+
+    Returns:
+        ``(measured, holds)``, as :mod:`~symtele.study.claims.common` says.
+
+    Raises:
+        LookupError: naming what the results lack that the claim needs.
+    """
+    nets = _of(results, "correlation")
+    row = {row["measure"]: row for row in correlation_table(nets)}[measure]
+    r, partial = row["test_loss"], row["test_loss_given_loss"]
+    inside = partial["low"] > 0 if sign > 0 else partial["high"] < 0
+    return (
+        f"{len(nets)} MLPs on {nets[0]['problem']}: partial r with the validation loss given the training loss "
+        f"{g(round(partial['r'], 3))} [{g(round(partial['low'], 3))}, {g(round(partial['high'], 3))}] (95% "
+        f"bootstrap; r without holding it fixed {g(round(r['r'], 3))}) (yes: the interval wholly "
+        f"{'above' if sign > 0 else 'below'} 0)",
+        YES if inside else NO,
+    )
+
+
+def _sam_rows(results, arm: str, reference: str) -> list[dict]:
+    rows = [row for row in sam_table(_of(results, "teleport") + _of(results, "sam")) if row["arm"] == arm]
+    rows = [row for row in rows if row["reference"] == reference]
+    if not rows:
+        raise LookupError(f"{STEM} has no comparison of {arm} with {reference}")
+    if any(row["test_loss_after"]["low"] is None for row in rows):
+        raise LookupError(f"{STEM} has one seed or a diverged run in its SAM comparison: no interval over seeds")
+    return rows
+
+
+def sam_lowers(results):
+    """Whether SAM, from the teleport epoch on, lowers the mean validation loss after it against SGD.
+
+    Args:
+        results: the loaded results, ``{notebook stem: results file}``.
+
+    Returns:
+        ``(measured, holds)``, as :mod:`~symtele.study.claims.common` says.
+
+    Raises:
+        LookupError: naming what the results lack that the claim needs.
+    """
+    rows = _sam_rows(results, "sam", "none")
+    below = [row for row in rows if row["test_loss_after"]["high"] < 0]
+    parts = [
+        f"{row['problem']} {_interval(row['test_loss_after'])} (compute ×{g(round(max(row['compute']), 3))} of SGD's, "
+        f"ρ = {g(_of(results, 'sam')[0]['rho'])})"
+        for row in rows
+    ]
+    return (
+        f"validation loss with SAM minus with SGD (mean over the epochs after the teleport epoch, "
+        f"{len(rows[0]['seeds'])} seeds, 95% interval): {'; '.join(parts)} (yes: wholly below 0 in every data set)",
+        verdict(len(below) == len(rows), bool(below)),
+    )
+
+
+def teleport_matches_sam(results):
+    """Whether a teleport to lower sharpness, with SAM's extra compute, gives a validation loss no higher than SAM's.
+
+    Args:
+        results: the loaded results, ``{notebook stem: results file}``.
+
+    Returns:
+        ``(measured, holds)``, as :mod:`~symtele.study.claims.common` says: yes when the interval of the
+        difference (teleport minus SAM) is not wholly above 0 in any data set.
+
+    Raises:
+        LookupError: naming what the results lack that the claim needs.
+    """
+    rows = _sam_rows(results, "sharpness-decrease", "sam")
+    higher = [row for row in rows if row["test_loss_after"]["low"] > 0]
+    parts = [
+        f"{row['problem']} {_interval(row['test_loss_after'])} (compute ×{g(round(min(row['compute']), 3))}–"
+        f"×{g(round(max(row['compute']), 3))} of SAM's)"
+        for row in rows
+    ]
+    return (
+        f"validation loss after a teleport to lower φ minus with SAM (mean over the epochs after, "
+        f"{len(rows[0]['seeds'])} seeds, 95% interval): {'; '.join(parts)} (yes: not wholly above 0 in any data "
+        "set)",
+        verdict(not higher, len(higher) < len(rows)),
     )
 
 
@@ -149,5 +247,36 @@ ROWS = [
         "this report's generalisation chapter",
         [STEM],
         partial(correlates, measure="adaptive_sharpness", sign=+1),
+    ),
+    (
+        "Adaptive sharpness correlates positively with the validation loss beyond what the training loss tells "
+        "(partial correlation)",
+        "this report's generalisation chapter",
+        [STEM],
+        partial(correlates_beyond_fit, measure="adaptive_sharpness", sign=+1),
+    ),
+    (
+        "On the digits CNN, teleporting to lower sharpness lowers the validation loss",
+        "Zhao et al. 2024's Fig. 4 protocol beyond their MLPs; this report's generalisation chapter",
+        [STEM],
+        partial(arm_lowers, arm="sharpness-decrease", model="digits-cnn"),
+    ),
+    (
+        "On the digits CNN, teleporting to higher curvature lowers the validation loss",
+        "Zhao et al. 2024's Fig. 4 protocol beyond their MLPs; this report's generalisation chapter",
+        [STEM],
+        partial(arm_lowers, arm="curvature-increase", model="digits-cnn"),
+    ),
+    (
+        "SAM lowers the validation loss against SGD",
+        "Foret et al. 2021; this report's generalisation chapter",
+        [STEM],
+        sam_lowers,
+    ),
+    (
+        "At SAM's compute, teleporting to lower sharpness gives a validation loss no higher than SAM's",
+        "this report's generalisation chapter",
+        [STEM],
+        teleport_matches_sam,
     ),
 ]
