@@ -176,6 +176,7 @@ class _Follower:
         self.accept, self.teleporter, self.per_epoch = accept, teleporter, per_epoch
         self.run, self.own, self.records = None, None, []
         self.asked_s: list[tuple[int, float]] = []  # (step, seconds) of each teleport asked while following
+        self.network = None  # the copies' network, one object for every copy (see _copy)
 
     def ask(self, plain: _MinibatchRun, batches: list, step: int) -> None:
         """Before ``plain`` takes ``step``: ask the teleport on a copy when it is due, else show the minibatch.
@@ -189,8 +190,7 @@ class _Follower:
         if not self.teleporter.schedule.due(step):
             self.teleporter.maybe(step, plain.x[batch], plain.y[batch])
             return
-        shared = (plain.x, plain.y, plain.test, *(plain.test or ()))
-        run, own = copy.deepcopy((plain, self.teleporter), memo={id(t): t for t in shared})
+        run, own = self._copy(plain)
         run.set_lr(step)  # the step's own rate, which the look-ahead steps with
         began = time.perf_counter()
         record = own.maybe(step, run.x[batch], run.y[batch])
@@ -201,6 +201,34 @@ class _Follower:
             self._add_asked(run)
             run.advance(batches, step, len(batches), self.per_epoch, own, asked=step)
             self.run, self.own = run, own
+
+    def _copy(self, plain: _MinibatchRun) -> tuple[_MinibatchRun, Teleporter]:
+        """A copy of ``plain`` and of the teleporter, sharing the data, whose network is always the same object.
+
+        The network made for the first copy gets ``plain``'s parameters, gradients and buffers (copied in place)
+        and stands in for ``plain``'s network, module for module and tensor for tensor, in a deep copy of the rest
+        (optimiser, log, teleporter). The numbers are those of a fresh deep copy; the symmetry the teleporter
+        discovers is kept with the network (:func:`~symtele.teleports.rescale.symmetry_of`), so it is found once
+        per run rather than once per teleport asked.
+        """
+        if self.network is None:
+            self.network = copy.deepcopy(plain.model)
+        pairs = [
+            *zip(plain.model.modules(), self.network.modules(), strict=True),
+            *zip(plain.model.parameters(), self.network.parameters(), strict=True),
+            *zip(plain.model.buffers(), self.network.buffers(), strict=True),
+        ]
+        with torch.no_grad():
+            for theirs, mine in zip(plain.model.parameters(), self.network.parameters(), strict=True):
+                mine.copy_(theirs)
+                mine.grad = None if theirs.grad is None else theirs.grad.clone()
+            for theirs, mine in zip(plain.model.buffers(), self.network.buffers(), strict=True):
+                mine.copy_(theirs)
+        for theirs, mine in zip(plain.model.modules(), self.network.modules(), strict=True):
+            mine.training = theirs.training
+        shared = (plain.x, plain.y, plain.test, *(plain.test or ()))
+        memo = {id(t): t for t in shared} | {id(theirs): mine for theirs, mine in pairs}
+        return copy.deepcopy((plain, self.teleporter), memo=memo)
 
     def _add_asked(self, run: _MinibatchRun) -> None:
         """The teleports' seconds added to the clock of every epoch logged after them."""
