@@ -22,6 +22,8 @@ results can sit side by side, e.g. committed under ``benchmarks/results/``):
   with a ``GradScaler`` on a GPU).
 * ``discovery_time.json``: :func:`symtele.study.bench_networks.discovery_time` for every network of ``MODELS``
   on an example batch of 2 inputs, with and without the numerical verification.
+* ``distributed_teleport.json`` (CPU only): :func:`symtele.study.bench_distributed.distributed_teleport_cost`, the
+  all-reduce's share of a teleport of a ResNet-18 on 2 gloo processes of 16 images each, with ``machine``.
 
 Without ``--full``, the slowest measurements are cut: on the largest network ``gln`` and
 ``posscale-ref`` are not run (their records say so, with ``grad_evals: null``) and
@@ -31,6 +33,7 @@ Without ``--full``, the slowest measurements are cut: on the largest network ``g
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -38,13 +41,13 @@ from pathlib import Path
 import torch
 
 from symtele import checks
-from symtele.study import bench, bench_amp, bench_attention, bench_networks, bench_records
+from symtele.study import bench, bench_amp, bench_attention, bench_distributed, bench_networks, bench_records
 from symtele.study.bench import sweep_dims
 from symtele.study.bench_protocol import machine as measured_on
 
 SWEEP_WIDTHS = (64, 128, 256, 512, 1024, 2048)
 SWEEP_REF_MAX = 512  # widest sweep network timed with posscale-ref unless --full
-PARTS = ("cost", "target", "batched", "networks", "attention", "amp", "discovery")
+PARTS = ("cost", "target", "batched", "networks", "attention", "amp", "discovery", "distributed")
 ATTENTION_STEPS = (1, 10)  # ascent steps of the attention teleports timed
 
 
@@ -155,6 +158,16 @@ def main(argv=None) -> int:
             log(f"discovery time: {model}")
             records += bench_networks.discovery_time(model, device=device)
         log(f"wrote {bench_records.write(out / f'discovery_time{suffix}.json', 'discovery_time', records, machine)}")
+    if "distributed" in parts:
+        if device != "cpu":
+            log("distributed teleport: not measured on a GPU (it times gloo processes on the CPU)")
+        else:
+            log("distributed teleport: a ResNet-18 on 2 gloo processes")
+            result = bench_distributed.distributed_teleport_cost()
+            path = out / "distributed_teleport.json"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps({**result, "machine": machine}, indent=1))
+            log(f"wrote {path}")
     if "target" in parts:
         log("time to target (the course project's regression, 5 seeds batched)")
         result = bench.time_to_target(reps=9, device=device)

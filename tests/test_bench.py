@@ -517,3 +517,19 @@ def test_bench_script_writes_amp_cost_json(tmp_path, monkeypatch):
     written = json.loads((tmp_path / "amp_cost.json").read_text())
     assert [(r["model"], r["amp"]) for r in written] == [("gpt", False), ("gpt", True)]
     assert all("torch" in r["machine"] for r in written)
+
+
+def test_bench_script_writes_the_distributed_teleports_share(tmp_path, monkeypatch):
+    """Two gloo processes teleport a ResNet-18 (a tiny batch, two rounds here): the JSON holds every round of
+    both processes, the bytes all-reduced and the shares, each a fraction that follows from the rows."""
+    run = _script("run")
+    measure = run.bench_distributed.distributed_teleport_cost
+    monkeypatch.setattr(run.bench_distributed, "distributed_teleport_cost", lambda: measure(batch=2, rounds=2))
+    assert run.main(["--only", "distributed", "--out", str(tmp_path)]) == 0
+    written = json.loads((tmp_path / "distributed_teleport.json").read_text())
+    assert written["world"] == 2 and len(written["ranks"]) == 2 and all(len(rows) == 2 for rows in written["ranks"])
+    assert written["all_reduce_bytes"] >= 4 * 11_000_000  # one ResNet-18 gradient's worth, float32
+    assert sum(c["calls"] for c in written["collectives"].values()) >= 1
+    inside = [min(rank[i]["collectives_s"] / rank[i]["global_s"] for rank in written["ranks"]) for i in range(2)]
+    assert written["collectives_share_rounds"] == pytest.approx(inside)
+    assert 0 < written["collectives_share"] < 1 and "torch" in written["machine"]
