@@ -353,22 +353,41 @@ def pearson_interval(x, y, *, resamples: int = 2000, confidence: float = 0.95, s
         raise ValueError(f"Invalid values: {a.shape} against {b.shape} (need two equal lists of at least 3)")
     if not a.std() or not b.std():
         raise ValueError("Invalid values: a constant list has no correlation")
+    return _bootstrapped(_pearson, (a, b), resamples, confidence, seed)
+
+
+def _pearson(u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Pearson's ``r`` along the last axis (``nan`` where ``u`` or ``v`` is constant)."""
+    u, v = u - u.mean(-1, keepdims=True), v - v.mean(-1, keepdims=True)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return (u * v).sum(-1) / np.sqrt((u * u).sum(-1) * (v * v).sum(-1))
+
+
+def _partial_pearson(u: np.ndarray, v: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """The partial correlation of ``u`` and ``v`` given ``w`` along the last axis (``nan`` where undefined)."""
+    uv, uw, vw = _pearson(u, v), _pearson(u, w), _pearson(v, w)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return (uv - uw * vw) / np.sqrt((1 - uw**2) * (1 - vw**2))
+
+
+def _bootstrapped(statistic, arrays: tuple, resamples: int, confidence: float, seed: int) -> dict:
+    """``statistic`` of ``arrays`` and its percentile bootstrap interval over resamples of their rows together.
+
+    Resamples where the statistic is not finite are left out.
+    """
     if isinstance(resamples, bool) or not isinstance(resamples, int) or resamples < 1:
         raise ValueError(f"Invalid resamples: {resamples!r} (must be a positive integer)")
     if not 0 < confidence < 1:
         raise ValueError(f"Invalid confidence: {confidence!r} (must be in (0, 1))")
-
-    def r(u, v):
-        u, v = u - u.mean(-1, keepdims=True), v - v.mean(-1, keepdims=True)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            return (u * v).sum(-1) / np.sqrt((u * u).sum(-1) * (v * v).sum(-1))
-
-    index = np.random.default_rng(seed).integers(0, len(a), (resamples, len(a)))
-    rs = r(a[index], b[index])
-    rs = rs[np.isfinite(rs)]
+    whole = float(statistic(*arrays))
+    if not math.isfinite(whole):
+        raise ValueError("Invalid values: z determines x or y exactly (nothing is left to correlate)")
+    index = np.random.default_rng(seed).integers(0, len(arrays[0]), (resamples, len(arrays[0])))
+    values = statistic(*(v[index] for v in arrays))
+    values = values[np.isfinite(values)]
     tail = 100 * (1 - confidence) / 2
-    low, high = np.percentile(rs, [tail, 100 - tail])
-    return {"r": float(r(a, b)), "low": float(low), "high": float(high), "n": len(a), "confidence": confidence}
+    low, high = np.percentile(values, [tail, 100 - tail])
+    return {"r": whole, "low": float(low), "high": float(high), "n": len(arrays[0]), "confidence": confidence}
 
 
 def partial_pearson_interval(x, y, z, *, resamples: int = 2000, confidence: float = 0.95, seed: int = 0) -> dict:
@@ -401,30 +420,7 @@ def partial_pearson_interval(x, y, z, *, resamples: int = 2000, confidence: floa
         )
     if not a.std() or not b.std() or not c.std():
         raise ValueError("Invalid values: a constant list has no correlation")
-    if isinstance(resamples, bool) or not isinstance(resamples, int) or resamples < 1:
-        raise ValueError(f"Invalid resamples: {resamples!r} (must be a positive integer)")
-    if not 0 < confidence < 1:
-        raise ValueError(f"Invalid confidence: {confidence!r} (must be in (0, 1))")
-
-    def r(u, v):
-        u, v = u - u.mean(-1, keepdims=True), v - v.mean(-1, keepdims=True)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            return (u * v).sum(-1) / np.sqrt((u * u).sum(-1) * (v * v).sum(-1))
-
-    def partial(u, v, w):
-        uv, uw, vw = r(u, v), r(u, w), r(v, w)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            return (uv - uw * vw) / np.sqrt((1 - uw**2) * (1 - vw**2))
-
-    whole = float(partial(a, b, c))
-    if not math.isfinite(whole):
-        raise ValueError("Invalid values: z determines x or y exactly (nothing is left to correlate)")
-    index = np.random.default_rng(seed).integers(0, len(a), (resamples, len(a)))
-    rs = partial(a[index], b[index], c[index])
-    rs = rs[np.isfinite(rs)]
-    tail = 100 * (1 - confidence) / 2
-    low, high = np.percentile(rs, [tail, 100 - tail])
-    return {"r": whole, "low": float(low), "high": float(high), "n": len(a), "confidence": confidence}
+    return _bootstrapped(_partial_pearson, (a, b, c), resamples, confidence, seed)
 
 
 #: the measures of a trained net that :func:`correlation_table` correlates with its losses

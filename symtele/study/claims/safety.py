@@ -133,22 +133,39 @@ def lookahead_safe(results):
         LookupError: naming what the results lack that the claim needs.
     """
     rows = _rows(results, "lookahead")
-    failed = []
-    for row in rows:
-        ratio = row["ratio"]["lookahead"]
-        if not ratio["mean_ratio"] <= MEAN_BOUND or not ratio["worst"] <= SEED_BOUND:
-            failed.append(
-                f"{_case(row)} mean ×{g(round(ratio['mean_ratio'], 3))}, worst seed ×{g(round(ratio['worst'], 3))}"
-            )
     asked = [t for r in records_of(results, STEM) if r["accept"] == "lookahead" for t in r["teleports"]]
     applied = sum(1 for t in asked if t["t"])
-    largest = max(row["ratio"]["lookahead"]["mean_ratio"] for row in rows)
-    worst = max(row["ratio"]["lookahead"]["worst"] for row in rows)
-    seeds = len(rows[0]["seeds"])
+    text, holds = within_bounds(
+        [(_case(row), row["ratio"]["lookahead"]) for row in rows], applied, len(asked), "training"
+    )
+    cases = f"{len(rows)} (network, optimiser) cases × {len(rows[0]['seeds'])} seeds"
+    return f"{_period(results)}, over {cases}: {text}", holds
+
+
+def within_bounds(cases: list[tuple[str, dict]], applied: int, asked: int, losses: str) -> tuple[str, str]:
+    """Whether every case's look-ahead arm stays within ``MEAN_BOUND`` on average and ``SEED_BOUND`` per seed.
+
+    Args:
+        cases: ``(name, ratio)`` per case, ``ratio`` with the ``mean_ratio`` of the arm's mean final loss over the
+            run without teleports' and its ``worst`` seed's ratio.
+        applied: the look-ahead's teleports applied, over all the cases.
+        asked: the teleports it was asked.
+        losses: which losses the ratios are of (``"training"``, ``"validation"``).
+
+    Returns:
+        ``(measured, holds)``: the largest ratios, the teleports applied and the cases beyond the bounds; yes when
+        there are none.
+    """
+    failed = [
+        f"{name} mean ×{g(round(ratio['mean_ratio'], 3))}, worst seed ×{g(round(ratio['worst'], 3))}"
+        for name, ratio in cases
+        if not (ratio["mean_ratio"] <= MEAN_BOUND and ratio["worst"] <= SEED_BOUND)
+    ]
+    largest = max(ratio["mean_ratio"] for _, ratio in cases)
+    worst = max(ratio["worst"] for _, ratio in cases)
     text = (
-        f"{_period(results)}, over {len(rows)} (network, optimiser) cases × {seeds} seeds: largest ratio of the mean "
-        f"final training losses ×{g(round(largest, 3))}, worst seed ×{g(round(worst, 3))}; the look-ahead applied "
-        f"{applied} of the {len(asked)} teleports"
+        f"largest ratio of the mean final {losses} losses ×{g(round(largest, 3))}, worst seed ×{g(round(worst, 3))}; "
+        f"the look-ahead applied {applied} of the {asked} teleports"
         + (f"; beyond the bounds: {', '.join(failed)}" if failed else "")
         + f" (yes: every mean ≤ ×{g(MEAN_BOUND)} and every seed ≤ ×{g(SEED_BOUND)})"
     )

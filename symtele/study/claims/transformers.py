@@ -11,7 +11,7 @@ from functools import partial
 
 from ..summaries import comparison_table, transformer_table
 from .common import NO, YES, g, records_of, verdict
-from .safety import MEAN_BOUND, SEED_BOUND
+from .safety import MEAN_BOUND, SEED_BOUND, within_bounds
 
 STEM = "11_transformers"
 #: the largest relative change of the loss an exact symmetry may make (float32 rounding over a GPT's forward)
@@ -69,23 +69,10 @@ def lookahead_safe(results):
         LookupError: naming what the results lack that the claim needs.
     """
     rows = _rows(results, "lookahead")
-    failed = [
-        f"{_case(row)} mean ×{g(round(row['ratio']['mean_ratio'], 3))}, "
-        f"worst seed ×{g(round(row['ratio']['worst'], 3))}"
-        for row in rows
-        if not (row["ratio"]["mean_ratio"] <= MEAN_BOUND and row["ratio"]["worst"] <= SEED_BOUND)
-    ]
     asked = sum(row["teleports"]["count"] for row in rows)
     applied = sum(row["teleports"]["applied"] for row in rows)
-    text = (
-        f"over {len(rows)} (optimiser, state) cases × {len(rows[0]['seeds'])} seeds: largest ratio of the mean final "
-        f"validation losses ×{g(round(max(row['ratio']['mean_ratio'] for row in rows), 3))}, worst seed "
-        f"×{g(round(max(row['ratio']['worst'] for row in rows), 3))}; the look-ahead applied {applied} of the {asked} "
-        "teleports"
-        + (f"; beyond the bounds: {', '.join(failed)}" if failed else "")
-        + f" (yes: every mean ≤ ×{g(MEAN_BOUND)} and every seed ≤ ×{g(SEED_BOUND)})"
-    )
-    return text, YES if not failed else NO
+    text, holds = within_bounds([(_case(row), row["ratio"]) for row in rows], applied, asked, "validation")
+    return f"over {len(rows)} (optimiser, state) cases × {len(rows[0]['seeds'])} seeds: {text}", holds
 
 
 def teleports_lower(results, accept: str):
