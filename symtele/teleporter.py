@@ -56,7 +56,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from . import checks, distributed
 from .history import TeleportRecord
-from .lookahead import HORIZON, TRIALS, Z, chunk_losses, paired_z, shadow_step
+from .lookahead import GIVE_UP, HORIZON, TRIALS, Z, chunk_losses, paired_z, shadow_step
 from .objective import grad_norm_sq
 from .optimizer_state import TRANSPORT, DecayPart, check_optimizer, l2_penalty, transport_state, transported
 from .schedule import Schedule
@@ -545,12 +545,14 @@ class Teleporter:
             if zs[-1] < -Z if len(base) > 1 else losses[-1] < losses[0]:
                 chosen = t
                 break
+            if t == 1 and len(base) > 1 and zs[-1] >= GIVE_UP:  # consistently higher: the shorter steps are not tried
+                break
         record.trace["lookahead"] = {"t": tried, "loss": losses, "z": zs, "chunks": len(base)}
         if chosen == 0:
             best = min(losses[1:], default=float("inf"))
             record.stopped = (
                 f"declined by the look-ahead: a step {self.horizon:g}× the optimiser's ends at {best:.6g} or "
-                f"higher from the teleported points (t = {', '.join(f'{t:g}' for t in TRIALS)}), at {losses[0]:.6g} "
+                f"higher from the teleported points (t = {', '.join(f'{t:g}' for t in tried[1:])}), at {losses[0]:.6g} "
                 + (
                     f"from where it is, and no point's chunks of the judging batch are lower by z < -{Z:g} "
                     f"(best z = {min(zs[1:], default=0.0):.3g})"

@@ -10,7 +10,7 @@ from test_teleporter import _batches, _train  # noqa: E402 (the test helpers bes
 from torch import nn
 
 import symtele as st
-from symtele.lookahead import Z, chunk_losses, paired_z, shadow_step
+from symtele.lookahead import GIVE_UP, Z, chunk_losses, paired_z, shadow_step
 from symtele.models import digits_cnn
 from symtele.optimizer_state import DecayPart, transport_state
 
@@ -308,3 +308,24 @@ def test_a_point_is_accepted_only_when_its_chunks_are_lower_consistently():
     assert paired_z([0.8] * 4, base) == -math.inf and paired_z([1.2] * 4, base) == math.inf
     assert paired_z([float("nan")] + [0.1] * 3, base) == math.inf
     assert paired_z([0.1] * 4, [float("inf")] * 4) == -math.inf
+
+
+@pytest.mark.parametrize(
+    ("full_step_z", "tried"),
+    [(GIVE_UP, [0.0, 1.0]), (GIVE_UP - 0.5, [0.0, 1.0, 0.5, 0.25])],
+)
+def test_a_full_step_consistently_higher_ends_the_search(monkeypatch, full_step_z, tried):
+    """The shorter steps are tried only when the full step was not consistently higher (z below GIVE_UP)."""
+    zs = iter([full_step_z, 0.0, 0.0])
+    monkeypatch.setattr("symtele.teleporter.paired_z", lambda trial, base: next(zs))
+    torch.manual_seed(0)
+    model = digits_cnn()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    teleporter = st.Teleporter(model, F.cross_entropy, optimizer, every=5, lookahead_batch=_batches(1, 64, seed=9)[0])
+    _train(model, optimizer, _batches(5))
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    record = teleporter.maybe(5, *_batches(1, seed=3)[0])
+    assert record.trace["lookahead"]["t"] == tried and record.t == 0
+    assert f"(t = {', '.join(f'{t:g}' for t in tried[1:])})" in record.stopped
+    assert record.forward_evals == 1 + len(tried)  # the teleport's own check, then one per point judged
+    assert all(torch.equal(p, before[n]) for n, p in model.named_parameters())
