@@ -169,7 +169,7 @@ def gl_table(records, gl_records, confidence: float = 0.95) -> list[dict]:
         batch), ``held_out_loss_change`` and ``validation_loss_change`` (the relative changes right after the
         teleport, per seed; ``None`` for the rescalings, which keep every output), ``steps_taken``,
         ``condition`` (of ``σ(gZ)`` after, per seed; ``None`` for the rescalings), ``test_loss_after``,
-        ``final_test_loss`` and ``loss_after`` (as in ``generalisation_table``).
+        ``final_test_loss``, ``loss_after`` and ``diverged`` (as in ``generalisation_table``).
 
     Raises:
         LookupError: a GL run without its run without a teleport.
@@ -214,6 +214,7 @@ def gl_table(records, gl_records, confidence: float = 0.95) -> list[dict]:
                     "test_loss_after": row["test_loss_after"],
                     "final_test_loss": row["final_test_loss"],
                     "loss_after": row["loss_after"],
+                    "diverged": row["diverged"],
                 }
             )
     return rows
