@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from symtele.study import generalisation, generalisation_gl
+from symtele.study import generalisation, generalisation_gl, summaries
 from symtele.study.claims import check_claims
 from symtele.study.claims.generalisation import STEM
 from symtele.study.claims.generalisation_gl import ROWS
@@ -65,7 +65,7 @@ def test_the_table_puts_both_groups_side_by_side(runs):
     plain, gl = runs
     with pytest.raises(LookupError, match="one seed"):  # one seed: the claims have no interval
         ROWS[0][3]({STEM: {"parameters": {}, "records": plain + gl}})
-    rows = generalisation_gl.gl_table(plain, gl)
+    rows = summaries.gl_table(plain, gl)
     assert [(row["arm"], row["group"]) for row in rows] == [
         (arm, group) for arm in GENERALISATION_ARMS for group in ("rescale", "gl-data")
     ]

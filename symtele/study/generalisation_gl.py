@@ -4,13 +4,13 @@
   action (:func:`symtele.teleports.data_gl.data_gl_teleport`) where :func:`~symtele.study.generalisation.teleport_runs`
   teleports along the positive rescalings.
 * :func:`generalisation_gl_runs` — every data set of the settings × the first ``gl_seed_count`` seeds.
-* :func:`gl_table`             — both groups side by side, per data set and arm.
 
 The runs are those of :mod:`symtele.study.generalisation`: the same split, initial weights and minibatches, the
 run without a teleport stopped at the teleport epoch and copied, then trained on. Only the teleport differs: the
 GL(h) action on hidden layer ``gl_layer`` of width ``h`` keeps the outputs only on a batch of exactly ``h``
 examples, so it acts on the first ``h`` examples of the chapter's teleport batch; the rest of that batch is its
-held-out training data, and the validation set is measured right after the teleport too.
+held-out training data, and the validation set is measured right after the teleport too. The records reduce to
+the chapter's table of both groups side by side with :func:`symtele.study.summaries.gl_table`.
 """
 
 from __future__ import annotations
@@ -24,12 +24,9 @@ from ..teleports.rescale import symmetry_of
 from .experiments import _checked
 from .generalisation import MODELS, _finish, _objective_options, _sgd_examples, _Start, _start
 from .settings import GENERALISATION, GeneralisationSettings
-from .summaries import generalisation_table
+from .summaries import GL_EXPERIMENT as EXPERIMENT
 
-__all__ = ["generalisation_gl_runs", "gl_table", "gl_teleport_runs"]
-
-#: the records' ``experiment``: apart from the rescalings' ``"teleport"`` runs, which they are compared with
-EXPERIMENT = "teleport-gl"
+__all__ = ["generalisation_gl_runs", "gl_teleport_runs"]
 
 
 def _loss(model: torch.nn.Module, params: dict, inputs: torch.Tensor, targets: torch.Tensor) -> float:
@@ -148,73 +145,3 @@ def generalisation_gl_runs(settings: GeneralisationSettings = GENERALISATION) ->
         for seed in s.seeds[: s.gl_seed_count]
         for r in gl_teleport_runs(name, seed, s)
     ]
-
-
-def gl_table(records, gl_records, confidence: float = 0.95) -> list[dict]:
-    """Per data set and arm, the rescalings' teleport and the GL(h) action's side by side, on the seeds of both.
-
-    The validation-loss differences are :func:`~symtele.study.summaries.generalisation_table`'s, each arm paired
-    by seed with the run without a teleport.
-
-    Args:
-        records: :func:`~symtele.study.generalisation.teleport_runs`' records (the runs without a teleport and
-            along the rescalings).
-        gl_records: :func:`gl_teleport_runs`' records.
-        confidence: the intervals' coverage.
-
-    Returns:
-        One row per (data set, arm, group), the rescalings' first: ``problem``, ``arm``, ``group``
-        (``"rescale"`` or ``"gl-data"``), ``seeds``, ``objective_ratio`` (after over before, on the chapter's
-        teleport batch, per seed), ``loss_change`` (the largest relative change of the loss on the teleport's own
-        batch), ``held_out_loss_change`` and ``validation_loss_change`` (the relative changes right after the
-        teleport, per seed; ``None`` for the rescalings, which keep every output), ``steps_taken``,
-        ``condition`` (of ``σ(gZ)`` after, per seed; ``None`` for the rescalings), ``test_loss_after``,
-        ``final_test_loss``, ``loss_after`` and ``diverged`` (as in ``generalisation_table``).
-
-    Raises:
-        LookupError: a GL run without its run without a teleport.
-    """
-    seeds = {r["seed"] for r in gl_records}
-    plain = [r for r in records if r.get("experiment", "teleport") == "teleport" and r["seed"] in seeds]
-    rescaled = {(row["problem"], row["arm"]): row for row in generalisation_table(plain, confidence)}
-    none = [r for r in plain if r["arm"] == "none"]
-    moved = [{**r, "experiment": "teleport", "arm": f"gl-{r['arm']}"} for r in gl_records]
-    gl = {(row["problem"], row["arm"][3:]): row for row in generalisation_table(none + moved, confidence)}
-    rows = []
-    for problem, arm in dict.fromkeys((r["problem"], r["arm"]) for r in gl_records):
-        for group, row, runs in (
-            ("rescale", rescaled.get((problem, arm)), plain),
-            ("gl-data", gl[(problem, arm)], gl_records),
-        ):
-            if row is None:
-                continue
-            teleports = [r["teleports"][0] for r in runs if (r["problem"], r["arm"]) == (problem, arm)]
-            exact = group == "rescale"
-
-            def change(before: str, after: str, teleports=teleports, exact=exact):
-                return None if exact else [(t[after] - t[before]) / abs(t[before]) for t in teleports]
-
-            rows.append(
-                {
-                    "problem": problem,
-                    "arm": arm,
-                    "group": group,
-                    "seeds": row["seeds"],
-                    "objective_ratio": [
-                        t["objective_after"] / t["objective_before"]
-                        if exact
-                        else t["chapter_objective_after"] / t["chapter_objective_before"]
-                        for t in teleports
-                    ],
-                    "loss_change": row["loss_change"],
-                    "held_out_loss_change": change("held_out_loss_before", "held_out_loss_after"),
-                    "validation_loss_change": change("validation_loss_before", "validation_loss_after"),
-                    "steps_taken": [t["steps_taken"] for t in teleports],
-                    "condition": None if exact else [t["condition"] for t in teleports],
-                    "test_loss_after": row["test_loss_after"],
-                    "final_test_loss": row["final_test_loss"],
-                    "loss_after": row["loss_after"],
-                    "diverged": row["diverged"],
-                }
-            )
-    return rows

@@ -10,7 +10,8 @@ import math
 from functools import partial
 from statistics import median
 
-from ..generalisation_gl import EXPERIMENT, gl_table
+from ..summaries import GL_EXPERIMENT as EXPERIMENT
+from ..summaries import gl_table
 from .common import NO, YES, g, verdict
 from .generalisation import LOSS_RTOL, STEM, _interval, _of
 
