@@ -120,6 +120,7 @@ def test_the_teleport_moves_the_objective_and_keeps_the_batch_loss(objective, di
     # the record's objective is the objective at the returned point, recomputed independently of the teleport
     assert record.objective_after == pytest.approx(_objective_at(model, batch, objective, params, 2, **SAMPLING))
     assert record.loss_change < 1e-10
+    assert _relative(_outputs(model, params, batch[0]), _outputs(model, before, batch[0])) < 1e-9  # every output
     with torch.no_grad():
         assert float(F.cross_entropy(torch.func.functional_call(model, params, (batch[0],)), batch[1])) == (
             pytest.approx(record.loss_before, rel=1e-10)

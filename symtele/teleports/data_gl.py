@@ -390,7 +390,8 @@ def data_gl_teleport(
             moved = _moved(model, params, x64, position, eye + trail[k])[0] if k else params
         moved = {n: p.to(own[n].dtype) if k else own[n].clone() for n, p in moved.items()}
         loss_after = _loss(model, loss_fn, moved, batch)
-        if k == 0 or bool(preserved(torch.tensor(loss_before), torch.tensor(loss_after), rtol)):
+        pair = torch.tensor([loss_before, loss_after], dtype=torch.float64)
+        if k == 0 or bool(preserved(pair[0], pair[1], rtol)):
             break
         stopped = f"the batch's loss changed beyond {rtol:g} at step {k}: walked back to step {k - 1}"
     held = {}
