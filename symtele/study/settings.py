@@ -594,6 +594,12 @@ def _cnn_overrides(name: str, value) -> None:
         raise ValueError(f"Invalid {name}['lrs']: {lrs!r} (expected {{'digits': step}}, the CNN's data set)")
 
 
+def _distinct_or_none(options):
+    """The check of :func:`_distinct_of`, an empty sequence allowed too."""
+    distinct = _distinct_of(options)
+    return lambda name, values: None if isinstance(values, (list, tuple)) and not values else distinct(name, values)
+
+
 def _t_range(name: str, value) -> None:
     if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)) or len(value) != 2:
         raise ValueError(f"Invalid {name}: {value!r} (expected (t_min, t_max))")
@@ -649,6 +655,14 @@ class GeneralisationSettings(Settings):
     sam_rho: float = setting(0.05, checks.positive)
     # beyond the MLPs: the digits CNN on scikit-learn's digits, with these settings in place of the above
     cnn: dict = setting(check=_cnn_overrides, factory=_generalisation_cnn)
+    # their own group beside the rescalings: the data-dependent GL(h) action on the MLP's hidden layer `gl_layer`,
+    # on as many examples as it has units (the first of the teleport batch), `gl_steps` steps of ‖ΔT‖_F at most
+    # `gl_max_step` on g = I + T, for the arms `gl_arms` ((): none) on the first `gl_seed_count` of `seeds`
+    gl_arms: tuple = setting(GENERALISATION_ARMS, _distinct_or_none(GENERALISATION_ARMS))
+    gl_seed_count: int = setting(3, _at_least(1))
+    gl_layer: int = setting(0, checks.count)
+    gl_steps: int = setting(10, _at_least(1))
+    gl_max_step: float = setting(0.1, checks.positive)
 
     def quick(self) -> GeneralisationSettings:
         """The smoke build's variant: MNIST-5k only, two seeds, 4 epochs of 64-example minibatches, six small nets."""
@@ -671,19 +685,22 @@ class GeneralisationSettings(Settings):
                 **dict(seeds=(0, 1), epochs=2, teleport_epoch=1, batch_size=64, teleport_batch=64, teleport_steps=3),
                 "directions": 2,
             },
+            gl_steps=4,
         )
 
     def check(self) -> None:
-        """Raise unless the teleport epoch lies within the run, ``sam_data`` runs, and ``cnn`` gives valid settings."""
+        """Raise unless the teleport epoch, ``sam_data``, ``cnn`` and the GL arms' hidden layer fit the run."""
         checks.epoch_of_run("teleport_epoch", self.teleport_epoch, self.epochs)
+        if self.gl_arms and self.gl_layer >= len(self.hidden):
+            raise ValueError(f"Invalid gl_layer: {self.gl_layer} (the MLP has {len(self.hidden)} hidden layers)")
         if self.sam_data and self.sam_data not in self.lrs:
             raise ValueError(f"Invalid sam_data: {self.sam_data!r} (not a data set of lrs: {', '.join(self.lrs)})")
         if self.cnn:
             self.for_cnn()
 
     def for_cnn(self) -> GeneralisationSettings:
-        """The settings of the digits CNN's runs: these with ``cnn``'s values in place (and no SAM comparison)."""
-        return self.replace(cnn={}, sam_data="", **self.cnn)
+        """The digits CNN's settings: these with ``cnn``'s values in place (no SAM comparison, no GL arms)."""
+        return self.replace(cnn={}, sam_data="", gl_arms=(), **self.cnn)
 
 
 #: the optimisers of the transformer chapter (11): AdamW, and SGD with momentum 0.9

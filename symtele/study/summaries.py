@@ -603,6 +603,80 @@ def generalisation_table(records, confidence: float = 0.95) -> list[dict]:
     return rows
 
 
+#: the ``experiment`` of the runs teleported by the data-dependent GL(h) action (:mod:`symtele.study.generalisation_gl`)
+GL_EXPERIMENT = "teleport-gl"
+
+
+def gl_table(records, gl_records, confidence: float = 0.95) -> list[dict]:
+    """Per data set and arm, the rescalings' teleport and the GL(h) action's side by side, on the seeds of both.
+
+    The validation-loss differences are :func:`~symtele.study.summaries.generalisation_table`'s, each arm paired
+    by seed with the run without a teleport.
+
+    Args:
+        records: :func:`~symtele.study.generalisation.teleport_runs`' records (the runs without a teleport and
+            along the rescalings).
+        gl_records: :func:`~symtele.study.generalisation_gl.gl_teleport_runs`' records.
+        confidence: the intervals' coverage.
+
+    Returns:
+        One row per (data set, arm, group), the rescalings' first: ``problem``, ``arm``, ``group``
+        (``"rescale"`` or ``"gl-data"``), ``seeds``, ``objective_ratio`` (after over before, on the chapter's
+        teleport batch, per seed), ``loss_change`` (the largest relative change of the loss on the teleport's own
+        batch), ``held_out_loss_change`` and ``validation_loss_change`` (the relative changes right after the
+        teleport, per seed; ``None`` for the rescalings, which keep every output), ``steps_taken``,
+        ``condition`` (of ``σ(gZ)`` after, per seed; ``None`` for the rescalings), ``test_loss_after``,
+        ``final_test_loss``, ``loss_after`` and ``diverged`` (as in ``generalisation_table``).
+
+    Raises:
+        LookupError: a GL run without its run without a teleport.
+    """
+    seeds = {r["seed"] for r in gl_records}
+    plain = [r for r in records if r.get("experiment", "teleport") == "teleport" and r["seed"] in seeds]
+    rescaled = {(row["problem"], row["arm"]): row for row in generalisation_table(plain, confidence)}
+    none = [r for r in plain if r["arm"] == "none"]
+    moved = [{**r, "experiment": "teleport", "arm": f"gl-{r['arm']}"} for r in gl_records]
+    gl = {(row["problem"], row["arm"][3:]): row for row in generalisation_table(none + moved, confidence)}
+    rows = []
+    for problem, arm in dict.fromkeys((r["problem"], r["arm"]) for r in gl_records):
+        for group, row, runs in (
+            ("rescale", rescaled.get((problem, arm)), plain),
+            ("gl-data", gl[(problem, arm)], gl_records),
+        ):
+            if row is None:
+                continue
+            teleports = [r["teleports"][0] for r in runs if (r["problem"], r["arm"]) == (problem, arm)]
+            exact = group == "rescale"
+
+            def change(before: str, after: str, teleports=teleports, exact=exact):
+                return None if exact else [(t[after] - t[before]) / abs(t[before]) for t in teleports]
+
+            rows.append(
+                {
+                    "problem": problem,
+                    "arm": arm,
+                    "group": group,
+                    "seeds": row["seeds"],
+                    "objective_ratio": [
+                        t["objective_after"] / t["objective_before"]
+                        if exact
+                        else t["chapter_objective_after"] / t["chapter_objective_before"]
+                        for t in teleports
+                    ],
+                    "loss_change": row["loss_change"],
+                    "held_out_loss_change": change("held_out_loss_before", "held_out_loss_after"),
+                    "validation_loss_change": change("validation_loss_before", "validation_loss_after"),
+                    "steps_taken": [t["steps_taken"] for t in teleports],
+                    "condition": None if exact else [t["condition"] for t in teleports],
+                    "test_loss_after": row["test_loss_after"],
+                    "final_test_loss": row["final_test_loss"],
+                    "loss_after": row["loss_after"],
+                    "diverged": row["diverged"],
+                }
+            )
+    return rows
+
+
 def transformer_table(records, confidence: float = 0.95) -> list[dict]:
     """The transformer chapter's runs reduced to one row per teleported arm, in the records' order.
 

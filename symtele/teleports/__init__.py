@@ -15,7 +15,10 @@
   GL(d) groups are found by :mod:`~symtele.teleports.heads` (in ``nn.MultiheadAttention``, ``nn.Transformer*``
   layers and hand-written attention) and ascended in closed form by :mod:`~symtele.teleports.attention`
   (all of a network's at once, stacked, by :mod:`~symtele.teleports.attention_stack`);
-* :mod:`~symtele.teleports.invariance`: when an exact-symmetry teleport counts as loss-preserving.
+* :mod:`~symtele.teleports.invariance`: when an exact-symmetry teleport counts as loss-preserving;
+* :mod:`~symtele.teleports.generalisation`: sharpness and curvature along the rescalings, and the teleport that
+  moves them; :mod:`~symtele.teleports.data_gl` moves them by Zhao et al. (2024)'s data-dependent GL(h) action,
+  exact only on its batch.
 
 A new group is a module here with two things: a function ``<group>_teleport(...)`` that moves the
 parameters and returns a :class:`~symtele.history.TeleportRecord` (loss and ‖∇L‖² before and after,
@@ -38,6 +41,7 @@ __getattr__, __dir__, __all__ = exports(
         "discovery": ["discover"],
         "symmetry": ["Block", "Dropped", "Group", "PairGroup", "Symmetry", "Term"],
         "generalisation": ["Curvature", "HessianTrace", "Sharpness", "hessian_diagonal", "teleport_objective"],
+        "data_gl": ["DataGLRecord", "data_gl_teleport", "gl_act"],
         "gln": ["GLn", "gln_teleport"],
         "level_set": ["LevelSet", "level_set_teleport"],
         "null_space": ["held_out_loss_change", "null_space_basis", "null_space_teleport"],

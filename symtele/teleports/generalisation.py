@@ -160,8 +160,18 @@ class Sharpness:
         Returns:
             The mean loss over the ``K·T`` perturbed points, a scalar in the parameters' dtype.
         """
-        base = act(self.symmetry, s, self.params)
-        return sum(self._direction(base, k) for k in range(self.directions)) / (self.directions * self.t_count)
+        return self.at(act(self.symmetry, s, self.params))
+
+    def at(self, params: dict[str, torch.Tensor]) -> torch.Tensor:
+        """``φ`` at any point ``params`` (its directions and step sizes; autograd flows through ``params``).
+
+        Args:
+            params: every parameter, by name (a point on the rescalings' orbit or anywhere else).
+
+        Returns:
+            The mean loss over the ``K·T`` perturbed points, a scalar in the parameters' dtype.
+        """
+        return sum(self._direction(params, k) for k in range(self.directions)) / (self.directions * self.t_count)
 
     def _direction(self, base: dict[str, torch.Tensor], k: int) -> torch.Tensor:
         """The summed loss at ``base + t_j d_k`` (adaptive: ``base + t_j |base| ⊙ d_k``) over the step sizes."""
@@ -276,9 +286,35 @@ class Curvature(_ClosedForm):
         Returns:
             The mean over the directions of ``(A_2 A_4 − A_3²)^{1/2} / A_2^{3/2}``.
         """
+        s = s.double()
+        return self._mean_curvature(
+            [
+                (squares * torch.exp(2 * _log_factor(terms, s.to(squares.device))), alpha)
+                for squares, terms, alpha in self._items
+            ]
+        )
+
+    def at(self, params: dict[str, torch.Tensor]) -> torch.Tensor:
+        """``ψ`` at any point ``params``, float64 (its Lie-algebra elements; autograd flows through ``params``).
+
+        Args:
+            params: the parameters the rescalings act on (at least), by name.
+
+        Returns:
+            The mean over the directions of ``(A_2 A_4 − A_3²)^{1/2} / A_2^{3/2}`` with ``A_k = Σ_i α_i^k p_i²``.
+        """
+        return self._mean_curvature(
+            [
+                (_compact(self.symmetry, name, params[name].square())[0], alpha)
+                for name, (_, _, alpha) in zip(self.symmetry.params, self._items)
+            ]
+        )
+
+    @staticmethod
+    def _mean_curvature(items: list) -> torch.Tensor:
+        """The mean of ``(A_2 A_4 − A_3²)^{1/2} / A_2^{3/2}`` from ``(squares, alpha)`` pairs on compact arrays."""
         moments = [0, 0, 0]
-        for squares, terms, alpha in self._items:
-            q = squares * torch.exp(2 * _log_factor(terms, s.double().to(squares.device)))
+        for q, alpha in items:
             dims = tuple(range(1, alpha.dim()))
             for i, k in enumerate((2, 3, 4)):
                 moments[i] = moments[i] + (alpha**k * q).sum(dims)

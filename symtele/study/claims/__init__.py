@@ -11,13 +11,24 @@ interleaved rounds their criterion held.
 
 One module per part of the report: :mod:`.convex` (01), :mod:`.regression` (02), :mod:`.level_set`
 (03), :mod:`.timing` (05), :mod:`.schedules` (04, 06), :mod:`.networks` (08), :mod:`.safety` (09),
-:mod:`.generalisation` (10) and :mod:`.transformers` (11); each lists
+:mod:`.generalisation` and :mod:`.generalisation_gl` (10) and :mod:`.transformers` (11); each lists
 its ``ROWS`` as ``(claim, source, notebooks needed, check)``.
 """
 
 from __future__ import annotations
 
-from . import convex, generalisation, level_set, networks, regression, safety, schedules, timing, transformers
+from . import (
+    convex,
+    generalisation,
+    generalisation_gl,
+    level_set,
+    networks,
+    regression,
+    safety,
+    schedules,
+    timing,
+    transformers,
+)
 from .common import NOT_MEASURED
 
 #: every claim, in the report's order: ``(claim, source, notebook stems it needs, check)``
@@ -30,6 +41,7 @@ CLAIMS = [
     *networks.ROWS,
     *safety.ROWS,
     *generalisation.ROWS,
+    *generalisation_gl.ROWS,
     *transformers.ROWS,
 ]
 
