@@ -145,6 +145,28 @@ def mean_values(group, values: list[float]) -> list[float]:
     return (buffer / group_size(group)).tolist()
 
 
+def gather_values(group, values: list[float]) -> tuple[list[list[float]], int]:
+    """Every process's ``values``, exactly, on every process: one ``all_reduce`` of a float64 buffer.
+
+    Each process writes its numbers into its own slot of a zeroed buffer and the buffers are summed: adding
+    zeros is exact, so every process receives every process's numbers bit for bit (a non-finite number stays
+    in its slot).
+
+    Args:
+        group: the process group.
+        values: this process's numbers (the same length on every process).
+
+    Returns:
+        ``(gathered, sent)``: the numbers of process ``r`` of the group at ``gathered[r]``, and the bytes this
+        process all-reduced.
+    """
+    size, rank = group_size(group), dist.get_rank(group)
+    buffer = torch.zeros(size, len(values), dtype=torch.float64)
+    buffer[rank] = torch.tensor(values, dtype=torch.float64)
+    dist.all_reduce(buffer, op=dist.ReduceOp.SUM, group=group)
+    return buffer.tolist(), buffer.numel() * buffer.element_size()
+
+
 def check_same_settings(group, settings: dict) -> None:
     """Raise on every process unless all processes of ``group`` have the same ``settings``.
 

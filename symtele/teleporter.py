@@ -45,6 +45,7 @@ theirs, as in a loop that divides each micro-batch's loss by ``K`` before ``back
 from __future__ import annotations
 
 import contextlib
+import math
 import sys
 import time
 from collections.abc import Callable
@@ -52,6 +53,7 @@ from collections.abc import Callable
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.amp.grad_scaler import OptState
 from torch.nn.parallel import DistributedDataParallel
 
 from . import checks, distributed
@@ -281,10 +283,11 @@ class Teleporter:
         self._checked = True
 
     def maybe(self, step: int, inputs, targets) -> TeleportRecord | None:
-        """Teleport on ``(inputs, targets)`` if ``step`` is on the schedule.
+        """Teleport on ``(inputs, targets)`` if ``step`` is on the schedule, computing the gradient itself.
 
-        Call it at every step, before the optimiser's step, with that step's minibatch: the minibatch of the
-        step before a teleport is kept (a copy) to judge the teleport on.
+        Call it at every step, before the forward and backward passes of the step, with that step's
+        minibatch: the minibatch of the step before a teleport is kept (a copy) to judge the teleport on.
+        :meth:`maybe_after_backward` does the same from the gradient the backward pass leaves in ``p.grad``.
 
         Args:
             step: the step about to be taken (0-based).
@@ -300,18 +303,63 @@ class Teleporter:
             ValueError: a negative ``step``.
             Exception: the errors of :meth:`teleport`, at a step on the schedule.
         """
+        return self._maybe(step, inputs, targets)
+
+    def maybe_after_backward(self, step: int, inputs, targets, *, scaler=None) -> TeleportRecord | None:
+        """Teleport if ``step`` is on the schedule, from the gradient already in ``p.grad``; rewrite it.
+
+        Call it at every step between ``loss.backward()`` and ``optimizer.step()``, with the minibatch that
+        gradient is of. The teleport computes no gradient: the symmetry acts linearly and keeps the loss, so
+        the gradient at the teleported point ``g·w`` is ``∇L(g·w) = M_g^{-T} ∇L(w)`` (a parameter scaled by
+        ``f`` has the gradient ``p.grad / f``; an attention head's pair its gradient map), and the teleport
+        writes it into ``p.grad`` in place: the user's ``optimizer.step()`` then steps from the teleported
+        point as if its gradient had been computed there. Its cost is the forward passes of the loss checks
+        and the look-ahead; under ``torch.distributed`` the gradient is ``DistributedDataParallel``'s,
+        averaged already, and a teleport all-reduces a few numbers only (the processes' ``p.grad`` are
+        checked to agree, by two sums each).
+
+        ``p.grad`` must be the gradient of the loss the teleport measures on ``(inputs, targets)``: the mean
+        of the micro-batches' losses with gradient accumulation (each divided by their number before
+        ``backward()``), unscaled with a ``GradScaler`` (``scaler.unscale_(optimizer)`` first). A ``p.grad``
+        that is ``None`` is a zero gradient (an unused parameter), left ``None``. A gradient that is not finite
+        anywhere (on any process) is not teleported from: the record says so, and nothing changes.
+
+        Args:
+            step: the step being taken (0-based).
+            inputs: the minibatch's inputs, or a list of the inputs of the step's micro-batches.
+            targets: its targets, or a list of the micro-batches' targets.
+            scaler: the ``torch.amp.GradScaler`` of a mixed-precision loop, if any: checked to have unscaled
+                the optimiser's gradients (``scaler.unscale_(optimizer)``) this step.
+
+        Returns:
+            The teleport's record, or ``None`` when ``step`` is not on the schedule.
+
+        Raises:
+            TypeError: a ``step`` that is not an integer; a ``scaler`` that is not a ``GradScaler``.
+            ValueError: a negative ``step``; at a step on the schedule, gradients still scaled by ``scaler``,
+                ``p.grad`` ``None`` for every parameter (no backward pass yet), ``p.grad`` that differs between
+                the processes, and the errors of :meth:`teleport`.
+        """
+        return self._maybe(step, inputs, targets, after_backward=True, scaler=scaler)
+
+    def _maybe(self, step: int, inputs, targets, **options) -> TeleportRecord | None:
+        """:meth:`maybe` and :meth:`maybe_after_backward`: ``options`` go to :meth:`teleport`."""
         checks.count("step", step)
         self._check_processes()
-        record = self.teleport(inputs, targets, step=step) if self.schedule.due(step) else None
+        record = self.teleport(inputs, targets, step=step, **options) if self.schedule.due(step) else None
         if self.accept == "lookahead" and self.lookahead_batch is None and self.schedule.due(step + 1):
             self._previous = _detached_copy(inputs), _detached_copy(targets)  # checked when it is used
         return record
 
-    def teleport(self, inputs, targets, *, step: int | None = None, lookahead_batch=None):
+    def teleport(
+        self, inputs, targets, *, step: int | None = None, lookahead_batch=None, after_backward=False, scaler=None
+    ):
         """Teleport now, on the batch ``(inputs, targets)``.
 
-        One gradient, the closed-form ascent, the look-ahead (unless ``accept="always"``), the parameters
-        rescaled in place, the optimiser's state treated.
+        The gradient (computed, one backward pass; or, ``after_backward``, the one in ``p.grad``), the
+        closed-form ascent, the look-ahead (unless ``accept="always"``), the parameters rescaled in place, the
+        optimiser's state treated, and, ``after_backward``, ``p.grad`` rewritten to the gradient at the new
+        point (:meth:`maybe_after_backward`).
 
         Args:
             inputs: the teleport batch's inputs (the batch the next optimiser step is computed on), or a list
@@ -319,21 +367,29 @@ class Teleporter:
             targets: its targets, or a list of the micro-batches' targets.
             step: the step, for the record.
             lookahead_batch: ``(inputs, targets)`` to judge the next step on, for this teleport only.
+            after_backward: teleport from the gradient in ``p.grad`` and rewrite it, instead of computing one.
+            scaler: with ``after_backward``, the ``GradScaler`` whose unscaling of the gradients is checked.
 
         Returns:
             The :class:`~symtele.history.TeleportRecord`.
 
         Raises:
-            TypeError: inputs that are not tensors, or a ``lookahead_batch`` that is not a pair.
+            TypeError: inputs that are not tensors, a ``lookahead_batch`` that is not a pair, a ``scaler`` that
+                is not a ``GradScaler``.
             ValueError: micro-batch lists of different lengths, non-finite inputs, a batch that does not run
-                through the model, a loss that is not a scalar or not finite, a model without rescalable units
-                (all before anything changes).
+                through the model, a loss that is not a scalar or not finite, a model without rescalable units;
+                ``after_backward``: gradients still scaled, no ``p.grad`` at all, or ``p.grad`` differing
+                between the processes (all before anything changes).
             Exception: what the model or the loss function raised on the teleport batch, with that context.
         """
         began = time.perf_counter()
         batches = _micro_batches("inputs", inputs, targets)
         judge = _batch("lookahead_batch", lookahead_batch) or self.lookahead_batch or self._previous
         judge = None if judge is None else _micro_batches("lookahead_batch", *judge)
+        if after_backward:
+            self._check_unscaled(scaler)
+        elif scaler is not None:
+            raise ValueError("Invalid scaler: only with after_backward=True (a computed gradient is never scaled)")
         self._check_processes()
         model = self.module
         symmetry = symmetry_of(model, batches[0][0])
@@ -349,9 +405,12 @@ class Teleporter:
                 for x, y in data:
                     yield torch.func.functional_call(model, {**params, **buffers}, (x,)), y
 
-            def mean_loss(params, data) -> float:  # the mean over the micro-batches and over the processes
+            def own_loss(params, data) -> float:  # the mean over the micro-batches of this process's batch
                 with torch.no_grad():
-                    value = float(sum(self.loss_fn(out, y) for out, y in outputs(params, data)) / len(data))
+                    return float(sum(self.loss_fn(out, y) for out, y in outputs(params, data)) / len(data))
+
+            def mean_loss(params, data) -> float:  # the mean over the micro-batches and over the processes
+                value = own_loss(params, data)
                 return value if self.group is None else distributed.mean_value(self.group, value)
 
             def losses_by_chunk(params, data) -> list[float]:  # the mean loss of each chunk of the batch
@@ -363,16 +422,27 @@ class Teleporter:
                 return torch.tensor(mean_loss(params, batches), dtype=torch.float64)
 
             try:
-                loss, grads, sent, judged = self._gradient(outputs, named, batches, judge is not None)
+                if after_backward:
+                    loss, grads, sent, judged, why_not = self._gradient_at_hand(
+                        named, lambda: own_loss({n: p.detach() for n, p in named.items()}, batches), judge is not None
+                    )
+                else:
+                    loss, grads, sent, judged = self._gradient(outputs, named, batches, judge is not None)
+                    why_not = None
                 params = {n: p.detach() for n, p in named.items()}
-                _, _, factors, record = rescale_teleport(params, grads, symmetry, loss_of, loss, self.teleport_)
-                record.grad_evals, record.forward_evals = 1, 1
+                if why_not is None:
+                    _, _, factors, record = rescale_teleport(params, grads, symmetry, loss_of, loss, self.teleport_)
+                    record.forward_evals += after_backward  # and the loss at the start, with the gradient at hand
+                else:
+                    factors, record = {}, TeleportRecord(method=self.teleport_.name, loss_before=float(loss))
+                    record.stopped, record.forward_evals, record.grad_norm_sq_before = why_not, 1, float("nan")
+                record.grad_evals = 0 if after_backward else 1
                 if self.group is not None:
                     record.trace["all_reduce_bytes"] = sent
-                diagonal = record.grad_norm_sq_after > record.grad_norm_sq_before
+                diagonal = why_not is None and record.grad_norm_sq_after > record.grad_norm_sq_before
                 full = factors if diagonal else {}
                 path, pair_rows, why = PairPath([]), [], None
-                if symmetry.pair_groups:
+                if symmetry.pair_groups and why_not is None:
                     why = self._pairs_refused(len(symmetry.pair_groups))
                     if why is None:  # each head's group ascends from the gradient at the rescaled point
                         at_full = {n: g / full[n] if n in full else g for n, g in grads.items()}
@@ -427,7 +497,7 @@ class Teleporter:
         else:
             record.log_scales = [t * v for v in record.log_scales] if diagonal else None
             with _full_precision(named.values()):  # the move in the parameters' precision, the one checked above
-                self._apply(record, by_param, path, t)
+                self._apply(record, by_param, path, t, grads if after_backward else None)
         if symmetry.pair_groups:
             moved = len(path.elements(t))
             record.trace["attention"] = {"groups": pair_rows or len(symmetry.pair_groups), "moved": moved}
@@ -490,6 +560,80 @@ class Teleporter:
                 "call maybe() at every step on every process, or pass lookahead_batch= on all of them"
             )
         return torch.tensor(total, dtype=torch.float64), grads, sent, judging == 1
+
+    def _check_unscaled(self, scaler) -> None:
+        """Raise unless ``scaler`` (if any, and enabled) has unscaled the optimiser's gradients this step."""
+        if scaler is None:
+            return
+        if not isinstance(scaler, torch.amp.GradScaler):
+            raise TypeError(f"Invalid scaler: expected a torch.amp.GradScaler, got {type(scaler).__name__}")
+        if not scaler.is_enabled():
+            return
+        if self.optimizer is None:
+            raise ValueError(
+                "Invalid scaler: a GradScaler is given but no optimizer, whose unscaling it would be checked for; "
+                "pass the Teleporter the optimizer"
+            )
+        stage = scaler._per_optimizer_states.get(id(self.optimizer), {}).get("stage")
+        if stage is not OptState.UNSCALED:
+            raise ValueError(
+                f"Invalid scaler: the gradients in p.grad are still multiplied by its scale {scaler.get_scale():g}; "
+                "call scaler.unscale_(optimizer) before maybe_after_backward (scaler.step(optimizer) then uses them "
+                "as they are)"
+            )
+
+    def _gradient_at_hand(self, named, own_loss: Callable[[], float], judged: bool):
+        """The loss and the gradient in ``p.grad``, the bytes all-reduced, the judging flag, and why not to teleport.
+
+        The last is ``None``, or the reason: a gradient that is not finite. ``own_loss()`` is this process's mean
+        loss (one forward pass). Under ``torch.distributed`` the gradient is not sent: each process sends its loss,
+        its flag, and the sum and the sum of squares of its ``p.grad`` (:func:`~symtele.distributed.gather_values`),
+        which must be the same on every process (the gradient ``DistributedDataParallel`` averaged), else every
+        process raises before anything changes.
+        """
+        if all(p.grad is None for p in named.values()):
+            raise ValueError(
+                "Invalid gradient: p.grad is None for every parameter; call maybe_after_backward after "
+                "loss.backward() and before optimizer.zero_grad()"
+            )
+        grads = {n: torch.zeros_like(p) if p.grad is None else p.grad.detach() for n, p in named.items()}
+        present = [g for g in grads.values() if g.numel()]
+        total = float(torch.stack([g.sum(dtype=torch.float64) for g in present]).sum()) if present else 0.0
+        squares = (
+            float(torch.stack([torch.linalg.vector_norm(g, dtype=torch.float64) ** 2 for g in present]).sum())
+            if present
+            else 0.0
+        )
+        values = [own_loss(), float(judged), total, squares]
+        sent = 0
+        if self.group is None:
+            gathered = [values]
+        else:
+            gathered, sent = distributed.gather_values(self.group, values)
+        finite = [all(math.isfinite(v) for v in row[2:]) for row in gathered]
+        if not all(finite):
+            where = "" if self.group is None else f" on process {finite.index(False)} of the group"
+            norm = gathered[finite.index(False)][3]
+            why = f"not teleported: the gradient in p.grad is not finite{where} (‖∇L‖² = {norm})"
+            return torch.tensor(float("nan"), dtype=torch.float64), grads, sent, False, why
+        if any(row[2:] != gathered[0][2:] for row in gathered):
+            raise ValueError(
+                "Invalid gradient: p.grad differs between the processes (sums and sums of squares "
+                + ", ".join(f"process {r} {row[2]!r}, {row[3]!r}" for r, row in enumerate(gathered))
+                + "); wrap the model in DistributedDataParallel, or average the gradients over the process group "
+                "before maybe_after_backward; nothing was changed"
+            )
+        total = sum(row[0] for row in gathered) / len(gathered)
+        judging = sum(row[1] for row in gathered) / len(gathered)
+        if not math.isfinite(total):
+            where = "on the teleport batch" if self.group is None else "on the global teleport batch"
+            raise ValueError(f"Invalid loss: {total} {where} (not finite); nothing was changed")
+        if 0 < judging < 1:
+            raise ValueError(
+                "Invalid lookahead_batch: some processes have a batch to judge the look-ahead on and others not; "
+                "call maybe_after_backward() at every step on every process, or pass lookahead_batch= on all of them"
+            )
+        return torch.tensor(total, dtype=torch.float64), grads, sent, judging == 1, None
 
     def _look_ahead(self, record, factors, grads, judge, losses_by_chunk, path: PairPath | None = None) -> float:
         """How far along the found path to go: a ``t`` of :data:`~symtele.lookahead.TRIALS`, or 0.
@@ -600,16 +744,22 @@ class Teleporter:
                 if key in states[p]:
                     states[p][key] = carried[name_of[p]]
 
-    def _apply(self, record, factors, path: PairPath, t: float) -> None:
-        """Rescale the parameters in place, move the attention groups, treat the optimiser's state.
+    def _apply(self, record, factors, path: PairPath, t: float, grads: dict | None = None) -> None:
+        """Rescale the parameters in place, move the attention groups, treat the optimiser's state (and ``p.grad``).
 
-        ``factors`` are the positive scales' (by parameter) and ``path`` at ``t`` the attention groups'; the
-        record says what happened.
+        ``p.grad`` is rewritten to the gradient at the new point if ``grads`` (the gradient at the old one, by name)
+        is given. ``factors`` are the positive scales' (by parameter) and ``path`` at ``t`` the attention groups';
+        the record says what happened. The gradient at the new point is ``M^{-T}`` of the old one: ``grad / f`` for
+        a scale ``f``, the gradient map for the attention groups; a ``p.grad`` that is ``None`` stays ``None``.
         """
         named = dict(self.module.named_parameters())
         name_of = {p: n for n, p in named.items()}
         values = {n: p.detach() * factors[p] if p in factors else p.detach() for n, p in named.items()}
         values = path.apply(t, values)
+        if grads is not None:  # computed before anything moves: grads are views of p.grad
+            at_point = path.apply(
+                t, {n: g / factors[named[n]] if named[n] in factors else g for n, g in grads.items()}, 1
+            )
         before = l2_penalty(self.optimizer)  # 0 without a coupled weight decay (or an optimiser)
         if before:
             record.trace["l2_penalty"] = [before, l2_penalty(self.optimizer, {named[n]: v for n, v in values.items()})]
@@ -631,6 +781,8 @@ class Teleporter:
             for n, p in named.items():
                 if p in factors or n in path.params():
                     p.copy_(values[n])
+                    if grads is not None and p.grad is not None:
+                        p.grad.copy_(at_point[n])
         if self.state == "reset":
             for p in self.module.parameters():
                 self.optimizer.state.pop(p, None)
