@@ -115,6 +115,20 @@ def _inputs(name: str, inputs: torch.Tensor) -> torch.Tensor:
     return inputs
 
 
+def _checksum(tensors: list[torch.Tensor]) -> list[float]:
+    """A checksum of the tensors' bits, as two float64 numbers (32 bits each, so exactly representable).
+
+    The sum of the bit patterns read as integers, modulo ``2**64``: exact, whatever the order of summation, so
+    equal tensors give equal checksums on every process whatever its threads or hardware.
+    """
+    total = 0
+    for t in tensors:
+        bits = t.view(torch.int16) if t.element_size() == 2 else t.contiguous().view(torch.int32)
+        total += int(bits.sum(dtype=torch.int64))  # at most 2**31 per entry: no overflow below 2**32 entries
+    total %= 2**64
+    return [float(total >> 32), float(total & 0xFFFFFFFF)]
+
+
 def _fresh(state: dict) -> dict:
     """A copy of an optimiser state whose tensors are new (the look-ahead's shadow step changes them in place)."""
     return {k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in state.items()}
@@ -313,10 +327,10 @@ class Teleporter:
         the gradient at the teleported point ``g·w`` is ``∇L(g·w) = M_g^{-T} ∇L(w)`` (a parameter scaled by
         ``f`` has the gradient ``p.grad / f``; an attention head's pair its gradient map), and the teleport
         writes it into ``p.grad`` in place: the user's ``optimizer.step()`` then steps from the teleported
-        point as if its gradient had been computed there. Its cost is the forward passes of the loss checks
-        and the look-ahead; under ``torch.distributed`` the gradient is ``DistributedDataParallel``'s,
-        averaged already, and a teleport all-reduces a few numbers only (the processes' ``p.grad`` are
-        checked to agree, by two sums each).
+        point as if its gradient had been computed there. Its cost is the forward passes of the loss at the
+        start, of the loss checks and of the look-ahead; under ``torch.distributed`` the gradient is
+        ``DistributedDataParallel``'s, averaged already, and a teleport all-reduces a few numbers only (the
+        processes' ``p.grad`` are checked to agree, bit for bit, by a checksum of their bits).
 
         ``p.grad`` must be the gradient of the loss the teleport measures on ``(inputs, targets)``: the mean
         of the micro-batches' losses with gradient accumulation (each divided by their number before
@@ -586,10 +600,10 @@ class Teleporter:
         """The loss and the gradient in ``p.grad``, the bytes all-reduced, the judging flag, and why not to teleport.
 
         The last is ``None``, or the reason: a gradient that is not finite. ``own_loss()`` is this process's mean
-        loss (one forward pass). Under ``torch.distributed`` the gradient is not sent: each process sends its loss,
-        its flag, and the sum and the sum of squares of its ``p.grad`` (:func:`~symtele.distributed.gather_values`),
-        which must be the same on every process (the gradient ``DistributedDataParallel`` averaged), else every
-        process raises before anything changes.
+        loss (one forward pass). Under ``torch.distributed`` the gradient is not sent: each process sends five
+        numbers (:func:`~symtele.distributed.gather_values`), its loss, its flag, the sum of its ``p.grad`` and a
+        checksum of its bits in two parts (:func:`_checksum`), which must be the same on every process (the
+        gradient ``DistributedDataParallel`` averaged), else every process raises before anything changes.
         """
         if all(p.grad is None for p in named.values()):
             raise ValueError(
@@ -598,28 +612,24 @@ class Teleporter:
             )
         grads = {n: torch.zeros_like(p) if p.grad is None else p.grad.detach() for n, p in named.items()}
         present = [g for g in grads.values() if g.numel()]
+        # finite iff every entry is (a float64 sum of float32 or narrower entries cannot overflow)
         total = float(torch.stack([g.sum(dtype=torch.float64) for g in present]).sum()) if present else 0.0
-        squares = (
-            float(torch.stack([torch.linalg.vector_norm(g, dtype=torch.float64) ** 2 for g in present]).sum())
-            if present
-            else 0.0
-        )
-        values = [own_loss(), float(judged), total, squares]
+        values = [own_loss(), float(judged), total]
         sent = 0
         if self.group is None:
             gathered = [values]
         else:
-            gathered, sent = distributed.gather_values(self.group, values)
-        finite = [all(math.isfinite(v) for v in row[2:]) for row in gathered]
+            gathered, sent = distributed.gather_values(self.group, values + _checksum(present))
+        finite = [math.isfinite(row[2]) for row in gathered]
         if not all(finite):
             where = "" if self.group is None else f" on process {finite.index(False)} of the group"
-            norm = gathered[finite.index(False)][3]
-            why = f"not teleported: the gradient in p.grad is not finite{where} (‖∇L‖² = {norm})"
+            total = gathered[finite.index(False)][2]
+            why = f"not teleported: the gradient in p.grad is not finite{where} (its sum is {total})"
             return torch.tensor(float("nan"), dtype=torch.float64), grads, sent, False, why
-        if any(row[2:] != gathered[0][2:] for row in gathered):
+        if any(row[3:] != gathered[0][3:] for row in gathered):
             raise ValueError(
-                "Invalid gradient: p.grad differs between the processes (sums and sums of squares "
-                + ", ".join(f"process {r} {row[2]!r}, {row[3]!r}" for r, row in enumerate(gathered))
+                "Invalid gradient: p.grad differs between the processes (checksums of its bits "
+                + ", ".join(f"process {r} {int(row[3]) << 32 | int(row[4]):#x}" for r, row in enumerate(gathered))
                 + "); wrap the model in DistributedDataParallel, or average the gradients over the process group "
                 "before maybe_after_backward; nothing was changed"
             )
@@ -756,10 +766,10 @@ class Teleporter:
         name_of = {p: n for n, p in named.items()}
         values = {n: p.detach() * factors[p] if p in factors else p.detach() for n, p in named.items()}
         values = path.apply(t, values)
-        if grads is not None:  # computed before anything moves: grads are views of p.grad
-            at_point = path.apply(
-                t, {n: g / factors[named[n]] if named[n] in factors else g for n, g in grads.items()}, 1
-            )
+        at_point = {}  # the attention groups' gradients at the new point (the scales' are divided in place below)
+        if grads is not None and path.elements(t):  # computed before anything moves: grads are views of p.grad
+            by_name = {n: g / factors[named[n]] if named[n] in factors else g for n, g in grads.items()}
+            at_point = {n: g for n, g in path.apply(t, by_name, 1).items() if n in path.params()}
         before = l2_penalty(self.optimizer)  # 0 without a coupled weight decay (or an optimiser)
         if before:
             record.trace["l2_penalty"] = [before, l2_penalty(self.optimizer, {named[n]: v for n, v in values.items()})]
@@ -782,7 +792,10 @@ class Teleporter:
                 if p in factors or n in path.params():
                     p.copy_(values[n])
                     if grads is not None and p.grad is not None:
-                        p.grad.copy_(at_point[n])
+                        if n in at_point:
+                            p.grad.copy_(at_point[n])
+                        elif p in factors:
+                            p.grad.div_(factors[p])
         if self.state == "reset":
             for p in self.module.parameters():
                 self.optimizer.state.pop(p, None)

@@ -189,7 +189,7 @@ def test_processes_teleport_the_global_batch_as_one_process_does_on_the_union(ra
 
 def test_after_backward_processes_stay_equal_and_reduce_only_numbers(ranks, monkeypatch):
     """DistributedDataParallel's averaged gradient in p.grad: the processes stay bitwise equal, equal one process
-    teleporting after the backward pass on the union of their batches, and all-reduce four numbers each."""
+    teleporting after the backward pass on the union of their batches, and all-reduce five numbers each."""
     monkeypatch.setattr("symtele.teleporter.Z", LENIENT_Z)  # as in the processes
     (params, records), (other_params, other_records) = ranks[0]["after_backward"], ranks[1]["after_backward"]
     for p, q in zip(params, other_params):
@@ -198,7 +198,7 @@ def test_after_backward_processes_stay_equal_and_reduce_only_numbers(ranks, monk
     assert any(t > 0 for _, t, *_ in records), "no teleport was accepted: the comparison would test nothing"
     for _, _, evals, _, sent in records:
         assert evals == 0  # no gradient computed: DistributedDataParallel's is used
-        assert sent == WORLD * 4 * 8  # the loss, the flag and two sums of p.grad per process, float64: no gradient
+        assert sent == WORLD * 5 * 8  # the loss, the flag, p.grad's sum and checksum (2) per process: no gradient
 
     model = _network()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
