@@ -125,6 +125,7 @@ def _on_each_process(rank, world, store, out, batch, rounds):
         collectives = _collectives(together, x, y)
         after_collectives = _collectives(after, x, y, after_backward=True)
         flat = torch.zeros(sum(p.numel() for p in model.parameters()) + 2)
+        numbers = torch.zeros(world, 5, dtype=torch.float64)  # what the teleport from p.grad gathers
         rows = []
         for _ in range(rounds):
             dist.barrier()
@@ -137,6 +138,10 @@ def _on_each_process(rank, world, store, out, batch, rounds):
             start = time.perf_counter()
             dist.all_reduce(flat)
             t_alone = time.perf_counter() - start
+            dist.barrier()
+            start = time.perf_counter()
+            dist.all_reduce(numbers)
+            t_numbers = time.perf_counter() - start
             rows.append(
                 {
                     "global_s": t_together,
@@ -145,6 +150,7 @@ def _on_each_process(rank, world, store, out, batch, rounds):
                     "collectives_s": t_collectives,
                     "after_backward_s": t_after,
                     "after_backward_collectives_s": t_after_collectives,
+                    "numbers_all_reduce_s": t_numbers,
                 }
             )
         sent = together.records[-1].trace["all_reduce_bytes"]
@@ -176,7 +182,8 @@ def distributed_teleport_cost(world: int = 2, batch: int = 16, rounds: int = 9) 
         A dict: the settings; ``ranks``, each process's rows (``global_s``: the teleport with the all-reduce,
         ``own_s``: without, ``all_reduce_s``: the all-reduce of a flat buffer of the gradient's size alone,
         ``collectives_s``: the part of ``global_s`` spent in :data:`COMMUNICATING`, ``after_backward_s``: the
-        teleport from the gradient in ``p.grad``, ``after_backward_collectives_s``: its part in them, seconds);
+        teleport from the gradient in ``p.grad``, ``after_backward_collectives_s``: its part in them,
+        ``numbers_all_reduce_s``: the all-reduce of the numbers it gathers alone, after a barrier, seconds);
         ``all_reduce_bytes`` (the record's); ``collectives`` (process 0's calls and bytes of one teleport, by
         function); and the shares, fractions of a teleport: ``share``, the median over rounds of
         ``(global − own) / own`` on the round's slowest process; ``share_rounds``, that ratio of every round;
@@ -188,7 +195,9 @@ def distributed_teleport_cost(world: int = 2, batch: int = 16, rounds: int = 9) 
         ``p.grad``, ``after_backward_all_reduce_bytes``, ``after_backward_collectives``,
         ``after_backward_collectives_share`` and ``after_backward_collectives_share_rounds`` likewise, and
         ``after_backward_over_global``, the median over rounds of its time over the other's on the round's
-        slowest process; ``one_process``, :func:`one_process_cost` with the same batch and rounds.
+        slowest process; ``numbers_all_reduce_share``, the median over processes and rounds of
+        ``numbers_all_reduce_s / after_backward_s`` (the communication without the wait for the slower process);
+        ``one_process``, :func:`one_process_cost` with the same batch and rounds.
     """
     with tempfile.TemporaryDirectory() as folder:
         args = (world, Path(folder, "store"), folder, batch, rounds)
@@ -232,6 +241,7 @@ def distributed_teleport_cost(world: int = 2, batch: int = 16, rounds: int = 9) 
         "after_backward_collectives_share": statistics.median(after_inside),
         "after_backward_collectives_share_rounds": after_inside,
         "after_backward_over_global": statistics.median(after_over),
+        "numbers_all_reduce_share": statistics.median(r["numbers_all_reduce_s"] / r["after_backward_s"] for r in rows),
         "one_process": one_process_cost(batch, rounds),
     }
 
@@ -334,7 +344,8 @@ def main(argv=None) -> None:
         f"{result['all_reduce_bytes']:,} bytes; per teleport: {calls}; inside the collectives "
         f"{pct['collectives_share']} of the teleport (quartiles {100 * inside[0]:.1f} to {100 * inside[2]:.1f} %); "
         f"from p.grad: {100 * result['after_backward_collectives_share']:.2f} % inside the collectives, "
-        f"{result['after_backward_all_reduce_bytes']} bytes, per teleport: {after_calls}, its time "
+        f"{result['after_backward_all_reduce_bytes']} bytes, per teleport: {after_calls} (their all-reduce alone "
+        f"{100 * result['numbers_all_reduce_share']:.2f} %), its time "
         f"{result['after_backward_over_global']:.2f}× the other's; in one process, in gradients: "
         f"{one['teleport_grad_evals']:.2f} (computing one), {one['after_backward_grad_evals']:.2f} (from p.grad)"
     )
