@@ -18,6 +18,12 @@ what each process all-reduces of the gradient, a gradient's worth and two number
 flat buffer from one teleport to the next). Each process computes one gradient, as a single process does. A
 model or loss that raises on one process only leaves the others waiting in the all-reduce, as it would in
 ``DistributedDataParallel``'s backward.
+
+A teleport from the gradient in ``p.grad`` (:meth:`~symtele.teleporter.Teleporter.maybe_after_backward`) needs
+none of that: ``DistributedDataParallel``'s backward pass has averaged the gradient already, so every process
+holds ``ḡ``. It sends five numbers (:func:`gather_values`): its loss and flag, and the sum and a checksum of its
+``p.grad``, which must agree between the processes (a model without the wrapper has each process's own
+gradient there, from which the processes would teleport apart: refused).
 """
 
 from __future__ import annotations

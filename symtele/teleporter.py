@@ -7,8 +7,16 @@
         loss_fn(model(x), y).backward()
         optimizer.step()
 
-A teleport computes one gradient on the batch it is given (the current minibatch: the one the next step
-is computed on), finds the steepest point along the network's positive rescalings in closed form
+or, from the gradient the backward pass computed (no gradient of its own):
+
+    for step, (x, y) in enumerate(loader):
+        optimizer.zero_grad()
+        loss_fn(model(x), y).backward()
+        teleporter.maybe_after_backward(step, x, y)  # teleports from p.grad and rewrites it to the new point's
+        optimizer.step()
+
+A teleport takes one gradient on the batch it is given (the current minibatch: the one the next step is
+computed on; it computes it, or, after the backward pass, finds it in ``p.grad``), finds the steepest point along the network's positive rescalings in closed form
 (:class:`~symtele.teleports.rescale.Rescale`), and, by default, applies it only as far as the user's next
 optimiser step goes further from there than from where it stands, consistently over the chunks of another
 batch (a paired test: :mod:`~symtele.lookahead`). It rescales the parameters in place, under
@@ -16,6 +24,15 @@ batch (a paired test: :mod:`~symtele.lookahead`). It rescales the parameters in 
 run on copies of them), and so is the global random number generator: every forward pass of a teleport draws
 the same dropout masks from a forked generator, so the loss checks compare like with like, and a run whose
 teleports are all declined is the run without teleports, bit for bit.
+
+**From the gradient at hand.** :meth:`Teleporter.maybe_after_backward` takes the gradient of the loss at ``w``
+from ``p.grad`` (the user's backward pass computed it) instead of computing one. The group acts linearly and
+keeps the loss, ``L(M_g w) = L(w)``, so the gradient at the teleported point is ``∇L(M_g w) = M_g^{-T} ∇L(w)``:
+``p.grad / f`` for a parameter scaled by ``f``, the attention groups' gradient map for theirs. The teleport
+rewrites ``p.grad`` to it, in place, and the user's optimiser step is the step from the teleported point. It
+shares everything else with :meth:`Teleporter.maybe`: one extra forward pass measures the loss at ``w``. The
+running statistics the user's forward pass updated at ``w`` stay valid at ``g·w``: a normaliser's input is
+never rescaled (:mod:`~symtele.teleports.discovery`).
 
 **Attention.** A transformer's heads have GL(d) groups (:mod:`~symtele.teleports.attention`), found by the same
 discovery. They move after the positive scales, on the same path (at a fraction ``t`` of it each group stands at
@@ -33,13 +50,15 @@ same group action as the gradient: the state the same run would have had in the 
 and compiled by ``torch.compile`` (``model._orig_mod``: the compiled module shares its parameters, which the
 teleport rescales in place, without a recompile). Under ``torch.distributed`` a teleport is one teleport of
 the global batch (:mod:`~symtele.distributed`): every process must call :meth:`Teleporter.maybe` at every step,
-as it calls the model. Under ``torch.autocast`` the teleport's own forward and backward passes run with
-autocast disabled, in the parameters' precision (float32 for a float32 model trained in bf16 or fp16): its
-gradient and closed-form sums are float32 or wider, and the loss checks compare float32 losses. A
-``GradScaler``'s scale plays no part: the teleport computes its own, unscaled, gradient. With gradient
-accumulation, pass the micro-batches of the next optimiser step as lists, ``maybe(step, [x1, x2], [y1, y2])``:
-the teleport's loss is their mean, ``(1/K) Σ_k loss_fn(model(x_k), y_k)``, and its gradient the mean of
-theirs, as in a loop that divides each micro-batch's loss by ``K`` before ``backward()``.
+as it calls the model (from ``p.grad``: the gradient ``DistributedDataParallel`` averaged, no gradient sent).
+Under ``torch.autocast`` the teleport's own forward and backward passes run with autocast disabled, in the
+parameters' precision (float32 for a float32 model trained in bf16 or fp16): its gradient and closed-form sums
+are float32 or wider, and the loss checks compare float32 losses. A ``GradScaler``'s scale plays no part in
+:meth:`Teleporter.maybe`, which computes its own, unscaled, gradient; :meth:`Teleporter.maybe_after_backward`
+needs ``scaler.unscale_(optimizer)`` first (and checks it when given ``scaler=``). With gradient accumulation,
+pass the micro-batches of the step as lists, ``maybe(step, [x1, x2], [y1, y2])``: the teleport's loss is their
+mean, ``(1/K) Σ_k loss_fn(model(x_k), y_k)``, and its gradient the mean of theirs, as in a loop that divides
+each micro-batch's loss by ``K`` before ``backward()``.
 """
 
 from __future__ import annotations
@@ -330,7 +349,7 @@ class Teleporter:
         point as if its gradient had been computed there. Its cost is the forward passes of the loss at the
         start, of the loss checks and of the look-ahead; under ``torch.distributed`` the gradient is
         ``DistributedDataParallel``'s, averaged already, and a teleport all-reduces a few numbers only (the
-        processes' ``p.grad`` are checked to agree, bit for bit, by a checksum of their bits).
+        processes' ``p.grad`` are checked to agree by a checksum of their bits).
 
         ``p.grad`` must be the gradient of the loss the teleport measures on ``(inputs, targets)``: the mean
         of the micro-batches' losses with gradient accumulation (each divided by their number before
