@@ -172,6 +172,8 @@ def test_a_grad_scalers_scaled_gradients_are_refused_until_unscaled():
         teleporter.maybe_after_backward(0, x, y, scaler=scaler)
     with pytest.raises(TypeError, match="Invalid scaler: expected a torch.amp.GradScaler"):
         teleporter.maybe_after_backward(0, x, y, scaler=2.0)
+    with pytest.raises(ValueError, match="Invalid scaler: only with after_backward=True"):
+        teleporter.teleport(x, y, scaler=scaler)
     assert all(torch.equal(p, q) for p, q in zip(before, model.parameters()))
     scaler.unscale_(optimizer)
     unscaled = [p.grad.clone() for p in model.parameters()]
