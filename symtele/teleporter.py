@@ -16,8 +16,9 @@ or, from the gradient the backward pass computed (no gradient of its own):
         optimizer.step()
 
 A teleport takes one gradient on the batch it is given (the current minibatch: the one the next step is
-computed on; it computes it, or, after the backward pass, finds it in ``p.grad``), finds the steepest point along the network's positive rescalings in closed form
-(:class:`~symtele.teleports.rescale.Rescale`), and, by default, applies it only as far as the user's next
+computed on; it computes it, or, after the backward pass, finds it in ``p.grad``), finds the steepest point
+along the network's positive rescalings in closed form (:class:`~symtele.teleports.rescale.Rescale`), and,
+by default, applies it only as far as the user's next
 optimiser step goes further from there than from where it stands, consistently over the chunks of another
 batch (a paired test: :mod:`~symtele.lookahead`). It rescales the parameters in place, under
 ``torch.no_grad``. BatchNorm running statistics are left exactly as they were (the teleport's forward passes
@@ -639,12 +640,13 @@ class Teleporter:
             gathered = [values]
         else:
             gathered, sent = distributed.gather_values(self.group, values + _checksum(present))
+        loss = torch.tensor(sum(row[0] for row in gathered) / len(gathered), dtype=torch.float64)
         finite = [math.isfinite(row[2]) for row in gathered]
         if not all(finite):
             where = "" if self.group is None else f" on process {finite.index(False)} of the group"
             total = gathered[finite.index(False)][2]
             why = f"not teleported: the gradient in p.grad is not finite{where} (its sum is {total})"
-            return torch.tensor(float("nan"), dtype=torch.float64), grads, sent, False, why
+            return loss, grads, sent, False, why
         if any(row[3:] != gathered[0][3:] for row in gathered):
             raise ValueError(
                 "Invalid gradient: p.grad differs between the processes (checksums of its bits "
@@ -652,17 +654,16 @@ class Teleporter:
                 + "); wrap the model in DistributedDataParallel, or average the gradients over the process group "
                 "before maybe_after_backward; nothing was changed"
             )
-        total = sum(row[0] for row in gathered) / len(gathered)
         judging = sum(row[1] for row in gathered) / len(gathered)
-        if not math.isfinite(total):
+        if not math.isfinite(loss):
             where = "on the teleport batch" if self.group is None else "on the global teleport batch"
-            raise ValueError(f"Invalid loss: {total} {where} (not finite); nothing was changed")
+            raise ValueError(f"Invalid loss: {float(loss)} {where} (not finite); nothing was changed")
         if 0 < judging < 1:
             raise ValueError(
                 "Invalid lookahead_batch: some processes have a batch to judge the look-ahead on and others not; "
                 "call maybe_after_backward() at every step on every process, or pass lookahead_batch= on all of them"
             )
-        return torch.tensor(total, dtype=torch.float64), grads, sent, judging == 1, None
+        return loss, grads, sent, judging == 1, None
 
     def _look_ahead(self, record, factors, grads, judge, losses_by_chunk, path: PairPath | None = None) -> float:
         """How far along the found path to go: a ``t`` of :data:`~symtele.lookahead.TRIALS`, or 0.
