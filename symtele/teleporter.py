@@ -585,15 +585,23 @@ class Teleporter:
                 self.group, list(grads.values()), [total / processes, judging], self._buffer
             )
             grads, judging = dict(zip(names, reduced)), judging / processes  # the processes with a judging batch
-        if total != total or abs(total) == float("inf"):
+        self._check_agreed(total, judging, "maybe")
+        return torch.tensor(total, dtype=torch.float64), grads, sent, judging == 1
+
+    def _check_agreed(self, loss: float, judging: float, call: str) -> None:
+        """Raise, before anything changes, on a loss that is not finite or on a look-ahead batch some processes lack.
+
+        ``judging`` is the fraction of the processes that have a batch to judge the look-ahead on; ``call`` the
+        method the message tells the user to call at every step.
+        """
+        if not math.isfinite(loss):
             where = "on the teleport batch" if self.group is None else "on the global teleport batch"
-            raise ValueError(f"Invalid loss: {total} {where} (not finite); nothing was changed")
+            raise ValueError(f"Invalid loss: {loss} {where} (not finite); nothing was changed")
         if 0 < judging < 1:
             raise ValueError(
                 "Invalid lookahead_batch: some processes have a batch to judge the look-ahead on and others not; "
-                "call maybe() at every step on every process, or pass lookahead_batch= on all of them"
+                f"call {call}() at every step on every process, or pass lookahead_batch= on all of them"
             )
-        return torch.tensor(total, dtype=torch.float64), grads, sent, judging == 1
 
     def _check_unscaled(self, scaler) -> None:
         """Raise unless ``scaler`` (if any, and enabled) has unscaled the optimiser's gradients this step."""
@@ -655,14 +663,7 @@ class Teleporter:
                 "before maybe_after_backward; nothing was changed"
             )
         judging = sum(row[1] for row in gathered) / len(gathered)
-        if not math.isfinite(loss):
-            where = "on the teleport batch" if self.group is None else "on the global teleport batch"
-            raise ValueError(f"Invalid loss: {float(loss)} {where} (not finite); nothing was changed")
-        if 0 < judging < 1:
-            raise ValueError(
-                "Invalid lookahead_batch: some processes have a batch to judge the look-ahead on and others not; "
-                "call maybe_after_backward() at every step on every process, or pass lookahead_batch= on all of them"
-            )
+        self._check_agreed(float(loss), judging, "maybe_after_backward")
         return loss, grads, sent, judging == 1, None
 
     def _look_ahead(self, record, factors, grads, judge, losses_by_chunk, path: PairPath | None = None) -> float:
