@@ -441,7 +441,7 @@ class Teleporter:
 
             def own_loss(params, data) -> float:  # the mean over the micro-batches of this process's batch
                 with torch.no_grad():
-                    return float(sum(self.loss_fn(out, y) for out, y in outputs(params, data)) / len(data))
+                    return float(sum(self._scalar_loss(out, y) for out, y in outputs(params, data)) / len(data))
 
             def mean_loss(params, data) -> float:  # the mean over the micro-batches and over the processes
                 value = own_loss(params, data)
@@ -563,15 +563,7 @@ class Teleporter:
                     out, y = next(batch_outputs)
                 except Exception as error:  # noqa: BLE001
                     raise _with_context(error, "the model raised on the teleport batch's inputs") from error
-                try:
-                    loss = self.loss_fn(out, y)
-                except Exception as error:  # noqa: BLE001
-                    raise _with_context(
-                        error, "the loss function raised on (model(inputs), targets) of the teleport batch"
-                    ) from error
-                if not isinstance(loss, torch.Tensor) or loss.dim() != 0:
-                    shape = tuple(loss.shape) if isinstance(loss, torch.Tensor) else type(loss).__name__
-                    raise ValueError(f"Invalid loss_fn: returned {shape}, expected a scalar loss tensor")
+                loss = self._scalar_loss(out, y)
                 parts = torch.autograd.grad(loss / (len(batches) * processes), list(leaves.values()), allow_unused=True)
                 for n, g in zip(named, parts):
                     if g is not None:
@@ -587,6 +579,19 @@ class Teleporter:
             grads, judging = dict(zip(names, reduced)), judging / processes  # the processes with a judging batch
         self._check_agreed(total, judging, "maybe")
         return torch.tensor(total, dtype=torch.float64), grads, sent, judging == 1
+
+    def _scalar_loss(self, out, y) -> torch.Tensor:
+        """``loss_fn(out, y)``, checked to be a scalar tensor; what it raises is re-raised saying where it came from."""
+        try:
+            loss = self.loss_fn(out, y)
+        except Exception as error:  # noqa: BLE001
+            raise _with_context(
+                error, "the loss function raised on (model(inputs), targets) of the teleport batch"
+            ) from error
+        if not isinstance(loss, torch.Tensor) or loss.dim() != 0:
+            shape = tuple(loss.shape) if isinstance(loss, torch.Tensor) else type(loss).__name__
+            raise ValueError(f"Invalid loss_fn: returned {shape}, expected a scalar loss tensor")
+        return loss
 
     def _check_agreed(self, loss: float, judging: float, call: str) -> None:
         """Raise, before anything changes, on a loss that is not finite or on a look-ahead batch some processes lack.
