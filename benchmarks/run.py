@@ -23,7 +23,9 @@ results can sit side by side, e.g. committed under ``benchmarks/results/``):
 * ``discovery_time.json``: :func:`symtele.study.bench_networks.discovery_time` for every network of ``MODELS``
   on an example batch of 2 inputs, with and without the numerical verification.
 * ``distributed_teleport.json`` (CPU only): :func:`symtele.study.bench_distributed.distributed_teleport_cost`, the
-  all-reduce's share of a teleport of a ResNet-18 on 2 gloo processes of 16 images each, with ``machine``.
+  all-reduce's share of a teleport of a ResNet-18 on 2 gloo processes of 16 images each, the share inside the
+  collectives of the teleport from the gradient in ``p.grad``, and both teleports' cost in gradients in one
+  process (``one_process``), with ``machine``.
 
 Without ``--full``, the slowest measurements are cut: on the largest network ``gln`` and
 ``posscale-ref`` are not run (their records say so, with ``grad_evals: null``) and

@@ -18,6 +18,12 @@ what each process all-reduces of the gradient, a gradient's worth and two number
 flat buffer from one teleport to the next). Each process computes one gradient, as a single process does. A
 model or loss that raises on one process only leaves the others waiting in the all-reduce, as it would in
 ``DistributedDataParallel``'s backward.
+
+A teleport from the gradient in ``p.grad`` (:meth:`~symtele.teleporter.Teleporter.maybe_after_backward`) needs
+none of that: ``DistributedDataParallel``'s backward pass has averaged the gradient already, so every process
+holds ``ḡ``. It sends five numbers (:func:`gather_values`): its loss and flag, and the sum and a checksum of its
+``p.grad``, which must agree between the processes (a model without the wrapper has each process's own
+gradient there, from which the processes would teleport apart: refused).
 """
 
 from __future__ import annotations
@@ -143,6 +149,28 @@ def mean_values(group, values: list[float]) -> list[float]:
     buffer = torch.tensor(values, dtype=torch.float64)
     dist.all_reduce(buffer, op=dist.ReduceOp.SUM, group=group)
     return (buffer / group_size(group)).tolist()
+
+
+def gather_values(group, values: list[float]) -> tuple[list[list[float]], int]:
+    """Every process's ``values``, exactly, on every process: one ``all_reduce`` of a float64 buffer.
+
+    Each process writes its numbers into its own slot of a zeroed buffer and the buffers are summed: adding
+    zeros is exact, so every process receives every process's numbers bit for bit (a non-finite number stays
+    in its slot).
+
+    Args:
+        group: the process group.
+        values: this process's numbers (the same length on every process).
+
+    Returns:
+        ``(gathered, sent)``: the numbers of process ``r`` of the group at ``gathered[r]``, and the bytes this
+        process all-reduced.
+    """
+    size, rank = group_size(group), dist.get_rank(group)
+    buffer = torch.zeros(size, len(values), dtype=torch.float64)
+    buffer[rank] = torch.tensor(values, dtype=torch.float64)
+    dist.all_reduce(buffer, op=dist.ReduceOp.SUM, group=group)
+    return buffer.tolist(), buffer.numel() * buffer.element_size()
 
 
 def check_same_settings(group, settings: dict) -> None:

@@ -7,15 +7,33 @@
         loss_fn(model(x), y).backward()
         optimizer.step()
 
-A teleport computes one gradient on the batch it is given (the current minibatch: the one the next step
-is computed on), finds the steepest point along the network's positive rescalings in closed form
-(:class:`~symtele.teleports.rescale.Rescale`), and, by default, applies it only as far as the user's next
+or, from the gradient the backward pass computed (no gradient of its own):
+
+    for step, (x, y) in enumerate(loader):
+        optimizer.zero_grad()
+        loss_fn(model(x), y).backward()
+        teleporter.maybe_after_backward(step, x, y)  # teleports from p.grad and rewrites it to the new point's
+        optimizer.step()
+
+A teleport takes one gradient on the batch it is given (the current minibatch: the one the next step is
+computed on; it computes it, or, after the backward pass, finds it in ``p.grad``), finds the steepest point
+along the network's positive rescalings in closed form (:class:`~symtele.teleports.rescale.Rescale`), and,
+by default, applies it only as far as the user's next
 optimiser step goes further from there than from where it stands, consistently over the chunks of another
 batch (a paired test: :mod:`~symtele.lookahead`). It rescales the parameters in place, under
 ``torch.no_grad``. BatchNorm running statistics are left exactly as they were (the teleport's forward passes
 run on copies of them), and so is the global random number generator: every forward pass of a teleport draws
 the same dropout masks from a forked generator, so the loss checks compare like with like, and a run whose
 teleports are all declined is the run without teleports, bit for bit.
+
+**From the gradient at hand.** :meth:`Teleporter.maybe_after_backward` takes the gradient of the loss at ``w``
+from ``p.grad`` (the user's backward pass computed it) instead of computing one. The group acts linearly and
+keeps the loss, ``L(M_g w) = L(w)``, so the gradient at the teleported point is ``∇L(M_g w) = M_g^{-T} ∇L(w)``:
+``p.grad / f`` for a parameter scaled by ``f``, the attention groups' gradient map for theirs. The teleport
+rewrites ``p.grad`` to it, in place, and the user's optimiser step is the step from the teleported point. It
+shares everything else with :meth:`Teleporter.maybe`: one extra forward pass measures the loss at ``w``. The
+running statistics the user's forward pass updated at ``w`` stay valid at ``g·w``: a normaliser's input is
+never rescaled (:mod:`~symtele.teleports.discovery`).
 
 **Attention.** A transformer's heads have GL(d) groups (:mod:`~symtele.teleports.attention`), found by the same
 discovery. They move after the positive scales, on the same path (at a fraction ``t`` of it each group stands at
@@ -33,18 +51,21 @@ same group action as the gradient: the state the same run would have had in the 
 and compiled by ``torch.compile`` (``model._orig_mod``: the compiled module shares its parameters, which the
 teleport rescales in place, without a recompile). Under ``torch.distributed`` a teleport is one teleport of
 the global batch (:mod:`~symtele.distributed`): every process must call :meth:`Teleporter.maybe` at every step,
-as it calls the model. Under ``torch.autocast`` the teleport's own forward and backward passes run with
-autocast disabled, in the parameters' precision (float32 for a float32 model trained in bf16 or fp16): its
-gradient and closed-form sums are float32 or wider, and the loss checks compare float32 losses. A
-``GradScaler``'s scale plays no part: the teleport computes its own, unscaled, gradient. With gradient
-accumulation, pass the micro-batches of the next optimiser step as lists, ``maybe(step, [x1, x2], [y1, y2])``:
-the teleport's loss is their mean, ``(1/K) Σ_k loss_fn(model(x_k), y_k)``, and its gradient the mean of
-theirs, as in a loop that divides each micro-batch's loss by ``K`` before ``backward()``.
+as it calls the model (from ``p.grad``: the gradient ``DistributedDataParallel`` averaged, no gradient sent).
+Under ``torch.autocast`` the teleport's own forward and backward passes run with autocast disabled, in the
+parameters' precision (float32 for a float32 model trained in bf16 or fp16): its gradient and closed-form sums
+are float32 or wider, and the loss checks compare float32 losses. A ``GradScaler``'s scale plays no part in
+:meth:`Teleporter.maybe`, which computes its own, unscaled, gradient; :meth:`Teleporter.maybe_after_backward`
+needs ``scaler.unscale_(optimizer)`` first (and checks it when given ``scaler=``). With gradient accumulation,
+pass the micro-batches of the step as lists, ``maybe(step, [x1, x2], [y1, y2])``: the teleport's loss is their
+mean, ``(1/K) Σ_k loss_fn(model(x_k), y_k)``, and its gradient the mean of theirs, as in a loop that divides
+each micro-batch's loss by ``K`` before ``backward()``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 import sys
 import time
 from collections.abc import Callable
@@ -52,6 +73,7 @@ from collections.abc import Callable
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.amp.grad_scaler import OptState
 from torch.nn.parallel import DistributedDataParallel
 
 from . import checks, distributed
@@ -111,6 +133,20 @@ def _inputs(name: str, inputs: torch.Tensor) -> torch.Tensor:
     if inputs.is_floating_point():
         checks.finite_tensor(name, inputs)
     return inputs
+
+
+def _checksum(tensors: list[torch.Tensor]) -> list[float]:
+    """A checksum of the tensors' bits, as two float64 numbers (32 bits each, so exactly representable).
+
+    The sum of the bit patterns read as integers, modulo ``2**64``: exact, whatever the order of summation, so
+    equal tensors give equal checksums on every process whatever its threads or hardware.
+    """
+    total = 0
+    for t in tensors:
+        bits = t.view(torch.int16) if t.element_size() == 2 else t.contiguous().view(torch.int32)
+        total += int(bits.sum(dtype=torch.int64))  # at most 2**31 per entry: no overflow below 2**32 entries
+    total %= 2**64
+    return [float(total >> 32), float(total & 0xFFFFFFFF)]
 
 
 def _fresh(state: dict) -> dict:
@@ -281,10 +317,11 @@ class Teleporter:
         self._checked = True
 
     def maybe(self, step: int, inputs, targets) -> TeleportRecord | None:
-        """Teleport on ``(inputs, targets)`` if ``step`` is on the schedule.
+        """Teleport on ``(inputs, targets)`` if ``step`` is on the schedule, computing the gradient itself.
 
-        Call it at every step, before the optimiser's step, with that step's minibatch: the minibatch of the
-        step before a teleport is kept (a copy) to judge the teleport on.
+        Call it at every step, before the forward and backward passes of the step, with that step's
+        minibatch: the minibatch of the step before a teleport is kept (a copy) to judge the teleport on.
+        :meth:`maybe_after_backward` does the same from the gradient the backward pass leaves in ``p.grad``.
 
         Args:
             step: the step about to be taken (0-based).
@@ -300,18 +337,63 @@ class Teleporter:
             ValueError: a negative ``step``.
             Exception: the errors of :meth:`teleport`, at a step on the schedule.
         """
+        return self._maybe(step, inputs, targets)
+
+    def maybe_after_backward(self, step: int, inputs, targets, *, scaler=None) -> TeleportRecord | None:
+        """Teleport if ``step`` is on the schedule, from the gradient already in ``p.grad``; rewrite it.
+
+        Call it at every step between ``loss.backward()`` and ``optimizer.step()``, with the minibatch that
+        gradient is of. The teleport computes no gradient: the symmetry acts linearly and keeps the loss, so
+        the gradient at the teleported point ``g·w`` is ``∇L(g·w) = M_g^{-T} ∇L(w)`` (a parameter scaled by
+        ``f`` has the gradient ``p.grad / f``; an attention head's pair its gradient map), and the teleport
+        writes it into ``p.grad`` in place: the user's ``optimizer.step()`` then steps from the teleported
+        point as if its gradient had been computed there. Its cost is the forward passes of the loss at the
+        start, of the loss checks and of the look-ahead; under ``torch.distributed`` the gradient is
+        ``DistributedDataParallel``'s, averaged already, and a teleport all-reduces a few numbers only (the
+        processes' ``p.grad`` are checked to agree by a checksum of their bits).
+
+        ``p.grad`` must be the gradient of the loss the teleport measures on ``(inputs, targets)``: the mean
+        of the micro-batches' losses with gradient accumulation (each divided by their number before
+        ``backward()``), unscaled with a ``GradScaler`` (``scaler.unscale_(optimizer)`` first). A ``p.grad``
+        that is ``None`` is a zero gradient (an unused parameter), left ``None``. A gradient that is not finite
+        anywhere (on any process) is not teleported from: the record says so, and nothing changes.
+
+        Args:
+            step: the step being taken (0-based).
+            inputs: the minibatch's inputs, or a list of the inputs of the step's micro-batches.
+            targets: its targets, or a list of the micro-batches' targets.
+            scaler: the ``torch.amp.GradScaler`` of a mixed-precision loop, if any: checked to have unscaled
+                the optimiser's gradients (``scaler.unscale_(optimizer)``) this step.
+
+        Returns:
+            The teleport's record, or ``None`` when ``step`` is not on the schedule.
+
+        Raises:
+            TypeError: a ``step`` that is not an integer; a ``scaler`` that is not a ``GradScaler``.
+            ValueError: a negative ``step``; at a step on the schedule, gradients still scaled by ``scaler``,
+                ``p.grad`` ``None`` for every parameter (no backward pass yet), ``p.grad`` that differs between
+                the processes, and the errors of :meth:`teleport`.
+        """
+        return self._maybe(step, inputs, targets, after_backward=True, scaler=scaler)
+
+    def _maybe(self, step: int, inputs, targets, **options) -> TeleportRecord | None:
+        """:meth:`maybe` and :meth:`maybe_after_backward`: ``options`` go to :meth:`teleport`."""
         checks.count("step", step)
         self._check_processes()
-        record = self.teleport(inputs, targets, step=step) if self.schedule.due(step) else None
+        record = self.teleport(inputs, targets, step=step, **options) if self.schedule.due(step) else None
         if self.accept == "lookahead" and self.lookahead_batch is None and self.schedule.due(step + 1):
             self._previous = _detached_copy(inputs), _detached_copy(targets)  # checked when it is used
         return record
 
-    def teleport(self, inputs, targets, *, step: int | None = None, lookahead_batch=None):
+    def teleport(
+        self, inputs, targets, *, step: int | None = None, lookahead_batch=None, after_backward=False, scaler=None
+    ):
         """Teleport now, on the batch ``(inputs, targets)``.
 
-        One gradient, the closed-form ascent, the look-ahead (unless ``accept="always"``), the parameters
-        rescaled in place, the optimiser's state treated.
+        The gradient (computed, one backward pass; or, ``after_backward``, the one in ``p.grad``), the
+        closed-form ascent, the look-ahead (unless ``accept="always"``), the parameters rescaled in place, the
+        optimiser's state treated, and, ``after_backward``, ``p.grad`` rewritten to the gradient at the new
+        point (:meth:`maybe_after_backward`).
 
         Args:
             inputs: the teleport batch's inputs (the batch the next optimiser step is computed on), or a list
@@ -319,21 +401,29 @@ class Teleporter:
             targets: its targets, or a list of the micro-batches' targets.
             step: the step, for the record.
             lookahead_batch: ``(inputs, targets)`` to judge the next step on, for this teleport only.
+            after_backward: teleport from the gradient in ``p.grad`` and rewrite it, instead of computing one.
+            scaler: with ``after_backward``, the ``GradScaler`` whose unscaling of the gradients is checked.
 
         Returns:
             The :class:`~symtele.history.TeleportRecord`.
 
         Raises:
-            TypeError: inputs that are not tensors, or a ``lookahead_batch`` that is not a pair.
+            TypeError: inputs that are not tensors, a ``lookahead_batch`` that is not a pair, a ``scaler`` that
+                is not a ``GradScaler``.
             ValueError: micro-batch lists of different lengths, non-finite inputs, a batch that does not run
-                through the model, a loss that is not a scalar or not finite, a model without rescalable units
-                (all before anything changes).
+                through the model, a loss that is not a scalar or not finite, a model without rescalable units;
+                ``after_backward``: gradients still scaled, no ``p.grad`` at all, or ``p.grad`` differing
+                between the processes (all before anything changes).
             Exception: what the model or the loss function raised on the teleport batch, with that context.
         """
         began = time.perf_counter()
         batches = _micro_batches("inputs", inputs, targets)
         judge = _batch("lookahead_batch", lookahead_batch) or self.lookahead_batch or self._previous
         judge = None if judge is None else _micro_batches("lookahead_batch", *judge)
+        if after_backward:
+            self._check_unscaled(scaler)
+        elif scaler is not None:
+            raise ValueError("Invalid scaler: only with after_backward=True (a computed gradient is never scaled)")
         self._check_processes()
         model = self.module
         symmetry = symmetry_of(model, batches[0][0])
@@ -349,9 +439,12 @@ class Teleporter:
                 for x, y in data:
                     yield torch.func.functional_call(model, {**params, **buffers}, (x,)), y
 
-            def mean_loss(params, data) -> float:  # the mean over the micro-batches and over the processes
+            def own_loss(params, data) -> float:  # the mean over the micro-batches of this process's batch
                 with torch.no_grad():
-                    value = float(sum(self.loss_fn(out, y) for out, y in outputs(params, data)) / len(data))
+                    return float(sum(self._scalar_loss(out, y) for out, y in outputs(params, data)) / len(data))
+
+            def mean_loss(params, data) -> float:  # the mean over the micro-batches and over the processes
+                value = own_loss(params, data)
                 return value if self.group is None else distributed.mean_value(self.group, value)
 
             def losses_by_chunk(params, data) -> list[float]:  # the mean loss of each chunk of the batch
@@ -363,16 +456,27 @@ class Teleporter:
                 return torch.tensor(mean_loss(params, batches), dtype=torch.float64)
 
             try:
-                loss, grads, sent, judged = self._gradient(outputs, named, batches, judge is not None)
+                if after_backward:
+                    loss, grads, sent, judged, why_not = self._gradient_at_hand(
+                        named, lambda: own_loss({n: p.detach() for n, p in named.items()}, batches), judge is not None
+                    )
+                else:
+                    loss, grads, sent, judged = self._gradient(outputs, named, batches, judge is not None)
+                    why_not = None
                 params = {n: p.detach() for n, p in named.items()}
-                _, _, factors, record = rescale_teleport(params, grads, symmetry, loss_of, loss, self.teleport_)
-                record.grad_evals, record.forward_evals = 1, 1
+                if why_not is None:
+                    _, _, factors, record = rescale_teleport(params, grads, symmetry, loss_of, loss, self.teleport_)
+                    record.forward_evals += after_backward  # and the loss at the start, with the gradient at hand
+                else:
+                    factors, record = {}, TeleportRecord(method=self.teleport_.name, loss_before=float(loss))
+                    record.stopped, record.forward_evals, record.grad_norm_sq_before = why_not, 1, float("nan")
+                record.grad_evals = 0 if after_backward else 1
                 if self.group is not None:
                     record.trace["all_reduce_bytes"] = sent
-                diagonal = record.grad_norm_sq_after > record.grad_norm_sq_before
+                diagonal = why_not is None and record.grad_norm_sq_after > record.grad_norm_sq_before
                 full = factors if diagonal else {}
                 path, pair_rows, why = PairPath([]), [], None
-                if symmetry.pair_groups:
+                if symmetry.pair_groups and why_not is None:
                     why = self._pairs_refused(len(symmetry.pair_groups))
                     if why is None:  # each head's group ascends from the gradient at the rescaled point
                         at_full = {n: g / full[n] if n in full else g for n, g in grads.items()}
@@ -427,7 +531,7 @@ class Teleporter:
         else:
             record.log_scales = [t * v for v in record.log_scales] if diagonal else None
             with _full_precision(named.values()):  # the move in the parameters' precision, the one checked above
-                self._apply(record, by_param, path, t)
+                self._apply(record, by_param, path, t, grads if after_backward else None)
         if symmetry.pair_groups:
             moved = len(path.elements(t))
             record.trace["attention"] = {"groups": pair_rows or len(symmetry.pair_groups), "moved": moved}
@@ -459,15 +563,7 @@ class Teleporter:
                     out, y = next(batch_outputs)
                 except Exception as error:  # noqa: BLE001
                     raise _with_context(error, "the model raised on the teleport batch's inputs") from error
-                try:
-                    loss = self.loss_fn(out, y)
-                except Exception as error:  # noqa: BLE001
-                    raise _with_context(
-                        error, "the loss function raised on (model(inputs), targets) of the teleport batch"
-                    ) from error
-                if not isinstance(loss, torch.Tensor) or loss.dim() != 0:
-                    shape = tuple(loss.shape) if isinstance(loss, torch.Tensor) else type(loss).__name__
-                    raise ValueError(f"Invalid loss_fn: returned {shape}, expected a scalar loss tensor")
+                loss = self._scalar_loss(out, y)
                 parts = torch.autograd.grad(loss / (len(batches) * processes), list(leaves.values()), allow_unused=True)
                 for n, g in zip(named, parts):
                     if g is not None:
@@ -481,15 +577,99 @@ class Teleporter:
                 self.group, list(grads.values()), [total / processes, judging], self._buffer
             )
             grads, judging = dict(zip(names, reduced)), judging / processes  # the processes with a judging batch
-        if total != total or abs(total) == float("inf"):
+        self._check_agreed(total, judging, "maybe")
+        return torch.tensor(total, dtype=torch.float64), grads, sent, judging == 1
+
+    def _scalar_loss(self, out, y) -> torch.Tensor:
+        """``loss_fn(out, y)``, checked to be a scalar tensor; what it raises is re-raised saying where it came from."""
+        try:
+            loss = self.loss_fn(out, y)
+        except Exception as error:  # noqa: BLE001
+            raise _with_context(
+                error, "the loss function raised on (model(inputs), targets) of the teleport batch"
+            ) from error
+        if not isinstance(loss, torch.Tensor) or loss.dim() != 0:
+            shape = tuple(loss.shape) if isinstance(loss, torch.Tensor) else type(loss).__name__
+            raise ValueError(f"Invalid loss_fn: returned {shape}, expected a scalar loss tensor")
+        return loss
+
+    def _check_agreed(self, loss: float, judging: float, call: str) -> None:
+        """Raise, before anything changes, on a loss that is not finite or on a look-ahead batch some processes lack.
+
+        ``judging`` is the fraction of the processes that have a batch to judge the look-ahead on; ``call`` the
+        method the message tells the user to call at every step.
+        """
+        if not math.isfinite(loss):
             where = "on the teleport batch" if self.group is None else "on the global teleport batch"
-            raise ValueError(f"Invalid loss: {total} {where} (not finite); nothing was changed")
+            raise ValueError(f"Invalid loss: {loss} {where} (not finite); nothing was changed")
         if 0 < judging < 1:
             raise ValueError(
                 "Invalid lookahead_batch: some processes have a batch to judge the look-ahead on and others not; "
-                "call maybe() at every step on every process, or pass lookahead_batch= on all of them"
+                f"call {call}() at every step on every process, or pass lookahead_batch= on all of them"
             )
-        return torch.tensor(total, dtype=torch.float64), grads, sent, judging == 1
+
+    def _check_unscaled(self, scaler) -> None:
+        """Raise unless ``scaler`` (if any, and enabled) has unscaled the optimiser's gradients this step."""
+        if scaler is None:
+            return
+        if not isinstance(scaler, torch.amp.GradScaler):
+            raise TypeError(f"Invalid scaler: expected a torch.amp.GradScaler, got {type(scaler).__name__}")
+        if not scaler.is_enabled():
+            return
+        if self.optimizer is None:
+            raise ValueError(
+                "Invalid scaler: a GradScaler is given but no optimizer, whose unscaling it would be checked for; "
+                "pass the Teleporter the optimizer"
+            )
+        stage = scaler._per_optimizer_states.get(id(self.optimizer), {}).get("stage")
+        if stage is not OptState.UNSCALED:
+            raise ValueError(
+                f"Invalid scaler: the gradients in p.grad are still multiplied by its scale {scaler.get_scale():g}; "
+                "call scaler.unscale_(optimizer) before maybe_after_backward (scaler.step(optimizer) then uses them "
+                "as they are)"
+            )
+
+    def _gradient_at_hand(self, named, own_loss: Callable[[], float], judged: bool):
+        """The loss and the gradient in ``p.grad``, the bytes all-reduced, the judging flag, and why not to teleport.
+
+        The last is ``None``, or the reason: a gradient that is not finite. ``own_loss()`` is this process's mean
+        loss (one forward pass). Under ``torch.distributed`` the gradient is not sent: each process sends five
+        numbers (:func:`~symtele.distributed.gather_values`), its loss, its flag, the sum of its ``p.grad`` and a
+        checksum of its bits in two parts (:func:`_checksum`), which must be the same on every process (the
+        gradient ``DistributedDataParallel`` averaged), else every process raises before anything changes.
+        """
+        if all(p.grad is None for p in named.values()):
+            raise ValueError(
+                "Invalid gradient: p.grad is None for every parameter; call maybe_after_backward after "
+                "loss.backward() and before optimizer.zero_grad()"
+            )
+        grads = {n: torch.zeros_like(p) if p.grad is None else p.grad.detach() for n, p in named.items()}
+        present = [g for g in grads.values() if g.numel()]
+        # finite iff every entry is (a float64 sum of float32 or narrower entries cannot overflow)
+        total = float(torch.stack([g.sum(dtype=torch.float64) for g in present]).sum()) if present else 0.0
+        values = [own_loss(), float(judged), total]
+        sent = 0
+        if self.group is None:
+            gathered = [values]
+        else:
+            gathered, sent = distributed.gather_values(self.group, values + _checksum(present))
+        loss = torch.tensor(sum(row[0] for row in gathered) / len(gathered), dtype=torch.float64)
+        finite = [math.isfinite(row[2]) for row in gathered]
+        if not all(finite):
+            where = "" if self.group is None else f" on process {finite.index(False)} of the group"
+            total = gathered[finite.index(False)][2]
+            why = f"not teleported: the gradient in p.grad is not finite{where} (its sum is {total})"
+            return loss, grads, sent, False, why
+        if any(row[3:] != gathered[0][3:] for row in gathered):
+            raise ValueError(
+                "Invalid gradient: p.grad differs between the processes (checksums of its bits "
+                + ", ".join(f"process {r} {int(row[3]) << 32 | int(row[4]):#x}" for r, row in enumerate(gathered))
+                + "); wrap the model in DistributedDataParallel, or average the gradients over the process group "
+                "before maybe_after_backward; nothing was changed"
+            )
+        judging = sum(row[1] for row in gathered) / len(gathered)
+        self._check_agreed(float(loss), judging, "maybe_after_backward")
+        return loss, grads, sent, judging == 1, None
 
     def _look_ahead(self, record, factors, grads, judge, losses_by_chunk, path: PairPath | None = None) -> float:
         """How far along the found path to go: a ``t`` of :data:`~symtele.lookahead.TRIALS`, or 0.
@@ -602,16 +782,22 @@ class Teleporter:
                 if key in states[p]:
                     states[p][key] = carried[name_of[p]]
 
-    def _apply(self, record, factors, path: PairPath, t: float) -> None:
-        """Rescale the parameters in place, move the attention groups, treat the optimiser's state.
+    def _apply(self, record, factors, path: PairPath, t: float, grads: dict | None = None) -> None:
+        """Rescale the parameters in place, move the attention groups, treat the optimiser's state (and ``p.grad``).
 
-        ``factors`` are the positive scales' (by parameter) and ``path`` at ``t`` the attention groups'; the
-        record says what happened.
+        ``p.grad`` is rewritten to the gradient at the new point if ``grads`` (the gradient at the old one, by name)
+        is given. ``factors`` are the positive scales' (by parameter) and ``path`` at ``t`` the attention groups';
+        the record says what happened. The gradient at the new point is ``M^{-T}`` of the old one: ``grad / f`` for
+        a scale ``f``, the gradient map for the attention groups; a ``p.grad`` that is ``None`` stays ``None``.
         """
         named = dict(self.module.named_parameters())
         name_of = {p: n for n, p in named.items()}
         values = {n: p.detach() * factors[p] if p in factors else p.detach() for n, p in named.items()}
         values = path.apply(t, values)
+        at_point = {}  # the attention groups' gradients at the new point (the scales' are divided in place below)
+        if grads is not None and path.elements(t):  # computed before anything moves: grads are views of p.grad
+            by_name = {n: g / factors[named[n]] if named[n] in factors else g for n, g in grads.items()}
+            at_point = {n: g for n, g in path.apply(t, by_name, 1).items() if n in path.params()}
         before = l2_penalty(self.optimizer)  # 0 without a coupled weight decay (or an optimiser)
         if before:
             record.trace["l2_penalty"] = [before, l2_penalty(self.optimizer, {named[n]: v for n, v in values.items()})]
@@ -633,6 +819,11 @@ class Teleporter:
             for n, p in named.items():
                 if p in factors or n in path.params():
                     p.copy_(values[n])
+                    if grads is not None and p.grad is not None:
+                        if n in at_point:
+                            p.grad.copy_(at_point[n])
+                        elif p in factors:
+                            p.grad.div_(factors[p])
         if self.state == "reset":
             for p in self.module.parameters():
                 self.optimizer.state.pop(p, None)

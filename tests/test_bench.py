@@ -533,3 +533,14 @@ def test_bench_script_writes_the_distributed_teleports_share(tmp_path, monkeypat
     inside = [min(rank[i]["collectives_s"] / rank[i]["global_s"] for rank in written["ranks"]) for i in range(2)]
     assert written["collectives_share_rounds"] == pytest.approx(inside)
     assert 0 < written["collectives_share"] < 1 and "torch" in written["machine"]
+    # the teleport from p.grad: five numbers per process all-reduced, no gradient; its share follows from the rows
+    assert written["after_backward_all_reduce_bytes"] == 2 * 5 * 8
+    assert written["after_backward_collectives"]["all_reduce"]["bytes"] < 1000
+    after = [
+        min(rank[i]["after_backward_collectives_s"] / rank[i]["after_backward_s"] for rank in written["ranks"])
+        for i in range(2)
+    ]
+    assert written["after_backward_collectives_share_rounds"] == pytest.approx(after)
+    one = written["one_process"]
+    assert one["batch"] == 2 and len(one["grad_s"]) == len(one["after_backward_s"]) == 2
+    assert one["after_backward_grad_evals"] == pytest.approx(min(one["after_backward_s"]) / min(one["grad_s"]))

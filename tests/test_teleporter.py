@@ -148,8 +148,14 @@ def test_a_batch_of_the_wrong_shape_is_named():
         teleporter.teleport(torch.randn(4, 64), torch.zeros(4, dtype=torch.long))
 
 
-def test_a_loss_that_is_not_a_scalar_is_named():
+@pytest.mark.parametrize("after_backward", [False, True])
+def test_a_loss_that_is_not_a_scalar_is_named(after_backward):
     model = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
     teleporter = st.Teleporter(model, lambda out, y: (out - y).square(), every=1, state="keep", accept="always")
+    x, y = torch.randn(5, 3), torch.randn(5, 2)
+    if after_backward:
+        (model(x) - y).square().mean().backward()
+    before = [p.detach().clone() for p in model.parameters()]
     with pytest.raises(ValueError, match="Invalid loss_fn: returned"):
-        teleporter.teleport(torch.randn(5, 3), torch.randn(5, 2))
+        teleporter.teleport(x, y, after_backward=after_backward)
+    assert all(torch.equal(p, q) for p, q in zip(before, model.parameters()))

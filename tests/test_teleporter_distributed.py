@@ -54,6 +54,15 @@ def _train(model, step_model, teleporter, optimizer, batches):
         optimizer.step()
 
 
+def _train_after_backward(model, step_model, teleporter, optimizer, batches):
+    """The teleport between the backward pass and the optimiser's step, from the gradient in ``p.grad``."""
+    for step, (x, y) in enumerate(batches):
+        optimizer.zero_grad()
+        F.cross_entropy(step_model(x), y).backward()
+        teleporter.maybe_after_backward(step, x, y)
+        optimizer.step()
+
+
 def _records(teleporter):
     return [(r.epoch, r.t, r.grad_evals, r.log_scales, r.trace.get("all_reduce_bytes")) for r in teleporter.records]
 
@@ -102,6 +111,27 @@ def _on_each_process(rank, store, out):
         mine = [(x[rank::WORLD], y[rank::WORLD]) for x, y in _global_batches()]
         _train(model, ddp, teleporter, optimizer, mine)
         result.update(params=[p.detach().clone() for p in model.parameters()], records=_records(teleporter))
+        # the same training, teleporting from the gradient DistributedDataParallel averaged (a fresh replica)
+        model = _network()
+        ddp = DistributedDataParallel(model)
+        optimizer = torch.optim.SGD(ddp.parameters(), lr=0.1, momentum=0.9)
+        teleporter = _teleporter(ddp, optimizer)
+        _train_after_backward(model, ddp, teleporter, optimizer, mine)
+        result["after_backward"] = ([p.detach().clone() for p in model.parameters()], _records(teleporter))
+        # without DistributedDataParallel each process's p.grad is its own: refused on every process
+        alone_model = _network()
+        optimizer = torch.optim.SGD(alone_model.parameters(), lr=0.1)
+        teleporter = st.Teleporter(
+            alone_model, F.cross_entropy, optimizer, schedule=[0], accept="always", process_group=dist.group.WORLD
+        )
+        F.cross_entropy(alone_model(mine[0][0]), mine[0][1]).backward()
+        before = [p.detach().clone() for p in alone_model.parameters()]
+        try:
+            teleporter.maybe_after_backward(0, *mine[0])
+            result["differing"] = None
+        except ValueError as error:
+            result["differing"] = str(error)
+        result["differing_unchanged"] = all(torch.equal(p, q) for p, q in zip(before, alone_model.parameters()))
         # the unwrapped model with a group given: all processes; a group of one: each process on its own batch
         everyone = dist.new_group(list(range(WORLD)))
         alone = [dist.new_group([r]) for r in range(WORLD)][rank]  # every process makes every group
@@ -155,6 +185,41 @@ def test_processes_teleport_the_global_batch_as_one_process_does_on_the_union(ra
         assert sent == (n + 2) * 8  # every gradient, the loss and a flag, in float64: one buffer
     for p, q in zip(ranks[0]["params"], model.parameters()):
         torch.testing.assert_close(p, q.detach(), rtol=1e-6, atol=1e-9)
+
+
+def test_after_backward_processes_stay_equal_and_reduce_only_numbers(ranks, monkeypatch):
+    """DistributedDataParallel's averaged gradient in p.grad: the processes stay bitwise equal, equal one process
+    teleporting after the backward pass on the union of their batches, and all-reduce five numbers each."""
+    monkeypatch.setattr("symtele.teleporter.Z", LENIENT_Z)  # as in the processes
+    (params, records), (other_params, other_records) = ranks[0]["after_backward"], ranks[1]["after_backward"]
+    for p, q in zip(params, other_params):
+        assert torch.equal(p, q)
+    assert records == other_records
+    assert any(t > 0 for _, t, *_ in records), "no teleport was accepted: the comparison would test nothing"
+    for _, _, evals, _, sent in records:
+        assert evals == 0  # no gradient computed: DistributedDataParallel's is used
+        assert sent == WORLD * 5 * 8  # the loss, the flag, p.grad's sum and checksum (2) per process: no gradient
+
+    model = _network()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    teleporter = _teleporter(model, optimizer)
+    _train_after_backward(model, model, teleporter, optimizer, _global_batches())
+    one = _records(teleporter)
+    assert [r[:2] for r in records] == [r[:2] for r in one]
+    for (*_, scales, _), (*_, scales_one, _) in zip(records, one):
+        if scales is not None:
+            torch.testing.assert_close(torch.tensor(scales), torch.tensor(scales_one), rtol=1e-6, atol=1e-9)
+    for p, q in zip(params, model.parameters()):
+        torch.testing.assert_close(p, q.detach(), rtol=1e-6, atol=1e-9)
+    # and the same as the processes' teleports before the backward pass, which computed and all-reduced a gradient
+    for p, q in zip(params, ranks[0]["params"]):
+        torch.testing.assert_close(p, q, rtol=1e-9, atol=1e-12)
+
+
+def test_after_backward_refuses_gradients_that_differ_between_processes(ranks):
+    for rank in ranks:
+        assert rank["differing"] is not None and "p.grad differs between the processes" in rank["differing"]
+        assert "DistributedDataParallel" in rank["differing"] and rank["differing_unchanged"]
 
 
 def test_large_gradients_are_summed_in_place_and_small_ones_and_numbers_in_one_buffer(ranks):

@@ -170,6 +170,35 @@ def test_a_compiled_model_teleports_without_a_recompile(backend):
     assert counter.frame_count == 1  # one graph, compiled once: the teleports did not recompile it
 
 
+def test_a_compiled_model_teleports_from_p_grad_without_a_recompile():
+    """From the gradient the compiled model's backward pass left in p.grad: rewritten to the teleported point's
+    (the eager model's gradient there), and the compiled graph reused."""
+    from torch._dynamo.testing import CompileCounterWithBackend
+
+    torch._dynamo.reset()
+    model = _mlp(torch.float32)
+    counter = CompileCounterWithBackend("eager")
+    compiled = torch.compile(model, backend=counter)
+    optimizer = torch.optim.SGD(compiled.parameters(), lr=0.05, momentum=0.9)
+    teleporter = st.Teleporter(compiled, F.cross_entropy, optimizer, every=2, accept="always")
+    for step in range(4):
+        x, y = _batch(16, seed=step, dtype=torch.float32)
+        optimizer.zero_grad()
+        F.cross_entropy(compiled(x), y).backward()
+        record = teleporter.maybe_after_backward(step, x, y)
+        if record is not None:
+            assert record.t == 1 and record.grad_evals == 0
+            rewritten = [p.grad.clone() for p in model.parameters()]
+            eager = copy.deepcopy(model)
+            eager.zero_grad()
+            F.cross_entropy(eager(x), y).backward()
+            for g, p in zip(rewritten, eager.parameters()):
+                torch.testing.assert_close(g, p.grad, rtol=1e-4, atol=1e-6)
+        optimizer.step()
+    assert [r.epoch for r in teleporter.records] == [2]
+    assert counter.frame_count == 1
+
+
 def test_the_teleporter_of_a_compiled_model_acts_on_the_original_module():
     model = _mlp(torch.float32)
     compiled = torch.compile(copy.deepcopy(model), backend="eager")
@@ -200,7 +229,8 @@ def test_the_readme_examples_of_accumulation_mixed_precision_and_compile_run():
     exec(compile(accumulation, "README.md", "exec"), namespace)
     assert [r.epoch for r in namespace["teleporter"].records] == [10, 20]
     exec(compile(mixed, "README.md", "exec"), namespace)
-    assert [r.epoch for r in namespace["teleporter"].records] == [10, 20, 30, 40, 50]
+    records = namespace["teleporter"].records
+    assert [r.epoch for r in records] == [10, 20, 30, 40, 50] and all(r.grad_evals == 0 for r in records)
     exec(compile(compiled, "README.md", "exec"), namespace)
     records = namespace["teleporter"].records
     assert [r.epoch for r in records] == [10, 20] and all(r.grad_evals == 1 for r in records)
