@@ -1,5 +1,6 @@
 """The generalisation chapter (notebook 10): its runs, its correlations, its tables and its claims."""
 
+import copy
 import math
 
 import numpy as np
@@ -321,3 +322,39 @@ def test_adaptive_sharpness_of_a_trained_net_is_unchanged_by_a_rescaling():
         objective = make_objective("adaptive_sharpness", loss_of, point, symmetry, directions=3, t_count=2)
         values.append(float(objective.value(zero)))
     assert values[1] == pytest.approx(values[0], rel=1e-5)
+
+
+def test_sgd_together_takes_the_steps_of_sgd_one_net_at_a_time():
+    from torch.nn import functional as F
+
+    from symtele.models import leaky_mlp
+    from symtele.study.ensemble import sgd_together
+    from symtele.study.experiments import minibatch_order
+
+    gen = torch.Generator().manual_seed(0)
+    x, y = torch.randn(100, 6, generator=gen), torch.randint(0, 3, (100,), generator=gen)
+    lrs = [0.05, 0.2, 0.5]
+    orders = [minibatch_order(100, 16, 3, seed) for seed in range(3)]  # 7 steps an epoch, the last of 4 examples
+    nets = []
+    for seed in range(3):
+        torch.manual_seed(seed)
+        nets.append(leaky_mlp((6, 5, 4, 3)))
+    alone = [copy.deepcopy(net) for net in nets]
+    sgd_together(nets, lrs, x, y, orders)
+    for net, lr, order in zip(alone, lrs, orders):
+        opt = torch.optim.SGD(net.parameters(), lr=lr)
+        for index in order:
+            opt.zero_grad()
+            F.cross_entropy(net(x[index]), y[index]).backward()
+            opt.step()
+    for together, one in zip(nets, alone):
+        for a, b in zip(together.parameters(), one.parameters()):
+            assert torch.allclose(a, b, rtol=1e-5, atol=1e-6)
+    moved = [torch.cat([p.flatten() for p in net.parameters()]) for net in nets]
+    assert (moved[0] - moved[1]).abs().max() > 0.01  # each net its own start, steps and minibatches
+    with pytest.raises(ValueError, match="lrs"):
+        sgd_together(nets, lrs[:2], x, y, orders)
+    with pytest.raises(ValueError, match="orders"):
+        sgd_together(nets, lrs, x, y, [orders[0], orders[1], minibatch_order(100, 20, 3, 2)])
+    with pytest.raises(ValueError, match="buffers"):
+        sgd_together([torch.nn.BatchNorm1d(6)], [0.1], x, y, orders[:1])

@@ -28,7 +28,8 @@ from ..models import digits_cnn, leaky_mlp
 from ..sam import SAM
 from ..teleports.generalisation import make_objective, module_loss, teleport_objective
 from ..teleports.rescale import symmetry_of
-from .experiments import _checked, _MinibatchRun, minibatch_order
+from .ensemble import sgd_together
+from .experiments import _checked, _MinibatchRun, _on_training_set, minibatch_order
 from .settings import GENERALISATION, GeneralisationSettings
 from .summaries import MEASURES
 
@@ -341,9 +342,10 @@ def correlation_nets(settings: GeneralisationSettings = GENERALISATION) -> list[
     """``settings.nets`` MLPs on ``settings.net_data``, each trained by SGD, then measured once.
 
     Net ``i`` has initial weights and minibatch order from seed ``i`` and the step ``net_lrs[i % len(net_lrs)]``;
-    all share one split (seed 0) and train ``net_epochs`` epochs. At the end: the training and validation
-    losses (whole sets), the validation accuracy, and φ, adaptive φ and ψ (the settings' sampling, seed 0 for
-    every net) with φ measured on the first ``teleport_batch`` training examples.
+    all share one split (seed 0) and train ``net_epochs`` epochs of plain SGD, all at once
+    (:func:`~symtele.study.ensemble.sgd_together`: the same steps as one at a time, up to rounding). At the end:
+    the training and validation losses (whole sets), the validation accuracy, and φ, adaptive φ and ψ (the
+    settings' sampling, seed 0 for every net) with φ measured on the first ``teleport_batch`` training examples.
 
     Args:
         settings: the notebook's settings.
@@ -360,21 +362,19 @@ def correlation_nets(settings: GeneralisationSettings = GENERALISATION) -> list[
     split = data(s.net_data, 0)
     x, y = split.x_train, split.y_train
     batch = (x[: s.teleport_batch], y[: s.teleport_batch])
-    per_epoch = -(-len(y) // s.batch_size)
+    lrs = [s.net_lrs[i % len(s.net_lrs)] for i in range(s.nets)]
+    models = [_network(s.net_data, x.shape[1], s.hidden, i) for i in range(s.nets)]
+    sgd_together(models, lrs, x, y, [minibatch_order(len(y), s.batch_size, s.net_epochs, i) for i in range(s.nets)])
     records = []
-    for i in range(s.nets):
-        lr = s.net_lrs[i % len(s.net_lrs)]
-        model = _network(s.net_data, x.shape[1], s.hidden, i)
-        run = _MinibatchRun(model, torch.optim.SGD(model.parameters(), lr=lr), x, y, (split.x_test, split.y_test))
-        batches = minibatch_order(len(y), s.batch_size, s.net_epochs, i)
-        run.advance(batches, 0, len(batches), per_epoch)
+    for i, (model, lr) in enumerate(zip(models, lrs)):
         params = {n: p.detach() for n, p in model.named_parameters()}
         symmetry = symmetry_of(model, batch[0])
         loss_of = module_loss(model, F.cross_entropy, *batch)
         zero = torch.zeros(symmetry.n_scales, dtype=torch.float64)
         record = {"experiment": "correlation", "problem": s.net_data, "net": i, "seed": i, "lr": lr}
         record["epochs"] = s.net_epochs
-        record.update(loss=run.losses[-1], test_loss=run.test_losses[-1], test_accuracy=run.test_accuracies[-1])
+        record["loss"] = _on_training_set(model, x, y)[0]
+        record["test_loss"], record["test_accuracy"] = _on_training_set(model, split.x_test, split.y_test)
         with torch.no_grad():
             for measure in MEASURES:
                 objective = make_objective(measure, loss_of, params, symmetry, seed=0, **_objective_options(s))
