@@ -103,19 +103,43 @@ def test_matched_sampling_fits_the_budget():
         generalisation.matched_sampling(per_direction - 1, TINY)
 
 
-def test_the_cnn_runs_teleport_along_its_exact_rescalings():
+@pytest.mark.parametrize("part,model", [("cnn", "digits-cnn"), ("resnet", "digits-resnet")])
+def test_the_digits_networks_teleport_along_their_exact_rescalings(part, model):
     tiny = TINY.replace(
-        cnn=dict(lrs={"digits": 0.05}, seeds=(0,), epochs=2, teleport_epoch=1, batch_size=256, teleport_batch=64)
-    ).for_cnn()
+        **{part: dict(lrs={"digits": 0.05}, seeds=(0,), epochs=2, teleport_epoch=1, batch_size=256, teleport_batch=64)}
+    ).for_network(part)
     assert tiny.sam_data == "" and tiny.lrs == {"digits": 0.05} and tiny.teleport_batch == 64
+    assert tiny.model == model and tiny.cnn == tiny.resnet == {}
     runs = generalisation.generalisation_runs(tiny)
     assert [(r["problem"], r["model"], r["arm"]) for r in runs] == [
-        ("digits", "digits-cnn", arm) for arm in ("none", *GENERALISATION_ARMS)
+        ("digits", model, arm) for arm in ("none", *GENERALISATION_ARMS)
     ]
     for r in runs[1:]:
         (t,) = r["teleports"]
         assert t["loss_change"] < 1e-5 and t["steps_taken"] > 0
         assert (t["objective_after"] < t["objective_before"]) == r["arm"].endswith("decrease")
+        assert r["loss"][: tiny.teleport_epoch + 1] == runs[0]["loss"][: tiny.teleport_epoch + 1]
+
+
+def test_a_teleport_leaves_the_resnets_running_statistics_as_they_were():
+    """The teleport's hundreds of forward passes (train mode or eval) must not touch BatchNorm's buffers."""
+    from torch.nn import functional as F
+
+    from symtele.models import digits_resnet
+    from symtele.teleports.generalisation import teleport_objective
+
+    split = generalisation.data("digits", 0)
+    torch.manual_seed(0)
+    model = digits_resnet()
+    with torch.no_grad():
+        model(split.x_train[:256])  # running statistics of the data, not the initial ones
+    buffers = {n: b.clone() for n, b in model.named_buffers()}
+    batch = (split.x_train[:64], split.y_train[:64])
+    for train in (True, False):
+        model.train(train)
+        _, record = teleport_objective(model, F.cross_entropy, batch, steps=2, directions=2, t_count=2)
+        assert record.loss_change < 1e-5 and record.steps_taken > 0
+        assert all(torch.equal(b, buffers[n]) for n, b in model.named_buffers())
 
 
 def test_correlation_nets_are_measured_and_deterministic():
@@ -139,6 +163,10 @@ def test_correlation_nets_are_measured_and_deterministic():
         ({"cnn": {"nets": 5}}, "cnn key"),
         ({"cnn": {"lrs": {"mnist1d": 0.1}}}, "cnn"),
         ({"cnn": {"lrs": {"digits": 0.1}, "epochs": 0}}, "epochs"),
+        ({"resnet": {"model": "digits-cnn"}}, "resnet key"),
+        ({"lrs": {"digits": 0.1}}, "lrs"),
+        ({"model": "digits-resnet"}, "lrs"),
+        ({"net_data": "digits"}, "net_data"),
     ],
 )
 def test_settings_refuse_bad_values(changes, match):

@@ -8,9 +8,12 @@
 Their records reduce to the report's tables with :func:`symtele.study.summaries.generalisation_table`,
 :func:`symtele.study.summaries.sam_table` and :func:`symtele.study.summaries.correlation_table`.
 
-The network is :func:`symtele.models.leaky_mlp` (bias-free, LeakyReLU 0.1) on the MNIST data sets and
-:func:`symtele.models.digits_cnn` on scikit-learn's digits (:data:`MODELS`), the group the positive rescalings
-of the hidden units or channels, the teleport :func:`symtele.teleports.generalisation.teleport_objective`.
+The network is the settings' ``model`` (:data:`MODELS`): :func:`symtele.models.leaky_mlp` (bias-free, LeakyReLU
+0.1) on the MNIST data sets, :func:`symtele.models.digits_cnn` or :func:`symtele.models.digits_resnet` on
+scikit-learn's digits; the group the positive rescalings of the hidden units or channels (for the ResNet, of
+its BatchNorms' affine outputs, shared along the residual stream), the teleport
+:func:`symtele.teleports.generalisation.teleport_objective`, in eval mode (BatchNorm's running statistics, as the
+records' losses are measured; they never change).
 Every arm of a (data set, seed) starts from the same initial weights and takes the same minibatches: the
 teleported and SAM arms continue copies of the run without a teleport made at the teleport epoch (plain SGD has
 no state to carry). Compute is counted in per-example loss gradients: a minibatch step's examples once (SAM's
@@ -19,12 +22,13 @@ twice), a teleport's gradient evaluations times its batch.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import torch
 from torch.nn import functional as F
 
-from ..models import digits_cnn, leaky_mlp
+from ..models import digits_cnn, digits_resnet, leaky_mlp
 from ..sam import SAM
 from ..teleports.generalisation import make_objective, module_loss, teleport_objective
 from ..teleports.rescale import symmetry_of
@@ -62,13 +66,32 @@ def data(name: str, seed: int):
     return loaders[name](seed)
 
 
-#: the network each data set trains: Zhao et al.'s MLP, or the report's digits CNN
-MODELS = {"mnist1d": "leaky-mlp", "mnist-5k": "leaky-mlp", "digits": "digits-cnn"}
+#: the networks by the name the settings' ``model`` gives: ``(inputs, hidden) → network``, Zhao et al.'s MLP on the
+#: MNIST data sets, the report's digits CNN and ResNet on the digits (as 1×8×8 images)
+MODELS = {
+    "leaky-mlp": lambda inputs, hidden: leaky_mlp((inputs, *hidden, 10)),
+    "digits-cnn": lambda inputs, hidden: digits_cnn(),
+    "digits-resnet": lambda inputs, hidden: digits_resnet(),
+}
 
 
-def _network(name: str, inputs: int, hidden: tuple, seed: int) -> torch.nn.Module:
+def _network(model: str, inputs: int, hidden: tuple, seed: int) -> torch.nn.Module:
     torch.manual_seed(seed)
-    return digits_cnn() if MODELS[name] == "digits-cnn" else leaky_mlp((inputs, *hidden, 10))
+    return MODELS[model](inputs, hidden)
+
+
+@contextlib.contextmanager
+def _evaluating(model: torch.nn.Module):
+    """``model`` in eval mode inside, train mode after.
+
+    A teleport's losses then use the running statistics, as the records' losses do (and never change them:
+    :func:`~symtele.teleports.generalisation.module_loss`).
+    """
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train()
 
 
 def _objective_options(s: GeneralisationSettings) -> dict:
@@ -100,7 +123,7 @@ class _Start:
         return {
             "experiment": experiment,
             "problem": self.name,
-            "model": MODELS[self.name],
+            "model": s.model,
             "method": method,
             "arm": arm,
             "seed": self.seed,
@@ -128,7 +151,7 @@ def _start(name: str, seed: int, s: GeneralisationSettings) -> _Start:
     batches = minibatch_order(len(y), s.batch_size, s.epochs, seed)
     per_epoch = -(-len(y) // s.batch_size)
     at = s.teleport_epoch * per_epoch
-    model = _network(name, x.shape[1], s.hidden, seed)
+    model = _network(s.model, x.shape[1], s.hidden, seed)
     plain = _MinibatchRun(
         model, torch.optim.SGD(model.parameters(), lr=s.lrs[name]), x, y, (split.x_test, split.y_test)
     )
@@ -140,17 +163,18 @@ def _teleported(start: _Start, objective: str, direction: str, batch, **sampling
     """A copy of the run at the teleport epoch, teleported along the positive rescalings; its record as a dict."""
     s = start.s
     run = start.plain.copy()
-    params, record = teleport_objective(
-        run.model,
-        F.cross_entropy,
-        batch,
-        objective,
-        direction,
-        steps=s.teleport_steps,
-        max_log_step=s.max_log_step,
-        seed=start.seed,
-        **{**_objective_options(s), **sampling},
-    )
+    with _evaluating(run.model):
+        params, record = teleport_objective(
+            run.model,
+            F.cross_entropy,
+            batch,
+            objective,
+            direction,
+            steps=s.teleport_steps,
+            max_log_step=s.max_log_step,
+            seed=start.seed,
+            **{**_objective_options(s), **sampling},
+        )
     with torch.no_grad():
         for n, p in run.model.named_parameters():
             p.copy_(params[n])
@@ -192,8 +216,7 @@ def teleport_runs(name: str, seed: int, settings: GeneralisationSettings = GENER
     At the end of epoch ``settings.teleport_epoch`` the parameters are moved along the positive rescalings to
     decrease or increase the sharpness φ or the curvature ψ (``teleport_objective``, on the first
     ``teleport_batch`` examples of the next epoch's minibatch order), then SGD goes on with the same step and
-    minibatches. The network is :func:`symtele.models.leaky_mlp` on the MNIST data sets and
-    :func:`symtele.models.digits_cnn` on ``digits`` (:data:`MODELS`).
+    minibatches. The network is ``settings.model`` (:data:`MODELS`).
 
     Args:
         name: ``mnist1d``, ``mnist-5k`` or ``digits`` (a key of ``settings.lrs``).
@@ -257,16 +280,15 @@ def _sam_arms(start: _Start) -> list[dict]:
     flat, teleport = _teleported(start, "sharpness", "decrease", batch, directions=sampling["directions"])
     # φ as the chapter measures it (its directions, on its batch) before and after: not counted as compute
     chapter = start.batch(s.teleport_batch)
-    symmetry = symmetry_of(start.plain.model, chapter[0])
-    measure = make_objective(
-        "sharpness",
-        module_loss(start.plain.model, F.cross_entropy, *chapter),
-        {n: p.detach() for n, p in start.plain.model.named_parameters()},
-        symmetry,
-        seed=start.seed,
-        **_objective_options(s),
-    )
-    with torch.no_grad():
+    with _evaluating(start.plain.model) as model, torch.no_grad():
+        measure = make_objective(
+            "sharpness",
+            module_loss(model, F.cross_entropy, *chapter),
+            {n: p.detach() for n, p in model.named_parameters()},
+            symmetry_of(model, chapter[0]),
+            seed=start.seed,
+            **_objective_options(s),
+        )
         moved = torch.tensor(teleport["log_scales"], dtype=torch.float64)
         teleport["sharpness_before"] = float(measure.value(torch.zeros_like(moved)))
         teleport["sharpness_after"] = float(measure.value(moved))
@@ -319,8 +341,8 @@ def generalisation_runs(settings: GeneralisationSettings = GENERALISATION) -> li
     The SAM comparison continues the same run at the teleport epoch (computed once).
 
     Args:
-        settings: the notebook's settings (:meth:`~symtele.study.settings.GeneralisationSettings.for_cnn` for
-            the digits CNN's).
+        settings: the notebook's settings (:meth:`~symtele.study.settings.GeneralisationSettings.for_network`
+            for the digits CNN's or ResNet's).
 
     Returns:
         The records of every run.
@@ -363,7 +385,7 @@ def correlation_nets(settings: GeneralisationSettings = GENERALISATION) -> list[
     x, y = split.x_train, split.y_train
     batch = (x[: s.teleport_batch], y[: s.teleport_batch])
     lrs = [s.net_lrs[i % len(s.net_lrs)] for i in range(s.nets)]
-    models = [_network(s.net_data, x.shape[1], s.hidden, i) for i in range(s.nets)]
+    models = [_network("leaky-mlp", x.shape[1], s.hidden, i) for i in range(s.nets)]
     sgd_together(models, lrs, x, y, [minibatch_order(len(y), s.batch_size, s.net_epochs, i) for i in range(s.nets)])
     records = []
     for i, (model, lr) in enumerate(zip(models, lrs)):
