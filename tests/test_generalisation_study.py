@@ -220,7 +220,7 @@ def _results(shift, *, seeds=(0, 1, 2), slope=1.0, loss_change=1e-7):
     adaptive sharpness rise and curvature falls with ``slope`` × the validation loss."""
     records = []
     for seed in seeds:
-        for problem, model in (("mnist1d", "leaky-mlp"), ("digits", "digits-cnn")):
+        for problem, model in (("mnist1d", "leaky-mlp"), ("digits", "digits-cnn"), ("digits", "digits-resnet")):
             records.append(_run(problem, "none", seed, 1.0, model=model))
             for arm in GENERALISATION_ARMS:
                 records.append(_run(problem, arm, seed, 1.0 + shift + 0.01 * seed, loss_change, model=model))
@@ -253,8 +253,10 @@ def _rows(results):
 def test_the_table_pairs_each_arm_with_its_seeds_run():
     records = _results(-0.1)[STEM]["records"]
     table = summaries.generalisation_table(records)  # the SAM experiment's records are not its
-    assert [(row["problem"], row["arm"]) for row in table] == [
-        (p, a) for p in ("mnist1d", "digits") for a in GENERALISATION_ARMS
+    assert [(row["model"], row["problem"], row["arm"]) for row in table] == [
+        (m, p, a)
+        for m, p in (("leaky-mlp", "mnist1d"), ("digits-cnn", "digits"), ("digits-resnet", "digits"))
+        for a in GENERALISATION_ARMS
     ]
     row = table[0]
     assert row["test_loss_after"]["differences"] == pytest.approx([-0.1, -0.09, -0.08])
@@ -299,7 +301,7 @@ def test_partial_pearson_interval_is_the_correlation_of_the_residuals():
 
 def test_claims_hold_on_runs_that_agree_with_the_paper():
     rows = _rows(_results(-0.1))
-    assert len(rows) == len(ROWS) == 11
+    assert len(rows) == len(ROWS) == 13
     assert {row["holds"] for row in rows.values()} == {"yes"}, rows
     sam = next(row for claim, row in rows.items() if claim.startswith("SAM lowers"))
     assert "compute ×1.5 of SGD's" in sam["measured"]
@@ -312,14 +314,16 @@ def test_claims_fail_on_runs_that_disagree_with_the_paper():
     assert "wholly below 0 in 0 of 1" in flat["measured"]
 
 
-def test_the_cnn_claims_judge_only_the_cnn():
+@pytest.mark.parametrize("model,network,other", [("digits-cnn", "CNN", "ResNet"), ("digits-resnet", "ResNet", "CNN")])
+def test_each_networks_claims_judge_only_that_network(model, network, other):
     results = _results(-0.1)
     for r in results[STEM]["records"]:
-        if r.get("model") == "digits-cnn" and r["arm"] != "none":
+        if r.get("model") == model and r["arm"] != "none":
             r["test_loss"] = [2.0, 1.0, 1.2 + 0.01 * r["seed"], 1.2]
     rows = _rows(results)
     assert rows["Teleporting to lower sharpness lowers the validation loss"]["holds"] == "yes"
-    assert rows["On the digits CNN, teleporting to lower sharpness lowers the validation loss"]["holds"] == "no"
+    assert rows[f"On the digits {network}, teleporting to lower sharpness lowers the validation loss"]["holds"] == "no"
+    assert rows[f"On the digits {other}, teleporting to lower sharpness lowers the validation loss"]["holds"] == "yes"
 
 
 def test_claims_are_not_measured_without_results_or_with_one_seed():
