@@ -60,6 +60,9 @@ def test_teleport_runs_are_well_formed_and_share_their_start(tiny_runs):
         assert t["steps_taken"] > 0
         moved = t["objective_after"] < t["objective_before"]
         assert moved == (direction == "decrease")
+        # the same objective on another sample of its directions, at the same two points
+        assert t["held_out_before"] > 0 and t["held_out_after"] > 0 and t["held_out_before"] != t["objective_before"]
+        assert t["held_out_after"] != t["held_out_before"]
         assert r["loss"][-1] != plain["loss"][-1]  # a different point of the orbit trains on differently
 
 

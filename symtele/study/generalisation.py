@@ -159,9 +159,35 @@ def _start(name: str, seed: int, s: GeneralisationSettings) -> _Start:
     return _Start(name, seed, s, split, batches, per_epoch, at, plain)
 
 
+#: the seed of a teleport's held-out sample of its objective is the run's seed plus this (its own is the run's seed)
+HELD_OUT = 10_000
+
+
+def _measured(model, objective: str, batch, options: dict, seed: int, log_scales) -> tuple[float, float]:
+    """``objective`` sampled as ``options`` say with ``seed``, at ``model``'s weights and moved by ``log_scales``."""
+    with _evaluating(model), torch.no_grad():
+        measure = make_objective(
+            objective,
+            module_loss(model, F.cross_entropy, *batch),
+            {n: p.detach() for n, p in model.named_parameters()},
+            symmetry_of(model, batch[0]),
+            seed=seed,
+            **options,
+        )
+        moved = torch.tensor(log_scales, dtype=torch.float64)
+        return float(measure.value(torch.zeros_like(moved))), float(measure.value(moved))
+
+
 def _teleported(start: _Start, objective: str, direction: str, batch, **sampling) -> tuple[_MinibatchRun, dict]:
-    """A copy of the run at the teleport epoch, teleported along the positive rescalings; its record as a dict."""
+    """A copy of the run at the teleport epoch, teleported along the positive rescalings; its record as a dict.
+
+    The record also has ``held_out_before`` and ``held_out_after``: the objective before and after on an
+    independent sample of its directions (seed ``HELD_OUT`` + the run's), as many as the teleport's own, on the
+    same batch (measured, not counted as compute). The teleport's own sample is what it moved; the held-out one
+    tells how much of that move is the objective's and how much fits the sample.
+    """
     s = start.s
+    options = {**_objective_options(s), **sampling}
     run = start.plain.copy()
     with _evaluating(run.model):
         params, record = teleport_objective(
@@ -173,12 +199,13 @@ def _teleported(start: _Start, objective: str, direction: str, batch, **sampling
             steps=s.teleport_steps,
             max_log_step=s.max_log_step,
             seed=start.seed,
-            **{**_objective_options(s), **sampling},
+            **options,
         )
+    held_out = _measured(run.model, objective, batch, options, HELD_OUT + start.seed, record.log_scales)
     with torch.no_grad():
         for n, p in run.model.named_parameters():
             p.copy_(params[n])
-    return run, record.to_dict()
+    return run, {**record.to_dict(), "held_out_before": held_out[0], "held_out_after": held_out[1]}
 
 
 def _finish(start: _Start, run: _MinibatchRun, teleport) -> None:
@@ -230,9 +257,10 @@ def teleport_runs(name: str, seed: int, settings: GeneralisationSettings = GENER
         the start and after every epoch; ``grad_norm_sq`` the first minibatch's ``‖∇L‖²``, then each epoch's
         mean over its minibatches; ``time_s`` the run's clock after every epoch (the teleport's time included);
         ``teleports`` the :class:`~symtele.teleports.generalisation.ObjectiveRecord` as a dict (none without a
-        teleport); ``final_*`` the last epoch's values; ``gradient_examples`` the run's compute, counted in
-        per-example loss gradients (each minibatch example once, plus the teleport's gradient evaluations
-        times its batch).
+        teleport), with ``held_out_before`` and ``held_out_after``, the objective on an independent sample
+        (measured, not counted as compute); ``final_*`` the last epoch's values; ``gradient_examples`` the run's
+        compute, counted in per-example loss gradients (each minibatch example once, plus the teleport's
+        gradient evaluations times its batch).
 
     Raises:
         TypeError: ``settings`` that is not a :class:`~symtele.study.settings.GeneralisationSettings`.
@@ -280,18 +308,9 @@ def _sam_arms(start: _Start) -> list[dict]:
     flat, teleport = _teleported(start, "sharpness", "decrease", batch, directions=sampling["directions"])
     # φ as the chapter measures it (its directions, on its batch) before and after: not counted as compute
     chapter = start.batch(s.teleport_batch)
-    with _evaluating(start.plain.model) as model, torch.no_grad():
-        measure = make_objective(
-            "sharpness",
-            module_loss(model, F.cross_entropy, *chapter),
-            {n: p.detach() for n, p in model.named_parameters()},
-            symmetry_of(model, chapter[0]),
-            seed=start.seed,
-            **_objective_options(s),
-        )
-        moved = torch.tensor(teleport["log_scales"], dtype=torch.float64)
-        teleport["sharpness_before"] = float(measure.value(torch.zeros_like(moved)))
-        teleport["sharpness_after"] = float(measure.value(moved))
+    options = _objective_options(s)
+    before_after = _measured(start.plain.model, "sharpness", chapter, options, start.seed, teleport["log_scales"])
+    teleport["sharpness_before"], teleport["sharpness_after"] = before_after
     sam = start.plain.copy()
     sam.optimizer = SAM(torch.optim.SGD(sam.model.parameters(), lr=s.lrs[start.name]), rho=s.sam_rho)
     records = []

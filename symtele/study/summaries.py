@@ -560,9 +560,10 @@ def generalisation_table(records, confidence: float = 0.95) -> list[dict]:
     Returns:
         One row per (network, data set, arm), in the records' order: ``model``, ``problem``, ``arm``,
         ``seeds``, ``test_loss_after``, ``final_test_loss`` and ``loss_after`` (each ``{"mean", "low", "high",
-        "differences"}``), ``objective_ratio`` (the objective after over before, per seed), ``loss_change`` (the
-        largest relative training-loss change of the teleports) and ``diverged`` (the seeds whose run ended with
-        a non-finite loss).
+        "differences"}``), ``objective_ratio`` (the objective after over before, per seed), ``held_out_ratio``
+        (the same on the teleport's held-out sample, per seed that has one), ``loss_change`` (the largest
+        relative training-loss change of the teleports) and ``diverged`` (the seeds whose run ended with a
+        non-finite loss).
 
     Raises:
         LookupError: a (network, data set, seed) without its run without a teleport.
@@ -602,6 +603,11 @@ def generalisation_table(records, confidence: float = 0.95) -> list[dict]:
                     "loss_after": paired([after(r, "loss") - after(b, "loss") for r, b in zip(group, base)]),
                     "objective_ratio": [
                         r["teleports"][0]["objective_after"] / r["teleports"][0]["objective_before"] for r in group
+                    ],
+                    "held_out_ratio": [
+                        t["held_out_after"] / t["held_out_before"]
+                        for t in (r["teleports"][0] for r in group)
+                        if "held_out_before" in t
                     ],
                     "loss_change": max(r["teleports"][0]["loss_change"] for r in group),
                     "diverged": [r["seed"] for r in group if not np.isfinite(_loss_value(r["loss"][-1]))],
