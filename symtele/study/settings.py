@@ -686,7 +686,7 @@ class GeneralisationSettings(Settings):
             **{
                 part: {
                     **getattr(self, part),
-                    **dict(epochs=2, teleport_epoch=1, batch_size=64, teleport_batch=64, teleport_steps=3),
+                    **dict(epochs=2, teleport_epoch=1, batch_size=128, teleport_batch=32, teleport_steps=3),
                     **dict(seeds=(0, 1), directions=2),
                 }
                 for part in GENERALISATION_NETWORKS
