@@ -624,7 +624,8 @@ class GeneralisationSettings(Settings):
     adaptive φ and ψ with the validation loss.
 
     ``lrs`` names the data sets that run, each with its SGD step; ``arms`` the teleported runs beside the one
-    without a teleport.
+    without a teleport. ``cnn`` and ``resnet`` hold what the runs of the digits CNN and ResNet replace
+    (:meth:`for_network`); ``model`` is the network a run trains.
     """
 
     lrs: dict = setting(check=_data_steps, factory=_generalisation_lrs)
