@@ -579,7 +579,8 @@ def _generalisation_cnn() -> dict:
 
 def _generalisation_resnet() -> dict:
     # the report's choice: the digits ResNet's runs as the CNN's (the same step: 0.02 still learns slowly at epoch
-    # 10, validation loss 0.9-1.0 on seeds 0 and 1), on three seeds; each seed costs about 13 s of one core
+    # 10, validation loss 0.9-1.0 on seeds 0 and 1), on three seeds, which take about 36 s of one core (the CNN's
+    # five: 34 s)
     return {**_generalisation_cnn(), "seeds": (0, 1, 2)}
 
 
@@ -649,6 +650,7 @@ class GeneralisationSettings(Settings):
     # the correlations (their Table 1: 100 MLPs): `nets` MLPs on `net_data`, net i with seed i and step
     # net_lrs[i % len(net_lrs)], each trained `net_epochs` epochs; `resamples` bootstrap resamples of the nets.
     # Trained all at once (study.ensemble), 100 nets take about 11 s of one core, half of it measuring φ and ψ
+    # (one at a time, 0.83 s a net)
     net_data: str = setting("mnist1d", lambda name, value: checks.choice(name, value, GENERALISATION_DATA))
     nets: int = setting(100, _at_least(3))
     net_epochs: int = setting(10, _at_least(1))
