@@ -223,16 +223,64 @@ def test_teleport_decreases_sharpness_at_the_same_loss():
 
 @pytest.mark.xfail(
     strict=True,
-    reason="not reached: from the Adam-trained digits MLP the sampled sharpness (20 directions x 5 steps, t in "
-    "[0.5, 5]) has one minimum along the rescalings, 0.70 of its value there (six starts, up to 730x sharper, all "
-    "reach it; 100 x 10: 0.77 after 40 steps); the curvature stops at 1.09 of its start",
+    reason="a bound of the quantities along the orbit, not of the ascent: from the Adam-trained digits MLP (training "
+    "loss 2e-4) the sampled sharpness (10 directions x 3 steps, t in [0.5, 5]) has one minimum along the rescalings, "
+    "0.56 of its value there: the descent stops at a stationary point with 40 or 150 steps of up to 0.3 or 1.0 per "
+    "log-scale, and a 5x sharper rescaled start reaches the same value (100 x 10 directions: 0.77, and at the 10 x 3 "
+    "minimum a held-out 100 x 10 sample is 1.12x its start: few directions are fitted, not flattened). phi >= L(w) "
+    "does not bind (phi is 0.008 there): a perturbation of fixed size moves the output by about P sum_l |d_l|/|W_l|, "
+    "the product P of the layers' scales fixed by the rescalings, which has a positive minimum. The curvature "
+    "psi = std_q(alpha)/|gamma'| falls with the weights' norm, which the rescalings lower only to the orbit's "
+    "least-norm point (173.5 against 204.8 in squared norm here): its one maximum, reached from random starts too, "
+    "is 1.09 of its start",
 )
-def test_teleport_halves_sharpness_on_the_digits_mlp():
+def test_teleport_halves_sharpness_or_doubles_curvature_on_the_digits_mlp():
     model, batch = _digits_trained()
-    options = dict(directions=10, t_range=(0.5, 5.0), t_count=3, seed=1, steps=40, max_log_step=0.3)
-    _, record = teleport_objective(model, F.cross_entropy, batch, "sharpness", "decrease", **options)
-    assert record.loss_change < 1e-5
-    assert record.ratio <= 0.5
+    options = dict(seed=1, steps=40, max_log_step=0.3)
+    sampling = dict(directions=10, t_range=(0.5, 5.0), t_count=3)
+    _, flat = teleport_objective(model, F.cross_entropy, batch, "sharpness", "decrease", **options, **sampling)
+    _, curved = teleport_objective(model, F.cross_entropy, batch, "curvature", "increase", **options, samples=100)
+    assert flat.loss_change < 1e-5 and curved.loss_change < 1e-5
+    assert flat.ratio <= 0.5 or curved.ratio >= 2
+
+
+def test_curvature_has_one_maximum_along_the_orbit_near_its_least_norm_point():
+    """Why the curvature rises so little: its maximum is the orbit's, from any start, next to the least-norm point."""
+    model, batch = _digits_trained()
+    symmetry = discover(model, batch[0])
+    params = {n: p.detach().clone() for n, p in model.named_parameters()}
+    tops = []
+    for seed in (None, 0, 1):
+        s = torch.zeros(symmetry.n_scales, dtype=torch.float64)
+        if seed is not None:  # a randomly rescaled start: the same function, less curved
+            s = torch.randn(symmetry.n_scales, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+        start = act(symmetry, s, params)
+        with torch.no_grad():
+            for n, p in model.named_parameters():
+                p.copy_(start[n])
+        _, record = teleport_objective(
+            model, F.cross_entropy, batch, "curvature", "increase", steps=150, max_log_step=0.3, samples=100, seed=1
+        )
+        assert record.loss_change < 1e-5
+        tops.append((record.objective_before, record.objective_after))
+    (trained, top), *others = tops
+    assert all(abs(after - top) < 1e-6 * top and before < 0.5 * top for before, after in others)
+    assert 1 < top / trained < 2  # the trained net starts near the top
+    # the least-norm point of the orbit (the squared norm of the rescaled weights is convex in the log-scales)
+    s = torch.zeros(symmetry.n_scales, dtype=torch.float64, requires_grad=True)
+    norm = lambda u: sum((p.double() ** 2).sum() for n, p in act(symmetry, u, params).items() if n in symmetry.params)  # noqa: E731
+    lbfgs = torch.optim.LBFGS([s], max_iter=500, line_search_fn="strong_wolfe")
+
+    def closure():
+        lbfgs.zero_grad()
+        value = norm(s)
+        value.backward()
+        return value
+
+    lbfgs.step(closure)
+    assert float(norm(s.detach())) < 0.9 * float(norm(torch.zeros_like(s)))
+    least = Curvature(params, symmetry, samples=100, seed=1).value(s.detach())
+    assert abs(float(least) - top) < 0.01 * top
 
 
 def test_sharpness_descent_reaches_the_same_minimum_from_a_rescaled_start():

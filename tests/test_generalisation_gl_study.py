@@ -84,12 +84,14 @@ def test_the_table_puts_both_groups_side_by_side(runs):
 def test_gl_runs_refuse_what_they_cannot_act_on():
     with pytest.raises(ValueError, match="digits"):
         generalisation_gl.gl_teleport_runs("digits", 0, TINY)
+    with pytest.raises(ValueError, match="Invalid settings.model: 'digits-cnn'"):
+        generalisation_gl.gl_teleport_runs("digits", 0, TINY.for_network("cnn"))
     with pytest.raises(ValueError, match="Invalid teleport_batch: 16"):
         generalisation_gl.gl_teleport_runs("mnist-5k", 0, TINY.replace(teleport_batch=16))
     with pytest.raises(ValueError, match="Invalid gl_layer: 2"):
         TINY.replace(gl_layer=2)
     assert generalisation_gl.generalisation_gl_runs(TINY.replace(gl_arms=())) == []
-    assert TINY.for_cnn().gl_arms == ()
+    assert TINY.for_network("cnn").gl_arms == () == TINY.for_network("resnet").gl_arms
 
 
 def _gl_results(shift, held_out=0.3, ratio=0.5):

@@ -1,5 +1,6 @@
 """The generalisation chapter (notebook 10): its runs, its correlations, its tables and its claims."""
 
+import copy
 import math
 
 import numpy as np
@@ -59,6 +60,9 @@ def test_teleport_runs_are_well_formed_and_share_their_start(tiny_runs):
         assert t["steps_taken"] > 0
         moved = t["objective_after"] < t["objective_before"]
         assert moved == (direction == "decrease")
+        # the same objective on another sample of its directions, at the same two points
+        assert t["held_out_before"] > 0 and t["held_out_after"] > 0 and t["held_out_before"] != t["objective_before"]
+        assert t["held_out_after"] != t["held_out_before"]
         assert r["loss"][-1] != plain["loss"][-1]  # a different point of the orbit trains on differently
 
 
@@ -102,19 +106,43 @@ def test_matched_sampling_fits_the_budget():
         generalisation.matched_sampling(per_direction - 1, TINY)
 
 
-def test_the_cnn_runs_teleport_along_its_exact_rescalings():
+@pytest.mark.parametrize("part,model", [("cnn", "digits-cnn"), ("resnet", "digits-resnet")])
+def test_the_digits_networks_teleport_along_their_exact_rescalings(part, model):
     tiny = TINY.replace(
-        cnn=dict(lrs={"digits": 0.05}, seeds=(0,), epochs=2, teleport_epoch=1, batch_size=256, teleport_batch=64)
-    ).for_cnn()
+        **{part: dict(lrs={"digits": 0.05}, seeds=(0,), epochs=2, teleport_epoch=1, batch_size=256, teleport_batch=64)}
+    ).for_network(part)
     assert tiny.sam_data == "" and tiny.lrs == {"digits": 0.05} and tiny.teleport_batch == 64
+    assert tiny.model == model and tiny.cnn == tiny.resnet == {}
     runs = generalisation.generalisation_runs(tiny)
     assert [(r["problem"], r["model"], r["arm"]) for r in runs] == [
-        ("digits", "digits-cnn", arm) for arm in ("none", *GENERALISATION_ARMS)
+        ("digits", model, arm) for arm in ("none", *GENERALISATION_ARMS)
     ]
     for r in runs[1:]:
         (t,) = r["teleports"]
         assert t["loss_change"] < 1e-5 and t["steps_taken"] > 0
         assert (t["objective_after"] < t["objective_before"]) == r["arm"].endswith("decrease")
+        assert r["loss"][: tiny.teleport_epoch + 1] == runs[0]["loss"][: tiny.teleport_epoch + 1]
+
+
+def test_a_teleport_leaves_the_resnets_running_statistics_as_they_were():
+    """The teleport's hundreds of forward passes (train mode or eval) must not touch BatchNorm's buffers."""
+    from torch.nn import functional as F
+
+    from symtele.models import digits_resnet
+    from symtele.teleports.generalisation import teleport_objective
+
+    split = generalisation.data("digits", 0)
+    torch.manual_seed(0)
+    model = digits_resnet()
+    with torch.no_grad():
+        model(split.x_train[:256])  # running statistics of the data, not the initial ones
+    buffers = {n: b.clone() for n, b in model.named_buffers()}
+    batch = (split.x_train[:64], split.y_train[:64])
+    for train in (True, False):
+        model.train(train)
+        _, record = teleport_objective(model, F.cross_entropy, batch, steps=2, directions=2, t_count=2)
+        assert record.loss_change < 1e-5 and record.steps_taken > 0
+        assert all(torch.equal(b, buffers[n]) for n, b in model.named_buffers())
 
 
 def test_correlation_nets_are_measured_and_deterministic():
@@ -138,6 +166,10 @@ def test_correlation_nets_are_measured_and_deterministic():
         ({"cnn": {"nets": 5}}, "cnn key"),
         ({"cnn": {"lrs": {"mnist1d": 0.1}}}, "cnn"),
         ({"cnn": {"lrs": {"digits": 0.1}, "epochs": 0}}, "epochs"),
+        ({"resnet": {"model": "digits-cnn"}}, "resnet key"),
+        ({"lrs": {"digits": 0.1}}, "lrs"),
+        ({"model": "digits-resnet"}, "lrs"),
+        ({"net_data": "digits"}, "net_data"),
     ],
 )
 def test_settings_refuse_bad_values(changes, match):
@@ -191,7 +223,7 @@ def _results(shift, *, seeds=(0, 1, 2), slope=1.0, loss_change=1e-7):
     adaptive sharpness rise and curvature falls with ``slope`` × the validation loss."""
     records = []
     for seed in seeds:
-        for problem, model in (("mnist1d", "leaky-mlp"), ("digits", "digits-cnn")):
+        for problem, model in (("mnist1d", "leaky-mlp"), ("digits", "digits-cnn"), ("digits", "digits-resnet")):
             records.append(_run(problem, "none", seed, 1.0, model=model))
             for arm in GENERALISATION_ARMS:
                 records.append(_run(problem, arm, seed, 1.0 + shift + 0.01 * seed, loss_change, model=model))
@@ -224,8 +256,10 @@ def _rows(results):
 def test_the_table_pairs_each_arm_with_its_seeds_run():
     records = _results(-0.1)[STEM]["records"]
     table = summaries.generalisation_table(records)  # the SAM experiment's records are not its
-    assert [(row["problem"], row["arm"]) for row in table] == [
-        (p, a) for p in ("mnist1d", "digits") for a in GENERALISATION_ARMS
+    assert [(row["model"], row["problem"], row["arm"]) for row in table] == [
+        (m, p, a)
+        for m, p in (("leaky-mlp", "mnist1d"), ("digits-cnn", "digits"), ("digits-resnet", "digits"))
+        for a in GENERALISATION_ARMS
     ]
     row = table[0]
     assert row["test_loss_after"]["differences"] == pytest.approx([-0.1, -0.09, -0.08])
@@ -270,7 +304,7 @@ def test_partial_pearson_interval_is_the_correlation_of_the_residuals():
 
 def test_claims_hold_on_runs_that_agree_with_the_paper():
     rows = _rows(_results(-0.1))
-    assert len(rows) == len(ROWS) == 11
+    assert len(rows) == len(ROWS) == 13
     assert {row["holds"] for row in rows.values()} == {"yes"}, rows
     sam = next(row for claim, row in rows.items() if claim.startswith("SAM lowers"))
     assert "compute ×1.5 of SGD's" in sam["measured"]
@@ -283,14 +317,16 @@ def test_claims_fail_on_runs_that_disagree_with_the_paper():
     assert "wholly below 0 in 0 of 1" in flat["measured"]
 
 
-def test_the_cnn_claims_judge_only_the_cnn():
+@pytest.mark.parametrize("model,network,other", [("digits-cnn", "CNN", "ResNet"), ("digits-resnet", "ResNet", "CNN")])
+def test_each_networks_claims_judge_only_that_network(model, network, other):
     results = _results(-0.1)
     for r in results[STEM]["records"]:
-        if r.get("model") == "digits-cnn" and r["arm"] != "none":
+        if r.get("model") == model and r["arm"] != "none":
             r["test_loss"] = [2.0, 1.0, 1.2 + 0.01 * r["seed"], 1.2]
     rows = _rows(results)
     assert rows["Teleporting to lower sharpness lowers the validation loss"]["holds"] == "yes"
-    assert rows["On the digits CNN, teleporting to lower sharpness lowers the validation loss"]["holds"] == "no"
+    assert rows[f"On the digits {network}, teleporting to lower sharpness lowers the validation loss"]["holds"] == "no"
+    assert rows[f"On the digits {other}, teleporting to lower sharpness lowers the validation loss"]["holds"] == "yes"
 
 
 def test_claims_are_not_measured_without_results_or_with_one_seed():
@@ -321,3 +357,39 @@ def test_adaptive_sharpness_of_a_trained_net_is_unchanged_by_a_rescaling():
         objective = make_objective("adaptive_sharpness", loss_of, point, symmetry, directions=3, t_count=2)
         values.append(float(objective.value(zero)))
     assert values[1] == pytest.approx(values[0], rel=1e-5)
+
+
+def test_sgd_together_takes_the_steps_of_sgd_one_net_at_a_time():
+    from torch.nn import functional as F
+
+    from symtele.models import leaky_mlp
+    from symtele.study.ensemble import sgd_together
+    from symtele.study.experiments import minibatch_order
+
+    gen = torch.Generator().manual_seed(0)
+    x, y = torch.randn(100, 6, generator=gen), torch.randint(0, 3, (100,), generator=gen)
+    lrs = [0.05, 0.2, 0.5]
+    orders = [minibatch_order(100, 16, 3, seed) for seed in range(3)]  # 7 steps an epoch, the last of 4 examples
+    nets = []
+    for seed in range(3):
+        torch.manual_seed(seed)
+        nets.append(leaky_mlp((6, 5, 4, 3)))
+    alone = [copy.deepcopy(net) for net in nets]
+    sgd_together(nets, lrs, x, y, orders)
+    for net, lr, order in zip(alone, lrs, orders):
+        opt = torch.optim.SGD(net.parameters(), lr=lr)
+        for index in order:
+            opt.zero_grad()
+            F.cross_entropy(net(x[index]), y[index]).backward()
+            opt.step()
+    for together, one in zip(nets, alone):
+        for a, b in zip(together.parameters(), one.parameters()):
+            assert torch.allclose(a, b, rtol=1e-5, atol=1e-6)
+    moved = [torch.cat([p.flatten() for p in net.parameters()]) for net in nets]
+    assert (moved[0] - moved[1]).abs().max() > 0.01  # each net its own start, steps and minibatches
+    with pytest.raises(ValueError, match="lrs"):
+        sgd_together(nets, lrs[:2], x, y, orders)
+    with pytest.raises(ValueError, match="orders"):
+        sgd_together(nets, lrs, x, y, [orders[0], orders[1], minibatch_order(100, 20, 3, 2)])
+    with pytest.raises(ValueError, match="buffers"):
+        sgd_together([torch.nn.BatchNorm1d(6)], [0.1], x, y, orders[:1])

@@ -4,6 +4,7 @@
 * :mod:`~symtele.study.published`: the published numbers the report compares against (no torch);
 * :mod:`~symtele.study.experiments`: one seeded function per experiment, returning tidy records;
 * :mod:`~symtele.study.minibatch`: minibatch training without and with the Teleporter's two ways of accepting;
+* :mod:`~symtele.study.ensemble`: many networks of one architecture trained by plain SGD at once;
 * :mod:`~symtele.study.results`: the results files, and atomic writes of every file of the build;
 * :mod:`~symtele.study.summaries`: reductions of records to the numbers the report quotes;
 * :mod:`~symtele.study.claims`: each claim of the writeup checked against the results files;

@@ -8,9 +8,12 @@
 Their records reduce to the report's tables with :func:`symtele.study.summaries.generalisation_table`,
 :func:`symtele.study.summaries.sam_table` and :func:`symtele.study.summaries.correlation_table`.
 
-The network is :func:`symtele.models.leaky_mlp` (bias-free, LeakyReLU 0.1) on the MNIST data sets and
-:func:`symtele.models.digits_cnn` on scikit-learn's digits (:data:`MODELS`), the group the positive rescalings
-of the hidden units or channels, the teleport :func:`symtele.teleports.generalisation.teleport_objective`.
+The network is the settings' ``model`` (:data:`MODELS`): :func:`symtele.models.leaky_mlp` (bias-free, LeakyReLU
+0.1) on the MNIST data sets, :func:`symtele.models.digits_cnn` or :func:`symtele.models.digits_resnet` on
+scikit-learn's digits; the group the positive rescalings of the hidden units or channels (for the ResNet, of
+its BatchNorms' affine outputs, shared along the residual stream), the teleport
+:func:`symtele.teleports.generalisation.teleport_objective`, in eval mode (BatchNorm's running statistics, as the
+records' losses are measured; they never change).
 Every arm of a (data set, seed) starts from the same initial weights and takes the same minibatches: the
 teleported and SAM arms continue copies of the run without a teleport made at the teleport epoch (plain SGD has
 no state to carry). Compute is counted in per-example loss gradients: a minibatch step's examples once (SAM's
@@ -19,16 +22,18 @@ twice), a teleport's gradient evaluations times its batch.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import torch
 from torch.nn import functional as F
 
-from ..models import digits_cnn, leaky_mlp
+from ..models import digits_cnn, digits_resnet, leaky_mlp
 from ..sam import SAM
 from ..teleports.generalisation import make_objective, module_loss, teleport_objective
 from ..teleports.rescale import symmetry_of
-from .experiments import _checked, _MinibatchRun, minibatch_order
+from .ensemble import sgd_together
+from .experiments import _checked, _MinibatchRun, _on_training_set, minibatch_order
 from .settings import GENERALISATION, GeneralisationSettings
 from .summaries import MEASURES
 
@@ -61,13 +66,32 @@ def data(name: str, seed: int):
     return loaders[name](seed)
 
 
-#: the network each data set trains: Zhao et al.'s MLP, or the report's digits CNN
-MODELS = {"mnist1d": "leaky-mlp", "mnist-5k": "leaky-mlp", "digits": "digits-cnn"}
+#: the networks by the name the settings' ``model`` gives: ``(inputs, hidden) → network``, Zhao et al.'s MLP on the
+#: MNIST data sets, the report's digits CNN and ResNet on the digits (as 1×8×8 images)
+MODELS = {
+    "leaky-mlp": lambda inputs, hidden: leaky_mlp((inputs, *hidden, 10)),
+    "digits-cnn": lambda inputs, hidden: digits_cnn(),
+    "digits-resnet": lambda inputs, hidden: digits_resnet(),
+}
 
 
-def _network(name: str, inputs: int, hidden: tuple, seed: int) -> torch.nn.Module:
+def _network(model: str, inputs: int, hidden: tuple, seed: int) -> torch.nn.Module:
     torch.manual_seed(seed)
-    return digits_cnn() if MODELS[name] == "digits-cnn" else leaky_mlp((inputs, *hidden, 10))
+    return MODELS[model](inputs, hidden)
+
+
+@contextlib.contextmanager
+def _evaluating(model: torch.nn.Module):
+    """``model`` in eval mode inside, train mode after.
+
+    A teleport's losses then use the running statistics, as the records' losses do (and never change them:
+    :func:`~symtele.teleports.generalisation.module_loss`).
+    """
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train()
 
 
 def _objective_options(s: GeneralisationSettings) -> dict:
@@ -99,7 +123,7 @@ class _Start:
         return {
             "experiment": experiment,
             "problem": self.name,
-            "model": MODELS[self.name],
+            "model": s.model,
             "method": method,
             "arm": arm,
             "seed": self.seed,
@@ -127,7 +151,7 @@ def _start(name: str, seed: int, s: GeneralisationSettings) -> _Start:
     batches = minibatch_order(len(y), s.batch_size, s.epochs, seed)
     per_epoch = -(-len(y) // s.batch_size)
     at = s.teleport_epoch * per_epoch
-    model = _network(name, x.shape[1], s.hidden, seed)
+    model = _network(s.model, x.shape[1], s.hidden, seed)
     plain = _MinibatchRun(
         model, torch.optim.SGD(model.parameters(), lr=s.lrs[name]), x, y, (split.x_test, split.y_test)
     )
@@ -135,25 +159,53 @@ def _start(name: str, seed: int, s: GeneralisationSettings) -> _Start:
     return _Start(name, seed, s, split, batches, per_epoch, at, plain)
 
 
+#: the seed of a teleport's held-out sample of its objective is the run's seed plus this (its own is the run's seed)
+HELD_OUT = 10_000
+
+
+def _measured(model, objective: str, batch, options: dict, seed: int, log_scales) -> tuple[float, float]:
+    """``objective`` sampled as ``options`` say with ``seed``, at ``model``'s weights and moved by ``log_scales``."""
+    with _evaluating(model), torch.no_grad():
+        measure = make_objective(
+            objective,
+            module_loss(model, F.cross_entropy, *batch),
+            {n: p.detach() for n, p in model.named_parameters()},
+            symmetry_of(model, batch[0]),
+            seed=seed,
+            **options,
+        )
+        moved = torch.tensor(log_scales, dtype=torch.float64)
+        return float(measure.value(torch.zeros_like(moved))), float(measure.value(moved))
+
+
 def _teleported(start: _Start, objective: str, direction: str, batch, **sampling) -> tuple[_MinibatchRun, dict]:
-    """A copy of the run at the teleport epoch, teleported along the positive rescalings; its record as a dict."""
+    """A copy of the run at the teleport epoch, teleported along the positive rescalings; its record as a dict.
+
+    The record also has ``held_out_before`` and ``held_out_after``: the objective before and after on an
+    independent sample of its directions (seed ``HELD_OUT`` + the run's), as many as the teleport's own, on the
+    same batch (measured, not counted as compute). The teleport's own sample is what it moved; the held-out one
+    tells how much of that move is the objective's and how much fits the sample.
+    """
     s = start.s
+    options = {**_objective_options(s), **sampling}
     run = start.plain.copy()
-    params, record = teleport_objective(
-        run.model,
-        F.cross_entropy,
-        batch,
-        objective,
-        direction,
-        steps=s.teleport_steps,
-        max_log_step=s.max_log_step,
-        seed=start.seed,
-        **{**_objective_options(s), **sampling},
-    )
+    with _evaluating(run.model):
+        params, record = teleport_objective(
+            run.model,
+            F.cross_entropy,
+            batch,
+            objective,
+            direction,
+            steps=s.teleport_steps,
+            max_log_step=s.max_log_step,
+            seed=start.seed,
+            **options,
+        )
+    held_out = _measured(run.model, objective, batch, options, HELD_OUT + start.seed, record.log_scales)
     with torch.no_grad():
         for n, p in run.model.named_parameters():
             p.copy_(params[n])
-    return run, record.to_dict()
+    return run, {**record.to_dict(), "held_out_before": held_out[0], "held_out_after": held_out[1]}
 
 
 def _finish(start: _Start, run: _MinibatchRun, teleport) -> None:
@@ -191,8 +243,7 @@ def teleport_runs(name: str, seed: int, settings: GeneralisationSettings = GENER
     At the end of epoch ``settings.teleport_epoch`` the parameters are moved along the positive rescalings to
     decrease or increase the sharpness φ or the curvature ψ (``teleport_objective``, on the first
     ``teleport_batch`` examples of the next epoch's minibatch order), then SGD goes on with the same step and
-    minibatches. The network is :func:`symtele.models.leaky_mlp` on the MNIST data sets and
-    :func:`symtele.models.digits_cnn` on ``digits`` (:data:`MODELS`).
+    minibatches. The network is ``settings.model`` (:data:`MODELS`).
 
     Args:
         name: ``mnist1d``, ``mnist-5k`` or ``digits`` (a key of ``settings.lrs``).
@@ -206,9 +257,10 @@ def teleport_runs(name: str, seed: int, settings: GeneralisationSettings = GENER
         the start and after every epoch; ``grad_norm_sq`` the first minibatch's ``‖∇L‖²``, then each epoch's
         mean over its minibatches; ``time_s`` the run's clock after every epoch (the teleport's time included);
         ``teleports`` the :class:`~symtele.teleports.generalisation.ObjectiveRecord` as a dict (none without a
-        teleport); ``final_*`` the last epoch's values; ``gradient_examples`` the run's compute, counted in
-        per-example loss gradients (each minibatch example once, plus the teleport's gradient evaluations
-        times its batch).
+        teleport), with ``held_out_before`` and ``held_out_after``, the objective on an independent sample
+        (measured, not counted as compute); ``final_*`` the last epoch's values; ``gradient_examples`` the run's
+        compute, counted in per-example loss gradients (each minibatch example once, plus the teleport's
+        gradient evaluations times its batch).
 
     Raises:
         TypeError: ``settings`` that is not a :class:`~symtele.study.settings.GeneralisationSettings`.
@@ -256,19 +308,9 @@ def _sam_arms(start: _Start) -> list[dict]:
     flat, teleport = _teleported(start, "sharpness", "decrease", batch, directions=sampling["directions"])
     # φ as the chapter measures it (its directions, on its batch) before and after: not counted as compute
     chapter = start.batch(s.teleport_batch)
-    symmetry = symmetry_of(start.plain.model, chapter[0])
-    measure = make_objective(
-        "sharpness",
-        module_loss(start.plain.model, F.cross_entropy, *chapter),
-        {n: p.detach() for n, p in start.plain.model.named_parameters()},
-        symmetry,
-        seed=start.seed,
-        **_objective_options(s),
-    )
-    with torch.no_grad():
-        moved = torch.tensor(teleport["log_scales"], dtype=torch.float64)
-        teleport["sharpness_before"] = float(measure.value(torch.zeros_like(moved)))
-        teleport["sharpness_after"] = float(measure.value(moved))
+    options = _objective_options(s)
+    before_after = _measured(start.plain.model, "sharpness", chapter, options, start.seed, teleport["log_scales"])
+    teleport["sharpness_before"], teleport["sharpness_after"] = before_after
     sam = start.plain.copy()
     sam.optimizer = SAM(torch.optim.SGD(sam.model.parameters(), lr=s.lrs[start.name]), rho=s.sam_rho)
     records = []
@@ -318,8 +360,8 @@ def generalisation_runs(settings: GeneralisationSettings = GENERALISATION) -> li
     The SAM comparison continues the same run at the teleport epoch (computed once).
 
     Args:
-        settings: the notebook's settings (:meth:`~symtele.study.settings.GeneralisationSettings.for_cnn` for
-            the digits CNN's).
+        settings: the notebook's settings (:meth:`~symtele.study.settings.GeneralisationSettings.for_network`
+            for the digits CNN's or ResNet's).
 
     Returns:
         The records of every run.
@@ -341,9 +383,10 @@ def correlation_nets(settings: GeneralisationSettings = GENERALISATION) -> list[
     """``settings.nets`` MLPs on ``settings.net_data``, each trained by SGD, then measured once.
 
     Net ``i`` has initial weights and minibatch order from seed ``i`` and the step ``net_lrs[i % len(net_lrs)]``;
-    all share one split (seed 0) and train ``net_epochs`` epochs. At the end: the training and validation
-    losses (whole sets), the validation accuracy, and φ, adaptive φ and ψ (the settings' sampling, seed 0 for
-    every net) with φ measured on the first ``teleport_batch`` training examples.
+    all share one split (seed 0) and train ``net_epochs`` epochs of plain SGD, all at once
+    (:func:`~symtele.study.ensemble.sgd_together`: the same steps as one at a time, up to rounding). At the end:
+    the training and validation losses (whole sets), the validation accuracy, and φ, adaptive φ and ψ (the
+    settings' sampling, seed 0 for every net) with φ measured on the first ``teleport_batch`` training examples.
 
     Args:
         settings: the notebook's settings.
@@ -360,21 +403,19 @@ def correlation_nets(settings: GeneralisationSettings = GENERALISATION) -> list[
     split = data(s.net_data, 0)
     x, y = split.x_train, split.y_train
     batch = (x[: s.teleport_batch], y[: s.teleport_batch])
-    per_epoch = -(-len(y) // s.batch_size)
+    lrs = [s.net_lrs[i % len(s.net_lrs)] for i in range(s.nets)]
+    models = [_network("leaky-mlp", x.shape[1], s.hidden, i) for i in range(s.nets)]
+    sgd_together(models, lrs, x, y, [minibatch_order(len(y), s.batch_size, s.net_epochs, i) for i in range(s.nets)])
     records = []
-    for i in range(s.nets):
-        lr = s.net_lrs[i % len(s.net_lrs)]
-        model = _network(s.net_data, x.shape[1], s.hidden, i)
-        run = _MinibatchRun(model, torch.optim.SGD(model.parameters(), lr=lr), x, y, (split.x_test, split.y_test))
-        batches = minibatch_order(len(y), s.batch_size, s.net_epochs, i)
-        run.advance(batches, 0, len(batches), per_epoch)
+    for i, (model, lr) in enumerate(zip(models, lrs)):
         params = {n: p.detach() for n, p in model.named_parameters()}
         symmetry = symmetry_of(model, batch[0])
         loss_of = module_loss(model, F.cross_entropy, *batch)
         zero = torch.zeros(symmetry.n_scales, dtype=torch.float64)
         record = {"experiment": "correlation", "problem": s.net_data, "net": i, "seed": i, "lr": lr}
         record["epochs"] = s.net_epochs
-        record.update(loss=run.losses[-1], test_loss=run.test_losses[-1], test_accuracy=run.test_accuracies[-1])
+        record["loss"] = _on_training_set(model, x, y)[0]
+        record["test_loss"], record["test_accuracy"] = _on_training_set(model, split.x_test, split.y_test)
         with torch.no_grad():
             for measure in MEASURES:
                 objective = make_objective(measure, loss_of, params, symmetry, seed=0, **_objective_options(s))

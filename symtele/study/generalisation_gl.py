@@ -22,7 +22,7 @@ from ..teleports.data_gl import data_gl_teleport, hidden_layers
 from ..teleports.generalisation import make_objective, module_loss
 from ..teleports.rescale import symmetry_of
 from .experiments import _checked
-from .generalisation import MODELS, _finish, _objective_options, _sgd_examples, _Start, _start
+from .generalisation import _finish, _objective_options, _sgd_examples, _Start, _start
 from .settings import GENERALISATION, GeneralisationSettings
 from .summaries import GL_EXPERIMENT as EXPERIMENT
 
@@ -114,12 +114,14 @@ def gl_teleport_runs(name: str, seed: int, settings: GeneralisationSettings = GE
 
     Raises:
         TypeError: ``settings`` that is not a :class:`~symtele.study.settings.GeneralisationSettings`.
-        ValueError: a ``name`` that ``settings.lrs`` does not name or whose network is not the MLP, or a teleport
-            batch no larger than the layer's width.
+        ValueError: a ``name`` that ``settings.lrs`` does not name, settings whose ``model`` is not the MLP, or a
+            teleport batch no larger than the layer's width.
     """
     s = _checked(settings, GeneralisationSettings)
-    if MODELS.get(name) != "leaky-mlp":
-        raise ValueError(f"Invalid data set: {name!r} (the GL(h) action is for the MLP of mnist1d and mnist-5k)")
+    if s.model != "leaky-mlp":
+        raise ValueError(
+            f"Invalid settings.model: {s.model!r} (the GL(h) action is for the MLP of mnist1d and mnist-5k)"
+        )
     return _gl_arms(_start(name, seed, s))
 
 
@@ -136,12 +138,6 @@ def generalisation_gl_runs(settings: GeneralisationSettings = GENERALISATION) ->
         TypeError: ``settings`` that is not a :class:`~symtele.study.settings.GeneralisationSettings`.
     """
     s = _checked(settings, GeneralisationSettings)
-    if not s.gl_arms:
+    if not s.gl_arms or s.model != "leaky-mlp":
         return []
-    return [
-        r
-        for name in s.lrs
-        if MODELS[name] == "leaky-mlp"
-        for seed in s.seeds[: s.gl_seed_count]
-        for r in gl_teleport_runs(name, seed, s)
-    ]
+    return [r for name in s.lrs for seed in s.seeds[: s.gl_seed_count] for r in gl_teleport_runs(name, seed, s)]

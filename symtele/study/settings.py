@@ -577,21 +577,34 @@ def _generalisation_cnn() -> dict:
     }
 
 
-#: the settings the digits CNN's runs may replace (the correlation nets and the SAM comparison are the MLPs')
-CNN_OVERRIDES = (
+def _generalisation_resnet() -> dict:
+    # the report's choice: the digits ResNet's runs as the CNN's (the same step: 0.02 still learns slowly at epoch
+    # 10, validation loss 0.9-1.0 on seeds 0 and 1), on three seeds, which take about 36 s of one core (the CNN's
+    # five: 34 s)
+    return {**_generalisation_cnn(), "seeds": (0, 1, 2)}
+
+
+#: the networks of chapter 10 beyond the MLPs: the setting that holds each one's replacements, and the network
+GENERALISATION_NETWORKS = {"cnn": "digits-cnn", "resnet": "digits-resnet"}
+#: every network the chapter trains: Zhao et al.'s MLP (on MNIST-1D and MNIST-5k), and those on the digits
+GENERALISATION_MODELS = ("leaky-mlp", *GENERALISATION_NETWORKS.values())
+
+#: the settings the runs of a network on the digits may replace (the correlation nets and the SAM comparison are
+#: the MLPs')
+NETWORK_OVERRIDES = (
     "lrs", "seeds", "epochs", "teleport_epoch", "batch_size", "arms", "teleport_batch", "teleport_steps",
     "max_log_step", "directions", "t_count", "t_range", "samples",
 )  # fmt: skip
 
 
-def _cnn_overrides(name: str, value) -> None:
+def _network_overrides(name: str, value) -> None:
     if not isinstance(value, Mapping):
         raise TypeError(f"Invalid {name}: {value!r} (expected a dict of setting -> value)")
     for key in value:
-        checks.choice(f"{name} key", key, CNN_OVERRIDES)
-    lrs = value.get("lrs", {"digits": 1.0})  # {}: no CNN runs
+        checks.choice(f"{name} key", key, NETWORK_OVERRIDES)
+    lrs = value.get("lrs", {"digits": 1.0})  # {}: no runs of this network
     if value and (not isinstance(lrs, Mapping) or set(lrs) != {"digits"}):
-        raise ValueError(f"Invalid {name}['lrs']: {lrs!r} (expected {{'digits': step}}, the CNN's data set)")
+        raise ValueError(f"Invalid {name}['lrs']: {lrs!r} (expected {{'digits': step}}, the network's data set)")
 
 
 def _distinct_or_none(options):
@@ -618,7 +631,8 @@ class GeneralisationSettings(Settings):
     adaptive φ and ψ with the validation loss.
 
     ``lrs`` names the data sets that run, each with its SGD step; ``arms`` the teleported runs beside the one
-    without a teleport.
+    without a teleport. ``cnn`` and ``resnet`` hold what the runs of the digits CNN and ResNet replace
+    (:meth:`for_network`); ``model`` is the network a run trains.
     """
 
     lrs: dict = setting(check=_data_steps, factory=_generalisation_lrs)
@@ -640,9 +654,11 @@ class GeneralisationSettings(Settings):
     t_range: tuple = setting((0.5, 5.0), _t_range)
     samples: int = setting(100, _at_least(1))
     # the correlations (their Table 1: 100 MLPs): `nets` MLPs on `net_data`, net i with seed i and step
-    # net_lrs[i % len(net_lrs)], each trained `net_epochs` epochs; `resamples` bootstrap resamples of the nets
+    # net_lrs[i % len(net_lrs)], each trained `net_epochs` epochs; `resamples` bootstrap resamples of the nets.
+    # Trained all at once (study.ensemble), 100 nets take about 11 s of one core, half of it measuring φ and ψ
+    # (one at a time, 0.83 s a net)
     net_data: str = setting("mnist1d", lambda name, value: checks.choice(name, value, GENERALISATION_DATA))
-    nets: int = setting(60, _at_least(3))
+    nets: int = setting(100, _at_least(3))
     net_epochs: int = setting(10, _at_least(1))
     net_lrs: tuple = setting((0.03, 0.1, 0.3), lambda name, value: checks.sequence(name, value, checks.positive))
     resamples: int = setting(2000, _at_least(100))
@@ -654,7 +670,11 @@ class GeneralisationSettings(Settings):
     )
     sam_rho: float = setting(0.05, checks.positive)
     # beyond the MLPs: the digits CNN on scikit-learn's digits, with these settings in place of the above
-    cnn: dict = setting(check=_cnn_overrides, factory=_generalisation_cnn)
+    cnn: dict = setting(check=_network_overrides, factory=_generalisation_cnn)
+    # and the digits ResNet (BatchNorm, a residual stream), likewise
+    resnet: dict = setting(check=_network_overrides, factory=_generalisation_resnet)
+    # the network the runs train: Zhao et al.'s MLP; for_network() sets the others
+    model: str = setting("leaky-mlp", lambda name, value: checks.choice(name, value, GENERALISATION_MODELS))
     # their own group beside the rescalings: the data-dependent GL(h) action on the MLP's hidden layer `gl_layer`,
     # on as many examples as it has units (the first of the teleport batch), `gl_steps` steps of ‖ΔT‖_F at most
     # `gl_max_step` on g = I + T, for the arms `gl_arms` ((): none) on the first `gl_seed_count` of `seeds`
@@ -680,27 +700,57 @@ class GeneralisationSettings(Settings):
             nets=6,
             net_epochs=2,
             resamples=200,
-            cnn={
-                **self.cnn,
-                **dict(seeds=(0, 1), epochs=2, teleport_epoch=1, batch_size=64, teleport_batch=64, teleport_steps=3),
-                "directions": 2,
+            **{
+                part: {
+                    **getattr(self, part),
+                    **dict(epochs=2, teleport_epoch=1, batch_size=128, teleport_batch=32, teleport_steps=3),
+                    **dict(seeds=(0, 1), directions=2),
+                }
+                for part in GENERALISATION_NETWORKS
             },
             gl_steps=4,
         )
 
     def check(self) -> None:
-        """Raise unless the teleport epoch, ``sam_data``, ``cnn`` and the GL arms' hidden layer fit the run."""
+        """Raise unless the run's settings fit together.
+
+        The teleport epoch lies within the run, ``sam_data`` runs, the model fits the data sets, the correlation
+        nets (MLPs) have MNIST data, ``cnn`` and ``resnet`` give valid settings, and the GL arms' hidden layer exists.
+        """
         checks.epoch_of_run("teleport_epoch", self.teleport_epoch, self.epochs)
         if self.gl_arms and self.gl_layer >= len(self.hidden):
             raise ValueError(f"Invalid gl_layer: {self.gl_layer} (the MLP has {len(self.hidden)} hidden layers)")
         if self.sam_data and self.sam_data not in self.lrs:
             raise ValueError(f"Invalid sam_data: {self.sam_data!r} (not a data set of lrs: {', '.join(self.lrs)})")
-        if self.cnn:
-            self.for_cnn()
+        images = self.model != "leaky-mlp"
+        if images != ("digits" in self.lrs) or (images and len(self.lrs) > 1):
+            raise ValueError(
+                f"Invalid lrs: {dict(self.lrs)!r} for model {self.model!r} (the MLP trains on mnist1d and mnist-5k, "
+                "the digits networks on digits alone)"
+            )
+        if self.net_data == "digits":
+            raise ValueError("Invalid net_data: 'digits' (the correlation nets are MLPs: mnist1d or mnist-5k)")
+        for part in GENERALISATION_NETWORKS:
+            if getattr(self, part):
+                self.for_network(part)
 
-    def for_cnn(self) -> GeneralisationSettings:
-        """The digits CNN's settings: these with ``cnn``'s values in place (no SAM comparison, no GL arms)."""
-        return self.replace(cnn={}, sam_data="", gl_arms=(), **self.cnn)
+    def for_network(self, part: str) -> GeneralisationSettings:
+        """The settings of the runs of a network on the digits: these with its replacements in place.
+
+        Args:
+            part: a key of :data:`GENERALISATION_NETWORKS`, the setting that holds the replacements (``"cnn"``,
+                ``"resnet"``).
+
+        Returns:
+            The settings with ``model`` that network, the replacements in place, no SAM comparison, no GL arms and no
+            further networks.
+
+        Raises:
+            ValueError: another ``part``.
+        """
+        checks.choice("part", part, tuple(GENERALISATION_NETWORKS))
+        none = {other: {} for other in GENERALISATION_NETWORKS}
+        return self.replace(**none, sam_data="", gl_arms=(), model=GENERALISATION_NETWORKS[part], **getattr(self, part))
 
 
 #: the optimisers of the transformer chapter (11): AdamW, and SGD with momentum 0.9

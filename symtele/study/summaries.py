@@ -545,7 +545,7 @@ def sam_table(records, confidence: float = 0.95) -> list[dict]:
 
 
 def generalisation_table(records, confidence: float = 0.95) -> list[dict]:
-    """Per data set and teleported arm, how its validation loss after the teleport compares with no teleport.
+    """Per network, data set and teleported arm, how its validation loss after the teleport compares with no teleport.
 
     For each seed, the mean validation loss over the epochs after the teleport (``test_loss[e]`` for ``e`` from
     ``teleport_epoch + 1`` on) of the arm minus that of the run without a teleport: the mean of these paired
@@ -554,35 +554,43 @@ def generalisation_table(records, confidence: float = 0.95) -> list[dict]:
 
     Args:
         records: the teleport experiment's records (``problem``, ``arm``, ``seed``, ``teleport_epoch``,
-            ``loss``, ``test_loss``, ``teleports``).
+            ``loss``, ``test_loss``, ``teleports``; ``model``, ``"leaky-mlp"`` where absent).
         confidence: the intervals' coverage.
 
     Returns:
-        One row per (data set, arm): ``problem``, ``arm``, ``seeds``, ``test_loss_after``, ``final_test_loss``
-        and ``loss_after`` (each ``{"mean", "low", "high", "differences"}``), ``objective_ratio`` (the
-        objective after over before, per seed), ``loss_change`` (the largest relative training-loss change
-        of the teleports) and ``diverged`` (the seeds whose run ended with a non-finite loss).
+        One row per (network, data set, arm), in the records' order: ``model``, ``problem``, ``arm``,
+        ``seeds``, ``test_loss_after``, ``final_test_loss`` and ``loss_after`` (each ``{"mean", "low", "high",
+        "differences"}``), ``objective_ratio`` (the objective after over before, per seed), ``held_out_ratio``
+        (the same on the teleport's held-out sample, per seed that has one), ``loss_change`` (the largest
+        relative training-loss change of the teleports) and ``diverged`` (the seeds whose run ended with a
+        non-finite loss).
 
     Raises:
-        LookupError: a (data set, seed) without its run without a teleport.
+        LookupError: a (network, data set, seed) without its run without a teleport.
     """
 
     def paired(differences):
         return _paired(differences, confidence)
 
     after = _after
+
+    def where(r):
+        return r.get("model", "leaky-mlp"), r["problem"]
+
     records = [r for r in records if r.get("experiment", "teleport") == "teleport"]
-    plain = {(r["problem"], r["seed"]): r for r in records if r["arm"] == "none"}
+    plain = {(*where(r), r["seed"]): r for r in records if r["arm"] == "none"}
     rows = []
-    for problem in dict.fromkeys(r["problem"] for r in records):
-        for arm in dict.fromkeys(r["arm"] for r in records if r["problem"] == problem and r["arm"] != "none"):
-            group = [r for r in records if (r["problem"], r["arm"]) == (problem, arm)]
-            missing = [r["seed"] for r in group if (problem, r["seed"]) not in plain]
+    for model, problem in dict.fromkeys(where(r) for r in records):
+        arms = dict.fromkeys(r["arm"] for r in records if where(r) == (model, problem) and r["arm"] != "none")
+        for arm in arms:
+            group = [r for r in records if (*where(r), r["arm"]) == (model, problem, arm)]
+            missing = [r["seed"] for r in group if (model, problem, r["seed"]) not in plain]
             if missing:
-                raise LookupError(f"no run without a teleport on {problem} for seeds {missing}")
-            base = [plain[(problem, r["seed"])] for r in group]
+                raise LookupError(f"no run without a teleport of the {model} on {problem} for seeds {missing}")
+            base = [plain[(model, problem, r["seed"])] for r in group]
             rows.append(
                 {
+                    "model": model,
                     "problem": problem,
                     "arm": arm,
                     "seeds": [r["seed"] for r in group],
@@ -595,6 +603,11 @@ def generalisation_table(records, confidence: float = 0.95) -> list[dict]:
                     "loss_after": paired([after(r, "loss") - after(b, "loss") for r, b in zip(group, base)]),
                     "objective_ratio": [
                         r["teleports"][0]["objective_after"] / r["teleports"][0]["objective_before"] for r in group
+                    ],
+                    "held_out_ratio": [
+                        t["held_out_after"] / t["held_out_before"]
+                        for t in (r["teleports"][0] for r in group)
+                        if "held_out_before" in t
                     ],
                     "loss_change": max(r["teleports"][0]["loss_change"] for r in group),
                     "diverged": [r["seed"] for r in group if not np.isfinite(_loss_value(r["loss"][-1]))],

@@ -68,6 +68,9 @@ def act(symmetry: Symmetry, s: torch.Tensor, params: dict[str, torch.Tensor]) ->
 def module_loss(model: torch.nn.Module, loss_fn: Callable, inputs: torch.Tensor, targets: torch.Tensor) -> LossOf:
     """``loss_fn(model_θ(inputs), targets)`` as a function of a dict ``θ`` of parameters (``functional_call``).
 
+    The model runs in the mode it is in. Its buffers (BatchNorm's running statistics) are never changed: every
+    call runs on fresh copies of them, so in train mode too each call sees the model's statistics as they stand.
+
     Args:
         model: the network (never changed).
         loss_fn: ``(outputs, targets) → scalar``.
@@ -77,9 +80,11 @@ def module_loss(model: torch.nn.Module, loss_fn: Callable, inputs: torch.Tensor,
     Returns:
         The function of the parameters.
     """
+    buffers = {n: b.detach() for n, b in model.named_buffers()}
 
     def loss_of(params: dict[str, torch.Tensor]) -> torch.Tensor:
-        return loss_fn(torch.func.functional_call(model, params, (inputs,)), targets)
+        state = {**{n: b.clone() for n, b in buffers.items()}, **params}
+        return loss_fn(torch.func.functional_call(model, state, (inputs,)), targets)
 
     return loss_of
 

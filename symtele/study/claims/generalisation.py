@@ -1,7 +1,7 @@
 """The claims of Zhao et al. (2024) about teleporting for generalisation, and the report's beyond them (notebook 10).
 
 That teleporting to a flatter or more curved point lowers the validation loss (their Fig. 4, on their MLPs and
-on the report's digits CNN), and that sharpness goes with a higher and curvature with a lower validation loss
+on the report's digits CNN and ResNet), and that sharpness goes with a higher and curvature with a lower validation loss
 over many trained nets (their Table 1); that SAM lowers it, and whether a teleport to lower sharpness does as
 well at equal compute; and whether adaptive sharpness, invariant under the rescalings, tells the validation
 loss beyond the training loss. Each is judged on this build's scaled-down runs, with intervals over seeds or
@@ -16,6 +16,8 @@ from ..summaries import correlation_table, generalisation_table, sam_table
 from .common import NO, YES, g, records_of, verdict
 
 STEM = "10_generalisation"
+#: the networks beyond the MLPs whose teleports are judged, as the claims name them
+NETWORKS = {"digits-cnn": "digits CNN", "digits-resnet": "digits ResNet"}
 #: the relative change of the training loss a teleport may make (the exact group's promise in float32)
 LOSS_RTOL = 1e-5
 
@@ -37,7 +39,7 @@ def arm_lowers(results, arm: str, model: str = "leaky-mlp"):
     Args:
         results: the loaded results, ``{notebook stem: results file}``.
         arm: the teleported arm (``"sharpness-decrease"``, ``"curvature-increase"``, …).
-        model: the network whose runs are judged (``"leaky-mlp"``, ``"digits-cnn"``).
+        model: the network whose runs are judged (``"leaky-mlp"``, ``"digits-cnn"``, ``"digits-resnet"``).
 
     Returns:
         ``(measured, holds)``, as :mod:`~symtele.study.claims.common` says.
@@ -68,7 +70,7 @@ def arm_lowers(results, arm: str, model: str = "leaky-mlp"):
 
 
 def teleports_keep_the_loss(results):
-    """Every rescaling teleport of the chapter (MLPs and CNN) changes the training loss by less than ``LOSS_RTOL``.
+    """Every rescaling teleport of the chapter (MLPs, CNN, ResNet) changes the training loss by < ``LOSS_RTOL``.
 
     Args:
         results: the loaded results, ``{notebook stem: results file}``.
@@ -255,17 +257,15 @@ ROWS = [
         [STEM],
         partial(correlates_beyond_fit, measure="adaptive_sharpness", sign=+1),
     ),
-    (
-        "On the digits CNN, teleporting to lower sharpness lowers the validation loss",
-        "Zhao et al. 2024's Fig. 4 protocol beyond their MLPs; this report's generalisation chapter",
-        [STEM],
-        partial(arm_lowers, arm="sharpness-decrease", model="digits-cnn"),
-    ),
-    (
-        "On the digits CNN, teleporting to higher curvature lowers the validation loss",
-        "Zhao et al. 2024's Fig. 4 protocol beyond their MLPs; this report's generalisation chapter",
-        [STEM],
-        partial(arm_lowers, arm="curvature-increase", model="digits-cnn"),
+    *(
+        (
+            f"On the {network}, teleporting to {aim} lowers the validation loss",
+            "Zhao et al. 2024's Fig. 4 protocol beyond their MLPs; this report's generalisation chapter",
+            [STEM],
+            partial(arm_lowers, arm=arm, model=model),
+        )
+        for model, network in NETWORKS.items()
+        for arm, aim in (("sharpness-decrease", "lower sharpness"), ("curvature-increase", "higher curvature"))
     ),
     (
         "SAM lowers the validation loss against SGD",
