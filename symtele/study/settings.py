@@ -708,6 +708,9 @@ class GeneralisationSettings(Settings):
                 }
                 for part in GENERALISATION_NETWORKS
             },
+            # the two GL arms the claims test; the other two diverge after a few steps of SGD (the full build
+            # runs and reports them), which a smoke build would only show as a missing curve
+            gl_arms=("sharpness-decrease", "curvature-increase"),
             gl_steps=4,
         )
 
