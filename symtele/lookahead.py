@@ -144,8 +144,9 @@ def shadow_step(
         grads: the gradient at that point, per parameter (parameters not given have none and do not move).
         states: the optimiser state to step with, per parameter (missing: no state yet).
         lr_scale: every group's learning rate is multiplied by this for the step (the look-ahead's horizon).
-        owned: ``values`` and ``states`` hold tensors made for this step, which it may change in place (no
-            copies; a parameter missing from ``values`` is still copied).
+        owned: ``values``, ``grads`` and ``states`` hold tensors made for this step, which it may change in place
+            (no copies; a parameter missing from ``values`` is still copied). Otherwise they are copied: some steps
+            write into the gradient (SGD with Nesterov momentum, on its ``foreach`` path).
 
     Returns:
         The parameters' values after the step, per parameter of ``values``.
@@ -155,7 +156,9 @@ def shadow_step(
         for p in group["params"]:
             q = values[p] if owned and p in values else values.get(p, p).detach().clone()
             g = grads.get(p)
-            q.grad = None if g is None else g.detach().to(q.dtype)
+            if g is not None and not (owned and g.dtype == q.dtype):  # the step may change its gradient in place
+                g = g.detach().to(q.dtype, copy=True)
+            q.grad = None if g is None else g.detach()
             copies[p] = q
     shadow = copy.copy(optimizer)
     shadow.param_groups = [

@@ -143,10 +143,14 @@ def _checksum(tensors: list[torch.Tensor]) -> list[float]:
     """
     total = 0
     for t in tensors:
-        bits = t.view(torch.int16) if t.element_size() == 2 else t.contiguous().view(torch.int32)
-        total += int(bits.sum(dtype=torch.int64))  # at most 2**31 per entry: no overflow below 2**32 entries
+        bits = t.detach().reshape(-1).view(_SAME_WIDTH[t.element_size()])  # 0-dim and 1-byte dtypes too
+        total += int(bits.sum(dtype=torch.int64))  # wraps modulo 2**64 at worst: still exact modulo 2**64
     total %= 2**64
     return [float(total >> 32), float(total & 0xFFFFFFFF)]
+
+
+#: the integer type of each element width, to read a tensor's bits as integers
+_SAME_WIDTH = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
 
 
 def _fresh(state: dict) -> dict:
@@ -691,7 +695,7 @@ class Teleporter:
         def after_step(t: float) -> list[float]:  # new tensors throughout: the shadow step may change them in place
             f = {p: v**t for p, v in factors.items()} if t else {}
             values = {p: p.detach() * f[p] if p in f else p.detach().clone() for p in named.values()}
-            step_grads = {p: grads[p] / f[p] if p in f else grads[p] for p in named.values()}
+            step_grads = {p: grads[p] / f[p] if p in f else grads[p].clone() for p in named.values()}
             if t and self.state == "reset":
                 states = {p: {} for p in named.values()}
             else:

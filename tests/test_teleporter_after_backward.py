@@ -232,3 +232,51 @@ def test_batchnorm_statistics_measure_nothing_the_teleport_scales(make_model):
         optimizer.step()
     if make_model is digits_resnet:
         assert any("running" in n for n, _ in model.named_buffers())
+
+
+def test_the_look_ahead_never_writes_into_p_grad_whatever_the_optimisers_step_path():
+    """SGD with Nesterov momentum on its foreach path adds the momentum into the gradient it is given: the
+    look-ahead's trial steps get copies, so its trials are those of the for-loop path and a declined teleport
+    leaves ``p.grad`` as the backward pass wrote it."""
+    x, y = _batches(1, seed=3)[0]
+    judge = _batches(1, seed=9)[0]
+    trials, grads = [], []
+    for foreach in (False, True):
+        torch.manual_seed(0)
+        model = _cnn()
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, nesterov=True, foreach=foreach)
+        for bx, by in _batches(3, seed=5):  # momentum buffers exist
+            optimizer.zero_grad()
+            _loss_backward(model, bx, by)
+            optimizer.step()
+        teleporter = st.Teleporter(model, F.cross_entropy, optimizer, every=1, lookahead_batch=judge)
+        optimizer.zero_grad()
+        _loss_backward(model, x, y)
+        before = [p.grad.clone() for p in model.parameters()]
+        record = teleporter.maybe_after_backward(1, x, y)
+        trials.append(record.trace["lookahead"]["loss"])
+        if record.t == 0:
+            assert all(torch.equal(p.grad, g) for p, g in zip(model.parameters(), before))
+        grads.append([p.grad.clone() for p in model.parameters()])
+    assert trials[0] == pytest.approx(trials[1], rel=1e-12, abs=0)
+    assert all(torch.allclose(a, b, rtol=1e-12, atol=0) for a, b in zip(*grads))
+
+
+@pytest.mark.parametrize(
+    "tensor",
+    [
+        torch.tensor(1.5, dtype=torch.float64),
+        torch.randn(3, 5),
+        torch.randn(7, dtype=torch.bfloat16),
+        torch.ones(3, 2).T,
+    ],
+)
+def test_the_checksum_reads_every_bit_of_any_shape_and_dtype(tensor):
+    from symtele.teleporter import _checksum
+
+    same = _checksum([tensor, tensor.clone()])
+    assert same == _checksum([tensor.clone(), tensor])  # the order does not matter
+    flipped = tensor.clone().reshape(-1)
+    bits = flipped.view({2: torch.int16, 4: torch.int32, 8: torch.int64}[tensor.element_size()])
+    bits[0] ^= 1  # the lowest bit of one entry
+    assert _checksum([tensor, flipped.reshape(tensor.shape)]) != same
