@@ -85,7 +85,7 @@ from .schedule import Schedule
 from .states import STATES
 from .teleports.attention_stack import PairPath, plan_pairs
 from .teleports.invariance import default_rtol, preserved
-from .teleports.rescale import Rescale, rescale_teleport, symmetry_of
+from .teleports.rescale import Rescale, rescale_teleport, scale_derivatives, symmetry_of
 
 #: how a teleport is accepted: after the look-ahead agrees, or always (the writeup's experiments)
 ACCEPT = ("lookahead", "always")
@@ -147,6 +147,40 @@ def _checksum(tensors: list[torch.Tensor]) -> list[float]:
         total += int(bits.sum(dtype=torch.int64))  # wraps modulo 2**64 at worst: still exact modulo 2**64
     total %= 2**64
     return [float(total >> 32), float(total & 0xFFFFFFFF)]
+
+
+#: how far from zero, relative to the terms it sums, a float32 ``p.grad``'s derivative along a log-scale may be: a
+#: backward pass in float32 leaves about 2e-7, one under bf16 / fp16 autocast up to 4e-3 / 5e-4 (digits MLP, CNN,
+#: ResNet, ResNet-18); a penalty ``1e-2·‖w‖²`` in the loss gives 0.46 to 0.69
+KEPT_RTOL = 0.02
+
+
+def _not_kept_by(symmetry, params: dict, grads: dict) -> str | None:
+    """Why ``grads`` is not the gradient of a loss the rescalings keep, or ``None`` when it may be.
+
+    Such a gradient has a zero derivative along every log-scale (:func:`~symtele.teleports.rescale.
+    scale_derivatives`); each must be at most :data:`KEPT_RTOL` of the terms it sums (``1e-8`` for a float64
+    gradient).
+    """
+    if not symmetry.n_scales:
+        return None
+    derivatives, magnitudes = scale_derivatives(symmetry, params, grads)
+    dtype = next(iter(grads.values())).dtype
+    tolerance = 1e-8 if dtype == torch.float64 else KEPT_RTOL
+    excess = derivatives.abs() - tolerance * magnitudes
+    k = int(excess.argmax())
+    if excess[k] <= 0:
+        return None
+    group = next((g for g in symmetry.groups if k in g.scales), None)
+    where = "" if group is None else f" of {', '.join(group.producers)} → {', '.join(group.consumers) or 'the output'}"
+    return (
+        "not teleported: p.grad is not the gradient of a loss the rescalings keep: its derivative along a scale"
+        f"{where} is {float(derivatives[k]):.3g}, {float(derivatives[k].abs() / magnitudes[k]):.3g} of the terms "
+        "it sums "
+        f"(at most {tolerance:g} for {dtype}); a penalty such as λ‖w‖² in the loss, or a gradient changed entry by "
+        "entry (clipped per parameter, noise added), breaks the closed form: call maybe() before the backward pass "
+        "instead"
+    )
 
 
 #: the integer type of each element width, to read a tensor's bits as integers
@@ -468,6 +502,8 @@ class Teleporter:
                     loss, grads, sent, judged = self._gradient(outputs, named, batches, judge is not None)
                     why_not = None
                 params = {n: p.detach() for n, p in named.items()}
+                if after_backward and why_not is None:
+                    why_not = _not_kept_by(symmetry, params, grads)
                 if why_not is None:
                     _, _, factors, record = rescale_teleport(params, grads, symmetry, loss_of, loss, self.teleport_)
                     record.forward_evals += after_backward  # and the loss at the start, with the gradient at hand

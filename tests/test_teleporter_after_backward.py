@@ -280,3 +280,31 @@ def test_the_checksum_reads_every_bit_of_any_shape_and_dtype(tensor):
     bits = flipped.view({2: torch.int16, 4: torch.int32, 8: torch.int64}[tensor.element_size()])
     bits[0] ^= 1  # the lowest bit of one entry
     assert _checksum([tensor, flipped.reshape(tensor.shape)]) != same
+
+
+@pytest.mark.parametrize("change", ["l2-in-the-loss", "clipped-per-parameter", "clipped-as-a-whole"])
+def test_a_p_grad_that_the_rescalings_do_not_keep_is_not_teleported_from(change):
+    """The derivative of the loss along every scale is zero for a loss the rescalings keep: a gradient with a
+    penalty in it, or clipped entry by entry, is refused with the reason; one clipped as a whole is not."""
+    torch.manual_seed(0)
+    model = _cnn()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+    x, y = _batches(1, seed=3)[0]
+    teleporter = st.Teleporter(model, F.cross_entropy, optimizer, every=1, accept="always")
+    loss = F.cross_entropy(model(x), y)
+    if change == "l2-in-the-loss":
+        loss = loss + 1e-4 * sum((p**2).sum() for p in model.parameters())
+    loss.backward()
+    if change == "clipped-per-parameter":
+        torch.nn.utils.clip_grad_value_(model.parameters(), 1e-3)
+    if change == "clipped-as-a-whole":
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1e-3)
+    before = {n: (p.detach().clone(), p.grad.clone()) for n, p in model.named_parameters()}
+    record = teleporter.maybe_after_backward(1, x, y)
+    if change == "clipped-as-a-whole":
+        assert record.t == 1 and record.grad_norm_sq_after > record.grad_norm_sq_before
+        return
+    assert record.t == 0 and record.stopped.startswith("not teleported: p.grad is not the gradient of a loss"), record
+    assert "call maybe() before the backward pass" in record.stopped
+    for n, p in model.named_parameters():
+        assert torch.equal(p.detach(), before[n][0]) and torch.equal(p.grad, before[n][1]), n

@@ -146,6 +146,44 @@ def scale_factors(symmetry: Symmetry, s: torch.Tensor, params: dict[str, torch.T
     return out
 
 
+def scale_derivatives(
+    symmetry: Symmetry, params: dict[str, torch.Tensor], grads: dict[str, torch.Tensor]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The derivative of the loss along every log-scale at ``s = 0``, from a gradient, and its scale.
+
+    ``∂/∂s_k L(g_s·w)|_{s=0} = Σ_p Σ_entries ∂a_p/∂s_k · w_p ∇_p L``: zero for every ``k`` when ``grads`` is the
+    gradient of a loss the rescalings keep (the loss is constant along each scale), whatever the batch, the
+    processes it was averaged over, or a common factor (a clipping of the global norm). A penalty such as
+    ``λ‖w‖²`` in the loss, or a gradient changed entry by entry (clipped per parameter, noise added), breaks it.
+
+    Args:
+        symmetry: the rescalings.
+        params: the parameters by name (at least those a scale acts on).
+        grads: a gradient by name, the same shapes.
+
+    Returns:
+        ``(derivatives, magnitudes)``, ``n_scales`` float64 entries each: the derivative along each scale, and the
+        sum of the absolute values of the terms it adds up (its size were they not to cancel).
+    """
+    s = torch.zeros(symmetry.n_scales, dtype=torch.float64, requires_grad=True)
+    t = torch.zeros(symmetry.n_scales, dtype=torch.float64, requires_grad=True)
+    padded_t = torch.cat([t, t.new_zeros(1)])
+    signed = absolute = torch.zeros((), dtype=torch.float64)
+    for name in symmetry.params:
+        w, g = params[name], grads[name]
+        product = (w.detach() * g.detach().to(w.dtype)).to(torch.float64)
+        signed = signed + (symmetry.log_factor(name, s, product) * product).sum()
+        for term in (term for term in symmetry.terms if term.param == name):
+            on = padded_t.to(product.device)[term.units.to(product.device)]
+            absolute = absolute + (on * product.abs()).sum()
+    derivatives, magnitudes = torch.autograd.grad([signed, absolute], [s, t], allow_unused=True)
+    zero = torch.zeros(symmetry.n_scales, dtype=torch.float64)
+    return (
+        zero if derivatives is None else derivatives.detach().cpu(),
+        zero if magnitudes is None else magnitudes.detach().cpu(),
+    )
+
+
 def gradient_norm_reference(
     loss_of: Callable[[dict[str, torch.Tensor]], torch.Tensor],
     params: dict[str, torch.Tensor],
