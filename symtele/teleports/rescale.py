@@ -165,23 +165,21 @@ def scale_derivatives(
         ``(derivatives, magnitudes)``, ``n_scales`` float64 entries each: the derivative along each scale, and the
         sum of the absolute values of the terms it adds up (its size were they not to cancel).
     """
-    s = torch.zeros(symmetry.n_scales, dtype=torch.float64, requires_grad=True)
-    t = torch.zeros(symmetry.n_scales, dtype=torch.float64, requires_grad=True)
-    padded_t = torch.cat([t, t.new_zeros(1)])
-    signed = absolute = torch.zeros((), dtype=torch.float64)
+    n = symmetry.n_scales
+    derivatives = torch.zeros(n + 1, dtype=torch.float64)
+    magnitudes = torch.zeros(n + 1, dtype=torch.float64)
     for name in symmetry.params:
-        w, g = params[name], grads[name]
-        product = (w.detach() * g.detach().to(w.dtype)).to(torch.float64)
-        signed = signed + (symmetry.log_factor(name, s, product) * product).sum()
+        w = params[name].detach()
+        product = w * grads[name].detach().to(w.dtype)
+        size = product.abs()
         for term in (term for term in symmetry.terms if term.param == name):
-            on = padded_t.to(product.device)[term.units.to(product.device)]
-            absolute = absolute + (on * product.abs()).sum()
-    derivatives, magnitudes = torch.autograd.grad([signed, absolute], [s, t], allow_unused=True)
-    zero = torch.zeros(symmetry.n_scales, dtype=torch.float64)
-    return (
-        zero if derivatives is None else derivatives.detach().cpu(),
-        zero if magnitudes is None else magnitudes.detach().cpu(),
-    )
+            units = term.units.reshape((1,) * (product.dim() - term.units.dim()) + tuple(term.units.shape))
+            along = [d for d in range(product.dim()) if units.shape[d] == 1 and product.shape[d] != 1]
+            for out, values, sign in ((derivatives, product, term.sign), (magnitudes, size, 1)):
+                summed = values.sum(dim=along, keepdim=True) if along else values  # in the parameters' dtype
+                index = units.expand(summed.shape).reshape(-1).cpu()
+                out.index_add_(0, index, summed.reshape(-1).to(torch.float64).cpu(), alpha=sign)
+    return derivatives[:n], magnitudes[:n]
 
 
 def gradient_norm_reference(
