@@ -32,8 +32,8 @@ statistic of the differences ``d_c = ℓ_c(t) − ℓ_c(0)``,
 
 is below ``−Z`` (:data:`Z`, 2: about a one-sided 5 % test with ``k = 8``). The teleport goes to the
 largest ``t`` of ``1, ½, ¼`` that passes, trying them in that order and stopping at the first; if none
-passes, it does not teleport (``t = 0``). A full step whose chunks are consistently *higher* (``z ≥``
-:data:`GIVE_UP`, 1) ends the search there: the shorter steps lie between it and the original point, and in
+passes, it does not teleport (``t = 0``). A full step whose chunks are higher by a paired ``z`` of at
+least :data:`GIVE_UP` (1) ends the search there: the shorter steps lie between it and the original point, and in
 the report's minibatch runs (chapter 09, both learning-rate schedules) one passed after such a full step in
 1 of 310 teleports, while trying them costs two more forward passes. Outputs that cannot be sliced along
 the batch (a tuple, a dict, a single sample) give one chunk, and the plain comparison of the means decides

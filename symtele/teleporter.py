@@ -249,7 +249,7 @@ class Teleporter:
             step goes further, consistently over the judging batch's chunks (:mod:`~symtele.lookahead`);
             ``"always"``: apply the found point.
         lookahead_batch: ``(inputs, targets)`` to judge the next step on; by default the minibatch given to
-            :meth:`maybe` at the step before the teleport.
+            :meth:`maybe` (or :meth:`maybe_after_backward`) at the step before the teleport.
         horizon: the look-ahead's step is the optimiser's with its learning rate times ``horizon`` (10): where
             about the next ``horizon`` steps lead (:mod:`~symtele.lookahead`); 1 tries the next step alone.
         process_group: the ``torch.distributed`` process group whose global batch a teleport is of
@@ -263,7 +263,7 @@ class Teleporter:
             in Adam, RMSprop, Adagrad).
         ValueError: no schedule or two; a missing optimiser; an unknown ``state`` or ``accept``; under
             ``torch.distributed``, settings that differ between the processes (at the first call of
-            :meth:`maybe` or :meth:`teleport`, on every process).
+            :meth:`maybe`, :meth:`maybe_after_backward` or :meth:`teleport`, on every process).
 
     Attributes:
         records: one :class:`~symtele.history.TeleportRecord` per teleport (``epoch`` is the step).
@@ -417,6 +417,9 @@ class Teleporter:
     def _maybe(self, step: int, inputs, targets, **options) -> TeleportRecord | None:
         """:meth:`maybe` and :meth:`maybe_after_backward`: ``options`` go to :meth:`teleport`."""
         checks.count("step", step)
+        scaler = options.get("scaler")
+        if scaler is not None and not isinstance(scaler, torch.amp.GradScaler):  # at every step, not only teleports
+            raise TypeError(f"Invalid scaler: expected a torch.amp.GradScaler, got {type(scaler).__name__}")
         self._check_processes()
         record = self.teleport(inputs, targets, step=step, **options) if self.schedule.due(step) else None
         if self.accept == "lookahead" and self.lookahead_batch is None and self.schedule.due(step + 1):
@@ -721,7 +724,7 @@ class Teleporter:
         if judge is None:
             record.stopped = (
                 "not teleported: no batch other than the teleport batch to judge the next step on "
-                "(call maybe() at every step, or pass lookahead_batch=)"
+                "(call maybe() or maybe_after_backward() at every step, or pass lookahead_batch=)"
             )
             return 0.0
         named = dict(self.module.named_parameters())

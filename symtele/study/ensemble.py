@@ -41,7 +41,7 @@ def sgd_together(
         raise ValueError(
             f"Invalid lrs/orders: {len(lrs)} steps and {len(orders)} minibatch orders for {len(models)} models"
         )
-    lr = torch.tensor([checks.positive("lrs", v) for v in lrs])
+    lr = torch.tensor([checks.positive(f"lrs[{i}]", v) for i, v in enumerate(lrs)], dtype=torch.float64)
     shapes = [[(n, tuple(p.shape)) for n, p in m.named_parameters()] for m in models]
     if any(shape != shapes[0] for shape in shapes):
         raise ValueError("Invalid models: their parameters differ in names or shapes (one architecture needed)")

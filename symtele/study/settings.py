@@ -655,8 +655,8 @@ class GeneralisationSettings(Settings):
     samples: int = setting(100, _at_least(1))
     # the correlations (their Table 1: 100 MLPs): `nets` MLPs on `net_data`, net i with seed i and step
     # net_lrs[i % len(net_lrs)], each trained `net_epochs` epochs; `resamples` bootstrap resamples of the nets.
-    # Trained all at once (study.ensemble), 100 nets take about 11 s of one core, half of it measuring φ and ψ
-    # (one at a time, 0.83 s a net)
+    # Trained all at once (study.ensemble), 100 nets and their φ, adaptive φ and ψ took about 11 s of one core
+    # (one net at a time: 0.83 s a net)
     net_data: str = setting("mnist1d", lambda name, value: checks.choice(name, value, GENERALISATION_DATA))
     nets: int = setting(100, _at_least(3))
     net_epochs: int = setting(10, _at_least(1))
