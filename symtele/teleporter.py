@@ -135,6 +135,10 @@ def _inputs(name: str, inputs: torch.Tensor) -> torch.Tensor:
     return inputs
 
 
+#: the integer type of each element width, to read a tensor's bits as integers
+_SAME_WIDTH = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
+
+
 def _checksum(tensors: list[torch.Tensor]) -> list[float]:
     """A checksum of the tensors' bits, as two float64 numbers (32 bits each, so exactly representable).
 
@@ -181,10 +185,6 @@ def _not_kept_by(symmetry, params: dict, grads: dict) -> str | None:
         "entry (clipped per parameter, noise added), breaks the closed form: call maybe() before the backward pass "
         "instead"
     )
-
-
-#: the integer type of each element width, to read a tensor's bits as integers
-_SAME_WIDTH = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
 
 
 def _fresh(state: dict) -> dict:

@@ -3,26 +3,15 @@
 import json
 
 import pytest
+from test_generalisation_study import TINY as STUDY_TINY  # noqa: E402 (the test helpers beside this file)
 
 from symtele.study import generalisation, generalisation_gl, summaries
 from symtele.study.claims import check_claims
 from symtele.study.claims.generalisation import STEM
 from symtele.study.claims.generalisation_gl import ROWS
-from symtele.study.settings import GENERALISATION, GENERALISATION_ARMS
+from symtele.study.settings import GENERALISATION_ARMS
 
-TINY = GENERALISATION.replace(
-    lrs={"mnist-5k": 0.1},
-    seeds=(0,),
-    epochs=2,
-    teleport_epoch=1,
-    batch_size=256,
-    teleport_batch=128,
-    teleport_steps=3,
-    directions=2,
-    t_count=2,
-    samples=5,
-    gl_steps=3,
-)
+TINY = STUDY_TINY.replace(gl_steps=3)  # the rescalings' tiny runs, and the GL arms'
 
 
 @pytest.fixture(scope="module")

@@ -29,11 +29,6 @@ from .summaries import GL_EXPERIMENT as EXPERIMENT
 __all__ = ["generalisation_gl_runs", "gl_teleport_runs"]
 
 
-def _loss(model: torch.nn.Module, params: dict, inputs: torch.Tensor, targets: torch.Tensor) -> float:
-    with torch.no_grad():
-        return float(F.cross_entropy(torch.func.functional_call(model, params, (inputs,)), targets))
-
-
 def _gl_arms(start: _Start) -> list[dict]:
     """One run per arm of ``gl_arms``: a copy of the run at the teleport epoch, GL-teleported, then trained on."""
     s = start.s
@@ -79,9 +74,9 @@ def _gl_arms(start: _Start) -> list[dict]:
         with torch.no_grad():
             teleport["chapter_objective_before"] = float(measure.at(params))
             teleport["chapter_objective_after"] = float(measure.at(moved))
-        teleport["validation_loss_before"] = _loss(model, params, *validation)
-        teleport["validation_loss_after"] = _loss(model, moved, *validation)
-        with torch.no_grad():
+            validation_loss = module_loss(model, F.cross_entropy, *validation)
+            teleport["validation_loss_before"] = float(validation_loss(params))
+            teleport["validation_loss_after"] = float(validation_loss(moved))
             for n, p in run.model.named_parameters():
                 p.copy_(moved[n])
         _finish(start, run, teleport)

@@ -34,13 +34,13 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from .. import checks
-from .generalisation import DIRECTIONS, _t_range, make_objective, module_loss
+from .generalisation import DIRECTIONS, ObjectiveMove, _t_range, make_objective, module_loss
 from .invariance import default_rtol, preserved
 from .rescale import symmetry_of
 
@@ -144,27 +144,14 @@ def _layer(layer, positions: list[int]) -> int:
     return layer
 
 
-@dataclass
-class DataGLRecord:
+@dataclass(kw_only=True)
+class DataGLRecord(ObjectiveMove):
     """What :func:`data_gl_teleport` did.
 
-    The fields of :class:`~symtele.teleports.generalisation.ObjectiveRecord` where they apply (no log-scales),
-    then the data-dependent group's own.
+    The fields of :class:`~symtele.teleports.generalisation.ObjectiveMove` (``stopped`` also says why the
+    teleport could not act at all), and the data-dependent group's own.
 
     Attributes:
-        objective: the objective's name.
-        direction: ``"decrease"`` or ``"increase"``.
-        objective_before: its value at ``w`` (on the batch, with the teleport's own directions or elements).
-        objective_after: its value at the returned point.
-        loss_before: the loss on the teleport's batch at ``w`` (the model's dtype).
-        loss_after: the loss on the batch at the returned point (one forward pass, the model's dtype).
-        loss_change: ``|loss_after − loss_before| / |loss_before|``.
-        steps_taken: the steps kept (the best of those taken, walked back if rounding broke the loss).
-        stopped: ``None`` if every step was kept, else why not (or why the teleport could not act at all).
-        trace: the objective after every step taken (``trace[0]`` at ``w``).
-        cost_s: wall-clock seconds.
-        gradient_evaluations: the loss gradients on the batch the teleport computed: ``K·T`` per evaluation of
-            the sharpness and its slope, none for the curvature (a closed form of the weights).
         group: ``"gl-data"``.
         layer: the hidden layer acted on (0 for the first).
         width: its width ``h`` (the batch's size).
@@ -177,18 +164,6 @@ class DataGLRecord:
         held_out_loss_change: ``(after − before) / |before|``, signed.
     """
 
-    objective: str
-    direction: str
-    objective_before: float
-    objective_after: float
-    loss_before: float
-    loss_after: float
-    loss_change: float
-    steps_taken: int
-    stopped: str | None
-    trace: list[float]
-    cost_s: float
-    gradient_evaluations: int
     group: str
     layer: int
     width: int
@@ -199,15 +174,6 @@ class DataGLRecord:
     held_out_loss_before: float | None = None
     held_out_loss_after: float | None = None
     held_out_loss_change: float | None = None
-
-    @property
-    def ratio(self) -> float:
-        """``objective_after / objective_before``."""
-        return self.objective_after / self.objective_before
-
-    def to_dict(self) -> dict:
-        """The record as plain data (JSON-ready)."""
-        return asdict(self)
 
 
 def _pair(name: str, value) -> tuple[torch.Tensor, torch.Tensor]:
@@ -227,7 +193,7 @@ def _spectrum(activations: torch.Tensor) -> tuple[int, float]:
 
 def _loss(model, loss_fn, params, batch) -> float:
     with torch.no_grad():
-        return float(loss_fn(torch.func.functional_call(model, params, (batch[0],)), batch[1]))
+        return float(module_loss(model, loss_fn, *batch)(params))
 
 
 def data_gl_teleport(

@@ -477,22 +477,21 @@ def make_objective(
     return HessianTrace(hessian_diagonal(loss_of, params, probes=probes, seed=seed), symmetry)
 
 
-@dataclass
-class ObjectiveRecord:
-    """What :func:`teleport_objective` did.
+@dataclass(kw_only=True)
+class ObjectiveMove:
+    """How far a teleport moved an objective and the loss: the fields every objective teleport records.
 
     Attributes:
         objective: the objective's name.
         direction: ``"decrease"`` or ``"increase"``.
         objective_before: its value at ``w`` (with the teleport's own directions, elements or probes).
         objective_after: its value at the returned point.
-        loss_before: the loss at ``w``.
-        loss_after: the loss at the returned point (one forward pass).
+        loss_before: the loss on the teleport's batch at ``w``.
+        loss_after: the loss on it at the returned point (one forward pass).
         loss_change: ``|loss_after − loss_before| / |loss_before|``.
         steps_taken: the steps kept (the best of those taken, walked back if rounding broke the loss).
         stopped: ``None`` if every step was kept, else why not.
         trace: the objective after every step taken (``trace[0]`` at ``w``).
-        log_scales: the log-scale of every unit that was applied.
         cost_s: wall-clock seconds.
         gradient_evaluations: the loss gradients on the batch the teleport computed: ``K·T`` per evaluation of
             the sharpness and its slope, none for the curvature (a closed form of the weights), two per
@@ -509,7 +508,6 @@ class ObjectiveRecord:
     steps_taken: int
     stopped: str | None
     trace: list[float]
-    log_scales: list[float]
     cost_s: float
     gradient_evaluations: int = 0
 
@@ -521,6 +519,19 @@ class ObjectiveRecord:
     def to_dict(self) -> dict:
         """The record as plain data (JSON-ready)."""
         return asdict(self)
+
+
+@dataclass(kw_only=True)
+class ObjectiveRecord(ObjectiveMove):
+    """What :func:`teleport_objective` did.
+
+    The fields of :class:`ObjectiveMove`, and:
+
+    Attributes:
+        log_scales: the log-scale of every unit that was applied.
+    """
+
+    log_scales: list[float]
 
 
 def teleport_objective(

@@ -51,19 +51,38 @@ def arm_lowers(results, arm: str, model: str = "leaky-mlp"):
     rows = [row for row in generalisation_table(runs) if row["arm"] == arm]
     if not rows:
         raise LookupError(f"{STEM} has no runs of the {model} teleported to {arm.replace('-', ' ')}")
+    return validation_lowered(
+        rows, "validation loss after the teleport minus without it", lambda row: f"objective {objective_range(row)}"
+    )
+
+
+def objective_range(row: dict) -> str:
+    """``×low–×high``: the range over seeds of a table row's objective after over before."""
+    return f"×{g(round(min(row['objective_ratio']), 3))}–×{g(round(max(row['objective_ratio']), 3))}"
+
+
+def validation_lowered(rows: list[dict], difference: str, detail) -> tuple[str, str]:
+    """Yes when the validation loss after the teleport is lower than without it in every data set, beyond seeds.
+
+    Args:
+        rows: rows of :func:`~symtele.study.summaries.generalisation_table` (or ``gl_table``), one per data set.
+        difference: what ``test_loss_after`` is the difference of, for the measured text.
+        detail: ``row → str``, said of each data set in parentheses after its interval.
+
+    Returns:
+        ``(measured, holds)``, as :mod:`~symtele.study.claims.common` says.
+
+    Raises:
+        LookupError: a data set with one seed or a diverged run (no interval over seeds).
+    """
     if any(row["test_loss_after"]["low"] is None for row in rows):
         raise LookupError(f"{STEM} has one seed per data set or a diverged run: no interval over seeds")
     lower = [row for row in rows if row["test_loss_after"]["high"] < 0]
     higher = [row for row in rows if row["test_loss_after"]["low"] > 0]
-    parts = [
-        f"{row['problem']} {_interval(row['test_loss_after'])} "
-        f"(objective ×{g(round(min(row['objective_ratio']), 3))}–×{g(round(max(row['objective_ratio']), 3))})"
-        for row in rows
-    ]
-    seeds = len(rows[0]["seeds"])
+    parts = [f"{row['problem']} {_interval(row['test_loss_after'])} ({detail(row)})" for row in rows]
     return (
-        f"validation loss after the teleport minus without it (mean over the epochs after, {seeds} seeds, 95% "
-        f"interval): {'; '.join(parts)}; wholly below 0 in {len(lower)} of {len(rows)} data sets, wholly above in "
+        f"{difference} (mean over the epochs after, {len(rows[0]['seeds'])} seeds, 95% interval): "
+        f"{'; '.join(parts)}; wholly below 0 in {len(lower)} of {len(rows)} data sets, wholly above in "
         f"{len(higher)} (yes: below in all)",
         verdict(len(lower) == len(rows), bool(lower)),
     )

@@ -13,7 +13,7 @@ from statistics import median
 from ..summaries import GL_EXPERIMENT as EXPERIMENT
 from ..summaries import gl_table
 from .common import NO, YES, g, verdict
-from .generalisation import LOSS_RTOL, STEM, _interval, _of
+from .generalisation import LOSS_RTOL, STEM, _of, objective_range, validation_lowered
 
 #: what each arm asks of its objective: +1 up, −1 down
 SIGN = {"decrease": -1, "increase": +1}
@@ -39,22 +39,13 @@ def gl_arm_lowers(results, arm: str):
     rows = [row for row in _rows(results) if row["arm"] == arm and row["group"] == "gl-data"]
     if not rows:
         raise LookupError(f"{STEM} has no runs teleported by the GL(h) action to {arm.replace('-', ' ')}")
-    if any(row["test_loss_after"]["low"] is None for row in rows):
-        raise LookupError(f"{STEM} has one seed per data set or a diverged run among its GL runs: no interval")
-    lower = [row for row in rows if row["test_loss_after"]["high"] < 0]
-    higher = [row for row in rows if row["test_loss_after"]["low"] > 0]
-    parts = [
-        f"{row['problem']} {_interval(row['test_loss_after'])} (objective on the chapter's teleport batch "
-        f"×{g(round(min(row['objective_ratio']), 3))}–×{g(round(max(row['objective_ratio']), 3))}; validation loss "
-        f"right after the teleport {_percent(min(row['validation_loss_change']))} to "
-        f"{_percent(max(row['validation_loss_change']))})"
-        for row in rows
-    ]
-    return (
-        f"validation loss after the GL(h) teleport minus without a teleport (mean over the epochs after, "
-        f"{len(rows[0]['seeds'])} seeds, 95% interval): {'; '.join(parts)}; wholly below 0 in {len(lower)} of "
-        f"{len(rows)} data sets, wholly above in {len(higher)} (yes: below in all)",
-        verdict(len(lower) == len(rows), bool(lower)),
+    return validation_lowered(
+        rows,
+        "validation loss after the GL(h) teleport minus without a teleport",
+        lambda row: (
+            f"objective on the chapter's teleport batch {objective_range(row)}; validation loss right after the "
+            f"teleport {_percent(min(row['validation_loss_change']))} to {_percent(max(row['validation_loss_change']))}"
+        ),
     )
 
 
