@@ -187,11 +187,6 @@ def _not_kept_by(symmetry, params: dict, grads: dict) -> str | None:
     )
 
 
-def _fresh(state: dict) -> dict:
-    """A copy of an optimiser state whose tensors are new (the look-ahead's shadow step changes them in place)."""
-    return {k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in state.items()}
-
-
 def _detached_copy(value):
     if isinstance(value, (list, tuple)):
         return [_detached_copy(v) for v in value]
@@ -731,15 +726,34 @@ class Teleporter:
         name_of = {p: n for n, p in named.items()}
         own = {p: self.optimizer.state.get(p, {}) for p in named.values()}
 
-        def after_step(t: float) -> list[float]:  # new tensors throughout: the shadow step may change them in place
+        scratch = {}  # the trials' working copies, one per parameter and role, reused by every trial
+
+        def into(key, like: torch.Tensor) -> torch.Tensor:
+            if key not in scratch:
+                scratch[key] = torch.empty_like(like)
+            return scratch[key]
+
+        def after_step(t: float) -> list[float]:  # copies throughout: the shadow step may change them in place
             f = {p: v**t for p, v in factors.items()} if t else {}
-            values = {p: p.detach() * f[p] if p in f else p.detach().clone() for p in named.values()}
-            step_grads = {p: grads[p] / f[p] if p in f else grads[p].clone() for p in named.values()}
+            values, step_grads = {}, {}
+            for p in named.values():
+                value, grad = p.detach(), grads[p]
+                if p in f:
+                    values[p] = torch.mul(value, f[p], out=into((p, "value"), value))
+                    step_grads[p] = torch.div(grad, f[p], out=into((p, "grad"), grad))
+                else:
+                    values[p] = into((p, "value"), value).copy_(value)
+                    step_grads[p] = into((p, "grad"), grad).copy_(grad)
             if t and self.state == "reset":
                 states = {p: {} for p in named.values()}
             else:
                 moved = transported(self.optimizer, f, self.decay)[0] if t and self.state == "transport" else {}
-                states = {p: moved[p] if p in moved else _fresh(own[p]) for p in named.values()}
+                states = {
+                    p: moved[p]
+                    if p in moved
+                    else {k: into((p, k), v).copy_(v) if isinstance(v, torch.Tensor) else v for k, v in own[p].items()}
+                    for p in named.values()
+                }
             if t and path:  # the attention groups after the positive scales
                 values = {
                     p: v for p, v in zip(values, path.apply(t, {name_of[p]: v for p, v in values.items()}).values())
