@@ -427,6 +427,37 @@ def test_the_attention_cost_claim_reads_the_one_step_records(closed, ref, holds)
         timing.attention_cost(_attention_results(closed, ref, steps=10))
 
 
+def _lookahead_results(cost, forwards, rounds, model="resnet18"):
+    record = {
+        "kind": "network_teleport_cost",
+        "method": "lookahead",
+        "model": model,
+        "device": "cpu",
+        "n_params": 11181642,
+        "batch": [32, 3, 32, 32],
+        "dtype": "float32",
+        "trials": 4,
+        "wall_ratios": {"grad_evals": cost, "grad_evals_rounds": rounds, "forwards": forwards},
+    }
+    return {"05_performance": {"records": [record]}}
+
+
+@pytest.mark.parametrize(
+    "cost, forwards, rounds, holds, sure",
+    [(0.45, 2.5, [0.45, 0.6, 0.47], "yes", "2 of 3"), (1.5, 6.0, [1.5, 0.4], "no", "1 of 2")],
+)
+def test_the_lookahead_cost_claim_shows_the_forward_passes_it_cannot_skip(cost, forwards, rounds, holds, sure):
+    from symtele.study.claims import timing
+
+    measured, verdict, extra = timing.lookahead_cost(_lookahead_results(cost, forwards, rounds))
+    assert verdict == holds and extra == {"timing": True, "sure": f"{sure} rounds"}
+    forward = cost / forwards
+    assert f"{cost:.2f} gradient evaluations with 4 points tried" in measured
+    assert f"one forward pass alone is {forward:.2f}" in measured and f"cost {2 * forward:.2f}" in measured
+    with pytest.raises(LookupError, match="ResNet-18"):
+        timing.lookahead_cost(_lookahead_results(cost, forwards, rounds, model="digits-cnn"))
+
+
 def test_bench_script_writes_attention_cost_json(tmp_path, monkeypatch):
     from symtele.models_gpt import GPTConfig
 
