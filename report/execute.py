@@ -12,7 +12,10 @@ and the next build reruns whatever did not finish.
 On failure the executed notebook is kept as ``<build>/failed/<stem>.ipynb``, the failing cell and its
 error are printed, the parameter stamp goes back to what the last good run used (so a failed
 ``PARAMS=...`` is not remembered), and the exit status is 1, so ``make`` stops before the report is
-rebuilt. The kernel talks to papermill over local IPC sockets, not TCP.
+rebuilt. The kernel talks to papermill over local IPC sockets, not TCP. It is stopped at once when the
+last cell is done (nbclient's ``shutdown_kernel="immediate"``): by then every output has reached the
+notebook and every file the cells write is closed, and a graceful stop waits 0.5–2 s for the kernel's
+own teardown, on every notebook of the build.
 """
 
 from __future__ import annotations
@@ -265,6 +268,7 @@ def execute(notebook: Path, build: Path, params_file: Path) -> int:
             log_output=False,
             kernel_manager_class=local_kernel_manager(sockets, (build / "logs" / f"{stem}.kernel.log").resolve()),
             on_cell_executed=Progress(stem, code_cells),
+            shutdown_kernel="immediate",
         )
     except (Exception, KeyboardInterrupt) as error:
         failed.parent.mkdir(parents=True, exist_ok=True)
