@@ -28,7 +28,9 @@ under no hook, and verified numerically with a random group element.
 
 **Identity.** Every parameter is tracked by the tensor itself, not by a module's name: a parameter used
 twice (a layer called twice, a shared encoder, tied weights, a weight read outside its layer) pins every
-scale acting on it. Frozen parameters (``requires_grad=False``), modules with forward hooks or pre-hooks,
+scale acting on it, and so does a parameter whose memory another parameter, buffer or tensor attribute
+shares (``dec.weight.data = enc.weight.data.t()``). Frozen parameters (``requires_grad=False``), modules with
+forward hooks or pre-hooks,
 and weights under a parametrisation the table does not know (spectral normalisation, say) are pinned with
 the reason; a weight-normalised weight is rescaled through its magnitude only, a pruned one through
 ``weight_orig``. A ``torch.compile``-d model is read through ``_orig_mod`` (the same parameters).
@@ -196,6 +198,17 @@ class _Walk:
 
     def pin(self, units: torch.Tensor, why: str, priority: int = RULE) -> None:
         self.d.pin(units, why, priority)
+
+    def pin_scaled(self, value, why: str) -> None:
+        """Pin every scaled value in ``value`` (a node, or nodes inside tuples, lists, dicts)."""
+
+        def pin(arg):
+            v = self.values.get(arg)
+            if v is not None:
+                self.d.pin(v.units, why)
+            return arg
+
+        fx.node.map_arg(value, pin)
 
     def pin_inputs(self, node, why: str, priority: int = RULE) -> None:
         for arg in node.all_input_nodes:
@@ -395,6 +408,10 @@ class _Walk:
             return
         bound.apply_defaults()
         args = dict(bound.arguments)
+        for key, value in list(args.items())[1:]:
+            if key not in rule.reads:
+                what = "an argument" if key in ("args", "kwargs") else f"the argument `{key}`"
+                self.pin_scaled(value, f"reaches {what} of {self.label(node)}, whose rule does not rescale it")
         if module is not None and "input" not in args and args:
             args["input"] = next(iter(args.values()))
         rule.handle(self, node, args, module)
@@ -448,6 +465,51 @@ def _hooked(model: nn.Module) -> dict[str, str]:
         pre = [h for h in m._forward_pre_hooks.values() if not _recognised(h)]
         if pre or m._forward_hooks:
             out[name] = f"hook on `{name or type(model).__name__}`"
+    return out
+
+
+def _extent(t: torch.Tensor) -> tuple[int, int, int] | None:
+    """``(storage, first byte, byte past the last)`` of the memory a strided tensor can read; ``None`` if none."""
+    if t.layout != torch.strided or t.numel() == 0 or t.device.type == "meta":
+        return None
+    storage = t.untyped_storage().data_ptr()
+    if storage == 0:
+        return None
+    low = sum(min(0, (n - 1) * s) for n, s in zip(t.shape, t.stride()))
+    high = sum(max(0, (n - 1) * s) for n, s in zip(t.shape, t.stride()))
+    start = t.data_ptr()
+    return storage, start + low * t.element_size(), start + (high + 1) * t.element_size()
+
+
+def _aliased(model: nn.Module, names: dict[int, str]) -> dict[str, str]:
+    """Parameters whose memory another tensor of ``model`` also holds, with the reason (by parameter name).
+
+    Two parameter objects can share memory (``dec.weight.data = enc.weight.data.t()``,
+    ``nn.Parameter(other.weight.data)``), and so can a parameter and a buffer or a tensor attribute. Rescaling
+    one in place then changes the other, which neither the graph nor the working copy (a deep copy does not keep
+    the sharing) shows. ``names`` maps each parameter's ``id`` to its name.
+    """
+    tensors: dict[int, tuple[str, torch.Tensor]] = {}
+    for path, m in model.named_modules():
+        held = [*m._parameters.items(), *m._buffers.items()]
+        held += [(k, v) for k, v in vars(m).items() if isinstance(v, torch.Tensor)]
+        for key, t in held:
+            if isinstance(t, torch.Tensor) and id(t) not in tensors:
+                tensors[id(t)] = (names.get(id(t)) or (f"{path}.{key}" if path else key), t)
+    by_storage: dict[int, list[tuple[int, int, str, int]]] = {}
+    for tid, (name, t) in tensors.items():
+        extent = _extent(t)
+        if extent is not None:
+            by_storage.setdefault(extent[0], []).append((extent[1], extent[2], name, tid))
+    out = {}
+    for spans in by_storage.values():
+        for i, (start, end, name, tid) in enumerate(spans):
+            for start2, end2, name2, tid2 in spans[i + 1 :]:
+                if start < end2 and start2 < end:
+                    for pid, own, other in ((tid, name, name2), (tid2, name2, name)):
+                        if pid in names:
+                            why = f"`{own}` shares its memory with `{other}` (rescaling one changes both)"
+                            out.setdefault(own, why)
     return out
 
 
@@ -551,7 +613,7 @@ def discover(model: nn.Module, example: torch.Tensor, *, verify: bool = True, se
         copies = {id(q): names[id(p)] for p, q in zip(base.parameters(), work.parameters())}
         params = {id(q): q for q in work.parameters()}
         kinds = {n: type(m).__name__ for n, m in work.named_modules()}
-        found = _walk(work, graphs, copies, params, kinds)
+        found = _walk(work, graphs, copies, params, kinds, _aliased(base, names))
         if verify and (found.n_scales or found.pair_groups):
             found = verify_symmetry(found, work, x, modes, buffers, copies, seed)
     return found
@@ -581,10 +643,11 @@ def _one_thread(cpu: bool):
         torch.set_num_threads(threads)
 
 
-def _walk(work, graphs, names, params, kinds) -> Symmetry:
+def _walk(work, graphs, names, params, kinds, aliased: dict[str, str]) -> Symmetry:
     """Walk every graph, pin what the graphs do not show, and number the scales.
 
-    What the graphs do not show: shared and frozen parameters, and hooks.
+    What the graphs do not show: shared and frozen parameters, hooks, and parameters whose memory another tensor
+    of the model holds (``aliased``: parameter name → why, found on the model itself).
     """
     d = _Discovery(names, params, kinds)
     walks = []
@@ -624,19 +687,21 @@ def _walk(work, graphs, names, params, kinds) -> Symmetry:
                 d.pin(every[k], f"`{name}` is used differently in train and in eval mode")
         if not params[pid].requires_grad and pid in terms_of:
             pin_param(pid, f"`{name}` is frozen (requires_grad=False)")
+        if name in aliased:
+            pin_param(pid, aliased[name])
     for _, units, why in sorted(d.pins, key=lambda pin: pin[0]):
         d.units.fix(units, why)
     found = _symmetry(d)
-    found.pair_groups, dropped = _pair_groups(work, graphs, walks, names, params)
+    found.pair_groups, dropped = _pair_groups(work, graphs, walks, names, params, aliased)
     found.dropped += dropped
     return found
 
 
-def _pair_groups(work, graphs, walks, names, params) -> tuple[list[PairGroup], list[Dropped]]:
+def _pair_groups(work, graphs, walks, names, params, aliased) -> tuple[list[PairGroup], list[Dropped]]:
     """The attention heads' matrix groups found in every graph (:mod:`~symtele.teleports.heads`).
 
-    A group found in one of the graphs only, or whose parameters are frozen or under a hook, is left out and
-    dropped with the reason.
+    A group found in one of the graphs only, or whose parameters are frozen, under a hook or share their memory
+    with another tensor (``aliased``), is left out and dropped with the reason.
     """
     found = [find_heads(gm, names, walk.uses) for gm, walk in zip(graphs, walks)]
     dropped = list(dict.fromkeys(d for f in found for d in f.dropped))
@@ -658,6 +723,8 @@ def _pair_groups(work, graphs, walks, names, params) -> tuple[list[PairGroup], l
                 why = why or hooked[under[0]]
             if name in frozen:
                 why = why or f"`{name}` is frozen (requires_grad=False)"
+            if name in aliased:
+                why = why or aliased[name]
         if why:
             dropped.append(Dropped(group.name, why))
         else:
