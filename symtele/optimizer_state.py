@@ -10,6 +10,9 @@ the past trajectory, mapped by the same action). Hence, under ``state="transport
   RMSprop's ``square_avg``;
 * RMSprop's momentum buffer accumulates ``g / √v``, which the action leaves unchanged.
 
+A state entry that starts at a constant of its parameter group (Adagrad's ``sum`` starts at
+``initial_accumulator_value``) moves only past that constant: ``sum ← (sum − c)·e^{−2a} + c``.
+
 **Weight decay.** A coupled L2 penalty ``λ/2 ‖p‖²`` is *not* invariant under rescaling: the teleport
 changes it (the record says by how much, :func:`l2_penalty`), and the penalty's gradient ``λp`` scales as
 ``e^{+a}``, not ``e^{−a}``. SGD's momentum buffer is ``m_t = μ m_{t−1} + (1 − τ)(g_t + λ p_t)`` (``m_1 =
@@ -38,6 +41,8 @@ TRANSPORT = {
     torch.optim.Adagrad: {"sum": 2},
     torch.optim.RMSprop: {"square_avg": 2, "grad_avg": 1, "momentum_buffer": 0},
 }
+#: state entries that start at a constant of the parameter group (named here), which the action does not scale
+START = {torch.optim.Adagrad: {"sum": "initial_accumulator_value"}}
 #: state entries that are not tensors of the parameter's shape (step counters)
 COUNTERS = {"step"}
 
@@ -152,7 +157,8 @@ def transported(
     Returns:
         ``(states, moved)``: per parameter its new state dict; the names of the entries that moved.
     """
-    rules = TRANSPORT[type(optimizer)]
+    rules, starts = TRANSPORT[type(optimizer)], START.get(type(optimizer), {})
+    group_of = {p: g for g in optimizer.param_groups for p in g["params"]}
     states, moved = {}, set()
     for p, factor in factors.items():
         new = {}
@@ -168,8 +174,12 @@ def transported(
                     value = (value - part) / factor + part * factor
                     moved.add(f"{key} ×e^(-a) (its weight-decay part ×e^(a))")
                 else:
-                    value = value / factor**power
-                    moved.add(f"{key} ×e^(-{power}a)" if power > 1 else f"{key} ×e^(-a)")
+                    start = float(group_of[p].get(starts[key], 0) or 0) if key in starts else 0.0
+                    value = (value - start) / factor**power + start if start else value / factor**power
+                    moved.add(
+                        (f"{key} ×e^(-{power}a)" if power > 1 else f"{key} ×e^(-a)")
+                        + (f" (past its start {start:g})" if start else "")
+                    )
             elif isinstance(value, torch.Tensor):
                 value = value.clone()
             new[key] = value
