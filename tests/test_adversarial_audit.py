@@ -238,6 +238,31 @@ def test_a_teleporter_discovers_once_over_many_teleports():
     assert len(calls) == 1
 
 
+# ---- a forward that changes its input in place ----------------------------------------------------------------
+class ScalesItsInput(nn.Module):
+    """``x.mul_(0.5)`` first: every forward pass halves the tensor it is given."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Linear(6, 8), nn.Linear(8, 3)
+
+    def forward(self, x):
+        return self.b(F.relu(self.a(x.mul_(0.5))))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_a_forward_that_changes_its_input_in_place_changes_neither_the_discovery_nor_the_batch(dtype):
+    torch.manual_seed(0)
+    model = ScalesItsInput().to(dtype)
+    x, y = torch.randn(16, 6, dtype=dtype), torch.randn(16, 3, dtype=dtype)
+    x0 = x.clone()
+    found = st.discover(model, x)
+    assert torch.equal(x, x0) and found.n_scales == 8, str(found)
+    record = st.Teleporter(model, F.mse_loss, schedule=[0], state="keep", accept="always").maybe(0, x, y)
+    assert torch.equal(x, x0)  # the teleport's forward passes ran on copies of the batch
+    assert record.t == 1 and record.stopped is None, record
+
+
 # ---- the optimiser's state, against the run replayed in the teleported coordinates ------------------------
 def _net():
     torch.manual_seed(0)

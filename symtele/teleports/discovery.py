@@ -565,7 +565,7 @@ def _trace(work: nn.Module, example, modes, buffers) -> list[fx.GraphModule]:
         codes.add(gm.code)
         try:
             with torch.no_grad():
-                ShapeProp(gm).propagate(example)
+                ShapeProp(gm).propagate(example.clone())  # a forward may change its input in place
         except Exception as error:  # noqa: BLE001
             raise ValueError(
                 f"Invalid example: an input of shape {tuple(example.shape)} does not run through "
