@@ -238,6 +238,66 @@ def test_a_teleporter_discovers_once_over_many_teleports():
     assert len(calls) == 1
 
 
+# ---- values forward stores on the module -------------------------------------------------------------------
+class StoresFeatures(nn.Module):
+    """Keeps its hidden features for later (a feature penalty, a plot): ``self.features = h`` or a list."""
+
+    def __init__(self, how: str):
+        super().__init__()
+        self.how, self.log = how, []
+        self.a, self.b, self.c = nn.Linear(6, 8), nn.Linear(8, 8), nn.Linear(8, 3)
+
+    def forward(self, x):
+        h = F.relu(self.a(x))
+        if self.how == "attribute":
+            self.features = h
+        else:
+            self.log.append(h.detach())
+        return self.c(F.relu(self.b(h)))
+
+
+class StoresQueries(nn.Module):
+    """Hand-written attention that keeps its queries (``what="q"``) or its attention weights (``"att"``)."""
+
+    def __init__(self, what: str):
+        super().__init__()
+        self.what = what
+        self.qkv, self.o, self.head = nn.Linear(8, 24), nn.Linear(8, 8), nn.Linear(8, 3)
+
+    def forward(self, x):
+        b, t, _ = x.shape
+        q, k, v = self.qkv(x).split(8, dim=2)
+        q, k, v = (z.view(b, t, 2, 4).transpose(1, 2) for z in (q, k, v))
+        att = torch.softmax(q @ k.transpose(-2, -1) / 2.0, -1)
+        self.saved = q if self.what == "q" else att
+        return self.head(F.relu(self.o((att @ v).transpose(1, 2).reshape(b, t, 8))))
+
+
+@pytest.mark.parametrize("how", ["attribute", "list"])
+def test_features_stored_by_forward_are_outputs_too(how):
+    torch.manual_seed(0)
+    x, y = torch.randn(16, 6), torch.randn(16, 3)
+    model = StoresFeatures(how)
+    found = st.discover(model, x)
+    assert "stored as" in found.left["a"] and "b" not in found.left, str(found)
+    with torch.no_grad():
+        model(x)
+    before = (model.features if how == "attribute" else model.log[-1]).clone()
+    record = st.Teleporter(model, F.mse_loss, schedule=[0], state="keep", accept="always").maybe(0, x, y)
+    assert record.t == 1 and any(record.log_scales)
+    with torch.no_grad():
+        model(x)
+    after = model.features if how == "attribute" else model.log[-1]
+    torch.testing.assert_close(after, before, rtol=1e-5, atol=1e-6)
+
+
+def test_stored_queries_drop_the_query_key_groups_and_stored_weights_keep_them():
+    torch.manual_seed(0)
+    x = torch.randn(3, 5, 8)
+    kinds = {what: sorted(g.kind for g in st.discover(StoresQueries(what), x).pair_groups) for what in ("q", "att")}
+    assert kinds == {"q": ["vo", "vo"], "att": ["qk", "qk", "vo", "vo"]}
+
+
 # ---- a forward that changes its input in place ----------------------------------------------------------------
 class ScalesItsInput(nn.Module):
     """``x.mul_(0.5)`` first: every forward pass halves the tensor it is given."""

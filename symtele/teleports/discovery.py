@@ -35,6 +35,9 @@ and weights under a parametrisation the table does not know (spectral normalisat
 the reason; a weight-normalised weight is rescaled through its magnitude only, a pruned one through
 ``weight_orig``. A ``torch.compile``-d model is read through ``_orig_mod`` (the same parameters).
 
+A value ``forward`` stores on a module (``self.features = h``, ``self.log.append(h)``) counts as an output of
+the network: whoever reads it later would see it rescaled.
+
 **Both modes.** Code may depend on ``self.training``: the model is traced in train mode and in eval mode
 and only what holds in both is kept.
 
@@ -366,6 +369,10 @@ class _Walk:
             if node.op == "get_attr":
                 self.get_attr(node)
             elif node.op == "output":
+                for escaped, name in self.gm.meta.get(ESCAPED, {}).items():
+                    if escaped in self.values:
+                        why = f"stored as `{name}` by forward, where the graph does not show who reads it"
+                        self.d.pin(self.values[escaped].units, why, STRUCTURE)
                 self.pin_inputs(node, "reaches the network's output", OUTPUT)
                 for arg in node.all_input_nodes:
                     if arg in self.param_values:
@@ -549,6 +556,44 @@ def _modes(model: nn.Module) -> list[dict[str, bool]]:
     return out if own in out else [*out, own]
 
 
+#: ``gm.meta`` key of the values forward stored on a module while traced (node → where)
+ESCAPED = "symtele_escaped"
+
+
+def _keep_escaped(work: nn.Module, gm: fx.GraphModule) -> None:
+    """Make the values ``forward`` stored on a module while traced outputs of ``gm`` too.
+
+    ``self.features = h`` or ``self.log.append(h)`` keeps a value the graph's outputs do not show; whoever reads
+    it later would see it rescaled. As outputs, every rule and the attention heads' walk treat them as such;
+    ``gm.meta[ESCAPED]`` names them for the reason.
+    """
+    escaped: dict[fx.Node, str] = {}
+
+    def scan(where: str, value, depth: int) -> None:
+        if isinstance(value, fx.Proxy) and value.node.graph is gm.graph:
+            escaped.setdefault(value.node, where)
+        elif depth and isinstance(value, (list, tuple)):
+            for i, item in enumerate(value):
+                scan(f"{where}[{i}]", item, depth - 1)
+        elif depth and isinstance(value, dict):
+            for key, item in value.items():
+                scan(f"{where}[{key!r}]", item, depth - 1)
+
+    for path, m in work.named_modules():
+        for key, value in vars(m).items():
+            if key not in MODULE_INTERNALS:
+                scan(f"{path}.{key}" if path else key, value, 2)
+    gm.meta[ESCAPED] = escaped
+    if escaped:
+        output = next(n for n in gm.graph.nodes if n.op == "output")
+        output.args = ((output.args[0], list(escaped)),)
+        gm.recompile()
+
+
+#: what every ``nn.Module`` keeps in its ``__dict__`` (the rest are its own attributes)
+MODULE_INTERNALS = frozenset(vars(nn.Module()))
+
+
 def _trace(work: nn.Module, example, modes, buffers) -> list[fx.GraphModule]:
     """The graph in each mode (one when they are the same code), shapes propagated with ``example``."""
     graphs, codes = [], set()
@@ -560,6 +605,7 @@ def _trace(work: nn.Module, example, modes, buffers) -> list[fx.GraphModule]:
             raise ValueError(
                 f"Invalid model: torch.fx cannot trace {type(work).__name__} ({type(error).__name__}: {error})"
             ) from error
+        _keep_escaped(work, gm)
         if gm.code in codes:
             continue
         codes.add(gm.code)

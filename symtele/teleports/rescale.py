@@ -37,7 +37,7 @@ import torch
 from .. import checks
 from ..history import TeleportRecord
 from .base import Teleport
-from .discovery import discover
+from .discovery import MODULE_INTERNALS, discover
 from .invariance import default_rtol, preserved
 from .symmetry import Symmetry
 
@@ -353,10 +353,6 @@ class Rescale(Teleport):
 _SYMMETRIES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-#: what every ``nn.Module`` keeps in its ``__dict__`` (the rest are its own attributes)
-_MODULE_INTERNALS = frozenset(vars(torch.nn.Module()))
-
-
 def _attribute(value, depth: int = 2):
     """A comparable snapshot of one module attribute that a ``forward`` may branch on.
 
@@ -393,7 +389,7 @@ def _structure(model: torch.nn.Module) -> tuple:
             id(m),
             tuple(m._forward_hooks),
             tuple(m._forward_pre_hooks),
-            tuple((k, _attribute(v)) for k, v in vars(m).items() if k not in _MODULE_INTERNALS),
+            tuple((k, _attribute(v)) for k, v in vars(m).items() if k not in MODULE_INTERNALS),
         )
         for name, m in model.named_modules()
     )
