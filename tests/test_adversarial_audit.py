@@ -238,6 +238,29 @@ def test_a_teleporter_discovers_once_over_many_teleports():
     assert len(calls) == 1
 
 
+# ---- a module whose forward is replaced on the instance --------------------------------------------------------
+class PatchedActivation(nn.Module):
+    """``c(act(b(relu(a(x)))))`` with ``act`` an ``nn.ReLU`` whose forward was replaced by a clamp to [0, 1]."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b, self.c, self.act = nn.Linear(6, 8), nn.Linear(8, 8), nn.Linear(8, 3), nn.ReLU()
+        self.act.forward = lambda x: torch.clamp(x, 0, 1)
+
+    def forward(self, x):
+        return self.c(self.act(self.b(F.relu(self.a(x)))))
+
+
+def test_a_module_whose_forward_is_replaced_on_the_instance_is_not_read_by_its_class():
+    """On a small batch the clamp never bites, so only the rule can tell; the fresh inputs are 300 times larger."""
+    torch.manual_seed(0)
+    x, y = 0.01 * torch.randn(16, 6), torch.randn(16, 3)
+    record = teleport_keeps_outputs(PatchedActivation, x, y, "always")
+    assert record.t == 1 and any(record.log_scales)  # a ↔ b still moves
+    found = st.discover(PatchedActivation(), x)
+    assert "forward is replaced on the instance" in found.left["b"], str(found)
+
+
 # ---- values forward stores on the module -------------------------------------------------------------------
 class StoresFeatures(nn.Module):
     """Keeps its hidden features for later (a feature penalty, a plot): ``self.features = h`` or a list."""

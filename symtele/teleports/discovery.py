@@ -73,6 +73,7 @@ from .rules import (
     _module_rule,
     _shape,
     _text,
+    replaced_forward,
 )
 from .symmetry import Dropped, Group, PairGroup, Symmetry, Term
 from .verification import restore, set_modes
@@ -424,7 +425,10 @@ class _Walk:
         rule.handle(self, node, args, module)
 
     def unknown(self, node, module) -> None:
-        if module is not None:
+        if module is not None and replaced_forward(module):
+            what = f"{node.target} ({type(module).__name__})"
+            self.pin_inputs(node, f"passes through {what}, whose forward is replaced on the instance")
+        elif module is not None:
             what = f"{node.target} ({type(module).__name__})"
             self.pin_inputs(node, f"passes through {what}, which no positive scale passes (supported: {SUPPORTED})")
         else:

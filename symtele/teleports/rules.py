@@ -736,7 +736,14 @@ METHODS: dict[str, Rule] = {
 }
 
 
+def replaced_forward(module: nn.Module) -> bool:
+    """Whether ``module``'s ``forward`` is replaced on the instance (``m.forward = f``): its class's rule is not its."""
+    return "forward" in vars(module)
+
+
 def _module_rule(module: nn.Module) -> Rule | None:
+    if replaced_forward(module):
+        return None
     for cls in type(module).__mro__:
         if cls in MODULES:
             return MODULES[cls]
