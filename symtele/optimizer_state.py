@@ -8,7 +8,9 @@ the past trajectory, mapped by the same action). Hence, under ``state="transport
   ``exp_avg``, RMSprop's centred ``grad_avg``;
 * squared-gradient state by ``e^{−2a}``: Adam's ``exp_avg_sq`` and ``max_exp_avg_sq``, Adagrad's ``sum``,
   RMSprop's ``square_avg``;
-* RMSprop's momentum buffer accumulates ``g / √v``, which the action leaves unchanged.
+* RMSprop's momentum buffer accumulates ``g / (√v + ε)``, which the action leaves unchanged up to ε (in the new
+  coordinates it is ``g / (√v + e^{a}ε)``, which no function of the buffer gives): it is kept, exact only as
+  ``ε/√v → 0``.
 
 A state entry that starts at a constant of its parameter group (Adagrad's ``sum`` starts at
 ``initial_accumulator_value``) moves only past that constant: ``sum ← (sum − c)·e^{−2a} + c``.
