@@ -51,6 +51,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import inspect
+import operator
 from dataclasses import dataclass
 
 import torch
@@ -405,6 +406,9 @@ class _Walk:
             rule = FUNCTIONS.get(node.target)
         else:
             rule = METHODS.get(node.target)
+        if module is None and "out" in node.kwargs:  # written into a tensor the graph holds under another node
+            self.pin_inputs(node, f"{self.label(node)} writes its result into `out=`")
+            return
         if rule is None:
             self.unknown(node, module)
             return
@@ -420,9 +424,13 @@ class _Walk:
             if key not in rule.reads:
                 what = "an argument" if key in ("args", "kwargs") else f"the argument `{key}`"
                 self.pin_scaled(value, f"reaches {what} of {self.label(node)}, whose rule does not rescale it")
+        first = next(iter(args.values()), None)
         if module is not None and "input" not in args and args:
-            args["input"] = next(iter(args.values()))
+            args["input"] = first
         rule.handle(self, node, args, module)
+        if node in self.values and self.value(first) is None and _in_place(node):
+            # ``buf.mul_(h)``: ``buf``, which the graph holds as unscaled, now holds scaled values
+            self.pin(self.values[node].units, f"written in place into an unscaled tensor at {self.label(node)}")
 
     def unknown(self, node, module) -> None:
         if module is not None and replaced_forward(module):
@@ -438,6 +446,18 @@ class _Walk:
                 node,
                 f"passes through {form} at {node.name}, which the rule table does not know (supported: {SUPPORTED})",
             )
+
+
+#: the in-place operators (``a += b`` and the like)
+IN_PLACE = (operator.iadd, operator.isub, operator.imul, operator.itruediv)
+
+
+def _in_place(node) -> bool:
+    """Whether ``node`` writes into its first argument (``x.mul_(y)``, ``x *= y``, ``torch.relu_(x)``)."""
+    if node.op == "call_method":
+        return node.target.endswith("_") and not node.target.startswith("_")
+    name = getattr(node.target, "__name__", "")
+    return node.target in IN_PLACE or (name.endswith("_") and not name.startswith("_"))
 
 
 def _reads_shape_only(node) -> bool:
