@@ -796,7 +796,7 @@ class Teleporter:
             return None
         optimizer = self.optimizer
         if isinstance(optimizer, torch.optim.SGD):
-            if self.decay is not None and self.decay.handle is not None:
+            if self.decay is not None and self.decay.coupled:
                 return (
                     f"{count} attention head groups left as they are: SGD's momentum with a coupled weight decay is "
                     "not transported for them (its decay part moves like the weights); state='keep' or 'reset' "
