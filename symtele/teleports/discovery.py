@@ -30,10 +30,10 @@ under no hook, and verified numerically with a random group element.
 twice (a layer called twice, a shared encoder, tied weights, a weight read outside its layer) pins every
 scale acting on it, and so does a parameter whose memory another parameter, buffer or tensor attribute
 shares (``dec.weight.data = enc.weight.data.t()``). Frozen parameters (``requires_grad=False``), modules with
-forward hooks or pre-hooks,
-and weights under a parametrisation the table does not know (spectral normalisation, say) are pinned with
-the reason; a weight-normalised weight is rescaled through its magnitude only, a pruned one through
-``weight_orig``. A ``torch.compile``-d model is read through ``_orig_mod`` (the same parameters).
+forward hooks or pre-hooks, modules whose ``forward`` is replaced on the instance, and weights under a
+parametrisation the table does not know (spectral normalisation, say) are pinned with the reason; a
+weight-normalised weight is rescaled through its magnitude only, a pruned one through ``weight_orig``. A
+``torch.compile``-d model is read through ``_orig_mod`` (the same parameters).
 
 A value ``forward`` stores on a module (``self.features = h``, ``self.log.append(h)``) counts as an output of
 the network: whoever reads it later would see it rescaled.
@@ -453,7 +453,11 @@ IN_PLACE = (operator.iadd, operator.isub, operator.imul, operator.itruediv)
 
 
 def _in_place(node) -> bool:
-    """Whether ``node`` writes into its first argument (``x.mul_(y)``, ``x *= y``, ``torch.relu_(x)``)."""
+    """Whether ``node`` writes into its first argument (``x.mul_(y)``, ``operator.imul(x, y)``, ``torch.relu_(x)``).
+
+    ``torch.fx`` traces an augmented assignment ``x *= y`` as ``x * y``: that ``x`` changed, for whoever else holds
+    it, the graph does not show.
+    """
     if node.op == "call_method":
         return node.target.endswith("_") and not node.target.startswith("_")
     name = getattr(node.target, "__name__", "")
@@ -501,9 +505,12 @@ def _hooked(model: nn.Module) -> dict[str, str]:
 
 def _extent(t: torch.Tensor) -> tuple[int, int, int] | None:
     """``(storage, first byte, byte past the last)`` of the memory a strided tensor can read; ``None`` if none."""
-    if t.layout != torch.strided or t.numel() == 0 or t.device.type == "meta":
+    try:
+        if t.layout != torch.strided or t.numel() == 0 or t.device.type == "meta":
+            return None
+        storage = t.untyped_storage().data_ptr()
+    except (RuntimeError, NotImplementedError, ValueError):  # a tensor without plain storage (lazy, a subclass)
         return None
-    storage = t.untyped_storage().data_ptr()
     if storage == 0:
         return None
     low = sum(min(0, (n - 1) * s) for n, s in zip(t.shape, t.stride()))
