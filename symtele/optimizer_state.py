@@ -8,7 +8,12 @@ the past trajectory, mapped by the same action). Hence, under ``state="transport
   ``exp_avg``, RMSprop's centred ``grad_avg``;
 * squared-gradient state by ``e^{−2a}``: Adam's ``exp_avg_sq`` and ``max_exp_avg_sq``, Adagrad's ``sum``,
   RMSprop's ``square_avg``;
-* RMSprop's momentum buffer accumulates ``g / √v``, which the action leaves unchanged.
+* RMSprop's momentum buffer accumulates ``g / (√v + ε)``, which the action leaves unchanged up to ε (in the new
+  coordinates it is ``g / (√v + e^{a}ε)``, which no function of the buffer gives): it is kept, exact only as
+  ``ε/√v → 0``.
+
+A state entry that starts at a constant of its parameter group (Adagrad's ``sum`` starts at
+``initial_accumulator_value``) moves only past that constant: ``sum ← (sum − c)·e^{−2a} + c``.
 
 **Weight decay.** A coupled L2 penalty ``λ/2 ‖p‖²`` is *not* invariant under rescaling: the teleport
 changes it (the record says by how much, :func:`l2_penalty`), and the penalty's gradient ``λp`` scales as
@@ -38,6 +43,8 @@ TRANSPORT = {
     torch.optim.Adagrad: {"sum": 2},
     torch.optim.RMSprop: {"square_avg": 2, "grad_avg": 1, "momentum_buffer": 0},
 }
+#: state entries that start at a constant of the parameter group (named here), which the action does not scale
+START = {torch.optim.Adagrad: {"sum": "initial_accumulator_value"}}
 #: state entries that are not tensors of the parameter's shape (step counters)
 COUNTERS = {"step"}
 
@@ -94,8 +101,11 @@ def check_optimizer(optimizer: torch.optim.Optimizer | None, state: str) -> None
 class DecayPart:
     """Follows the weight-decay part ``P`` of SGD's momentum buffers (module docstring).
 
-    :func:`transport_state` moves the buffer exactly with it. It registers a step pre-hook on ``optimizer`` when
-    some group has momentum and a coupled weight decay; otherwise it does nothing.
+    :func:`transport_state` moves the buffer exactly with it. For SGD with momentum it registers a step pre-hook
+    (``P`` updated before the step adds ``λp`` to the buffer) and a post-hook (the buffer each step leaves); for
+    any other optimiser it does nothing. A buffer it has not followed from its first step (one loaded by
+    ``optimizer.load_state_dict``) in a group with weight decay has an unknown part: ``unknown`` holds its
+    parameter, and its transport is refused (:func:`transported`).
 
     Args:
         optimizer: the user's optimiser.
@@ -106,34 +116,71 @@ class DecayPart:
 
     def __init__(self, optimizer: torch.optim.Optimizer):
         self.part: dict[nn.Parameter, torch.Tensor] = {}
-        self.handle = None
-        if not isinstance(optimizer, torch.optim.SGD):
+        self.followed: dict[nn.Parameter, torch.Tensor] = {}  # the buffer each parameter's last step left
+        self.unknown: set[nn.Parameter] = set()
+        self.handles = []
+        sgd = isinstance(optimizer, torch.optim.SGD)
+        #: whether some group has momentum and a coupled weight decay (then the buffers have a decay part)
+        self.coupled = sgd and any(g.get("momentum", 0) and coupled_decay(optimizer, g) for g in optimizer.param_groups)
+        if not sgd or not any(g.get("momentum", 0) for g in optimizer.param_groups):
             return
-        groups = [g for g in optimizer.param_groups if g.get("momentum", 0) and coupled_decay(optimizer, g) > 0]
-        if not groups:
-            return
-        for g in groups:
-            if any(optimizer.state.get(p, {}).get("momentum_buffer") is not None for p in g["params"]):
-                raise TypeError(
-                    "Invalid optimizer: SGD with momentum and weight_decay already has momentum buffers, whose "
-                    "weight-decay part cannot be separated for an exact transport; make the Teleporter before the "
-                    "first step, or use state='reset'"
-                )
-        self.handle = optimizer.register_step_pre_hook(self._before_step)
+        for g in optimizer.param_groups:
+            if g.get("momentum", 0) and coupled_decay(optimizer, g) > 0:
+                if any(optimizer.state.get(p, {}).get("momentum_buffer") is not None for p in g["params"]):
+                    raise TypeError(
+                        "Invalid optimizer: SGD with momentum and weight_decay already has momentum buffers, whose "
+                        "weight-decay part cannot be separated for an exact transport; make the Teleporter before "
+                        "the first step, or use state='reset'"
+                    )
+        for p, state in optimizer.state.items():
+            if state.get("momentum_buffer") is not None:  # without decay so far: a gradient part only
+                self.followed[p] = state["momentum_buffer"]
+        self.handles = [
+            optimizer.register_step_pre_hook(self._before_step),
+            optimizer.register_step_post_hook(self._after_step),
+        ]
 
     def _before_step(self, optimizer, args, kwargs) -> None:
         with torch.no_grad():
             for g in optimizer.param_groups:
                 decay, momentum, dampening = coupled_decay(optimizer, g), g.get("momentum", 0), g.get("dampening", 0)
-                if not (decay and momentum):
+                if not momentum:
                     continue
                 for p in g["params"]:
-                    if p.grad is None:
+                    if p.grad is None:  # SGD leaves it (and its buffer) as it is
                         continue
-                    if optimizer.state.get(p, {}).get("momentum_buffer") is None:
-                        self.part[p] = decay * p.detach().clone()
-                    else:
-                        self.part[p].mul_(momentum).add_(p.detach(), alpha=(1 - dampening) * decay)
+                    buffer = optimizer.state.get(p, {}).get("momentum_buffer")
+                    if buffer is None:  # this step makes it: m_1 = g_1 + λ p_1
+                        self.unknown.discard(p)
+                        if decay:
+                            self.part[p] = decay * p.detach().clone()
+                        else:
+                            self.part.pop(p, None)
+                    elif self.followed.get(p) is not buffer:
+                        self.part.pop(p, None)
+                        if decay:
+                            self.unknown.add(p)
+                    elif p in self.part or decay:
+                        part = self.part.setdefault(p, torch.zeros_like(p.detach()))
+                        part.mul_(momentum).add_(p.detach(), alpha=(1 - dampening) * decay)
+
+    def follows(self, p: nn.Parameter, buffer: torch.Tensor, decay: float) -> bool:
+        """Whether the weight-decay part of ``p``'s momentum ``buffer`` is known (``decay``: its group's λ).
+
+        It is when this object followed the buffer from its first step, or when neither the buffer's past nor its
+        group has weight decay (a buffer it did not follow, in a group without decay, is taken as a gradient part).
+        """
+        if p in self.unknown:
+            return False
+        return self.followed.get(p) is buffer or not decay
+
+    def _after_step(self, optimizer, args, kwargs) -> None:
+        for g in optimizer.param_groups:
+            if g.get("momentum", 0):
+                for p in g["params"]:
+                    buffer = optimizer.state.get(p, {}).get("momentum_buffer")
+                    if buffer is not None:
+                        self.followed[p] = buffer
 
 
 def transported(
@@ -152,7 +199,8 @@ def transported(
     Returns:
         ``(states, moved)``: per parameter its new state dict; the names of the entries that moved.
     """
-    rules = TRANSPORT[type(optimizer)]
+    rules, starts = TRANSPORT[type(optimizer)], START.get(type(optimizer), {})
+    group_of = {p: g for g in optimizer.param_groups for p in g["params"]}
     states, moved = {}, set()
     for p, factor in factors.items():
         new = {}
@@ -163,13 +211,24 @@ def transported(
                     f"Invalid optimizer state: {type(optimizer).__name__} entry {key!r} has no known transport"
                 )
             if power and isinstance(value, torch.Tensor) and value.shape == p.shape:
+                followed = decay is None or decay.follows(p, value, coupled_decay(optimizer, group_of[p]))
+                if key == "momentum_buffer" and not followed:
+                    raise TypeError(
+                        "Invalid optimizer state: SGD's momentum buffer of a parameter with weight decay was not "
+                        "followed from its first step (loaded by load_state_dict?), so its weight-decay part is "
+                        "unknown and no exact transport exists; use state='reset' or 'keep'"
+                    )
                 part = None if decay is None else decay.part.get(p)
                 if key == "momentum_buffer" and part is not None:
                     value = (value - part) / factor + part * factor
                     moved.add(f"{key} ×e^(-a) (its weight-decay part ×e^(a))")
                 else:
-                    value = value / factor**power
-                    moved.add(f"{key} ×e^(-{power}a)" if power > 1 else f"{key} ×e^(-a)")
+                    start = float(group_of[p].get(starts[key], 0) or 0) if key in starts else 0.0
+                    value = (value - start) / factor**power + start if start else value / factor**power
+                    moved.add(
+                        (f"{key} ×e^(-{power}a)" if power > 1 else f"{key} ×e^(-a)")
+                        + (f" (past its start {start:g})" if start else "")
+                    )
             elif isinstance(value, torch.Tensor):
                 value = value.clone()
             new[key] = value

@@ -470,10 +470,10 @@ class Teleporter:
             seed = int(torch.randint(0, 2**62, ()))
 
             def outputs(params, data):  # the same dropout masks every time, on copies of the running statistics
-                torch.manual_seed(seed)
+                torch.manual_seed(seed)  # and of the inputs (a forward may change its input in place)
                 buffers = {n: b.clone() for n, b in saved.items()}
                 for x, y in data:
-                    yield torch.func.functional_call(model, {**params, **buffers}, (x,)), y
+                    yield torch.func.functional_call(model, {**params, **buffers}, (x.clone(),)), y
 
             def own_loss(params, data) -> float:  # the mean over the micro-batches of this process's batch
                 with torch.no_grad():
@@ -810,7 +810,7 @@ class Teleporter:
             return None
         optimizer = self.optimizer
         if isinstance(optimizer, torch.optim.SGD):
-            if self.decay is not None and self.decay.handle is not None:
+            if self.decay is not None and self.decay.coupled:
                 return (
                     f"{count} attention head groups left as they are: SGD's momentum with a coupled weight decay is "
                     "not transported for them (its decay part moves like the weights); state='keep' or 'reset' "

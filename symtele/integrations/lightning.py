@@ -91,8 +91,9 @@ class TeleportCallback(Callback):
                 f"Invalid optimizers: {len(trainer.optimizers)}; TeleportCallback treats the state of one optimiser"
             )
         teleporter = Teleporter(pl_module, self.loss_fn, trainer.optimizers[0], **self.options)
-        if teleporter.decay is not None and teleporter.decay.handle is not None:
-            teleporter.decay.handle.remove()
+        if teleporter.decay is not None and teleporter.decay.coupled:
+            for handle in teleporter.decay.handles:
+                handle.remove()
             raise ValueError(
                 "Invalid state: 'transport' of SGD's momentum with a coupled weight decay under Lightning: its "
                 "backward pass runs inside optimizer.step, after the step pre-hook that follows the momentum's decay "

@@ -28,10 +28,15 @@ under no hook, and verified numerically with a random group element.
 
 **Identity.** Every parameter is tracked by the tensor itself, not by a module's name: a parameter used
 twice (a layer called twice, a shared encoder, tied weights, a weight read outside its layer) pins every
-scale acting on it. Frozen parameters (``requires_grad=False``), modules with forward hooks or pre-hooks,
-and weights under a parametrisation the table does not know (spectral normalisation, say) are pinned with
-the reason; a weight-normalised weight is rescaled through its magnitude only, a pruned one through
-``weight_orig``. A ``torch.compile``-d model is read through ``_orig_mod`` (the same parameters).
+scale acting on it, and so does a parameter whose memory another parameter, buffer or tensor attribute
+shares (``dec.weight.data = enc.weight.data.t()``). Frozen parameters (``requires_grad=False``), modules with
+forward hooks or pre-hooks, modules whose ``forward`` is replaced on the instance, and weights under a
+parametrisation the table does not know (spectral normalisation, say) are pinned with the reason; a
+weight-normalised weight is rescaled through its magnitude only, a pruned one through ``weight_orig``. A
+``torch.compile``-d model is read through ``_orig_mod`` (the same parameters).
+
+A value ``forward`` stores on a module (``self.features = h``, ``self.log.append(h)``) counts as an output of
+the network: whoever reads it later would see it rescaled.
 
 **Both modes.** Code may depend on ``self.training``: the model is traced in train mode and in eval mode
 and only what holds in both is kept.
@@ -46,6 +51,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import inspect
+import operator
 from dataclasses import dataclass
 
 import torch
@@ -68,6 +74,7 @@ from .rules import (
     _module_rule,
     _shape,
     _text,
+    replaced_forward,
 )
 from .symmetry import Dropped, Group, PairGroup, Symmetry, Term
 from .verification import restore, set_modes
@@ -196,6 +203,17 @@ class _Walk:
 
     def pin(self, units: torch.Tensor, why: str, priority: int = RULE) -> None:
         self.d.pin(units, why, priority)
+
+    def pin_scaled(self, value, why: str) -> None:
+        """Pin every scaled value in ``value`` (a node, or nodes inside tuples, lists, dicts)."""
+
+        def pin(arg):
+            v = self.values.get(arg)
+            if v is not None:
+                self.d.pin(v.units, why)
+            return arg
+
+        fx.node.map_arg(value, pin)
 
     def pin_inputs(self, node, why: str, priority: int = RULE) -> None:
         for arg in node.all_input_nodes:
@@ -353,6 +371,10 @@ class _Walk:
             if node.op == "get_attr":
                 self.get_attr(node)
             elif node.op == "output":
+                for escaped, name in self.gm.meta.get(ESCAPED, {}).items():
+                    if escaped in self.values:
+                        why = f"stored as `{name}` by forward, where the graph does not show who reads it"
+                        self.d.pin(self.values[escaped].units, why, STRUCTURE)
                 self.pin_inputs(node, "reaches the network's output", OUTPUT)
                 for arg in node.all_input_nodes:
                     if arg in self.param_values:
@@ -384,6 +406,9 @@ class _Walk:
             rule = FUNCTIONS.get(node.target)
         else:
             rule = METHODS.get(node.target)
+        if module is None and "out" in node.kwargs:  # written into a tensor the graph holds under another node
+            self.pin_inputs(node, f"{self.label(node)} writes its result into `out=`")
+            return
         if rule is None:
             self.unknown(node, module)
             return
@@ -395,12 +420,23 @@ class _Walk:
             return
         bound.apply_defaults()
         args = dict(bound.arguments)
+        for key, value in list(args.items())[1:]:
+            if key not in rule.reads:
+                what = "an argument" if key in ("args", "kwargs") else f"the argument `{key}`"
+                self.pin_scaled(value, f"reaches {what} of {self.label(node)}, whose rule does not rescale it")
+        first = next(iter(args.values()), None)
         if module is not None and "input" not in args and args:
-            args["input"] = next(iter(args.values()))
+            args["input"] = first
         rule.handle(self, node, args, module)
+        if node in self.values and self.value(first) is None and _in_place(node):
+            # ``buf.mul_(h)``: ``buf``, which the graph holds as unscaled, now holds scaled values
+            self.pin(self.values[node].units, f"written in place into an unscaled tensor at {self.label(node)}")
 
     def unknown(self, node, module) -> None:
-        if module is not None:
+        if module is not None and replaced_forward(module):
+            what = f"{node.target} ({type(module).__name__})"
+            self.pin_inputs(node, f"passes through {what}, whose forward is replaced on the instance")
+        elif module is not None:
             what = f"{node.target} ({type(module).__name__})"
             self.pin_inputs(node, f"passes through {what}, which no positive scale passes (supported: {SUPPORTED})")
         else:
@@ -410,6 +446,22 @@ class _Walk:
                 node,
                 f"passes through {form} at {node.name}, which the rule table does not know (supported: {SUPPORTED})",
             )
+
+
+#: the in-place operators (``a += b`` and the like)
+IN_PLACE = (operator.iadd, operator.isub, operator.imul, operator.itruediv)
+
+
+def _in_place(node) -> bool:
+    """Whether ``node`` writes into its first argument (``x.mul_(y)``, ``operator.imul(x, y)``, ``torch.relu_(x)``).
+
+    ``torch.fx`` traces an augmented assignment ``x *= y`` as ``x * y``: that ``x`` changed, for whoever else holds
+    it, the graph does not show.
+    """
+    if node.op == "call_method":
+        return node.target.endswith("_") and not node.target.startswith("_")
+    name = getattr(node.target, "__name__", "")
+    return node.target in IN_PLACE or (name.endswith("_") and not name.startswith("_"))
 
 
 def _reads_shape_only(node) -> bool:
@@ -451,6 +503,54 @@ def _hooked(model: nn.Module) -> dict[str, str]:
     return out
 
 
+def _extent(t: torch.Tensor) -> tuple[int, int, int] | None:
+    """``(storage, first byte, byte past the last)`` of the memory a strided tensor can read; ``None`` if none."""
+    try:
+        if t.layout != torch.strided or t.numel() == 0 or t.device.type == "meta":
+            return None
+        storage = t.untyped_storage().data_ptr()
+    except (RuntimeError, NotImplementedError, ValueError):  # a tensor without plain storage (lazy, a subclass)
+        return None
+    if storage == 0:
+        return None
+    low = sum(min(0, (n - 1) * s) for n, s in zip(t.shape, t.stride()))
+    high = sum(max(0, (n - 1) * s) for n, s in zip(t.shape, t.stride()))
+    start = t.data_ptr()
+    return storage, start + low * t.element_size(), start + (high + 1) * t.element_size()
+
+
+def _aliased(model: nn.Module, names: dict[int, str]) -> dict[str, str]:
+    """Parameters whose memory another tensor of ``model`` also holds, with the reason (by parameter name).
+
+    Two parameter objects can share memory (``dec.weight.data = enc.weight.data.t()``,
+    ``nn.Parameter(other.weight.data)``), and so can a parameter and a buffer or a tensor attribute. Rescaling
+    one in place then changes the other, which neither the graph nor the working copy (a deep copy does not keep
+    the sharing) shows. ``names`` maps each parameter's ``id`` to its name.
+    """
+    tensors: dict[int, tuple[str, torch.Tensor]] = {}
+    for path, m in model.named_modules():
+        held = [*m._parameters.items(), *m._buffers.items()]
+        held += [(k, v) for k, v in vars(m).items() if isinstance(v, torch.Tensor)]
+        for key, t in held:
+            if isinstance(t, torch.Tensor) and id(t) not in tensors:
+                tensors[id(t)] = (names.get(id(t)) or (f"{path}.{key}" if path else key), t)
+    by_storage: dict[int, list[tuple[int, int, str, int]]] = {}
+    for tid, (name, t) in tensors.items():
+        extent = _extent(t)
+        if extent is not None:
+            by_storage.setdefault(extent[0], []).append((extent[1], extent[2], name, tid))
+    out = {}
+    for spans in by_storage.values():
+        for i, (start, end, name, tid) in enumerate(spans):
+            for start2, end2, name2, tid2 in spans[i + 1 :]:
+                if start < end2 and start2 < end:
+                    for pid, own, other in ((tid, name, name2), (tid2, name2, name)):
+                        if pid in names:
+                            why = f"`{own}` shares its memory with `{other}` (rescaling one changes both)"
+                            out.setdefault(own, why)
+    return out
+
+
 def _in_scope(node, path: str) -> bool:
     if path == "":
         return True
@@ -487,6 +587,44 @@ def _modes(model: nn.Module) -> list[dict[str, bool]]:
     return out if own in out else [*out, own]
 
 
+#: ``gm.meta`` key of the values forward stored on a module while traced (node → where)
+ESCAPED = "symtele_escaped"
+
+
+def _keep_escaped(work: nn.Module, gm: fx.GraphModule) -> None:
+    """Make the values ``forward`` stored on a module while traced outputs of ``gm`` too.
+
+    ``self.features = h`` or ``self.log.append(h)`` keeps a value the graph's outputs do not show; whoever reads
+    it later would see it rescaled. As outputs, every rule and the attention heads' walk treat them as such;
+    ``gm.meta[ESCAPED]`` names them for the reason.
+    """
+    escaped: dict[fx.Node, str] = {}
+
+    def scan(where: str, value, depth: int) -> None:
+        if isinstance(value, fx.Proxy) and value.node.graph is gm.graph:
+            escaped.setdefault(value.node, where)
+        elif depth and isinstance(value, (list, tuple)):
+            for i, item in enumerate(value):
+                scan(f"{where}[{i}]", item, depth - 1)
+        elif depth and isinstance(value, dict):
+            for key, item in value.items():
+                scan(f"{where}[{key!r}]", item, depth - 1)
+
+    for path, m in work.named_modules():
+        for key, value in vars(m).items():
+            if key not in MODULE_INTERNALS:
+                scan(f"{path}.{key}" if path else key, value, 2)
+    gm.meta[ESCAPED] = escaped
+    if escaped:
+        output = next(n for n in gm.graph.nodes if n.op == "output")
+        output.args = ((output.args[0], list(escaped)),)
+        gm.recompile()
+
+
+#: what every ``nn.Module`` keeps in its ``__dict__`` (the rest are its own attributes)
+MODULE_INTERNALS = frozenset(vars(nn.Module()))
+
+
 def _trace(work: nn.Module, example, modes, buffers) -> list[fx.GraphModule]:
     """The graph in each mode (one when they are the same code), shapes propagated with ``example``."""
     graphs, codes = [], set()
@@ -498,12 +636,13 @@ def _trace(work: nn.Module, example, modes, buffers) -> list[fx.GraphModule]:
             raise ValueError(
                 f"Invalid model: torch.fx cannot trace {type(work).__name__} ({type(error).__name__}: {error})"
             ) from error
+        _keep_escaped(work, gm)
         if gm.code in codes:
             continue
         codes.add(gm.code)
         try:
             with torch.no_grad():
-                ShapeProp(gm).propagate(example)
+                ShapeProp(gm).propagate(example.clone())  # a forward may change its input in place
         except Exception as error:  # noqa: BLE001
             raise ValueError(
                 f"Invalid example: an input of shape {tuple(example.shape)} does not run through "
@@ -551,7 +690,7 @@ def discover(model: nn.Module, example: torch.Tensor, *, verify: bool = True, se
         copies = {id(q): names[id(p)] for p, q in zip(base.parameters(), work.parameters())}
         params = {id(q): q for q in work.parameters()}
         kinds = {n: type(m).__name__ for n, m in work.named_modules()}
-        found = _walk(work, graphs, copies, params, kinds)
+        found = _walk(work, graphs, copies, params, kinds, _aliased(base, names))
         if verify and (found.n_scales or found.pair_groups):
             found = verify_symmetry(found, work, x, modes, buffers, copies, seed)
     return found
@@ -581,10 +720,11 @@ def _one_thread(cpu: bool):
         torch.set_num_threads(threads)
 
 
-def _walk(work, graphs, names, params, kinds) -> Symmetry:
+def _walk(work, graphs, names, params, kinds, aliased: dict[str, str]) -> Symmetry:
     """Walk every graph, pin what the graphs do not show, and number the scales.
 
-    What the graphs do not show: shared and frozen parameters, and hooks.
+    What the graphs do not show: shared and frozen parameters, hooks, and parameters whose memory another tensor
+    of the model holds (``aliased``: parameter name → why, found on the model itself).
     """
     d = _Discovery(names, params, kinds)
     walks = []
@@ -624,19 +764,21 @@ def _walk(work, graphs, names, params, kinds) -> Symmetry:
                 d.pin(every[k], f"`{name}` is used differently in train and in eval mode")
         if not params[pid].requires_grad and pid in terms_of:
             pin_param(pid, f"`{name}` is frozen (requires_grad=False)")
+        if name in aliased:
+            pin_param(pid, aliased[name])
     for _, units, why in sorted(d.pins, key=lambda pin: pin[0]):
         d.units.fix(units, why)
     found = _symmetry(d)
-    found.pair_groups, dropped = _pair_groups(work, graphs, walks, names, params)
+    found.pair_groups, dropped = _pair_groups(work, graphs, walks, names, params, aliased)
     found.dropped += dropped
     return found
 
 
-def _pair_groups(work, graphs, walks, names, params) -> tuple[list[PairGroup], list[Dropped]]:
+def _pair_groups(work, graphs, walks, names, params, aliased) -> tuple[list[PairGroup], list[Dropped]]:
     """The attention heads' matrix groups found in every graph (:mod:`~symtele.teleports.heads`).
 
-    A group found in one of the graphs only, or whose parameters are frozen or under a hook, is left out and
-    dropped with the reason.
+    A group found in one of the graphs only, or whose parameters are frozen, under a hook or share their memory
+    with another tensor (``aliased``), is left out and dropped with the reason.
     """
     found = [find_heads(gm, names, walk.uses) for gm, walk in zip(graphs, walks)]
     dropped = list(dict.fromkeys(d for f in found for d in f.dropped))
@@ -658,6 +800,8 @@ def _pair_groups(work, graphs, walks, names, params) -> tuple[list[PairGroup], l
                 why = why or hooked[under[0]]
             if name in frozen:
                 why = why or f"`{name}` is frozen (requires_grad=False)"
+            if name in aliased:
+                why = why or aliased[name]
         if why:
             dropped.append(Dropped(group.name, why))
         else:

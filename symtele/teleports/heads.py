@@ -44,7 +44,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .attention import multihead_attention_groups
-from .rules import PERMUTE, TRANSPOSE, _number, _shape
+from .rules import PERMUTE, TRANSPOSE, _number, _shape, replaced_forward
 from .symmetry import Block, Dropped, PairGroup
 
 #: modules whose attention groups come from their ``nn.MultiheadAttention`` submodules (``torch.fx`` leaves)
@@ -315,6 +315,9 @@ class HeadWalk:
             node: a ``call_module``, ``call_function`` or ``call_method`` node.
         """
         module = self.gm.get_submodule(node.target) if node.op == "call_module" else None
+        if module is not None and replaced_forward(module):
+            self.other(node, f"{node.target} ({type(module).__name__}, its forward replaced on the instance)")
+            return
         if isinstance(module, ATTENTION_MODULES):
             self.other(node, f"{node.target} ({type(module).__name__})")
             self.attention_module(str(node.target), module)

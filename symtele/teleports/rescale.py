@@ -37,7 +37,7 @@ import torch
 from .. import checks
 from ..history import TeleportRecord
 from .base import Teleport
-from .discovery import discover
+from .discovery import MODULE_INTERNALS, discover
 from .invariance import default_rtol, preserved
 from .symmetry import Symmetry
 
@@ -353,14 +353,45 @@ class Rescale(Teleport):
 _SYMMETRIES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
+def _attribute(value, depth: int = 2):
+    """A comparable snapshot of one module attribute that a ``forward`` may branch on.
+
+    Numbers, strings, ``None``, dtypes and devices as they are; tuples, lists, dicts and plain objects' attributes
+    entry by entry (``depth`` levels, 64 entries); a tensor by its shape and dtype; anything else (a function, a
+    module) by its identity.
+    """
+    if value is None or isinstance(value, (bool, int, float, complex, str, bytes, torch.dtype, torch.device)):
+        return value
+    if isinstance(value, torch.Tensor):
+        return "tensor", tuple(value.shape), value.dtype
+    items = None
+    if isinstance(value, (tuple, list, set, frozenset)):
+        items = list(enumerate(value)) if isinstance(value, (tuple, list)) else [(0, v) for v in value]
+    elif isinstance(value, dict):
+        items = list(value.items())
+    elif not isinstance(value, torch.nn.Module) and not callable(value) and hasattr(value, "__dict__"):
+        items = list(vars(value).items())
+    if items is None or depth == 0 or len(items) > 64:
+        return type(value).__name__, id(value)
+    return type(value).__name__, tuple((repr(k), _attribute(v, depth - 1)) for k, v in items)
+
+
 def _structure(model: torch.nn.Module) -> tuple:
     """What a discovery depends on besides the input.
 
-    That is the module tree, the parameters (and whether they are frozen), the hooks (global ones too), and the
-    modes when they are mixed (all-train and all-eval are both covered by every discovery).
+    That is the module tree, each module's own attributes (a flag, a number, a function that ``forward`` may
+    branch on; :func:`_attribute`), the parameters (and whether they are frozen), the hooks (global ones too),
+    and the modes when they are mixed (all-train and all-eval are both covered by every discovery).
     """
     modules = tuple(
-        (name, id(m), tuple(m._forward_hooks), tuple(m._forward_pre_hooks)) for name, m in model.named_modules()
+        (
+            name,
+            id(m),
+            tuple(m._forward_hooks),
+            tuple(m._forward_pre_hooks),
+            tuple((k, _attribute(v)) for k, v in vars(m).items() if k not in MODULE_INTERNALS),
+        )
+        for name, m in model.named_modules()
     )
     params = tuple((name, id(p), p.requires_grad) for name, p in model.named_parameters())
     modes = tuple(m.training for m in model.modules())
@@ -372,7 +403,9 @@ def symmetry_of(model: torch.nn.Module, example: torch.Tensor) -> Symmetry:
     """The model's positive rescalings, :func:`~symtele.teleports.discovery.discover` cached.
 
     Discovered once per model, :func:`_structure` and input shape past the batch dimension (flattening maps a
-    channel to as many features as its spatial size); kept while the model lives and its structure stays.
+    channel to as many features as its spatial size); kept while the model lives and its structure stays. A
+    ``forward`` that branches on anything else (a global variable, a random draw of Python's ``random``) is traced
+    as the branch it took at the discovery: the loss checks of each teleport are then the only guard.
 
     Args:
         model: the network.

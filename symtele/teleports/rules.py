@@ -117,10 +117,14 @@ class Rule:
         handle: ``handle(walk, node, args, module)``: reads the scales of the inputs from ``walk``, sets the
             output's (:meth:`_Walk.set`), records terms or pins; ``args`` are the call's arguments by name.
         signature: how the arguments are named (``None`` for a module: its ``forward``'s).
+        reads: the arguments besides the first whose scales ``handle`` takes care of. A scaled value in any
+            other argument (``F.prelu(x, weight)``'s weight, ``F.linear``'s bias, an attention mask) is pinned
+            before ``handle`` runs: no rule passes its scale on, so it must not move.
     """
 
     handle: Callable
     signature: inspect.Signature | None = None
+    reads: tuple[str, ...] = ()
 
 
 def _signature(f) -> inspect.Signature:
@@ -146,6 +150,8 @@ CONV_T_F = _signature(
 )
 GETATTR = _signature(lambda obj, name, *default: None)
 GETITEM = _signature(lambda obj, index: None)
+#: the second operand of a binary operation, the weight of ``F.linear``/``F.conv*``: read by their rules too
+BOTH, WEIGHT = ("other",), ("weight",)
 
 
 def _through(walk, node, a, module=None):
@@ -666,7 +672,7 @@ MODULES: dict[type, Rule] = {
     nn.InstanceNorm1d: Rule(_normaliser(lambda rank: rank - 2)),
     nn.InstanceNorm2d: Rule(_normaliser(lambda rank: rank - 3)),
     nn.InstanceNorm3d: Rule(_normaliser(lambda rank: rank - 4)),
-    nn.MultiheadAttention: Rule(_attention_module),
+    nn.MultiheadAttention: Rule(_attention_module, reads=("key", "value")),
     **{
         t: Rule(_transformer_module)
         for t in (nn.TransformerEncoderLayer, nn.TransformerDecoderLayer, nn.TransformerEncoder, nn.TransformerDecoder)
@@ -694,16 +700,19 @@ FUNCTIONS: dict[Callable, Rule] = {
     torch.squeeze: Rule(_squeeze, SQUEEZE),
     torch.mean: Rule(_reduce, REDUCE),
     torch.sum: Rule(_reduce, REDUCE),
-    **{f: Rule(_add, BINARY) for f in (operator.add, operator.iadd, torch.add, operator.sub, operator.isub, torch.sub)},
-    **{f: Rule(_mul, BINARY) for f in (operator.mul, operator.imul, torch.mul)},
-    **{f: Rule(_div, BINARY) for f in (operator.truediv, operator.itruediv, torch.div)},
+    **{
+        f: Rule(_add, BINARY, BOTH)
+        for f in (operator.add, operator.iadd, torch.add, operator.sub, operator.isub, torch.sub)
+    },
+    **{f: Rule(_mul, BINARY, BOTH) for f in (operator.mul, operator.imul, torch.mul)},
+    **{f: Rule(_div, BINARY, BOTH) for f in (operator.truediv, operator.itruediv, torch.div)},
     **{f: Rule(_cat, CAT) for f in (torch.cat, torch.concat, torch.concatenate)},
     getattr: Rule(_getattr, GETATTR),
     operator.getitem: Rule(_getitem, GETITEM),
-    F.linear: Rule(_layer_function("linear"), LINEAR_F),
-    **{f: Rule(_layer_function("conv"), CONV_F) for f in (F.conv1d, F.conv2d, F.conv3d)},
-    **{f: Rule(_layer_function("transpose"), CONV_T_F) for f in (F.conv_transpose1d, F.conv_transpose2d)},
-    F.conv_transpose3d: Rule(_layer_function("transpose"), CONV_T_F),
+    F.linear: Rule(_layer_function("linear"), LINEAR_F, WEIGHT),
+    **{f: Rule(_layer_function("conv"), CONV_F, WEIGHT) for f in (F.conv1d, F.conv2d, F.conv3d)},
+    **{f: Rule(_layer_function("transpose"), CONV_T_F, WEIGHT) for f in (F.conv_transpose1d, F.conv_transpose2d)},
+    F.conv_transpose3d: Rule(_layer_function("transpose"), CONV_T_F, WEIGHT),
 }
 
 #: tensor methods (``call_method`` targets, by name; the tensor is ``input``) and their rules
@@ -720,14 +729,21 @@ METHODS: dict[str, Rule] = {
     "squeeze": Rule(_squeeze, SQUEEZE),
     "mean": Rule(_reduce, REDUCE),
     "sum": Rule(_reduce, REDUCE),
-    **{m: Rule(_add, BINARY) for m in ("add", "add_", "sub", "sub_")},
-    **{m: Rule(_mul, BINARY) for m in ("mul", "mul_")},
-    **{m: Rule(_div, BINARY) for m in ("div", "div_")},
+    **{m: Rule(_add, BINARY, BOTH) for m in ("add", "add_", "sub", "sub_")},
+    **{m: Rule(_mul, BINARY, BOTH) for m in ("mul", "mul_")},
+    **{m: Rule(_div, BINARY, BOTH) for m in ("div", "div_")},
     **{m: Rule(_shape_only, INPUT) for m in ("size", "dim", "numel")},
 }
 
 
+def replaced_forward(module: nn.Module) -> bool:
+    """Whether ``module``'s ``forward`` is replaced on the instance (``m.forward = f``): its class's rule is not its."""
+    return "forward" in vars(module)
+
+
 def _module_rule(module: nn.Module) -> Rule | None:
+    if replaced_forward(module):
+        return None
     for cls in type(module).__mro__:
         if cls in MODULES:
             return MODULES[cls]

@@ -47,7 +47,7 @@ def restore(work: nn.Module, buffers: dict[str, torch.Tensor]) -> None:
 def _outputs(work, x, seed) -> list:
     torch.manual_seed(seed)
     with torch.no_grad():
-        leaves, _ = tree_flatten(work(x))
+        leaves, _ = tree_flatten(work(x.clone()))  # a forward may change its input in place
     return leaves
 
 
