@@ -241,6 +241,7 @@ def lookahead_cost(results):
         {"timing": True, "sure": rounds_text(sure, len(rounds))},
     )
 
+
 ROWS = [
     (
         "Teleporting gives a lower loss within the same training time",
