@@ -520,6 +520,8 @@ class _MinibatchRun:
     logged too, at the start and after every epoch (``test_losses``, ``test_accuracies``). With ``lr_factor`` every
     group's learning rate at step ``k`` is its first one times ``lr_factor(k)`` (a schedule such as
     :func:`cosine_lr_factor`), set before the step's teleport is asked, so that a look-ahead sees the step's own rate.
+    With ``eval_rows`` the whole-set losses are measured over slices of at most that many examples
+    (:func:`_on_training_set`: the same numbers).
     """
 
     def __init__(self, model, optimizer, x, y, test=None, lr_factor=None, eval_rows=None):
