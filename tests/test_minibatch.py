@@ -86,6 +86,25 @@ def test_the_run_without_teleports_is_a_plain_training_loop(tiny_runs):
     assert tiny_runs[0]["lr_schedule"] == "cosine"
 
 
+@pytest.mark.parametrize("model_name", SAFETY.models)
+def test_measuring_in_slices_gives_the_numbers_of_one_pass(model_name):
+    """The losses on the whole sets are measured in slices of at most EVAL_ROWS examples: the same numbers."""
+    x, y, x_test, y_test = minibatch.digits_inputs(model_name, 4)
+    torch.manual_seed(4)
+    model = minibatch.network(model_name)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    for batch in minibatch.minibatch_order(len(y), 64, 1, 4)[:5]:  # running statistics that are not the initial ones
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(model(x[batch]), y[batch]).backward()
+        opt.step()
+    assert len(x) > minibatch.EVAL_ROWS >= len(x_test)  # the training set is measured in two slices
+    for inputs, targets in ((x, y), (x_test, y_test)):
+        whole = experiments._on_training_set(model, inputs, targets)
+        for rows in (minibatch.EVAL_ROWS, 500, 337):
+            assert experiments._on_training_set(model, inputs, targets, rows) == whole, rows
+    assert model.training
+
+
 def test_the_cosine_factor_is_torchs_cosine_annealing_to_zero():
     param = torch.nn.Parameter(torch.zeros(1))
     opt = torch.optim.SGD([param], lr=0.3)

@@ -133,6 +133,7 @@ class _TokenRun:
 
     def __init__(self, model, optimizer, batches, train_eval, val_eval, eval_every: int):
         self.model, self.optimizer, self.batches = model, optimizer, batches
+        self.params = list(model.parameters())  # the same tensors throughout: teleports rescale them in place
         self.train_eval, self.val_eval, self.eval_every = train_eval, val_eval, eval_every
         self.steps, self.times, self.grads, self.interval = [0], [0.0], [], []
         self.losses, self.val_losses = [_mean_loss(model, train_eval)], [_mean_loss(model, val_eval)]
@@ -185,7 +186,7 @@ class _TokenRun:
             if not math.isfinite(float(loss.detach())):
                 self.diverged_at = step
                 return
-            self.interval.append(float(grad_norm_sq([p.grad for p in model.parameters()])))
+            self.interval.append(float(grad_norm_sq([p.grad for p in self.params])))
             if (step + 1) % self.eval_every == 0:
                 self._log(step + 1)
 

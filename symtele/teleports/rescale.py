@@ -46,7 +46,9 @@ class _Squares:
     """The squared gradient, reduced to what the closed form of ``‖∇L(g_s·w)‖²`` needs.
 
     Per parameter: the squared gradient summed over the axes no scale depends on, in float64; and the squared
-    gradient of the parameters no scale acts on, which no scale changes.
+    gradient of the parameters no scale acts on, which no scale changes. Per term, what every evaluation of the
+    slope needs and no scale changes is kept too: the axes its units do not index (summed over in the slope) and
+    its units spread over the rest, flat (the slots of ``index_add_``).
     """
 
     def __init__(self, symmetry: Symmetry, grads: dict[str, torch.Tensor]):
@@ -62,21 +64,26 @@ class _Squares:
             squares = g.detach().square()
             if free:  # summed in the gradient's dtype (one pass over the weights), then float64
                 squares = squares.sum(free, keepdim=True)
-            self.items.append((squares.double(), [(u, t.sign) for u, t in zip(units, terms)]))
+            shape = torch.broadcast_shapes(squares.shape, *(u.shape for u in units))  # that of the weighted squares
+            parts = []
+            for u, t in zip(units, terms):
+                axes = tuple(i for i in range(len(shape)) if u.shape[i] == 1 and shape[i] > 1)
+                kept = [1 if i in axes else n for i, n in enumerate(shape)]
+                parts.append((u, t.sign, axes, u.expand(kept).reshape(-1)))
+            self.items.append((squares.double(), parts))
 
     def objective_and_slope(self, s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``‖∇L(g_s·w)‖²`` and its gradient in ``s`` (float64, ``n_scales`` entries)."""
         padded = torch.cat([s, s.new_zeros(1)])
         value = s.new_zeros(()) + self.fixed
         slope = s.new_zeros(self.n + 1)
-        for squares, terms in self.items:
-            a = sum(sign * padded[u] for u, sign in terms)
+        for squares, parts in self.items:
+            a = sum(sign * padded[u] for u, sign, _, _ in parts)
             weighted = squares * torch.exp(-2 * a)
             value = value + weighted.sum()
-            for u, sign in terms:
-                axes = tuple(i for i in range(weighted.dim()) if u.shape[i] == 1 and weighted.shape[i] > 1)
+            for _, sign, axes, slots in parts:
                 part = weighted.sum(axes, keepdim=True) if axes else weighted
-                slope.index_add_(0, u.expand(part.shape).reshape(-1), (-2.0 * sign) * part.reshape(-1))
+                slope.index_add_(0, slots, (-2.0 * sign) * part.reshape(-1))
         return value, slope[: self.n]
 
 
