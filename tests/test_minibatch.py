@@ -88,7 +88,11 @@ def test_the_run_without_teleports_is_a_plain_training_loop(tiny_runs):
 
 @pytest.mark.parametrize("model_name", SAFETY.models)
 def test_measuring_in_slices_gives_the_numbers_of_one_pass(model_name):
-    """The losses on the whole sets are measured in slices of at most EVAL_ROWS examples: the same numbers."""
+    """The losses on the whole sets are measured in slices of at most EVAL_ROWS examples: the same numbers.
+
+    Bit for bit where the CPU's kernels compute an example alike in batches of these sizes (the CI machine's do);
+    to float32 rounding of the mean loss everywhere, which is what is asserted.
+    """
     x, y, x_test, y_test = minibatch.digits_inputs(model_name, 4)
     torch.manual_seed(4)
     model = minibatch.network(model_name)
@@ -101,7 +105,8 @@ def test_measuring_in_slices_gives_the_numbers_of_one_pass(model_name):
     for inputs, targets in ((x, y), (x_test, y_test)):
         whole = experiments._on_training_set(model, inputs, targets)
         for rows in (minibatch.EVAL_ROWS, 500, 337):
-            assert experiments._on_training_set(model, inputs, targets, rows) == whole, rows
+            loss, accuracy = experiments._on_training_set(model, inputs, targets, rows)
+            assert loss == pytest.approx(whole[0], rel=1e-6) and accuracy == whole[1], rows
     assert model.training
 
 
