@@ -18,6 +18,7 @@ from torch.nn import functional as F
 from symtele.models import leaky_mlp
 from symtele.tasks import digits_mlp
 from symtele.tasks_generalisation import mnist1d, mnist_5k
+from symtele.teleports import generalisation
 from symtele.teleports.discovery import discover
 from symtele.teleports.generalisation import (
     Curvature,
@@ -378,3 +379,56 @@ def test_leaky_mlp_is_zhaos_network_and_rescalable():
     assert discover(model, torch.randn(2, 784)).n_scales == 26
     with pytest.raises(ValueError, match="widths"):
         leaky_mlp((784,))
+
+
+def _tied_mlp() -> nn.Module:
+    shared = nn.Linear(6, 6, bias=False)
+    return nn.Sequential(shared, nn.LeakyReLU(0.1), shared, nn.LeakyReLU(0.1), nn.Linear(6, 3, bias=False))
+
+
+def _tied_forward(params: dict, x: torch.Tensor) -> torch.Tensor:
+    hidden = F.leaky_relu(F.leaky_relu(x @ params["0.weight"].T, 0.1) @ params["0.weight"].T, 0.1)
+    return hidden @ params["4.weight"].T
+
+
+@pytest.mark.parametrize("make, train", [("resnet", True), ("resnet", False), ("tied", False), ("parametrized", False)])
+def test_module_loss_is_the_forward_at_the_given_parameters_bit_for_bit_and_leaves_the_model_alone(make, train):
+    from symtele.models import digits_resnet
+
+    torch.manual_seed(0)
+    if make == "resnet":  # BatchNorm buffers: swapped for fresh copies, never changed
+        model, x = digits_resnet(), torch.randn(16, 1, 8, 8)
+    elif make == "tied":  # one Linear twice: its weight swapped in both places
+        model, x = _tied_mlp(), torch.randn(16, 6)
+    else:  # a parametrization: the loss goes through functional_call
+        model, x = leaky_mlp((6, 6, 3)), torch.randn(16, 6)
+        nn.utils.parametrize.register_parametrization(model[2], "weight", nn.Identity())
+    model.train(train)
+    y = torch.randint(0, 3, (16,))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    params = {n: (p.detach() * 1.1).requires_grad_(True) for n, p in model.named_parameters()}
+    assert (generalisation._owners(model) is None) == (make == "parametrized")
+    loss = module_loss(model, F.cross_entropy, x, y)(params)
+    grads = torch.autograd.grad(loss, list(params.values()))
+    if make == "tied":  # torch.func.functional_call leaves a tied model with a plain tensor in place of its weight
+        expected = F.cross_entropy(_tied_forward(params, x), y)
+    else:
+        buffers = {n: b.clone() for n, b in model.named_buffers()}
+        expected = F.cross_entropy(torch.func.functional_call(model, {**buffers, **params}, (x,)), y)
+    assert torch.equal(loss, expected)
+    for g, e in zip(grads, torch.autograd.grad(expected, list(params.values()))):
+        assert torch.equal(g, e)
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert all(type(p) is nn.Parameter for p in model.parameters())
+    if make == "tied":
+        assert model[0].weight is model[2].weight
+
+
+def test_module_loss_puts_the_parameters_back_when_the_forward_fails():
+    model = leaky_mlp((4, 3, 2))
+    own = dict(model.named_parameters())
+    loss_of = module_loss(model, F.cross_entropy, torch.randn(5, 4), torch.zeros(5, dtype=torch.long))
+    with pytest.raises(RuntimeError):
+        loss_of({"0.weight": torch.zeros(3, 7), "2.weight": own["2.weight"].detach()})  # a shape the input refuses
+    assert dict(model.named_parameters()) == own and all(type(p) is nn.Parameter for p in own.values())

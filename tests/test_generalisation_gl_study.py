@@ -138,3 +138,19 @@ def test_gl_claims_hold_on_runs_that_agree_and_fail_on_runs_that_do_not():
     assert [row["holds"] for row in rows] == ["no"] * 4, rows
     assert "from 0.3 to 0.3" in rows[3]["measured"]
     assert {row["holds"] for row in _rows({STEM: None})} == {"not measured"}
+
+
+def test_gl_runs_continue_the_runs_generalisation_runs_kept(runs):
+    settings = TINY.replace(sam_data="", arms=("curvature-increase",))  # the arms do not change the start
+    generalisation._KEPT.clear()  # what other tests' runs may have left
+    generalisation.generalisation_runs(settings)
+    assert list(generalisation._KEPT) == [generalisation._start_key("mnist-5k", 0, settings)]
+    kept = generalisation_gl.generalisation_gl_runs(settings)
+    assert not generalisation._KEPT  # taken once, then dropped
+
+    def numbers(r):
+        return {k: v for k, v in r.items() if k != "time_s"} | {
+            "teleports": [{k: v for k, v in t.items() if k != "cost_s"} for t in r["teleports"]]
+        }
+
+    assert [numbers(r) for r in kept] == [numbers(r) for r in runs[1]]  # the same as training the start again

@@ -23,7 +23,7 @@ twice), a teleport's gradient evaluations times its batch.
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch.nn import functional as F
@@ -143,9 +143,28 @@ class _Start:
         }
 
 
+#: runs at the teleport epoch that :func:`generalisation_runs` made and the GL runs
+#: (:mod:`symtele.study.generalisation_gl`) continue too, each kept once, by :func:`_start_key`, until taken
+_KEPT: dict[tuple, _Start] = {}
+
+
+def _start_key(name: str, seed: int, s: GeneralisationSettings) -> tuple:
+    """Everything a run up to the teleport epoch depends on: the data set, seed, network, step and minibatches."""
+    return (name, seed, s.model, tuple(s.hidden), s.lrs[name], s.batch_size, s.epochs, s.teleport_epoch)
+
+
+def _keep(start: _Start) -> None:
+    """Keep a copy of ``start`` (its run at the teleport epoch) for the next :func:`_start` of the same run."""
+    _KEPT[_start_key(start.name, start.seed, start.s)] = replace(start, plain=start.plain.copy())
+
+
 def _start(name: str, seed: int, s: GeneralisationSettings) -> _Start:
+    """The run without a teleport of ``name`` and ``seed`` up to the teleport epoch: a kept copy, or trained here."""
     if name not in s.lrs:
         raise ValueError(f"Invalid data set: {name!r} (the settings' lrs name {', '.join(s.lrs)})")
+    kept = _KEPT.pop(_start_key(name, seed, s), None)
+    if kept is not None:  # the same computation, made by generalisation_runs for the GL runs
+        return replace(kept, s=s)
     split = data(name, seed)
     x, y = split.x_train, split.y_train
     batches = minibatch_order(len(y), s.batch_size, s.epochs, seed)
@@ -357,7 +376,10 @@ def sam_runs(name: str, seed: int, settings: GeneralisationSettings = GENERALISA
 def generalisation_runs(settings: GeneralisationSettings = GENERALISATION) -> list[dict]:
     """Every data set × seed of ``settings``: :func:`teleport_runs`, and on ``sam_data`` :func:`sam_runs` too.
 
-    The SAM comparison continues the same run at the teleport epoch (computed once).
+    The SAM comparison continues the same run at the teleport epoch (computed once). With GL arms (the MLP's
+    ``gl_arms``), a copy of the run at the teleport epoch of each of the first ``gl_seed_count`` seeds is kept for
+    :func:`~symtele.study.generalisation_gl.generalisation_gl_runs`, which continues it instead of training it
+    again (the same computation; each copy is taken once, then dropped).
 
     Args:
         settings: the notebook's settings (:meth:`~symtele.study.settings.GeneralisationSettings.for_network`
@@ -370,10 +392,13 @@ def generalisation_runs(settings: GeneralisationSettings = GENERALISATION) -> li
         TypeError: ``settings`` that is not a :class:`~symtele.study.settings.GeneralisationSettings`.
     """
     s = _checked(settings, GeneralisationSettings)
+    gl_seeds = s.seeds[: s.gl_seed_count] if s.gl_arms and s.model == "leaky-mlp" else ()
     records = []
     for name in s.lrs:
         for seed in s.seeds:
             start = _start(name, seed, s)
+            if seed in gl_seeds:  # the GL runs (generalisation_gl_runs) continue this run too
+                _keep(start)
             records += _sam_arms(start) if name == s.sam_data else []
             records += _teleport_arms(start)
     return records
