@@ -142,11 +142,11 @@ def test_gl_claims_hold_on_runs_that_agree_and_fail_on_runs_that_do_not():
 
 def test_gl_runs_continue_the_runs_generalisation_runs_kept(runs):
     settings = TINY.replace(sam_data="", arms=("curvature-increase",))  # the arms do not change the start
-    generalisation._KEPT.clear()  # what other tests' runs may have left
-    generalisation.generalisation_runs(settings)
-    assert list(generalisation._KEPT) == [generalisation._start_key("mnist-5k", 0, settings)]
-    kept = generalisation_gl.generalisation_gl_runs(settings)
-    assert not generalisation._KEPT  # taken once, then dropped
+    starts = {}
+    generalisation.generalisation_runs(settings, starts=starts)
+    assert list(starts) == [generalisation._start_key("mnist-5k", 0, settings)]
+    kept = generalisation_gl.generalisation_gl_runs(settings, starts=starts)
+    assert not starts  # taken once, then dropped
 
     def numbers(r):
         return {k: v for k, v in r.items() if k != "time_s"} | {

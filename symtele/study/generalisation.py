@@ -143,27 +143,21 @@ class _Start:
         }
 
 
-#: runs at the teleport epoch that :func:`generalisation_runs` made and the GL runs
-#: (:mod:`symtele.study.generalisation_gl`) continue too, each kept once, by :func:`_start_key`, until taken
-_KEPT: dict[tuple, _Start] = {}
-
-
 def _start_key(name: str, seed: int, s: GeneralisationSettings) -> tuple:
     """Everything a run up to the teleport epoch depends on: the data set, seed, network, step and minibatches."""
     return (name, seed, s.model, tuple(s.hidden), s.lrs[name], s.batch_size, s.epochs, s.teleport_epoch)
 
 
-def _keep(start: _Start) -> None:
-    """Keep a copy of ``start`` (its run at the teleport epoch) for the next :func:`_start` of the same run."""
-    _KEPT[_start_key(start.name, start.seed, start.s)] = replace(start, plain=start.plain.copy())
+def _start(name: str, seed: int, s: GeneralisationSettings, starts: dict | None = None) -> _Start:
+    """The run without a teleport of ``name`` and ``seed`` up to the teleport epoch: taken from ``starts``, or trained.
 
-
-def _start(name: str, seed: int, s: GeneralisationSettings) -> _Start:
-    """The run without a teleport of ``name`` and ``seed`` up to the teleport epoch: a kept copy, or trained here."""
+    ``starts`` holds copies of such runs by :func:`_start_key` (:func:`generalisation_runs` fills it); the one
+    taken is removed from it.
+    """
     if name not in s.lrs:
         raise ValueError(f"Invalid data set: {name!r} (the settings' lrs name {', '.join(s.lrs)})")
-    kept = _KEPT.pop(_start_key(name, seed, s), None)
-    if kept is not None:  # the same computation, made by generalisation_runs for the GL runs
+    kept = None if starts is None else starts.pop(_start_key(name, seed, s), None)
+    if kept is not None:  # the same computation, made by generalisation_runs
         return replace(kept, s=s)
     split = data(name, seed)
     x, y = split.x_train, split.y_train
@@ -373,17 +367,18 @@ def sam_runs(name: str, seed: int, settings: GeneralisationSettings = GENERALISA
     return _sam_arms(_start(name, seed, s))
 
 
-def generalisation_runs(settings: GeneralisationSettings = GENERALISATION) -> list[dict]:
+def generalisation_runs(settings: GeneralisationSettings = GENERALISATION, *, starts: dict | None = None) -> list[dict]:
     """Every data set × seed of ``settings``: :func:`teleport_runs`, and on ``sam_data`` :func:`sam_runs` too.
 
-    The SAM comparison continues the same run at the teleport epoch (computed once). With GL arms (the MLP's
-    ``gl_arms``), a copy of the run at the teleport epoch of each of the first ``gl_seed_count`` seeds is kept for
-    :func:`~symtele.study.generalisation_gl.generalisation_gl_runs`, which continues it instead of training it
-    again (the same computation; each copy is taken once, then dropped).
+    The SAM comparison continues the same run at the teleport epoch (computed once).
 
     Args:
         settings: the notebook's settings (:meth:`~symtele.study.settings.GeneralisationSettings.for_network`
             for the digits CNN's or ResNet's).
+        starts: a dict that receives, with GL arms (the MLP's ``gl_arms``), a copy of the run at the teleport
+            epoch of each of the first ``gl_seed_count`` seeds; pass the same dict to
+            :func:`~symtele.study.generalisation_gl.generalisation_gl_runs`, which continues those runs instead of
+            training them again (the same computation). ``None``: nothing is kept.
 
     Returns:
         The records of every run.
@@ -392,13 +387,13 @@ def generalisation_runs(settings: GeneralisationSettings = GENERALISATION) -> li
         TypeError: ``settings`` that is not a :class:`~symtele.study.settings.GeneralisationSettings`.
     """
     s = _checked(settings, GeneralisationSettings)
-    gl_seeds = s.seeds[: s.gl_seed_count] if s.gl_arms and s.model == "leaky-mlp" else ()
+    gl_seeds = s.seeds[: s.gl_seed_count] if starts is not None and s.gl_arms and s.model == "leaky-mlp" else ()
     records = []
     for name in s.lrs:
         for seed in s.seeds:
             start = _start(name, seed, s)
             if seed in gl_seeds:  # the GL runs (generalisation_gl_runs) continue this run too
-                _keep(start)
+                starts[_start_key(name, seed, s)] = replace(start, plain=start.plain.copy())
             records += _sam_arms(start) if name == s.sam_data else []
             records += _teleport_arms(start)
     return records

@@ -86,7 +86,9 @@ def _gl_arms(start: _Start) -> list[dict]:
     return records
 
 
-def gl_teleport_runs(name: str, seed: int, settings: GeneralisationSettings = GENERALISATION) -> list[dict]:
+def gl_teleport_runs(
+    name: str, seed: int, settings: GeneralisationSettings = GENERALISATION, *, starts: dict | None = None
+) -> list[dict]:
     """SGD on ``name`` teleported once by the data-dependent GL(h) action, one run per arm of ``settings.gl_arms``.
 
     At the end of epoch ``settings.teleport_epoch`` of the run :func:`~symtele.study.generalisation.teleport_runs`
@@ -98,6 +100,8 @@ def gl_teleport_runs(name: str, seed: int, settings: GeneralisationSettings = GE
         name: ``mnist1d`` or ``mnist-5k`` (a key of ``settings.lrs`` whose network is the MLP).
         seed: the data split, the initial weights and the minibatch order.
         settings: the sizes and the teleport.
+        starts: runs at the teleport epoch that :func:`~symtele.study.generalisation.generalisation_runs` kept;
+            this run's is taken from it (removed), or trained here when it is not there.
 
     Returns:
         One record per arm (``experiment`` ``"teleport-gl"``, ``group`` ``"gl-data"``, ``method``
@@ -117,14 +121,18 @@ def gl_teleport_runs(name: str, seed: int, settings: GeneralisationSettings = GE
         raise ValueError(
             f"Invalid settings.model: {s.model!r} (the GL(h) action is for the MLP of mnist1d and mnist-5k)"
         )
-    return _gl_arms(_start(name, seed, s))
+    return _gl_arms(_start(name, seed, s, starts))
 
 
-def generalisation_gl_runs(settings: GeneralisationSettings = GENERALISATION) -> list[dict]:
+def generalisation_gl_runs(
+    settings: GeneralisationSettings = GENERALISATION, *, starts: dict | None = None
+) -> list[dict]:
     """:func:`gl_teleport_runs` for every data set of ``lrs`` × the first ``gl_seed_count`` of ``seeds``.
 
     Args:
         settings: the notebook's settings.
+        starts: the dict given to :func:`~symtele.study.generalisation.generalisation_runs` with the same
+            settings: the runs it kept are continued, not trained again (each is removed as it is taken).
 
     Returns:
         The records of every run.
@@ -135,4 +143,5 @@ def generalisation_gl_runs(settings: GeneralisationSettings = GENERALISATION) ->
     s = _checked(settings, GeneralisationSettings)
     if not s.gl_arms or s.model != "leaky-mlp":
         return []
-    return [r for name in s.lrs for seed in s.seeds[: s.gl_seed_count] for r in gl_teleport_runs(name, seed, s)]
+    seeds = s.seeds[: s.gl_seed_count]
+    return [r for name in s.lrs for seed in seeds for r in gl_teleport_runs(name, seed, s, starts=starts)]

@@ -371,11 +371,8 @@ def data_gl_teleport(
     record = DataGLRecord(
         objective=objective,
         direction=direction,
-        objective_before=values[0],
-        objective_after=values[k],
         loss_before=loss_before,
         loss_after=loss_after,
-        loss_change=abs(loss_after - loss_before) / max(abs(loss_before), math.ulp(0.0)),
         steps_taken=k,
         stopped=stopped,
         trace=values[: k + 1],

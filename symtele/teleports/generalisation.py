@@ -157,7 +157,7 @@ class Sharpness:
 
     Args:
         loss_of: the loss as a function of a dict of every parameter (:func:`module_loss`); called once per
-            perturbed point (a loop: on a CPU it is faster than ``torch.func.vmap``, and any module works).
+            perturbed point (a loop, which works with any module).
         params: the parameters ``w`` by name.
         symmetry: the network's positive rescalings.
         directions: ``K``, the random directions.
@@ -532,14 +532,15 @@ class ObjectiveMove:
     Attributes:
         objective: the objective's name.
         direction: ``"decrease"`` or ``"increase"``.
-        objective_before: its value at ``w`` (with the teleport's own directions, elements or probes).
-        objective_after: its value at the returned point.
+        objective_before: its value at ``w`` (with the teleport's own directions, elements or probes): ``trace[0]``,
+            set from ``trace``.
+        objective_after: its value at the returned point: ``trace[-1]``, set from ``trace``.
         loss_before: the loss on the teleport's batch at ``w``.
         loss_after: the loss on it at the returned point (one forward pass).
-        loss_change: ``|loss_after − loss_before| / |loss_before|``.
+        loss_change: ``|loss_after − loss_before| / |loss_before|``, set from the two.
         steps_taken: the steps kept (the best of those taken, walked back if rounding broke the loss).
         stopped: ``None`` if every step was kept, else why not.
-        trace: the objective after every step taken (``trace[0]`` at ``w``).
+        trace: the objective at ``w`` and after every step kept.
         cost_s: wall-clock seconds.
         gradient_evaluations: the loss gradients on the batch the teleport computed: ``K·T`` per evaluation of
             the sharpness and its slope, none for the curvature (a closed form of the weights), two per
@@ -548,16 +549,21 @@ class ObjectiveMove:
 
     objective: str
     direction: str
-    objective_before: float
-    objective_after: float
+    objective_before: float = field(init=False)
+    objective_after: float = field(init=False)
     loss_before: float
     loss_after: float
-    loss_change: float
+    loss_change: float = field(init=False)
     steps_taken: int
     stopped: str | None
     trace: list[float]
     cost_s: float
     gradient_evaluations: int = 0
+
+    def __post_init__(self):
+        """Set the fields that follow from the others."""
+        self.objective_before, self.objective_after = self.trace[0], self.trace[-1]
+        self.loss_change = abs(self.loss_after - self.loss_before) / max(abs(self.loss_before), math.ulp(0.0))
 
     @property
     def ratio(self) -> float:
@@ -720,11 +726,8 @@ def teleport_objective(
     record = ObjectiveRecord(
         objective=objective,
         direction=direction,
-        objective_before=values[0],
-        objective_after=values[k],
         loss_before=before,
         loss_after=after,
-        loss_change=abs(after - before) / max(abs(before), math.ulp(0.0)),
         steps_taken=k,
         stopped=stopped,
         trace=values[: k + 1],
