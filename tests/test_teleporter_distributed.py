@@ -150,6 +150,7 @@ def _on_each_process(rank, store, out):
             result["error"] = None
         except ValueError as error:
             result["error"] = str(error)
+        dist.barrier()  # both processes are done with their collectives before either closes its connections
     finally:
         dist.destroy_process_group()
     torch.save(result, f"{out}/{rank}.pt")

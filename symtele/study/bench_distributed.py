@@ -155,6 +155,7 @@ def _on_each_process(rank, world, store, out, batch, rounds):
             )
         sent = together.records[-1].trace["all_reduce_bytes"]
         after_sent = after.records[-1].trace["all_reduce_bytes"]
+        dist.barrier()  # both processes are done with their collectives before either closes its connections
     finally:
         dist.destroy_process_group()
     Path(out, f"{rank}.json").write_text(
