@@ -149,7 +149,8 @@ def shadow_step(
             write into the gradient (SGD with Nesterov momentum, on its ``foreach`` path).
 
     Returns:
-        The parameters' values after the step, per parameter of ``values``.
+        The parameters' values after the step, per parameter of ``values`` (a parameter the optimiser does not
+        hold keeps its value in ``values``: it does not step).
     """
     copies = {}
     for group in optimizer.param_groups:
@@ -175,4 +176,4 @@ def shadow_step(
     shadow._optimizer_step_pre_hooks = OrderedDict()
     shadow._optimizer_step_post_hooks = OrderedDict()
     type(optimizer).step(shadow)  # the class's step: an instance attribute may be a scheduler's wrapper
-    return {p: copies[p].detach() for p in values}
+    return {p: copies[p].detach() if p in copies else values[p] for p in values}  # not the optimiser's: no step

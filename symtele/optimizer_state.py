@@ -98,6 +98,31 @@ def check_optimizer(optimizer: torch.optim.Optimizer | None, state: str) -> None
                 )
 
 
+def check_holds(optimizer: torch.optim.Optimizer | None, module: nn.Module) -> None:
+    """Raise unless ``optimizer`` trains at least one of ``module``'s trainable parameters.
+
+    An optimiser built on another network's parameters (a copy, a re-created model) would leave the look-ahead
+    comparing steps that move nothing and the transport moving nothing; it is refused before any compute. An
+    optimiser that holds only some of them is allowed: the others are rescaled and do not step.
+
+    Args:
+        optimizer: the user's optimiser (``None``: nothing to check).
+        module: the network the teleports move (unwrapped).
+
+    Raises:
+        ValueError: ``module`` has trainable parameters and ``optimizer`` holds none of them.
+    """
+    if optimizer is None:
+        return
+    trainable = [p for p in module.parameters() if p.requires_grad]
+    held = {id(p) for group in optimizer.param_groups for p in group["params"]}
+    if trainable and not any(id(p) in held for p in trainable):
+        raise ValueError(
+            f"Invalid optimizer: {type(optimizer).__name__} holds none of the model's {len(trainable)} trainable "
+            "parameters (was it built on another copy of the network?); pass the optimiser that trains this model"
+        )
+
+
 class DecayPart:
     """Follows the weight-decay part ``P`` of SGD's momentum buffers (module docstring).
 

@@ -80,7 +80,15 @@ from . import checks, distributed
 from .history import TeleportRecord
 from .lookahead import GIVE_UP, HORIZON, TRIALS, Z, chunk_losses, paired_z, shadow_step
 from .objective import grad_norm_sq
-from .optimizer_state import TRANSPORT, DecayPart, check_optimizer, l2_penalty, transport_state, transported
+from .optimizer_state import (
+    TRANSPORT,
+    DecayPart,
+    check_holds,
+    check_optimizer,
+    l2_penalty,
+    transport_state,
+    transported,
+)
 from .schedule import Schedule
 from .states import STATES
 from .teleports.attention_stack import PairPath, plan_pairs
@@ -130,6 +138,8 @@ def _micro_batches(name: str, inputs, targets) -> list[tuple[torch.Tensor, objec
 def _inputs(name: str, inputs: torch.Tensor) -> torch.Tensor:
     if not isinstance(inputs, torch.Tensor):
         raise TypeError(f"Invalid {name}: expected a torch.Tensor, got {type(inputs).__name__}")
+    if inputs.dim() and not inputs.shape[0]:
+        raise ValueError(f"Invalid {name}: an empty batch (shape {tuple(inputs.shape)}); give at least one example")
     if inputs.is_floating_point():
         checks.finite_tensor(name, inputs)
     return inputs
@@ -317,6 +327,7 @@ class Teleporter:
         self.lookahead_batch = _batch("lookahead_batch", lookahead_batch)
         self.horizon = checks.positive("horizon", horizon)
         self.module, wrapper_group = unwrap(model)
+        check_holds(optimizer, self.module)
         self.group = distributed.default_group(wrapper_group, process_group)
         self.model, self.loss_fn, self.optimizer, self.teleport_ = model, loss_fn, optimizer, teleport
         self.decay = DecayPart(optimizer) if state == "transport" else None
@@ -454,8 +465,11 @@ class Teleporter:
         """
         began = time.perf_counter()
         batches = _micro_batches("inputs", inputs, targets)
-        judge = _batch("lookahead_batch", lookahead_batch) or self.lookahead_batch or self._previous
-        judge = None if judge is None else _micro_batches("lookahead_batch", *judge)
+        judge, source = _batch("lookahead_batch", lookahead_batch) or self.lookahead_batch, "lookahead_batch"
+        if judge is None and self._previous is not None:  # the minibatch given at the step before this one
+            judge, source = self._previous, "previous step's batch (the look-ahead's judging batch)"
+        judge = None if judge is None else _micro_batches(source, *judge)
+        judged_on = f"the look-ahead's judging batch ({source})" if source == "lookahead_batch" else f"the {source}"
         if after_backward:
             self._check_unscaled(scaler)
         elif scaler is not None:
@@ -484,8 +498,11 @@ class Teleporter:
                 return value if self.group is None else distributed.mean_value(self.group, value)
 
             def losses_by_chunk(params, data) -> list[float]:  # the mean loss of each chunk of the batch
-                with torch.no_grad():
-                    values = chunk_losses(self.loss_fn, list(outputs(params, data)))
+                try:
+                    with torch.no_grad():
+                        values = chunk_losses(self.loss_fn, list(outputs(params, data)))
+                except Exception as error:  # noqa: BLE001 (on copies: nothing has changed yet)
+                    raise _with_context(error, f"the model or the loss function raised on {judged_on}") from error
                 return values if self.group is None else distributed.mean_values(self.group, values)
 
             def loss_of(params):

@@ -51,7 +51,9 @@ from __future__ import annotations
 import contextlib
 import copy
 import inspect
+import io
 import operator
+import sys
 from dataclasses import dataclass
 
 import torch
@@ -640,14 +642,18 @@ def _trace(work: nn.Module, example, modes, buffers) -> list[fx.GraphModule]:
         if gm.code in codes:
             continue
         codes.add(gm.code)
+        printed = io.StringIO()  # ShapeProp prints the traceback of a failing node before it raises
         try:
-            with torch.no_grad():
+            with torch.no_grad(), contextlib.redirect_stderr(printed):
                 ShapeProp(gm).propagate(example.clone())  # a forward may change its input in place
         except Exception as error:  # noqa: BLE001
+            cause = error.__cause__ or error  # the model's own error, not ShapeProp's wrapper around it
             raise ValueError(
                 f"Invalid example: an input of shape {tuple(example.shape)} does not run through "
-                f"{type(work).__name__} ({type(error).__name__}: {error})"
+                f"{type(work).__name__} ({type(cause).__name__}: {cause})"
             ) from error
+        else:
+            sys.stderr.write(printed.getvalue())  # what the forward itself wrote (warnings) is not lost
         finally:
             restore(work, buffers)
         graphs.append(gm)
@@ -672,12 +678,14 @@ def discover(model: nn.Module, example: torch.Tensor, *, verify: bool = True, se
 
     Raises:
         TypeError: ``model`` is not a module or ``example`` not a tensor.
-        ValueError: ``torch.fx`` cannot trace the model, or ``example`` does not run through it.
+        ValueError: ``torch.fx`` cannot trace the model, or ``example`` is empty or does not run through it.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"Invalid model: expected a torch.nn.Module, got {type(model).__name__}")
     if not isinstance(example, torch.Tensor):
         raise TypeError(f"Invalid example: expected a tensor (one input batch), got {type(example).__name__}")
+    if example.dim() and not example.shape[0]:
+        raise ValueError(f"Invalid example: an empty batch (shape {tuple(example.shape)}); give at least one input")
     base = model._orig_mod if type(model).__name__ == "OptimizedModule" and hasattr(model, "_orig_mod") else model
     names = {id(p): n for n, p in model.named_parameters()}
     devices = [example.device] if example.device.type == "cuda" else []

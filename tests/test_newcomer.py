@@ -1,0 +1,111 @@
+"""What a new user runs into first: arguments refused with the reason, errors that say where they came from."""
+
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import symtele as st
+from symtele.lookahead import shadow_step
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _mlp() -> nn.Sequential:
+    return nn.Sequential(nn.Linear(10, 16), nn.ReLU(), nn.Linear(16, 3))
+
+
+def _data(n: int = 64):
+    g = torch.Generator().manual_seed(0)
+    return torch.randn(n, 10, generator=g), torch.randint(0, 3, (n,), generator=g)
+
+
+def _values(model: nn.Module) -> list[torch.Tensor]:
+    return [p.detach().clone() for p in model.parameters()]
+
+
+def test_an_optimizer_of_another_network_is_refused_when_the_teleporter_is_made():
+    torch.manual_seed(0)
+    model, other = _mlp(), _mlp()
+    optimizer = torch.optim.SGD(other.parameters(), lr=0.1, momentum=0.9)
+    with pytest.raises(ValueError, match=r"Invalid optimizer: SGD holds none of the model's 4 trainable parameters"):
+        st.Teleporter(model, F.cross_entropy, optimizer, every=2)
+
+
+def test_an_optimizer_of_part_of_the_network_teleports_with_the_lookahead():
+    """The parameters the optimiser does not hold are rescaled and do not step (was a KeyError in the look-ahead)."""
+    torch.manual_seed(0)
+    model = _mlp()
+    optimizer = torch.optim.SGD(model[2].parameters(), lr=0.1, momentum=0.9)  # the first layer is not in it
+    x, y = _data()
+    teleporter = st.Teleporter(model, F.cross_entropy, optimizer, every=1)
+    before = model(x).detach()
+    record = teleporter.teleport(x[:32], y[:32], lookahead_batch=(x[32:], y[32:]))
+    assert "lookahead" in record.trace and len(record.trace["lookahead"]["t"]) >= 2
+    torch.testing.assert_close(model(x).detach(), before, rtol=1e-4, atol=1e-5)  # the function is kept
+
+
+def test_shadow_step_leaves_a_parameter_the_optimizer_does_not_hold_where_it_was_given():
+    a, b = nn.Parameter(torch.ones(3)), nn.Parameter(torch.ones(2))
+    optimizer = torch.optim.SGD([a], lr=0.5)
+    values = {a: torch.full((3,), 2.0), b: torch.full((2,), 3.0)}
+    grads = {a: torch.ones(3), b: torch.ones(2)}
+    new = shadow_step(optimizer, values, grads, {})
+    torch.testing.assert_close(new[a], torch.full((3,), 1.5))  # 2 - 0.5 * 1
+    torch.testing.assert_close(new[b], torch.full((2,), 3.0))  # not the optimiser's: no step
+    assert torch.equal(a.detach(), torch.ones(3)) and torch.equal(b.detach(), torch.ones(2))
+
+
+def test_an_empty_batch_is_refused_naming_the_argument_before_anything_changes():
+    torch.manual_seed(0)
+    model = _mlp()
+    x, y = _data()
+    start = _values(model)
+    teleporter = st.Teleporter(model, F.cross_entropy, torch.optim.SGD(model.parameters(), lr=0.1), every=1)
+    with pytest.raises(ValueError, match=r"Invalid inputs: an empty batch \(shape \(0, 10\)\)"):
+        teleporter.teleport(x[:0], y[:0])
+    with pytest.raises(ValueError, match=r"Invalid inputs: an empty batch"):
+        teleporter.maybe(1, x[:0], y[:0])
+    with pytest.raises(ValueError, match=r"Invalid inputs: an empty batch"):
+        st.teleport_model(model, F.cross_entropy, x[:0], y[:0])
+    with pytest.raises(ValueError, match=r"Invalid example: an empty batch \(shape \(0, 10\)\)"):
+        st.discover(model, x[:0])
+    assert all(torch.equal(a, b) for a, b in zip(start, model.parameters())) and not teleporter.records
+
+
+def test_a_bad_judging_batch_is_named_as_the_previous_steps_batch_and_changes_nothing():
+    torch.manual_seed(0)
+    model = _mlp()
+    x, y = _data()
+    teleporter = st.Teleporter(model, F.cross_entropy, torch.optim.SGD(model.parameters(), lr=0.1), every=2)
+    teleporter.maybe(0, x, y)
+    teleporter.maybe(1, x, y[:4])  # off the schedule: kept, unchecked, as the next teleport's judging batch
+    start = _values(model)
+    with pytest.raises(ValueError, match=r"raised on the previous step's batch \(the look-ahead's judging batch\)"):
+        teleporter.maybe(2, x, y)
+    assert all(torch.equal(a, b) for a, b in zip(start, model.parameters())) and not teleporter.records
+    teleporter.maybe(3, x, y)
+    teleporter.maybe(5, x[:0], y[:0])
+    with pytest.raises(ValueError, match=r"Invalid previous step's batch \(the look-ahead's judging batch\): an empty"):
+        teleporter.maybe(6, x, y)
+
+
+def test_a_batch_of_the_wrong_shape_is_refused_with_the_models_own_error_and_no_printed_traceback(capsys):
+    model = _mlp()
+    with pytest.raises(ValueError, match=r"shape \(2, 7\) does not run through Sequential \(RuntimeError: mat1"):
+        st.discover(model, torch.randn(2, 7))
+    assert "Traceback" not in capsys.readouterr().err
+
+
+def test_the_readme_names_the_notebooks_that_take_device_and_threads():
+    from report.parameters import inspect_defaults
+
+    notebooks = sorted(p for p in (ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    parameters = {p.stem[:2]: set(inspect_defaults(p)["parameters"]) for p in notebooks}
+    device = [n for n, names in parameters.items() if "device" in names]
+    no_threads = [n for n, names in parameters.items() if "threads" not in names]
+    text = " ".join((ROOT / "README.md").read_text().split())
+    assert device == ["01", "02", "03", "04", "05", "08", "09"] and no_threads == ["07"]
+    assert "01–05, 08 and 09 take `device`" in text and "all but 07 take `threads`" in text
