@@ -109,3 +109,12 @@ def test_the_readme_names_the_notebooks_that_take_device_and_threads():
     text = " ".join((ROOT / "README.md").read_text().split())
     assert device == ["01", "02", "03", "04", "05", "08", "09"] and no_threads == ["07"]
     assert "01–05, 08 and 09 take `device`" in text and "all but 07 take `threads`" in text
+
+
+def test_a_teleport_of_no_steps_says_so_rather_than_blaming_the_gradient():
+    torch.manual_seed(0)
+    model = _mlp()
+    x, y = _data()
+    record = st.teleport_model(model, F.cross_entropy, x, y, steps=0)
+    assert record.t == 0 and record.stopped == "moved nothing: steps=0"
+    assert st.teleport_model(model, F.cross_entropy, x, y).grad_norm_sq_after > record.grad_norm_sq_before

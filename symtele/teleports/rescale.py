@@ -523,7 +523,7 @@ def rescale_teleport(
     record.grad_evals = 0  # the gradient at hand is all it uses; its cost is one forward pass and arithmetic
     record.forward_evals = best - k + 1
     if not bool(values[k] > values[0]):
-        why = record.stopped or "the gradient has no component along the scales"
+        why = record.stopped or ("steps=0" if o.steps == 0 else "the gradient has no component along the scales")
         record.stopped = f"moved nothing: {why}"
     record.cost_s = time.perf_counter() - start
     return moved, new_grads, factors, record
