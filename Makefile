@@ -183,7 +183,7 @@ BENCH_DEVICE ?= cpu
 BENCH_OPTIONS ?=
 
 .PHONY: bench bench-teleports bench-report bench-gpu-check
-bench: bench-teleports bench-report ## measure teleport cost, time to target, batched seeds and report build time -> build/bench/*.json
+bench: bench-teleports bench-report ## everything bench-teleports measures, then the report build time (bench-report) -> build/bench/*.json
 
 bench-teleports: $(STAMP) ## teleport cost, networks, attention, AMP on/off, discovery, time to target, batched seeds (BENCH_DEVICE=cuda, BENCH_OPTIONS=--full)
 	$(PY) benchmarks/run.py --device $(BENCH_DEVICE) --out $(BENCH_OUT) $(BENCH_OPTIONS)

@@ -10,6 +10,9 @@ from typing import Any
 class TeleportRecord:
     """What one teleport did.
 
+    ``method``: the teleport's name in the results (``"rescale"`` for the Teleporter's). ``epoch``: the epoch (the
+    Teleporter's: the step) it came before, ``None`` off a schedule. ``steps_taken``: the ascent steps of the
+    point it found (kept whatever ``t`` says of how far it went).
     ``loss_before/after`` and ``grad_norm_sq_before/after`` are floats, or lists with
     one value per problem copy for batched runs. ``stopped`` is ``None`` when every
     requested step was taken, else the reason the teleport stopped early (a rejected
