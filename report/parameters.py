@@ -28,6 +28,7 @@ import ast
 import hashlib
 import json
 import os
+import re
 import shlex
 import sys
 from pathlib import Path
@@ -43,6 +44,15 @@ TYPES = {"bool": bool, "int": int, "float": float, "str": str, "list": list, "tu
 
 class ParameterError(ValueError):
     """A parameter the build refuses; the message names it."""
+
+
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader, reading ``1e-3`` as a float as YAML 1.2 does (YAML 1.1 wants ``1.0e-3``)."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)[eE][-+]?[0-9]+$"), list("-+.0123456789")
+)
 
 
 def type_name(value) -> str:
@@ -210,7 +220,7 @@ def parse_value(label: str, text: str):
     except (ValueError, SyntaxError, MemoryError, RecursionError):
         pass
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=_Loader)
     except yaml.YAMLError as error:
         raise ParameterError(f"parameter {label}: cannot read the value {text!r} ({error})") from None
 
@@ -295,7 +305,7 @@ def parse_file(path: Path, notebooks: dict) -> dict:
     if not path.is_file():
         raise ParameterError(f"PARAMS_FILE={path}: no such file")
     try:
-        content = yaml.safe_load(path.read_text()) or {}
+        content = yaml.load(path.read_text(), Loader=_Loader) or {}
     except yaml.YAMLError as error:
         raise ParameterError(f"PARAMS_FILE={path}: not valid YAML ({error})") from None
     if not isinstance(content, dict) or not all(isinstance(v, dict) for v in content.values()):

@@ -118,3 +118,20 @@ def test_a_teleport_of_no_steps_says_so_rather_than_blaming_the_gradient():
     record = st.teleport_model(model, F.cross_entropy, x, y, steps=0)
     assert record.t == 0 and record.stopped == "moved nothing: steps=0"
     assert st.teleport_model(model, F.cross_entropy, x, y).grad_norm_sq_after > record.grad_norm_sq_before
+
+
+def test_the_readmes_params_example_with_an_exponent_in_yaml_is_read_as_numbers(tmp_path):
+    """PyYAML reads ``1e-3`` as a string (YAML 1.1 wants ``1.0e-3``); the build reads it as YAML 1.2 does."""
+    from report.parameters import parse_value, resolve
+
+    assert parse_value("lrs", "{sgd: 0.2, adam: 1e-3}") == {"sgd": 0.2, "adam": 0.001}
+    assert parse_value("x", "[1E+2, -3e2, .5e1, 1e3x]") == [100.0, -300.0, 5.0, "1e3x"]
+    example = "01_convex_so2.start=(1,2) 04_beyond_optimizers.lrs='{sgd: 0.2, adam: 1e-3}'"
+    assert example in (ROOT / "README.md").read_text()
+    notebooks = ROOT / "notebooks"
+    resolved = resolve(notebooks, tmp_path / "build", ["01_convex_so2", "04_beyond_optimizers"], "", example)
+    assert resolved["04_beyond_optimizers"]["lrs"] == {"sgd": 0.2, "adam": 0.001}
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text("02_relu_posscale:\n  gd_lr: 2e-4\n")
+    resolved = resolve(notebooks, tmp_path / "build", ["02_relu_posscale"], "", "", str(params_file))
+    assert resolved["02_relu_posscale"]["gd_lr"] == 2e-4
