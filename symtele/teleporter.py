@@ -266,7 +266,8 @@ class Teleporter:
         TypeError: a model, loss, optimiser or teleport of the wrong kind; an optimiser whose state cannot be
             treated as ``state`` says (L-BFGS; ``transport`` of an unknown optimiser or of coupled weight decay
             in Adam, RMSprop, Adagrad).
-        ValueError: no schedule or two; a missing optimiser; an unknown ``state`` or ``accept``; under
+        ValueError: no schedule or two; a missing optimiser, or one that holds none of the model's trainable
+            parameters; an unknown ``state`` or ``accept``; under
             ``torch.distributed``, settings that differ between the processes (at the first call of
             :meth:`maybe`, :meth:`maybe_after_backward` or :meth:`teleport`, on every process).
 
@@ -457,7 +458,7 @@ class Teleporter:
         Raises:
             TypeError: inputs that are not tensors, a ``lookahead_batch`` that is not a pair, a ``scaler`` that
                 is not a ``GradScaler``.
-            ValueError: micro-batch lists of different lengths, non-finite inputs, a batch that does not run
+            ValueError: micro-batch lists of different lengths, empty or non-finite inputs, a batch that does not run
                 through the model, a loss that is not a scalar or not finite, a model without rescalable units;
                 ``after_backward``: gradients still scaled, no ``p.grad`` at all, or ``p.grad`` differing
                 between the processes (all before anything changes).

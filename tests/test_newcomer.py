@@ -135,3 +135,15 @@ def test_the_readmes_params_example_with_an_exponent_in_yaml_is_read_as_numbers(
     params_file.write_text("02_relu_posscale:\n  gd_lr: 2e-4\n")
     resolved = resolve(notebooks, tmp_path / "build", ["02_relu_posscale"], "", "", str(params_file))
     assert resolved["02_relu_posscale"]["gd_lr"] == 2e-4
+
+
+def test_a_network_whose_units_are_all_dead_says_the_gradient_has_nothing_along_the_scales():
+    """Not that later steps overshot: ‖∇L‖² is the same at every step of the ascent."""
+    torch.manual_seed(0)
+    model = _mlp()
+    with torch.no_grad():
+        model[0].bias.fill_(-100.0)  # every ReLU off on every input
+    x, y = _data()
+    record = st.teleport_model(model, F.cross_entropy, x, y)
+    assert record.t == 0 and record.stopped == "moved nothing: the gradient has no component along the scales"
+    assert record.grad_norm_sq_after == record.grad_norm_sq_before

@@ -504,7 +504,7 @@ def rescale_teleport(
     dtype = next(iter(params.values())).dtype
     rtol = default_rtol(dtype) if o.loss_rtol is None else o.loss_rtol
     best = max(range(len(trail)), key=lambda i: float(values[i]))  # a step may overshoot: keep the steepest
-    if best < len(trail) - 1:
+    if any(float(v) < float(values[best]) for v in values[best + 1 :]):  # not when ‖∇L‖² never changed
         record.stopped = f"kept step {best} of {len(trail) - 1}, the steepest (later steps overshot)"
     for k in range(best, -1, -1):
         factors = scale_factors(symmetry, trail[k], params)
