@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from numbers import Integral
 
@@ -35,10 +36,13 @@ class Schedule:
             The schedule.
 
         Raises:
+            TypeError: ``epochs`` neither an integer nor an iterable of them.
             ValueError: an epoch that is not a count ``≥ 0``.
         """
         if isinstance(epochs, Integral) and not isinstance(epochs, bool):
             epochs = [epochs]
+        elif isinstance(epochs, (str, bytes)) or not isinstance(epochs, Iterable):
+            raise TypeError(f"Invalid schedule: {epochs!r} (expected an epoch, a list of epochs or a Schedule)")
         epochs = tuple(sorted({checks.count("schedule epoch", e) for e in epochs}))
         return cls(epochs=epochs)
 

@@ -147,3 +147,11 @@ def test_a_network_whose_units_are_all_dead_says_the_gradient_has_nothing_along_
     record = st.teleport_model(model, F.cross_entropy, x, y)
     assert record.t == 0 and record.stopped == "moved nothing: the gradient has no component along the scales"
     assert record.grad_norm_sq_after == record.grad_norm_sq_before
+
+
+@pytest.mark.parametrize("schedule", [5.0, "5", object()])
+def test_a_schedule_that_is_neither_steps_nor_a_schedule_is_refused_naming_it(schedule):
+    model = _mlp()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(TypeError, match=r"Invalid schedule: .* \(expected an epoch, a list of epochs or a Schedule\)"):
+        st.Teleporter(model, F.cross_entropy, optimizer, schedule=schedule)
