@@ -120,9 +120,9 @@ def _on_each_process(rank, store, out):
         result["after_backward"] = ([p.detach().clone() for p in model.parameters()], _records(teleporter))
         # without DistributedDataParallel each process's p.grad is its own: refused on every process
         alone_model = _network()
-        optimizer = torch.optim.SGD(alone_model.parameters(), lr=0.1)
+        alone_optimizer = torch.optim.SGD(alone_model.parameters(), lr=0.1)  # the DDP model's stays `optimizer`
         teleporter = st.Teleporter(
-            alone_model, F.cross_entropy, optimizer, schedule=[0], accept="always", process_group=dist.group.WORLD
+            alone_model, F.cross_entropy, alone_optimizer, schedule=[0], accept="always", process_group=dist.group.WORLD
         )
         F.cross_entropy(alone_model(mine[0][0]), mine[0][1]).backward()
         before = [p.detach().clone() for p in alone_model.parameters()]
