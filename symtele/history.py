@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -60,7 +61,13 @@ class TeleportRecord:
             parts.append(f"step={self.epoch}")
         if self.t is not None:
             parts.append(f"t={self.t:g}")
-        if _is_number(self.grad_norm_sq_before) and _is_number(self.grad_norm_sq_after):
+        if (
+            _is_number(self.grad_norm_sq_before)
+            and _is_number(self.grad_norm_sq_after)
+            and not (
+                math.isnan(self.grad_norm_sq_before) and math.isnan(self.grad_norm_sq_after)  # nan: not computed
+            )
+        ):
             parts.append(f"‖∇L‖² {self.grad_norm_sq_before:.4g} → {self.grad_norm_sq_after:.4g}")
         if _is_number(self.loss_before) and _is_number(self.loss_after):
             kept = self.loss_after == self.loss_before or abs(self.loss_after - self.loss_before) <= 1e-5 * max(

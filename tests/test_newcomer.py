@@ -155,3 +155,15 @@ def test_a_schedule_that_is_neither_steps_nor_a_schedule_is_refused_naming_it(sc
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     with pytest.raises(TypeError, match=r"Invalid schedule: .* \(expected an epoch, a list of epochs or a Schedule\)"):
         st.Teleporter(model, F.cross_entropy, optimizer, schedule=schedule)
+
+
+def test_a_record_not_teleported_from_a_penalised_gradient_gives_the_reason_and_no_nan_gradient_norms():
+    torch.manual_seed(0)
+    model = _mlp()
+    x, y = _data()
+    teleporter = st.Teleporter(model, F.cross_entropy, torch.optim.SGD(model.parameters(), lr=0.1), every=1)
+    penalty = 0.1 * sum((p**2).sum() for p in model.parameters())
+    (F.cross_entropy(model(x), y) + penalty).backward()
+    record = teleporter.maybe_after_backward(1, x, y)
+    assert record.t == 0 and "p.grad is not the gradient of a loss the rescalings keep" in record.stopped
+    assert "nan" not in str(record) and "‖∇L‖²" not in str(record)
