@@ -44,7 +44,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .attention import multihead_attention_groups
-from .rules import PERMUTE, TRANSPOSE, _number, _shape, replaced_forward
+from .rules import PERMUTE, TRANSPOSE, _number, _shape, not_torch_own, replaced_forward
 from .symmetry import Block, Dropped, PairGroup
 
 #: modules whose attention groups come from their ``nn.MultiheadAttention`` submodules (``torch.fx`` leaves)
@@ -579,6 +579,10 @@ class HeadWalk:
     def attention_module(self, target: str, module: nn.Module) -> None:
         """The groups of every ``nn.MultiheadAttention`` in a leaf module (see the module's docstring).
 
+        The leaf is not traced: its attention is read by ``torch.nn``'s classes. An attention inside a module
+        (the attention itself included) that is a subclass overriding one of its class's methods, or has a method
+        replaced on the instance (:func:`~symtele.teleports.rules.not_torch_own`), is dropped with the reason.
+
         Args:
             target: the module's path in the graph.
             module: the module (an attention or transformer module of :data:`ATTENTION_MODULES`).
@@ -587,6 +591,17 @@ class HeadWalk:
             if not isinstance(m, nn.MultiheadAttention):
                 continue
             path = f"{target}.{sub}" if sub else target
+            parts = sub.split(".") if sub else []
+            chain = [".".join(parts[:i]) for i in range(len(parts) + 1)]  # the leaf, then each module down to m
+            changed = ""
+            for inner in chain:
+                why = not_torch_own(module.get_submodule(inner))
+                if why:
+                    changed = f"`{target}.{inner}` ({why})" if inner else f"`{target}` ({why})"
+                    break
+            if changed:  # the groups are read off torch's classes: a subclass's own method may compute anything
+                self.dropped.append(Dropped(f"{path}.qk, {path}.vo", changed))
+                continue
             try:
                 groups = multihead_attention_groups(m, f"{path}.")
             except ValueError as error:
