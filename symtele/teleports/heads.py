@@ -180,6 +180,7 @@ class HeadWalk:
         self.dropped: list[Dropped] = []
         self.lost: dict[fx.Node, str] = {}  # values made from rows by something not followed, and where
         self.scored: set[fx.Node] = set()  # values made from attention scores
+        self.lost_scores: set[fx.Node] = set()  # values made from scores whose queries or keys are lost
 
     # ---- bookkeeping ----------------------------------------------------------------------------------
     def note(self, value: _Rows, use: tuple) -> None:
@@ -214,6 +215,8 @@ class HeadWalk:
         for arg in node.all_input_nodes:
             if arg in self.lost:
                 self.lost.setdefault(node, self.lost[arg])
+            if arg in self.lost_scores:
+                self.lost_scores.add(node)
 
     def lost_operands(self, node: fx.Node, operands: dict[str, object]) -> set[str]:
         """Drop the groups of an attention whose operands are lost, with the reason.
@@ -341,13 +344,15 @@ class HeadWalk:
         elif target in MATMUL or name in ("matmul", "bmm", "__matmul__"):
             left, right = node.args[:2]
             operands = {}  # scores of two projections' products, or attention weights applied to one
-            if (left in self.values or left in self.lost) and (right in self.values or right in self.lost):
+            if left in self.scored or left in self.lost_scores:  # weights of scores whose q or k are lost: still
+                operands = {"values": right}  # weights that do not depend on the values' rows (else those stray)
+            elif (left in self.values or left in self.lost) and (right in self.values or right in self.lost):
                 operands = {"queries": left, "keys": right}
-            elif left in self.scored:
-                operands = {"values": right}
             lost = self.lost_operands(node, operands)
             if lost:
                 self.other(node, "an attention whose other operand is lost")
+                if "queries" in operands:
+                    self.lost_scores.add(node)
                 return
         if not followed:
             self.lose(node)
@@ -429,7 +434,12 @@ class HeadWalk:
         q, k, v = (self.values.get(a[n]) if isinstance(a[n], fx.Node) else None for n in ("query", "key", "value"))
         masked = isinstance(a["attn_mask"], fx.Node) and a["attn_mask"] in self.values
         if masked or a["enable_gqa"] is not False or not all(isinstance(t, _Rows) or t is None for t in (q, k, v)):
-            self.other(node, "scaled_dot_product_attention with a mask made from projections, or enable_gqa")
+            why = "a mask made from projections" if masked else "enable_gqa" if a["enable_gqa"] is not False else ""
+            why = f"scaled_dot_product_attention with {why or 'operands the rules do not follow'} at {node.name}"
+            self.other(node, why)
+            rows = next((t for t in (q, k, v) if isinstance(t, _Rows)), None)
+            scope = self.site_name(node, rows).rpartition(":")[0] if rows is not None else ""
+            self.dropped.append(Dropped(f"{scope}.qk, {scope}.vo" if scope else "qk, vo", why))
             return
         site = self.site_name(node, q or k or v)
         if "qk" in lost:
