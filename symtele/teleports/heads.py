@@ -725,11 +725,14 @@ class HeadWalk:
             uses = self.row_uses.get((weight, r), [])
             extra = [u for u in uses if u not in allowed]
             if extra:
-                return (
-                    f"row {r} of `{weight}` reaches {extra[0][1]}"
-                    if extra[0][0] == "other"
-                    else (f"row {r} of `{weight}` reaches a second attention ({extra[0][1]})")
-                )
+                role, where = extra[0]
+                if role == "other":
+                    return f"row {r} of `{weight}` reaches {where}"
+                names = {"q": "query", "k": "key", "v": "value", "o": "output"}
+                mine = next(u for u in sorted(allowed) if u[0] != "o")[0]
+                if role != mine:  # q = k, or v = k: one projection in two roles
+                    return f"row {r} of `{weight}` is both a {names[mine]} and a {names[role]} ({where})"
+                return f"row {r} of `{weight}` reaches a second attention ({where})"
             if len(uses) != len(allowed):
                 return f"row {r} of `{weight}` is used {len(uses)} times in attention"
         return ""
