@@ -179,9 +179,8 @@ def _not_kept_by(symmetry, params: dict, grads: dict) -> str | None:
         k = int(excess.argmax())
         if excess[k] > 0:
             group = next((g for g in symmetry.groups if k in g.scales), None)
-            where = (
-                "" if group is None else f" of {', '.join(group.producers)} → {', '.join(group.consumers) or 'the output'}"
-            )
+            where = "" if group is None else f" of {', '.join(group.producers)} → "
+            where += "" if group is None else ", ".join(group.consumers) or "the output"
             return _not_kept_why(f"a scale{where}", derivatives[k], magnitudes[k], tolerance, dtype)
     for d in dict.fromkeys(g.d for g in symmetry.pair_groups):
         groups = [g for g in symmetry.pair_groups if g.d == d]

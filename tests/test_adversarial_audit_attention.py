@@ -183,7 +183,8 @@ class HandWritten(nn.Module):
             q, k = self.rotate(q), self.rotate(k)
         elif v_ == "rotary-complex":
             turn = torch.polar(torch.ones(T, 2), torch.arange(T)[:, None] * torch.tensor([1.0, 0.3]))
-            q, k = (torch.view_as_real(torch.view_as_complex(z.reshape(b, 2, T, 2, 2)) * turn).flatten(-2) for z in (q, k))
+            q, k = (torch.view_as_complex(z.reshape(b, 2, T, 2, 2)) * turn for z in (q, k))
+            q, k = torch.view_as_real(q).flatten(-2), torch.view_as_real(k).flatten(-2)
         elif v_ == "learned-query-position":
             q = q + self.position
         elif v_ == "qk-layernorm":
@@ -342,7 +343,8 @@ def encoder(inside: str, norm_first: bool = False) -> nn.Module:
     if inside == "gelu-ff-block":
         layer = nn.TransformerEncoder(GeluLayer(8, 2, **options), 2, enable_nested_tensor=False)
     else:
-        layer = nn.TransformerEncoderLayer(8, 2, activation=CappedReLU() if inside == "capped" else nn.ReLU(), **options)
+        activation = CappedReLU() if inside == "capped" else nn.ReLU()
+        layer = nn.TransformerEncoderLayer(8, 2, activation=activation, **options)
     if inside == "activation-hook":
         layer.activation.register_forward_hook(lambda module, args, out: out.clamp(max=CappedReLU.cap))
     elif inside == "dropout-hook":
@@ -380,9 +382,10 @@ def test_a_changed_activation_inside_a_transformer_layer_pins_its_hidden_units(i
         assert why in found.left["1.linear1"], str(found)
         named = dict(model.named_parameters())
         before = outputs(model, x)
+        up = torch.ones(found.n_scales, dtype=x.dtype)  # every scale at e^1
         with torch.no_grad():
             for name in found.params:
-                named[name].mul_(torch.exp(found.log_factor(name, torch.ones(found.n_scales, dtype=x.dtype), named[name])))
+                named[name].mul_(torch.exp(found.log_factor(name, up, named[name])))
         assert change(before, outputs(model, x)) < 1e-12
     finally:
         CappedReLU.cap = 1.0
@@ -573,7 +576,7 @@ def test_a_gradient_rewritten_where_some_parameters_have_none_is_the_gradient_at
             return out + self.spare(x) if self.use_spare else out
 
     g = torch.Generator().manual_seed(0)
-    x, y = torch.randn(16, T, 8, generator=g, dtype=torch.float64), torch.randn(16, T, 3, generator=g, dtype=torch.float64)
+    x, y = (torch.randn(16, T, n, generator=g, dtype=torch.float64) for n in (8, 3))
     torch.manual_seed(0)
     model = Branches().double()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
