@@ -636,3 +636,28 @@ def test_parameter_groups_with_their_own_settings_and_a_frozen_attention(accept)
     assert change(before, outputs(model, 3 * batches[0][0])) < 2e-5
     if accept == "always":
         assert record.t == 1 and any(record.log_scales)
+
+
+class ProjectionReadTwice(nn.Module):
+    """``nn.MultiheadAttention`` whose output projection is also called on its input: no positive scale is left."""
+
+    def __init__(self):
+        super().__init__()
+        self.inp, self.mha, self.head = nn.Linear(8, 8), nn.MultiheadAttention(8, 2, batch_first=True), nn.Linear(8, 3)
+
+    def forward(self, x):
+        h = F.relu(self.inp(x))
+        return self.head(self.mha(h, h, h)[0] + self.mha.out_proj(h))
+
+
+def test_attention_groups_without_a_positive_scale_are_refused_saying_so():
+    """Documented limitation: the teleport needs one positive scale; its query–key groups are named, not moved."""
+    torch.manual_seed(0)
+    model = ProjectionReadTwice()
+    x, y = torch.randn(8, T, 8), torch.randn(8, T, 3)
+    found = st.discover(model, x[:2])
+    assert [g.kind for g in found.pair_groups] == ["qk", "qk"] and "used more than once" in found.left["mha.vo[0]"]
+    before = [p.detach().clone() for p in model.parameters()]
+    with pytest.raises(ValueError, match="its 2 attention head groups are not teleported without one"):
+        st.teleport_model(model, first_output_loss, x, y)
+    assert all(torch.equal(p, q) for p, q in zip(model.parameters(), before))
