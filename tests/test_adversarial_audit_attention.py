@@ -263,6 +263,68 @@ def test_hand_written_attention_keeps_only_the_groups_that_hold(variant):
         assert claimed_groups_keep_outputs(HandWritten(variant), found, fresh) < 1e-10
 
 
+class OddHeads(nn.Module):
+    """Three heads of 3 out of projections of 10: ``"non-dividing"`` (the keys from rows 1…9), or ``"permuted"``
+    (query head i meets key head i + 1 and value head i + 2, by indexing the heads' axis with a list)."""
+
+    def __init__(self, variant: str):
+        super().__init__()
+        self.variant = variant
+        self.inp, self.q, self.k, self.v = (nn.Linear(10, 10) for _ in range(4))
+        self.o, self.head = nn.Linear(9, 10), nn.Linear(10, 3)
+
+    def forward(self, x):
+        b = x.shape[0]
+        h = F.relu(self.inp(x))
+        first = 1 if self.variant == "non-dividing" else 0
+        q = self.q(h)[..., :9].reshape(b, T, 3, 3).transpose(1, 2)
+        k = self.k(h)[..., first : first + 9].reshape(b, T, 3, 3).transpose(1, 2)
+        v = self.v(h)[..., :9].reshape(b, T, 3, 3).transpose(1, 2)
+        if self.variant == "permuted":
+            k, v = k[:, [1, 2, 0]], v[:, [2, 0, 1]]
+        y = torch.softmax(q @ k.transpose(-2, -1), -1) @ v
+        return self.head(F.relu(self.o(y.transpose(1, 2).reshape(b, T, 9))))
+
+
+@pytest.mark.parametrize("variant", ["non-dividing", "permuted"])
+def test_heads_that_do_not_divide_the_projection_or_meet_in_another_order_are_paired_as_computed(variant):
+    torch.manual_seed(0)
+    x, y = torch.randn(16, T, 10), torch.randn(16, T, 3)
+    record, found, changed = teleported(lambda: OddHeads(variant), x, y)
+    assert len(found.pair_groups) == 6 and record.trace["attention"]["moved"] > 0 and changed < 2e-5
+    qk = {g.head: g for g in found.pair_groups if g.kind == "qk"}
+    keys = next(b.rows for b in qk[0].blocks if b.param == "k.weight")
+    assert keys == (slice(1, 4) if variant == "non-dividing" else slice(3, 6))
+    torch.manual_seed(0)
+    fresh = 3 * torch.randn(8, T, 10, dtype=torch.float64)
+    assert claimed_groups_keep_outputs(OddHeads(variant), found, fresh) < 1e-10
+
+
+class Parametrised(nn.Module):
+    """``nn.MultiheadAttention`` with a parametrised projection."""
+
+    def __init__(self, which: str):
+        super().__init__()
+        self.inp, self.mha, self.head = nn.Linear(8, 8), nn.MultiheadAttention(8, 2, batch_first=True), nn.Linear(8, 3)
+        if which == "in_proj":
+            nn.utils.parametrizations.weight_norm(self.mha, "in_proj_weight")
+        else:
+            nn.utils.parametrizations.spectral_norm(self.mha.out_proj)
+
+    def forward(self, x):
+        h = F.relu(self.inp(x))
+        return self.head(self.mha(h, h, h)[0])
+
+
+@pytest.mark.parametrize("which, dropped", [("in_proj", "qk vo"), ("out_proj", "vo")])
+def test_a_parametrised_projection_drops_the_groups_it_is_in(which, dropped):
+    torch.manual_seed(0)
+    found = st.discover(Parametrised(which), torch.randn(2, T, 8))
+    weight = "mha.in_proj_weight" if which == "in_proj" else "mha.out_proj.weight"
+    assert all(f"`{weight}` is not a parameter of the model" in found.left[f"mha.{k}[0]"] for k in dropped.split())
+    assert all(g.kind not in dropped.split() for g in found.pair_groups), str(found)
+
+
 # ---- the GPT: tied embeddings, both attention forms, float64, half precision ------------------------------------
 @pytest.mark.parametrize(
     "options", [{}, dict(tie_weights=True), dict(attention="explicit", tie_weights=True), dict(bias=False)]
