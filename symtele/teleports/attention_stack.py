@@ -139,6 +139,37 @@ class HeadStack:
             c_right.index_add_(0, owner[~left], products[~left])
         return c_left, c_right
 
+    def derivatives(
+        self, params: dict[str, torch.Tensor], grads: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The derivative of the loss along every group, and the size of the terms it sums (float64).
+
+        Moving by ``A = exp(εX)`` changes a left block by ``dP = XᵀP`` and a right block by ``dR = −XR``, so
+        ``d/dε L = Σ_left ⟨G_P, XᵀP⟩ − Σ_right ⟨G_R, XR⟩ = ⟨X, M⟩`` with ``M = Σ_left P G_Pᵀ − Σ_right G_R Rᵀ``
+        (``d × d``). A loss the group keeps has ``M = 0``; a gradient with a term the group does not keep (a
+        penalty ``λ‖W‖²`` on a projection, say) does not.
+
+        Args:
+            params: every parameter, by name.
+            grads: every parameter's gradient (``p.grad``), by name.
+
+        Returns:
+            ``(M, terms)``, stacked ``G × d × d`` in the order of the groups: ``terms`` sums the absolute values
+            of the products summed into each entry of ``M``.
+        """
+        device = next(iter(grads.values())).device
+        slope = torch.zeros(len(self.groups), self.d, self.d, dtype=torch.float64, device=device)
+        terms = torch.zeros_like(slope)
+        for param, columns in self.parts:
+            p, (_, owner, left) = self._blocks(params[param], param, columns)
+            g = self._blocks(grads[param], param, columns)[0]
+            p, g = p.double(), g.double()
+            slope.index_add_(0, owner[left], p[left] @ g[left].mT)
+            slope.index_add_(0, owner[~left], -(g[~left] @ p[~left].mT))
+            terms.index_add_(0, owner[left], p[left].abs() @ g[left].abs().mT)
+            terms.index_add_(0, owner[~left], g[~left].abs() @ p[~left].abs().mT)
+        return slope, terms
+
     def move(
         self, left: torch.Tensor, right: torch.Tensor, tensors: dict[str, torch.Tensor]
     ) -> dict[str, torch.Tensor]:

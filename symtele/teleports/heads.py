@@ -44,7 +44,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .attention import multihead_attention_groups
-from .rules import PERMUTE, TRANSPOSE, _number, _shape, replaced_forward
+from .rules import PERMUTE, TRANSPOSE, _number, _shape, not_torch_own, replaced_forward
 from .symmetry import Block, Dropped, PairGroup
 
 #: modules whose attention groups come from their ``nn.MultiheadAttention`` submodules (``torch.fx`` leaves)
@@ -180,6 +180,7 @@ class HeadWalk:
         self.dropped: list[Dropped] = []
         self.lost: dict[fx.Node, str] = {}  # values made from rows by something not followed, and where
         self.scored: set[fx.Node] = set()  # values made from attention scores
+        self.lost_scores: set[fx.Node] = set()  # values made from scores whose queries or keys are lost
 
     # ---- bookkeeping ----------------------------------------------------------------------------------
     def note(self, value: _Rows, use: tuple) -> None:
@@ -214,6 +215,8 @@ class HeadWalk:
         for arg in node.all_input_nodes:
             if arg in self.lost:
                 self.lost.setdefault(node, self.lost[arg])
+            if arg in self.lost_scores:
+                self.lost_scores.add(node)
 
     def lost_operands(self, node: fx.Node, operands: dict[str, object]) -> set[str]:
         """Drop the groups of an attention whose operands are lost, with the reason.
@@ -341,13 +344,15 @@ class HeadWalk:
         elif target in MATMUL or name in ("matmul", "bmm", "__matmul__"):
             left, right = node.args[:2]
             operands = {}  # scores of two projections' products, or attention weights applied to one
-            if (left in self.values or left in self.lost) and (right in self.values or right in self.lost):
+            if left in self.scored or left in self.lost_scores:  # weights of scores whose q or k are lost: still
+                operands = {"values": right}  # weights that do not depend on the values' rows (else those stray)
+            elif (left in self.values or left in self.lost) and (right in self.values or right in self.lost):
                 operands = {"queries": left, "keys": right}
-            elif left in self.scored:
-                operands = {"values": right}
             lost = self.lost_operands(node, operands)
             if lost:
                 self.other(node, "an attention whose other operand is lost")
+                if "queries" in operands:
+                    self.lost_scores.add(node)
                 return
         if not followed:
             self.lose(node)
@@ -429,7 +434,12 @@ class HeadWalk:
         q, k, v = (self.values.get(a[n]) if isinstance(a[n], fx.Node) else None for n in ("query", "key", "value"))
         masked = isinstance(a["attn_mask"], fx.Node) and a["attn_mask"] in self.values
         if masked or a["enable_gqa"] is not False or not all(isinstance(t, _Rows) or t is None for t in (q, k, v)):
-            self.other(node, "scaled_dot_product_attention with a mask made from projections, or enable_gqa")
+            why = "a mask made from projections" if masked else "enable_gqa" if a["enable_gqa"] is not False else ""
+            why = f"scaled_dot_product_attention with {why or 'operands the rules do not follow'} at {node.name}"
+            self.other(node, why)
+            rows = next((t for t in (q, k, v) if isinstance(t, _Rows)), None)
+            scope = self.site_name(node, rows).rpartition(":")[0] if rows is not None else ""
+            self.dropped.append(Dropped(f"{scope}.qk, {scope}.vo" if scope else "qk, vo", why))
             return
         site = self.site_name(node, q or k or v)
         if "qk" in lost:
@@ -579,6 +589,10 @@ class HeadWalk:
     def attention_module(self, target: str, module: nn.Module) -> None:
         """The groups of every ``nn.MultiheadAttention`` in a leaf module (see the module's docstring).
 
+        The leaf is not traced: its attention is read by ``torch.nn``'s classes. An attention inside a module
+        (the attention itself included) that is a subclass overriding one of its class's methods, or has a method
+        replaced on the instance (:func:`~symtele.teleports.rules.not_torch_own`), is dropped with the reason.
+
         Args:
             target: the module's path in the graph.
             module: the module (an attention or transformer module of :data:`ATTENTION_MODULES`).
@@ -587,6 +601,17 @@ class HeadWalk:
             if not isinstance(m, nn.MultiheadAttention):
                 continue
             path = f"{target}.{sub}" if sub else target
+            parts = sub.split(".") if sub else []
+            chain = [".".join(parts[:i]) for i in range(len(parts) + 1)]  # the leaf, then each module down to m
+            changed = ""
+            for inner in chain:
+                why = not_torch_own(module.get_submodule(inner))
+                if why:
+                    changed = f"`{target}.{inner}` ({why})" if inner else f"`{target}` ({why})"
+                    break
+            if changed:  # the groups are read off torch's classes: a subclass's own method may compute anything
+                self.dropped.append(Dropped(f"{path}.qk, {path}.vo", changed))
+                continue
             try:
                 groups = multihead_attention_groups(m, f"{path}.")
             except ValueError as error:
@@ -700,11 +725,14 @@ class HeadWalk:
             uses = self.row_uses.get((weight, r), [])
             extra = [u for u in uses if u not in allowed]
             if extra:
-                return (
-                    f"row {r} of `{weight}` reaches {extra[0][1]}"
-                    if extra[0][0] == "other"
-                    else (f"row {r} of `{weight}` reaches a second attention ({extra[0][1]})")
-                )
+                role, where = extra[0]
+                if role == "other":
+                    return f"row {r} of `{weight}` reaches {where}"
+                names = {"q": "query", "k": "key", "v": "value", "o": "output"}
+                mine = next(u for u in sorted(allowed) if u[0] != "o")[0]
+                if role != mine:  # q = k, or v = k: one projection in two roles
+                    return f"row {r} of `{weight}` is both a {names[mine]} and a {names[role]} ({where})"
+                return f"row {r} of `{weight}` reaches a second attention ({where})"
             if len(uses) != len(allowed):
                 return f"row {r} of `{weight}` is used {len(uses)} times in attention"
         return ""

@@ -422,7 +422,8 @@ def symmetry_of(model: torch.nn.Module, example: torch.Tensor) -> Symmetry:
         The :class:`~symtele.teleports.symmetry.Symmetry`.
 
     Raises:
-        ValueError: the model has no rescalable units (naming its layers left out and why).
+        ValueError: the model has no rescalable units (naming its layers left out and why; a model with attention
+            head groups but no positive scale is refused too, saying so).
     """
     structure = _structure(model)
     cached = _SYMMETRIES.get(model)
@@ -434,7 +435,11 @@ def symmetry_of(model: torch.nn.Module, example: torch.Tensor) -> Symmetry:
         found = discover(model, example)
         if found.n_scales == 0:
             reasons = "; ".join(f"{k}: {v}" for k, v in found.left.items()) or "it has no Linear or Conv layers"
-            raise ValueError(f"Invalid model: {type(model).__name__} has no positively rescalable units ({reasons})")
+            pairs = len(found.pair_groups)
+            also = f"; its {pairs} attention head groups are not teleported without one" if pairs else ""
+            raise ValueError(
+                f"Invalid model: {type(model).__name__} has no positively rescalable units ({reasons}){also}"
+            )
         cached[1][shape] = found
     return found
 

@@ -567,9 +567,17 @@ def _feed_forward(walk, path: str, layer: nn.Module, reads: torch.Tensor | None)
             walk.produce(name, id(b1.param), hidden)
         else:
             walk.pin(hidden, b1.why, STRUCTURE)
-    relu = layer.activation is F.relu or isinstance(layer.activation, nn.ReLU)
-    if not relu:
-        kind = getattr(layer.activation, "__name__", type(layer.activation).__name__)
+    activation, changed = layer.activation, not_torch_own(layer)
+    changed = f"passes through {path}: {changed}" if changed else ""
+    relu = activation in (F.relu, torch.relu) or isinstance(activation, nn.ReLU)
+    for part in ("activation", "dropout", "linear1", "linear2"):
+        module = getattr(layer, part)
+        why = not_torch_own(module, hooks=part in ("activation", "dropout")) if isinstance(module, nn.Module) else ""
+        changed = changed or (f"passes through {path}.{part}: {why}" if why else "")
+    if changed:
+        walk.pin(hidden, changed)
+    elif not relu:
+        kind = getattr(activation, "__name__", type(activation).__name__)
         walk.pin(hidden, f"passes through {kind} in {path}, which no positive scale passes (supported: {SUPPORTED})")
     elif w2 is not None and w2.role == "plain":
         walk.read(f"{path}.linear2", id(w2.param), hidden.reshape(1, -1), hidden)
@@ -589,10 +597,25 @@ def _transformer_layer(walk, path: str, layer: nn.Module) -> torch.Tensor | None
     decoder = isinstance(layer, nn.TransformerDecoderLayer)
     norms = [f"norm{i}" for i in ((1, 2, 3) if decoder else (1, 2))]
     units = [_affine(walk, f"{path}.{n}", getattr(layer, n)) for n in norms]
+    whole = not_torch_own(layer)  # a subclass's own _sa_block or _ff_block: nothing inside is read by its class
+    for i, n in enumerate(norms):
+        why = whole or not_torch_own(getattr(layer, n))
+        if units[i] is not None and why:
+            walk.pin(units[i], f"{path}{'' if whole else '.' + n}: {why}")
+            units[i] = None
     if layer.norm_first:
-        _read_projections(walk, f"{path}.self_attn", layer.self_attn, [_value(units[0])] * 3)
+        reads = [("self_attn", [_value(units[0])] * 3)]
         if decoder:
-            _read_projections(walk, f"{path}.multihead_attn", layer.multihead_attn, [_value(units[1]), None, None])
+            reads.append(("multihead_attn", [_value(units[1]), None, None]))
+        for attention, inputs in reads:
+            module = getattr(layer, attention)
+            why = not_torch_own(module)
+            if why:
+                for v in inputs:
+                    if v is not None:
+                        walk.pin(v.units, f"read by {path}.{attention}: {why}")
+            else:
+                _read_projections(walk, f"{path}.{attention}", module, inputs)
         _feed_forward(walk, path, layer, units[-1])
         return None
     for n, u in zip(norms[:-1], units[:-1]):
@@ -739,6 +762,37 @@ METHODS: dict[str, Rule] = {
 def replaced_forward(module: nn.Module) -> bool:
     """Whether ``module``'s ``forward`` is replaced on the instance (``m.forward = f``): its class's rule is not its."""
     return "forward" in vars(module)
+
+
+def not_torch_own(module: nn.Module, *, hooks: bool = False) -> str:
+    """Why ``module`` may not compute what the ``torch.nn`` class it derives from computes, or ``""``.
+
+    The rules read the modules *inside* a ``torch.fx`` leaf (a transformer layer's attention, activation,
+    dropout, normalisers and linear layers) by their ``torch.nn`` class, without tracing them. That holds only if
+    no subclass defined outside ``torch`` overrides a method of that class (``class Capped(nn.ReLU)`` with its own
+    ``forward``, a layer's ``_ff_block``), no method is replaced on the instance (``m.forward = f``), and, with
+    ``hooks``, no forward hook or pre-hook is registered on it (for modules without parameters, whose hooks
+    :func:`~symtele.teleports.discovery.discover` cannot pin through a parameter).
+
+    Args:
+        module: a module called inside a leaf.
+        hooks: also refuse a module with forward hooks or pre-hooks.
+
+    Returns:
+        The reason (naming the class, the method, or the hook), or ``""``.
+    """
+    mro = type(module).__mro__
+    base = next((c for c in mro if c.__module__.startswith("torch.")), nn.Module)
+    for cls in mro[: mro.index(base)]:
+        for key, value in vars(cls).items():
+            if callable(value) and hasattr(base, key) and not key.startswith("__"):
+                return f"`{cls.__name__}` overrides {base.__name__}.{key}"
+    for key, value in vars(module).items():
+        if callable(value) and hasattr(base, key) and not isinstance(value, nn.Module):
+            return f"its {key} is replaced on the instance"
+    if hooks and (module._forward_hooks or module._forward_pre_hooks):
+        return "a forward hook is registered on it"
+    return ""
 
 
 def _module_rule(module: nn.Module) -> Rule | None:
