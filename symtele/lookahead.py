@@ -136,7 +136,10 @@ def shadow_step(
     """One step of ``optimizer`` from other parameter values, gradients and state, on copies.
 
     The step is the optimiser's own (its class's ``step``, with the hyper-parameters its groups have now,
-    learning-rate schedules included); neither the optimiser, its hooks, nor the parameters are touched.
+    learning-rate schedules included, and the optimiser's other attributes); neither the optimiser, its hooks, nor
+    the parameters are touched. Its groups and state are copies; any other attribute is the optimiser's own object,
+    which a ``step`` that changes it in place (none of ``torch.optim``'s does) would change. Hooks registered for
+    every optimiser (``torch.optim.optimizer.register_optimizer_step_pre_hook``) run on the copy too.
 
     Args:
         optimizer: the user's optimiser.
@@ -161,7 +164,8 @@ def shadow_step(
                 g = g.detach().to(q.dtype, copy=True)
             q.grad = None if g is None else g.detach()
             copies[p] = q
-    shadow = copy.copy(optimizer)
+    shadow = object.__new__(type(optimizer))  # not copy.copy: Optimizer.__getstate__ drops a subclass's attributes
+    shadow.__dict__.update(optimizer.__dict__)
     shadow.param_groups = [
         {**g, "params": [copies[p] for p in g["params"]], "lr": g["lr"] * lr_scale} for g in optimizer.param_groups
     ]

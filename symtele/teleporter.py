@@ -530,8 +530,9 @@ class Teleporter:
                     loss, grads, sent, judged, why_not = self._gradient_at_hand(
                         named, lambda: own_loss({n: p.detach() for n, p in named.items()}, batches), judge is not None
                     )
+                    stepless = {n for n, p in named.items() if p.grad is None}
                 else:
-                    loss, grads, sent, judged = self._gradient(outputs, named, batches, judge is not None)
+                    loss, grads, sent, judged, stepless = self._gradient(outputs, named, batches, judge is not None)
                     why_not = None
                 params = {n: p.detach() for n, p in named.items()}
                 if after_backward and why_not is None:
@@ -565,6 +566,7 @@ class Teleporter:
                         judge if judged else None,
                         losses_by_chunk,
                         path,
+                        {named[n] for n in stepless},
                     )
                 if t and (t < 1 or path):  # a point the closed form's own check did not see
                     at_t = {n: f**t for n, f in full.items()}
@@ -619,11 +621,13 @@ class Teleporter:
         return record
 
     def _gradient(self, outputs, named, batches, judged: bool):
-        """The mean loss and its gradient, whether there is a judging batch, and the bytes all-reduced.
+        """The mean loss and its gradient, the bytes all-reduced, whether there is a judging batch, and the names of
+        the parameters that the user's backward pass leaves without ``p.grad`` (frozen; with one process, also those
+        the loss does not reach).
 
         The loss is the mean over the micro-batches (and the processes), its gradient is taken in every
-        parameter; errors of the user's model and loss are re-raised saying where they came from, before
-        anything changes.
+        parameter (zero where the loss does not reach it); errors of the user's model and loss are re-raised saying
+        where they came from, before anything changes.
         """
         grads = dict.fromkeys(named)  # the first micro-batch's gradient as it comes, the others added to it
         total, processes = 0.0, distributed.group_size(self.group)  # each gradient divided by the processes: summed
@@ -641,6 +645,8 @@ class Teleporter:
                     if g is not None:
                         grads[n] = g if grads[n] is None else grads[n].add_(g)
                 total += float(loss.detach()) / len(batches)
+        # no p.grad in the user's step: frozen, or (one process) not reached by the loss
+        stepless = {n for n, g in grads.items() if not named[n].requires_grad or (g is None and processes == 1)}
         grads = {n: torch.zeros_like(named[n]) if g is None else g for n, g in grads.items()}
         sent, judging = 0, float(judged)
         if self.group is not None:
@@ -650,7 +656,7 @@ class Teleporter:
             )
             grads, judging = dict(zip(names, reduced)), judging / processes  # the processes with a judging batch
         self._check_agreed(total, judging, "maybe")
-        return torch.tensor(total, dtype=torch.float64), grads, sent, judging == 1
+        return torch.tensor(total, dtype=torch.float64), grads, sent, judging == 1, stepless
 
     def _scalar_loss(self, out, y) -> torch.Tensor:
         """``loss_fn(out, y)``, checked to be a scalar tensor; what it raises is re-raised saying where it came from."""
@@ -743,11 +749,16 @@ class Teleporter:
         self._check_agreed(float(loss), judging, "maybe_after_backward")
         return loss, grads, sent, judging == 1, None
 
-    def _look_ahead(self, record, factors, grads, judge, losses_by_chunk, path: PairPath | None = None) -> float:
+    def _look_ahead(
+        self, record, factors, grads, judge, losses_by_chunk, path: PairPath | None = None, stepless=frozenset()
+    ) -> float:
         """How far along the found path to go: a ``t`` of :data:`~symtele.lookahead.TRIALS`, or 0.
 
         See :mod:`~symtele.lookahead`; the trials, their mean losses and paired statistics go to
-        ``record.trace["lookahead"]``. ``path``: the attention groups' part of the path, if any.
+        ``record.trace["lookahead"]``. ``path``: the attention groups' part of the path, if any. ``stepless``: the
+        parameters that have no ``p.grad`` in the user's step (frozen, or not reached by the loss), which the
+        optimiser does not move, so neither does the look-ahead's step (a zero gradient would move them under
+        momentum, Adam, or weight decay).
         """
         path = PairPath([]) if path is None else path
         if judge is None:
@@ -774,9 +785,13 @@ class Teleporter:
                 value, grad = p.detach(), grads[p]
                 if p in f:
                     values[p] = torch.mul(value, f[p], out=into((p, "value"), value))
-                    step_grads[p] = torch.div(grad, f[p], out=into((p, "grad"), grad))
                 else:
                     values[p] = into((p, "value"), value).copy_(value)
+                if p in stepless:  # no p.grad in the user's step: the optimiser leaves it (and its state) as it is
+                    continue
+                if p in f:
+                    step_grads[p] = torch.div(grad, f[p], out=into((p, "grad"), grad))
+                else:
                     step_grads[p] = into((p, "grad"), grad).copy_(grad)
             if t and self.state == "reset":
                 states = {p: {} for p in named.values()}
@@ -792,12 +807,8 @@ class Teleporter:
                 values = {
                     p: v for p, v in zip(values, path.apply(t, {name_of[p]: v for p, v in values.items()}).values())
                 }
-                step_grads = {
-                    p: g
-                    for p, g in zip(
-                        step_grads, path.apply(t, {name_of[p]: g for p, g in step_grads.items()}, 1).values()
-                    )
-                }
+                carried = path.apply(t, {name_of[p]: g for p, g in step_grads.items()}, 1)
+                step_grads = {p: carried[name_of[p]] for p in step_grads}
                 if self.state == "transport":
                     self._pair_states(states, path, t, name_of)
             new = shadow_step(self.optimizer, values, step_grads, states, self.horizon, owned=True)
