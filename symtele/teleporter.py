@@ -621,9 +621,10 @@ class Teleporter:
         return record
 
     def _gradient(self, outputs, named, batches, judged: bool):
-        """The mean loss and its gradient, the bytes all-reduced, whether there is a judging batch, and the names of
-        the parameters that the user's backward pass leaves without ``p.grad`` (frozen; with one process, also those
-        the loss does not reach).
+        """The mean loss, its gradient, the bytes all-reduced, the judging flag, and the parameters without p.grad.
+
+        The last are the names of the parameters that the user's backward pass leaves without ``p.grad`` (frozen;
+        with one process, also those the loss does not reach).
 
         The loss is the mean over the micro-batches (and the processes), its gradient is taken in every
         parameter (zero where the loss does not reach it); errors of the user's model and loss are re-raised saying

@@ -204,7 +204,7 @@ def test_the_look_aheads_step_from_where_it_stands_is_the_users_next_step(monkey
     named = dict(ref_net.named_parameters())
     for p, value in steps[0].items():
         n = next(n for n, q in net.named_parameters() if q is p)
-        torch.testing.assert_close(value, named[n].detach(), rtol=1e-6, atol=1e-7, msg=lambda m: f"{n}: {m}")
+        torch.testing.assert_close(value, named[n].detach(), rtol=1e-6, atol=1e-7, msg=n)
     assert torch.equal(steps[0][net[3].weight], net[3].weight.detach())  # frozen: never rescaled, never stepped
     assert torch.equal(steps[0][net.unused], net.unused.detach())
 
