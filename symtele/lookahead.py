@@ -38,6 +38,11 @@ the report's minibatch runs (chapter 09, both learning-rate schedules) one passe
 1 of 310 teleports, while trying them costs two more forward passes. Outputs that cannot be sliced along
 the batch (a tuple, a dict, a single sample) give one chunk, and the plain comparison of the means decides
 (the record's ``trace["lookahead"]["chunks"]`` says which).
+
+The step judged is the optimiser's on ``∇L_B``: a change the user's loop makes to ``p.grad`` between the backward
+pass and ``optimizer.step()`` (clipping the global norm, added noise), or a hook registered on the optimiser
+(``register_step_pre_hook``), is not in it.
+Under clipping the judged step from the teleported point, whose gradient is larger, is longer than the real one.
 """
 
 from __future__ import annotations

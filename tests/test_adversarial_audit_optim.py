@@ -293,3 +293,51 @@ def test_an_optimiser_the_transport_does_not_know_is_refused_by_name_and_keep_an
             )
         else:
             assert record.state == "reset" and not any(opt.state.get(p) for p in model.parameters())
+
+
+def test_clipping_in_the_users_loop_is_not_in_the_judged_step_as_documented(monkeypatch):
+    """A documented limit: the loop clips the global gradient norm after ``maybe_after_backward``; the look-ahead's
+    step from where it stands is the optimiser's step on the unclipped gradient, not the real (clipped) one."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 3))
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.1)
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.randn(32, 4, generator=g), torch.randint(0, 3, (32,), generator=g)
+    steps = []
+    real_shadow = teleporter_module.shadow_step
+
+    def recorded(*args, **kwargs):
+        new = real_shadow(*args, **kwargs)
+        steps.append({p: v.clone() for p, v in new.items()})
+        return new
+
+    monkeypatch.setattr(teleporter_module, "shadow_step", recorded)
+    teleporter = st.Teleporter(net, F.cross_entropy, optimizer, schedule=[0], horizon=1.0, lookahead_batch=(x, y))
+    before = {p: p.detach().clone() for p in net.parameters()}
+    F.cross_entropy(net(x), y).backward()
+    unclipped = {p: before[p] - 0.1 * p.grad for p in net.parameters()}
+    teleporter.maybe_after_backward(0, x, y)
+    norm = float(torch.nn.utils.clip_grad_norm_(net.parameters(), 0.01))
+    assert norm > 0.1  # the clip is active
+    for p in net.parameters():
+        torch.testing.assert_close(steps[0][p], unclipped[p], rtol=0, atol=1e-7)
+    clipped_move = sum(float((0.1 * p.grad).square().sum()) for p in net.parameters()) ** 0.5
+    judged_move = sum(float((steps[0][p] - before[p]).square().sum()) for p in net.parameters()) ** 0.5
+    assert judged_move > 10 * clipped_move
+
+
+def test_a_coupled_decay_switched_on_after_the_teleporter_was_made_is_refused_before_anything_changes():
+    """Adam whose weight decay is switched on mid-run (a decay schedule): ``transport`` cannot separate it from the
+    moments, so the teleport raises, naming it, and the parameters and the state are as they were."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 3)).double()
+    optimizer = torch.optim.Adam(net.parameters(), lr=1e-2)
+    teleporter = st.Teleporter(net, F.cross_entropy, optimizer, schedule=[0], accept="always")
+    x, y = torch.randn(32, 4, dtype=torch.float64), torch.randint(0, 3, (32,))
+    F.cross_entropy(net(x), y).backward()
+    optimizer.step()
+    optimizer.param_groups[0]["weight_decay"] = 0.1
+    before = _snapshot(optimizer)
+    with pytest.raises(TypeError, match=r"Adam with weight_decay=0.1 \(a coupled L2 penalty\)"):
+        teleporter.maybe(0, x, y)
+    assert _same_snapshot(_snapshot(optimizer), before)
