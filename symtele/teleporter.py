@@ -188,10 +188,10 @@ def _not_kept_by(symmetry, params: dict, grads: dict) -> str | None:
         excess = derivatives.abs() - tolerance * magnitudes
         k = int(excess.argmax())
         if excess[k] > 0:
-            group = next((g for g in symmetry.groups if k in g.scales), None)
-            where = "" if group is None else f" of {', '.join(group.producers)} → "
-            where += "" if group is None else ", ".join(group.consumers) or "the output"
-            return _not_kept_why(f"a scale{where}", derivatives[k], magnitudes[k], tolerance, dtype)
+            group, where = next((g for g in symmetry.groups if k in g.scales), None), "a scale"
+            if group is not None:
+                where += f" of {', '.join(group.producers)} → {', '.join(group.consumers) or 'the output'}"
+            return _not_kept_why(where, derivatives[k], magnitudes[k], tolerance, dtype)
     for d in dict.fromkeys(g.d for g in symmetry.pair_groups):
         groups = [g for g in symmetry.pair_groups if g.d == d]
         slope, terms = stack_of(groups).derivatives(params, grads)
@@ -483,10 +483,11 @@ class Teleporter:
         began = time.perf_counter()
         batches = _micro_batches("inputs", inputs, targets)
         judge, source = _batch("lookahead_batch", lookahead_batch) or self.lookahead_batch, "lookahead_batch"
+        judged_on = "the look-ahead's judging batch (lookahead_batch)"
         if judge is None and self._previous is not None:  # the minibatch given at the step before this one
             judge, source = self._previous, "previous step's batch (the look-ahead's judging batch)"
+            judged_on = f"the {source}"
         judge = None if judge is None else _micro_batches(source, *judge)
-        judged_on = f"the look-ahead's judging batch ({source})" if source == "lookahead_batch" else f"the {source}"
         if after_backward:
             self._check_unscaled(scaler)
         elif scaler is not None:
